@@ -1,0 +1,3 @@
+from dynamail.cli.main import main
+
+main()

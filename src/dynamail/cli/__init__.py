@@ -1,0 +1,1 @@
+"""The dynamail command line."""

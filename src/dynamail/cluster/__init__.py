@@ -1,0 +1,1 @@
+"""The cluster layer: the single place that knows where an account lives."""

@@ -1,0 +1,280 @@
+"""A client connection as the protocol adapters see it.
+
+This is the only object through which a protocol adapter touches a socket.
+It owns buffering, read timeouts, back-pressure in both directions, STARTTLS,
+file sends and the peer address (which a cluster relay may replace with the
+real client address it was handed).  Protocol cores stay sans-IO: the
+adapter reads bytes here, feeds them to the core, and writes what it produces.
+
+It is an ``asyncio.Protocol`` of our own rather than a StreamReader so that
+the receive buffer is ours: STARTTLS can discard pipelined plaintext
+(RFC 3207 section 4.2, RFC 2595 section 3.1), pipelined input is visible to
+the adapter, and an idle connection costs one small object and an empty
+bytearray.  Reading pauses when the buffer passes ``MAX_BUFFER`` so a client
+that sends faster than we consume cannot grow our memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import BinaryIO
+
+READ_CHUNK = 65536
+MAX_BUFFER = 256 * 1024
+
+
+class IdleTimeout(Exception):
+    """No data arrived from the client within the connection's idle timeout."""
+
+
+class LineTooLong(Exception):
+    """A line exceeded the limit given to :meth:`Connection.readline`.
+
+    The rest of the offending line has been consumed, so the protocol can
+    answer with its error and keep reading the next command.
+    """
+
+
+class _Wire(asyncio.Protocol):
+    """The asyncio side: collects bytes and signals the Connection."""
+
+    def __init__(self, on_made: Callable[[_Wire], None] | None = None) -> None:
+        self._on_made = on_made
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.eof = False
+        self.reading_paused = False
+        self._data_waiter: asyncio.Future[None] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self.write_paused = False
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._wake()
+        if len(self.buffer) > MAX_BUFFER and self.transport is not None and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.lost = True
+        self._wake()
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for w in self._drain_waiters:
+            if not w.done():
+                w.set_result(None)
+        self._drain_waiters.clear()
+
+    def _wake(self) -> None:
+        w = self._data_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def wait_data(self) -> None:
+        if self.reading_paused and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+        loop = asyncio.get_running_loop()
+        self._data_waiter = loop.create_future()
+        try:
+            await self._data_waiter
+        finally:
+            self._data_waiter = None
+
+    async def drain(self) -> None:
+        if self.lost:
+            return
+        if self.write_paused:
+            fut = asyncio.get_running_loop().create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+
+class Connection:
+    """One accepted TCP connection (plain or TLS)."""
+
+    def __init__(
+        self,
+        wire: _Wire,
+        *,
+        listener: str,
+        idle_timeout: float,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        assert wire.transport is not None
+        self._wire = wire
+        self._transport: asyncio.Transport = wire.transport
+        self.listener = listener
+        self.idle_timeout = idle_timeout
+        self._tls_context = tls_context
+        peer = self._transport.get_extra_info("peername") or ("", 0)
+        sock = self._transport.get_extra_info("sockname") or ("", 0)
+        self.peer_host: str = str(peer[0])
+        self.peer_port: int = int(peer[1])
+        self.local_host: str = str(sock[0])
+        self.local_port: int = int(sock[1])
+        self.closed = False
+
+    # -- properties -----------------------------------------------------
+    @property
+    def is_tls(self) -> bool:
+        return self._transport.get_extra_info("sslcontext") is not None
+
+    @property
+    def can_start_tls(self) -> bool:
+        return self._tls_context is not None and not self.is_tls
+
+    def set_real_peer(self, host: str, port: int) -> None:
+        """Record the real client address handed over by a cluster relay."""
+        self.peer_host = host
+        self.peer_port = port
+
+    def buffered(self) -> int:
+        """Bytes received but not yet read (pipelined input)."""
+        return len(self._wire.buffer)
+
+    def at_eof(self) -> bool:
+        return self._wire.eof and not self._wire.buffer
+
+    # -- reading --------------------------------------------------------
+    async def _fill(self, timeout: float | None) -> bool:
+        """Wait for more data; False at end of stream."""
+        if self._wire.eof:
+            return False
+        t = self.idle_timeout if timeout is None else timeout
+        try:
+            await asyncio.wait_for(self._wire.wait_data(), t)
+        except TimeoutError:
+            raise IdleTimeout() from None
+        return bool(self._wire.buffer) or not self._wire.eof
+
+    def _take(self, n: int) -> bytes:
+        buf = self._wire.buffer
+        data = bytes(buf[:n])
+        del buf[:n]
+        return data
+
+    async def read(self, n: int = READ_CHUNK, *, timeout: float | None = None) -> bytes:
+        """Return up to ``n`` bytes; ``b""`` at end of stream."""
+        while not self._wire.buffer:
+            if not await self._fill(timeout):
+                return b""
+        return self._take(n)
+
+    async def readexactly(self, n: int, *, timeout: float | None = None) -> bytes:
+        """Return exactly ``n`` bytes, or fewer if the stream ends first."""
+        while len(self._wire.buffer) < n:
+            if not await self._fill(timeout):
+                break
+        return self._take(n)
+
+    async def readline(self, limit: int, *, timeout: float | None = None) -> bytes:
+        """Return one line including its LF; ``b""`` at end of stream.
+
+        A line longer than ``limit`` raises :class:`LineTooLong` after the
+        rest of it has been read and discarded (in bounded memory).  A final
+        line without LF is returned as is at end of stream.
+        """
+        start = 0
+        while True:
+            buf = self._wire.buffer
+            idx = buf.find(b"\n", start)
+            if idx >= 0:
+                if idx + 1 > limit:
+                    del buf[: idx + 1]
+                    raise LineTooLong()
+                return self._take(idx + 1)
+            if len(buf) > limit:
+                # too long: discard everything up to and including the LF
+                while True:
+                    idx = self._wire.buffer.find(b"\n")
+                    if idx >= 0:
+                        del self._wire.buffer[: idx + 1]
+                        raise LineTooLong()
+                    self._wire.buffer.clear()
+                    if not await self._fill(timeout):
+                        raise LineTooLong()
+            start = len(buf)
+            if not await self._fill(timeout):
+                return self._take(len(self._wire.buffer))
+
+    # -- writing --------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        if not self.closed and data and not self._transport.is_closing():
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark."""
+        await self._wire.drain()
+        if self._wire.lost:
+            self.closed = True
+
+    async def send(self, data: bytes) -> None:
+        self.write(data)
+        await self.drain()
+
+    async def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset`` with little copying
+        (``os.sendfile`` on plain sockets, chunked reads under TLS)."""
+        await self.drain()
+        if count <= 0 or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.sendfile(self._transport, file, offset, count, fallback=True)
+        except (ConnectionError, ssl.SSLError):
+            self.closed = True
+
+    # -- TLS and closing -------------------------------------------------
+    async def start_tls(self) -> None:
+        """Upgrade to TLS after STARTTLS/STLS.  Plaintext the client sent
+        after the command is discarded (RFC 3207 section 4.2)."""
+        if self._tls_context is None:
+            raise RuntimeError("TLS is not configured")
+        self._wire.buffer.clear()
+        await self.drain()
+        loop = asyncio.get_running_loop()
+        new = await loop.start_tls(self._transport, self._wire, self._tls_context, server_side=True)
+        if new is None:
+            raise ConnectionError("TLS handshake failed")
+        assert isinstance(new, asyncio.Transport)
+        self._transport = new
+        self._wire.transport = new
+
+    async def close(self) -> None:
+        if self._transport.is_closing():
+            self.closed = True
+            return
+        self.closed = True
+        try:
+            await self._wire.drain()
+        except Exception:
+            pass
+        self._transport.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self._transport.abort()

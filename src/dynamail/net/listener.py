@@ -1,0 +1,138 @@
+"""Listening sockets and the accept loop for every protocol.
+
+A protocol module describes its listeners as :class:`ListenerSpec` values
+(standard port, TLS mode, handler, limits); :class:`Listeners` binds them on
+the configured address with the port offset, enforces the total and
+per-client-address connection limits (answering a refused client with the
+protocol's own "busy" line), applies TLS for implicit-TLS ports, and on
+shutdown stops accepting and gives running sessions a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from dynamail.net.connection import Connection, IdleTimeout, _Wire
+
+log = logging.getLogger("dynamail.net")
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+class TlsMode(enum.Enum):
+    PLAIN = "plain"  # cleartext; STARTTLS possible when a TLS context exists
+    IMPLICIT = "implicit"  # TLS from the first byte (465, 993, 995, 9010)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerSpec:
+    name: str  # e.g. "imap", "imaps", "smtp", "submission"
+    port: int  # standard port; the server adds its port offset
+    handler: Handler
+    tls: TlsMode = TlsMode.PLAIN
+    idle_timeout: float = 1800.0
+    max_connections: int = 60000
+    max_per_address: int = 1000
+    busy_reply: bytes = b""  # sent to a client refused by a connection limit
+
+
+class Listeners:
+    """Owns every listening socket of one server process."""
+
+    def __init__(self, host: str, port_offset: int, tls_context: ssl.SSLContext | None) -> None:
+        self.host = host
+        self.port_offset = port_offset
+        self.tls_context = tls_context
+        self._servers: dict[str, asyncio.Server] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._per_listener: collections.Counter[str] = collections.Counter()
+        self._per_address: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.accepting = True
+
+    def port_of(self, name: str) -> int | None:
+        srv = self._servers.get(name)
+        if srv is None or not srv.sockets:
+            return None
+        return int(srv.sockets[0].getsockname()[1])
+
+    def session_counts(self) -> dict[str, int]:
+        return dict(self._per_listener)
+
+    async def start(self, spec: ListenerSpec) -> None:
+        port = spec.port + self.port_offset
+        loop = asyncio.get_running_loop()
+        ctx = self.tls_context if spec.tls is TlsMode.IMPLICIT else None
+        if spec.tls is TlsMode.IMPLICIT and ctx is None:
+            raise RuntimeError(f"{spec.name}: implicit TLS needs a certificate")
+
+        def made(wire: _Wire) -> None:
+            task = loop.create_task(self._run(spec, wire))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        def factory() -> _Wire:
+            return _Wire(made)
+
+        server = await loop.create_server(
+            factory, self.host, port, ssl=ctx, reuse_address=True, backlog=1024,
+            ssl_handshake_timeout=30.0 if ctx else None,
+        )
+        self._servers[spec.name] = server
+        log.info("listening %s on %s:%d", spec.name, self.host, port)
+
+    async def _run(self, spec: ListenerSpec, wire: _Wire) -> None:
+        conn = Connection(
+            wire, listener=spec.name, idle_timeout=spec.idle_timeout,
+            tls_context=self.tls_context,
+        )
+        key = (spec.name, conn.peer_host)
+        if (
+            not self.accepting
+            or self._per_listener[spec.name] >= spec.max_connections
+            or self._per_address[key] >= spec.max_per_address
+        ):
+            if spec.busy_reply:
+                conn.write(spec.busy_reply)
+            await conn.close()
+            return
+        self._per_listener[spec.name] += 1
+        self._per_address[key] += 1
+        try:
+            await spec.handler(conn)
+        except (IdleTimeout, ConnectionError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s session from %s failed", spec.name, conn.peer_host)
+        finally:
+            self._per_listener[spec.name] -= 1
+            self._per_address[key] -= 1
+            if self._per_address[key] <= 0:
+                del self._per_address[key]
+            await conn.close()
+
+    async def close_listener(self, name: str) -> None:
+        srv = self._servers.pop(name, None)
+        if srv is not None:
+            srv.close()
+            await srv.wait_closed()
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop accepting, then give running sessions ``grace`` seconds."""
+        self.accepting = False
+        for srv in self._servers.values():
+            srv.close()
+        self._servers.clear()
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=1.0)
