@@ -1,0 +1,192 @@
+"""Choosing the Controller through the shared storage, without any lock.
+
+Every backend mounts the shared storage, so the storage is the arbiter that
+lets a two-backend cluster survive the loss of either (no majority is needed).
+The directory ``<SharedBase>/.cluster/controller/`` holds:
+
+``epoch-<N>``
+    Created once, atomically, by the backend that became Controller with
+    epoch N: its content is written to a temporary file which is then
+    hard-linked to ``epoch-<N>``.  ``link`` fails with EEXIST when the name
+    exists (atomic on local file systems, NFSv3+ and GlusterFS, the
+    classic lock-free exclusive create), so among any number of candidates
+    for N exactly one wins, and the file is complete the moment it exists.
+``heartbeat-<N>``
+    Rewritten by Controller N every ~T/4 (write temporary, rename: readers
+    see the old or the new record, never a torn one).  The record holds a
+    sequence number and the members the Controller hears from.
+
+Rules (T = controller lease, m = margin; every duration is measured on the
+monotonic clock of the process that measures it, never on wall clocks):
+
+* An observer declares Controller N dead when it has seen ``heartbeat-<N>``
+  unchanged for T, measured from the moment it first saw the current
+  content.  It then tries to create ``epoch-<N+1>``.  The Backup tries at
+  once; other backends wait ``BACKUP_HEAD_START`` longer and re-check.
+* Controller N acts only while less than T - m has passed since the start of
+  its last successful renewal, and only while ``epoch-<N+1>`` does not exist
+  (checked at every renewal).  Since a renewal's content was written after
+  its start and the observer's T starts no earlier than it saw that content,
+  the Controller has stopped acting m before any observer can claim N+1.
+  A SIGSTOPped Controller wakes with its monotonic clock far past T - m and
+  refuses everything before it can even try to renew.
+* Grants carry the Controller epoch; members refuse grants from an epoch
+  older than the newest they know, and storage refuses writes below the
+  recorded account epoch: even a Controller that misjudged its lease cannot
+  cause two writers.
+
+The file operations here are blocking; the member runs them in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from dynamail.durable import atomic_write, fsync_dir, make_dirs
+
+_EPOCH_RE = re.compile(r"^epoch-(\d+)$")
+KEEP_EPOCHS = 8  # older epoch files are removed by the Controller
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerRecord:
+    epoch: int
+    member: str
+    host: str
+    port: int
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.epoch, self.member, self.host, self.port])
+
+    @classmethod
+    def decode(cls, data: bytes) -> ControllerRecord | None:
+        try:
+            epoch, member, host, port = msgpack.unpackb(data)
+            return cls(int(epoch), str(member), str(host), int(port))
+        except Exception:
+            return None
+
+
+class ElectionStore:
+    """The election files of one cluster (blocking I/O)."""
+
+    def __init__(self, shared_base: Path) -> None:
+        self.dir = Path(shared_base) / ".cluster" / "controller"
+
+    def ensure(self) -> None:
+        make_dirs(self.dir)
+
+    def highest_epoch(self) -> int:
+        best = 0
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.dir):
+                m = _EPOCH_RE.match(name)
+                if m:
+                    best = max(best, int(m.group(1)))
+        return best
+
+    def current(self) -> ControllerRecord | None:
+        """The record of the newest Controller epoch (None before the first)."""
+        n = self.highest_epoch()
+        if n == 0:
+            return None
+        try:
+            data = (self.dir / f"epoch-{n}").read_bytes()
+        except FileNotFoundError:
+            return None
+        return ControllerRecord.decode(data)
+
+    def exists(self, epoch: int) -> bool:
+        return (self.dir / f"epoch-{epoch}").exists()
+
+    def claim(self, record: ControllerRecord) -> bool:
+        """Try to become Controller with ``record.epoch``; True if this call won."""
+        self.ensure()
+        tmp = self.dir / f".claim-{record.epoch}-{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, record.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, self.dir / f"epoch-{record.epoch}")
+            won = True
+        except FileExistsError:
+            won = False
+        finally:
+            tmp.unlink(missing_ok=True)
+        if won:
+            fsync_dir(self.dir)
+        return won
+
+    def write_heartbeat(self, epoch: int, seq: int, contacts: list[str]) -> None:
+        atomic_write(self.dir / f"heartbeat-{epoch}", msgpack.packb([epoch, seq, contacts]))
+
+    def read_heartbeat(self, epoch: int) -> bytes | None:
+        try:
+            return (self.dir / f"heartbeat-{epoch}").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def contacts_of(record: bytes | None) -> list[str]:
+        if not record:
+            return []
+        try:
+            return [str(c) for c in msgpack.unpackb(record)[2]]
+        except Exception:
+            return []
+
+    def prune(self, current: int) -> None:
+        """Remove election files of epochs long superseded."""
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.dir):
+                m = _EPOCH_RE.match(name)
+                if m and int(m.group(1)) < current - KEEP_EPOCHS:
+                    (self.dir / name).unlink(missing_ok=True)
+                hb = re.match(r"^heartbeat-(\d+)$", name)
+                if hb and int(hb.group(1)) < current:
+                    (self.dir / name).unlink(missing_ok=True)
+
+
+@dataclass
+class Observer:
+    """Watches Controller N's heartbeat record on this process's clock."""
+
+    epoch: int = 0
+    seen: bytes | None = None
+    since: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def observe(self, epoch: int, record: bytes | None, now: float) -> None:
+        if epoch != self.epoch or record != self.seen:
+            self.epoch, self.seen, self.since = epoch, record, now
+
+    def unchanged_for(self, now: float) -> float:
+        return now - self.since
+
+
+@dataclass
+class Tenure:
+    """The Controller's own view of its right to act."""
+
+    epoch: int
+    lease: float
+    margin: float
+    renewed_at: float  # start of the last successful renewal
+    superseded: bool = False
+
+    def valid(self, now: float) -> bool:
+        return not self.superseded and now - self.renewed_at < self.lease - self.margin
+
+    def renewed(self, started: float) -> None:
+        self.renewed_at = max(self.renewed_at, started)
