@@ -1,0 +1,223 @@
+"""Local delivery: one message, appended once to each of several accounts.
+
+This is the single place where a message becomes mail in an account.  SMTP
+(inbound and submission), the outbound queue (bounces) and the cluster layer
+(hand-offs from other members) all call :meth:`Delivery.deliver`; nothing here
+knows about SMTP sessions.
+
+Invariants:
+
+* a :class:`DeliveryResult` with ``ok`` True means the copy is durable on
+  storage (``AccountStore.append`` returns only then); the caller may
+  acknowledge the message only when every result it cares about is ``ok``;
+* every account is reached through the locator (``accounts.use(ref)``), so a
+  cluster member appends only to accounts it owns and hands the others to
+  their owner through the :attr:`Delivery.remote` hook;
+* copies for several accounts are appended concurrently, so the storage
+  engine can group-commit their fsyncs;
+* a failure is never raised to the caller: it is a result with an SMTP reply
+  code, temporary (4xx: the sender retries) or permanent (5xx: it bounces),
+  following RFC 5321 section 4.2 and RFC 3463 enhanced codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dynamail.accounts import AccountRef
+from dynamail.cluster.locator import AccountLocator, AccountUnavailable, Local, Relay
+from dynamail.storage.api import (
+    AppendRequest,
+    FencedError,
+    NoSuchMailbox,
+    QuotaExceeded,
+    StorageError,
+)
+
+log = logging.getLogger("dynamail.delivery")
+
+Message = Path | bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of delivering one copy to one account."""
+
+    ref: AccountRef
+    ok: bool
+    code: int = 250  # SMTP reply code (RFC 5321 section 4.2.3)
+    status: str = "2.0.0"  # enhanced status code (RFC 3463)
+    text: str = "delivered"
+    uid: int | None = None
+
+    @property
+    def temporary(self) -> bool:
+        return not self.ok and 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        return not self.ok and self.code >= 500
+
+
+def temporary_failure(ref: AccountRef, text: str, status: str = "4.3.0") -> DeliveryResult:
+    return DeliveryResult(ref, False, 451, status, text)
+
+
+RemoteHook = Callable[[Relay, Message, str], Awaitable[DeliveryResult]]
+
+
+async def _no_remote(placement: Relay, message: Message, mailbox: str) -> DeliveryResult:
+    return temporary_failure(placement.ref, f"owner {placement.member} not reachable", "4.4.1")
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: object) -> int | None:
+    """``MaxAccountSize`` as bytes: ``100M``, ``2G``, ``1024``, ``unlimited`` (None)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value if value > 0 else None
+    text = str(value).strip().upper()
+    if text in ("", "UNLIMITED", "DEFAULT", "0"):
+        return None
+    unit = ""
+    if text[-1] in "KMGT":
+        unit, text = text[-1], text[:-1]
+    elif text.endswith("B") and len(text) > 1 and text[-2] in "KMGT":
+        unit, text = text[-2], text[:-2]
+    try:
+        return int(float(text) * _UNITS[unit])
+    except ValueError:
+        return None
+
+
+def message_size(message: Message) -> int:
+    if isinstance(message, bytes):
+        return len(message)
+    return os.stat(message).st_size
+
+
+class Delivery:
+    """Appends messages to accounts through the locator."""
+
+    def __init__(self, directory: Any, accounts: AccountLocator, metrics: Any = None) -> None:
+        self.directory = directory
+        self.accounts = accounts
+        self.metrics = metrics
+        #: Hand-off to the member that owns an account; the cluster layer sets it.
+        self.remote: RemoteHook = _no_remote
+
+    async def deliver(
+        self,
+        recipients: list[AccountRef],
+        message: Message,
+        *,
+        mailbox: str = "INBOX",
+        flags: frozenset[str] = frozenset(),
+    ) -> list[DeliveryResult]:
+        """Append one copy of ``message`` per distinct account; one result per
+        entry of ``recipients`` (duplicates get the result of the first)."""
+        distinct = list(dict.fromkeys(recipients))
+        size = message_size(message)
+        results = await asyncio.gather(
+            *(self._deliver_one(ref, message, size, mailbox, flags) for ref in distinct)
+        )
+        by_ref = dict(zip(distinct, results, strict=True))
+        for r in results:
+            self._count("ok" if r.ok else ("temporary" if r.temporary else "permanent"))
+        return [by_ref[ref] for ref in recipients]
+
+    def _count(self, result: str) -> None:
+        if self.metrics is not None:
+            with contextlib.suppress(Exception):
+                self.metrics.deliveries.labels(result=result).inc()
+
+    async def _deliver_one(
+        self, ref: AccountRef, message: Message, size: int, mailbox: str, flags: frozenset[str]
+    ) -> DeliveryResult:
+        try:
+            async with self.accounts.use(ref) as placement:
+                if isinstance(placement, Relay):
+                    return await self.remote(placement, message, mailbox)
+                assert isinstance(placement, Local)
+                return await self._append(placement, message, size, mailbox, flags)
+        except AccountUnavailable as exc:
+            return temporary_failure(ref, f"account unavailable: {exc}", "4.2.1")
+        except FencedError:
+            return temporary_failure(ref, "account moved to another server", "4.2.1")
+        except QuotaExceeded:
+            return DeliveryResult(ref, False, 452, "4.2.2", "mailbox full")
+        except StorageError as exc:
+            log.warning("delivery to %s failed: %s", ref, exc)
+            return temporary_failure(ref, "local storage error")
+        except OSError as exc:
+            log.warning("delivery to %s failed: %s", ref, exc)
+            return temporary_failure(ref, "local I/O error")
+
+    async def _append(
+        self, placement: Local, message: Message, size: int, mailbox: str, flags: frozenset[str]
+    ) -> DeliveryResult:
+        ref = placement.ref
+        limit = await self.quota_limit(ref)
+        if limit is not None:
+            if size > limit:
+                # the message alone exceeds the account's whole allocation:
+                # no retry can succeed (RFC 5321 4.2.2 reply 552, RFC 3463 5.2.2)
+                return DeliveryResult(ref, False, 552, "5.2.2", "message exceeds the mailbox quota")
+            used, _count = await placement.store.quota_usage()
+            if used + size > limit:
+                # full now, may have room later: temporary (RFC 3463 4.2.2)
+                return DeliveryResult(ref, False, 452, "4.2.2", "mailbox full")
+        store = placement.store
+        if isinstance(message, bytes):
+            uids = await self._append_to(store, mailbox, AppendRequest(message, flags))
+        else:
+            with open(message, "rb") as fh:
+                uids = await self._append_to(store, mailbox, AppendRequest(fh, flags))
+        return DeliveryResult(ref, True, 250, "2.0.0", "delivered", uids[0] if uids else None)
+
+    async def _append_to(self, store: Any, mailbox: str, req: AppendRequest) -> list[int]:
+        try:
+            return list(await store.append(mailbox, [req]))
+        except NoSuchMailbox:
+            if mailbox == "INBOX":
+                raise
+            # a filing target that vanished: keep the mail in INBOX
+            data = req.data
+            if not isinstance(data, bytes):
+                _rewind(data)
+            return list(await store.append("INBOX", [req]))
+
+    async def quota_limit(self, ref: AccountRef) -> int | None:
+        """The account's effective ``MaxAccountSize`` in bytes (None: unlimited)."""
+        getter = None
+        for name in ("effective_account_settings", "account_effective_settings"):
+            getter = getattr(self.directory, name, None)
+            if getter is not None:
+                break
+        if getter is None:
+            return None
+        try:
+            settings = getter(ref)
+            if inspect.isawaitable(settings):
+                settings = await settings
+        except Exception:
+            return None
+        if not isinstance(settings, dict):
+            return None
+        return parse_size(settings.get("MaxAccountSize"))
+
+
+def _rewind(fh: BinaryIO) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        fh.seek(0)
