@@ -1,0 +1,845 @@
+"""The object model on disk: domains, accounts, settings, rights, alerts.
+
+Layout under the base directory (every file JSON, see ``files.py``)::
+
+    Settings/            AccountDefaults.json DomainDefaults.json
+                         AccountPrefs.json Alerts.json apop.key
+    Domains/<domain>/    local domains
+    SharedDomains/       shared domains (a directory, a symlink, or the
+                         ``shared_base`` path); ``.cluster/`` holds the
+                         cluster-wide defaults, prefs, alerts and apop.key
+    <domain>/            Settings.json AccountDefaults.json Alerts.json
+                         Aliases.json Forwarders.json
+                         Accounts/<shard>/<account>/
+    <account>/           Account.json (settings, password, rights)
+                         Prefs.json Alerts.json Mail/ (the storage engine's)
+
+``<shard>`` is the first two hex digits of SHA-256 of the account name:
+256 directories of a few hundred entries each hold 100,000 accounts, so
+every lookup is a single ``stat`` and no directory grows huge.  The sorted
+account list of a domain is cached in memory and rebuilt shard by shard
+when a shard directory's identity (inode, mtime, link count) changes.
+
+Invariants:
+
+* Every name is validated by ``dynamail.names`` before it becomes a path;
+  entries whose names start with ``.`` are never domains or accounts (they
+  are temporaries, or ``.cluster``).
+* Domains and accounts appear atomically: they are built in a temporary
+  directory and renamed into place.  Deletion renames them away first.
+* Every file write is ``atomic_write``; no OS lock is ever taken.  Within
+  this process one mutex serialises read-modify-write sequences; across
+  cluster members the cluster layer routes shared-domain mutations through
+  the Controller and account data through the account's single owner.
+* Reads of any file notice replacements by other processes (stat-validated
+  cache); ``invalidate()`` drops the caches outright.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import secrets
+import shutil
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+
+from dynamail import names
+from dynamail.accounts import AccountRef
+from dynamail.directory import model, passwords
+from dynamail.directory.files import JsonFiles
+from dynamail.directory.model import (
+    Alert,
+    AlreadyExists,
+    BadSetting,
+    DomainInfo,
+    LimitReached,
+    NoSuchAccount,
+    NoSuchDomain,
+    NotEmpty,
+    Recipient,
+)
+from dynamail.durable import fsync_dir, make_dirs
+
+AlertScope = str | tuple[str, Any]
+
+CLUSTER_DIR = ".cluster"
+SETTINGS_FILE = "Settings.json"
+ACCOUNT_DEFAULTS_FILE = "AccountDefaults.json"
+DOMAIN_DEFAULTS_FILE = "DomainDefaults.json"
+PREFS_FILE = "AccountPrefs.json"
+ALERTS_FILE = "Alerts.json"
+ALIASES_FILE = "Aliases.json"
+FORWARDERS_FILE = "Forwarders.json"
+ACCOUNT_FILE = "Account.json"
+ACCOUNT_PREFS_FILE = "Prefs.json"
+MAIL_DIR = "Mail"
+ACCOUNTS_DIR = "Accounts"
+
+
+def shard_of(name: str) -> str:
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:2]
+
+
+@dataclass
+class _Shard:
+    ident: tuple[int, int, int]
+    names: list[str]
+
+
+@dataclass
+class _Listing:
+    shards: dict[str, _Shard] = field(default_factory=dict)
+    merged: list[str] = field(default_factory=list)
+
+
+class Directory:
+    """Domains and accounts of one server (and the shared ones of its cluster)."""
+
+    def __init__(
+        self,
+        base: Path,
+        *,
+        main_domain: str,
+        shared_base: Path | None = None,
+        password_hasher: PasswordHasher | None = None,
+    ) -> None:
+        self.base = Path(base)
+        self.main_domain = names.domain_name(main_domain)
+        self.shared_base = Path(shared_base) if shared_base is not None else self.base / "SharedDomains"
+        self.settings_dir = self.base / "Settings"
+        self.domains_dir = self.base / "Domains"
+        self.cluster_dir = self.shared_base / CLUSTER_DIR
+        self.hasher = password_hasher
+        self.files = JsonFiles()
+        self.scans = 0  # shard directories listed from disk (tests watch it)
+        self._lock = threading.RLock()
+        self._listings: dict[str, _Listing] = {}
+        self._apop_local = passwords.ApopKeys(self.settings_dir / "apop.key")
+        self._apop_cluster = passwords.ApopKeys(self.cluster_dir / "apop.key")
+        for d in (self.settings_dir, self.domains_dir, self.shared_base, self.cluster_dir):
+            make_dirs(d)
+        if not self.domain_exists(self.main_domain):
+            self.create_domain(self.main_domain)
+
+    # ------------------------------------------------------------ paths
+    def _domain_dir(self, name: str, shared: bool) -> Path:
+        return (self.shared_base if shared else self.domains_dir) / name
+
+    def _locate_domain(self, name: str) -> tuple[str, bool]:
+        """Canonical name and shared flag of an existing domain, or NoSuchDomain."""
+        canon = names.domain_name(name)
+        if (self.domains_dir / canon).is_dir():
+            return canon, False
+        if canon != self.main_domain and (self.shared_base / canon).is_dir():
+            return canon, True
+        raise NoSuchDomain(f"unknown domain: {canon}")
+
+    def _dpath(self, name: str) -> Path:
+        canon, shared = self._locate_domain(name)
+        return self._domain_dir(canon, shared)
+
+    def account_dir(self, ref: AccountRef) -> Path:
+        """The directory of an account (it need not exist)."""
+        domain_dir = self._domain_dir(ref.domain, ref.shared)
+        return domain_dir / ACCOUNTS_DIR / shard_of(ref.name) / ref.name
+
+    def account_mail_path(self, ref: AccountRef) -> Path:
+        """The directory the storage engine keeps the account's mail in."""
+        return self.account_dir(ref) / MAIL_DIR
+
+    def _existing(self, ref: AccountRef) -> Path:
+        path = self.account_dir(ref)
+        if not path.is_dir():
+            raise NoSuchAccount(f"unknown account: {ref.address}")
+        return path
+
+    # ------------------------------------------------------------ domains
+    def list_domains(self) -> list[DomainInfo]:
+        out: list[DomainInfo] = []
+        seen: set[str] = set()
+        for root, shared in ((self.domains_dir, False), (self.shared_base, True)):
+            try:
+                entries = list(os.scandir(root))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                if e.name.startswith(".") or not e.is_dir() or e.name in seen:
+                    continue
+                if shared and e.name == self.main_domain:
+                    continue
+                seen.add(e.name)
+                out.append(DomainInfo(e.name, shared))
+        out.sort(key=lambda d: d.name)
+        return out
+
+    def domain_exists(self, name: str) -> bool:
+        try:
+            self._locate_domain(name)
+        except (NoSuchDomain, names.BadName):
+            return False
+        return True
+
+    def is_shared(self, name: str) -> bool:
+        return self._locate_domain(name)[1]
+
+    def create_domain(
+        self, name: str, *, shared: bool = False, settings: Mapping[str, Any] | None = None
+    ) -> None:
+        canon = names.domain_name(name)
+        if shared and canon == self.main_domain:
+            raise BadSetting("the Main Domain is always local")
+        own = model.clean_settings(settings)
+        with self._lock:
+            if self.domain_exists(canon):
+                raise AlreadyExists(f"domain already exists: {canon}")
+            root = self.shared_base if shared else self.domains_dir
+            tmp = root / f".new-{canon}-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            try:
+                self.files.write(tmp / SETTINGS_FILE, own)
+                (tmp / ACCOUNTS_DIR).mkdir()
+                fsync_dir(tmp)
+                if (root / canon).exists():
+                    raise AlreadyExists(f"domain already exists: {canon}")
+                os.rename(tmp, root / canon)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            fsync_dir(root)
+
+    def delete_domain(self, name: str, *, force: bool = False) -> None:
+        canon, shared = self._locate_domain(name)
+        if canon == self.main_domain:
+            raise BadSetting("the Main Domain cannot be deleted")
+        with self._lock:
+            if not force and (self.count_accounts(canon) or self.forwarders(canon)):
+                raise NotEmpty(f"domain {canon} is not empty")
+            path = self._domain_dir(canon, shared)
+            grave = path.parent / f".deleted-{canon}-{secrets.token_hex(4)}"
+            os.rename(path, grave)
+            fsync_dir(path.parent)
+            shutil.rmtree(grave, ignore_errors=True)
+            self._listings.pop(canon, None)
+            self.files.forget(path)
+
+    def domain_settings(self, name: str) -> dict[str, Any]:
+        return dict(self.files.read(self._dpath(name) / SETTINGS_FILE, {}))
+
+    def update_domain_settings(self, name: str, changes: Mapping[str, Any]) -> None:
+        self._update(self._dpath(name) / SETTINGS_FILE, changes)
+
+    def set_domain_settings(self, name: str, settings: Mapping[str, Any]) -> None:
+        self._set(self._dpath(name) / SETTINGS_FILE, settings)
+
+    def effective_domain_settings(self, name: str) -> dict[str, Any]:
+        canon, shared = self._locate_domain(name)
+        out = dict(model.BUILTIN_DOMAIN_SETTINGS)
+        out.update(self.cluster_domain_defaults() if shared else self.server_domain_defaults())
+        out.update(self.domain_settings(canon))
+        return out
+
+    # -- per-domain Default Account Settings
+    def account_defaults(self, domain: str) -> dict[str, Any]:
+        return dict(self.files.read(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, {}))
+
+    def update_account_defaults(self, domain: str, changes: Mapping[str, Any]) -> None:
+        self._update(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, changes)
+
+    def set_account_defaults(self, domain: str, settings: Mapping[str, Any]) -> None:
+        self._set(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, settings)
+
+    # -- server-wide and cluster-wide defaults
+    def _get(self, path: Path) -> dict[str, Any]:
+        return dict(self.files.read(path, {}))
+
+    def _update(self, path: Path, changes: Mapping[str, Any]) -> None:
+        if not isinstance(changes, Mapping):
+            raise BadSetting("settings must be a dictionary")
+        with self._lock:
+            current = self.files.read(path, {})
+            self.files.write(path, model.apply_changes(current, changes))
+
+    def _set(self, path: Path, settings: Mapping[str, Any]) -> None:
+        cleaned = model.clean_settings(settings)
+        with self._lock:
+            self.files.write(path, cleaned)
+
+    def server_account_defaults(self) -> dict[str, Any]:
+        return self._get(self.settings_dir / ACCOUNT_DEFAULTS_FILE)
+
+    def update_server_account_defaults(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.settings_dir / ACCOUNT_DEFAULTS_FILE, changes)
+
+    def set_server_account_defaults(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.settings_dir / ACCOUNT_DEFAULTS_FILE, settings)
+
+    def server_domain_defaults(self) -> dict[str, Any]:
+        return self._get(self.settings_dir / DOMAIN_DEFAULTS_FILE)
+
+    def update_server_domain_defaults(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.settings_dir / DOMAIN_DEFAULTS_FILE, changes)
+
+    def set_server_domain_defaults(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.settings_dir / DOMAIN_DEFAULTS_FILE, settings)
+
+    def server_account_prefs(self) -> dict[str, Any]:
+        return self._get(self.settings_dir / PREFS_FILE)
+
+    def update_server_account_prefs(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.settings_dir / PREFS_FILE, changes)
+
+    def set_server_account_prefs(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.settings_dir / PREFS_FILE, settings)
+
+    def cluster_account_defaults(self) -> dict[str, Any]:
+        return self._get(self.cluster_dir / ACCOUNT_DEFAULTS_FILE)
+
+    def update_cluster_account_defaults(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, changes)
+
+    def set_cluster_account_defaults(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, settings)
+
+    def cluster_domain_defaults(self) -> dict[str, Any]:
+        return self._get(self.cluster_dir / DOMAIN_DEFAULTS_FILE)
+
+    def update_cluster_domain_defaults(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.cluster_dir / DOMAIN_DEFAULTS_FILE, changes)
+
+    def set_cluster_domain_defaults(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.cluster_dir / DOMAIN_DEFAULTS_FILE, settings)
+
+    def cluster_account_prefs(self) -> dict[str, Any]:
+        return self._get(self.cluster_dir / PREFS_FILE)
+
+    def update_cluster_account_prefs(self, changes: Mapping[str, Any]) -> None:
+        self._update(self.cluster_dir / PREFS_FILE, changes)
+
+    def set_cluster_account_prefs(self, settings: Mapping[str, Any]) -> None:
+        self._set(self.cluster_dir / PREFS_FILE, settings)
+
+    # ------------------------------------------------------------ accounts
+    def parse_address(self, address: str) -> tuple[str, str]:
+        """``(account, domain)`` canonical names of ``user`` or ``user@domain``."""
+        if not isinstance(address, str):
+            raise names.BadName("address is not text")
+        local, sep, domain = address.strip().rpartition("@")
+        if not sep:
+            local, domain = domain, self.main_domain
+        return names.account_name(local), names.domain_name(domain)
+
+    def ref(self, domain: str, name: str) -> AccountRef:
+        """An AccountRef for an existing domain (the account need not exist)."""
+        canon, shared = self._locate_domain(domain)
+        return AccountRef(canon, names.account_name(name), shared)
+
+    def find_account(self, address: str) -> AccountRef | None:
+        """The account named by ``address`` (``user`` means the Main Domain);
+        account aliases resolve to their account.  None when unknown."""
+        try:
+            local, domain = self.parse_address(address)
+            canon, shared = self._locate_domain(domain)
+        except (names.BadName, NoSuchDomain):
+            return None
+        ref = AccountRef(canon, local, shared)
+        if self.account_dir(ref).is_dir():
+            return ref
+        target = self._aliases(canon, shared).get(local)
+        if target:
+            ref = AccountRef(canon, target, shared)
+            if self.account_dir(ref).is_dir():
+                return ref
+        return None
+
+    def _scan_shard(self, path: Path) -> list[str]:
+        self.scans += 1
+        try:
+            return sorted(e.name for e in os.scandir(path) if not e.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def _listing(self, domain: str) -> list[str]:
+        canon, shared = self._locate_domain(domain)
+        root = self._domain_dir(canon, shared) / ACCOUNTS_DIR
+        with self._lock:
+            listing = self._listings.setdefault(canon, _Listing())
+            changed = False
+            present: set[str] = set()
+            try:
+                entries = list(os.scandir(root))
+            except FileNotFoundError:
+                entries = []
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                present.add(e.name)
+                try:
+                    st = e.stat()
+                except FileNotFoundError:
+                    continue
+                ident = (st.st_ino, st.st_mtime_ns, st.st_nlink)
+                shard = listing.shards.get(e.name)
+                if shard is None or shard.ident != ident:
+                    listing.shards[e.name] = _Shard(ident, self._scan_shard(Path(e.path)))
+                    changed = True
+            for gone in [s for s in listing.shards if s not in present]:
+                del listing.shards[gone]
+                changed = True
+            if changed:
+                merged: list[str] = []
+                for shard in listing.shards.values():
+                    merged.extend(shard.names)
+                merged.sort()
+                listing.merged = merged
+            return listing.merged
+
+    def list_accounts(
+        self, domain: str, *, prefix: str = "", offset: int = 0, limit: int | None = None
+    ) -> list[str]:
+        """Account names of ``domain``, sorted; those starting with ``prefix``."""
+        merged = self._listing(domain)
+        prefix = prefix.lower()
+        start = bisect.bisect_left(merged, prefix) + max(0, offset)
+        if prefix:
+            end = bisect.bisect_left(merged, prefix + "\U0010ffff")
+        else:
+            end = len(merged)
+        if limit is not None:
+            end = min(end, start + max(0, limit))
+        return merged[start:end] if start < end else []
+
+    def count_accounts(self, domain: str) -> int:
+        return len(self._listing(domain))
+
+    def create_account(
+        self,
+        domain: str,
+        name: str,
+        *,
+        settings: Mapping[str, Any] | None = None,
+        password: str | None = None,
+    ) -> AccountRef:
+        ref = self.ref(domain, name)
+        own = model.clean_settings(settings)
+        with self._lock:
+            if self.find_account(ref.address) is not None or ref.name in self.forwarders(ref.domain):
+                raise AlreadyExists(f"account already exists: {ref.address}")
+            limit = model.parse_count(self.effective_domain_settings(ref.domain).get("MaxAccounts"))
+            if limit is not None and self.count_accounts(ref.domain) >= limit:
+                raise LimitReached(f"domain {ref.domain} already has its maximum number of accounts")
+            final = self.account_dir(ref)
+            make_dirs(final.parent)
+            tmp = final.parent / f".new-{ref.name}-{secrets.token_hex(4)}"
+            tmp.mkdir()
+            try:
+                record: dict[str, Any] = {"settings": own, "rights": []}
+                if password is not None:
+                    record.update(self._password_record(ref, password, own))
+                self.files.write(tmp / ACCOUNT_FILE, record)
+                fsync_dir(tmp)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            fsync_dir(final.parent)
+        return ref
+
+    def rename_account(self, ref: AccountRef, new_address: str) -> AccountRef:
+        """Rename (possibly into another domain); the mail moves with it."""
+        with self._lock:
+            old_dir = self._existing(ref)
+            local, domain = self.parse_address(new_address)
+            new = self.ref(domain, local)
+            if new == ref:
+                return ref
+            if self.find_account(new.address) is not None or new.name in self.forwarders(new.domain):
+                raise AlreadyExists(f"account already exists: {new.address}")
+            new_dir = self.account_dir(new)
+            make_dirs(new_dir.parent)
+            try:
+                os.rename(old_dir, new_dir)
+            except OSError as exc:
+                if exc.errno != 18:  # EXDEV: local and shared storage differ
+                    raise
+                tmp = new_dir.parent / f".new-{new.name}-{secrets.token_hex(4)}"
+                shutil.copytree(old_dir, tmp, symlinks=True)
+                os.rename(tmp, new_dir)
+                shutil.rmtree(old_dir)
+            fsync_dir(new_dir.parent)
+            fsync_dir(old_dir.parent)
+            self.files.forget(old_dir)
+            aliases = self.account_aliases(ref)
+            self._drop_aliases(ref)
+            if new.domain == ref.domain:
+                self._add_aliases(new, aliases)
+            return new
+
+    def delete_account(self, ref: AccountRef) -> None:
+        with self._lock:
+            path = self._existing(ref)
+            self._drop_aliases(ref)
+            grave = path.parent / f".deleted-{ref.name}-{secrets.token_hex(4)}"
+            os.rename(path, grave)
+            fsync_dir(path.parent)
+            shutil.rmtree(grave, ignore_errors=True)
+            self.files.forget(path)
+
+    def _record(self, ref: AccountRef) -> dict[str, Any]:
+        path = self._existing(ref) / ACCOUNT_FILE
+        rec: dict[str, Any] = self.files.read(path, {})
+        rec.setdefault("settings", {})
+        return rec
+
+    def _write_record(self, ref: AccountRef, rec: Mapping[str, Any]) -> None:
+        self.files.write(self._existing(ref) / ACCOUNT_FILE, dict(rec), mode=0o600)
+
+    def account_settings(self, ref: AccountRef) -> dict[str, Any]:
+        return dict(self._record(ref)["settings"])
+
+    def update_account_settings(self, ref: AccountRef, changes: Mapping[str, Any]) -> None:
+        if not isinstance(changes, Mapping):
+            raise BadSetting("settings must be a dictionary")
+        with self._lock:
+            rec = self._record(ref)
+            rec["settings"] = model.apply_changes(rec["settings"], changes)
+            self._write_record(ref, rec)
+
+    def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
+        cleaned = model.clean_settings(settings)
+        with self._lock:
+            rec = self._record(ref)
+            rec["settings"] = cleaned
+            self._write_record(ref, rec)
+
+    def effective_account_settings(self, ref: AccountRef) -> dict[str, Any]:
+        own = self.account_settings(ref)
+        out = dict(model.BUILTIN_ACCOUNT_SETTINGS)
+        out.update(self.cluster_account_defaults() if ref.shared else self.server_account_defaults())
+        out.update(self.account_defaults(ref.domain))
+        out.update(own)
+        return out
+
+    def account_prefs(self, ref: AccountRef) -> dict[str, Any]:
+        return dict(self.files.read(self._existing(ref) / ACCOUNT_PREFS_FILE, {}))
+
+    def update_account_prefs(self, ref: AccountRef, changes: Mapping[str, Any]) -> None:
+        self._update(self._existing(ref) / ACCOUNT_PREFS_FILE, changes)
+
+    def set_account_prefs(self, ref: AccountRef, prefs: Mapping[str, Any]) -> None:
+        self._set(self._existing(ref) / ACCOUNT_PREFS_FILE, prefs)
+
+    def effective_account_prefs(self, ref: AccountRef) -> dict[str, Any]:
+        own = self.account_prefs(ref)
+        out = dict(model.BUILTIN_ACCOUNT_PREFS)
+        out.update(self.cluster_account_prefs() if ref.shared else self.server_account_prefs())
+        out.update(own)
+        return out
+
+    # ------------------------------------------------------------ passwords
+    def _apop_keys(self, ref: AccountRef) -> passwords.ApopKeys:
+        return self._apop_cluster if ref.shared else self._apop_local
+
+    def _password_record(
+        self, ref: AccountRef, password: str, own: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if not isinstance(password, str) or "\x00" in password:
+            raise BadSetting("invalid password")
+        if len(password) > passwords.MAX_PASSWORD:
+            raise BadSetting("password is too long")
+        rec: dict[str, Any] = {"password": passwords.hash_password(password, self.hasher), "apop": None}
+        if own is None:
+            allow = self.effective_account_settings(ref).get("AllowAPOP")
+        else:
+            eff = dict(model.BUILTIN_ACCOUNT_SETTINGS)
+            eff.update(self.cluster_account_defaults() if ref.shared else self.server_account_defaults())
+            eff.update(self.account_defaults(ref.domain))
+            eff.update(own)
+            allow = eff.get("AllowAPOP")
+        if model.is_yes(allow):
+            rec["apop"] = self._apop_keys(ref).seal(password)
+        return rec
+
+    def set_password(self, ref: AccountRef, password: str) -> None:
+        with self._lock:
+            self._existing(ref)
+            new = self._password_record(ref, password)
+            rec = self._record(ref)
+            rec.update(new)
+            self._write_record(ref, rec)
+
+    def set_password_hash(self, ref: AccountRef, stored: str) -> None:
+        """Store an imported hash as it is (``{SHA512-CRYPT}$6$…`` etc.)."""
+        if not isinstance(stored, str) or not stored or "\x00" in stored or "\n" in stored:
+            raise BadSetting("invalid password hash")
+        if passwords.split_scheme(stored)[0] == "UNKNOWN":
+            raise BadSetting("unsupported password hash format")
+        with self._lock:
+            rec = self._record(ref)
+            rec["password"] = stored
+            rec["apop"] = None
+            self._write_record(ref, rec)
+
+    def password_hash(self, ref: AccountRef) -> str | None:
+        value = self._record(ref).get("password")
+        return value if isinstance(value, str) else None
+
+    def apop_secret(self, ref: AccountRef) -> str | None:
+        """The clear password for APOP, when kept (see ``passwords``)."""
+        rec = self._record(ref)
+        stored = rec.get("password")
+        if isinstance(stored, str):
+            clear = passwords.clear_from_hash(stored)
+            if clear is not None:
+                return clear
+        sealed = rec.get("apop")
+        if not isinstance(sealed, str):
+            return None
+        if not model.is_yes(self.effective_account_settings(ref).get("AllowAPOP")):
+            return None
+        return self._apop_keys(ref).open(sealed)
+
+    # ------------------------------------------------------------ rights
+    def account_rights(self, ref: AccountRef) -> frozenset[str]:
+        rights = self._record(ref).get("rights") or []
+        out = set()
+        for r in rights:
+            try:
+                out.add(model.normalize_right(r))
+            except (BadSetting, names.BadName):
+                continue
+        if ref.domain != self.main_domain:
+            out = {r for r in out if r == model.DOMAIN_ADMIN}
+        return frozenset(out)
+
+    def set_account_rights(self, ref: AccountRef, rights: Any) -> None:
+        if isinstance(rights, str):
+            rights = [rights] if rights else []
+        if not isinstance(rights, list | tuple | set | frozenset):
+            raise BadSetting("rights must be a list")
+        canon = sorted({model.normalize_right(r) for r in rights})
+        if ref.domain != self.main_domain:
+            bad = [r for r in canon if r != model.DOMAIN_ADMIN]
+            if bad:
+                raise BadSetting(
+                    f"only accounts of the Main Domain can hold {', '.join(bad)}"
+                )
+        with self._lock:
+            rec = self._record(ref)
+            rec["rights"] = canon
+            self._write_record(ref, rec)
+
+    def administered_domains(self, ref: AccountRef) -> frozenset[str]:
+        """Domains ``ref`` administers through domain-level rights."""
+        rights = self.account_rights(ref)
+        out = {r[len(model.DOMAIN_PREFIX):] for r in rights if r.startswith(model.DOMAIN_PREFIX)}
+        if model.DOMAIN_ADMIN in rights:
+            out.add(ref.domain)
+        return frozenset(out)
+
+    # ------------------------------------------------------------ aliases and forwarders
+    def _aliases(self, domain: str, shared: bool) -> dict[str, str]:
+        data = self.files.read(self._domain_dir(domain, shared) / ALIASES_FILE, {})
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def account_aliases(self, ref: AccountRef) -> list[str]:
+        return sorted(a for a, t in self._aliases(ref.domain, ref.shared).items() if t == ref.name)
+
+    def set_account_aliases(self, ref: AccountRef, aliases: list[str]) -> None:
+        canon = sorted({names.account_name(a) for a in aliases})
+        with self._lock:
+            self._existing(ref)
+            for a in canon:
+                other = self.find_account(f"{a}@{ref.domain}")
+                if (other is not None and other != ref) or a in self.forwarders(ref.domain):
+                    raise AlreadyExists(f"name already in use: {a}@{ref.domain}")
+            self._drop_aliases(ref)
+            self._add_aliases(ref, canon)
+
+    def _drop_aliases(self, ref: AccountRef) -> None:
+        path = self._domain_dir(ref.domain, ref.shared) / ALIASES_FILE
+        data = self.files.read(path, {})
+        kept = {k: v for k, v in data.items() if v != ref.name}
+        if kept != data:
+            self.files.write(path, kept)
+
+    def _add_aliases(self, ref: AccountRef, aliases: list[str]) -> None:
+        if not aliases:
+            return
+        path = self._domain_dir(ref.domain, ref.shared) / ALIASES_FILE
+        data = self.files.read(path, {})
+        for a in aliases:
+            data[a] = ref.name
+        self.files.write(path, data)
+
+    def forwarders(self, domain: str) -> dict[str, str]:
+        data = self.files.read(self._dpath(domain) / FORWARDERS_FILE, {})
+        return {k: v for k, v in data.items() if isinstance(v, str)}
+
+    def set_forwarder(self, domain: str, name: str, target: str | None) -> None:
+        """Create, change (``target``) or remove (None) a forwarder ``name@domain``."""
+        canon = names.account_name(name)
+        path = self._dpath(domain) / FORWARDERS_FILE
+        with self._lock:
+            data = self.files.read(path, {})
+            if target is None:
+                data.pop(canon, None)
+            else:
+                if not isinstance(target, str) or "@" not in target or any(
+                    ord(c) < 33 for c in target
+                ) or len(target) > 320:
+                    raise BadSetting(f"invalid forwarding address: {target!r}")
+                if self.find_account(f"{canon}@{domain}") is not None:
+                    raise AlreadyExists(f"name already in use: {canon}@{domain}")
+                data[canon] = target
+            self.files.write(path, data)
+
+    def resolve_recipient(self, address: str) -> Recipient | None:
+        """Where mail for ``address`` goes, or None for an unknown address."""
+        ref = self.find_account(address)
+        if ref is not None:
+            return Recipient(accounts=[ref], forward=[])
+        try:
+            local, domain = self.parse_address(address)
+            if not self.domain_exists(domain):
+                return None
+            target = self.forwarders(domain).get(local)
+        except (names.BadName, NoSuchDomain):
+            return None
+        if target is None:
+            return None
+        return Recipient(accounts=[], forward=[target])
+
+    # ------------------------------------------------------------ alerts
+    def _alerts_path(self, scope: AlertScope) -> Path:
+        if scope == "server":
+            return self.settings_dir / ALERTS_FILE
+        if scope == "cluster":
+            return self.cluster_dir / ALERTS_FILE
+        if isinstance(scope, tuple) and len(scope) == 2:
+            kind, what = scope
+            if kind == "domain":
+                return self._dpath(str(what)) / ALERTS_FILE
+            if kind == "account" and isinstance(what, AccountRef):
+                return self._existing(what) / ALERTS_FILE
+        raise BadSetting(f"unknown alert scope: {scope!r}")
+
+    def _read_alerts(self, path: Path) -> tuple[list[Alert], dict[str, Any]]:
+        data = self.files.read(path, {})
+        out: list[Alert] = []
+        for item in data.get("alerts", []):
+            try:
+                out.append(Alert(model.parse_stamp(item["time"]), str(item["text"])))
+            except (KeyError, TypeError, BadSetting):
+                continue
+        out.sort()
+        return out, data
+
+    def _write_alerts(self, path: Path, alerts: list[Alert], data: dict[str, Any]) -> None:
+        data = dict(data)
+        data["alerts"] = [{"time": a.timestamp.isoformat(), "text": a.text} for a in sorted(alerts)]
+        self.files.write(path, data)
+
+    def alerts(self, scope: AlertScope) -> list[Alert]:
+        return self._read_alerts(self._alerts_path(scope))[0]
+
+    def post_alert(self, scope: AlertScope, text: str) -> Alert:
+        if not isinstance(text, str) or not text or len(text) > model.MAX_ALERT_TEXT or "\x00" in text:
+            raise BadSetting("invalid alert text")
+        path = self._alerts_path(scope)
+        with self._lock:
+            alerts, data = self._read_alerts(path)
+            stamp = model.utcnow()
+            if alerts and stamp <= alerts[-1].timestamp:
+                import datetime
+
+                stamp = alerts[-1].timestamp + datetime.timedelta(microseconds=1)
+            alert = Alert(stamp, text)
+            alerts.append(alert)
+            self._write_alerts(path, alerts[-model.MAX_ALERTS:], data)
+            return alert
+
+    def remove_alert(self, scope: AlertScope, timestamp: Any) -> bool:
+        """Remove the alert with that time stamp; False when there was none."""
+        when = model.parse_stamp(timestamp)
+        path = self._alerts_path(scope)
+        with self._lock:
+            alerts, data = self._read_alerts(path)
+            kept = [a for a in alerts if a.timestamp != when]
+            if len(kept) == len(alerts):
+                return False
+            self._write_alerts(path, kept, data)
+            return True
+
+    def set_alerts(self, scope: AlertScope, alerts: list[Alert]) -> None:
+        path = self._alerts_path(scope)
+        clean: dict[Any, Alert] = {}
+        for a in alerts:
+            if not isinstance(a.text, str) or len(a.text) > model.MAX_ALERT_TEXT:
+                raise BadSetting("invalid alert text")
+            ts = model.parse_stamp(a.timestamp)
+            clean[ts] = Alert(ts, a.text)
+        if len(clean) > model.MAX_ALERTS:
+            raise BadSetting("too many alerts")
+        with self._lock:
+            _, data = self._read_alerts(path)
+            self._write_alerts(path, list(clean.values()), data)
+
+    def unseen_alerts(self, ref: AccountRef) -> list[Alert]:
+        """Account, domain, server and cluster alerts newer than the account's
+        seen mark, oldest first."""
+        path = self._alerts_path(("account", ref))
+        own, data = self._read_alerts(path)
+        seen = data.get("seen")
+        mark = model.parse_stamp(seen) if isinstance(seen, str) else None
+        everything = own + self.alerts(("domain", ref.domain)) + self.alerts("server") + self.alerts("cluster")
+        return sorted(a for a in everything if mark is None or a.timestamp > mark)
+
+    def mark_alerts_seen(self, ref: AccountRef, upto: Any) -> None:
+        when = model.parse_stamp(upto)
+        path = self._alerts_path(("account", ref))
+        with self._lock:
+            alerts, data = self._read_alerts(path)
+            seen = data.get("seen")
+            if isinstance(seen, str) and model.parse_stamp(seen) >= when:
+                return
+            data["seen"] = when.isoformat()
+            self._write_alerts(path, alerts, data)
+
+    # ------------------------------------------------------------ bootstrap, caches
+    def ensure_postmaster(self, password: str | None = None) -> str | None:
+        """Create ``postmaster`` of the Main Domain with the Master right when
+        it does not exist.  Returns the password set (generated when None),
+        or None when the account already existed."""
+        ref = self.ref(self.main_domain, "postmaster")
+        if self.account_dir(ref).is_dir():
+            if model.MASTER not in self.account_rights(ref):
+                self.set_account_rights(ref, sorted(self.account_rights(ref) | {model.MASTER}))
+            return None
+        if password is None:
+            password = secrets.token_urlsafe(12)
+        self.create_account(self.main_domain, "postmaster", password=password)
+        self.set_account_rights(ref, [model.MASTER])
+        return password
+
+    def reload(self) -> None:
+        """Forget every cached file (SIGHUP)."""
+        self.invalidate()
+
+    def invalidate(self, domain: str | None = None) -> None:
+        """Forget cached data (of one domain, or everything)."""
+        with self._lock:
+            if domain is None:
+                self.files.forget()
+                self._listings.clear()
+                return
+            canon = names.domain_name(domain)
+            self._listings.pop(canon, None)
+            self.files.forget(self.domains_dir / canon)
+            self.files.forget(self.shared_base / canon)

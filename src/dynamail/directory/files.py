@@ -1,0 +1,93 @@
+"""JSON settings files: atomic replacement and a stat-validated read cache.
+
+Every settings file of the directory is one JSON document (UTF-8, LF line
+ends, sorted keys), so servers on different operating systems can share it.
+Writes go through :func:`dynamail.durable.atomic_write`, so a reader (or a
+server restarted after a crash) sees either the old or the new document,
+never a torn one.
+
+Reads are cached per path and the cache entry is only trusted while the
+file's identity — ``(st_ino, st_mtime_ns, st_size)`` — is unchanged.  An
+atomic replacement always creates a new inode, so a change made by another
+process (another cluster member writing to the shared storage) is noticed
+on the next read even when the modification time did not move.  No
+operating-system lock is ever taken.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from dynamail.durable import atomic_write
+
+Identity = tuple[int, int, int]
+
+
+class CorruptFile(Exception):
+    """A settings file that is not valid JSON of the expected shape."""
+
+
+def _identity(st: os.stat_result) -> Identity:
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def encode(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class JsonFiles:
+    """Cache of parsed JSON documents keyed by path and file identity."""
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, tuple[Identity, Any]] = {}
+        self._lock = threading.Lock()
+        self.reads = 0  # documents actually parsed from disk (tests watch it)
+
+    def read(self, path: Path, default: Any) -> Any:
+        """The document at ``path`` (a deep copy), or ``default`` when absent."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            with self._lock:
+                self._cache.pop(path, None)
+            return copy.deepcopy(default)
+        ident = _identity(st)
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit is not None and hit[0] == ident:
+            return copy.deepcopy(hit[1])
+        try:
+            with open(path, "rb") as fh:
+                st2 = os.fstat(fh.fileno())
+                raw = fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return copy.deepcopy(default)
+        try:
+            value = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptFile(f"{path}: {exc}") from exc
+        if type(value) is not type(default) and default is not None:
+            raise CorruptFile(f"{path}: expected {type(default).__name__}")
+        self.reads += 1
+        with self._lock:
+            self._cache[path] = (_identity(st2), value)
+        return copy.deepcopy(value)
+
+    def write(self, path: Path, value: Any, mode: int = 0o644) -> None:
+        atomic_write(path, encode(value), mode)
+        with self._lock:
+            self._cache.pop(path, None)
+
+    def forget(self, prefix: Path | None = None) -> None:
+        """Drop cached documents (all, or those under ``prefix``)."""
+        with self._lock:
+            if prefix is None:
+                self._cache.clear()
+                return
+            for p in [p for p in self._cache if p == prefix or prefix in p.parents]:
+                del self._cache[p]
