@@ -14,7 +14,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.sessions = Gauge("dynamail_sessions", "Open client sessions", ["protocol"], registry=r)
+        self.sessions = Gauge("dynamail_open_sessions", "Open client sessions", ["protocol"], registry=r)
         self.sessions_total = Counter(
             "dynamail_sessions_total", "Client sessions accepted", ["protocol"], registry=r
         )
