@@ -135,6 +135,10 @@ class Admin:
     async def version(self, actor: AccountRef) -> str:
         return f"dynamail {_version}"
 
+    async def check_monitors(self, actor: AccountRef) -> None:
+        """Rights to read this server's live counters (Monitors page, API)."""
+        await self._need(actor, model.MONITORS, model.SETTINGS)
+
     async def reload(self, actor: AccountRef) -> None:
         await self._need(actor, model.SETTINGS)
         await self._run(self.directory.reload)
