@@ -122,7 +122,7 @@ class Stuffer:
             out = b"." + out
         elif self._last_cr and chunk.startswith(b"\n."):
             out = b"\n.." + out[2:]
-        self._at_line_start = chunk.endswith(b"\r\n")
+        self._at_line_start = chunk.endswith(b"\r\n") or (chunk == b"\n" and self._last_cr)
         self._last_cr = chunk.endswith(b"\r")
         return out
 

@@ -1,0 +1,112 @@
+"""Dot-stuffing round trips and robustness of the SMTP/POP3 parsers against random input."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dynamail.smtp.core import (
+    NEED_DATA,
+    PAUSED,
+    AuthRequest,
+    Closing,
+    ConnectionClosed,
+    MessageComplete,
+    Mode,
+    RcptTo,
+    SessionConfig,
+    SmtpServer,
+    StartTls,
+)
+from dynamail.smtp.dots import Stuffer, Unstuffer
+from dynamail.smtp.limits import SmtpLimits
+from dynamail.smtp.replies import Reply
+
+lines = st.lists(st.sampled_from([b"", b".", b"..", b".x", b"abc", b"a.b", b"\t.", b"x" * 50]), max_size=30)
+
+
+def _content(ls: list[bytes]) -> bytes:
+    return b"".join(line + b"\r\n" for line in ls)
+
+
+@given(lines, st.integers(min_value=1, max_value=17))
+def test_stuff_unstuff_round_trip(ls: list[bytes], step: int) -> None:
+    content = _content(ls)
+    s = Stuffer()
+    wire = b"".join(s.feed(content[i : i + step]) for i in range(0, len(content), step)) + s.end()
+    assert wire.endswith(b".\r\n")
+    u = Unstuffer()
+    got = bytearray()
+    done = False
+    for i in range(0, len(wire), step):
+        r = u.feed(wire[i : i + step])
+        got += r.data
+        assert not r.line_too_long
+        if r.done:
+            done = True
+            break
+    assert done
+    assert bytes(got) == content
+
+
+def test_stuffer_adds_final_crlf() -> None:
+    s = Stuffer()
+    assert s.feed(b"no newline") + s.end() == b"no newline\r\n.\r\n"
+    s = Stuffer()
+    assert s.end() == b".\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20), st.sampled_from([Mode.INBOUND, Mode.SUBMISSION]))
+def test_smtp_core_survives_random_bytes(chunks: list[bytes], mode: Mode) -> None:
+    core = SmtpServer(SessionConfig("mx.example", mode=mode, tls_available=True, auth_without_tls=True, limits=SmtpLimits(max_message_size=2000)))
+    core.greeting()
+    for chunk in [b"EHLO x\r\n", *chunks, b""]:
+        core.receive_data(chunk)
+        for _ in range(10000):
+            ev = core.next_event()
+            if ev is NEED_DATA or ev is PAUSED:
+                break
+            if isinstance(ev, RcptTo):
+                core.accept_recipient()
+            elif isinstance(ev, MessageComplete):
+                core.finish_message(Reply(250, "2.0.0", "ok"))
+            elif isinstance(ev, AuthRequest):
+                core.auth_failed()
+            elif isinstance(ev, StartTls):
+                core.tls_started()
+            elif isinstance(ev, (Closing, ConnectionClosed)):
+                break
+        out = core.data_to_send()
+        for line in out.split(b"\r\n")[:-1]:
+            assert line[:3].isdigit()
+        assert core.buffered() <= 12288 + 300
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=300), max_size=20))
+def test_pop3_core_survives_random_bytes(chunks: list[bytes]) -> None:
+    from dynamail.pop3.core import NEED_DATA as P_NEED
+    from dynamail.pop3.core import PAUSED as P_PAUSED
+    from dynamail.pop3.core import Login, MaildropEntry, Pop3Config, Pop3Server, Retrieve, Update
+    from dynamail.pop3.core import StartTls as PStartTls
+
+    core = Pop3Server(Pop3Config("pop.example", timestamp="<a@b>", plaintext_auth=True))
+    core.greeting()
+    for chunk in [b"USER a\r\nPASS b\r\n", *chunks, b""]:
+        core.receive_data(chunk)
+        for _ in range(10000):
+            ev = core.next_event()
+            if ev is P_NEED or ev is P_PAUSED:
+                break
+            if isinstance(ev, Login):
+                core.login_succeeded([MaildropEntry(1, 10, "1.1")])
+            elif isinstance(ev, Update):
+                core.update_done()
+            elif isinstance(ev, PStartTls):
+                core.tls_started()
+            elif isinstance(ev, Retrieve):
+                pass
+        out = core.data_to_send()
+        for line in out.split(b"\r\n")[:-1]:
+            assert line.startswith((b"+OK", b"-ERR", b"+ ", b".")) or line[:1].isalnum()
