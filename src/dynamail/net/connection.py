@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 READ_CHUNK = 65536
 MAX_BUFFER = 256 * 1024
@@ -52,8 +52,9 @@ class _Wire(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports implement the Transport interface without
+        # subclassing asyncio.Transport, so no isinstance check here.
+        self.transport = cast(asyncio.Transport, transport)
         if self._on_made is not None:
             self._on_made(self)
 
@@ -260,7 +261,6 @@ class Connection:
         new = await loop.start_tls(self._transport, self._wire, self._tls_context, server_side=True)
         if new is None:
             raise ConnectionError("TLS handshake failed")
-        assert isinstance(new, asyncio.Transport)
         self._transport = new
         self._wire.transport = new
 
