@@ -442,7 +442,7 @@ class Directory:
                 record: dict[str, Any] = {"settings": own, "rights": []}
                 if password is not None:
                     record.update(self._password_record(ref, password, own))
-                self.files.write(tmp / ACCOUNT_FILE, record)
+                self.files.write(tmp / ACCOUNT_FILE, record, mode=0o600)
                 fsync_dir(tmp)
                 os.rename(tmp, final)
             except BaseException:
@@ -578,7 +578,7 @@ class Directory:
         """Store an imported hash as it is (``{SHA512-CRYPT}$6$…`` etc.)."""
         if not isinstance(stored, str) or not stored or "\x00" in stored or "\n" in stored:
             raise BadSetting("invalid password hash")
-        if passwords.split_scheme(stored)[0] == "UNKNOWN":
+        if passwords.split_scheme(stored)[0] not in passwords.SUPPORTED_SCHEMES:
             raise BadSetting("unsupported password hash format")
         with self._lock:
             rec = self._record(ref)

@@ -41,6 +41,12 @@ def default_hasher() -> PasswordHasher:
     return PasswordHasher()
 
 
+SUPPORTED_SCHEMES = frozenset({
+    "ARGON2", "ARGON2ID", "ARGON2I", "ARGON2D", "SHA512-CRYPT", "SHA256-CRYPT",
+    "BLF-CRYPT", "BCRYPT", "PLAIN", "CLEAR",
+})
+
+
 def split_scheme(stored: str) -> tuple[str, str]:
     """``(SCHEME, rest)`` of a stored hash; the scheme is upper-case."""
     if stored.startswith("{"):
