@@ -61,16 +61,17 @@ class ControllerRecord:
     epoch: int
     member: str
     host: str
-    port: int
+    port: int  # cluster port
+    port_offset: int = 0  # of the Controller's service ports
 
     def encode(self) -> bytes:
-        return msgpack.packb([self.epoch, self.member, self.host, self.port])
+        return msgpack.packb([self.epoch, self.member, self.host, self.port, self.port_offset])
 
     @classmethod
     def decode(cls, data: bytes) -> ControllerRecord | None:
         try:
-            epoch, member, host, port = msgpack.unpackb(data)
-            return cls(int(epoch), str(member), str(host), int(port))
+            epoch, member, host, port, offset = msgpack.unpackb(data)
+            return cls(int(epoch), str(member), str(host), int(port), int(offset))
         except Exception:
             return None
 

@@ -94,6 +94,14 @@ class StandaloneLocator:
         self._locks: dict[AccountRef, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
 
+    @property
+    def mailstore(self) -> MailStore:
+        return self._mailstore
+
+    def account_path(self, ref: AccountRef) -> Path:
+        """Where the account's mail lives (its domain's directory)."""
+        return self._account_path(ref)
+
     def open_accounts(self) -> list[AccountRef]:
         return list(self._open)
 

@@ -96,6 +96,7 @@ class Hello(Message):
     member: str
     role: str  # "backend" | "frontend" | "tool"
     nonce: bytes
+    address: tuple[str, int, int]  # (host, port offset, cluster port) of the dialer's services
 
 
 @message(2)
@@ -157,6 +158,7 @@ class HeartbeatAck(Message):
     controller_epoch: int
     backup: str
     lease_ms: int
+    backup_address: tuple[str, int, int]  # ("", 0, 0) when there is no Backup
 
 
 @message(22)
@@ -174,6 +176,7 @@ class ControllerInfo(Message):
     controller: str  # "" when unknown
     controller_epoch: int
     backup: str
+    controller_address: tuple[str, int, int]
 
 
 @message(24)
@@ -198,6 +201,7 @@ class Roles(Message):
     controller: str
     controller_epoch: int
     backup: str
+    backup_address: tuple[str, int, int]
 
 
 @message(26)
@@ -221,8 +225,8 @@ class StatusReply(Message):
     controller: str
     backup: str
     controller_epoch: int
-    members: tuple[tuple[str, str, bool, bool, int, int, int, str], ...]
-    # (name, role, alive, ready, load, open_accounts, sessions, version)
+    members: tuple[tuple[str, str, bool, bool, int, int, int, str, str], ...]
+    # (name, role, alive, ready, load, open_accounts, sessions, version, host)
 
 
 # -- accounts --------------------------------------------------------------
@@ -247,6 +251,7 @@ class Grant(Message):
     owner: str
     epoch: int
     controller_epoch: int
+    owner_address: tuple[str, int, int]
 
 
 @message(32)
@@ -272,6 +277,7 @@ class Location(Message):
     account: str
     owner: str  # "" when not open anywhere
     epoch: int
+    owner_address: tuple[str, int, int]
 
 
 @message(35)
@@ -418,14 +424,17 @@ class Connection:
     """
 
     def __init__(self, side: str, member: str, secret: bytes, *, role: str = "backend",
-                 versions: tuple[int, ...] | None = None) -> None:
+                 versions: tuple[int, ...] | None = None,
+                 address: tuple[str, int, int] = ("", 0, 0)) -> None:
         if side not in ("dialer", "listener"):
             raise ValueError(side)
         self.side = side
         self.member = member
         self.role = role
+        self.address = address
         self.peer = ""
         self.peer_role = ""
+        self.peer_address: tuple[str, int, int] = ("", 0, 0)
         self.version = 0
         self.state = State.START
         self._secret = secret
@@ -440,7 +449,8 @@ class Connection:
         """Dialer: send Hello."""
         assert self.side == "dialer" and self.state is State.START
         self._nonce = secrets.token_bytes(limits.NONCE_SIZE)
-        self._out += encode(Hello(tuple(self._versions), self.member, self.role, self._nonce), 1)
+        self._out += encode(Hello(tuple(self._versions), self.member, self.role, self._nonce,
+                                  self.address), 1)
         self.state = State.HELLO_SENT
 
     def send(self, msg: Message) -> None:
@@ -498,6 +508,7 @@ class Connection:
                 raise self._fail("bad nonce")
             self.version = max(common)
             self.peer, self.peer_role, self._peer_nonce = msg.member, msg.role, msg.nonce
+            self.peer_address = msg.address
             self._nonce = secrets.token_bytes(limits.NONCE_SIZE)
             p = proof(self._secret, "listener", self.version, self._peer_nonce, self._nonce,
                       self.peer, self.member)

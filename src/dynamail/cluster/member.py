@@ -1,0 +1,839 @@
+"""A cluster member at run time: connections, election, leases, hand-offs.
+
+``attach(ctx)`` turns a server into a cluster member: it opens the cluster
+port, sets ``ctx.cluster`` to the :class:`ClusterMember` and replaces
+``ctx.accounts`` with the cluster locator (``ownership.py``) and
+``ctx.delivery.remote`` with the hand-off RPC.
+
+Each backend runs three loops:
+
+* **election** (every T/8): reads ``.cluster/controller/`` on the shared
+  storage (``election.py``).  It learns the current Controller there; it
+  watches the Controller's heartbeat record on its own monotonic clock and
+  claims the next epoch when the record stayed unchanged for T (the Backup
+  at once, others ``BACKUP_HEAD_START`` later), or when it has lost the
+  Controller's network for T while the Controller's record shows it hears
+  from no other backend and this member does (a Controller cut off from
+  everyone).  While this member is Controller the loop renews the record
+  every T/4 and steps down when ``epoch-<N+1>`` exists or its tenure lapsed.
+* **heartbeat** (every ~250 ms): renews this member's lease with the
+  Controller (after a Resync whenever the Controller changed); it also keeps
+  the connection to the Backup alive.
+* **watchdog** (every 50 ms): when the lease (or, on the Controller, the
+  tenure) no longer has its safety margin left, closes every shared account
+  store at once: this member stops touching account data before the
+  Controller may give the accounts to another backend.
+
+The Controller's decisions are the sans-IO ``controller.Controller``; this
+module only carries messages to and from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dynamail import __version__
+from dynamail.accounts import AccountRef
+from dynamail.cluster import limits, wire
+from dynamail.cluster.controller import Controller, Refusal, Role, RolesChanged
+from dynamail.cluster.election import ControllerRecord, ElectionStore, Observer, Tenure
+from dynamail.cluster.locator import AccountUnavailable, Relay
+from dynamail.cluster.ownership import LOCAL_ONLY, ClusterLocator, GrantInfo, account_key
+from dynamail.cluster.peer import Peer, PeerClosed, accept, dial
+from dynamail.cluster.relay import TicketBook, relay
+from dynamail.durable import fsync_dir
+
+log = logging.getLogger("dynamail.cluster")
+
+NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
+CUT_FILE = "cluster.cut"  # fault injection: while it exists, every cluster connection is cut
+
+
+class ClusterConfigError(Exception):
+    pass
+
+
+def load_secret(path: Path, create: bool) -> bytes:
+    """The cluster secret; created (mode 0600) by the first backend when
+    missing.  A secret file readable by group or others is refused."""
+    if not path.exists():
+        if not create:
+            raise ClusterConfigError(f"cluster secret {path} does not exist")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_hex(32).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)  # exclusive: a racing backend's secret wins as a whole
+        tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise ClusterConfigError(f"cluster secret {path} must be mode 0600")
+    data = path.read_bytes().strip()
+    if len(data) < 16:
+        raise ClusterConfigError(f"cluster secret {path} is too short")
+    return data
+
+
+@dataclass
+class ClusterSettings:
+    name: str
+    role: str  # "backend" | "frontend"
+    host: str
+    port_offset: int
+    cluster_port: int
+    backends: list[tuple[str, int]]
+    secret: bytes
+    shared_base: Path
+    base: Path
+    ports: dict[str, int]
+    lease: float = limits.CONTROLLER_LEASE
+    margin: float = limits.CONTROLLER_MARGIN
+    heartbeat: float = limits.HEARTBEAT_INTERVAL
+    idle_release: float = limits.IDLE_RELEASE
+
+    @property
+    def address(self) -> tuple[str, int, int]:
+        return (self.host, self.port_offset, self.cluster_port)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ClusterSettings:
+        cc = cfg.cluster
+        cport = cfg.ports.get("cluster", 7070) + cfg.port_offset
+        backends: list[tuple[str, int]] = []
+        for item in cc.backends:
+            host, _, port = str(item).rpartition(":") if ":" in str(item) else (str(item), "", "")
+            backends.append((host or str(item), int(port) if port else cport))
+        secret_path = Path(cc.secret_file) if cc.secret_file else Path(cfg.shared_base) / "cluster.secret"
+        secret = load_secret(secret_path, create=cc.role == "backend")
+        limits.check_timing(cc.lease_seconds, cc.lease_margin, cc.lease_seconds, cc.lease_margin,
+                            cc.heartbeat_interval)
+        return cls(
+            name=cc.name or cfg.listen, role=cc.role, host=cfg.listen, port_offset=cfg.port_offset,
+            cluster_port=cport, backends=backends, secret=secret, shared_base=Path(cfg.shared_base),
+            base=Path(cfg.base), ports=dict(cfg.ports), lease=cc.lease_seconds,
+            margin=cc.lease_margin, heartbeat=cc.heartbeat_interval,
+            idle_release=min(cfg.limits.account_idle_release, limits.IDLE_RELEASE),
+        )
+
+
+class ClusterMember:
+    """This process as a member of the Dynamic Cluster (``ctx.cluster``)."""
+
+    def __init__(self, ctx: Any, settings: ClusterSettings) -> None:
+        self.ctx = ctx
+        self.s = settings
+        self.name = settings.name
+        self.role = settings.role
+        self.version = __version__
+        self.ready = True
+        self.peers: dict[str, Peer] = {}
+        self.addresses: dict[str, tuple[str, int, int]] = {self.name: settings.address}
+        self.controller_name = ""
+        self.controller_epoch = 0
+        self.backup_name = ""
+        self.controller: Controller | None = None
+        self.tenure: Tenure | None = None
+        self.lease_until = 0.0
+        self.last_controller_contact = time.monotonic()
+        self.resynced_epoch = 0
+        self.lag_ms = 0
+        self.cut = False
+        self.tickets = TicketBook(settings.secret)
+        self.election = ElectionStore(settings.shared_base) if self.role == "backend" else None
+        self._observer = Observer()
+        self._hb_seq = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._dialing: dict[str, asyncio.Lock] = {}
+        self._inbound: set[Peer] = set()
+        self._process: Any = None
+        standalone = ctx.accounts
+        self.locator = ClusterLocator(standalone, self.name, self._request_open, self._release,
+                                      self.may_write, settings.idle_release)
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._on_accept, self.s.host, self.s.cluster_port,
+                                                  reuse_address=True)
+        loop = asyncio.get_running_loop()
+        if self.election is not None:
+            await loop.run_in_executor(None, self.election.ensure)
+            self._tasks.append(loop.create_task(self._election_loop()))
+        self._tasks.append(loop.create_task(self._heartbeat_loop()))
+        self._tasks.append(loop.create_task(self._watchdog()))
+        self._tasks.append(loop.create_task(self._lag_probe()))
+        log.info("cluster member %s (%s) on %s:%d", self.name, self.role, self.s.host,
+                 self.s.cluster_port)
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+        await self.locator.close()
+        for p in list(self.peers.values()) + list(self._inbound):
+            p.close()
+
+    # -- leases ----------------------------------------------------------------
+    def is_controller(self) -> bool:
+        return self.controller is not None and self.tenure is not None and self.tenure.valid(
+            time.monotonic())
+
+    def may_write(self) -> bool:
+        """True while this member may touch shared account data."""
+        now = time.monotonic()
+        if self.cut:
+            return False
+        if self.controller is not None:
+            return self.tenure is not None and self.tenure.valid(now)
+        return now < self.lease_until
+
+    async def _watchdog(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            if self.controller is not None and self.tenure is not None and not self.tenure.valid(
+                    time.monotonic()):
+                await self._step_down("tenure lapsed")
+            if not self.may_write() and self.locator.held():
+                await self.locator.drop_all()
+
+    async def _lag_probe(self) -> None:
+        while True:
+            t0 = time.monotonic()
+            await asyncio.sleep(0.1)
+            self.lag_ms = max(0, int((time.monotonic() - t0 - 0.1) * 1000))
+
+    # -- connections -------------------------------------------------------------
+    def _check_cut(self) -> None:
+        cut = (self.s.base / CUT_FILE).exists()
+        if cut and not self.cut:
+            log.warning("cluster connections cut (%s exists)", CUT_FILE)
+            for p in list(self.peers.values()) + list(self._inbound):
+                p.close()
+        self.cut = cut
+
+    async def _on_accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut:
+            writer.close()
+            return
+        peer = await accept(reader, writer, self.name, self.s.secret, self._handle)
+        if peer is None:
+            return
+        peer.conn.address = self.s.address
+        if peer.conn.peer_address[0]:
+            self.addresses[peer.name] = peer.conn.peer_address
+        self._inbound.add(peer)
+        peer.on_close.append(self._inbound.discard)
+
+    async def peer_to(self, name: str) -> Peer | None:
+        """An open connection to member ``name`` (dialing it when needed)."""
+        if self.cut or name == self.name or not name:
+            return None
+        p = self.peers.get(name)
+        if p is not None and not p.closed:
+            return p
+        for q in self._inbound:  # reuse a connection the member opened to us
+            if q.name == name and not q.closed:
+                return q
+        addr = self.addresses.get(name)
+        if addr is None or not addr[0]:
+            return None
+        lock = self._dialing.setdefault(name, asyncio.Lock())
+        async with lock:
+            p = self.peers.get(name)
+            if p is not None and not p.closed:
+                return p
+            try:
+                p = await dial(addr[0], addr[2], self.name, self.s.secret, self._handle,
+                               role=self.role, address=self.s.address)
+            except (OSError, TimeoutError, wire.ProtocolError, PeerClosed) as exc:
+                log.debug("cannot reach %s at %s: %s", name, addr, exc)
+                return None
+            self.peers[name] = p
+            return p
+
+    def _learn(self, name: str, address: tuple[str, int, int] | list[Any]) -> None:
+        if name and address and address[0]:
+            self.addresses[name] = (str(address[0]), int(address[1]), int(address[2]))
+
+    # -- election ------------------------------------------------------------------
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _election_loop(self) -> None:
+        assert self.election is not None
+        period = self.s.lease / 8
+        last_renew = 0.0
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._check_cut()
+                if self.controller is not None:
+                    if time.monotonic() - last_renew >= self.s.lease / 4:
+                        last_renew = time.monotonic()
+                        await self._renew()
+                    continue
+                await self._observe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("election step failed")
+
+    async def _observe(self) -> None:
+        assert self.election is not None
+        rec: ControllerRecord | None = await self._io(self.election.current)
+        now = time.monotonic()
+        if rec is None:
+            await self._claim(1, None, None, stale=True)
+            return
+        if rec.epoch > self.controller_epoch:
+            self._learn_controller(rec)
+        hb = await self._io(self.election.read_heartbeat, rec.epoch)
+        now = time.monotonic()
+        self._observer.observe(rec.epoch, hb, now)
+        wait = self.s.lease + (0.0 if self.backup_name == self.name else limits.BACKUP_HEAD_START)
+        stale = self._observer.unchanged_for(now) >= wait
+        lost = False
+        if not stale and not self.cut and now - self.last_controller_contact >= wait:
+            others = set(self.election.contacts_of(hb)) - {self.name, rec.member}
+            lost = not others and self._hear_other_backend(rec.member)
+        if stale or lost:
+            await self._claim(rec.epoch + 1, rec, hb, stale=stale)
+
+    def _hear_other_backend(self, controller: str) -> bool:
+        now = time.monotonic()
+        for p in list(self.peers.values()) + list(self._inbound):
+            if (not p.closed and p.name != controller and p.role == "backend"
+                    and now - p.last_rx < self.s.lease):
+                return True
+        return False
+
+    def _learn_controller(self, rec: ControllerRecord) -> None:
+        if rec.epoch <= self.controller_epoch:
+            return
+        log.info("controller is %s (epoch %d)", rec.member, rec.epoch)
+        self.controller_epoch = rec.epoch
+        self.controller_name = rec.member
+        self._learn(rec.member, (rec.host, rec.port_offset, rec.port))
+        self.last_controller_contact = time.monotonic()
+        if self.controller is not None and self.tenure is not None and rec.epoch > self.tenure.epoch:
+            self.tenure.superseded = True
+
+    async def _claim(self, epoch: int, old: ControllerRecord | None, hb: bytes | None,
+                     *, stale: bool) -> None:
+        assert self.election is not None
+        t0 = time.monotonic()
+        record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
+        if not await self._io(self.election.claim, record):
+            return
+        expected = set(self.election.contacts_of(hb)) - {self.name}
+        if old is not None:
+            if stale:
+                expected.discard(old.member)
+            else:
+                expected.add(old.member)
+        log.warning("became controller with epoch %d (%s)", epoch,
+                    "cold start" if old is None else "controller stale" if stale else "controller cut off")
+        self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0)
+        c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
+                       expected=expected)
+        c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
+                 version=self.version, accounts=self.locator.held())
+        self.controller = c
+        self.controller_epoch = epoch
+        self.controller_name = self.name
+        self.backup_name = ""
+        await self._renew()
+        self._broadcast_roles()
+
+    async def _renew(self) -> None:
+        assert self.election is not None and self.tenure is not None and self.controller is not None
+        t0 = time.monotonic()
+        epoch = self.tenure.epoch
+        if not self.tenure.valid(t0):
+            await self._step_down("tenure lapsed before renewal")
+            return
+        if await self._io(self.election.exists, epoch + 1):
+            await self._step_down("a newer controller epoch exists")
+            return
+        self._hb_seq += 1
+        contacts = [m.name for m in self.controller.members()
+                    if m.alive and m.role is Role.BACKEND and m.name != self.name]
+        await self._io(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
+        if await self._io(self.election.exists, epoch + 1):
+            await self._step_down("a newer controller epoch exists")
+            return
+        if self.tenure is not None:
+            self.tenure.renewed(t0)
+        if self._hb_seq % 40 == 1:
+            await self._io(self.election.prune, epoch)
+
+    async def _step_down(self, why: str) -> None:
+        if self.controller is None:
+            return
+        log.warning("stepping down as controller: %s", why)
+        self.controller = None
+        self.tenure = None
+        self.lease_until = 0.0
+        self.resynced_epoch = 0
+        self._observer = Observer()
+        await self.locator.drop_all()
+
+    # -- controller side -------------------------------------------------------------
+    def _tick(self) -> None:
+        c = self.controller
+        if c is None or not self.is_controller():
+            return
+        for ev in c.tick(time.monotonic()):
+            if isinstance(ev, RolesChanged):
+                self.backup_name = ev.backup
+                log.info("backup controller is now %s", ev.backup or "(none)")
+                self._broadcast_roles()
+            else:
+                log.warning("member %s declared dead; its accounts are free", ev)
+        for member, key, epoch in c.take_revocations():
+            self._send_to(member, wire.Release(key, epoch))
+
+    def _broadcast_roles(self) -> None:
+        msg = wire.Roles(self.name, self.controller_epoch, self.backup_name,
+                         self.addresses.get(self.backup_name, NO_ADDRESS))
+        for p in self._all_peers():
+            with contextlib.suppress(Exception):
+                p.send(msg)
+
+    def _all_peers(self) -> list[Peer]:
+        seen: dict[str, Peer] = {}
+        for p in list(self._inbound) + list(self.peers.values()):
+            if not p.closed and p.role != "tool":
+                seen[p.name] = p
+        return list(seen.values())
+
+    def _send_to(self, member: str, msg: wire.Message) -> None:
+        if member == self.name:
+            asyncio.get_running_loop().create_task(self._handle_local(msg))
+            return
+        for p in self._all_peers():
+            if p.name == member:
+                with contextlib.suppress(Exception):
+                    p.send(msg)
+                return
+
+    async def _handle_local(self, msg: wire.Message) -> None:
+        if isinstance(msg, wire.Release):
+            await self.locator.drop_key(msg.account, msg.epoch)
+        elif isinstance(msg, wire.SetReady):
+            self.ready = msg.ready
+
+    def _grant_msg(self, rid: int, d: Any) -> wire.Grant:
+        return wire.Grant(rid, d.account, d.owner, d.epoch, self.controller_epoch,
+                          self.addresses.get(d.owner, NO_ADDRESS))
+
+    def _status_reply(self, rid: int) -> wire.StatusReply:
+        assert self.controller is not None
+        rows = []
+        for m in self.controller.members():
+            host = self.addresses.get(m.name, NO_ADDRESS)[0]
+            rows.append((m.name, m.role.value, m.alive, m.ready, m.load, m.open_accounts,
+                         m.sessions, m.version, host))
+        return wire.StatusReply(rid, self.name, self.backup_name, self.controller_epoch, tuple(rows))
+
+    # -- message handling ----------------------------------------------------------------
+    async def _handle(self, peer: Peer, msg: wire.Message) -> wire.Message | None:
+        if self.cut:
+            peer.close()
+            return None
+        if peer.conn.peer_address[0]:
+            self.addresses.setdefault(peer.name, peer.conn.peer_address)
+        c = self.controller if self.is_controller() else None
+        now = time.monotonic()
+        if isinstance(msg, wire.Heartbeat):
+            if c is None:
+                return wire.Error(msg.id, "not-controller", self.controller_name)
+            c.heartbeat(peer.name, now, ready=msg.ready, sessions=msg.sessions,
+                        open_accounts=msg.open_accounts, lag_ms=msg.lag_ms, cpu=msg.cpu,
+                        role=Role.FRONTEND if peer.role == "frontend" else Role.BACKEND)
+            m = c.member(peer.name)
+            if m is not None and not m.version:
+                m.version = f"proto {peer.version}"
+            self._tick()
+            return wire.HeartbeatAck(msg.id, self.controller_epoch, self.backup_name,
+                                     int(self.s.lease * 1000),
+                                     self.addresses.get(self.backup_name, NO_ADDRESS))
+        if isinstance(msg, wire.Resync):
+            if c is None:
+                return wire.Error(msg.id, "not-controller", self.controller_name)
+            revoked = c.resync(peer.name, now, role=Role(msg.role) if msg.role in ("backend", "frontend")
+                               else Role.BACKEND, ready=msg.ready, sessions=msg.sessions,
+                               version=msg.version, accounts=msg.accounts)
+            for key, epoch in revoked:
+                peer.send(wire.Release(key, epoch))
+            self._tick()
+            return wire.Ok(msg.id)
+        if isinstance(msg, wire.Open):
+            if c is None:
+                return wire.Error(msg.id, "not-controller", self.controller_name)
+            try:
+                d = c.open(msg.account, peer.name, now, recorded=msg.recorded, local_only=msg.local_only)
+            except Refusal as exc:
+                return wire.Error(msg.id, exc.code, exc.text)
+            return self._grant_msg(msg.id, d)
+        if isinstance(msg, wire.Release):
+            if peer.name == self.controller_name:  # the Controller revokes
+                await self.locator.drop_key(msg.account, msg.epoch)
+            elif c is not None:
+                c.release(msg.account, peer.name, msg.epoch)
+            return None
+        if isinstance(msg, wire.Locate):
+            if c is None:
+                return await self._forward(msg)
+            loc = c.locate(msg.account)
+            if loc is None:
+                return wire.Location(msg.id, msg.account, "", 0, NO_ADDRESS)
+            return wire.Location(msg.id, msg.account, loc[0], loc[1],
+                                 self.addresses.get(loc[0], NO_ADDRESS))
+        if isinstance(msg, wire.Whois):
+            return wire.ControllerInfo(msg.id, self.controller_name, self.controller_epoch,
+                                       self.backup_name,
+                                       self.addresses.get(self.controller_name, NO_ADDRESS))
+        if isinstance(msg, wire.Roles):
+            if msg.controller_epoch >= self.controller_epoch:
+                self.controller_epoch = msg.controller_epoch
+                self.controller_name = msg.controller
+                self.backup_name = msg.backup
+                self._learn(msg.backup, msg.backup_address)
+            return None
+        if isinstance(msg, wire.StatusRequest):
+            if c is None:
+                return await self._forward(msg)
+            return self._status_reply(msg.id)
+        if isinstance(msg, wire.SetReady):
+            return await self._set_ready(msg)
+        if isinstance(msg, wire.Changed):
+            self._apply_change(msg)
+            if c is not None:
+                for p in self._all_peers():
+                    if p.name not in (msg.origin, peer.name):
+                        with contextlib.suppress(Exception):
+                            p.send(msg)
+            return None
+        if isinstance(msg, wire.Deliver):
+            return await self._deliver_here(msg)
+        if isinstance(msg, wire.AdminCall):
+            return wire.AdminResult(msg.id, False, None, "unsupported",
+                                    f"{msg.operation} is not routed by this member")
+        rid = getattr(msg, "id", 0)
+        return wire.Error(rid if isinstance(rid, int) else 0, "bad-request", type(msg).__name__)
+
+    async def _forward(self, msg: Any) -> wire.Message:
+        peer = await self.peer_to(self.controller_name)
+        if peer is None:
+            return wire.Error(msg.id, "unavailable", "no controller reachable")
+        reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
+        return dataclasses.replace(reply, id=msg.id)  # type: ignore[type-var]
+
+    async def _set_ready(self, msg: wire.SetReady) -> wire.Message:
+        if msg.member == self.name:
+            self.ready = msg.ready
+            if self.controller is not None:
+                self.controller.set_ready(self.name, msg.ready)
+            log.warning("this member is now %s", "Ready" if msg.ready else "Non-Ready")
+            return wire.Ok(msg.id)
+        if self.is_controller():
+            assert self.controller is not None
+            self.controller.set_ready(msg.member, msg.ready)
+            peer = await self.peer_to(msg.member)
+            if peer is None:
+                return wire.Error(msg.id, "unavailable", f"{msg.member} not reachable")
+            reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
+            return dataclasses.replace(reply, id=msg.id)  # type: ignore[type-var]
+        return await self._forward(msg)
+
+    # -- member side: heartbeats and resync --------------------------------------------
+    def _sessions(self) -> int:
+        with contextlib.suppress(Exception):
+            return int(sum(self.ctx.listeners.session_counts().values()))
+        return 0
+
+    def _cpu(self) -> int:
+        try:
+            if self._process is None:
+                import psutil
+
+                self._process = psutil.Process()
+                self._process.cpu_percent(None)
+            return int(self._process.cpu_percent(None))
+        except Exception:
+            return 0
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.heartbeat)
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except (PeerClosed, TimeoutError, ConnectionError, OSError) as exc:
+                log.debug("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _beat(self) -> None:
+        if self.cut:
+            return
+        if self.role == "frontend" and not self.controller_name:
+            await self._find_controller()
+        t0 = time.monotonic()
+        c = self.controller
+        if c is not None:
+            if self.tenure is not None and self.tenure.valid(t0):
+                c.heartbeat(self.name, t0, ready=self.ready, sessions=self._sessions(),
+                            open_accounts=len(self.locator.held()), lag_ms=self.lag_ms, cpu=self._cpu())
+                self.lease_until = t0 + self.s.lease - self.s.margin
+                self._tick()
+            return
+        if not self.controller_name:
+            return
+        peer = await self.peer_to(self.controller_name)
+        if peer is None:
+            return
+        if self.resynced_epoch != self.controller_epoch:
+            epoch = self.controller_epoch
+            reply = await peer.request(wire.Resync(peer.next_id(), self.name, self.role, self.ready,
+                                                   self.version, self._sessions(),
+                                                   tuple(self.locator.held())))
+            if not isinstance(reply, wire.Ok):
+                return
+            self.resynced_epoch = epoch
+        msg = wire.Heartbeat(peer.next_id(), self.name, self.ready, self._sessions(),
+                             len(self.locator.held()), self.lag_ms, self._cpu())
+        reply = await peer.request(msg, timeout=max(self.s.heartbeat * 2, 0.5))
+        if isinstance(reply, wire.HeartbeatAck) and reply.controller_epoch == self.controller_epoch:
+            self.lease_until = t0 + self.s.lease - self.s.margin
+            self.last_controller_contact = time.monotonic()
+            if reply.backup != self.backup_name:
+                self.backup_name = reply.backup
+            self._learn(reply.backup, reply.backup_address)
+            if self.backup_name and self.backup_name != self.name:
+                backup = await self.peer_to(self.backup_name)
+                if backup is not None:
+                    backup.send(wire.Whois(backup.next_id()))  # keeps the connection alive
+        elif isinstance(reply, wire.Error) and reply.code == "not-controller":
+            self.resynced_epoch = 0
+
+    async def _find_controller(self) -> None:
+        for host, port in self.s.backends:
+            try:
+                p = await dial(host, port, self.name, self.s.secret, self._handle, role=self.role,
+                               address=self.s.address)
+            except (OSError, TimeoutError, wire.ProtocolError, PeerClosed):
+                continue
+            try:
+                info = await p.request(wire.Whois(p.next_id()))
+            finally:
+                p.close()
+            if isinstance(info, wire.ControllerInfo) and info.controller:
+                self.controller_name = info.controller
+                self.controller_epoch = info.controller_epoch
+                self._learn(info.controller, info.controller_address)
+                return
+
+    # -- accounts ----------------------------------------------------------------------
+    async def _request_open(self, ref: AccountRef, recorded: int, local_only: bool) -> GrantInfo:
+        key = account_key(ref)
+        deadline = time.monotonic() + 2 * self.s.lease + 2.0
+        while True:
+            if self.is_controller():
+                assert self.controller is not None
+                try:
+                    d = self.controller.open(key, self.name, time.monotonic(), recorded=recorded,
+                                             local_only=local_only)
+                    return GrantInfo(d.owner, d.epoch, self.controller_epoch,
+                                     self.addresses.get(d.owner, NO_ADDRESS))
+                except Refusal as exc:
+                    if exc.code == "busy":
+                        raise AccountUnavailable(exc.text) from None
+            elif self.controller_name and not self.cut:
+                peer = await self.peer_to(self.controller_name)
+                if peer is not None:
+                    try:
+                        reply = await peer.request(wire.Open(peer.next_id(), key, recorded, self.name,
+                                                             local_only))
+                    except (PeerClosed, TimeoutError):
+                        reply = None
+                    if isinstance(reply, wire.Grant) and reply.controller_epoch >= self.controller_epoch:
+                        self._learn(reply.owner, reply.owner_address)
+                        return GrantInfo(reply.owner, reply.epoch, reply.controller_epoch,
+                                         tuple(reply.owner_address))  # type: ignore[arg-type]
+                    if isinstance(reply, wire.Error) and reply.code == "busy":
+                        raise AccountUnavailable(reply.text)
+            if time.monotonic() > deadline:
+                raise AccountUnavailable("no controller answered")
+            await asyncio.sleep(0.05)
+
+    def _release(self, ref: AccountRef, epoch: int) -> None:
+        key = account_key(ref)
+        if self.controller is not None:
+            self.controller.release(key, self.name, epoch)
+            return
+        p = self.peers.get(self.controller_name)
+        if p is not None and not p.closed:
+            with contextlib.suppress(Exception):
+                p.send(wire.Release(key, epoch))
+
+    async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str) -> Any:
+        """``ctx.delivery.remote``: hand a message to the owner; it answers
+        only once the message is durable there."""
+        from dynamail.delivery import DeliveryResult, temporary_failure
+
+        ref = placement.ref
+        self._learn(placement.member, (placement.host, placement.port_offset,
+                                       self.addresses.get(placement.member, NO_ADDRESS)[2]
+                                       or self.s.ports.get("cluster", 7070) + placement.port_offset))
+        peer = await self.peer_to(placement.member)
+        if peer is None:
+            return temporary_failure(ref, f"owner {placement.member} not reachable", "4.4.1")
+        data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
+        try:
+            reply = await peer.request(wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
+                                       timeout=60.0)
+        except (PeerClosed, TimeoutError):
+            return temporary_failure(ref, f"owner {placement.member} did not answer", "4.4.1")
+        if isinstance(reply, wire.Delivered):
+            return DeliveryResult(ref, True, 250, "2.0.0", "delivered", reply.uid or None)
+        if isinstance(reply, wire.Error):
+            code = int(reply.code) if reply.code.isdigit() else 451
+            return DeliveryResult(ref, False, code, "4.3.0" if code < 500 else "5.0.0", reply.text)
+        return temporary_failure(ref, "unexpected reply from owner")
+
+    async def _deliver_here(self, msg: wire.Deliver) -> wire.Message:
+        delivery = getattr(self.ctx, "delivery", None)
+        if delivery is None:
+            return wire.Error(msg.id, "451", "delivery unavailable")
+        domain, _, name = msg.account.partition("/")
+        ref = AccountRef(domain, name, True)
+        token = LOCAL_ONLY.set(True)
+        try:
+            results = await delivery.deliver([ref], msg.data, mailbox=msg.mailbox,
+                                              flags=frozenset(msg.flags))
+        finally:
+            LOCAL_ONLY.reset(token)
+        r = results[0]
+        if r.ok:
+            return wire.Delivered(msg.id, r.uid or 0)
+        return wire.Error(msg.id, str(r.code), r.text)
+
+    # -- relay ---------------------------------------------------------------------------
+    def make_relay_ticket(self, ref: AccountRef, client_host: str, client_port: int) -> str:
+        return self.tickets.make(ref, client_host, client_port)
+
+    def verify_relay_ticket(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:
+        return self.tickets.verify(ticket)
+
+    async def relay_session(self, conn: Any, placement: Relay, protocol: str,
+                            client_reply: bytes) -> bool:
+        """Relay an authenticated client session to the owner.  False when the
+        owner could not be reached or refused (nothing was sent to the client;
+        answer it with a temporary failure)."""
+        port = self.s.ports[protocol] + placement.port_offset
+        ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
+        return await relay(conn, placement.host, port, ticket, protocol, client_reply)
+
+    # -- single service image ---------------------------------------------------------
+    def changed(self, kind: str, key: str) -> None:
+        """A shared object changed here: tell every member (through the Controller)."""
+        msg = wire.Changed(kind, key, self.name)
+        if self.controller is not None:
+            for each in self._all_peers():
+                with contextlib.suppress(Exception):
+                    each.send(msg)
+            return
+        target: Peer | None = self.peers.get(self.controller_name)
+        if target is None:
+            for q in self._inbound:
+                if q.name == self.controller_name and not q.closed:
+                    target = q
+        if target is not None and not target.closed:
+            with contextlib.suppress(Exception):
+                target.send(msg)
+
+    def _apply_change(self, msg: wire.Changed) -> None:
+        directory = getattr(self.ctx, "directory", None)
+        inv = getattr(directory, "invalidate", None)
+        if inv is None:
+            return
+        domain = msg.key.split("/", 1)[0] if msg.kind in ("domain", "account") and msg.key else None
+        try:
+            inv(domain)
+        except Exception:
+            inv(None)
+
+    # -- information for Admin, API and the launcher -------------------------------------
+    async def status(self) -> dict[str, Any]:
+        """``{"controller", "backup", "members": [...]}`` as SPEC section 6 shows."""
+        if self.is_controller():
+            reply: wire.Message = self._status_reply(0)
+        else:
+            peer = await self.peer_to(self.controller_name)
+            if peer is None:
+                return {"controller": self.controller_name, "backup": self.backup_name,
+                        "controller_epoch": self.controller_epoch, "members": []}
+            reply = await peer.request(wire.StatusRequest(peer.next_id()))
+        return status_dict(reply)
+
+    async def set_ready(self, member: str, ready: bool) -> bool:
+        reply = await self._set_ready(wire.SetReady(0, member, ready))
+        return isinstance(reply, wire.Ok)
+
+    async def locate(self, ref: AccountRef) -> str:
+        key = account_key(ref)
+        if self.is_controller():
+            assert self.controller is not None
+            loc = self.controller.locate(key)
+            return loc[0] if loc else ""
+        reply = await self._forward(wire.Locate(0, key))
+        return reply.owner if isinstance(reply, wire.Location) else ""
+
+
+def status_dict(reply: wire.Message) -> dict[str, Any]:
+    if not isinstance(reply, wire.StatusReply):
+        return {"controller": "", "backup": "", "members": [], "error": getattr(reply, "text", "")}
+    members = []
+    for name, role, alive, ready, load, open_accounts, sessions, version, host in reply.members:
+        members.append({"name": name, "role": role, "alive": alive, "ready": ready, "load": load,
+                        "open_accounts": open_accounts, "sessions": sessions, "version": version,
+                        "host": host})
+    return {"controller": reply.controller, "backup": reply.backup,
+            "controller_epoch": reply.controller_epoch, "members": members}
+
+
+async def attach(ctx: Any) -> ClusterMember:
+    """Make this server a cluster member (called by the server at start-up)."""
+    settings = ClusterSettings.from_config(ctx.config)
+    member = ClusterMember(ctx, settings)
+    await member.start()
+    ctx.cluster = member
+    ctx.accounts = member.locator
+    delivery = getattr(ctx, "delivery", None)
+    if delivery is not None:
+        if hasattr(delivery, "accounts"):
+            delivery.accounts = member.locator
+        delivery.remote = member.remote_deliver
+    return member

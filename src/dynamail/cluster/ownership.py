@@ -1,0 +1,225 @@
+"""The cluster locator: account ownership as a cluster member sees it.
+
+``use(ref)`` for an account of a shared domain asks the Controller for a
+grant.  If this member is the owner, it opens the account's store with the
+grant's epoch and answers :class:`Local`; otherwise :class:`Relay` to the
+owner.  Accounts of local domains are served by the standalone locator.
+
+Invariants:
+
+* A store is open here only under a grant whose lease this member holds:
+  every write through the store first checks ``may_write()`` (the member's
+  lease, measured on its monotonic clock, has at least the safety margin
+  left) and raises FencedError otherwise; below that, the storage engine
+  refuses any write carrying an epoch lower than the recorded one.
+* When the lease is lost, :meth:`ClusterLocator.drop_all` closes every
+  store at once (sessions then end on FencedError and clients reconnect to
+  wherever the account moves).
+* An account unused for ``idle_release`` seconds is closed and released to
+  the Controller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dynamail.accounts import AccountRef
+from dynamail.cluster.locator import AccountUnavailable, Local, Placement, Relay
+from dynamail.storage.api import FencedError
+
+log = logging.getLogger("dynamail.cluster")
+
+#: Set while serving a hand-off from another member: never relay again.
+LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dynamail_local_only", default=False)
+
+_STORE_WRITES = frozenset({"append", "create_mailbox", "delete_mailbox", "rename_mailbox", "subscribe"})
+_VIEW_WRITES = frozenset({"store", "expunge", "copy", "move"})
+
+
+def account_key(ref: AccountRef) -> str:
+    return f"{ref.domain}/{ref.name}"
+
+
+class _GuardedView:
+    def __init__(self, view: Any, may_write: Callable[[], bool]) -> None:
+        self._view = view
+        self._may_write = may_write
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._view, name)
+        if name in _VIEW_WRITES:
+            async def guarded(*a: Any, **kw: Any) -> Any:
+                if not self._may_write():
+                    raise FencedError("this member's ownership lease has lapsed")
+                return await attr(*a, **kw)
+            return guarded
+        return attr
+
+
+class GuardedStore:
+    """An AccountStore that refuses writes once the member's lease is not
+    safely valid.  Reads pass through."""
+
+    def __init__(self, store: Any, may_write: Callable[[], bool]) -> None:
+        self._store = store
+        self._may_write = may_write
+        self.epoch = store.epoch
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._store, name)
+        if name in _STORE_WRITES:
+            async def guarded(*a: Any, **kw: Any) -> Any:
+                if not self._may_write():
+                    raise FencedError("this member's ownership lease has lapsed")
+                return await attr(*a, **kw)
+            return guarded
+        if name == "select":
+            async def select(*a: Any, **kw: Any) -> Any:
+                return _GuardedView(await attr(*a, **kw), self._may_write)
+            return select
+        return attr
+
+
+@dataclass(frozen=True, slots=True)
+class GrantInfo:
+    owner: str
+    epoch: int
+    controller_epoch: int
+    address: tuple[str, int, int]
+
+
+@dataclass
+class _Open:
+    store: Any
+    raw: Any
+    epoch: int
+    users: int = 0
+    last_used: float = field(default_factory=time.monotonic)
+
+
+RequestOpen = Callable[[AccountRef, int, bool], Awaitable[GrantInfo]]
+
+
+class ClusterLocator:
+    def __init__(self, standalone: Any, me: str, request_open: RequestOpen,
+                 release: Callable[[AccountRef, int], None], may_write: Callable[[], bool],
+                 idle_release: float) -> None:
+        self.standalone = standalone
+        self.me = me
+        self._request_open = request_open
+        self._release = release
+        self._may_write = may_write
+        self._idle_release = idle_release
+        self._open: dict[AccountRef, _Open] = {}
+        self._locks: dict[AccountRef, asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- what the member reports -----------------------------------------
+    def open_accounts(self) -> list[AccountRef]:
+        return list(self._open) + list(self.standalone.open_accounts())
+
+    def held(self) -> list[tuple[str, int]]:
+        return [(account_key(r), e.epoch) for r, e in self._open.items()]
+
+    # -- use ---------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def use(self, ref: AccountRef, *, relay_ok: bool = True) -> AsyncIterator[Placement]:
+        if not ref.shared:
+            async with self.standalone.use(ref, relay_ok=relay_ok) as p:
+                yield p
+            return
+        relay_ok = relay_ok and not LOCAL_ONLY.get()
+        placement = await self._acquire(ref, relay_ok)
+        if isinstance(placement, Relay):
+            yield placement
+            return
+        entry = self._open.get(ref)
+        try:
+            yield placement
+        finally:
+            if entry is not None:
+                entry.users -= 1
+                entry.last_used = time.monotonic()
+
+    async def _acquire(self, ref: AccountRef, relay_ok: bool) -> Placement:
+        entry = self._open.get(ref)
+        if entry is not None and self._may_write():
+            entry.users += 1
+            entry.last_used = time.monotonic()
+            return Local(ref=ref, store=entry.store, epoch=entry.epoch)
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            entry = self._open.get(ref)
+            if entry is not None and self._may_write():
+                entry.users += 1
+                entry.last_used = time.monotonic()
+                return Local(ref=ref, store=entry.store, epoch=entry.epoch)
+            path = self.standalone.account_path(ref)
+            loop = asyncio.get_running_loop()
+            recorded = await loop.run_in_executor(None, self.standalone.mailstore.recorded_epoch, path)
+            grant = await self._request_open(ref, recorded, not relay_ok)
+            if grant.owner != self.me:
+                if not relay_ok:
+                    raise AccountUnavailable(f"{ref} is open on {grant.owner}")
+                host, offset, _cport = grant.address
+                return Relay(ref=ref, member=grant.owner, host=host, port_offset=offset)
+            if not self._may_write():
+                raise AccountUnavailable("this member holds no valid lease")
+            try:
+                raw = await self.standalone.mailstore.open_account(path, grant.epoch)
+            except FencedError as exc:
+                raise AccountUnavailable(f"{ref}: {exc}") from None
+            entry = _Open(store=GuardedStore(raw, self._may_write), raw=raw, epoch=grant.epoch)
+            self._open[ref] = entry
+            self._start_reaper()
+            entry.users += 1
+            return Local(ref=ref, store=entry.store, epoch=entry.epoch)
+
+    # -- releasing -----------------------------------------------------------
+    def _start_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
+
+    async def _reap(self) -> None:
+        while self._open:
+            await asyncio.sleep(min(self._idle_release / 2, 5.0))
+            now = time.monotonic()
+            for ref, entry in list(self._open.items()):
+                if entry.users <= 0 and now - entry.last_used >= self._idle_release:
+                    await self.drop(ref, release=True)
+
+    async def drop(self, ref: AccountRef, *, release: bool) -> None:
+        entry = self._open.pop(ref, None)
+        if entry is None:
+            return
+        with contextlib.suppress(Exception):
+            await entry.raw.close()
+        if release:
+            self._release(ref, entry.epoch)
+
+    async def drop_key(self, key: str, epoch: int) -> None:
+        """The Controller revoked ``key`` (a newer owner holds it)."""
+        for ref, entry in list(self._open.items()):
+            if account_key(ref) == key and entry.epoch <= epoch:
+                await self.drop(ref, release=False)
+
+    async def drop_all(self) -> None:
+        """The lease is lost: stop touching every shared account now."""
+        if self._open:
+            log.warning("lease lost: closing %d shared accounts", len(self._open))
+        for ref in list(self._open):
+            await self.drop(ref, release=False)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for ref in list(self._open):
+            await self.drop(ref, release=True)
+        await self.standalone.close()
