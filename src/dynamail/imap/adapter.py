@@ -1,0 +1,264 @@
+"""The asyncio side of IMAP: read bytes, frame and parse them, run the
+session, write its output.
+
+This module is deliberately thin: protocol decisions live in the sans-IO
+core (:mod:`framer`, :mod:`parser`, :mod:`session`, :mod:`commands`); here
+are only the things that need an event loop — waiting for input with the
+right timeout, batching output until the client's pipelined input is
+consumed, IDLE (waiting on the client and on the mailbox at once), STARTTLS,
+sendfile, and handing a session to the cluster relay.
+
+Output is collected and written when the session has no more complete
+commands to run (or past ``limits.OUTPUT_FLUSH``), so a pipelining client
+gets one write per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dynamail.imap import limits
+from dynamail.imap.errors import CommandBad, SessionEnd
+from dynamail.imap.framer import NEED_DATA, Continue, Frame, FrameError, Framer
+from dynamail.imap.parser import ParseError, parse_command, tag_of
+from dynamail.imap.session import Session
+from dynamail.imap.state import State
+from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dynamail.cluster.locator import Relay
+    from dynamail.server.context import ServerContext
+
+log = logging.getLogger("dynamail.imap")
+T = TypeVar("T")
+READ_SIZE = 65536
+
+
+class ConnectionIo:
+    """The session's view of its connection (implements ``session.Io``)."""
+
+    def __init__(self, ctx: ServerContext, conn: Connection, framer: Framer) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.framer = framer
+        self._out = bytearray()
+
+    @property
+    def peer_host(self) -> str:
+        return self.conn.peer_host
+
+    @property
+    def is_tls(self) -> bool:
+        return self.conn.is_tls
+
+    @property
+    def can_start_tls(self) -> bool:
+        return self.conn.can_start_tls
+
+    def write(self, data: bytes) -> None:
+        self._out += data
+
+    def pending(self) -> int:
+        return len(self._out)
+
+    async def flush(self) -> None:
+        if self._out:
+            self.conn.write(bytes(self._out))
+            self._out.clear()
+        await self.conn.drain()
+        if self.conn.closed:
+            raise ConnectionError("client went away")
+
+    async def send_file(self, file: Any, offset: int, length: int) -> None:
+        await self.flush()
+        await self.conn.sendfile(file, offset, length)
+
+    async def read_more(self, timeout: float) -> None:
+        data = await self.conn.read(READ_SIZE, timeout=timeout)
+        if not data:
+            raise ConnectionError("client closed the connection")
+        self.framer.feed(data)
+
+    async def read_line(self) -> bytes:
+        while True:
+            ev = self.framer.next_event()
+            if isinstance(ev, Frame):
+                return ev.raw
+            if ev is NEED_DATA:
+                await self.read_more(limits.NOT_AUTHENTICATED_TIMEOUT)
+                continue
+            raise CommandBad("Unexpected data in authentication exchange")
+
+    async def start_tls(self) -> None:
+        self.framer.discard_buffered()
+        await self.conn.start_tls()
+
+    def set_peer(self, host: str, port: int) -> None:
+        self.conn.set_real_peer(host, port)
+
+    async def relay(self, placement: Relay, client_reply: bytes) -> None:
+        cluster = self.ctx.cluster
+        if cluster is None:
+            raise SessionEnd("Account is served elsewhere")
+        await self.flush()
+        await cluster.relay_session(self.conn, placement, protocol="imap", client_reply=client_reply)
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    async def idle(self, session: Session) -> None:
+        """RFC 2177: report changes as they happen until the client says DONE."""
+        framer = self.framer
+        read_task: asyncio.Task[bytes] | None = None
+        try:
+            while True:
+                ev = framer.next_event()
+                if isinstance(ev, Frame):
+                    if ev.raw.strip().upper() == b"DONE":
+                        return
+                    raise CommandBad("Expected DONE")
+                if ev is not NEED_DATA:
+                    raise CommandBad("Expected DONE")
+                read_task = asyncio.ensure_future(
+                    self.conn.read(READ_SIZE, timeout=limits.IDLE_TIMEOUT)
+                )
+                while not read_task.done():
+                    sel = session.selected
+                    if sel is None:
+                        await asyncio.wait({read_task})
+                        break
+                    change = asyncio.ensure_future(sel.view.wait_for_change(limits.IDLE_POLL))
+                    done, _ = await asyncio.wait(
+                        {read_task, change}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if change in done:
+                        if change.result():
+                            await session.sync_selected()
+                            await self.flush()
+                    else:
+                        change.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, Exception):
+                            await change
+                data = read_task.result()
+                read_task = None
+                if not data:
+                    raise ConnectionError("client closed the connection")
+                framer.feed(data)
+        finally:
+            if read_task is not None and not read_task.done():
+                read_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await read_task
+
+
+class _Counters:
+    """Per-command metric children, looked up once per command name."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.metrics = getattr(ctx, "metrics", None)
+        self.children: dict[str, Any] = {}
+
+    def count(self, name: str) -> None:
+        if self.metrics is None:
+            return
+        child = self.children.get(name)
+        if child is None:
+            child = self.metrics.commands.labels(protocol="imap", command=name)
+            self.children[name] = child
+        child.inc()
+
+
+async def serve(ctx: ServerContext, conn: Connection) -> None:
+    """Run one IMAP session on ``conn`` until LOGOUT, BYE or disconnect."""
+    session_counters = _counters(ctx)
+    framer = Framer()
+    io = ConnectionIo(ctx, conn, framer)
+    session = Session(ctx, io)
+    framer.append_limit = session.settings.append_limit
+    metrics = getattr(ctx, "metrics", None)
+    if metrics is not None:
+        metrics.sessions.labels(protocol="imap").inc()
+        metrics.sessions_total.labels(protocol="imap").inc()
+    idle_timeout = getattr(getattr(ctx.config, "limits", None), "idle_timeout", limits.IDLE_TIMEOUT)
+    login_timeout = getattr(getattr(ctx.config, "limits", None), "login_timeout", limits.NOT_AUTHENTICATED_TIMEOUT)
+    io.write(
+        b"* OK [CAPABILITY " + " ".join(session.capabilities()).encode() + b"] "
+        + ctx.hostname.encode("ascii", "replace") + b" dynamail IMAP ready\r\n"
+    )
+    try:
+        while session.state is not State.LOGOUT:
+            ev = framer.next_event()
+            if ev is NEED_DATA:
+                await io.flush()
+                timeout = login_timeout if session.state is State.NOT_AUTHENTICATED else idle_timeout
+                await io.read_more(timeout)
+                continue
+            if isinstance(ev, Continue):
+                io.write(b"+ Ready for literal data\r\n")
+                await io.flush()
+                continue
+            if isinstance(ev, FrameError):
+                session.bad_frame(ev.tag, ev.reply)
+                continue
+            assert isinstance(ev, Frame)
+            try:
+                cmd = parse_command(ev.raw)
+            except ParseError as exc:
+                session.bad_frame(tag_of(ev.raw), "BAD " + (str(exc) or "Syntax error"))
+                continue
+            session_counters.count(cmd.name)
+            await session.execute(cmd)
+            if io.pending() >= limits.OUTPUT_FLUSH:
+                await io.flush()
+    except SessionEnd as exc:
+        if exc.text:
+            io.write(b"* BYE " + exc.text.encode() + b"\r\n")
+    except IdleTimeout:
+        io.write(b"* BYE Autologout; idle for too long\r\n")
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await io.flush()
+        await session.close()
+        if metrics is not None:
+            metrics.sessions.labels(protocol="imap").dec()
+
+
+def _counters(ctx: ServerContext) -> _Counters:
+    c = ctx.extras.get("imap.counters") if hasattr(ctx, "extras") else None
+    if not isinstance(c, _Counters):
+        c = _Counters(ctx)
+        if hasattr(ctx, "extras"):
+            ctx.extras["imap.counters"] = c
+    return c
+
+
+def listeners(ctx: ServerContext) -> list[ListenerSpec]:
+    """IMAP on 143 (STARTTLS when a certificate exists) and IMAPS on 993."""
+
+    async def handler(conn: Connection) -> None:
+        await serve(ctx, conn)
+
+    ports = getattr(ctx.config, "ports", {}) or {}
+    lim = getattr(ctx.config, "limits", None)
+    common: dict[str, Any] = {
+        "idle_timeout": float(getattr(lim, "idle_timeout", limits.IDLE_TIMEOUT)),
+        "busy_reply": b"* BYE Too many connections, try again later\r\n",
+    }
+    if lim is not None:
+        common["max_connections"] = lim.max_connections
+        common["max_per_address"] = lim.max_per_address
+    specs = [ListenerSpec("imap", int(ports.get("imap", 143)), handler, TlsMode.PLAIN, **common)]
+    if ctx.tls is not None:
+        specs.append(
+            ListenerSpec("imaps", int(ports.get("imaps", 993)), handler, TlsMode.IMPLICIT, **common)
+        )
+    return specs

@@ -1,0 +1,330 @@
+"""Commands of the selected state (RFC 9051 section 6.4; RFC 4315 UID
+EXPUNGE, RFC 6851 MOVE, RFC 4731 ESEARCH, RFC 5182 SEARCHRES, RFC 5256
+SORT, RFC 7162 CHANGEDSINCE/UNCHANGEDSINCE/VANISHED, RFC 3691 UNSELECT)."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+from dynamail.imap import response
+from dynamail.imap.errors import CommandBad, CommandNo
+from dynamail.imap.fetch import FetchWriter
+from dynamail.imap.parser import (
+    Args,
+    Command,
+    ParseError,
+    SearchKey,
+    fetch_atts,
+    flag_list,
+    number,
+    search_key,
+    search_program,
+    sequence_set,
+    sort_criteria,
+)
+from dynamail.imap.search import Searcher, sort_uids
+from dynamail.imap.selected import Selected
+from dynamail.imap.state import Transition
+
+if TYPE_CHECKING:
+    from dynamail.imap.session import Session
+
+
+def _uids(s: Session, sel: Selected, cmd: Command, tok: object) -> list[int]:
+    seqset = sequence_set(tok)  # type: ignore[arg-type]
+    if cmd.name.startswith("UID "):
+        return sel.by_uid(seqset, s.saved_search)
+    return sel.by_seq(seqset, s.saved_search)
+
+
+def _writable(sel: Selected) -> None:
+    if sel.read_only:
+        raise CommandNo("Mailbox is read-only", "READ-ONLY")
+
+
+# -- CLOSE / UNSELECT / EXPUNGE -------------------------------------------
+
+
+async def close(s: Session, cmd: Command) -> str:
+    Args(cmd.args).end()
+    sel = s.need_selected()
+    if not sel.read_only:
+        await sel.view.expunge()
+    sel.view.close()
+    s.selected = None
+    s.transition(Transition.CLOSED)
+    return "CLOSE completed"
+
+
+async def unselect(s: Session, cmd: Command) -> str:
+    Args(cmd.args).end()
+    sel = s.need_selected()
+    sel.view.close()
+    s.selected = None
+    s.transition(Transition.CLOSED)
+    return "UNSELECT completed"
+
+
+async def expunge(s: Session, cmd: Command) -> str:
+    Args(cmd.args).end()
+    sel = s.need_selected()
+    _writable(sel)
+    gone = await sel.view.expunge()
+    sel.announce_expunged(gone, s.write, qresync=s.qresync)
+    return "EXPUNGE completed"
+
+
+async def uid_expunge(s: Session, cmd: Command) -> str:
+    args = Args(cmd.args)
+    sel = s.need_selected()
+    uids = _uids(s, sel, cmd, args.next("UID set"))
+    args.end()
+    _writable(sel)
+    if uids:
+        gone = await sel.view.expunge(uids)
+        sel.announce_expunged(gone, s.write, qresync=s.qresync)
+    return "UID EXPUNGE completed"
+
+
+# -- SEARCH / SORT ---------------------------------------------------------
+
+
+async def search(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    uid_mode = cmd.name.startswith("UID ")
+    prog = search_program(Args(cmd.args))
+    searcher = Searcher(sel, s.saved_search, datetime.datetime.now(datetime.UTC))
+    uids = await searcher.run(prog.keys)
+    returns = prog.returns
+    if returns is not None and "SAVE" in returns:
+        s.saved_search = uids
+        returns = tuple(r for r in returns if r != "SAVE")
+        if not returns:
+            return "SEARCH completed, result saved"
+    modseq = b""
+    if searcher.uses_modseq and uids:
+        modseq = b" (MODSEQ %d)" % max(sel.view.info(u).modseq for u in uids)
+    nums = uids if uid_mode else [sel.seq_of(u) for u in uids]
+    if returns is None and not s.rev2:
+        s.write(b"* SEARCH" + b"".join(b" %d" % n for n in nums) + modseq + b"\r\n")
+        return "SEARCH completed"
+    s.write(_esearch(cmd.tag, uid_mode, nums, returns or ("ALL",), modseq))
+    return "SEARCH completed"
+
+
+def _esearch(tag: str, uid_mode: bool, nums: list[int], returns: tuple[str, ...], modseq: bytes) -> bytes:
+    out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
+    if uid_mode:
+        out += b" UID"
+    if nums:
+        if "MIN" in returns:
+            out += b" MIN %d" % nums[0]
+        if "MAX" in returns:
+            out += b" MAX %d" % nums[-1]
+    if "COUNT" in returns:
+        out += b" COUNT %d" % len(nums)
+    if nums and "ALL" in returns:
+        out += b" ALL " + response.sequence_set(nums).encode()
+    if modseq and nums:
+        out += b" MODSEQ " + modseq[len(b" (MODSEQ "):-1]
+    return out + b"\r\n"
+
+
+async def sort(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    uid_mode = cmd.name.startswith("UID ")
+    args = Args(cmd.args)
+    criteria = sort_criteria(args.next("sort criteria"))
+    charset = args.astring("charset").decode("ascii", "replace").upper()
+    if charset not in ("US-ASCII", "UTF-8"):
+        raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+    keys: list[SearchKey] = []
+    while args.more():
+        keys.append(search_key(args, 0))
+    if not keys:
+        raise ParseError("Missing search criteria")
+    searcher = Searcher(sel, s.saved_search, datetime.datetime.now(datetime.UTC))
+    uids = await searcher.run(tuple(keys))
+    ordered = await sort_uids(sel, uids, criteria)
+    nums = ordered if uid_mode else [sel.seq_of(u) for u in ordered]
+    s.write(b"* SORT" + b"".join(b" %d" % n for n in nums) + b"\r\n")
+    return "SORT completed"
+
+
+# -- FETCH -----------------------------------------------------------------
+
+
+async def fetch(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    uid_mode = cmd.name.startswith("UID ")
+    args = Args(cmd.args)
+    set_tok = args.next("sequence set")
+    atts = fetch_atts(args.next("fetch attributes"))
+    changedsince: int | None = None
+    vanished = False
+    if args.more():
+        mods = args.list("fetch modifiers")
+        i = 0
+        while i < len(mods):
+            m = mods[i]
+            if not isinstance(m, str):
+                raise CommandBad("Bad fetch modifier")
+            up = m.upper()
+            if up == "CHANGEDSINCE":
+                i += 1
+                if i >= len(mods) or not isinstance(mods[i], str):
+                    raise CommandBad("CHANGEDSINCE needs a mod-sequence")
+                changedsince = number(mods[i], "mod-sequence", big=True)  # type: ignore[arg-type]
+            elif up == "VANISHED":
+                vanished = True
+            else:
+                raise CommandBad(f"Unknown fetch modifier {m[:30]}")
+            i += 1
+    args.end()
+    if vanished and not (uid_mode and s.qresync and changedsince is not None):
+        raise CommandBad("VANISHED needs UID FETCH, QRESYNC and CHANGEDSINCE")
+    if changedsince is not None:
+        s.enabled.add("CONDSTORE")
+    uids = _uids(s, sel, cmd, set_tok)
+    if vanished and changedsince is not None:
+        _vanished_earlier(s, sel, set_tok, changedsince)
+    if changedsince is not None:
+        info = sel.view.info
+        uids = [u for u in uids if info(u).modseq > changedsince]
+    writer = FetchWriter(
+        sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8
+    )
+    await writer.mark_seen(uids)
+    for u in uids:
+        await writer.message(u)
+    return "FETCH completed"
+
+
+def _vanished_earlier(s: Session, sel: Selected, tok: object, since: int) -> None:
+    if since >= sel.view.highestmodseq():
+        return
+    seqset = sequence_set(tok)  # type: ignore[arg-type]
+    top = sel.view.uidnext() - 1
+    present = set(sel.uids)
+    gone: list[int] = []
+    for lo, hi in seqset.resolve(top):
+        if hi - lo > 1_000_000:
+            hi = lo + 1_000_000
+        gone.extend(u for u in range(lo, min(hi, top) + 1) if u not in present)
+    if gone:
+        s.write(b"* VANISHED (EARLIER) " + response.sequence_set(sorted(set(gone))).encode() + b"\r\n")
+
+
+# -- STORE -----------------------------------------------------------------
+
+_STORE_MODES = {"FLAGS": "set", "+FLAGS": "add", "-FLAGS": "remove"}
+
+
+async def store(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    uid_mode = cmd.name.startswith("UID ")
+    args = Args(cmd.args)
+    set_tok = args.next("sequence set")
+    unchanged: int | None = None
+    if isinstance(args.peek(), list):
+        mods = args.list()
+        if len(mods) != 2 or not isinstance(mods[0], str) or mods[0].upper() != "UNCHANGEDSINCE":
+            raise CommandBad("Unknown STORE modifier")
+        if not isinstance(mods[1], str):
+            raise CommandBad("UNCHANGEDSINCE needs a mod-sequence")
+        unchanged = number(mods[1], "mod-sequence", big=True)
+        s.enabled.add("CONDSTORE")
+    item = args.atom("store item").upper()
+    silent = item.endswith(".SILENT")
+    mode = _STORE_MODES.get(item.removesuffix(".SILENT"))
+    if mode is None:
+        raise CommandBad("Unknown STORE item")
+    if not args.more():
+        raise CommandBad("Missing flags")
+    if isinstance(args.peek(), list):
+        flags = flag_list(args.next())
+    else:
+        toks = []
+        while args.more():
+            toks.append(args.next())
+        flags = flag_list(toks)
+    args.end()
+    uids = _uids(s, sel, cmd, set_tok)
+    _writable(sel)
+    if not uids:
+        return "STORE completed"
+    res = await sel.view.store(uids, mode, flags, unchanged)
+    failed = set(res.failed_unchangedsince)
+    modified = set(res.modified)
+    condstore = s.condstore
+    view = sel.view
+    for u in uids:
+        if u in failed:
+            continue
+        info = view.info(u)
+        if u in modified:
+            sel.reported[u] = info.modseq
+        if silent and not (condstore and u in modified):
+            continue
+        items: list[bytes] = []
+        if uid_mode:
+            items.append(b"UID %d" % u)
+        if not silent:
+            items.append(b"FLAGS " + response.flags(info.flags))
+        if condstore:
+            items.append(b"MODSEQ (%d)" % info.modseq)
+        s.write(b"* %d FETCH (" % sel.seq_of(u) + b" ".join(items) + b")\r\n")
+    if failed:
+        nums = sorted(failed) if uid_mode else sorted(sel.seq_of(u) for u in failed)
+        return f"[MODIFIED {response.sequence_set(nums)}] Conditional STORE failed"
+    return "STORE completed"
+
+
+# -- COPY / MOVE -------------------------------------------------------------
+
+
+async def copy(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    args = Args(cmd.args)
+    uids = _uids(s, sel, cmd, args.next("sequence set"))
+    dest = s.mailbox_arg(args.astring("mailbox"))
+    args.end()
+    if not uids:
+        return "COPY completed (no messages)"
+    res = await sel.view.copy(uids, dest)
+    s.uidvalidity_cache[dest] = res.uidvalidity
+    return f"[COPYUID {_copyuid(res.uidvalidity, res.source_uids, res.dest_uids)}] COPY completed"
+
+
+def _copyuid(validity: int, src: list[int], dst: list[int]) -> str:
+    pairs = sorted(zip(src, dst, strict=False))
+    return (
+        f"{validity} {response.sequence_set([p[0] for p in pairs])} "
+        f"{_set_in_order([p[1] for p in pairs])}"
+    )
+
+
+def _set_in_order(nums: list[int]) -> str:
+    if nums == sorted(nums):
+        return response.sequence_set(nums)
+    return ",".join(str(n) for n in nums)
+
+
+async def move(s: Session, cmd: Command) -> str:
+    sel = s.need_selected()
+    args = Args(cmd.args)
+    uids = _uids(s, sel, cmd, args.next("sequence set"))
+    dest = s.mailbox_arg(args.astring("mailbox"))
+    args.end()
+    _writable(sel)
+    if dest == sel.name:
+        raise CommandNo("Source and destination are the same mailbox", "CANNOT")
+    if not uids:
+        return "MOVE completed (no messages)"
+    res = await sel.view.move(uids, dest)
+    s.uidvalidity_cache[dest] = res.uidvalidity
+    s.write(f"* OK [COPYUID {_copyuid(res.uidvalidity, res.source_uids, res.dest_uids)}] Moved\r\n".encode())
+    still = set(sel.view.uids())
+    sel.announce_expunged([u for u in res.source_uids if u not in still], s.write, qresync=s.qresync)
+    return "MOVE completed"

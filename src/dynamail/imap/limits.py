@@ -1,0 +1,82 @@
+"""Every size and count the IMAP server bounds, with the reason for its value.
+
+Crossing a limit raises :class:`LimitExceeded`, which carries the reply the
+client gets.  The numbers follow what real clients need and what the RFCs
+recommend; see each comment.
+"""
+
+from __future__ import annotations
+
+# RFC 9051 section 4 leaves line length open; RFC 7162 section 4 asks servers
+# to accept command lines of at least 8192 octets.  We allow 64 KiB (as
+# Dovecot does) so that long UID sets from QRESYNC-aware clients fit.
+MAX_LINE = 64 * 1024
+
+# Literal octets accepted in commands other than APPEND (mailbox names,
+# search strings, SASL responses).  RFC 9051 section 4.3 allows any size; a
+# mailbox name is at most dynamail.names.MAX_MAILBOX_NAME, so 64 KiB is ample.
+MAX_COMMAND_LITERAL = 64 * 1024
+
+# APPEND message size (RFC 7889 APPENDLIMIT).  Larger APPENDs get
+# NO [TOOBIG] (RFC 4469 section 4, RFC 9051 section 7.1).
+APPEND_LIMIT = 64 * 1024 * 1024
+
+# Total literal octets in one MULTIAPPEND command (RFC 3502 section 6.3.11).
+MAX_APPEND_TOTAL = 256 * 1024 * 1024
+
+# Messages in one MULTIAPPEND.
+MAX_APPEND_MESSAGES = 10000
+
+# RFC 7888 section 4: with LITERAL- a non-synchronising literal may carry at
+# most 4096 octets.
+LITERAL_MINUS_MAX = 4096
+
+# Parenthesised list nesting (search keys, BODYSTRUCTURE-style arguments).
+# RFC 9051 sets no bound; 32 levels is far beyond any real client.
+MAX_NESTING = 32
+
+# Tokens in one command (after literals are joined).
+MAX_TOKENS = 100000
+
+# RFC 9051 section 5.4: the autologout timer for non-IDLE sessions is at
+# least 30 minutes; section 6.3.13 (IDLE) lets a server drop an IDLE client
+# after at least 29 minutes as well.
+IDLE_TIMEOUT = 30 * 60.0
+NOT_AUTHENTICATED_TIMEOUT = 60.0  # before login: RFC 9051 5.4 allows less
+
+# Bad commands (BAD replies) tolerated before "* BYE" and disconnect.
+MAX_BAD_COMMANDS = 20
+
+# Failed LOGIN/AUTHENTICATE attempts per connection before "* BYE"; the
+# authenticator adds its own per-address throttling.
+MAX_AUTH_FAILURES = 3
+
+# How often IDLE polls between storage change notifications (the storage
+# wakes us; this bounds the wait in case a wake-up is missed).
+IDLE_POLL = 5.0
+
+# Tagged-response buffer: the writer flushes to the connection when this
+# many octets are pending.
+OUTPUT_FLUSH = 64 * 1024
+
+# Literal data at least this large goes out by sendfile rather than copying.
+SENDFILE_MIN = 64 * 1024
+
+# Chunk size for reading APPEND literals off the connection.
+APPEND_CHUNK = 256 * 1024
+
+# SEARCH/SORT results and FETCH ranges are bounded by the mailbox size;
+# this bounds sequence-set parsing (ranges, not numbers).
+MAX_SEQUENCE_RANGES = 100000
+
+# Length of the tag (RFC 9051 section 9 "tag"); longer tags are refused.
+MAX_TAG = 128
+
+
+class LimitExceeded(Exception):
+    """A limit was crossed; ``reply`` is what the client gets (without tag)."""
+
+    def __init__(self, reply: str, *, fatal: bool = False) -> None:
+        super().__init__(reply)
+        self.reply = reply
+        self.fatal = fatal

@@ -1,0 +1,140 @@
+"""The selected mailbox of one session: sequence numbers and pending updates.
+
+Sequence numbers are positions in ``uids`` (our copy of the storage view's
+message list).  The storage view changes its list only when we call
+``refresh()`` (or expunge/move ourselves), so we refresh only at moments
+when RFC 9051 section 7.5.1 lets us announce expunges: never while a
+command that uses sequence numbers (FETCH, STORE, SEARCH, COPY by number)
+is being answered.  At a legal moment :meth:`Selected.sync` refreshes and
+writes EXPUNGE (or VANISHED with QRESYNC, RFC 7162 3.2.10), EXISTS and
+FETCH-of-flags responses; sequence numbers in the EXPUNGEs are computed on
+the list before removal, highest first, so each stays valid as written.
+
+Flag changes this session made itself and already reported (STORE) are not
+reported again: ``reported`` remembers their modseq until the next sync.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable
+
+from dynamail.imap import response
+from dynamail.imap.parser import SequenceSet
+from dynamail.storage.api import MailboxView
+
+
+class Selected:
+    __slots__ = ("exists_sent", "name", "read_only", "reported", "uids", "view")
+
+    def __init__(self, view: MailboxView, name: str, read_only: bool) -> None:
+        self.view = view
+        self.name = name
+        self.read_only = read_only
+        self.uids: list[int] = list(view.uids())
+        self.exists_sent = len(self.uids)
+        self.reported: dict[int, int] = {}
+
+    # -- numbering ------------------------------------------------------
+    def seq_of(self, uid: int) -> int:
+        """Sequence number of ``uid`` (0 if not in the view)."""
+        i = bisect.bisect_left(self.uids, uid)
+        if i < len(self.uids) and self.uids[i] == uid:
+            return i + 1
+        return 0
+
+    def by_seq(self, seqset: SequenceSet, saved: list[int] | None = None) -> list[int]:
+        """UIDs of the messages named by sequence numbers, ascending."""
+        if seqset.saved:
+            return self._saved(saved)
+        n = len(self.uids)
+        if n == 0:
+            return []
+        ranges = seqset.resolve(n)
+        if len(ranges) == 1:
+            lo, hi = ranges[0]
+            return self.uids[lo - 1 : min(hi, n)]
+        picked: set[int] = set()
+        for lo, hi in ranges:
+            picked.update(self.uids[lo - 1 : min(hi, n)])
+        return sorted(picked)
+
+    def by_uid(self, seqset: SequenceSet, saved: list[int] | None = None) -> list[int]:
+        """UIDs in the view named by a UID set, ascending (RFC 9051 6.4.9:
+        ``n:*`` always includes the highest UID)."""
+        if seqset.saved:
+            return self._saved(saved)
+        if not self.uids:
+            return []
+        top = self.uids[-1]
+        out: set[int] = set()
+        result: list[int] = []
+        for lo, hi in seqset.resolve(top):
+            i = bisect.bisect_left(self.uids, lo)
+            j = bisect.bisect_right(self.uids, hi)
+            if len(seqset.ranges) == 1:
+                return self.uids[i:j]
+            for u in self.uids[i:j]:
+                if u not in out:
+                    out.add(u)
+                    result.append(u)
+        result.sort()
+        return result
+
+    def _saved(self, saved: list[int] | None) -> list[int]:
+        if not saved:
+            return []
+        return [u for u in saved if self.seq_of(u)]
+
+    # -- updates -------------------------------------------------------
+    async def sync(self, write: Callable[[bytes], None], *, qresync: bool, condstore: bool) -> None:
+        """Refresh the view and announce what changed (legal moments only)."""
+        changes = await self.view.refresh()
+        self.announce_expunged(changes.expunged, write, qresync=qresync)
+        if changes.added or len(self.uids) != len(self.view.uids()):
+            self.uids = list(self.view.uids())
+        if len(self.uids) != self.exists_sent or changes.added:
+            write(b"* %d EXISTS\r\n" % len(self.uids))
+            self.exists_sent = len(self.uids)
+        if changes.flags_changed:
+            self.announce_flags(changes.flags_changed, write, qresync=qresync, condstore=condstore)
+        self.reported.clear()
+
+    def announce_expunged(
+        self, uids: Iterable[int], write: Callable[[bytes], None], *, qresync: bool
+    ) -> None:
+        """Write EXPUNGE/VANISHED for ``uids`` and drop them from our list."""
+        gone = sorted({u for u in uids if self.seq_of(u)})
+        if not gone:
+            return
+        if qresync:
+            write(b"* VANISHED " + response.sequence_set(gone).encode() + b"\r\n")
+            gone_set = set(gone)
+            self.uids = [u for u in self.uids if u not in gone_set]
+        else:
+            for u in reversed(gone):
+                seq = self.seq_of(u)
+                write(b"* %d EXPUNGE\r\n" % seq)
+                del self.uids[seq - 1]
+        self.exists_sent = len(self.uids)
+
+    def announce_flags(
+        self, uids: Iterable[int], write: Callable[[bytes], None], *, qresync: bool, condstore: bool
+    ) -> None:
+        view = self.view
+        for u in sorted(set(uids)):
+            seq = self.seq_of(u)
+            if not seq:
+                continue
+            try:
+                info = view.info(u)
+            except KeyError:
+                continue
+            if self.reported.get(u) == info.modseq:
+                continue
+            items = [b"FLAGS " + response.flags(info.flags)]
+            if qresync:
+                items.insert(0, b"UID %d" % u)
+            if condstore:
+                items.append(b"MODSEQ (%d)" % info.modseq)
+            write(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")

@@ -1,0 +1,327 @@
+"""One IMAP connection's protocol state, independent of sockets.
+
+The adapter hands every framed command to :meth:`Session.execute`, which
+looks it up in the registry (:mod:`dynamail.imap.commands`), checks that the
+command is valid in the current :class:`~dynamail.imap.state.State`, runs
+its handler and writes the tagged reply.  Handlers reach the network only
+through :class:`Io` (write bytes, send a file, read a continuation line,
+run IDLE, start TLS, relay), which the asyncio adapter implements; nothing
+here imports asyncio, so a transcript test can drive it with any ``Io``.
+
+Untagged updates of the selected mailbox (EXISTS, EXPUNGE/VANISHED, FETCH
+of changed flags) are written just before the tagged reply of a command
+whose registry entry does not have ``USES_SEQNUMS`` (RFC 9051 section 7.5.1:
+no EXPUNGE while answering FETCH, STORE or SEARCH); for those commands the
+view is not even refreshed, so sequence numbers cannot move under them.
+
+Invariants: ``store`` is set exactly in the authenticated and selected
+states; ``selected`` exactly in the selected state; the account placement
+is held (``exit_stack``) from login until :meth:`Session.close`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from dynamail import names
+from dynamail.accounts import AccountRef
+from dynamail.cluster.locator import AccountUnavailable, Relay
+from dynamail.imap import limits, response
+from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
+from dynamail.imap.parser import Command, ParseError
+from dynamail.imap.selected import Selected
+from dynamail.imap.state import State, Transition, next_state
+from dynamail.storage.api import (
+    AccountStore,
+    FencedError,
+    MailboxExists,
+    NoSuchMailbox,
+    QuotaExceeded,
+    StorageError,
+)
+
+if TYPE_CHECKING:
+    from dynamail.server.context import ServerContext
+
+log = logging.getLogger("dynamail.imap")
+
+T = TypeVar("T")
+
+VERSION = "0.1.0"
+
+
+class Io(Protocol):
+    """What a session may do with its connection (implemented by the adapter)."""
+
+    @property
+    def peer_host(self) -> str: ...
+
+    @property
+    def is_tls(self) -> bool: ...
+
+    @property
+    def can_start_tls(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def pending(self) -> int: ...
+
+    async def flush(self) -> None: ...
+
+    async def send_file(self, file: Any, offset: int, length: int) -> None: ...
+
+    async def read_line(self) -> bytes:
+        """The next client line (a SASL response), CRLF stripped."""
+
+    async def start_tls(self) -> None: ...
+
+    async def idle(self, session: Session) -> None:
+        """Run IDLE until the client sends DONE (RFC 2177)."""
+
+    async def relay(self, placement: Relay, client_reply: bytes) -> None: ...
+
+    def set_peer(self, host: str, port: int) -> None:
+        """The real client address handed over by a cluster relay."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ImapSettings:
+    """IMAP options read from the server configuration (``[imap]`` when present)."""
+
+    login_disabled_without_tls: bool = False  # LOGINDISABLED until STARTTLS (RFC 9051 6.2.3)
+    append_limit: int = limits.APPEND_LIMIT
+
+    @classmethod
+    def from_config(cls, config: object) -> ImapSettings:
+        section = getattr(config, "imap", None)
+        if section is None:
+            return cls()
+        return cls(
+            login_disabled_without_tls=bool(getattr(section, "login_disabled_without_tls", False)),
+            append_limit=int(getattr(section, "append_limit", limits.APPEND_LIMIT)),
+        )
+
+
+class Session:
+    def __init__(self, ctx: ServerContext, io: Io, settings: ImapSettings | None = None) -> None:
+        self.ctx = ctx
+        self.io = io
+        self.settings = settings or ImapSettings.from_config(ctx.config)
+        self.state = State.NOT_AUTHENTICATED
+        self.enabled: set[str] = set()
+        self.store: AccountStore | None = None
+        self.ref: AccountRef | None = None
+        self.selected: Selected | None = None
+        self.saved_search: list[int] | None = None
+        self.bad_commands = 0
+        self.auth_failures = 0
+        self.exit_stack = contextlib.AsyncExitStack()
+        self.uidvalidity_cache: dict[str, int] = {}
+        self.client_id: dict[str, str] = {}
+
+    # -- properties ------------------------------------------------------
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    @property
+    def rev2(self) -> bool:
+        return "IMAP4REV2" in self.enabled
+
+    @property
+    def condstore(self) -> bool:
+        return "CONDSTORE" in self.enabled or "QRESYNC" in self.enabled
+
+    @property
+    def qresync(self) -> bool:
+        return "QRESYNC" in self.enabled
+
+    def login_disabled(self) -> bool:
+        return self.settings.login_disabled_without_tls and not self.io.is_tls
+
+    def capabilities(self) -> list[str]:
+        caps = ["IMAP4rev1", "IMAP4rev2"]
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.io.can_start_tls:
+                caps.append("STARTTLS")
+            if self.login_disabled():
+                caps.append("LOGINDISABLED")
+            else:
+                caps += ["AUTH=PLAIN", "AUTH=LOGIN"]
+            caps += ["SASL-IR", "LITERAL+", "ENABLE", "ID", "IDLE", "NAMESPACE"]
+            return caps
+        caps += [
+            "LITERAL+", "SASL-IR", "ENABLE", "ID", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
+            "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "ESEARCH",
+            "SEARCHRES", "SORT", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
+            "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
+            "UTF8=ACCEPT", "BINARY", "STATUS=SIZE",
+        ]
+        return caps
+
+    # -- state -------------------------------------------------------------
+    def transition(self, t: Transition) -> None:
+        self.state = next_state(self.state, t)
+
+    def write(self, data: bytes) -> None:
+        self.io.write(data)
+
+    def need_store(self) -> AccountStore:
+        if self.store is None:
+            raise CommandBad("Not authenticated")
+        return self.store
+
+    def need_selected(self) -> Selected:
+        if self.selected is None:
+            raise CommandBad("No mailbox selected")
+        return self.selected
+
+    def mailbox_arg(self, raw: bytes) -> str:
+        from dynamail.imap.parser import mailbox
+
+        name = mailbox(raw, utf8=self.utf8)
+        try:
+            return names.mailbox_name(name)
+        except names.BadName as exc:
+            raise CommandNo(str(exc), "CANNOT") from None
+
+    def mailbox_out(self, name: str) -> bytes:
+        return response.mailbox(name, utf8=self.utf8)
+
+    async def sync_selected(self) -> None:
+        if self.selected is not None:
+            await self.selected.sync(self.write, qresync=self.qresync, condstore=self.condstore)
+
+    # -- login -------------------------------------------------------------
+    async def login(self, tag: str, login: str, password: str) -> str:
+        """Check credentials, open the account; returns the tagged OK text."""
+        res = await self.ctx.auth.authenticate(
+            login, password, protocol="imap", remote=self.io.peer_host
+        )
+        if not res.ok or res.ref is None:
+            self.auth_failures += 1
+            if self.auth_failures >= limits.MAX_AUTH_FAILURES:
+                self.write(response.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED"))
+                raise SessionEnd("Too many failed logins")
+            if res.reason == "disabled":
+                raise CommandNo("Access by IMAP is not enabled for this account", "CONTACTADMIN")
+            if res.reason == "throttled":
+                raise CommandNo("Too many failed logins; try again later", "UNAVAILABLE")
+            raise CommandNo("Authentication failed", "AUTHENTICATIONFAILED")
+        return await self.open_account(tag, res.ref)
+
+    async def open_account(self, tag: str, ref: AccountRef, *, relay_ok: bool = True) -> str:
+        try:
+            placement = await self.exit_stack.enter_async_context(
+                self.ctx.accounts.use(ref, relay_ok=relay_ok)
+            )
+        except AccountUnavailable:
+            raise CommandNo("Account temporarily unavailable", "UNAVAILABLE") from None
+        text = "[CAPABILITY " + " ".join(self._caps_after_login()) + "] Logged in"
+        if isinstance(placement, Relay):
+            await self.io.flush()
+            await self.io.relay(placement, response.tagged(tag, "OK", text))
+            raise SessionEnd("")
+        self.store = placement.store
+        self.ref = ref
+        self.transition(Transition.LOGGED_IN)
+        await self._alerts(ref)
+        return text
+
+    def _caps_after_login(self) -> list[str]:
+        saved = self.state
+        self.state = State.AUTHENTICATED
+        try:
+            return self.capabilities()
+        finally:
+            self.state = saved
+
+    async def _alerts(self, ref: AccountRef) -> None:
+        directory = self.ctx.directory
+        try:
+            alerts = await self.io.run_blocking(directory.unseen_alerts, ref)
+        except Exception:
+            log.exception("reading alerts of %s", ref)
+            return
+        if not alerts:
+            return
+        for a in alerts:
+            text = " ".join(str(a.text).split())
+            self.write(f"* OK [ALERT] {text}\r\n".encode())
+        try:
+            await self.io.run_blocking(directory.mark_alerts_seen, ref, alerts[-1].timestamp)
+        except Exception:
+            log.exception("marking alerts of %s seen", ref)
+
+    # -- running commands ------------------------------------------------
+    async def execute(self, cmd: Command) -> None:
+        """Run one command and write its responses; raises SessionEnd to close."""
+        from dynamail.imap.commands import REGISTRY, Flags
+
+        spec = REGISTRY.get(cmd.name)
+        tag = cmd.tag
+        if spec is None:
+            self._bad(tag, "Unknown command")
+            return
+        if self.state not in spec.states:
+            self._bad(tag, f"{cmd.name} not allowed in the {self.state.value} state")
+            return
+        try:
+            text = await spec.handler(self, cmd)
+            if text is None:  # the handler answered itself (STARTTLS)
+                return
+            if self.state is State.SELECTED and not (spec.flags & Flags.USES_SEQNUMS):
+                await self.sync_selected()
+            self.write(response.tagged(tag, "OK", text))
+        except ParseError as exc:
+            self._bad(tag, str(exc) or "Syntax error")
+        except CommandBad as exc:
+            self._bad(tag, exc.text, exc.code)
+        except CommandNo as exc:
+            self.write(response.tagged(tag, "NO", exc.text, exc.code))
+        except names.BadName as exc:
+            self.write(response.tagged(tag, "NO", str(exc), "CANNOT"))
+        except NoSuchMailbox:
+            code = "TRYCREATE" if cmd.name in ("APPEND", "COPY", "MOVE", "UID COPY", "UID MOVE") else "NONEXISTENT"
+            self.write(response.tagged(tag, "NO", "No such mailbox", code))
+        except MailboxExists:
+            self.write(response.tagged(tag, "NO", "Mailbox already exists", "ALREADYEXISTS"))
+        except QuotaExceeded:
+            self.write(response.tagged(tag, "NO", "Quota exceeded", "OVERQUOTA"))
+        except AccountUnavailable:
+            self.write(response.tagged(tag, "NO", "Account temporarily unavailable", "UNAVAILABLE"))
+        except FencedError:
+            raise SessionEnd("Account moved to another server; please reconnect") from None
+        except StorageError as exc:
+            log.warning("storage error in %s: %s", cmd.name, exc)
+            self.write(response.tagged(tag, "NO", "Server error, please try again", "SERVERBUG"))
+
+    def _bad(self, tag: str, text: str, code: str = "") -> None:
+        self.bad_commands += 1
+        self.write(response.tagged(tag, "BAD", text, code))
+        if self.bad_commands >= limits.MAX_BAD_COMMANDS:
+            raise SessionEnd("Too many invalid commands")
+
+    def bad_frame(self, tag: str, reply: str) -> None:
+        """A command refused while framing (too long, literal too big)."""
+        if reply.startswith("BAD"):
+            self.bad_commands += 1
+        self.write(f"{tag} {reply}\r\n".encode())
+        if self.bad_commands >= limits.MAX_BAD_COMMANDS:
+            raise SessionEnd("Too many invalid commands")
+
+    async def close(self) -> None:
+        if self.selected is not None:
+            self.selected.view.close()
+            self.selected = None
+        self.store = None
+        try:
+            await self.exit_stack.aclose()
+        except Exception:
+            log.exception("releasing account")
