@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from argon2 import PasswordHasher
+
+from dynamail.auth import Authenticator, AuthResult
+from dynamail.directory import Directory
+from dynamail.metrics import Metrics
+
+T = TypeVar("T")
+FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+# Published SHA-crypt vector: "Hello world!" under $6$saltstring.
+SHA512 = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Directory:
+    d = Directory(tmp_path / "base", main_domain="main.example", password_hasher=FAST)
+    d.create_domain("d.example")
+    d.create_account("d.example", "alice", password="wonderland")
+    d.create_account("main.example", "bob", password="builder")
+    return d
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def auth(directory: Directory, clock: Clock) -> Authenticator:
+    return Authenticator(directory, metrics=Metrics(), clock=clock)
+
+
+def login(auth: Authenticator, user: str, pw: str, remote: str = "192.0.2.1", protocol: str = "imap") -> AuthResult:
+    return run(auth.authenticate(user, pw, protocol=protocol, remote=remote))
+
+
+def test_success_and_failures(auth: Authenticator) -> None:
+    r = login(auth, "alice@d.example", "wonderland")
+    assert r.ok and r.reason == "ok" and r.ref is not None and r.ref.address == "alice@d.example"
+    assert login(auth, "BOB", "builder").ok  # Main Domain account without domain
+    r = login(auth, "alice@d.example", "Wonderland")
+    assert (r.ok, r.reason) == (False, "bad-credentials")
+    r = login(auth, "nobody@d.example", "x")
+    assert (r.ok, r.reason, r.ref) == (False, "no-such-account", None)
+    assert login(auth, "../../etc@d.example", "x").reason == "no-such-account"
+    assert login(auth, "", "x").reason == "bad-credentials"
+    assert login(auth, "a" * 1000, "x").reason == "bad-credentials"
+    assert login(auth, "alice@d.example", "x" * 5000).reason == "bad-credentials"
+    assert auth.metrics is not None
+    text = auth.metrics.render().decode()
+    assert 'dynamail_logins_total{protocol="imap",result="ok"} 2.0' in text
+    assert 'result="bad-credentials"' in text
+
+
+def test_access_modes(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    directory.update_account_settings(ref, {"AccessModes": ["IMAP", "Relay"]})
+    assert login(auth, "alice@d.example", "wonderland").ok
+    assert login(auth, "alice@d.example", "wonderland", protocol="smtp").ok
+    r = login(auth, "alice@d.example", "wonderland", protocol="pop3")
+    assert (r.ok, r.reason) == (False, "disabled")
+    directory.update_account_defaults("d.example", {"AccessModes": "None"})
+    directory.update_account_settings(ref, {"AccessModes": "default"})
+    assert login(auth, "alice@d.example", "wonderland").reason == "disabled"
+    # a wrong password on a disabled account is still just bad credentials
+    assert login(auth, "alice@d.example", "nope").reason == "bad-credentials"
+    directory.update_account_settings(ref, {"AccessModes": "pop, imap"})
+    assert login(auth, "alice@d.example", "wonderland", protocol="pop3").ok
+
+
+def test_cache_skips_verification(auth: Authenticator, directory: Directory, clock: Clock) -> None:
+    assert login(auth, "alice@d.example", "wonderland").ok
+    assert auth.verifications == 1
+    for _ in range(5):
+        assert login(auth, "alice@d.example", "wonderland").ok
+    assert auth.verifications == 1
+    # wrong passwords are never cached
+    assert not login(auth, "alice@d.example", "bad").ok
+    assert not login(auth, "alice@d.example", "bad").ok
+    assert auth.verifications == 3
+    # TTL
+    clock.now += auth.cache_ttl + 1
+    assert login(auth, "alice@d.example", "wonderland").ok
+    assert auth.verifications == 4
+    # invalidate
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    auth.invalidate(ref)
+    assert login(auth, "alice@d.example", "wonderland").ok
+    assert auth.verifications == 5
+
+
+def test_password_change_misses_cache_even_without_invalidate(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    assert login(auth, "alice@d.example", "wonderland").ok
+    directory.set_password(ref, "looking-glass")  # e.g. by another cluster member
+    assert not login(auth, "alice@d.example", "wonderland").ok
+    assert login(auth, "alice@d.example", "looking-glass").ok
+
+
+def test_imported_hash(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    directory.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
+    assert login(auth, "bob", "Hello world!").ok
+    assert not login(auth, "bob", "builder").ok
+
+
+def test_throttling_per_address(auth: Authenticator, clock: Clock) -> None:
+    for _ in range(5):
+        assert login(auth, "alice@d.example", "bad", remote="198.51.100.7").reason == "bad-credentials"
+    verifications = auth.verifications
+    r = login(auth, "bob", "builder", remote="198.51.100.7")
+    assert (r.ok, r.reason) == (False, "throttled")
+    assert auth.verifications == verifications  # refused before any hash work
+    assert login(auth, "bob", "builder", remote="198.51.100.8").ok  # other address
+    clock.now += auth.throttle.base_delay + 0.1
+    assert login(auth, "bob", "builder", remote="198.51.100.7").ok
+    assert login(auth, "bob", "builder", remote="198.51.100.7").ok
+
+
+def test_throttling_per_account_and_growing_delay(auth: Authenticator, clock: Clock) -> None:
+    for i in range(5):
+        login(auth, "alice@d.example", "bad", remote=f"203.0.113.{i}")
+    r = login(auth, "alice@d.example", "wonderland", remote="203.0.113.99")
+    assert r.reason == "throttled"
+    clock.now += 2.1
+    assert login(auth, "alice@d.example", "bad", remote="203.0.113.50").reason == "bad-credentials"
+    clock.now += 2.1  # the delay has doubled to 4 s
+    assert login(auth, "alice@d.example", "wonderland", remote="203.0.113.51").reason == "throttled"
+    clock.now += 2.0
+    assert login(auth, "alice@d.example", "wonderland", remote="203.0.113.51").ok
+    # success cleared the account's counter
+    assert login(auth, "alice@d.example", "bad", remote="203.0.113.52").reason == "bad-credentials"
+    assert login(auth, "alice@d.example", "wonderland", remote="203.0.113.53").ok
+
+
+def test_apop(auth: Authenticator, directory: Directory) -> None:
+    token = "<1896.697170952@dbc.mtview.ca.us>"
+
+    def apop(user: str, secret: str, remote: str = "192.0.2.9") -> AuthResult:
+        digest = hashlib.md5((token + secret).encode()).hexdigest()
+        return run(auth.verify_apop(user, token, digest, protocol="pop3", remote=remote))
+
+    assert apop("alice@d.example", "wonderland").ok
+    assert apop("alice@d.example", "wrong").reason == "bad-credentials"
+    assert apop("ghost@d.example", "x").reason == "no-such-account"
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    directory.update_account_settings(ref, {"AllowAPOP": "NO"})
+    assert apop("alice@d.example", "wonderland").reason == "bad-credentials"
+    directory.update_account_settings(ref, {"AllowAPOP": "YES"})
+    assert apop("alice@d.example", "wonderland").ok
+    directory.update_account_settings(ref, {"AccessModes": ["IMAP"]})
+    assert apop("alice@d.example", "wonderland").reason == "disabled"
+    # RFC 1939 example digest for the password "tanstaaf"
+    bob = directory.find_account("bob")
+    assert bob is not None
+    directory.set_password(bob, "tanstaaf")
+    r = run(auth.verify_apop("bob", token, "c4c9334bac560ecc979e58001b3e22fb", protocol="pop3", remote="x"))
+    assert r.ok
