@@ -1,0 +1,554 @@
+"""Parse a message once: header fields, MIME tree with part offsets,
+ENVELOPE and BODYSTRUCTURE.
+
+The storage engine calls :func:`parse` when a message is appended and keeps
+the result, so FETCH never parses MIME again.  The parser never raises on
+any input: broken MIME degrades to the most sensible structure (a missing
+closing boundary ends the multipart at the end of the message, a header
+block without an empty line is all header, an unknown Content-Type becomes
+what it says).  RFC 2047 encoded words are left untouched (RFC 9051 §7.5.2
+says ENVELOPE carries them as they are).
+
+**Value representation.**  ENVELOPE, BODYSTRUCTURE and BODY are nested
+Python lists whose leaves are ``str``, ``bytes``, ``int`` or ``None``, in
+exactly the order of RFC 9051 §7.5.2.  The IMAP writer turns ``None`` into
+``NIL``, ``str`` into a quoted string (or a literal when it cannot be
+quoted), ``bytes`` into a literal (used only for header text that is not
+7-bit), ``int`` into a number and a ``list`` into a parenthesised,
+space-separated list — with one exception: in a multipart body
+(``body-type-mpart = 1*body SP media-subtype``) the child bodies follow each
+other without a space.  A multipart body is recognised by its first element
+being a list; a single-part body's first element is a string.
+
+* ENVELOPE: ``[date, subject, from, sender, reply_to, to, cc, bcc,
+  in_reply_to, message_id]``; each address list is ``None`` or a list of
+  ``[name, adl, mailbox, host]``; a group is ``[None, None, group_name,
+  None]`` … ``[None, None, None, None]`` (RFC 9051 §7.5.2 "ENVELOPE").
+* BODYSTRUCTURE of a single part: ``[type, subtype, params, id,
+  description, encoding, size, …]``; ``text/*`` adds ``lines``;
+  ``message/rfc822`` (and ``message/global``) adds ``envelope, body,
+  lines``; then the extension data ``md5, disposition, language,
+  location``.  ``params`` is ``None`` or a flat list ``[name, value, …]``;
+  ``disposition`` is ``None`` or ``[type, params]``.
+* BODYSTRUCTURE of a multipart: ``[body, body, …, subtype, params,
+  disposition, language, location]``.
+* BODY is the same without extension data (for a single part: up to and
+  including ``lines``; for a multipart: the bodies and the subtype).
+
+Section addressing (RFC 9051 §6.4.5) is done by :func:`section_range` on the
+part tree: every node is ``[header_start, body_start, end, kind, children,
+encoding, charset]`` with absolute offsets into the canonical message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# A message body of any size is accepted; these limits bound the parse work
+# so a hostile message cannot make it explode (RFC 2046 §5.1.1 sets no
+# nesting limit; 100 matches common servers).
+MAX_MIME_DEPTH = 100
+MAX_MIME_PARTS = 5000
+MAX_HEADER_FIELDS = 2000
+
+LEAF, MULTIPART, MESSAGE = 0, 1, 2
+
+Value = str | bytes | int | None | list["Value"]
+Node = list  # [header_start, body_start, end, kind, children, encoding, charset]
+
+
+def canonical(data: bytes) -> bytes:
+    """The message with every line ending as CRLF (a bare LF becomes CRLF)."""
+    if data.count(b"\n") == data.count(b"\r\n"):
+        return data
+    return re.sub(rb"\r?\n", b"\r\n", data)
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """Everything FETCH needs, computed once."""
+
+    envelope: list[Value]
+    bodystructure: list[Value]
+    body: list[Value]
+    tree: Node
+    header_end: int  # offset just past the empty line that ends the header
+
+    def to_list(self) -> list[object]:
+        return [self.envelope, self.bodystructure, self.body, self.tree, self.header_end]
+
+    @classmethod
+    def from_list(cls, value: Sequence[object]) -> Parsed:
+        env, bs, body, tree, hend = value
+        return cls(env, bs, body, tree, int(hend))  # type: ignore[arg-type, call-overload]
+
+
+# -- header fields ---------------------------------------------------------
+
+
+def _header_end(msg: bytes, start: int, end: int) -> int:
+    """Offset of the body of the entity starting at ``start`` (just past the
+    empty line; ``end`` when there is none)."""
+    if msg.startswith(b"\r\n", start) or (start < end and msg[start : start + 1] == b"\n"):
+        return start + (2 if msg.startswith(b"\r\n", start) else 1)
+    i = msg.find(b"\r\n\r\n", start, end)
+    j = msg.find(b"\n\n", start, end)
+    cands = [x + 4 for x in (i,) if x >= 0] + [x + 2 for x in (j,) if x >= 0]
+    return min(cands) if cands else end
+
+
+def header_fields(block: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, unfolded raw value) for each field of a header block."""
+    fields: list[tuple[str, bytes]] = []
+    name: str | None = None
+    value: list[bytes] = []
+    for line in block.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t") and name is not None:
+            value.append(line)
+            continue
+        if name is not None:
+            fields.append((name, b"".join(value).strip()))
+            if len(fields) >= MAX_HEADER_FIELDS:
+                name = None
+                break
+        colon = line.find(b":")
+        if colon <= 0:
+            name = None
+            continue
+        name = line[:colon].strip().decode("latin-1").lower()
+        value = [line[colon + 1 :]]
+    if name is not None:
+        fields.append((name, b"".join(value).strip()))
+    return fields
+
+
+def _first(fields: list[tuple[str, bytes]], name: str) -> bytes | None:
+    for n, v in fields:
+        if n == name:
+            return v
+    return None
+
+
+def _nstr(value: bytes | None) -> str | bytes | None:
+    if value is None:
+        return None
+    try:
+        return value.decode("ascii")
+    except UnicodeDecodeError:
+        return value
+
+
+# -- Content-Type and friends (RFC 2045 §5.1) ------------------------------
+
+_TOKEN_RE = re.compile(rb'\s*([^\s;="]+)\s*')
+
+
+def _parse_params(rest: bytes) -> list[Value]:
+    params: list[Value] = []
+    i, n = 0, len(rest)
+    while i < n and len(params) < 200:
+        semi = rest.find(b";", i)
+        if semi < 0:
+            break
+        i = semi + 1
+        m = _TOKEN_RE.match(rest, i)
+        if not m:
+            continue
+        attr = m.group(1)
+        i = m.end()
+        if i >= n or rest[i : i + 1] != b"=":
+            continue
+        i += 1
+        while i < n and rest[i : i + 1] in (b" ", b"\t"):
+            i += 1
+        if rest[i : i + 1] == b'"':
+            i += 1
+            out = bytearray()
+            while i < n and rest[i : i + 1] != b'"':
+                if rest[i : i + 1] == b"\\" and i + 1 < n:
+                    i += 1
+                out += rest[i : i + 1]
+                i += 1
+            i += 1
+            val = bytes(out)
+        else:
+            m2 = re.compile(rb"[^;\s]*").match(rest, i)
+            assert m2 is not None
+            val = m2.group(0)
+            i = m2.end()
+        params += [_nstr(attr.upper()), _nstr(val)]
+    return params
+
+
+def _content_type(value: bytes | None) -> tuple[str, str, list[Value], bool]:
+    """(type, subtype, params, was_given)."""
+    if value is None:
+        return "text", "plain", ["CHARSET", "us-ascii"], False
+    main, _, _ = value.partition(b";")
+    typ, slash, sub = main.strip().partition(b"/")
+    t = typ.strip().decode("latin-1").lower()
+    s = sub.strip().decode("latin-1").lower()
+    params = _parse_params(value[len(main) :])
+    if not slash or not t or not s or not re.fullmatch(r"[!-~]+", t + s):
+        return "text", "plain", ["CHARSET", "us-ascii"], False
+    return t, s, params, True
+
+
+def _param(params: list[Value], name: str) -> str | None:
+    for i in range(0, len(params) - 1, 2):
+        if isinstance(params[i], str) and str(params[i]).upper() == name:
+            v = params[i + 1]
+            return v if isinstance(v, str) else (v.decode("latin-1") if isinstance(v, bytes) else None)
+    return None
+
+
+def _disposition(value: bytes | None) -> Value:
+    if value is None:
+        return None
+    main, _, _ = value.partition(b";")
+    kind = main.strip()
+    if not kind:
+        return None
+    params = _parse_params(value[len(main) :])
+    return [_nstr(kind), params or None]
+
+
+def _language(value: bytes | None) -> Value:
+    if value is None:
+        return None
+    langs = [x.strip() for x in value.split(b",") if x.strip()]
+    if not langs:
+        return None
+    if len(langs) == 1:
+        return _nstr(langs[0])
+    return [_nstr(x) for x in langs]
+
+
+# -- addresses (RFC 5322 §3.4) ----------------------------------------------
+
+
+def _split_top(value: bytes, seps: bytes) -> list[tuple[bytes, int]]:
+    """Split at separators outside quotes, comments and angle brackets;
+    returns (piece, separator) pairs (separator 0 at the end)."""
+    out: list[tuple[bytes, int]] = []
+    cur = bytearray()
+    depth = 0
+    quoted = angle = False
+    i = 0
+    while i < len(value):
+        c = value[i]
+        if quoted:
+            cur.append(c)
+            if c == 0x5C and i + 1 < len(value):
+                i += 1
+                cur.append(value[i])
+            elif c == 0x22:
+                quoted = False
+        elif c == 0x22:
+            quoted = True
+            cur.append(c)
+        elif c == 0x28:
+            depth += 1
+            cur.append(c)
+        elif c == 0x29 and depth:
+            depth -= 1
+            cur.append(c)
+        elif depth:
+            cur.append(c)
+        elif c == 0x3C:
+            angle = True
+            cur.append(c)
+        elif c == 0x3E:
+            angle = False
+            cur.append(c)
+        elif c in seps and not angle:
+            out.append((bytes(cur), c))
+            cur = bytearray()
+        else:
+            cur.append(c)
+        i += 1
+    out.append((bytes(cur), 0))
+    return out
+
+
+_COMMENT_RE = re.compile(rb"\((?:[^()\\]|\\.)*\)")
+
+
+def _unquote(b: bytes) -> bytes:
+    b = b.strip()
+    if len(b) >= 2 and b[:1] == b'"' and b[-1:] == b'"':
+        return re.sub(rb"\\(.)", rb"\1", b[1:-1])
+    return b
+
+
+def _mailbox(piece: bytes) -> list[Value] | None:
+    piece = piece.strip()
+    if not piece:
+        return None
+    lt = piece.rfind(b"<")
+    gt = piece.rfind(b">")
+    if lt >= 0 and gt > lt:
+        name_part = _COMMENT_RE.sub(b"", piece[:lt]).strip()
+        addr = piece[lt + 1 : gt].strip()
+        name: bytes | None = _unquote(name_part) or None
+    else:
+        comment = _COMMENT_RE.search(piece)
+        name = comment.group(0)[1:-1].strip() or None if comment else None
+        addr = _COMMENT_RE.sub(b"", piece).strip()
+    adl: bytes | None = None
+    if addr.startswith(b"@") and b":" in addr:
+        adl, _, addr = addr.partition(b":")
+    local, at, domain = addr.rpartition(b"@")
+    if not at:
+        local, domain = addr, b""
+    local = _unquote(local) if local.startswith(b'"') else local
+    return [_nstr(name), _nstr(adl), _nstr(local) if local else None, _nstr(domain) if at else None]
+
+
+def addresses(value: bytes | None) -> Value:
+    """An ENVELOPE address list from a raw header value (None when empty)."""
+    if value is None:
+        return None
+    out: list[Value] = []
+    rest = value
+    while rest and len(out) < 1000:
+        pieces = _split_top(rest, b":,;")
+        piece, sep = pieces[0]
+        consumed = len(piece) + (1 if sep else 0)
+        if sep == 0x3A:  # group "name: a, b;"
+            group_name = _unquote(_COMMENT_RE.sub(b"", piece).strip())
+            out.append([None, None, _nstr(group_name), None])
+            rest = rest[consumed:]
+            while rest:
+                sub = _split_top(rest, b",;")
+                p, s = sub[0]
+                mb = _mailbox(p)
+                if mb is not None:
+                    out.append(mb)
+                rest = rest[len(p) + (1 if s else 0) :]
+                if s != 0x2C:
+                    break
+            out.append([None, None, None, None])
+            continue
+        mb = _mailbox(piece)
+        if mb is not None:
+            out.append(mb)
+        rest = rest[consumed:]
+    return out or None
+
+
+def envelope(fields: list[tuple[str, bytes]]) -> list[Value]:
+    """The ENVELOPE of a message from its header fields (RFC 9051 §7.5.2)."""
+    frm = addresses(_first(fields, "from"))
+    sender = addresses(_first(fields, "sender")) or frm
+    reply_to = addresses(_first(fields, "reply-to")) or frm
+    return [
+        _nstr(_first(fields, "date")),
+        _nstr(_first(fields, "subject")),
+        frm,
+        sender,
+        reply_to,
+        addresses(_first(fields, "to")),
+        addresses(_first(fields, "cc")),
+        addresses(_first(fields, "bcc")),
+        _nstr(_first(fields, "in-reply-to")),
+        _nstr(_first(fields, "message-id")),
+    ]
+
+
+# -- MIME tree ---------------------------------------------------------------
+
+
+def _lines(msg: bytes, start: int, end: int) -> int:
+    if end <= start:
+        return 0
+    n = msg.count(b"\n", start, end)
+    return n + (0 if msg[end - 1 : end] == b"\n" else 1)
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.parts = 0
+
+
+def _entity(
+    msg: bytes, start: int, end: int, depth: int, budget: _Budget, default_type: bytes | None = None
+) -> tuple[list[Value], list[Value], Node]:
+    """Parse the entity msg[start:end]; returns (bodystructure, body, node)."""
+    budget.parts += 1
+    bstart = _header_end(msg, start, end)
+    fields = header_fields(msg[start:bstart])
+    ctype_raw = _first(fields, "content-type")
+    if ctype_raw is None and default_type is not None:
+        ctype_raw = default_type
+    t, s, params, _given = _content_type(ctype_raw)
+    enc_raw = _first(fields, "content-transfer-encoding")
+    encoding = enc_raw.strip().decode("latin-1").lower() if enc_raw else "7bit"
+    if not encoding or not re.fullmatch(r"[!-~]+", encoding):
+        encoding = "7bit"
+    ext_tail: list[Value] = [
+        _disposition(_first(fields, "content-disposition")),
+        _language(_first(fields, "content-language")),
+        _nstr(_first(fields, "content-location")),
+    ]
+    charset = _param(params, "CHARSET") or ""
+    size = end - bstart
+    deep_ok = depth < MAX_MIME_DEPTH and budget.parts < MAX_MIME_PARTS
+    if t == "multipart" and deep_ok:
+        boundary = _param(params, "BOUNDARY")
+        children: list[Node] = []
+        bs_parts: list[Value] = []
+        body_parts: list[Value] = []
+        child_default = b"message/rfc822" if s == "digest" else None
+        for cs, ce in _split_multipart(msg, bstart, end, boundary):
+            if budget.parts >= MAX_MIME_PARTS:
+                break
+            cbs, cbody, cnode = _entity(msg, cs, ce, depth + 1, budget, child_default)
+            bs_parts.append(cbs)
+            body_parts.append(cbody)
+            children.append(cnode)
+        if not children:  # RFC 2046 requires one part; present an empty text part
+            empty: list[Value] = ["text", "plain", ["CHARSET", "us-ascii"], None, None, "7bit", 0, 0]
+            bs_parts.append([*empty, None, None, None, None])
+            body_parts.append(empty)
+            children.append([bstart, bstart, bstart, LEAF, [], "7bit", "us-ascii"])
+        bs = [*bs_parts, s, params or None, *ext_tail]
+        body = [*body_parts, s]
+        return bs, body, [start, bstart, end, MULTIPART, children, encoding, charset]
+    basic: list[Value] = [
+        t,
+        s,
+        params or None,
+        _nstr(_first(fields, "content-id")),
+        _nstr(_first(fields, "content-description")),
+        encoding,
+        size,
+    ]
+    if t == "message" and s in ("rfc822", "global") and deep_ok and encoding in ("7bit", "8bit", "binary"):
+        inner_fields = header_fields(msg[bstart : _header_end(msg, bstart, end)])
+        ibs, ibody, inode = _entity(msg, bstart, end, depth + 1, budget)
+        lines = _lines(msg, bstart, end)
+        env = envelope(inner_fields)
+        bs = [*basic, env, ibs, lines, _nstr(_first(fields, "content-md5")), *ext_tail]
+        body = [*basic, env, ibody, lines]
+        return bs, body, [start, bstart, end, MESSAGE, [inode], encoding, charset]
+    if t == "text":
+        basic.append(_lines(msg, bstart, end))
+    bs = [*basic, _nstr(_first(fields, "content-md5")), *ext_tail]
+    return bs, basic, [start, bstart, end, LEAF, [], encoding, charset]
+
+
+def _split_multipart(msg: bytes, start: int, end: int, boundary: str | None) -> list[tuple[int, int]]:
+    """(start, end) of each body part between ``--boundary`` delimiter lines
+    (RFC 2046 §5.1.1); the CRLF before a delimiter belongs to the delimiter."""
+    if not boundary:
+        return []
+    delim = b"--" + boundary.encode("latin-1", "replace")
+    parts: list[tuple[int, int]] = []
+    pos = start
+    cur: int | None = None
+    while pos <= end:
+        i = msg.find(delim, pos, end)
+        if i < 0:
+            break
+        at_line_start = i == start or msg[i - 1 : i] == b"\n"
+        after = i + len(delim)
+        if not at_line_start:
+            pos = after
+            continue
+        closing = msg.startswith(b"--", after)
+        eol = msg.find(b"\n", after, end)
+        line_end = end if eol < 0 else eol + 1
+        if cur is not None:
+            pend = i
+            if pend > cur and msg[pend - 1 : pend] == b"\n":
+                pend -= 1
+                if pend > cur and msg[pend - 1 : pend] == b"\r":
+                    pend -= 1
+            parts.append((cur, max(cur, pend)))
+        if closing:
+            cur = None
+            break
+        cur = line_end
+        pos = line_end
+        if len(parts) >= MAX_MIME_PARTS:
+            break
+    if cur is not None:  # no closing delimiter: the part runs to the end
+        parts.append((cur, end))
+    return parts
+
+
+def parse(msg: bytes) -> Parsed:
+    """Parse a canonical message; never raises on malformed input."""
+    hend = _header_end(msg, 0, len(msg))
+    fields = header_fields(msg[:hend])
+    bs, body, tree = _entity(msg, 0, len(msg), 0, _Budget())
+    return Parsed(envelope(fields), bs, body, tree, hend)
+
+
+# -- section addressing (RFC 9051 §6.4.5) ------------------------------------
+
+
+def _embedded(node: Node) -> Node:
+    return node[4][0] if node[3] == MESSAGE and node[4] else node
+
+
+def find_part(tree: Node, section: Sequence[int]) -> Node | None:
+    """The node addressed by section numbers (empty: the message itself)."""
+    cur = tree
+    for depth, n in enumerate(section):
+        if depth > 0:
+            if cur[3] == MESSAGE:
+                cur = _embedded(cur)
+            elif cur[3] != MULTIPART:
+                return None
+        if cur[3] == MULTIPART:
+            if not 1 <= n <= len(cur[4]):
+                return None
+            cur = cur[4][n - 1]
+        elif n != 1:
+            return None
+    return cur
+
+
+def section_range(tree: Node, section: Sequence[int], what: str = "") -> tuple[int, int] | None:
+    """(start, end) offsets of ``BODY[section.what]``; None if it does not exist.
+
+    ``what`` is "" (the part's content, or the whole message for an empty
+    section), "HEADER", "TEXT" (of the message, or of an encapsulated
+    message/rfc822 part) or "MIME" (the part's own MIME header)."""
+    node = find_part(tree, section)
+    if node is None:
+        return None
+    what = what.upper()
+    if what == "":
+        return (node[0], node[2]) if not section else (node[1], node[2])
+    if what == "MIME":
+        return None if not section else (node[0], node[1])
+    if section:
+        if node[3] != MESSAGE:
+            return None
+        node = _embedded(node)
+    if what == "HEADER":
+        return node[0], node[1]
+    if what == "TEXT":
+        return node[1], node[2]
+    return None
+
+
+def text_leaves(tree: Node) -> list[Node]:
+    """Every single-part node, depth first (for body search)."""
+    out: list[Node] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if node[3] == LEAF:
+            out.append(node)
+        else:
+            stack.extend(reversed(node[4]))
+    return out

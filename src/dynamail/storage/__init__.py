@@ -1,0 +1,124 @@
+"""The mailbox storage engine (interface in ``api.py``, format in docs/storage.md).
+
+``FileMailStore`` opens accounts: ``await store.open_account(path, epoch)``
+returns a :class:`FileAccountStore`.  Pieces: ``records`` (the framing of
+the data log), ``mailbox`` (one mailbox's log, index checkpoint and
+in-memory index), ``account`` (mailbox list, group commit, fencing,
+compaction), ``view`` (a session's snapshot), ``feed`` (in-process change
+notification), ``search`` (text search).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from dynamail.storage import records as R
+from dynamail.storage.account import MAIL_DIR, META_FILE, FileAccountStore, read_epoch
+from dynamail.storage.api import (
+    AccountStore,
+    AppendRequest,
+    Changes,
+    CopyResult,
+    FencedError,
+    MailboxExists,
+    MailboxListing,
+    MailboxStatus,
+    MailboxView,
+    MailStore,
+    MessageInfo,
+    NoSuchMailbox,
+    QuotaExceeded,
+    StorageError,
+    StoreResult,
+)
+from dynamail.storage.mailbox import data_path, generations
+from dynamail.storage.view import FileMailboxView
+
+__all__ = [
+    "AccountStore",
+    "AppendRequest",
+    "Changes",
+    "CopyResult",
+    "FencedError",
+    "FileAccountStore",
+    "FileMailStore",
+    "FileMailboxView",
+    "MailStore",
+    "MailboxExists",
+    "MailboxListing",
+    "MailboxStatus",
+    "MailboxView",
+    "MessageInfo",
+    "NoSuchMailbox",
+    "QuotaExceeded",
+    "StorageError",
+    "StoreResult",
+    "writer_epochs",
+]
+
+
+class FileMailStore:
+    """``MailStore`` on a (possibly shared) file system, without OS locks."""
+
+    async def open_account(self, path: Path, epoch: int) -> FileAccountStore:
+        store = FileAccountStore(Path(path), epoch)
+        try:
+            await asyncio.get_running_loop().run_in_executor(store._io, store.open_sync)
+        except BaseException:
+            store._io.shutdown(wait=False)
+            raise
+        return store
+
+    def recorded_epoch(self, path: Path) -> int:
+        return read_epoch(Path(path))
+
+
+def writer_epochs(path: Path) -> dict[str, list[int]]:
+    """For each mailbox of an account, the epochs of the writers of its data
+    log in the order they appear, consecutive repeats collapsed (``[3, 5]``:
+    written by epoch 3, then by epoch 5).  A log in which two owners wrote at
+    once shows a lower epoch after a higher one (``[3, 5, 3]``).  Reads only
+    record headers; safe while the account is open elsewhere."""
+    path = Path(path)
+    try:
+        doc = json.loads((path / META_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, list[int]] = {}
+    for name, m in doc.get("mailboxes", {}).items():
+        d = path / MAIL_DIR / str(m["id"])
+        try:
+            gens = generations(d)
+        except OSError:
+            continue
+        seq: list[int] = []
+        for gen in gens[-1:]:
+            try:
+                fd = os.open(data_path(d, gen), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                size = os.fstat(fd).st_size
+                pos = 0
+                while pos + R.HEADER_SIZE <= size:
+                    hdr = R.parse_header(os.pread(fd, R.HEADER_SIZE, pos))
+                    if hdr is None:
+                        break
+                    if not seq or seq[-1] != hdr.epoch:
+                        seq.append(hdr.epoch)
+                    pos += R.HEADER_SIZE + hdr.length
+            finally:
+                os.close(fd)
+        out[name] = seq
+    return out
+
+
+def epochs_monotonic(path: Path) -> bool:
+    """Whether no mailbox log of the account shows an older writer after a newer one."""
+    return all(seq == sorted(seq) for seq in writer_epochs(path).values())
+
+
+

@@ -1,0 +1,517 @@
+"""One mailbox on disk: its data log, its index checkpoint, its in-memory index.
+
+A mailbox directory holds exactly two files of one *generation* ``g``:
+
+* ``data.g`` — the append-only record log (``records.py``): messages with
+  their precomputed parse results, flag changes, expunges, keyword names and
+  ownership markers.  It is the only source of truth.
+* ``index.g`` — a checkpoint of the in-memory index (columns of fixed-size
+  values, one entry per live message) covering the log up to an offset.  It
+  is a cache: it is written atomically (temporary file, fsync, rename), and
+  when it is missing, damaged, or does not match the log, it is ignored and
+  the index is rebuilt by replaying the log.
+
+Opening replays the log after the checkpoint's offset (the *tail*), cuts a
+torn tail, and applies records in order.  Invariants: the in-memory columns
+hold the live messages in ascending UID order; ``data_size`` is the offset
+just past the last valid record; every record up to ``data_size`` has been
+applied.  All file work here runs on the account's I/O thread.
+"""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import json
+import os
+import struct
+import sys
+import zlib
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynamail.durable import fsync_dir
+from dynamail.storage import records as R
+from dynamail.storage.api import SYSTEM_FLAGS, MessageInfo, StorageError
+
+SYSTEM_BITS = {name: 1 << i for i, name in enumerate(SYSTEM_FLAGS)}
+SEEN, DELETED = SYSTEM_BITS["\\Seen"], SYSTEM_BITS["\\Deleted"]
+KEYWORD_BASE = len(SYSTEM_FLAGS)
+MAX_KEYWORDS = 64 - KEYWORD_BASE  # keywords per mailbox (bits of the flags bitmap)
+
+# A checkpoint is written when the tail that an open would replay grows past
+# either bound, so an open never replays more than this.
+CHECKPOINT_RECORDS = 2048
+CHECKPOINT_BYTES = 32 << 20
+
+INDEX_MAGIC = b"DMIX"
+INDEX_VERSION = 1
+INDEX_HEAD = struct.Struct("<4sIIIQQIIIQQI")
+# column name, array type code; every column has one entry per live message
+COLUMNS = (
+    ("uid", "I"),
+    ("modseq", "Q"),
+    ("date", "q"),
+    ("tz", "h"),
+    ("flags", "Q"),
+    ("off", "Q"),  # offset of the message body in the data file
+    ("blen", "I"),  # message size (canonical form)
+    ("mlen", "I"),  # parse-result size; it follows the body
+)
+for _name, _code in COLUMNS:
+    assert array(_code).itemsize == struct.calcsize("<" + _code), _code
+BIG_ENDIAN = sys.byteorder == "big"
+
+SCAN_CHUNK = 4 << 20
+
+
+class FileLayoutError(StorageError):
+    """A mailbox directory without a usable data file."""
+
+
+@dataclass(slots=True)
+class Ghost:
+    """An expunged message that views may still hold until they refresh."""
+
+    info: MessageInfo
+    off: int
+    blen: int
+    mlen: int
+
+
+def data_path(directory: Path, gen: int) -> Path:
+    return directory / f"data.{gen}"
+
+
+def index_path(directory: Path, gen: int) -> Path:
+    return directory / f"index.{gen}"
+
+
+def generations(directory: Path) -> list[int]:
+    gens = []
+    for entry in directory.iterdir():
+        name = entry.name
+        if name.startswith("data.") and name[5:].isdigit():
+            gens.append(int(name[5:]))
+    return sorted(gens)
+
+
+def flag_names(bits: int, keywords: list[str]) -> frozenset[str]:
+    out = [name for name, bit in SYSTEM_BITS.items() if bits & bit]
+    kbits = bits >> KEYWORD_BASE
+    i = 0
+    while kbits:
+        if kbits & 1 and i < len(keywords):
+            out.append(keywords[i])
+        kbits >>= 1
+        i += 1
+    return frozenset(out)
+
+
+def to_datetime(seconds: int, tz_minutes: int) -> datetime.datetime:
+    tz = datetime.timezone(datetime.timedelta(minutes=tz_minutes))
+    return datetime.datetime.fromtimestamp(seconds, tz)
+
+
+class MailboxState:
+    """The in-memory index of one mailbox and its open data file."""
+
+    def __init__(self, directory: Path, uidvalidity: int, writable: bool) -> None:
+        self.directory = directory
+        self.writable = writable
+        self.uidvalidity = uidvalidity
+        self.gen = 0
+        self.fd = -1
+        self.cols: dict[str, array] = {name: array(code) for name, code in COLUMNS}
+        self.keywords: list[str] = []
+        self.kwmap: dict[str, int] = {}
+        self.kw_durable = 0  # keywords whose KEYWORD record is in the log
+        self.uidnext = 1
+        self.highestmodseq = 0
+        self.max_epoch = 0
+        self.data_size = 0
+        self.last_rec_off = 0
+        self.last_crc = 0
+        self.tail_records = 0
+        self.tail_bytes = 0
+        self.total_size = 0
+        self.ghosts: dict[int, Ghost] = {}
+        self.rebuilt = False
+        self.cut_bytes = 0  # torn tail bytes removed at open
+        self._flagcache: dict[int, frozenset[str]] = {}
+        # reservations made by the committer (loop thread) ahead of the log
+        self.res_uidnext = 1
+        self.res_modseq = 0
+
+    # -- lookups (any thread; the columns change only on the loop thread) --
+    @property
+    def uids(self) -> array:
+        return self.cols["uid"]
+
+    def pos(self, uid: int) -> int:
+        uids = self.cols["uid"]
+        i = bisect_left(uids, uid)
+        if i < len(uids) and uids[i] == uid:
+            return i
+        return -1
+
+    def flags_of_bits(self, bits: int) -> frozenset[str]:
+        got = self._flagcache.get(bits)
+        if got is None:
+            got = flag_names(bits, self.keywords)
+            if len(self._flagcache) < 4096:
+                self._flagcache[bits] = got
+        return got
+
+    def info_at(self, i: int) -> MessageInfo:
+        c = self.cols
+        return MessageInfo(
+            uid=c["uid"][i],
+            size=c["blen"][i],
+            internal_date=to_datetime(c["date"][i], c["tz"][i]),
+            flags=self.flags_of_bits(c["flags"][i]),
+            modseq=c["modseq"][i],
+        )
+
+    def location(self, uid: int) -> tuple[int, int, int] | None:
+        """(body offset, body length, parse-result length) of a live or ghost message."""
+        i = self.pos(uid)
+        if i >= 0:
+            c = self.cols
+            return c["off"][i], c["blen"][i], c["mlen"][i]
+        g = self.ghosts.get(uid)
+        if g is not None:
+            return g.off, g.blen, g.mlen
+        return None
+
+    def keyword_bits(self, names: Iterable[str], create: bool) -> int:
+        bits = 0
+        for name in names:
+            bit = SYSTEM_BITS.get(name)
+            if bit is None:
+                for sysname, sbit in SYSTEM_BITS.items():
+                    if sysname.lower() == name.lower():
+                        bit = sbit
+                        break
+            if bit is not None:
+                bits |= bit
+                continue
+            if name.startswith("\\"):
+                continue  # \Recent and unknown system flags are not stored
+            k = self.kwmap.get(name)
+            if k is None:
+                if not create:
+                    continue
+                if len(self.keywords) >= MAX_KEYWORDS:
+                    raise StorageError(f"too many keywords in this mailbox (limit {MAX_KEYWORDS})")
+                k = len(self.keywords)
+                self.keywords.append(name)
+                self.kwmap[name] = k
+                self._flagcache.clear()
+            bits |= 1 << (KEYWORD_BASE + k)
+        return bits
+
+    def live_bytes(self) -> int:
+        n = len(self.cols["uid"])
+        return self.total_size + sum(self.cols["mlen"]) + n * (R.HEADER_SIZE + R.MESSAGE_FIXED.size)
+
+    # -- applying records (replay, and after a commit) ---------------------
+    def add_message(self, uid: int, modseq: int, date: int, tz: int, flags: int, off: int, blen: int, mlen: int) -> None:
+        c = self.cols
+        uids = c["uid"]
+        if uids and uid <= uids[-1]:
+            return
+        uids.append(uid)
+        c["modseq"].append(modseq)
+        c["date"].append(date)
+        c["tz"].append(tz)
+        c["flags"].append(flags)
+        c["off"].append(off)
+        c["blen"].append(blen)
+        c["mlen"].append(mlen)
+        self.total_size += blen
+        self.uidnext = max(self.uidnext, uid + 1)
+        self.highestmodseq = max(self.highestmodseq, modseq)
+
+    def set_flags(self, uid: int, flags: int, modseq: int) -> bool:
+        i = self.pos(uid)
+        self.highestmodseq = max(self.highestmodseq, modseq)
+        if i < 0:
+            return False
+        self.cols["flags"][i] = flags
+        self.cols["modseq"][i] = modseq
+        return True
+
+    def expunge(self, uids: Iterable[int], modseq: int, keep_ghosts: bool) -> list[int]:
+        self.highestmodseq = max(self.highestmodseq, modseq)
+        positions = sorted({p for p in (self.pos(u) for u in uids) if p >= 0})
+        if not positions:
+            return []
+        c = self.cols
+        gone = [c["uid"][p] for p in positions]
+        for p in positions:
+            self.total_size -= c["blen"][p]
+            if keep_ghosts:
+                self.ghosts[c["uid"][p]] = Ghost(self.info_at(p), c["off"][p], c["blen"][p], c["mlen"][p])
+        if len(positions) <= 64:
+            for p in reversed(positions):
+                for col in c.values():
+                    del col[p]
+        else:
+            drop = set(positions)
+            mask = [i not in drop for i in range(len(c["uid"]))]
+            for name, code in COLUMNS:
+                c[name] = array(code, itertools.compress(c[name], mask))
+        return gone
+
+    def apply(self, hdr: R.Header, off: int, payload: bytes | memoryview, keep_ghosts: bool = False) -> None:
+        """Apply one record found at ``off`` in the log."""
+        if hdr.epoch < self.max_epoch:
+            return  # written by a fenced-out owner after the new one took over
+        self.max_epoch = hdr.epoch
+        t = hdr.rtype
+        if t == R.MESSAGE:
+            uid, modseq, date, tz, _r, flags, blen, mlen = R.MESSAGE_FIXED.unpack_from(payload)
+            body_off = off + R.HEADER_SIZE + R.MESSAGE_FIXED.size
+            self.add_message(uid, modseq, date, tz, flags, body_off, blen, mlen)
+        elif t == R.FLAGS:
+            modseq, count = R.COUNTED.unpack_from(payload)
+            for j in range(count):
+                uid, flags = R.FLAG_ITEM.unpack_from(payload, R.COUNTED.size + j * R.FLAG_ITEM.size)
+                self.set_flags(uid, flags, modseq)
+        elif t == R.EXPUNGE:
+            modseq, count = R.COUNTED.unpack_from(payload)
+            uids = struct.unpack_from(f"<{count}I", payload, R.COUNTED.size)
+            self.expunge(uids, modseq, keep_ghosts)
+        elif t == R.KEYWORD:
+            (k,) = R.KEYWORD_FIXED.unpack_from(payload)
+            name = bytes(payload[R.KEYWORD_FIXED.size :]).decode("utf-8", "replace")
+            while len(self.keywords) < k:
+                self.keywords.append(f"$unknown{len(self.keywords)}")
+            if k == len(self.keywords):
+                self.keywords.append(name)
+            else:
+                self.keywords[k] = name
+            self.kwmap = {n: i for i, n in enumerate(self.keywords)}
+            self.kw_durable = len(self.keywords)
+            self._flagcache.clear()
+        elif t == R.MAILBOX:
+            _uv, uidnext, hms, _gen = R.MAILBOX_BODY.unpack_from(payload)
+            self.uidnext = max(self.uidnext, uidnext)
+            self.highestmodseq = max(self.highestmodseq, hms)
+
+    # -- opening -------------------------------------------------------------
+    def open(self) -> None:
+        """Find the current generation, load the checkpoint, replay the tail."""
+        d = self.directory
+        gens = generations(d) if d.is_dir() else []
+        if not gens:
+            if not self.writable:
+                raise FileLayoutError(f"no data file in {d}")
+            create_generation(d, 1, self.uidvalidity, 1, 0, 0)
+            gens = [1]
+        self.gen = gens[-1]
+        if self.writable:
+            remove_other_generations(d, self.gen)
+        flags = os.O_RDWR if self.writable else os.O_RDONLY
+        self.fd = os.open(data_path(d, self.gen), flags | getattr(os, "O_BINARY", 0))
+        size = os.fstat(self.fd).st_size
+        start = self._load_checkpoint(size)
+        if start == 0:
+            self.rebuilt = True
+        end = self._scan(start, size)
+        if end < size:
+            self.cut_bytes = size - end
+            if self.writable:
+                os.ftruncate(self.fd, end)
+                os.fsync(self.fd)
+        if end == 0 and self.writable:
+            # even the MAILBOX record was lost (the file was cut): start it again
+            buf = R.frame(R.MAILBOX, 0, R.MAILBOX_BODY.pack(self.uidvalidity, self.uidnext, self.highestmodseq, self.gen))
+            os.pwrite(self.fd, buf, 0)
+            os.fsync(self.fd)
+            self.last_rec_off, self.last_crc = 0, R.parse_header(buf).crc  # type: ignore[union-attr]
+            end = len(buf)
+        self.data_size = end
+        self.res_uidnext = self.uidnext
+        self.res_modseq = self.highestmodseq
+
+    def _reset(self) -> None:
+        self.cols = {name: array(code) for name, code in COLUMNS}
+        self.keywords, self.kwmap, self.kw_durable = [], {}, 0
+        self.uidnext, self.highestmodseq, self.max_epoch, self.total_size = 1, 0, 0, 0
+        self.last_rec_off = self.last_crc = 0
+        self._flagcache.clear()
+
+    def _load_checkpoint(self, data_size: int) -> int:
+        """Load ``index.<gen>`` if it matches the log; return the offset to
+        replay from (0: rebuild from the whole log)."""
+        try:
+            blob = index_path(self.directory, self.gen).read_bytes()
+        except OSError:
+            return 0
+        try:
+            if len(blob) < INDEX_HEAD.size + 4 or zlib.crc32(blob[:-4]) != struct.unpack_from("<I", blob, len(blob) - 4)[0]:
+                return 0
+            (magic, version, gen, count, covered, last_off, last_crc, uidvalidity, uidnext, hms, max_epoch, kwlen) = INDEX_HEAD.unpack_from(blob)
+            if magic != INDEX_MAGIC or version != INDEX_VERSION or gen != self.gen or covered > data_size:
+                return 0
+            head = os.pread(self.fd, R.HEADER_SIZE, last_off)
+            hdr = R.parse_header(head)
+            if hdr is None or hdr.crc != last_crc or last_off + R.HEADER_SIZE + hdr.length != covered:
+                return 0
+            pos = INDEX_HEAD.size
+            keywords = json.loads(blob[pos : pos + kwlen].decode("utf-8"))
+            pos += kwlen
+            cols: dict[str, array] = {}
+            for name, code in COLUMNS:
+                col = array(code)
+                nbytes = col.itemsize * count
+                col.frombytes(blob[pos : pos + nbytes])
+                if BIG_ENDIAN:
+                    col.byteswap()
+                pos += nbytes
+                cols[name] = col
+            if pos != len(blob) - 4:
+                return 0
+        except (ValueError, struct.error, UnicodeDecodeError, OSError):
+            self._reset()
+            return 0
+        self.cols = cols
+        self.keywords = list(keywords)
+        self.kwmap = {n: i for i, n in enumerate(self.keywords)}
+        self.kw_durable = len(self.keywords)
+        self.uidvalidity = uidvalidity or self.uidvalidity
+        self.uidnext, self.highestmodseq, self.max_epoch = uidnext, hms, max_epoch
+        self.last_rec_off, self.last_crc = last_off, last_crc
+        self.total_size = sum(cols["blen"])
+        return covered
+
+    def _scan(self, start: int, size: int) -> int:
+        """Replay records from ``start``; returns the end of the last valid one."""
+        pos = start
+        buf = b""
+        buf_off = start
+        records = 0
+        while pos < size:
+            rel = pos - buf_off
+            if rel + R.HEADER_SIZE > len(buf):
+                buf = os.pread(self.fd, max(SCAN_CHUNK, R.HEADER_SIZE), pos)
+                buf_off, rel = pos, 0
+            hdr = R.parse_header(memoryview(buf)[rel : rel + R.HEADER_SIZE])
+            if hdr is None:
+                break
+            end = pos + R.HEADER_SIZE + hdr.length
+            if end > size:
+                break
+            if rel + R.HEADER_SIZE + hdr.length > len(buf):
+                buf = os.pread(self.fd, max(SCAN_CHUNK, R.HEADER_SIZE + hdr.length), pos)
+                buf_off, rel = pos, 0
+                if len(buf) < R.HEADER_SIZE + hdr.length:
+                    break
+            view = memoryview(buf)
+            payload = view[rel + R.HEADER_SIZE : rel + R.HEADER_SIZE + hdr.length]
+            if not R.check(view[rel:], hdr, payload):
+                break
+            if pos == 0 and hdr.rtype != R.MAILBOX:
+                break
+            self.apply(hdr, pos, payload)
+            self.last_rec_off, self.last_crc = pos, hdr.crc
+            records += 1
+            pos = end
+        self.tail_records += records
+        self.tail_bytes += pos - start
+        return pos
+
+    # -- writing (I/O thread) ------------------------------------------------
+    def write(self, bufs: list[bytes]) -> int:
+        """Append ``bufs`` (whole records) durably at ``data_size``; returns
+        the offset where they start.  Bytes beyond ``data_size`` (a failed
+        earlier write, or a fenced-out writer's) are cut first."""
+        start = self.data_size
+        cur = os.fstat(self.fd).st_size
+        if cur != start:
+            if cur < start:
+                raise StorageError(f"data file {self.gen} in {self.directory} shrank under us")
+            os.ftruncate(self.fd, start)
+        data = b"".join(bufs)
+        view = memoryview(data)
+        off = start
+        while view:
+            n = os.pwrite(self.fd, view, off)
+            view = view[n:]
+            off += n
+        os.fdatasync(self.fd)
+        return start
+
+    def committed(self, start: int, length: int, last_off_rel: int, last_crc: int, records: int) -> None:
+        self.data_size = start + length
+        self.last_rec_off = start + last_off_rel
+        self.last_crc = last_crc
+        self.tail_records += records
+        self.tail_bytes += length
+
+    def needs_checkpoint(self) -> bool:
+        return self.tail_records > CHECKPOINT_RECORDS or self.tail_bytes > CHECKPOINT_BYTES
+
+    def checkpoint_bytes(self) -> bytes:
+        """The checkpoint of the current state (call on the loop thread or
+        while the loop does not change the state)."""
+        kw = json.dumps(self.keywords).encode("utf-8")
+        count = len(self.cols["uid"])
+        head = INDEX_HEAD.pack(
+            INDEX_MAGIC, INDEX_VERSION, self.gen, count, self.data_size, self.last_rec_off,
+            self.last_crc, self.uidvalidity, self.uidnext, self.highestmodseq, self.max_epoch, len(kw),
+        )
+        parts = [head, kw]
+        for name, _code in COLUMNS:
+            col = self.cols[name]
+            if BIG_ENDIAN:
+                col = array(col.typecode, col)
+                col.byteswap()
+            parts.append(col.tobytes())
+        blob = b"".join(parts)
+        return blob + struct.pack("<I", zlib.crc32(blob))
+
+    def write_checkpoint(self, blob: bytes) -> None:
+        target = index_path(self.directory, self.gen)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+        fsync_dir(self.directory)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int, modseq: int, epoch: int) -> None:
+    """Create ``data.<gen>`` holding only its MAILBOX record, durably."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = data_path(directory, gen)
+    tmp = directory / f".data.{gen}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(R.frame(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(uidvalidity, uidnext, modseq, gen)))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, target)
+    fsync_dir(directory)
+
+
+def remove_other_generations(directory: Path, gen: int) -> None:
+    changed = False
+    for entry in directory.iterdir():
+        name = entry.name
+        stem, _, num = name.rpartition(".")
+        if name.endswith(".tmp") or (stem in ("data", "index") and num.isdigit() and int(num) != gen):
+            entry.unlink(missing_ok=True)
+            changed = True
+    if changed:
+        fsync_dir(directory)

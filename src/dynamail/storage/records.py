@@ -1,0 +1,119 @@
+"""Record framing of a mailbox data file (``data.<generation>``).
+
+A data file is a sequence of records, each a fixed 24-byte header followed by
+its payload, all little-endian whatever the host (``struct`` format ``<``):
+
+    magic u16 = 0xD3A1 | type u8 | reserved u8 | payload length u32 |
+    writer epoch u64 | CRC-32 u32 | reserved u32
+
+The CRC (zlib's CRC-32) covers the first 16 header bytes and the payload, so
+a record that was only partly written before a crash (a *torn tail*) or one
+whose bytes were damaged is recognised: scanning stops at the first record
+that does not check, and the file is cut there.  Every record carries the
+epoch of the owner that wrote it (fencing, see ``docs/storage.md``).
+
+Record types and payloads:
+
+* ``MAILBOX`` (first record of every generation): uidvalidity u32,
+  uidnext u32, highest modseq u64, generation u32.
+* ``MESSAGE``: uid u32, modseq u64, internal date (seconds since the epoch)
+  i64, time-zone offset in minutes i16, reserved u16, flags bitmap u64, body
+  length u32, parse-result length u32; then the message (canonical CRLF
+  form), then the parse result (msgpack of ``dynamail.mime.Parsed``).
+* ``FLAGS``: modseq u64, count u32, then ``count`` × (uid u32, flags u64):
+  the *resulting* flags, so replaying a record twice is harmless.
+* ``EXPUNGE``: modseq u64, count u32, then ``count`` × uid u32.
+* ``KEYWORD``: bit number u32, then the keyword (UTF-8).
+* ``OWNER``: accepted end u64 — written by a new owner before its first
+  change to the file: the offset up to which it took the log over.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+MAGIC = 0xD3A1
+HEADER = struct.Struct("<HBBIQII")
+HEADER_SIZE = HEADER.size  # 24
+
+MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER = 1, 2, 3, 4, 5, 6
+RECORD_TYPES = (MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER)
+
+MAILBOX_BODY = struct.Struct("<IIQI")
+MESSAGE_FIXED = struct.Struct("<IQqhHQII")  # 40 bytes
+COUNTED = struct.Struct("<QI")
+FLAG_ITEM = struct.Struct("<IQ")
+UID_ITEM = struct.Struct("<I")
+KEYWORD_FIXED = struct.Struct("<I")
+OWNER_BODY = struct.Struct("<Q")
+
+# The largest payload accepted when scanning: a length field beyond this is
+# damage, not a message (the protocols limit messages far below it).
+MAX_PAYLOAD = 1 << 31
+
+
+def frame(rtype: int, epoch: int, *payload: bytes) -> bytes:
+    """One record, header and payload."""
+    length = sum(len(p) for p in payload)
+    head16 = HEADER.pack(MAGIC, rtype, 0, length, epoch, 0, 0)[:16]
+    crc = zlib.crc32(head16)
+    for p in payload:
+        crc = zlib.crc32(p, crc)
+    return b"".join((head16, struct.pack("<II", crc, 0), *payload))
+
+
+def frame_parts(rtype: int, epoch: int, *payload: bytes) -> list[bytes]:
+    """Like :func:`frame` but as a list of buffers for ``os.writev``."""
+    length = sum(len(p) for p in payload)
+    head16 = HEADER.pack(MAGIC, rtype, 0, length, epoch, 0, 0)[:16]
+    crc = zlib.crc32(head16)
+    for p in payload:
+        crc = zlib.crc32(p, crc)
+    return [head16 + struct.pack("<II", crc, 0), *payload]
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    rtype: int
+    length: int
+    epoch: int
+    crc: int
+
+
+def parse_header(buf: bytes | memoryview) -> Header | None:
+    """The header in ``buf`` (24 bytes) or None if it cannot be one."""
+    if len(buf) < HEADER_SIZE:
+        return None
+    magic, rtype, _r, length, epoch, crc, _r2 = HEADER.unpack_from(buf)
+    if magic != MAGIC or rtype not in RECORD_TYPES or length > MAX_PAYLOAD:
+        return None
+    return Header(rtype, length, epoch, crc)
+
+
+def check(buf: bytes | memoryview, header: Header, payload: bytes | memoryview) -> bool:
+    """Whether the CRC of a record matches (``buf`` starts with its header)."""
+    return zlib.crc32(payload, zlib.crc32(bytes(buf[:16]))) == header.crc
+
+
+class RecordBuffer:
+    """Records queued for one write: their buffers, total length, and the
+    offset and CRC of the last one (relative to the start of the write)."""
+
+    def __init__(self) -> None:
+        self.bufs: list[bytes] = []
+        self.length = 0
+        self.last_rel = 0
+        self.last_crc = 0
+        self.records = 0
+
+    def add(self, parts: list[bytes]) -> int:
+        """Queue one record (from :func:`frame_parts`); returns its offset."""
+        at = self.length
+        self.last_rel = at
+        self.last_crc = struct.unpack_from("<I", parts[0], 16)[0]
+        self.bufs.extend(parts)
+        self.length += sum(len(p) for p in parts)
+        self.records += 1
+        return at

@@ -1,0 +1,301 @@
+"""A session's view of one selected mailbox (``MailboxView``).
+
+The view keeps its own snapshot of the mailbox's UIDs; sequence number n is
+``uids()[n - 1]`` and the snapshot changes only in ``refresh()`` (and when
+this view itself expunges or moves messages, which IMAP reports at once).
+Flags and other index data are read live from the shared in-memory index.
+A message expunged by another session stays readable through this view
+until it refreshes (the index keeps a *ghost* of it, and its bytes stay in
+the data file until compaction).  Data is read on reader threads with
+``os.pread``; parse results are read from the data file, never recomputed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import msgpack
+
+from dynamail import mime
+from dynamail.storage.api import (
+    Changes,
+    CopyResult,
+    MessageInfo,
+    NoSuchMailbox,
+    StorageError,
+    StoreResult,
+)
+from dynamail.storage.mailbox import MailboxState, data_path
+from dynamail.storage.search import matches
+
+if TYPE_CHECKING:
+    from dynamail.storage.account import FileAccountStore
+
+PARSE_CACHE = 256  # parse results kept per view
+
+
+class FileMailboxView:
+    """``MailboxView`` on a ``FileAccountStore``."""
+
+    def __init__(self, account: FileAccountStore, name: str, mbox_id: int, state: MailboxState, read_only: bool, view_id: int) -> None:
+        self.name = name
+        self.uidvalidity = state.uidvalidity
+        self.read_only = read_only
+        self._account = account
+        self._mbox = mbox_id
+        self._state = state
+        self._id = view_id
+        self._feed = account.feed(mbox_id)
+        self._feed.views += 1
+        self._uids = array("I", state.uids)
+        self._top = self._uids[-1] if self._uids else 0
+        self._pos = self._feed.end
+        self._file: BinaryIO | None = None
+        self._file_gen = 0
+        self._parsed: OrderedDict[int, mime.Parsed] = OrderedDict()
+        self._closed = False
+
+    # -- the snapshot ----------------------------------------------------------
+    def uids(self) -> Sequence[int]:
+        return self._uids
+
+    def _in_view(self, uid: int) -> bool:
+        i = bisect_left(self._uids, uid)
+        return i < len(self._uids) and self._uids[i] == uid
+
+    def seq(self, uid: int) -> int:
+        """Sequence number of a UID in the view (0 if absent)."""
+        i = bisect_left(self._uids, uid)
+        return i + 1 if i < len(self._uids) and self._uids[i] == uid else 0
+
+    def info(self, uid: int) -> MessageInfo:
+        if not self._in_view(uid):
+            raise KeyError(uid)
+        st = self._state
+        i = st.pos(uid)
+        if i >= 0:
+            return st.info_at(i)
+        ghost = st.ghosts.get(uid)
+        if ghost is None:
+            raise KeyError(uid)
+        return ghost.info
+
+    def flags(self, uid: int) -> frozenset[str]:
+        """Flags of one message (cheaper than ``info``)."""
+        st = self._state
+        i = st.pos(uid)
+        if i >= 0:
+            return st.flags_of_bits(st.cols["flags"][i])
+        return self.info(uid).flags
+
+    def modseq(self, uid: int) -> int:
+        st = self._state
+        i = st.pos(uid)
+        return st.cols["modseq"][i] if i >= 0 else self.info(uid).modseq
+
+    def uidnext(self) -> int:
+        return self._state.uidnext
+
+    def highestmodseq(self) -> int:
+        return self._state.highestmodseq
+
+    def _check_live(self) -> None:
+        if self._closed:
+            raise StorageError("view is closed")
+        if self._feed.deleted:
+            raise NoSuchMailbox(f"mailbox {self.name!r} was deleted")
+
+    async def refresh(self) -> Changes:
+        self._check_live()
+        st = self._state
+        entries = self._feed.since(self._pos)
+        self._pos = self._feed.end
+        changes = Changes(highestmodseq=st.highestmodseq)
+        if entries is None:  # fell behind the journal: compare with the index
+            gone = [u for u in self._uids if st.pos(u) < 0]
+            flagged = list(self._uids)
+        else:
+            xs: set[int] = set()
+            fs: set[int] = set()
+            for e in entries:
+                if e.kind == "x":
+                    xs.update(e.uids)
+                elif e.kind == "f" and e.origin != self._id:
+                    fs.update(e.uids)
+            gone = sorted(u for u in xs if self._in_view(u))
+            flagged = sorted(u for u in fs if u not in xs and self._in_view(u))
+        if gone:
+            drop = set(gone)
+            self._uids = array("I", (u for u in self._uids if u not in drop))
+        changes.expunged = gone
+        changes.flags_changed = flagged
+        uids = st.uids
+        start = bisect_right(uids, self._top)
+        added = list(uids[start:])
+        if added:
+            self._uids.extend(added)
+            self._top = added[-1]
+        changes.added = added
+        return changes
+
+    async def wait_for_change(self, timeout: float) -> bool:
+        if self._feed.deleted:
+            return True
+        return await self._feed.wait(self._id, self._pos, timeout)
+
+    # -- reading ---------------------------------------------------------------
+    def _location(self, uid: int) -> tuple[int, int, int, int]:
+        self._check_live()
+        if not self._in_view(uid):
+            raise KeyError(uid)
+        loc = self._state.location(uid)
+        if loc is None:
+            raise KeyError(uid)
+        return (self._state.fd, *loc)
+
+    async def _pread(self, fd: int, length: int, offset: int) -> bytes:
+        if length <= 0:
+            return b""
+        loop = asyncio.get_running_loop()
+        data: bytes = await loop.run_in_executor(self._account.read_pool(), os.pread, fd, length, offset)
+        return data
+
+    async def read(self, uid: int) -> bytes:
+        fd, off, blen, _mlen = self._location(uid)
+        return await self._pread(fd, blen, off)
+
+    async def read_range(self, uid: int, offset: int, length: int) -> bytes:
+        fd, off, blen, _mlen = self._location(uid)
+        offset = max(0, min(offset, blen))
+        length = max(0, min(length, blen - offset))
+        return await self._pread(fd, length, off + offset)
+
+    async def open_body(self, uid: int) -> tuple[BinaryIO, int, int]:
+        _fd, off, blen, _mlen = self._location(uid)
+        st = self._state
+        if self._file is None or self._file_gen != st.gen:
+            if self._file is not None:
+                self._file.close()
+            self._file = open(data_path(st.directory, st.gen), "rb")
+            self._file_gen = st.gen
+        return self._file, off, blen
+
+    async def parsed(self, uid: int) -> mime.Parsed:
+        """The parse result stored with the message."""
+        got = self._parsed.get(uid)
+        if got is not None:
+            self._parsed.move_to_end(uid)
+            return got
+        fd, off, blen, mlen = self._location(uid)
+        raw = await self._pread(fd, mlen, off + blen)
+        try:
+            got = mime.Parsed.from_list(msgpack.unpackb(raw, raw=False))
+        except Exception as exc:  # damaged cache entry: parse the message again
+            body = await self._pread(fd, blen, off)
+            got = mime.parse(body)
+            if not raw:
+                raise StorageError("message parse result missing") from exc
+        self._parsed[uid] = got
+        if len(self._parsed) > PARSE_CACHE:
+            self._parsed.popitem(last=False)
+        return got
+
+    async def header(self, uid: int) -> bytes:
+        p = await self.parsed(uid)
+        return await self.read_range(uid, 0, p.header_end)
+
+    async def envelope(self, uid: int) -> object:
+        return (await self.parsed(uid)).envelope
+
+    async def bodystructure(self, uid: int, extensible: bool = True) -> object:
+        p = await self.parsed(uid)
+        return p.bodystructure if extensible else p.body
+
+    async def part(self, uid: int, section: Sequence[int], what: str = "") -> bytes:
+        p = await self.parsed(uid)
+        rng = mime.section_range(p.tree, list(section), what)
+        if rng is None:
+            return b""
+        return await self.read_range(uid, rng[0], rng[1] - rng[0])
+
+    async def search_text(self, uids: Iterable[int], where: str, text: str) -> list[int]:
+        out = []
+        for uid in uids:
+            if not self._in_view(uid):
+                continue
+            try:
+                p = await self.parsed(uid)
+                body = await self.read(uid)
+            except KeyError:
+                continue
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(self._account.read_pool(), matches, body, p, where, text):
+                out.append(uid)
+        return out
+
+    # -- changing --------------------------------------------------------------
+    def _writable(self) -> None:
+        self._check_live()
+        if self.read_only:
+            raise StorageError("mailbox is open read-only")
+
+    async def store(self, uids: Iterable[int], mode: str, flags: frozenset[str], unchanged_since: int | None = None) -> StoreResult:
+        self._writable()
+        if mode not in ("set", "add", "remove"):
+            raise ValueError(f"bad store mode {mode!r}")
+        mine = [u for u in uids if self._in_view(u)]
+        result: StoreResult = await self._account._submit_op(
+            "store", self._mbox, uids=mine, mode=mode, flags=flags, unchanged_since=unchanged_since, origin=self._id
+        )
+        return result
+
+    def _drop(self, gone: Iterable[int]) -> None:
+        drop = set(gone)
+        if drop:
+            self._uids = array("I", (u for u in self._uids if u not in drop))
+
+    async def expunge(self, uids: Iterable[int] | None = None) -> list[int]:
+        self._writable()
+        mine = list(self._uids) if uids is None else [u for u in uids if self._in_view(u)]
+        gone: list[int] = await self._account._submit_op("expunge", self._mbox, uids=mine, origin=self._id)
+        self._drop(gone)
+        return sorted(gone)
+
+    async def copy(self, uids: Iterable[int], dest: str) -> CopyResult:
+        self._check_live()
+        mine = [u for u in uids if self._in_view(u)]
+        return await self._account.copy_uids(self._state, mine, dest)
+
+    async def move(self, uids: Iterable[int], dest: str) -> CopyResult:
+        self._writable()
+        mine = [u for u in uids if self._in_view(u)]
+        result = await self._account.copy_uids(self._state, mine, dest)
+        gone: list[int] = await self._account._submit_op(
+            "expunge", self._mbox, uids=result.source_uids, force=True, origin=self._id
+        )
+        self._drop(gone)
+        return result
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._feed.views -= 1
+        if self._feed.views == 0:
+            self._state.ghosts.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.close()
+
+    def _debug(self) -> dict[str, Any]:
+        return {"uids": list(self._uids), "pos": self._pos}
