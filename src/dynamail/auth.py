@@ -181,6 +181,11 @@ class Authenticator:
                 if not keys:
                     del self._by_account[entry[1]]
 
+    def reload(self) -> None:
+        """Forget every cached verification (SIGHUP)."""
+        self._cache.clear()
+        self._by_account.clear()
+
     def invalidate(self, ref: AccountRef) -> None:
         """Forget cached verifications of ``ref`` (its password changed)."""
         for key in list(self._by_account.get(ref, ())):
