@@ -50,6 +50,7 @@ class _Wire(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self.write_paused = False
         self.lost = False
+        self.arrivals = 0  # incremented on every data, EOF or loss event
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the Transport interface without
@@ -90,14 +91,20 @@ class _Wire(asyncio.Protocol):
         self._drain_waiters.clear()
 
     def _wake(self) -> None:
+        self.arrivals += 1
         w = self._data_waiter
         if w is not None and not w.done():
             w.set_result(None)
 
-    async def wait_data(self) -> None:
+    async def wait_data(self, since: int | None = None) -> None:
+        """Wait for data (or end of stream).  With ``since`` (a value of
+        ``arrivals`` taken before this coroutine was scheduled) return at once
+        when something arrived in between, so no wake-up is lost."""
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
+        if since is not None and since != self.arrivals:
+            return
         loop = asyncio.get_running_loop()
         self._data_waiter = loop.create_future()
         try:
@@ -167,7 +174,7 @@ class Connection:
             return False
         t = self.idle_timeout if timeout is None else timeout
         try:
-            await asyncio.wait_for(self._wire.wait_data(), t)
+            await asyncio.wait_for(self._wire.wait_data(self._wire.arrivals), t)
         except TimeoutError:
             raise IdleTimeout() from None
         return bool(self._wire.buffer) or not self._wire.eof
