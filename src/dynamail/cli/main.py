@@ -1,6 +1,15 @@
-"""`dynamail` command line entry point."""
+"""`dynamail` command line entry point.
+
+``dynamail serve`` runs one server; ``dynamail demo`` runs the demonstration
+set-up that ``./dev demo`` starts.  Other command groups (``cluster``,
+``admin``) live in their own modules and are attached here when present.
+"""
 
 from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
 
 import click
 
@@ -11,3 +20,103 @@ from dynamail import __version__
 @click.version_option(__version__, prog_name="dynamail")
 def main() -> None:
     """dynamail: a mail server that runs alone or as a Dynamic Cluster."""
+
+
+@main.command()
+@click.option("--base", "base", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Base directory (settings, domains, accounts); created on first start.")
+@click.option("--listen", default=None, metavar="ADDRESS",
+              help="Address every listener binds to (default 127.0.0.1).")
+@click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
+              metavar="N", help="Add N to every standard port (use when not running as root).")
+@click.option("--main-domain", "main_domain", default=None, metavar="NAME",
+              help="Main Domain name on first start (default: the host name).")
+@click.option("--postmaster-password", "postmaster_password", default=None, metavar="P",
+              help="postmaster password on first start (default: generated, written to "
+                   "BASE/postmaster.password).")
+@click.option("--ClusterBackend", "cluster_backend", is_flag=True,
+              help="Run as a backend member of a Dynamic Cluster.")
+@click.option("--ClusterFrontend", "cluster_frontend", is_flag=True,
+              help="Run as a frontend member of a Dynamic Cluster.")
+@click.option("--SharedBase", "shared_base", default=None,
+              type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Directory on shared storage holding the shared domains.")
+@click.option("--config", "config_file", default=None,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Settings file (default BASE/Settings/server.toml).")
+@click.option("--log-level", "log_level", default=None,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+def serve(
+    base: Path,
+    listen: str | None,
+    port_offset: int | None,
+    main_domain: str | None,
+    postmaster_password: str | None,
+    cluster_backend: bool,
+    cluster_frontend: bool,
+    shared_base: Path | None,
+    config_file: Path | None,
+    log_level: str | None,
+) -> None:
+    """Run one server (standalone, or a cluster member)."""
+    from dynamail.server import app
+    from dynamail.server import config as config_mod
+
+    if cluster_backend and cluster_frontend:
+        raise click.UsageError("--ClusterBackend and --ClusterFrontend exclude each other")
+    role = "backend" if cluster_backend else "frontend" if cluster_frontend else None
+    try:
+        cfg = config_mod.load(
+            base,
+            config_file=config_file,
+            overrides={
+                "listen": listen,
+                "port_offset": port_offset,
+                "main_domain": main_domain,
+                "postmaster_password": postmaster_password,
+                "role": role,
+                "shared_base": shared_base,
+                "log_level": log_level,
+            },
+        )
+        app.check_privileged_ports(cfg)
+    except (config_mod.ConfigError, app.StartupError) as exc:
+        click.echo(f"dynamail: {exc}", err=True)
+        sys.exit(2)
+    try:
+        app.run(cfg)
+    except app.StartupError as exc:
+        click.echo(f"dynamail: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.argument("directory", required=False, default="demo-server",
+                type=click.Path(file_okay=False, path_type=Path))
+@click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
+              help="Port offset (default 10000 when not root, else 0).")
+@click.option("--listen", default="127.0.0.1", show_default=True)
+def demo(directory: Path, port_offset: int | None, listen: str) -> None:
+    """Run a demonstration server with domain example.test (alice, bob)."""
+    from dynamail.cli.demo import run_demo
+
+    run_demo(directory, port_offset=port_offset, listen=listen)
+
+
+def _attach_optional_groups() -> None:
+    """Attach command groups of other packages (``cluster``, ``admin``) when built."""
+    for module_name, attr in (("dynamail.cli.cluster", "cluster"), ("dynamail.cli.admin", "admin")):
+        try:
+            mod = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        cmd = getattr(mod, attr, None)
+        if isinstance(cmd, click.Command) and attr not in main.commands:
+            main.add_command(cmd, attr)
+
+
+_attach_optional_groups()

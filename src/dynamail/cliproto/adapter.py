@@ -1,0 +1,162 @@
+"""asyncio adapter of the admin CLI protocol (port 106).
+
+Reads command lines from a :class:`~dynamail.net.Connection`, feeds them to
+:class:`~dynamail.cliproto.core.CliCore`, performs the actions it returns
+(authentication through ``ctx.auth``, commands through ``ctx.admin``) and
+writes the replies.  Everything protocol-shaped lives in the core; this
+module only translates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from dynamail import __version__
+from dynamail.cliproto import limits
+from dynamail.cliproto.commands import run_command
+from dynamail.cliproto.core import (
+    CODE_SYNTAX,
+    Authenticate,
+    CliCore,
+    Execute,
+    Send,
+    State,
+)
+from dynamail.net import Connection, IdleTimeout, LineTooLong, ListenerSpec
+from dynamail.server.context import ServerContext
+
+log = logging.getLogger("dynamail.cli")
+
+ADMIN_ERROR_CODES = {
+    "not_found": 513,
+    "exists": 514,
+    "forbidden": 520,
+    "bad_request": 501,
+    "unavailable": 530,
+    "not_cluster": 502,
+}
+
+
+def _token(hostname: str) -> str:
+    return f"<{os.getpid()}.{time.time_ns() // 1000}.{os.urandom(4).hex()}@{hostname}>"
+
+
+def admin_error_reply(exc: Exception) -> tuple[int, str]:
+    """Map an ``AdminError`` (or another failure) to a 5xx code and text."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and 500 <= code <= 599:
+        return code, str(exc)
+    if isinstance(code, str):
+        return ADMIN_ERROR_CODES.get(code, CODE_SYNTAX), getattr(exc, "message", str(exc))
+    return CODE_SYNTAX, str(exc) or type(exc).__name__
+
+
+class CliSession:
+    def __init__(self, ctx: ServerContext, conn: Connection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.core = CliCore(ctx.hostname, _token(ctx.hostname), version=__version__)
+        self.remote = conn.peer_host
+
+    async def run(self) -> None:
+        conn, core = self.conn, self.core
+        cfg = self.ctx.config
+        idle = getattr(getattr(cfg, "limits", None), "cli_idle_timeout", limits.IDLE_TIMEOUT)
+        login_timeout = getattr(getattr(cfg, "limits", None), "login_timeout", limits.LOGIN_TIMEOUT)
+        metrics = self.ctx.metrics
+        metrics.sessions.labels("cli").inc()
+        metrics.sessions_total.labels("cli").inc()
+        log.info("cli session from %s", self.remote)
+        try:
+            await conn.send(core.greeting())
+            while core.state is not State.CLOSED and not conn.closed:
+                timeout = idle if core.state is State.READY else login_timeout
+                try:
+                    line = await conn.readline(limits.MAX_LINE, timeout=timeout)
+                except LineTooLong:
+                    if await self._send(core.line_too_long()):
+                        break
+                    continue
+                except IdleTimeout:
+                    await self._send(core.idle_timeout())
+                    log.info("cli session from %s timed out", self.remote)
+                    break
+                if not line:
+                    break
+                action = core.receive(line)
+                if isinstance(action, Authenticate):
+                    send = await self._authenticate(action)
+                elif isinstance(action, Execute):
+                    send = await self._execute(action)
+                else:
+                    send = action
+                if await self._send(send):
+                    break
+        finally:
+            metrics.sessions.labels("cli").dec()
+            log.info("cli session from %s closed", self.remote)
+
+    async def _send(self, send: Send) -> bool:
+        if send.data:
+            await self.conn.send(send.data)
+        return send.close
+
+    async def _authenticate(self, action: Authenticate) -> Send:
+        auth = self.ctx.auth
+        if auth is None:
+            return self.core.login_done(None, "logins are not available")
+        if action.apop_digest:
+            result = await auth.verify_apop(
+                action.login, action.token, action.apop_digest, protocol="cli", remote=self.remote
+            )
+        else:
+            result = await auth.authenticate(
+                action.login, action.password, protocol="cli", remote=self.remote
+            )
+        if result.ok:
+            log.info("cli login %s from %s", result.ref, self.remote)
+            return self.core.login_done(result.ref)
+        log.info("cli login failed for %r from %s: %s", action.login[:80], self.remote, result.reason)
+        message = getattr(result, "message", "") or "incorrect account name or password"
+        return self.core.login_done(None, message)
+
+    async def _execute(self, action: Execute) -> Send:
+        ctx = self.ctx
+        ctx.metrics.commands.labels("cli", action.command.name).inc()
+        try:
+            value: Any = await run_command(ctx, action)
+        except Exception as exc:  # AdminError and anything unexpected
+            if type(exc).__name__ != "AdminError":
+                log.exception("cli %s failed", action.command.name)
+                return self.core.command_failed(CODE_SYNTAX, "internal error")
+            code, text = admin_error_reply(exc)
+            return self.core.command_failed(code, text)
+        if action.command.logged:
+            log.info("cli %s by %s", action.command.name, action.actor)
+        return self.core.command_done(value)
+
+
+async def _handle(ctx: ServerContext, conn: Connection) -> None:
+    await CliSession(ctx, conn).run()
+
+
+def listeners(ctx: ServerContext) -> list[ListenerSpec]:
+    async def handler(conn: Connection) -> None:
+        await _handle(ctx, conn)
+
+    cfg_limits = getattr(ctx.config, "limits", None)
+    idle = getattr(cfg_limits, "cli_idle_timeout", limits.IDLE_TIMEOUT)
+    return [
+        ListenerSpec(
+            name="cli",
+            port=106,
+            handler=handler,
+            idle_timeout=idle,
+            max_connections=1000,
+            max_per_address=50,
+            busy_reply=b"530 too many connections, try later\r\n",
+        )
+    ]

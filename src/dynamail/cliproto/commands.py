@@ -1,0 +1,398 @@
+"""The admin CLI command registry.
+
+Each command is one :class:`CommandSpec`: its name, its argument grammar
+(:mod:`dynamail.cliproto.grammar`), the :class:`dynamail.admin.Admin`
+operation it maps to, and whether it changes anything (changes are logged).
+The core looks commands up here by name; nothing is dispatched by
+reflection.  Rights are checked by the Admin operation (the acting account
+is always its first argument), so the CLI protocol and the JSON API enforce
+exactly the same rules.
+
+Values travel between the textual data format and the Admin layer through
+:func:`to_admin` (``#NULL#`` in a settings dictionary means ``default``:
+remove the key) and :func:`to_answer` (alerts become ``{stamp=text;}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dynamail.accounts import AccountRef
+from dynamail.cliproto.datafmt import NULL, IPAddress
+from dynamail.cliproto.grammar import Arg, Kind
+
+if TYPE_CHECKING:
+    from dynamail.cliproto.core import Execute
+    from dynamail.server.context import ServerContext
+
+Handler = Callable[[Any, AccountRef, dict[str, Any], "ServerContext"], Awaitable[Any]]
+
+ACCOUNT_TYPES = ("MULTIMAILBOX", "TEXTMAILBOX", "MAILDIRMAILBOX", "SLICEDMAILBOX",
+                 "AGRADE", "BGRADE", "CGRADE")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str  # upper case
+    args: tuple[Arg, ...]
+    handler: Handler
+    admin_method: str  # the Admin operation it maps to (documentation, tests)
+    logged: bool = False  # changes something: logged with the acting account
+    summary: str = ""
+
+
+def to_admin(value: Any) -> Any:
+    """A parsed data value as the Admin layer takes it."""
+    if value is NULL:
+        return "default"
+    if isinstance(value, IPAddress):
+        return f"[{value.host}]" + (f":{value.port}" if value.port else "")
+    if isinstance(value, list):
+        return [to_admin(v) for v in value]
+    if isinstance(value, dict):
+        return {k: to_admin(v) for k, v in value.items()}
+    return value
+
+
+def _alerts_answer(alerts: Any) -> dict[str, str]:
+    return {a.stamp: a.text for a in alerts}
+
+
+def _alerts_in(value: Any) -> list[Any]:
+    """``{stamp=text;}`` as a list of directory Alerts."""
+    from dynamail.admin import AdminError
+    from dynamail.directory import Alert, BadSetting
+    from dynamail.directory.model import parse_stamp
+
+    out = []
+    for stamp, text in value.items():
+        if not isinstance(text, str):
+            raise AdminError("bad_request", "alert texts must be strings")
+        try:
+            when = parse_stamp(stamp if not isinstance(stamp, bytes) else stamp.decode())
+        except BadSetting as exc:
+            raise AdminError("bad_request", str(exc)) from None
+        out.append(Alert(when, text))
+    return out
+
+
+# -- handlers ----------------------------------------------------------------
+# Each takes (admin, actor, args, ctx) and returns the answer data (None: OK).
+
+_NAME = Arg("name")
+_DOMAIN = Arg("domain")
+_OPT_DOMAIN = Arg("domain", optional=True)
+_ACCOUNT = Arg("account")
+_DICT = Arg("settings", Kind.DICT)
+_OPT_DICT = Arg("settings", Kind.DICT, optional=True)
+
+
+async def _list_domains(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return [d.name for d in await a.list_domains(who)]
+
+
+async def _main_domain(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.main_domain_name(who)
+
+
+async def _create_domain(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.create_domain(who, x["name"], shared=x.get("shared", False),
+                          settings=to_admin(x.get("settings")) or None)
+
+
+async def _delete_domain(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.delete_domain(who, x["name"], force=x.get("force", False))
+
+
+async def _get_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_domain_settings(who, x.get("domain") or who.domain)
+
+
+async def _update_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.update_domain_settings(who, x["domain"], to_admin(x["settings"]))
+
+
+async def _set_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_domain_settings(who, x["domain"], to_admin(x["settings"]))
+
+
+async def _get_domain_effective(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_domain_effective_settings(who, x.get("domain") or who.domain)
+
+
+async def _get_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_account_defaults(who, x.get("domain") or who.domain)
+
+
+async def _update_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.update_account_defaults(who, x.get("domain") or who.domain, to_admin(x["settings"]))
+
+
+async def _set_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_defaults(who, x.get("domain") or who.domain, to_admin(x["settings"]))
+
+
+def _scoped(get: str, update: str, set_: str) -> tuple[Handler, Handler, Handler]:
+    """GET/UPDATE/SET handlers of a dictionary without a name argument
+    (server-wide and cluster-wide defaults and prefs)."""
+
+    async def do_get(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        return await _ADMIN_CALLS[get](a, who)
+
+    async def do_update(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await _ADMIN_CALLS[update](a, who, to_admin(x["settings"]))
+
+    async def do_set(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await _ADMIN_CALLS[set_](a, who, to_admin(x["settings"]))
+
+    return do_get, do_update, do_set
+
+
+# The Admin operations behind the name-less dictionaries, spelled out (no
+# getattr): each entry calls exactly one Admin method.
+_ADMIN_CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
+    "get_server_account_defaults": lambda a, w: a.get_server_account_defaults(w),
+    "update_server_account_defaults": lambda a, w, s: a.update_server_account_defaults(w, s),
+    "set_server_account_defaults": lambda a, w, s: a.set_server_account_defaults(w, s),
+    "get_cluster_account_defaults": lambda a, w: a.get_cluster_account_defaults(w),
+    "update_cluster_account_defaults": lambda a, w, s: a.update_cluster_account_defaults(w, s),
+    "set_cluster_account_defaults": lambda a, w, s: a.set_cluster_account_defaults(w, s),
+    "get_cluster_domain_defaults": lambda a, w: a.get_cluster_domain_defaults(w),
+    "update_cluster_domain_defaults": lambda a, w, s: a.update_cluster_domain_defaults(w, s),
+    "set_cluster_domain_defaults": lambda a, w, s: a.set_cluster_domain_defaults(w, s),
+    "get_server_domain_defaults": lambda a, w: a.get_server_domain_defaults(w),
+    "update_server_domain_defaults": lambda a, w, s: a.update_server_domain_defaults(w, s),
+    "set_server_domain_defaults": lambda a, w, s: a.set_server_domain_defaults(w, s),
+    "get_cluster_account_prefs": lambda a, w: a.get_cluster_account_prefs(w),
+    "update_cluster_account_prefs": lambda a, w, s: a.update_cluster_account_prefs(w, s),
+    "set_cluster_account_prefs": lambda a, w, s: a.set_cluster_account_prefs(w, s),
+}
+
+
+async def _create_account(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    kind = x.get("type")
+    if kind is not None and kind.upper() not in ACCOUNT_TYPES:
+        from dynamail.admin import AdminError
+
+        raise AdminError("bad_request", f"unknown account type {kind!r}")
+    settings = dict(to_admin(x.get("settings") or {}))
+    password = settings.pop("Password", None)
+    if password is not None and not isinstance(password, str):
+        from dynamail.admin import AdminError
+
+        raise AdminError("bad_request", "Password must be a string")
+    await a.create_account(who, x["account"], password=password, settings=settings or None)
+
+
+async def _rename_account(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.rename_account(who, x["account"], x["new"])
+
+
+async def _delete_account(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.delete_account(who, x["account"])
+
+
+async def _list_accounts(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    names = await a.list_accounts(who, x.get("domain"))
+    return {n: "macnt" for n in names}
+
+
+async def _get_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_account_settings(who, x["account"])
+
+
+async def _update_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.update_account_settings(who, x["account"], to_admin(x["settings"]))
+
+
+async def _set_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_settings(who, x["account"], to_admin(x["settings"]))
+
+
+async def _get_account_effective(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_account_effective_settings(who, x["account"])
+
+
+async def _set_password(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_password(who, x["account"], x["password"])
+
+
+async def _verify_password(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    ok = await a.verify_account_password(who, x["account"], x["password"])
+    if not ok:
+        from dynamail.admin import AdminError
+
+        raise AdminError("forbidden", "incorrect password")
+
+
+async def _get_rights(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return sorted(await a.get_account_rights(who, x["account"]))
+
+
+async def _set_rights(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_rights(who, x["account"], [str(r) for r in to_admin(x["rights"])])
+
+
+def _alert_handlers(kind: str) -> dict[str, Handler]:
+    """GET/SET/POST/REMOVE handlers for server, cluster, domain or account alerts."""
+
+    def scope(x: dict[str, Any], who: AccountRef) -> Any:
+        if kind == "domain":
+            return ("domain", x.get("target") or who.domain)
+        if kind == "account":
+            return ("account", x["target"])
+        return kind
+
+    async def get(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        return _alerts_answer(await a.get_alerts(who, scope(x, who)))
+
+    async def set_(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await a.set_alerts(who, scope(x, who), _alerts_in(x["alerts"]))
+
+    async def post(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await a.post_alert(who, scope(x, who), x["text"])
+
+    async def remove(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await a.remove_alert(who, scope(x, who), x["stamp"])
+
+    return {"get": get, "set": set_, "post": post, "remove": remove}
+
+
+async def _get_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_account_prefs(who, x["account"])
+
+
+async def _update_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.update_account_prefs(who, x["account"], to_admin(x["settings"]))
+
+
+async def _set_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_prefs(who, x["account"], to_admin(x["settings"]))
+
+
+async def _list_mailboxes(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    listing = await a.list_mailboxes(who, x["account"])
+    out: dict[str, Any] = {}
+    for m in listing:
+        info: dict[str, Any] = {}
+        if m.special_use:
+            info["SpecialUse"] = m.special_use
+        if m.subscribed:
+            info["Subscribed"] = "YES"
+        out[m.name] = info
+    return out
+
+
+async def _create_mailbox(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.create_mailbox(who, x["account"], x["mailbox"])
+
+
+async def _delete_mailbox(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.delete_mailbox(who, x["account"], x["mailbox"])
+
+
+async def _rename_mailbox(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.rename_mailbox(who, x["account"], x["mailbox"], x["new"])
+
+
+async def _get_version(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.version(who)
+
+
+async def _get_controller(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_current_controller(who)
+
+
+# -- the table -----------------------------------------------------------------
+
+
+def _build() -> dict[str, CommandSpec]:
+    specs: list[CommandSpec] = []
+
+    def add(name: str, args: tuple[Arg, ...], handler: Handler, method: str,
+            logged: bool = False, summary: str = "") -> None:
+        specs.append(CommandSpec(name, args, handler, method, logged, summary))
+
+    add("LISTDOMAINS", (), _list_domains, "list_domains", summary="names of the visible domains")
+    add("MAINDOMAINNAME", (), _main_domain, "main_domain_name", summary="the Main Domain name")
+    add("CREATEDOMAIN", (_NAME, Arg("shared", Kind.KEYWORD, optional=True, word="SHARED"), _OPT_DICT),
+        _create_domain, "create_domain", True, "create a (shared) domain")
+    add("DELETEDOMAIN", (_NAME, Arg("force", Kind.KEYWORD, optional=True, word="FORCE")),
+        _delete_domain, "delete_domain", True, "delete a domain (FORCE: with its accounts)")
+    add("GETDOMAINSETTINGS", (_OPT_DOMAIN,), _get_domain_settings, "get_domain_settings")
+    add("UPDATEDOMAINSETTINGS", (_DOMAIN, _DICT), _update_domain_settings, "update_domain_settings", True)
+    add("SETDOMAINSETTINGS", (_DOMAIN, _DICT), _set_domain_settings, "set_domain_settings", True)
+    add("GETDOMAINEFFECTIVESETTINGS", (_OPT_DOMAIN,), _get_domain_effective,
+        "get_domain_effective_settings")
+    add("GETACCOUNTDEFAULTS", (_OPT_DOMAIN,), _get_account_defaults, "get_account_defaults")
+    add("UPDATEACCOUNTDEFAULTS", (_OPT_DOMAIN, _DICT), _update_account_defaults,
+        "update_account_defaults", True)
+    add("SETACCOUNTDEFAULTS", (_OPT_DOMAIN, _DICT), _set_account_defaults, "set_account_defaults", True)
+    for prefix, what in (
+        ("SERVERACCOUNTDEFAULTS", "server_account_defaults"),
+        ("CLUSTERACCOUNTDEFAULTS", "cluster_account_defaults"),
+        ("CLUSTERDOMAINDEFAULTS", "cluster_domain_defaults"),
+        ("DOMAINDEFAULTS", "server_domain_defaults"),
+        ("CLUSTERACCOUNTPREFS", "cluster_account_prefs"),
+    ):
+        g, u, s = _scoped(f"get_{what}", f"update_{what}", f"set_{what}")
+        add("GET" + prefix, (), g, f"get_{what}")
+        add("UPDATE" + prefix, (_DICT,), u, f"update_{what}", True)
+        add("SET" + prefix, (_DICT,), s, f"set_{what}", True)
+    add("CREATEACCOUNT", (_ACCOUNT, Arg("type", optional=True), _OPT_DICT), _create_account,
+        "create_account", True, "create an account; the dictionary may carry Password")
+    add("RENAMEACCOUNT", (_ACCOUNT, Arg("new", after=("INTO",))), _rename_account,
+        "rename_account", True)
+    add("DELETEACCOUNT", (_ACCOUNT,), _delete_account, "delete_account", True)
+    add("LISTACCOUNTS", (_OPT_DOMAIN,), _list_accounts, "list_accounts")
+    add("GETACCOUNTSETTINGS", (_ACCOUNT,), _get_account_settings, "get_account_settings")
+    add("UPDATEACCOUNTSETTINGS", (_ACCOUNT, _DICT), _update_account_settings,
+        "update_account_settings", True)
+    add("SETACCOUNTSETTINGS", (_ACCOUNT, _DICT), _set_account_settings, "set_account_settings", True)
+    add("GETACCOUNTEFFECTIVESETTINGS", (_ACCOUNT,), _get_account_effective,
+        "get_account_effective_settings")
+    add("SETACCOUNTPASSWORD", (_ACCOUNT, Arg("password", after=("PASSWORD", "TO"))), _set_password,
+        "set_account_password", True)
+    add("VERIFYACCOUNTPASSWORD", (_ACCOUNT, Arg("password", after=("PASSWORD",))), _verify_password,
+        "verify_account_password")
+    add("GETACCOUNTRIGHTS", (_ACCOUNT,), _get_rights, "get_account_rights")
+    add("SETACCOUNTRIGHTS", (_ACCOUNT, Arg("rights", Kind.ARRAY)), _set_rights,
+        "set_account_rights", True)
+    for kind, word, target in (
+        ("server", "SERVER", ()),
+        ("cluster", "CLUSTER", ()),
+        ("domain", "DOMAIN", (Arg("target", optional=True),)),
+        ("account", "ACCOUNT", (Arg("target"),)),
+    ):
+        h = _alert_handlers(kind)
+        required_target = (Arg("target"),) if kind in ("domain", "account") else ()
+        add(f"GET{word}ALERTS", target, h["get"], "get_alerts")
+        add(f"SET{word}ALERTS", (*target, Arg("alerts", Kind.DICT)), h["set"], "set_alerts", True)
+        add(f"POST{word}ALERT", (*required_target, Arg("text")), h["post"], "post_alert", True)
+        add(f"REMOVE{word}ALERT", (*required_target, Arg("stamp")), h["remove"], "remove_alert", True)
+    add("GETACCOUNTPREFS", (_ACCOUNT,), _get_prefs, "get_account_prefs")
+    add("UPDATEACCOUNTPREFS", (_ACCOUNT, _DICT), _update_prefs, "update_account_prefs", True)
+    add("SETACCOUNTPREFS", (_ACCOUNT, _DICT), _set_prefs, "set_account_prefs", True)
+    add("LISTMAILBOXES", (_ACCOUNT,), _list_mailboxes, "list_mailboxes")
+    add("CREATEMAILBOX", (_ACCOUNT, Arg("mailbox")), _create_mailbox, "create_mailbox", True)
+    add("DELETEMAILBOX", (_ACCOUNT, Arg("mailbox")), _delete_mailbox, "delete_mailbox", True)
+    add("RENAMEMAILBOX", (_ACCOUNT, Arg("mailbox"), Arg("new", after=("INTO",))), _rename_mailbox,
+        "rename_mailbox", True)
+    add("GETVERSION", (), _get_version, "version", summary="server version")
+    add("GETCURRENTCONTROLLER", (), _get_controller, "get_current_controller")
+    return {s.name: s for s in specs}
+
+
+REGISTRY: dict[str, CommandSpec] = _build()
+
+
+async def run_command(ctx: ServerContext, action: Execute) -> Any:
+    """Run one parsed command through the Admin layer."""
+    admin = ctx.admin
+    if admin is None and action.command.admin_method:
+        from dynamail.admin import AdminError
+
+        raise AdminError("unavailable", "administration is not available")
+    return await action.command.handler(admin, action.actor, action.args, ctx)

@@ -1,0 +1,366 @@
+"""Start-up, running and shutdown of one server process.
+
+``build_context`` assembles the services every adapter is handed (directory,
+authenticator, admin operations, mail store behind the account locator,
+delivery, metrics, listeners, TLS) and performs the first-start work: the
+base directory, the settings file, the Main Domain, ``postmaster`` with the
+Master right and, when no password was given, ``postmaster.password``
+(mode 0600).  ``run`` then opens the listener of every protocol module that
+exists (a protocol not built is simply not opened), joins the cluster when
+configured, and serves until SIGTERM/SIGINT (clean shutdown: stop accepting,
+give sessions a grace period, close stores) while SIGHUP reloads settings.
+
+Ports below 1024 need root: that is checked before anything is bound, so a
+non-root user gets one clear line naming ``--port-offset`` instead of a
+traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+from dynamail import __version__
+from dynamail.durable import atomic_write, make_dirs
+from dynamail.metrics import Metrics
+from dynamail.net import Listeners, ListenerSpec, TlsMode
+from dynamail.net.tls import ensure_self_signed, server_context
+from dynamail.server import config as config_mod
+from dynamail.server.config import ServerConfig
+from dynamail.server.context import ServerContext
+
+log = logging.getLogger("dynamail.server")
+
+# Protocol modules whose ``listeners(ctx)`` the server opens, in this order.
+ADAPTER_MODULES = (
+    "dynamail.smtp.adapter",
+    "dynamail.imap.adapter",
+    "dynamail.pop3.adapter",
+    "dynamail.cliproto.adapter",
+)
+HTTP_MODULE = "dynamail.http.app"
+CLUSTER_MODULE = "dynamail.cluster.member"
+PASSWORD_FILE = "postmaster.password"
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line for the operator."""
+
+
+def _optional_module(name: str) -> Any | None:
+    """Import a protocol module, or None when it is not built yet.
+
+    A module that exists but fails to import is logged as an error and
+    skipped, so one broken protocol does not take the others down with it.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            return None
+        log.error("%s cannot be loaded; its listeners are not opened", name, exc_info=True)
+        return None
+    except Exception:
+        log.error("%s cannot be loaded; its listeners are not opened", name, exc_info=True)
+        return None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def check_privileged_ports(cfg: ServerConfig, names: list[str] | None = None) -> None:
+    """Refuse ports below 1024 for a non-root user before binding anything."""
+    if os.name != "posix" or os.geteuid() == 0:
+        return
+    wanted = names if names is not None else list(cfg.ports)
+    low = sorted((cfg.port(n), n) for n in wanted if n in cfg.ports and 0 < cfg.port(n) < 1024)
+    if low:
+        port, name = low[0]
+        raise StartupError(
+            f"port {port} ({name}) needs root; run as root or use --port-offset N "
+            f"(for example --port-offset 10000) so every port is 1024 or above"
+        )
+
+
+def _first_start_password(cfg: ServerConfig, directory: Any) -> str | None:
+    """Create postmaster when missing; write a generated password to the file."""
+    password = directory.ensure_postmaster(cfg.postmaster_password)
+    if password is not None and cfg.postmaster_password is None:
+        path = cfg.base / PASSWORD_FILE
+        atomic_write(path, (password + "\n").encode("utf-8"), mode=0o600)
+        os.chmod(path, 0o600)
+        log.info("postmaster password written to %s", path)
+    return password
+
+
+def _tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    cert, key = cfg.cert_paths()
+    if not (cfg.tls.cert and cfg.tls.key):
+        ensure_self_signed(cert, key, cfg.main_domain)
+    try:
+        return server_context(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
+
+
+def build_context(cfg: ServerConfig) -> ServerContext:
+    """Create (on first start) and open everything the adapters need."""
+    from dynamail.cluster.locator import StandaloneLocator
+    from dynamail.directory import Directory
+
+    make_dirs(cfg.base)
+    first = config_mod.first_start_settings(cfg)
+    shared = cfg.shared_base
+    if cfg.cluster.shared_base:
+        make_dirs(shared)
+    elif not shared.exists():
+        make_dirs(shared)
+    directory = Directory(cfg.base, main_domain=cfg.main_domain, shared_base=shared)
+    _first_start_password(cfg, directory)
+    if first:
+        log.info("first start: base %s, Main Domain %s", cfg.base, cfg.main_domain)
+
+    metrics = Metrics()
+    auth = _make_auth(directory, metrics)
+    mailstore = _make_mailstore(cfg)
+    locator: Any = None
+    if mailstore is not None:
+        locator = StandaloneLocator(
+            mailstore, directory.account_mail_path, idle_release=cfg.limits.account_idle_release
+        )
+    admin = _make_admin(directory, auth, locator)
+    tls = _tls_context(cfg)
+    listeners = Listeners(cfg.listen, cfg.port_offset, tls)
+    ctx = ServerContext(
+        config=cfg,
+        hostname=cfg.main_domain,
+        directory=directory,
+        auth=auth,
+        admin=admin,
+        accounts=locator,
+        delivery=None,  # type: ignore[arg-type]  # set below once built
+        metrics=metrics,
+        listeners=listeners,
+        tls=tls,
+    )
+    ctx.extras["mailstore"] = mailstore
+    ctx.extras["version"] = __version__
+    ctx.delivery = _make_delivery(ctx)
+    return ctx
+
+
+def _make_auth(directory: Any, metrics: Metrics) -> Any:
+    from dynamail.auth import Authenticator
+
+    return Authenticator(directory, metrics=metrics)
+
+
+def _make_admin(directory: Any, auth: Any, locator: Any) -> Any:
+    from dynamail.admin import Admin
+
+    return Admin(directory, auth, accounts=locator)
+
+
+def _make_mailstore(cfg: ServerConfig) -> Any:
+    mod = _optional_module("dynamail.storage")
+    if mod is None or not hasattr(mod, "FileMailStore"):
+        log.warning("dynamail.storage.FileMailStore is not built: mail storage unavailable")
+        return None
+    return mod.FileMailStore()
+
+
+def _make_delivery(ctx: ServerContext) -> Any:
+    mod = _optional_module("dynamail.delivery")
+    if mod is None or not hasattr(mod, "Delivery") or ctx.accounts is None:
+        return None
+    return mod.Delivery(ctx.directory, ctx.accounts, ctx.metrics)
+
+
+def collect_listeners(ctx: ServerContext) -> list[ListenerSpec]:
+    """Listener specs of every protocol module that exists, with configured ports."""
+    cfg = ctx.config
+    specs: list[ListenerSpec] = []
+    for name in ADAPTER_MODULES:
+        mod = _optional_module(name)
+        if mod is None or not hasattr(mod, "listeners"):
+            log.info("%s not built; its listeners are not opened", name)
+            continue
+        try:
+            module_specs = list(mod.listeners(ctx))
+        except Exception:
+            log.error("%s failed to describe its listeners; not opened", name, exc_info=True)
+            continue
+        for spec in module_specs:
+            port = cfg.ports.get(spec.name, spec.port)
+            limits = cfg.limits
+            spec = dataclasses.replace(
+                spec,
+                port=port,
+                max_connections=min(spec.max_connections, limits.max_connections),
+                max_per_address=min(spec.max_per_address, limits.max_per_address),
+            )
+            if spec.tls is TlsMode.IMPLICIT and ctx.tls is None:
+                log.warning("%s needs TLS and no certificate is loaded; not opened", spec.name)
+                continue
+            specs.append(spec)
+    return specs
+
+
+class Server:
+    """One running server: its context, listeners, HTTP app and cluster member."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        self.ctx: ServerContext | None = None
+        self.http: Any = None
+        self.member: Any = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> ServerContext:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        ctx = await loop.run_in_executor(None, build_context, cfg)
+        self.ctx = ctx
+        specs = collect_listeners(ctx)
+        http_mod = _optional_module(HTTP_MODULE)
+        names = [s.name for s in specs] + (["http", "https"] if http_mod is not None else [])
+        if cfg.clustered:
+            names.append("cluster")
+        check_privileged_ports(cfg, names)
+        try:
+            for spec in specs:
+                await ctx.listeners.start(spec)
+            if http_mod is not None and hasattr(http_mod, "start"):
+                self.http = await http_mod.start(ctx)
+            if cfg.clustered:
+                member_mod = _optional_module(CLUSTER_MODULE)
+                if member_mod is None or not hasattr(member_mod, "attach"):
+                    raise StartupError(
+                        f"cluster role {cfg.cluster.role!r} requested but the cluster "
+                        f"layer ({CLUSTER_MODULE}) is not available in this build"
+                    )
+                self.member = await member_mod.attach(ctx)
+        except PermissionError as exc:
+            await self.close()
+            raise StartupError(
+                f"permission denied binding a port ({exc.strerror}); "
+                f"use --port-offset N so every port is 1024 or above"
+            ) from None
+        except OSError as exc:
+            await self.close()
+            raise StartupError(f"cannot listen on {cfg.listen}: {exc.strerror or exc}") from None
+        log.info(
+            "dynamail %s serving %s on %s (port offset %d, role %s)",
+            __version__, cfg.main_domain, cfg.listen, cfg.port_offset, cfg.cluster.role,
+        )
+        return ctx
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the settings file and drop cached directory data."""
+        ctx = self.ctx
+        if ctx is None:
+            return
+        try:
+            fresh = config_mod.load(
+                self.cfg.base,
+                config_file=self.cfg.config_file,
+                overrides={
+                    "listen": self.cfg.listen,
+                    "port_offset": self.cfg.port_offset,
+                    "role": self.cfg.cluster.role,
+                    "shared_base": self.cfg.cluster.shared_base or None,
+                },
+            )
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, keeping the running settings: %s", exc)
+            return
+        # Values that take effect without rebinding: limits, smtp, logging.
+        self.cfg.limits = fresh.limits
+        self.cfg.smtp = fresh.smtp
+        self.cfg.log_level = fresh.log_level
+        logging.getLogger().setLevel(fresh.log_level)
+        ctx.directory.reload()
+        if ctx.auth is not None and hasattr(ctx.auth, "reload"):
+            ctx.auth.reload()
+        log.info("settings reloaded")
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def close(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        log.info("shutting down")
+        await ctx.listeners.close(grace=self.cfg.limits.shutdown_grace)
+        if self.http is not None:
+            with contextlib.suppress(Exception):
+                await self.http.close()
+            self.http = None
+        if self.member is not None and hasattr(self.member, "close"):
+            with contextlib.suppress(Exception):
+                await self.member.close()
+            self.member = None
+        if ctx.accounts is not None:
+            with contextlib.suppress(Exception):
+                await ctx.accounts.close()
+        store = ctx.extras.get("mailstore")
+        if store is not None and hasattr(store, "close"):
+            with contextlib.suppress(Exception):
+                res = store.close()
+                if asyncio.iscoroutine(res):
+                    await res
+        self.ctx = None
+        log.info("stopped")
+
+
+async def serve(cfg: ServerConfig, *, ready: Any = None) -> None:
+    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+    server = Server(cfg)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    if ready is not None:
+        ready(server)
+    try:
+        await server.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await server.close()
+
+
+def run(cfg: ServerConfig) -> None:
+    """Blocking entry point: asyncio (uvloop when installed)."""
+    setup_logging(cfg.log_level)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(serve(cfg))
+        return
+    uvloop.run(serve(cfg))
+
+
+def read_password_file(base: Path) -> str | None:
+    path = Path(base) / PASSWORD_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return None

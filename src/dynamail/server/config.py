@@ -1,0 +1,303 @@
+"""Server configuration: ``<base>/Settings/server.toml`` merged with the command line.
+
+Precedence, lowest first: built-in defaults, the settings file, command-line
+options.  The file is TOML; unknown keys are refused with an error naming the
+key (a typo must not silently leave a default in force).  Only what the first
+start decides (the Main Domain name, generated certificate paths) is written
+back to the file; command-line options are never persisted, so a test or a
+local cluster can run the same base directory with different offsets.
+
+Every key is documented in ``docs/configuration.md``; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from dynamail.durable import atomic_write, make_dirs
+
+SETTINGS_DIR = "Settings"
+SETTINGS_FILE = "server.toml"
+
+DEFAULT_PORTS: dict[str, int] = {
+    "smtp": 25,
+    "submission": 587,
+    "smtps": 465,
+    "imap": 143,
+    "imaps": 993,
+    "pop3": 110,
+    "pop3s": 995,
+    "cli": 106,
+    "http": 8010,
+    "https": 9010,
+    "cluster": 7070,
+}
+
+ROLES = ("standalone", "backend", "frontend")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """The settings file or an option is invalid; the message names the key."""
+
+
+@dataclass
+class LimitsConfig:
+    max_connections: int = 60000  # per listener
+    max_per_address: int = 1000  # per listener and client address
+    idle_timeout: float = 1800.0  # seconds; IMAP/POP3/SMTP sessions
+    cli_idle_timeout: float = 300.0  # seconds; admin CLI sessions
+    login_timeout: float = 60.0  # seconds to log in after the greeting
+    shutdown_grace: float = 5.0  # seconds running sessions get on SIGTERM
+    account_idle_release: float = 300.0  # close an unused account after this
+
+
+@dataclass
+class ClusterConfig:
+    role: str = "standalone"  # "standalone" | "backend" | "frontend"
+    backends: list[str] = field(default_factory=list)  # addresses (host or host:port)
+    frontends: list[str] = field(default_factory=list)
+    secret_file: str = ""  # default: <shared_base>/cluster.secret
+    shared_base: str = ""  # default: <base>/SharedDomains
+    name: str = ""  # member name; default: the listen address
+    heartbeat_interval: float = 0.5  # seconds between member heartbeats
+    lease_seconds: float = 2.0  # account-grant and Controller lease length
+    lease_margin: float = 0.5  # safety margin subtracted by lease holders
+    connect_timeout: float = 1.0  # seconds for one member-to-member connect
+    load_report_interval: float = 1.0  # seconds between load reports
+
+
+@dataclass
+class SmtpConfig:
+    relay_host: str = ""  # send all remote mail through host[:port]; "" = direct MX
+    mx: dict[str, str] = field(default_factory=dict)  # static MX map: domain -> host[:port]
+    max_message_size: int = 50 * 1024 * 1024
+    queue_retry_seconds: float = 300.0
+    queue_expire_seconds: float = 5 * 24 * 3600.0
+
+
+@dataclass
+class TlsConfig:
+    cert: str = ""  # PEM certificate chain; "" = self-signed in Settings/
+    key: str = ""  # PEM private key
+
+
+@dataclass
+class ServerConfig:
+    base: Path
+    listen: str = "127.0.0.1"
+    port_offset: int = 0
+    main_domain: str = ""  # "" = the host name (decided on first start)
+    postmaster_password: str | None = None  # first start only; never stored here
+    ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    log_level: str = "INFO"
+    config_file: Path | None = None  # the file read; None = <base>/Settings/server.toml
+
+    # -- derived ---------------------------------------------------------
+    @property
+    def settings_dir(self) -> Path:
+        return self.base / SETTINGS_DIR
+
+    @property
+    def settings_file(self) -> Path:
+        return self.config_file or self.settings_dir / SETTINGS_FILE
+
+    @property
+    def shared_base(self) -> Path:
+        if self.cluster.shared_base:
+            return Path(self.cluster.shared_base)
+        return self.base / "SharedDomains"
+
+    @property
+    def clustered(self) -> bool:
+        return self.cluster.role != "standalone"
+
+    def port(self, name: str) -> int:
+        """The actual port number (standard or configured, plus the offset)."""
+        return self.ports[name] + self.port_offset
+
+    def cert_paths(self) -> tuple[Path, Path]:
+        if self.tls.cert and self.tls.key:
+            return Path(self.tls.cert), Path(self.tls.key)
+        return self.settings_dir / "server.crt", self.settings_dir / "server.key"
+
+    def to_toml(self) -> dict[str, Any]:
+        """The file form (what ``save`` writes): no command-line-only values."""
+        out: dict[str, Any] = {
+            "listen": self.listen,
+            "main_domain": self.main_domain,
+            "log_level": self.log_level,
+            "ports": {k: v for k, v in self.ports.items() if DEFAULT_PORTS.get(k) != v},
+            "tls": dataclasses.asdict(self.tls),
+            "limits": dataclasses.asdict(self.limits),
+            "cluster": dataclasses.asdict(self.cluster),
+            "smtp": dataclasses.asdict(self.smtp),
+        }
+        return out
+
+
+def default_main_domain() -> str:
+    name = socket.getfqdn() or socket.gethostname() or "localhost"
+    name = name.strip().lower().rstrip(".")
+    return name or "localhost"
+
+
+def _section(cls: type[Any], data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{where}.{key}: unknown setting")
+        kwargs[key] = _coerce(value, f.type, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    t = str(typ)
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number")
+        return float(value)
+    if t == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    if t == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return list(value)
+    if t == "dict[str, str]":
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ConfigError(f"{where}: expected a table of strings")
+        return dict(value)
+    raise ConfigError(f"{where}: unsupported setting type {t}")
+
+
+def read_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None) -> ServerConfig:
+    cfg = ServerConfig(base=base, config_file=config_file)
+    sections = {"tls": TlsConfig, "limits": LimitsConfig, "cluster": ClusterConfig, "smtp": SmtpConfig}
+    for key, value in data.items():
+        if key in sections:
+            setattr(cfg, key, _section(sections[key], value, key))
+        elif key == "ports":
+            if not isinstance(value, dict):
+                raise ConfigError("ports: expected a table")
+            for name, port in value.items():
+                if name not in DEFAULT_PORTS:
+                    raise ConfigError(f"ports.{name}: unknown listener")
+                if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+                    raise ConfigError(f"ports.{name}: expected a port number")
+                cfg.ports[name] = port
+        elif key in ("listen", "main_domain", "log_level"):
+            if not isinstance(value, str):
+                raise ConfigError(f"{key}: expected a string")
+            setattr(cfg, key, value)
+        elif key == "port_offset":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError("port_offset: expected an integer")
+            cfg.port_offset = value
+        else:
+            raise ConfigError(f"{key}: unknown setting")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ServerConfig) -> None:
+    if cfg.cluster.role not in ROLES:
+        raise ConfigError(f"cluster.role: must be one of {', '.join(ROLES)}")
+    cfg.log_level = cfg.log_level.upper()
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if not 0 <= cfg.port_offset <= 65535:
+        raise ConfigError("port_offset: must be between 0 and 65535")
+    for name, port in cfg.ports.items():
+        if port + cfg.port_offset > 65535:
+            raise ConfigError(f"ports.{name}: {port} plus the port offset {cfg.port_offset} exceeds 65535")
+    if bool(cfg.tls.cert) != bool(cfg.tls.key):
+        raise ConfigError("tls: give both cert and key, or neither")
+
+
+def load(
+    base: Path,
+    *,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ServerConfig:
+    """Defaults, then the settings file, then ``overrides`` (command-line options).
+
+    ``overrides`` keys: ``listen``, ``port_offset``, ``main_domain``,
+    ``postmaster_password``, ``role``, ``shared_base``, ``log_level``;
+    ``None`` values are ignored.
+    """
+    base = Path(base).absolute()
+    path = config_file or base / SETTINGS_DIR / SETTINGS_FILE
+    cfg = from_dict(base, read_file(path), config_file)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "role":
+            cfg.cluster.role = value
+        elif key == "shared_base":
+            cfg.cluster.shared_base = str(Path(value).absolute())
+        elif key in ("listen", "port_offset", "main_domain", "postmaster_password", "log_level"):
+            setattr(cfg, key, value)
+        else:
+            raise ConfigError(f"{key}: unknown option")
+    validate(cfg)
+    return cfg
+
+
+def save(cfg: ServerConfig) -> None:
+    """Write the file form atomically (used on first start)."""
+    make_dirs(cfg.settings_file.parent)
+    atomic_write(cfg.settings_file, tomli_w.dumps(cfg.to_toml()).encode("utf-8"))
+
+
+def first_start_settings(cfg: ServerConfig) -> bool:
+    """Create the settings file on first start, deciding the Main Domain.
+
+    Returns True when this was the first start (no settings file existed).
+    An existing file's ``main_domain`` wins over the option, so the Main
+    Domain of a server never changes by accident.
+    """
+    if cfg.settings_file.exists():
+        stored = read_file(cfg.settings_file).get("main_domain", "")
+        if isinstance(stored, str) and stored:
+            cfg.main_domain = stored
+        elif not cfg.main_domain:
+            cfg.main_domain = default_main_domain()
+        return False
+    if not cfg.main_domain:
+        cfg.main_domain = default_main_domain()
+    make_dirs(cfg.settings_file.parent)
+    data = {"main_domain": cfg.main_domain}
+    atomic_write(cfg.settings_file, tomli_w.dumps(data).encode("utf-8"))
+    return True
