@@ -39,7 +39,7 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class _Sentinel:
+class Sentinel:
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -47,8 +47,8 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
-PAUSED = _Sentinel("PAUSED")
+NEED_DATA = Sentinel("NEED_DATA")
+PAUSED = Sentinel("PAUSED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,7 @@ class Pop3Server:
         return caps
 
     # -- events -----------------------------------------------------------------
-    def next_event(self) -> Event | _Sentinel:
+    def next_event(self) -> Event | Sentinel:
         if self._pending is not None:
             return PAUSED
         if self.state is State.CLOSED:

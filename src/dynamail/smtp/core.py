@@ -51,7 +51,7 @@ class Mode(enum.Enum):
     SUBMISSION = "submission"  # 587/465: AUTH required, may relay
 
 
-class _Sentinel:
+class Sentinel:
     def __init__(self, name: str) -> None:
         self.name = name
 
@@ -59,8 +59,8 @@ class _Sentinel:
         return self.name
 
 
-NEED_DATA = _Sentinel("NEED_DATA")
-PAUSED = _Sentinel("PAUSED")
+NEED_DATA = Sentinel("NEED_DATA")
+PAUSED = Sentinel("PAUSED")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +242,7 @@ class SmtpServer:
         return caps
 
     # -- events -------------------------------------------------------------
-    def next_event(self) -> Event | _Sentinel:
+    def next_event(self) -> Event | Sentinel:
         if self._pending is not None:
             return PAUSED
         if self._end_due:
@@ -300,7 +300,7 @@ class SmtpServer:
         self.state = State.CLOSED
         return Closing(reply)
 
-    def _command(self, raw: bytes) -> Event | _Sentinel:
+    def _command(self, raw: bytes) -> Event | Sentinel:
         line_bytes = raw.rstrip(b"\r\n")
         try:
             line = line_bytes.decode("utf-8")
@@ -325,7 +325,7 @@ class SmtpServer:
         ev = cmd.handler(self, arg)
         return self.next_event() if ev is None else ev
 
-    def _fail(self, reply: Reply) -> Event | _Sentinel:
+    def _fail(self, reply: Reply) -> Event | Sentinel:
         self._reply(reply)
         ev = self._junk()
         return ev if ev is not None else self.next_event()
@@ -477,7 +477,7 @@ class SmtpServer:
             last = True
         return int(parts[0]), last
 
-    def _bdat_refused(self, arg: str, reply: Reply) -> Event | _Sentinel:
+    def _bdat_refused(self, arg: str, reply: Reply) -> Event | Sentinel:
         parsed = self._parse_bdat(arg)
         if parsed is None:
             return self._fail(Reply(501, "5.5.4", "Syntax: BDAT size [LAST]"))
@@ -589,7 +589,7 @@ class SmtpServer:
         self._reply(Reply(334, "", "" if mech == "PLAIN" else "VXNlcm5hbWU6"))
         return None
 
-    def _sasl_response(self, raw: bytes) -> Event | _Sentinel:
+    def _sasl_response(self, raw: bytes) -> Event | Sentinel:
         text = raw.rstrip(b"\r\n").decode("ascii", "replace")
         ev = self._sasl_step_input(text)
         return self.next_event() if ev is None else ev
@@ -656,7 +656,7 @@ class SmtpServer:
             return b""
         return data
 
-    def _data_event(self) -> Event | _Sentinel:
+    def _data_event(self) -> Event | Sentinel:
         assert self._unstuffer is not None
         if not self._in:
             if self._eof:
@@ -693,7 +693,7 @@ class SmtpServer:
         self._pending = "message"
         return MessageComplete(self._size)
 
-    def _chunk_event(self) -> Event | _Sentinel:
+    def _chunk_event(self) -> Event | Sentinel:
         if self._chunk_left > 0:
             if not self._in:
                 if self._eof:
