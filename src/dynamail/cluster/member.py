@@ -44,7 +44,7 @@ from typing import Any
 
 from dynamail import __version__
 from dynamail.accounts import AccountRef
-from dynamail.cluster import limits, wire
+from dynamail.cluster import image, limits, wire
 from dynamail.cluster.controller import Controller, Refusal, Role, RolesChanged
 from dynamail.cluster.election import ControllerRecord, ElectionStore, Observer, Tenure
 from dynamail.cluster.locator import AccountUnavailable, Relay
@@ -56,6 +56,7 @@ from dynamail.durable import fsync_dir
 log = logging.getLogger("dynamail.cluster")
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
+MAILBOX_OPS_SET = image.MAILBOX_OPS
 CUT_FILE = "cluster.cut"  # fault injection: while it exists, every cluster connection is cut
 
 
@@ -537,8 +538,7 @@ class ClusterMember:
         if isinstance(msg, wire.Deliver):
             return await self._deliver_here(msg)
         if isinstance(msg, wire.AdminCall):
-            return wire.AdminResult(msg.id, False, None, "unsupported",
-                                    f"{msg.operation} is not routed by this member")
+            return await self._admin_call(msg)
         rid = getattr(msg, "id", 0)
         return wire.Error(rid if isinstance(rid, int) else 0, "bad-request", type(msg).__name__)
 
@@ -785,6 +785,84 @@ class ClusterMember:
         except Exception:
             inv(None)
 
+    async def _admin_call(self, msg: wire.AdminCall) -> wire.Message:
+        kind, _, op = msg.operation.partition(":")
+        try:
+            if kind == "directory" and op in image.DIRECTORY_OPS:
+                if not self.is_controller():
+                    return wire.AdminResult(msg.id, False, None, "AccountUnavailable",
+                                            "not the controller")
+                args, kwargs = image.unpack_value(msg.args[0])
+                value = await self._run_directory_op(op, args, kwargs)
+            elif kind == "mailbox" and op in MAILBOX_OPS_SET:
+                key, args = msg.args[0], image.unpack_value(list(msg.args[1:]))
+                domain, _, name = str(key).partition("/")
+                async with self.locator.use(AccountRef(domain, name, True), relay_ok=False) as p:
+                    assert not isinstance(p, Relay)
+                    value = await getattr(p.store, op)(*args)
+            else:
+                return wire.AdminResult(msg.id, False, None, "BadRequest",
+                                        f"{msg.operation} is not a routed operation")
+        except Exception as exc:
+            code = image.error_code(exc)
+            if code == "AdminError":
+                code = f"AdminError:{getattr(exc, 'code', 'unavailable')}"
+            return wire.AdminResult(msg.id, False, None, code, str(exc))
+        return wire.AdminResult(msg.id, True, image.pack_value(value), "", "")
+
+    async def _run_directory_op(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        directory = self.ctx.directory
+        value = await asyncio.to_thread(getattr(directory, op), *args, **kwargs)
+        self.changed("directory", "")
+        return value
+
+    async def forward_directory_op(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Admin seam: run a shared-data mutation on the Controller."""
+        if op not in image.DIRECTORY_OPS:
+            raise ValueError(f"{op} is not a shared-data operation")
+        deadline = time.monotonic() + 2 * self.s.lease + 2.0
+        while True:
+            if self.is_controller():
+                return await self._run_directory_op(op, list(args), dict(kwargs))
+            peer = await self.peer_to(self.controller_name)
+            if peer is not None:
+                call = wire.AdminCall(peer.next_id(), f"directory:{op}", "",
+                                      (image.pack_value([list(args), dict(kwargs)]),))
+                reply = await peer.request(call, timeout=30.0)
+                if isinstance(reply, wire.AdminResult):
+                    if reply.ok:
+                        self._apply_change(wire.Changed("directory", "", self.name))
+                        return image.unpack_value(reply.value)
+                    if reply.code != "AccountUnavailable" or reply.text != "not the controller":
+                        raise image.rebuild_error(reply.code, reply.text)
+            if time.monotonic() > deadline:
+                raise AccountUnavailable("no controller reachable for a shared-data operation")
+            await asyncio.sleep(0.05)
+
+    async def forward_mailbox_op(self, placement: Relay, op: str, args: tuple[Any, ...]) -> Any:
+        """Admin seam: run a mailbox operation on the account's owner."""
+        if op not in MAILBOX_OPS_SET:
+            raise ValueError(f"{op} is not a routed mailbox operation")
+        self._learn(placement.member, (placement.host, placement.port_offset,
+                                       self.s.ports.get("cluster", 7070) + placement.port_offset))
+        peer = await self.peer_to(placement.member)
+        if peer is None:
+            raise AccountUnavailable(f"owner {placement.member} not reachable")
+        call = wire.AdminCall(peer.next_id(), f"mailbox:{op}", "",
+                              (account_key(placement.ref), *image.pack_value(list(args))))
+        reply = await peer.request(call, timeout=30.0)
+        if isinstance(reply, wire.AdminResult) and reply.ok:
+            return image.unpack_value(reply.value)
+        if isinstance(reply, wire.AdminResult):
+            raise image.rebuild_error(reply.code, reply.text)
+        raise AccountUnavailable("unexpected reply from the owner")
+
+    def current_controller(self) -> str:
+        return self.controller_name
+
+    async def members_status(self) -> list[dict[str, Any]]:
+        return list((await self.status())["members"])
+
     # -- information for Admin, API and the launcher -------------------------------------
     async def status(self) -> dict[str, Any]:
         """``{"controller", "backup", "members": [...]}`` as SPEC section 6 shows."""
@@ -831,6 +909,12 @@ async def attach(ctx: Any) -> ClusterMember:
     await member.start()
     ctx.cluster = member
     ctx.accounts = member.locator
+    admin = getattr(ctx, "admin", None)
+    if admin is not None:
+        if hasattr(admin, "accounts"):
+            admin.accounts = member.locator
+        if hasattr(admin, "cluster"):
+            admin.cluster = member
     delivery = getattr(ctx, "delivery", None)
     if delivery is not None:
         if hasattr(delivery, "accounts"):
