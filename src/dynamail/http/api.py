@@ -1,0 +1,429 @@
+"""The JSON API under ``/api/v1/``: every operation of the admin CLI.
+
+Each handler is one call into ``dynamail.admin.Admin`` — the single
+implementation of every administrative operation and its rights check —
+with the acting account first.  Nothing here decides who may do what; the
+handlers only translate HTTP (path, query, JSON body) into those calls and
+their results back into JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dynamail import names
+from dynamail.accounts import AccountRef
+from dynamail.http import views
+from dynamail.http.errors import ApiError
+from dynamail.http.identity import check_password
+from dynamail.http.keys import SESSIONS
+from dynamail.http.limits import DEFAULT_PAGE, MAX_ALERT, MAX_OFFSET, MAX_PAGE, MAX_PASSWORD
+from dynamail.http.routes import Call, Query, Registry
+from dynamail.http.schema import Body, Bool, Settings, SettingsBody, Str, StrList
+
+api = Registry()
+route = api.add
+
+D = "/domains/{domain}"
+A = D + "/accounts/{account}"
+
+SETTINGS = SettingsBody(description="a settings dictionary")
+ALERT = Body({"text": Str("the alert's text", required=True, max_length=MAX_ALERT)})
+PASSWORD = Body({"password": Str("the password", required=True, max_length=MAX_PASSWORD)})
+FORCE = (Query("force", "boolean", "delete even when not empty", False),)
+
+
+def _ok(**extra: Any) -> dict[str, Any]:
+    return {"ok": True, **extra}
+
+
+# ---- session and server ---
+
+ANONYMOUS = AccountRef("", "")  # the actor of the two routes that need no authentication
+
+
+@route(
+    "POST", "/session", "Log in: returns a session token for Authorization: Bearer", "session",
+    auth=False, status=201,
+    body=Body({
+        "user": Str("account address (or name in the Main Domain)", required=True, max_length=320),
+        "password": Str("password", required=True, max_length=MAX_PASSWORD),
+    }),
+)
+async def create_session(call: Call) -> Any:
+    ref = await check_password(call.ctx, call.body["user"], call.body["password"], call.request.remote)
+    session = call.request.app[SESSIONS].create(ref)
+    return {"token": session.token, "account": ref.address, "csrf": session.csrf}
+
+
+@route("DELETE", "/session", "Log out: forget the session token", "session", auth=False, status=204)
+async def delete_session(call: Call) -> Any:
+    header = call.request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError("unauthorized", "send the session token as Authorization: Bearer")
+    call.request.app[SESSIONS].drop(token.strip())
+
+
+@route("GET", "/session", "The account this request is authenticated as, and its rights", "session")
+async def get_session(call: Call) -> Any:
+    rights = await call.admin.get_account_rights(call.actor, call.actor.address)
+    return {"account": call.actor.address, "domain": call.actor.domain, "rights": rights}
+
+
+@route("GET", "/version", "Server version", "server")
+async def get_version(call: Call) -> Any:
+    return {"version": await call.admin.version(call.actor)}
+
+
+@route("GET", "/maindomain", "The Main Domain's name", "server")
+async def get_main_domain(call: Call) -> Any:
+    return {"name": await call.admin.main_domain_name(call.actor)}
+
+
+@route("GET", "/monitors", "Live counters: sessions per protocol, deliveries, queue size", "server")
+async def get_monitors(call: Call) -> Any:
+    return await views.monitors(call.ctx, call.actor)
+
+
+# ---- domains ----------------------------------------------------------------------
+
+
+@route("GET", "/domains", "List domains (shared ones marked)", "domains")
+async def list_domains(call: Call) -> Any:
+    return {"domains": await views.domains(call.ctx, call.actor)}
+
+
+@route(
+    "POST", "/domains", "Create a domain (shared: a cluster-wide domain)", "domains", status=201,
+    body=Body({
+        "name": Str("domain name", required=True, max_length=253),
+        "shared": Bool("create a shared (cluster) domain"),
+        "settings": Settings(),
+    }),
+)
+async def create_domain(call: Call) -> Any:
+    b = call.body
+    name = names.domain_name(b["name"])
+    await call.admin.create_domain(call.actor, name, shared=b.get("shared", False), settings=b.get("settings") or {})
+    return await views.domain(call.ctx, call.actor, name)
+
+
+@route("GET", D, "A domain: name, shared, settings, account count", "domains")
+async def get_domain(call: Call) -> Any:
+    return await views.domain(call.ctx, call.actor, call.domain)
+
+
+@route("DELETE", D, "Delete a domain (force: with its accounts)", "domains", query=FORCE, status=204)
+async def delete_domain(call: Call) -> Any:
+    await call.admin.delete_domain(call.actor, call.domain, force=call.query["force"])
+
+
+@route("PATCH", D, "Update a domain's settings (same as PATCH .../settings)", "domains", body=SETTINGS)
+async def patch_domain(call: Call) -> Any:
+    await call.admin.update_domain_settings(call.actor, call.domain, call.body)
+    return await views.domain(call.ctx, call.actor, call.domain)
+
+
+@route("PUT", D, "Replace a domain's settings (same as PUT .../settings)", "domains", body=SETTINGS)
+async def put_domain(call: Call) -> Any:
+    await call.admin.set_domain_settings(call.actor, call.domain, call.body)
+    return await views.domain(call.ctx, call.actor, call.domain)
+
+
+@route("GET", D + "/settings", "A domain's own settings", "domains")
+async def get_domain_settings(call: Call) -> Any:
+    return await call.admin.get_domain_settings(call.actor, call.domain)
+
+
+@route("PATCH", D + "/settings", "Update some of a domain's settings", "domains", body=SETTINGS)
+async def update_domain_settings(call: Call) -> Any:
+    await call.admin.update_domain_settings(call.actor, call.domain, call.body)
+    return await call.admin.get_domain_settings(call.actor, call.domain)
+
+
+@route("PUT", D + "/settings", "Replace a domain's settings", "domains", body=SETTINGS)
+async def set_domain_settings(call: Call) -> Any:
+    await call.admin.set_domain_settings(call.actor, call.domain, call.body)
+    return await call.admin.get_domain_settings(call.actor, call.domain)
+
+
+@route("GET", D + "/settings/effective", "A domain's effective settings (with inherited values)", "domains")
+async def get_domain_effective_settings(call: Call) -> Any:
+    return await call.admin.get_domain_effective_settings(call.actor, call.domain)
+
+
+@route("GET", D + "/account-defaults", "The domain's Default Account Settings", "domains")
+async def get_account_defaults(call: Call) -> Any:
+    return await call.admin.get_account_defaults(call.actor, call.domain)
+
+
+@route("PATCH", D + "/account-defaults", "Update the domain's Default Account Settings", "domains", body=SETTINGS)
+async def update_account_defaults(call: Call) -> Any:
+    await call.admin.update_account_defaults(call.actor, call.domain, call.body)
+    return await call.admin.get_account_defaults(call.actor, call.domain)
+
+
+@route("PUT", D + "/account-defaults", "Replace the domain's Default Account Settings", "domains", body=SETTINGS)
+async def set_account_defaults(call: Call) -> Any:
+    await call.admin.set_account_defaults(call.actor, call.domain, call.body)
+    return await call.admin.get_account_defaults(call.actor, call.domain)
+
+
+# ---- accounts ---------------------------------------------------------------------
+
+
+@route(
+    "GET", D + "/accounts", "List a domain's accounts (by name, paged)", "accounts",
+    query=(
+        Query("prefix", "string", "only names starting with this", ""),
+        Query("offset", "integer", "skip this many names", 0, 0, MAX_OFFSET),
+        Query("limit", "integer", "at most this many names", DEFAULT_PAGE, 1, MAX_PAGE),
+    ),
+)
+async def list_accounts(call: Call) -> Any:
+    q = call.query
+    names, total = await views.accounts_page(
+        call.ctx, call.actor, call.domain, prefix=q["prefix"].lower(), offset=q["offset"], limit=q["limit"]
+    )
+    return {"accounts": names, "total": total, "offset": q["offset"], "limit": q["limit"]}
+
+
+@route(
+    "POST", D + "/accounts", "Create an account", "accounts", status=201,
+    body=Body({
+        "name": Str("account name", required=True, max_length=64),
+        "password": Str("initial password", max_length=MAX_PASSWORD),
+        "settings": Settings(),
+    }),
+)
+async def create_account(call: Call) -> Any:
+    b = call.body
+    address = f"{names.account_name(b['name'])}@{call.domain}"
+    await call.admin.create_account(
+        call.actor, address, settings=b.get("settings") or {}, password=b.get("password")
+    )
+    return await views.account(call.ctx, call.actor, address)
+
+
+@route("GET", A, "An account: address, settings", "accounts")
+async def get_account(call: Call) -> Any:
+    return await views.account(call.ctx, call.actor, call.account)
+
+
+@route("PATCH", A, "Update some of an account's settings", "accounts", body=SETTINGS)
+async def patch_account(call: Call) -> Any:
+    await call.admin.update_account_settings(call.actor, call.account, call.body)
+    return await views.account(call.ctx, call.actor, call.account)
+
+
+@route("PUT", A, "Replace an account's settings", "accounts", body=SETTINGS)
+async def put_account(call: Call) -> Any:
+    await call.admin.set_account_settings(call.actor, call.account, call.body)
+    return await views.account(call.ctx, call.actor, call.account)
+
+
+@route("DELETE", A, "Delete an account and its mail", "accounts", status=204)
+async def delete_account(call: Call) -> Any:
+    await call.admin.delete_account(call.actor, call.account)
+    call.request.app[SESSIONS].drop_account_address(call.account)
+
+
+@route(
+    "POST", A + "/rename", "Rename an account (new name, or name@domain)", "accounts",
+    body=Body({"new_name": Str("new name or address", required=True, max_length=320)}),
+)
+async def rename_account(call: Call) -> Any:
+    new = call.body["new_name"]
+    if "@" not in new:
+        new = f"{new}@{call.domain}"
+    local, _, dom = new.partition("@")
+    new = f"{names.account_name(local)}@{names.domain_name(dom)}"
+    await call.admin.rename_account(call.actor, call.account, new)
+    call.request.app[SESSIONS].drop_account_address(call.account)
+    return await views.account(call.ctx, call.actor, new)
+
+
+@route("PUT", A + "/password", "Set an account's password", "accounts", body=PASSWORD)
+async def set_account_password(call: Call) -> Any:
+    await call.admin.set_account_password(call.actor, call.account, call.body["password"])
+    return _ok()
+
+
+@route("POST", A + "/password/verify", "Check a password against an account's", "accounts", body=PASSWORD)
+async def verify_account_password(call: Call) -> Any:
+    ok = await call.admin.verify_account_password(call.actor, call.account, call.body["password"])
+    return {"valid": bool(ok)}
+
+
+@route("GET", A + "/settings", "An account's own settings", "accounts")
+async def get_account_settings(call: Call) -> Any:
+    return await call.admin.get_account_settings(call.actor, call.account)
+
+
+@route("PATCH", A + "/settings", "Update some of an account's settings", "accounts", body=SETTINGS)
+async def update_account_settings(call: Call) -> Any:
+    await call.admin.update_account_settings(call.actor, call.account, call.body)
+    return await call.admin.get_account_settings(call.actor, call.account)
+
+
+@route("PUT", A + "/settings", "Replace an account's settings", "accounts", body=SETTINGS)
+async def set_account_settings(call: Call) -> Any:
+    await call.admin.set_account_settings(call.actor, call.account, call.body)
+    return await call.admin.get_account_settings(call.actor, call.account)
+
+
+@route("GET", A + "/settings/effective", "An account's effective settings", "accounts")
+async def get_account_effective_settings(call: Call) -> Any:
+    return await call.admin.get_account_effective_settings(call.actor, call.account)
+
+
+@route("GET", A + "/prefs", "An account's WebUser preferences", "accounts")
+async def get_account_prefs(call: Call) -> Any:
+    return await call.admin.get_account_prefs(call.actor, call.account)
+
+
+@route("PATCH", A + "/prefs", "Update some WebUser preferences", "accounts", body=SETTINGS)
+async def update_account_prefs(call: Call) -> Any:
+    await call.admin.update_account_prefs(call.actor, call.account, call.body)
+    return await call.admin.get_account_prefs(call.actor, call.account)
+
+
+@route("PUT", A + "/prefs", "Replace the WebUser preferences", "accounts", body=SETTINGS)
+async def set_account_prefs(call: Call) -> Any:
+    await call.admin.set_account_prefs(call.actor, call.account, call.body)
+    return await call.admin.get_account_prefs(call.actor, call.account)
+
+
+@route("GET", A + "/rights", "An account's administrator rights", "accounts")
+async def get_account_rights(call: Call) -> Any:
+    return {"rights": await call.admin.get_account_rights(call.actor, call.account)}
+
+
+@route(
+    "PUT", A + "/rights", "Set an account's administrator rights", "accounts",
+    body=Body({"rights": StrList("rights, e.g. Master, Settings, CanControlCluster", required=True)}),
+)
+async def set_account_rights(call: Call) -> Any:
+    await call.admin.set_account_rights(call.actor, call.account, call.body["rights"])
+    return {"rights": await call.admin.get_account_rights(call.actor, call.account)}
+
+
+# ---- mailboxes --------------------------------------------------------------------
+
+
+@route("GET", A + "/mailboxes", "List an account's mailboxes", "mailboxes")
+async def list_mailboxes(call: Call) -> Any:
+    return {"mailboxes": [views.mailbox_json(m) for m in await call.admin.list_mailboxes(call.actor, call.account)]}
+
+
+@route(
+    "POST", A + "/mailboxes", "Create a mailbox", "mailboxes", status=201,
+    body=Body({"name": Str("mailbox name, / separated", required=True, max_length=1000)}),
+)
+async def create_mailbox(call: Call) -> Any:
+    name = names.mailbox_name(call.body["name"])
+    await call.admin.create_mailbox(call.actor, call.account, name)
+    return {"name": name}
+
+
+@route("DELETE", A + "/mailboxes/{mailbox:.+}", "Delete a mailbox", "mailboxes", status=204)
+async def delete_mailbox(call: Call) -> Any:
+    await call.admin.delete_mailbox(call.actor, call.account, call.path["mailbox"])
+
+
+# ---- alerts -----------------------------------------------------------------------
+
+
+def _alert_routes(scope: str, prefix: str, tag: str) -> None:
+    """GET/POST/DELETE alerts for one scope (server, cluster, domain, account)."""
+
+    def where(call: Call) -> Any:
+        if scope == "domain":
+            return ("domain", call.domain)
+        if scope == "account":
+            return ("account", call.account)
+        return scope
+
+    async def get_alerts(call: Call) -> Any:
+        return {"alerts": views.alerts_json(await call.admin.get_alerts(call.actor, where(call)))}
+
+    async def post_alert(call: Call) -> Any:
+        posted = await call.admin.post_alert(call.actor, where(call), call.body["text"])
+        alerts = views.alerts_json(await call.admin.get_alerts(call.actor, where(call)))
+        return {"posted": views.alert_json(posted), "alerts": alerts}
+
+    async def remove_alert(call: Call) -> Any:
+        await call.admin.remove_alert(call.actor, where(call), call.path["alert"])
+
+    get_alerts.__name__ = f"get_{scope}_alerts"
+    post_alert.__name__ = f"post_{scope}_alert"
+    remove_alert.__name__ = f"remove_{scope}_alert"
+    route("GET", prefix + "/alerts", f"List {scope} alerts", tag)(get_alerts)
+    route("POST", prefix + "/alerts", f"Post a {scope} alert", tag, body=ALERT, status=201)(post_alert)
+    route("DELETE", prefix + "/alerts/{alert}", f"Remove a {scope} alert (by its time stamp)", tag,
+          status=204)(remove_alert)
+
+
+_alert_routes("server", "/server", "server")
+_alert_routes("cluster", "/cluster", "cluster")
+_alert_routes("domain", D, "domains")
+_alert_routes("account", A, "accounts")
+
+
+# ---- server-wide and cluster-wide defaults -----------------------------------------
+
+
+def _defaults_routes(method_stem: str, path: str, what: str, tag: str) -> None:
+    """GET/PATCH/PUT of one defaults dictionary (GET/UPDATE/SET... in the CLI)."""
+
+    async def get_(call: Call) -> Any:
+        return await getattr(call.admin, f"get_{method_stem}")(call.actor)
+
+    async def update_(call: Call) -> Any:
+        await getattr(call.admin, f"update_{method_stem}")(call.actor, call.body)
+        return await getattr(call.admin, f"get_{method_stem}")(call.actor)
+
+    async def set_(call: Call) -> Any:
+        await getattr(call.admin, f"set_{method_stem}")(call.actor, call.body)
+        return await getattr(call.admin, f"get_{method_stem}")(call.actor)
+
+    get_.__name__ = f"get_{method_stem}"
+    update_.__name__ = f"update_{method_stem}"
+    set_.__name__ = f"set_{method_stem}"
+    route("GET", path, f"The {what}", tag)(get_)
+    route("PATCH", path, f"Update the {what}", tag, body=SETTINGS)(update_)
+    route("PUT", path, f"Replace the {what}", tag, body=SETTINGS)(set_)
+
+
+_defaults_routes("server_account_defaults", "/server/account-defaults", "server-wide Default Account Settings", "server")
+_defaults_routes("server_domain_defaults", "/server/domain-defaults", "server-wide Default Domain Settings", "server")
+_defaults_routes("server_account_prefs", "/server/account-prefs", "server-wide Default WebUser Preferences", "server")
+_defaults_routes("cluster_account_defaults", "/cluster/account-defaults", "cluster-wide Default Account Settings", "cluster")
+_defaults_routes("cluster_domain_defaults", "/cluster/domain-defaults", "cluster-wide Default Domain Settings", "cluster")
+_defaults_routes("cluster_account_prefs", "/cluster/account-prefs", "cluster-wide Default WebUser Preferences", "cluster")
+
+
+# ---- cluster ----------------------------------------------------------------------
+
+
+@route("GET", "/cluster", "Cluster status: Controller, Backup, every member with role, ready state, load", "cluster")
+async def get_cluster_status(call: Call) -> Any:
+    return await views.cluster_status(call.ctx, call.actor)
+
+
+@route("GET", "/cluster/controller", "The current Cluster Controller", "cluster")
+async def get_current_controller(call: Call) -> Any:
+    return {"controller": await call.admin.get_current_controller(call.actor)}
+
+
+@route("POST", "/cluster/members/{member}/ready", "Make a member Ready (Can Control Cluster)", "cluster")
+async def make_ready(call: Call) -> Any:
+    await call.admin.set_ready(call.actor, call.path["member"], True)
+    return _ok(member=call.path["member"], ready=True)
+
+
+@route("POST", "/cluster/members/{member}/nonready", "Make a member Non-Ready (Can Control Cluster)", "cluster")
+async def make_nonready(call: Call) -> Any:
+    await call.admin.set_ready(call.actor, call.path["member"], False)
+    return _ok(member=call.path["member"], ready=False)

@@ -1,0 +1,211 @@
+"""The HTTP admin port: JSON API, WebAdmin pages, /metrics and /health.
+
+``build_app(ctx)`` assembles one aiohttp application; ``start(ctx)`` serves
+it on the configured HTTP port (8010 + offset) and, when the server has a
+TLS context, on the HTTPS port (9010 + offset), both on the listen address.
+Requests are bounded (``client_max_size``); every failure under ``/api/``
+is a JSON error with a stable code; every response carries headers that
+keep pages out of frames and scripts out of other origins.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from dynamail import __version__
+from dynamail.http import webadmin
+from dynamail.http.api import ANONYMOUS, api
+from dynamail.http.errors import ApiError, error_response
+from dynamail.http.identity import identify
+from dynamail.http.keys import CTX, LIFECYCLE, SESSIONS, Lifecycle
+from dynamail.http.limits import MAX_BODY
+from dynamail.http.openapi import build_document
+from dynamail.http.routes import Call, Route, check_path, check_query, read_json, run_handler
+from dynamail.http.sessions import SessionStore
+from dynamail.server.context import ServerContext
+
+log = logging.getLogger(__name__)
+
+HTTP_PORT = 8010
+HTTPS_PORT = 9010
+
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+}
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith("/api/")
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        headers = {"WWW-Authenticate": 'Basic realm="dynamail", charset="UTF-8"'} if exc.code == "unauthorized" else None
+        if _is_api(request):
+            response = error_response(exc.code, exc.message, headers)
+        else:
+            response = webadmin.error_page(request, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not _is_api(request):
+            if exc.status >= 400 and exc.status != 405:
+                response = webadmin.error_page(request, exc.status, exc.reason)
+            else:
+                raise
+        else:
+            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
+            message = "no such route" if exc.status == 404 else exc.reason
+            if exc.status == 413:
+                message = f"the request body is larger than {MAX_BODY} bytes"
+            response = error_response(code, message)
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        if _is_api(request):
+            response = error_response("internal", "internal error")
+        else:
+            response = webadmin.error_page(request, 500, "internal error")
+    for key, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    if _is_api(request) or request.path.startswith("/admin"):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def _api_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CTX]
+        actor = ANONYMOUS
+        if route.auth:
+            actor = (await identify(request, ctx, request.app[SESSIONS])).ref
+        path = check_path(dict(request.match_info))
+        query = check_query(route, request)
+        body: dict[str, Any] = {}
+        if route.body is not None:
+            data = await read_json(request)
+            if data is None:
+                raise ApiError("bad_request", "a JSON body is required")
+            body = route.body.check(data)
+        call = Call(ctx=ctx, actor=actor, path=path, query=query, body=body, request=request)
+        return await run_handler(route, call)
+
+    handle.__name__ = route.operation_id
+    return handle
+
+
+def member_ready(ctx: ServerContext) -> bool:
+    cluster = ctx.cluster
+    if cluster is None:
+        return True
+    ready = getattr(cluster, "ready", True)
+    return bool(ready() if callable(ready) else ready)
+
+
+async def health(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    stopping = request.app[LIFECYCLE].stopping or bool(ctx.extras.get("stopping"))
+    ready = member_ready(ctx)
+    status = "stopping" if stopping else ("ok" if ready else "nonready")
+    body = {
+        "status": status,
+        "ready": ready,
+        "member": str(getattr(ctx.cluster, "name", None) or ctx.hostname),
+        "version": __version__,
+    }
+    return web.Response(
+        status=200 if status == "ok" else 503, text=json.dumps(body), content_type="application/json"
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    data = request.app[CTX].metrics.render()
+    return web.Response(body=data, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(text=json.dumps(build_document(api), indent=1), content_type="application/json")
+
+
+def build_app(ctx: ServerContext) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
+    app[CTX] = ctx
+    app[SESSIONS] = SessionStore()
+    app[LIFECYCLE] = Lifecycle()
+    app.router.add_get("/health", health, allow_head=True)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/openapi.json", openapi)
+    for route in api.routes:
+        app.router.add_route(route.method, route.full_path, _api_handler(route), name=route.operation_id)
+    webadmin.setup(app)
+    return app
+
+
+def _port(ctx: ServerContext, name: str, standard: int) -> int:
+    cfg: Any = ctx.config
+    port_of = getattr(cfg, "port", None)
+    if callable(port_of):
+        return int(port_of(name))
+    ports = getattr(cfg, "ports", None)
+    if isinstance(ports, dict) and name in ports:
+        return int(ports[name])
+    return standard + int(getattr(cfg, "port_offset", 0) or 0)
+
+
+def _listen(ctx: ServerContext) -> str:
+    return str(getattr(ctx.config, "listen", None) or "127.0.0.1")
+
+
+@dataclass
+class HttpServer:
+    """The running HTTP admin port(s); ``close()`` stops them."""
+
+    app: web.Application
+    runner: web.AppRunner
+    addresses: list[tuple[str, str, int]] = field(default_factory=list)  # (scheme, host, port)
+
+    def url(self, scheme: str = "http") -> str:
+        for s, host, port in self.addresses:
+            if s == scheme:
+                return f"{s}://{host}:{port}"
+        raise LookupError(scheme)
+
+    async def close(self) -> None:
+        self.app[LIFECYCLE].stopping = True
+        await self.runner.cleanup()
+
+
+async def start(ctx: ServerContext) -> HttpServer:
+    app = build_app(ctx)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    await runner.setup()
+    server = HttpServer(app=app, runner=runner)
+    host = _listen(ctx)
+    try:
+        plans: list[tuple[str, int, Any]] = [("http", _port(ctx, "http", HTTP_PORT), None)]
+        if ctx.tls is not None:
+            plans.append(("https", _port(ctx, "https", HTTPS_PORT), ctx.tls))
+        for scheme, port, tls in plans:
+            site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+            await site.start()
+            known = len(server.addresses)
+            bound = int(runner.addresses[known][1]) if len(runner.addresses) > known else port
+            server.addresses.append((scheme, host, bound))
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return server

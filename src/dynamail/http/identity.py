@@ -1,0 +1,74 @@
+"""Who is calling: HTTP Basic, a Bearer session token, or a session cookie.
+
+Credentials go through ``ctx.auth.authenticate(..., protocol="http")`` —
+the same checks, credentials cache and failed-login throttling as every
+other protocol.  A cookie-authenticated request that changes anything must
+carry the session's CSRF token (header ``X-CSRF-Token``), so a foreign page
+cannot use a browser's cookie to call the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from dynamail.accounts import AccountRef
+from dynamail.http.errors import ApiError
+from dynamail.http.limits import MAX_PASSWORD
+from dynamail.http.sessions import COOKIE, Session, SessionStore, same
+from dynamail.server.context import ServerContext
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_HEADER = "X-CSRF-Token"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    ref: AccountRef
+    session: Session | None  # None for HTTP Basic
+
+
+async def check_password(ctx: ServerContext, login: str, password: str, remote: str | None) -> AccountRef:
+    """Authenticate ``login``/``password`` or raise ApiError(unauthorized)."""
+    if not login or len(login) > 320 or len(password) > MAX_PASSWORD:
+        raise ApiError("unauthorized", "wrong user name or password")
+    result = await ctx.auth.authenticate(login, password, protocol="http", remote=remote or "")
+    if not getattr(result, "ok", False) or getattr(result, "ref", None) is None:
+        reason = str(getattr(result, "reason", "") or "")
+        if reason in ("throttled", "disabled", "access_denied"):
+            raise ApiError("unauthorized", f"login refused ({reason})")
+        raise ApiError("unauthorized", "wrong user name or password")
+    ref = result.ref
+    assert isinstance(ref, AccountRef)
+    return ref
+
+
+async def identify(request: web.Request, ctx: ServerContext, sessions: SessionStore) -> Caller:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ApiError("unauthorized", "malformed Basic credentials") from None
+        login, sep, password = decoded.partition(":")
+        if not sep:
+            raise ApiError("unauthorized", "malformed Basic credentials")
+        return Caller(await check_password(ctx, login, password, request.remote), None)
+    if scheme == "bearer":
+        session = sessions.get(value.strip())
+        if session is None:
+            raise ApiError("unauthorized", "the session token is unknown or expired")
+        return Caller(session.ref, session)
+    if header:
+        raise ApiError("unauthorized", "use HTTP Basic or a Bearer session token")
+    session = sessions.get(request.cookies.get(COOKIE))
+    if session is not None:
+        if request.method not in SAFE_METHODS and not same(request.headers.get(CSRF_HEADER), session.csrf):
+            raise ApiError("csrf", "missing or wrong CSRF token")
+        return Caller(session.ref, session)
+    raise ApiError("unauthorized", "authentication required")

@@ -1,0 +1,463 @@
+"""The JSON API: every route, rights refusals, bad input, sessions."""
+
+from __future__ import annotations
+
+import json
+import re
+from types import SimpleNamespace
+from typing import Any
+
+from http_support import PM, basic, client_for
+
+from dynamail.http.api import api
+from dynamail.http.keys import LIFECYCLE
+from dynamail.http.limits import MAX_BODY
+from dynamail.server.context import ServerContext
+
+V1 = "/api/v1"
+
+
+async def _json(resp: Any, status: int) -> Any:
+    text = await resp.text()
+    assert resp.status == status, f"{resp.method} {resp.url}: {resp.status} {text}"
+    return json.loads(text) if text else None
+
+
+async def _error(resp: Any, status: int, code: str) -> str:
+    body = await _json(resp, status)
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return str(body["error"]["message"])
+
+
+# ---- unauthenticated routes ------------------------------------------------------------
+
+
+async def test_health_serving_nonready_and_stopping(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        body = await _json(await client.get("/health"), 200)
+        assert body["status"] == "ok" and body["ready"] is True
+        ctx.cluster = SimpleNamespace(ready=False, name="backend-1")
+        body = await _json(await client.get("/health"), 503)
+        assert body == {"status": "nonready", "ready": False, "member": "backend-1", "version": body["version"]}
+        ctx.cluster = None
+        client.app[LIFECYCLE].stopping = True
+        assert (await _json(await client.get("/health"), 503))["status"] == "stopping"
+
+
+async def test_metrics_are_prometheus_text(ctx: ServerContext) -> None:
+    ctx.metrics.sessions_total.labels(protocol="imap").inc(3)
+    async with client_for(ctx) as client:
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        assert 'dynamail_sessions_total{protocol="imap"} 3.0' in await resp.text()
+
+
+async def test_api_needs_authentication(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        resp = await client.get(V1 + "/domains")
+        await _error(resp, 401, "unauthorized")
+        assert resp.headers["WWW-Authenticate"].startswith("Basic")
+        await _error(await client.get(V1 + "/domains", headers=basic("postmaster@main.test", "wrong")), 401, "unauthorized")
+        await _error(await client.get(V1 + "/domains", headers={"Authorization": "Basic !!!"}), 401, "unauthorized")
+        await _error(await client.get(V1 + "/domains", headers={"Authorization": "Bearer nope"}), 401, "unauthorized")
+        await _error(await client.get(V1 + "/domains", headers={"Authorization": "Digest x"}), 401, "unauthorized")
+
+
+async def test_session_tokens(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        await _error(await client.post(V1 + "/session", json={"user": "postmaster", "password": "bad"}), 401, "unauthorized")
+        body = await _json(await client.post(V1 + "/session", json={"user": "postmaster", "password": "pm-secret-1"}), 201)
+        token = body["token"]
+        assert body["account"] == "postmaster@main.test" and len(token) > 30
+        bearer = {"Authorization": f"Bearer {token}"}
+        me = await _json(await client.get(V1 + "/session", headers=bearer), 200)
+        assert me["account"] == "postmaster@main.test" and "Master" in me["rights"]
+        await _json(await client.delete(V1 + "/session", headers=bearer), 204)
+        await _error(await client.get(V1 + "/session", headers=bearer), 401, "unauthorized")
+        await _error(await client.delete(V1 + "/session"), 401, "unauthorized")
+
+
+async def test_server_version_main_domain_monitors(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        assert "dynamail" in (await _json(await client.get(V1 + "/version", headers=PM), 200))["version"]
+        assert (await _json(await client.get(V1 + "/maindomain", headers=PM), 200))["name"] == "main.test"
+        ctx.metrics.sessions.labels(protocol="imap").set(4)
+        ctx.metrics.deliveries.labels(result="ok").inc(7)
+        ctx.metrics.queue_size.set(2)
+        mon = await _json(await client.get(V1 + "/monitors", headers=basic("monitor@main.test")), 200)
+        assert mon["sessions"]["imap"]["open"] == 4
+        assert mon["deliveries"] == 7 and mon["queue_size"] == 2
+        await _error(await client.get(V1 + "/monitors", headers=basic("carol@a.test")), 403, "forbidden")
+
+
+# ---- domains -----------------------------------------------------------------------------
+
+
+async def test_domain_lifecycle(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        listed = await _json(await client.get(V1 + "/domains", headers=PM), 200)
+        names = {d["name"]: d for d in listed["domains"]}
+        assert {"main.test", "a.test", "b.test"} <= set(names)
+        assert names["a.test"]["shared"] is False and names["a.test"]["accounts"] == 2
+
+        created = await _json(await client.post(V1 + "/domains", headers=PM,
+                                                json={"name": "New.Test", "settings": {"RealName": "New"}}), 201)
+        assert created["name"] == "new.test" and created["settings"] == {"RealName": "New"}
+        await _error(await client.post(V1 + "/domains", headers=PM, json={"name": "new.test"}), 409, "exists")
+
+        d = V1 + "/domains/new.test"
+        got = await _json(await client.get(d, headers=PM), 200)
+        assert got["shared"] is False and got["accounts"] == 0
+        patched = await _json(await client.patch(d, headers=PM, json={"MaxAccounts": "10"}), 200)
+        assert patched["settings"] == {"RealName": "New", "MaxAccounts": "10"}
+        put = await _json(await client.put(d, headers=PM, json={"MaxAccounts": "20"}), 200)
+        assert put["settings"] == {"MaxAccounts": "20"}
+        assert await _json(await client.patch(d + "/settings", headers=PM, json={"RealName": "N2"}), 200) == {
+            "MaxAccounts": "20", "RealName": "N2"}
+        assert await _json(await client.put(d + "/settings", headers=PM, json={"RealName": "N3"}), 200) == {"RealName": "N3"}
+        assert await _json(await client.get(d + "/settings", headers=PM), 200) == {"RealName": "N3"}
+        assert await _json(await client.patch(d + "/settings", headers=PM, json={"RealName": "default"}), 200) == {}
+        eff = await _json(await client.get(d + "/settings/effective", headers=PM), 200)
+        assert eff["MaxAccounts"] == "unlimited"
+
+        assert await _json(await client.get(d + "/account-defaults", headers=PM), 200) == {}
+        assert await _json(await client.patch(d + "/account-defaults", headers=PM, json={"MaxAccountSize": "5M"}), 200) == {
+            "MaxAccountSize": "5M"}
+        assert await _json(await client.put(d + "/account-defaults", headers=PM, json={"RealName": "x"}), 200) == {"RealName": "x"}
+
+        await _json(await client.post(d + "/accounts", headers=PM, json={"name": "u1"}), 201)
+        await _error(await client.delete(d, headers=PM), 400, "bad_request")  # not empty
+        await _json(await client.delete(d + "?force=true", headers=PM), 204)
+        await _error(await client.get(d, headers=PM), 404, "not_found")
+        await _error(await client.delete(d, headers=PM), 404, "not_found")
+
+
+async def test_shared_domain_needs_a_cluster_or_lives_in_shared_storage(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        resp = await client.post(V1 + "/domains", headers=PM, json={"name": "s.test", "shared": True})
+        if resp.status == 201:
+            assert (await resp.json())["shared"] is True
+            listed = await _json(await client.get(V1 + "/domains", headers=PM), 200)
+            assert {"name": "s.test", "shared": True, "accounts": 0} in listed["domains"]
+        else:
+            assert resp.status in (400, 409)
+
+
+# ---- accounts ----------------------------------------------------------------------------
+
+
+async def test_account_lifecycle(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        base = V1 + "/domains/a.test/accounts"
+        made = await _json(await client.post(base, headers=PM, json={
+            "name": "Dave", "password": "dave-pw", "settings": {"RealName": "Dave D"}}), 201)
+        assert made == {"address": "dave@a.test", "name": "dave", "domain": "a.test", "settings": {"RealName": "Dave D"}}
+        await _error(await client.post(base, headers=PM, json={"name": "dave"}), 409, "exists")
+        a = base + "/dave"
+        assert (await _json(await client.get(a, headers=PM), 200))["settings"] == {"RealName": "Dave D"}
+        assert (await _json(await client.patch(a, headers=PM, json={"Language": "German"}), 200))["settings"] == {
+            "RealName": "Dave D", "Language": "German"}
+        assert (await _json(await client.put(a, headers=PM, json={"RealName": "D"}), 200))["settings"] == {"RealName": "D"}
+        assert await _json(await client.patch(a + "/settings", headers=PM, json={"MaxAccountSize": "1G"}), 200) == {
+            "RealName": "D", "MaxAccountSize": "1G"}
+        assert await _json(await client.put(a + "/settings", headers=PM, json={"RealName": "E"}), 200) == {"RealName": "E"}
+        assert await _json(await client.get(a + "/settings", headers=PM), 200) == {"RealName": "E"}
+        await _json(await client.patch(V1 + "/domains/a.test/account-defaults", headers=PM, json={"TimeZone": "Europe/Paris"}), 200)
+        eff = await _json(await client.get(a + "/settings/effective", headers=PM), 200)
+        assert eff["RealName"] == "E" and eff["TimeZone"] == "Europe/Paris" and eff["MaxAccountSize"] == "100M"
+
+        assert (await _json(await client.post(a + "/password/verify", headers=PM, json={"password": "dave-pw"}), 200))["valid"]
+        assert await _json(await client.put(a + "/password", headers=PM, json={"password": "new-pw"}), 200) == {"ok": True}
+        assert not (await _json(await client.post(a + "/password/verify", headers=PM, json={"password": "dave-pw"}), 200))["valid"]
+        assert (await _json(await client.get(V1 + "/session", headers=basic("dave@a.test", "new-pw")), 200))["account"] == "dave@a.test"
+
+        assert await _json(await client.get(a + "/prefs", headers=PM), 200) == {}
+        assert await _json(await client.patch(a + "/prefs", headers=PM, json={"SortOrder": "From"}), 200) == {"SortOrder": "From"}
+        assert await _json(await client.put(a + "/prefs", headers=PM, json={"Language": "French"}), 200) == {"Language": "French"}
+
+        assert await _json(await client.get(a + "/rights", headers=PM), 200) == {"rights": []}
+        assert await _json(await client.put(a + "/rights", headers=PM, json={"rights": ["DomainAdmin"]}), 200) == {
+            "rights": ["DomainAdmin"]}
+
+        renamed = await _json(await client.post(a + "/rename", headers=PM, json={"new_name": "david"}), 200)
+        assert renamed["address"] == "david@a.test"
+        await _error(await client.get(a, headers=PM), 404, "not_found")
+        moved = await _json(await client.post(base + "/david/rename", headers=PM, json={"new_name": "david@b.test"}), 200)
+        assert moved["address"] == "david@b.test"
+        await _json(await client.delete(V1 + "/domains/b.test/accounts/david", headers=PM), 204)
+        await _error(await client.get(V1 + "/domains/b.test/accounts/david", headers=PM), 404, "not_found")
+
+
+async def test_account_listing_pages_and_prefix(ctx: ServerContext) -> None:
+    for i in range(30):
+        ctx.directory.create_account("b.test", f"user{i:02d}")
+    async with client_for(ctx) as client:
+        base = V1 + "/domains/b.test/accounts"
+        page = await _json(await client.get(base + "?limit=10&offset=5", headers=PM), 200)
+        assert page["total"] == 31 and page["accounts"][0] == "user04" and len(page["accounts"]) == 10
+        pre = await _json(await client.get(base + "?prefix=USER1&limit=4", headers=PM), 200)
+        assert pre["total"] == 10 and pre["accounts"] == ["user10", "user11", "user12", "user13"]
+        default = await _json(await client.get(base, headers=PM), 200)
+        assert default["limit"] == 100 and len(default["accounts"]) == 31
+        await _error(await client.get(base + "?limit=0", headers=PM), 400, "bad_request")
+        await _error(await client.get(base + "?limit=5000", headers=PM), 400, "bad_request")
+        await _error(await client.get(base + "?offset=-1", headers=PM), 400, "bad_request")
+        await _error(await client.get(base + "?colour=red", headers=PM), 400, "bad_request")
+
+
+# ---- alerts and defaults ------------------------------------------------------------------
+
+
+async def test_alerts_of_every_scope(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        for path in ("/server", "/cluster", "/domains/a.test", "/domains/a.test/accounts/carol"):
+            url = V1 + path + "/alerts"
+            assert await _json(await client.get(url, headers=PM), 200) == {"alerts": []}
+            posted = await _json(await client.post(url, headers=PM, json={"text": f"notice {path}"}), 201)
+            stamp = posted["posted"]["stamp"]
+            assert [a["text"] for a in posted["alerts"]] == [f"notice {path}"]
+            listed = await _json(await client.get(url, headers=PM), 200)
+            assert listed["alerts"][0]["stamp"] == stamp
+            await _json(await client.delete(url + "/" + stamp, headers=PM), 204)
+            await _error(await client.delete(url + "/" + stamp, headers=PM), 404, "not_found")
+            await _error(await client.delete(url + "/not-a-stamp", headers=PM), 400, "bad_request")
+            assert await _json(await client.get(url, headers=PM), 200) == {"alerts": []}
+
+
+async def test_server_and_cluster_defaults(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        for scope in ("server", "cluster"):
+            for kind in ("account-defaults", "domain-defaults", "account-prefs"):
+                url = f"{V1}/{scope}/{kind}"
+                assert await _json(await client.get(url, headers=PM), 200) == {}
+                assert await _json(await client.patch(url, headers=PM, json={"RealName": scope}), 200) == {"RealName": scope}
+                assert await _json(await client.put(url, headers=PM, json={"Language": kind}), 200) == {"Language": kind}
+                assert await _json(await client.patch(url, headers=PM, json={"Language": "default"}), 200) == {}
+        await _json(await client.patch(V1 + "/server/account-defaults", headers=PM, json={"TimeZone": "Asia/Tokyo"}), 200)
+        eff = await _json(await client.get(V1 + "/domains/b.test/accounts/bob/settings/effective", headers=PM), 200)
+        assert eff["TimeZone"] == "Asia/Tokyo"
+
+
+# ---- cluster -------------------------------------------------------------------------------
+
+
+async def test_cluster_routes_standalone(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        status = await _json(await client.get(V1 + "/cluster", headers=PM), 200)
+        assert status["clustered"] is False and len(status["members"]) == 1
+        member = status["members"][0]
+        assert {"name", "role", "ready", "load", "open_accounts", "version"} <= set(member)
+        await _error(await client.get(V1 + "/cluster/controller", headers=PM), 409, "not_cluster")
+        await _error(await client.post(V1 + "/cluster/members/x/ready", headers=PM), 409, "not_cluster")
+        await _error(await client.post(V1 + "/cluster/members/x/nonready", headers=PM), 409, "not_cluster")
+        # without Can Control Cluster: refused before anything else
+        await _error(await client.post(V1 + "/cluster/members/x/nonready", headers=basic("monitor@main.test")), 403, "forbidden")
+        await _error(await client.post(V1 + "/cluster/members/x/ready", headers=basic("alice@a.test")), 403, "forbidden")
+        await _error(await client.get(V1 + "/cluster", headers=basic("carol@a.test")), 403, "forbidden")
+
+
+class _Cluster:
+    """A cluster layer stand-in exposing the hooks Admin looks for."""
+
+    name = "b1"
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.calls: list[tuple[str, bool]] = []
+
+    def current_controller(self) -> str:
+        return "b1"
+
+    def members_status(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "b1", "role": "backend", "ready": self.ready, "load": 3, "open_accounts": 2, "version": "0.1.0"},
+            {"name": "b2", "role": "backend", "ready": True, "load": 1, "open_accounts": 0, "version": "0.1.0", "backup": True},
+            {"name": "f1", "role": "frontend", "ready": True, "load": 0, "open_accounts": 0, "version": "0.1.0"},
+        ]
+
+    async def set_ready(self, member: str, ready: bool) -> None:
+        self.calls.append((member, ready))
+        if member == "b1":
+            self.ready = ready
+
+
+async def test_cluster_ready_state_needs_can_control_cluster(ctx: ServerContext) -> None:
+    cluster = _Cluster()
+    ctx.cluster = cluster
+    ctx.admin.cluster = cluster
+    ctx.directory.create_account("main.test", "operator", password="op-pw")
+    ctx.directory.set_account_rights(ctx.directory.ref("main.test", "operator"), ["CanControlCluster"])
+    op = basic("operator@main.test", "op-pw")
+    async with client_for(ctx) as client:
+        status = await _json(await client.get(V1 + "/cluster", headers=op), 200)
+        assert status["controller"] == "b1" and status["backup"] == "b2"
+        assert [m["name"] for m in status["members"]] == ["b1", "b2", "f1"]
+        assert (await _json(await client.get(V1 + "/cluster/controller", headers=op), 200)) == {"controller": "b1"}
+        await _error(await client.post(V1 + "/cluster/members/b1/nonready", headers=basic("monitor@main.test")), 403, "forbidden")
+        assert cluster.calls == []
+        assert (await _json(await client.post(V1 + "/cluster/members/b1/nonready", headers=op), 200))["ready"] is False
+        assert (await _json(await client.get("/health"), 503))["status"] == "nonready"
+        await _json(await client.post(V1 + "/cluster/members/b1/ready", headers=op), 200)
+        assert cluster.calls == [("b1", False), ("b1", True)]
+        assert (await _json(await client.get("/health"), 200))["ready"] is True
+
+
+# ---- mailboxes -----------------------------------------------------------------------------
+
+
+async def test_mailboxes(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        base = V1 + "/domains/a.test/accounts/carol/mailboxes"
+        if ctx.accounts is None:  # no storage engine in this build: a clean 503
+            await _error(await client.get(base, headers=PM), 503, "unavailable")
+            return
+        made = await _json(await client.post(base, headers=PM, json={"name": "Projects/2026"}), 201)
+        assert made == {"name": "Projects/2026"}
+        names = [m["name"] for m in (await _json(await client.get(base, headers=PM), 200))["mailboxes"]]
+        assert "INBOX" in names and "Projects/2026" in names
+        await _error(await client.post(base, headers=PM, json={"name": "Projects/2026"}), 409, "exists")
+        await _json(await client.delete(base + "/Projects/2026", headers=PM), 204)
+        await _error(await client.post(base, headers=PM, json={"name": "../evil"}), 400, "bad_name")
+
+
+# ---- rights ----------------------------------------------------------------------------------
+
+
+async def test_domain_administrator_is_confined_to_its_domain(ctx: ServerContext) -> None:
+    alice = basic("alice@a.test")
+    async with client_for(ctx) as client:
+        own = await _json(await client.get(V1 + "/domains/a.test/accounts", headers=alice), 200)
+        assert own["accounts"] == ["alice", "carol"]
+        await _json(await client.post(V1 + "/domains/a.test/accounts", headers=alice, json={"name": "erin"}), 201)
+        await _json(await client.patch(V1 + "/domains/a.test/accounts/carol/settings", headers=alice,
+                                       json={"RealName": "Carol"}), 200)
+        await _error(await client.get(V1 + "/domains/b.test/accounts", headers=alice), 403, "forbidden")
+        await _error(await client.post(V1 + "/domains/b.test/accounts", headers=alice, json={"name": "x"}), 403, "forbidden")
+        await _error(await client.get(V1 + "/domains/b.test/accounts/bob", headers=alice), 403, "forbidden")
+        await _error(await client.put(V1 + "/domains/b.test/accounts/bob/password", headers=alice,
+                                      json={"password": "stolen"}), 403, "forbidden")
+        await _error(await client.delete(V1 + "/domains/b.test/accounts/bob", headers=alice), 403, "forbidden")
+        await _error(await client.post(V1 + "/domains/b.test/alerts", headers=alice, json={"text": "x"}), 403, "forbidden")
+        await _error(await client.post(V1 + "/domains", headers=alice, json={"name": "mine.test"}), 403, "forbidden")
+        await _error(await client.patch(V1 + "/server/account-defaults", headers=alice, json={"A": "b"}), 403, "forbidden")
+        await _error(await client.put(V1 + "/domains/a.test/accounts/carol/rights", headers=alice,
+                                      json={"rights": ["Master"]}), 403, "forbidden")
+        listed = await _json(await client.get(V1 + "/domains", headers=alice), 200)
+        assert [d["name"] for d in listed["domains"]] == ["a.test"]
+        # a plain user reads itself, nothing else
+        carol = basic("carol@a.test")
+        await _json(await client.get(V1 + "/domains/a.test/accounts/carol/settings", headers=carol), 200)
+        await _error(await client.get(V1 + "/domains/a.test/accounts/alice/settings", headers=carol), 403, "forbidden")
+        await _error(await client.get(V1 + "/domains", headers=carol), 403, "forbidden")
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+
+
+async def test_oversize_bodies_are_refused(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        huge = json.dumps({"name": "x.test", "settings": {"RealName": "a" * (MAX_BODY + 10)}})
+        resp = await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"}, data=huge)
+        await _error(resp, 413, "too_large")
+        async def chunks() -> Any:  # no Content-Length: the limit still holds
+            for _ in range(MAX_BODY // 1024 + 2):
+                yield b" " * 1024
+        resp = await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"}, data=chunks())
+        await _error(resp, 413, "too_large")
+        assert "x.test" not in [d["name"] for d in (await _json(await client.get(V1 + "/domains", headers=PM), 200))["domains"]]
+
+
+async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
+    bad_bodies: list[tuple[str, str, Any]] = [
+        ("POST", "/domains", {"name": 7}),
+        ("POST", "/domains", {"name": "x.test", "shared": "yes"}),
+        ("POST", "/domains", {"name": "x.test", "settings": ["a"]}),
+        ("POST", "/domains", {"name": "x.test", "colour": "red"}),
+        ("POST", "/domains", {}),
+        ("POST", "/domains", ["x.test"]),
+        ("POST", "/domains/a.test/accounts", {"name": "x", "password": 5}),
+        ("PATCH", "/domains/a.test/settings", {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}),
+        ("PATCH", "/domains/a.test/settings", {"": "x"}),
+        ("PATCH", "/domains/a.test/settings", "RealName"),
+        ("PUT", "/domains/a.test/accounts/carol/rights", {"rights": "Master"}),
+        ("POST", "/server/alerts", {"text": None}),
+        ("POST", "/domains/a.test/accounts/carol/rename", {}),
+    ]
+    async with client_for(ctx) as client:
+        for method, path, body in bad_bodies:
+            await _error(await client.request(method, V1 + path, headers=PM, json=body), 400, "bad_request")
+        await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
+                                       data=b"{not json"), 400, "bad_json")
+        await _error(await client.post(V1 + "/domains", headers=PM), 400, "bad_request")  # no body
+        resp = await client.post(V1 + "/domains", headers={**PM, "Content-Type": "text/plain"}, data=b'{"name":"x.test"}')
+        await _error(resp, 415, "unsupported_media_type")
+
+
+async def test_hostile_names_are_refused(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        for name in ("..", "a/b", "a\\b", "x" * 64 + ".test", "bad name.test", "-x.test", "a..b", "é\u202e.test"):
+            await _error(await client.post(V1 + "/domains", headers=PM, json={"name": name}), 400, "bad_name")
+        for name in ("..", "a/b", "x" * 60 + "@x", ".hidden", "a b", "a\u200bb"):
+            await _error(await client.post(V1 + "/domains/a.test/accounts", headers=PM, json={"name": name}), 400, "bad_name")
+        for body in ({"name": "a\x00b"}, {"name": "x" * 300}):  # refused by the body schema already
+            await _error(await client.post(V1 + "/domains", headers=PM, json=body), 400, "bad_request")
+        for path in ("/domains/%2E%2E/settings", "/domains/a%00b/settings", "/domains/" + "x" * 300,
+                     "/domains/a.test/accounts/..%2Fetc", "/domains/a.test/accounts/a%0Ab",
+                     "/domains/a.test/accounts/carol/alerts/%2E%2E"):
+            resp = await client.get(V1 + path, headers=PM)
+            assert resp.status in (400, 404), path
+            body = await resp.json()
+            assert body["error"]["code"] in ("bad_name", "not_found", "method_not_allowed"), (path, body)
+        await _error(await client.get(V1 + "/domains/a%00b/settings", headers=PM), 400, "bad_name")
+        await _error(await client.get(V1 + "/domains/a.test/accounts/a%0Ab", headers=PM), 400, "bad_name")
+        assert sorted(p.name for p in (ctx.config.base / "Domains").iterdir()) == ["a.test", "b.test", "main.test"]
+
+
+async def test_unknown_routes_and_methods_are_json_errors(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        await _error(await client.get(V1 + "/nothing", headers=PM), 404, "not_found")
+        await _error(await client.patch(V1 + "/domains", headers=PM, json={}), 405, "method_not_allowed")
+
+
+async def test_cookie_session_api_writes_need_the_csrf_header(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        token = (await _json(await client.post(V1 + "/session", json={"user": "postmaster", "password": "pm-secret-1"}), 201))
+        client.session.cookie_jar.update_cookies({"dynamail_session": token["token"]})
+        assert (await _json(await client.get(V1 + "/session"), 200))["account"] == "postmaster@main.test"
+        await _error(await client.post(V1 + "/domains", json={"name": "c.test"}), 403, "csrf")
+        await _error(await client.post(V1 + "/domains", json={"name": "c.test"}, headers={"X-CSRF-Token": "wrong"}), 403, "csrf")
+        await _json(await client.post(V1 + "/domains", json={"name": "c.test"}, headers={"X-CSRF-Token": token["csrf"]}), 201)
+
+
+# ---- every route answers ------------------------------------------------------------------------
+
+_SAMPLE = {"domain": "a.test", "account": "carol", "mailbox": "Nothing", "member": "b9", "alert": "20260101T000000Z"}
+_BODY = {
+    "create_session": {"user": "postmaster", "password": "pm-secret-1"},
+    "create_domain": {"name": "every.test"},
+    "create_account": {"name": "every"},
+    "rename_account": {"new_name": "carol2"},
+    "set_account_rights": {"rights": []},
+    "create_mailbox": {"name": "Every"},
+}
+
+
+async def test_every_route_answers_with_json(ctx: ServerContext) -> None:
+    """Each documented operation is served: a JSON answer (or 204), never a
+    missing route, a wrong method or an internal error."""
+    async with client_for(ctx) as client:
+        for route in sorted(api.routes, key=lambda r: r.method == "DELETE"):
+            path = re.sub(r"\{([a-z_]+)(?::[^}]*)?\}", lambda m: _SAMPLE[m.group(1)], route.full_path)
+            body: Any = None
+            if route.body is not None:
+                body = _BODY.get(route.operation_id, {"text": "hello"} if "alert" in route.operation_id else
+                                 {"password": "x-pw"} if "password" in route.operation_id else {"RealName": "Every"})
+            resp = await client.request(route.method, path, headers=PM, json=body)
+            text = await resp.text()
+            assert resp.status not in (405, 500), (route.method, path, resp.status, text)
+            if resp.status == 404:
+                assert json.loads(text)["error"]["message"] != "no such route", (route.method, path)
+            if resp.status != 204:
+                json.loads(text)
