@@ -17,12 +17,15 @@ that sends faster than we consume cannot grow our memory.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Callable
 from typing import BinaryIO, cast
 
 READ_CHUNK = 65536
 MAX_BUFFER = 256 * 1024
+CLOSE_DRAIN_TIMEOUT = 10.0  # seconds close() waits for unsent output to leave
+SENDFILE_CHUNK = 256 * 1024  # chunk size when the loop cannot sendfile (uvloop)
 
 
 class IdleTimeout(Exception):
@@ -67,9 +70,13 @@ class _Wire(asyncio.Protocol):
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
+        # Keep the transport open (half-close): a client may shut down its
+        # sending side after its last command and still read the answers.
+        # Returning a false value would make asyncio close the transport at
+        # once and drop everything the session writes afterwards.
         self.eof = True
         self._wake()
-        return None
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
@@ -235,8 +242,17 @@ class Connection:
             self._transport.write(data)
 
     async def drain(self) -> None:
-        """Wait until the transport's buffer is below its high-water mark."""
-        await self._wire.drain()
+        """Wait until the transport's buffer is below its high-water mark.
+
+        A client that stops reading cannot hold the session forever: after
+        ``idle_timeout`` seconds without progress the connection is aborted
+        and :class:`IdleTimeout` is raised."""
+        if self._wire.write_paused and not self._wire.lost:
+            try:
+                await asyncio.wait_for(self._wire.drain(), self.idle_timeout)
+            except TimeoutError:
+                self.abort()
+                raise IdleTimeout() from None
         if self._wire.lost:
             self.closed = True
 
@@ -253,8 +269,23 @@ class Connection:
         loop = asyncio.get_running_loop()
         try:
             await loop.sendfile(self._transport, file, offset, count, fallback=True)
+        except NotImplementedError:
+            # uvloop has no loop.sendfile: copy in chunks read off the loop.
+            await self._copy_file(file, offset, count)
         except (ConnectionError, ssl.SSLError):
             self.closed = True
+
+    async def _copy_file(self, file: BinaryIO, offset: int, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        fd = file.fileno()
+        while count > 0 and not self.closed:
+            chunk = await loop.run_in_executor(None, os.pread, fd, min(count, SENDFILE_CHUNK), offset)
+            if not chunk:
+                raise EOFError("file ended before the requested range")
+            self.write(chunk)
+            offset += len(chunk)
+            count -= len(chunk)
+            await self.drain()
 
     # -- TLS and closing -------------------------------------------------
     async def start_tls(self) -> None:
@@ -277,7 +308,10 @@ class Connection:
             return
         self.closed = True
         try:
-            await self._wire.drain()
+            await asyncio.wait_for(self._wire.drain(), min(self.idle_timeout, CLOSE_DRAIN_TIMEOUT))
+        except TimeoutError:
+            self._transport.abort()  # the client does not read: drop what is unsent
+            return
         except Exception:
             pass
         self._transport.close()
