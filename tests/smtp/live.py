@@ -1,0 +1,187 @@
+"""A real ``dynamail serve`` process for SMTP/POP3 tests, and an SMTP sink.
+
+Each server gets its own loopback address in 127.0.5.x (and a port offset of
+20000), so servers of different tests never collide.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from argon2 import PasswordHasher
+
+from dynamail.directory import Directory
+from dynamail.server.config import DEFAULT_PORTS
+
+OFFSET = 20000
+MAIN_DOMAIN = "test.example"
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_base_n = 10 + 60 * (int(_worker[2:]) if _worker[2:].isdigit() else 0) % 180
+_counter = itertools.count()
+
+
+def next_host() -> str:
+    return f"127.0.5.{_base_n + next(_counter) % 60}"
+
+
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def prepare(base: Path, accounts: dict[str, str], toml: str = "", settings: dict[str, dict[str, str]] | None = None) -> None:
+    """Create the base directory with domains and accounts (before first start)."""
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "Settings").mkdir(exist_ok=True)
+    (base / "Settings" / "server.toml").write_text(f'main_domain = "{MAIN_DOMAIN}"\n' + toml)
+    d = Directory(base, main_domain=MAIN_DOMAIN, password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    for address, password in accounts.items():
+        name, domain = address.split("@")
+        if not d.domain_exists(domain):
+            d.create_domain(domain)
+        d.create_account(domain, name, password=password, settings=(settings or {}).get(address))
+
+
+@dataclass
+class LiveServer:
+    base: Path
+    host: str
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.base.parent / f"{self.base.name}.log"
+
+    def port(self, name: str) -> int:
+        return DEFAULT_PORTS[name] + OFFSET
+
+    def start(self) -> None:
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "dynamail", "serve", "--base", str(self.base), "--listen", self.host,
+             "--port-offset", str(OFFSET), "--postmaster-password", "postmaster-pw"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        out.close()
+        try:
+            for name in ("smtp", "pop3"):
+                wait_port(self.host, self.port(name))
+        except OSError:
+            self.stop()
+            raise RuntimeError(f"server did not start:\n{self.log.read_text()[-3000:]}") from None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            self.proc = None
+
+
+class _SinkHandler(socketserver.StreamRequestHandler):
+    server: Sink
+
+    def reply(self, line: str) -> None:
+        self.wfile.write(line.encode() + b"\r\n")
+        self.wfile.flush()
+
+    def handle(self) -> None:
+        self.reply("220 sink.example ESMTP sink")
+        sender, rcpts = "", []
+        while True:
+            line = self.rfile.readline(2000)
+            if not line:
+                return
+            cmd = line.decode("utf-8", "replace").strip()
+            verb = cmd[:4].upper()
+            if verb in ("EHLO", "HELO"):
+                self.reply("250-sink.example\r\n250-8BITMIME\r\n250 SIZE 100000000" if verb == "EHLO" else "250 sink")
+            elif verb == "MAIL":
+                sender, rcpts = cmd[10:].split(">")[0].lstrip("<"), []
+                self.reply("250 2.1.0 ok")
+            elif verb == "RCPT":
+                addr = cmd[8:].split(">")[0].lstrip("<")
+                if addr.startswith("reject"):
+                    self.reply("550 5.1.1 no such user here")
+                elif addr.startswith("later"):
+                    self.reply("451 4.3.0 try later")
+                else:
+                    rcpts.append(addr)
+                    self.reply("250 2.1.5 ok")
+            elif verb == "DATA":
+                self.reply("354 go ahead")
+                data = bytearray()
+                while True:
+                    chunk = self.rfile.readline()
+                    if not chunk or chunk == b".\r\n":
+                        break
+                    data += chunk[1:] if chunk.startswith(b"..") else chunk
+                with self.server.lock:
+                    self.server.messages.append((sender, list(rcpts), bytes(data)))
+                self.reply("250 2.0.0 stored")
+            elif verb == "QUIT":
+                self.reply("221 bye")
+                return
+            else:
+                self.reply("250 ok")
+
+
+class Sink(socketserver.ThreadingTCPServer):
+    """A minimal SMTP server standing in for a remote MX."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__((host, port), _SinkHandler)
+        self.messages: list[tuple[str, list[str], bytes]] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def wait_messages(self, n: int, timeout: float = 30.0) -> list[tuple[str, list[str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.messages) >= n:
+                    return list(self.messages)
+            time.sleep(0.1)
+        raise AssertionError(f"sink got {len(self.messages)} messages, expected {n}")

@@ -1,0 +1,316 @@
+"""Real clients against a real ``dynamail serve`` process: inbound, submission,
+relay refusal, limits, BDAT, swaks, and the outbound queue."""
+
+from __future__ import annotations
+
+import base64
+import imaplib
+import poplib
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from .live import LiveServer, Sink, client_tls, next_host, prepare
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smtp-pop3")]
+
+ALICE, ALICE_PW = "alice@example.org", "alice-pw"
+BOB, BOB_PW = "bob@example.org", "bob-pw"
+SINK_PORT = 2525
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Sink]:
+    s = Sink(next_host(), SINK_PORT)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[LiveServer]:
+    base = tmp_path_factory.mktemp("smtp") / "base"
+    sink_host = sink.server_address[0]
+    toml = (
+        "[limits]\nidle_timeout = 4.0\n"
+        f'[smtp]\nqueue_retry_seconds = 0.3\nmx = {{ "remote.example" = "{sink_host}:{SINK_PORT}" }}\n'
+    )
+    prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW}, toml)
+    srv = LiveServer(base, next_host())
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def message(to: str, subject: str, body: str = "Hello.\n") -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "sender@outside.example"
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(body)
+    return msg
+
+
+def pop3_messages(server: LiveServer, user: str, password: str) -> list[bytes]:
+    p = poplib.POP3_SSL(server.host, server.port("pop3s"), context=client_tls(), timeout=20)
+    try:
+        p.user(user)
+        p.pass_(password)
+        count, _ = p.stat()
+        return [b"\r\n".join(p.retr(i + 1)[1]) for i in range(count)]
+    finally:
+        p.quit()
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.1)
+
+
+def test_inbound_delivery_with_received_header(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), local_hostname="client.example", timeout=20) as s:
+        code, caps = s.ehlo()
+        assert code == 250
+        for ext in (b"PIPELINING", b"SIZE", b"8BITMIME", b"ENHANCEDSTATUSCODES", b"STARTTLS", b"CHUNKING", b"SMTPUTF8"):
+            assert ext in caps
+        assert b"AUTH" not in caps
+        refused = s.send_message(message(ALICE, "inbound one"), to_addrs=[ALICE])
+        assert refused == {}
+    msgs = pop3_messages(server, ALICE, ALICE_PW)
+    mine = [m for m in msgs if b"Subject: inbound one" in m]
+    assert len(mine) == 1
+    assert mine[0].startswith(b"Received: from client.example ([127.0.0.1])")
+    assert b"by test.example (dynamail) with ESMTP" in mine[0]
+
+
+def test_unknown_recipient_and_relay_refused(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        s.ehlo()
+        s.mail("x@outside.example")
+        code, text = s.rcpt("nobody@example.org")
+        assert (code, text[:5]) == (550, b"5.1.1")
+        # never an open relay: refused from a loopback (local-looking) client
+        code, text = s.rcpt("victim@remote.example")
+        assert (code, text[:5]) == (550, b"5.7.1")
+
+
+def test_relay_refused_from_other_address(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), source_address=("127.0.5.250", 0), timeout=20) as s:
+        s.ehlo()
+        s.mail("x@outside.example")
+        code, text = s.rcpt("victim@remote.example")
+        assert (code, text[:5]) == (550, b"5.7.1")
+    # and submission without authentication refuses MAIL altogether
+    with smtplib.SMTP(server.host, server.port("submission"), timeout=20) as s:
+        s.ehlo()
+        code, text = s.mail("x@outside.example")
+        assert (code, text[:5]) == (530, b"5.7.0")
+
+
+def test_submission_starttls_auth_local_and_remote(server: LiveServer, sink: Sink) -> None:
+    before = len(sink.messages)
+    with smtplib.SMTP(server.host, server.port("submission"), timeout=20) as s:
+        s.ehlo()
+        assert not s.has_extn("auth")  # no AUTH before TLS
+        s.starttls(context=client_tls())
+        s.ehlo()
+        assert "PLAIN" in s.esmtp_features["auth"]
+        s.login(ALICE, ALICE_PW)
+        refused = s.send_message(message(BOB, "submitted"), from_addr=ALICE, to_addrs=[BOB, "friend@remote.example"])
+        assert refused == {}
+    assert any(b"Subject: submitted" in m for m in pop3_messages(server, BOB, BOB_PW))
+    got = sink.wait_messages(before + 1)
+    sender, rcpts, data = got[-1]
+    assert (sender, rcpts) == (ALICE, ["friend@remote.example"])
+    assert b"Subject: submitted" in data and b"with ESMTPSA" in data
+
+
+def test_submission_implicit_tls_465(server: LiveServer) -> None:
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(BOB, BOB_PW)
+        assert s.send_message(message(ALICE, "via 465"), from_addr=BOB, to_addrs=[ALICE]) == {}
+    assert any(b"Subject: via 465" in m for m in pop3_messages(server, ALICE, ALICE_PW))
+
+
+def test_bad_auth_is_refused_then_closed(server: LiveServer) -> None:
+    s = smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), source_address=("127.0.5.251", 0), timeout=20)
+    s.ehlo()
+    codes = []
+    for _ in range(3):
+        code, _ = s.docmd("AUTH", "PLAIN " + base64.b64encode(b"\0nobody@example.org\0wrong").decode())
+        codes.append(code)
+    assert codes == [535, 535, 421]
+    with pytest.raises(smtplib.SMTPServerDisconnected):
+        s.noop()
+
+
+def raw_session(host: str, port: int) -> tuple[socket.socket, callable]:  # type: ignore[valid-type]
+    sock = socket.create_connection((host, port), timeout=20)
+    f = sock.makefile("rb")
+
+    def reply() -> list[bytes]:
+        lines = []
+        while True:
+            line = f.readline()
+            lines.append(line.rstrip(b"\r\n"))
+            if line[3:4] != b"-":
+                return lines
+
+    return sock, reply
+
+
+def test_bdat_via_raw_commands(server: LiveServer) -> None:
+    sock, reply = raw_session(server.host, server.port("smtp"))
+    assert reply()[0].startswith(b"220")
+    sock.sendall(b"EHLO raw.example\r\n")
+    assert any(b"CHUNKING" in line for line in reply())
+    part1 = b"Subject: chunked\r\n\r\nfirst part, "
+    part2 = b"second part\r\n.line with dot\r\n"
+    sock.sendall(b"MAIL FROM:<raw@outside.example> BODY=BINARYMIME\r\nRCPT TO:<" + BOB.encode() + b">\r\n")
+    assert reply()[0].startswith(b"250") and reply()[0].startswith(b"250")
+    sock.sendall(b"BDAT %d\r\n" % len(part1) + part1)
+    assert reply()[0] == b"250 2.0.0 %d octets received" % len(part1)
+    sock.sendall(b"BDAT %d LAST\r\n" % len(part2) + part2)
+    assert reply()[0].startswith(b"250 2.0.0 Message accepted")
+    sock.sendall(b"QUIT\r\n")
+    assert reply()[0].startswith(b"221")
+    sock.close()
+    got = [m for m in pop3_messages(server, BOB, BOB_PW) if b"Subject: chunked" in m]
+    assert len(got) == 1
+    assert got[0].endswith(b"first part, second part\r\n.line with dot")  # poplib strips the final CRLF
+
+
+def test_declared_size_too_big_and_long_line(server: LiveServer) -> None:
+    sock, reply = raw_session(server.host, server.port("smtp"))
+    reply()
+    sock.sendall(b"EHLO raw.example\r\n")
+    reply()
+    sock.sendall(b"MAIL FROM:<a@outside.example> SIZE=999999999999\r\n")
+    assert reply()[0].startswith(b"552 5.3.4")
+    sock.sendall(b"MAIL FROM:<a@outside.example>\r\nRCPT TO:<" + ALICE.encode() + b">\r\nDATA\r\n")
+    assert [r[0][:3] for r in (reply(), reply(), reply())] == [b"250", b"250", b"354"]
+    sock.sendall(b"Subject: long\r\n\r\n" + b"x" * 1200 + b"\r\n.\r\n")
+    assert reply()[0].startswith(b"500 5.5.2")
+    sock.close()
+
+
+def test_idle_timeout_and_connection_limit(server: LiveServer) -> None:
+    sock, reply = raw_session(server.host, server.port("smtp"))
+    reply()
+    sock.settimeout(20)
+    assert reply()[0].startswith(b"421 4.4.2")  # the server's idle timeout is 4 s here
+    sock.close()
+    conns = []
+    try:
+        for _ in range(20):
+            s, r = raw_session(server.host, server.port("smtp"))
+            assert r()[0].startswith(b"220")
+            conns.append(s)
+        s, r = raw_session(server.host, server.port("smtp"))
+        assert r()[0].startswith(b"421 4.7.0")
+        s.close()
+    finally:
+        for s in conns:
+            s.close()
+
+
+def test_large_message_streams_through(server: LiveServer) -> None:
+    body = ("0123456789" * 7 + "\n") * (20 * 1024 * 1024 // 71)
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=60) as s:
+        assert s.send_message(message(BOB, "large", body), to_addrs=[BOB]) == {}
+    p = poplib.POP3_SSL(server.host, server.port("pop3s"), context=client_tls(), timeout=60)
+    p.user(BOB)
+    p.pass_(BOB_PW)
+    sizes = [int(x.split()[1]) for x in p.list()[1]]
+    assert max(sizes) > 20 * 1024 * 1024
+    p.quit()
+
+
+def test_visible_over_imap(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        s.send_message(message(ALICE, "for imap"), to_addrs=[ALICE])
+    try:
+        m = imaplib.IMAP4(server.host, server.port("imap"), timeout=20)
+    except OSError:
+        pytest.skip("IMAP listener not available in this build")
+    try:
+        m.starttls(ssl_context=client_tls())
+        m.login(ALICE, ALICE_PW)
+        m.select("INBOX")
+        typ, data = m.search(None, "SUBJECT", '"for imap"')
+        assert typ == "OK" and data[0].split()
+    finally:
+        m.logout()
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
+def test_swaks_inbound_and_submission(server: LiveServer) -> None:
+    run = subprocess.run(
+        ["swaks", "--server", f"{server.host}:{server.port('smtp')}", "--to", ALICE, "--from", "s@outside.example",
+         "--header", "Subject: swaks inbound", "--pipeline"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    run = subprocess.run(
+        ["swaks", "--server", f"{server.host}:{server.port('submission')}", "--to", BOB, "--from", ALICE,
+         "--tls", "--auth", "LOGIN", "--auth-user", ALICE, "--auth-password", ALICE_PW,
+         "--header", "Subject: swaks submission"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert any(b"Subject: swaks submission" in m for m in pop3_messages(server, BOB, BOB_PW))
+    assert any(b"Subject: swaks inbound" in m for m in pop3_messages(server, ALICE, ALICE_PW))
+
+
+def test_permanent_failure_bounces_to_sender(server: LiveServer, sink: Sink) -> None:
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(ALICE, ALICE_PW)
+        assert s.send_message(message("reject-me@remote.example", "will bounce"), from_addr=ALICE, to_addrs=["reject-me@remote.example"]) == {}
+
+    def bounced() -> bool:
+        return any(b"Undelivered Mail Returned to Sender" in m for m in pop3_messages(server, ALICE, ALICE_PW))
+
+    wait_for(bounced, 30)
+    dsn = next(m for m in pop3_messages(server, ALICE, ALICE_PW) if b"Undelivered Mail" in m)
+    assert b"multipart/report; report-type=delivery-status" in dsn
+    assert b"Final-Recipient: rfc822; reject-me@remote.example" in dsn
+    assert b"Status: 5.1.1" in dsn
+    assert b"Subject: will bounce" in dsn  # the original headers
+
+
+def test_queue_survives_kill_and_delivers_when_mx_is_up(tmp_path: Path) -> None:
+    sink_host = next_host()
+    base = tmp_path / "base"
+    toml = f'[smtp]\nqueue_retry_seconds = 0.2\nmx = {{ "down.example" = "{sink_host}:{SINK_PORT}" }}\n'
+    prepare(base, {ALICE: ALICE_PW}, toml)
+    srv = LiveServer(base, next_host())
+    srv.start()
+    try:
+        with smtplib.SMTP_SSL(srv.host, srv.port("smtps"), context=client_tls(), timeout=20) as s:
+            s.login(ALICE, ALICE_PW)
+            assert s.send_message(message("x@down.example", "queued across kill"), from_addr=ALICE, to_addrs=["x@down.example"]) == {}
+        queue = base / "Queue"
+        assert len(list(queue.glob("*.env"))) == 1
+        time.sleep(1.0)  # a few failed attempts against the closed port
+        srv.kill()
+        assert len(list(queue.glob("*.env"))) == 1 and len(list(queue.glob("*.msg"))) == 1
+        sink = Sink(sink_host, SINK_PORT)
+        try:
+            srv.start()
+            got = sink.wait_messages(1)
+            assert got[0][1] == ["x@down.example"] and b"queued across kill" in got[0][2]
+            wait_for(lambda: not list(queue.glob("*.env")))
+            assert not list(queue.glob("*.msg"))
+        finally:
+            sink.close()
+    finally:
+        srv.stop()
