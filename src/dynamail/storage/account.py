@@ -739,7 +739,10 @@ class FileAccountStore:
         finally:
             self._listeners.remove(q)
 
-    async def close(self) -> None:
+    async def close(self, *, checkpoint: bool = True) -> None:
+        """Finish pending writes, write index checkpoints (unless told not
+        to: then the next open replays the logs, as after a crash), release
+        the files."""
         if self._closed:
             return
         if self._committer is not None:
@@ -747,7 +750,7 @@ class FileAccountStore:
                 await self._committer
         loop = asyncio.get_running_loop()
         for st in list(self._states.values()):
-            if self._fenced:
+            if self._fenced or not checkpoint:
                 break
             if st.tail_records:
                 with contextlib.suppress(Exception):

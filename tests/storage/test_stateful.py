@@ -1,0 +1,168 @@
+"""Random operation sequences against the engine and an in-memory model,
+across simulated crashes: the store is dropped without writing index
+checkpoints, a partly written record is left at the end of a data log, and
+index files are cut at random points; after reopening, every acknowledged
+change is there and nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from dynamail.storage import AppendRequest, FileMailStore
+from dynamail.storage import records as R
+from dynamail.storage.mailbox import generations
+
+MAILBOXES = ("INBOX", "Other")
+FLAGS = st.frozensets(st.sampled_from(["\\Seen", "\\Deleted", "\\Flagged", "$Work", "later"]), max_size=3)
+BODIES = st.binary(min_size=0, max_size=300).map(lambda b: b"Subject: t\r\n\r\n" + b.replace(b"\n", b"\r\n").replace(b"\r\r", b"\r"))
+
+
+def canon(body: bytes) -> bytes:
+    import re
+
+    return re.sub(rb"\r?\n", b"\r\n", body)
+
+
+class StorageMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = Path(tempfile.mkdtemp(prefix="dm-state-"))
+        self.path = self.tmp / "acct"
+        self.loop = asyncio.new_event_loop()
+        self.epoch = 1
+        self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+        self.run(self.store.create_mailbox("Other"))
+        self.model: dict[str, dict[int, tuple[bytes, frozenset[str]]]] = {m: {} for m in MAILBOXES}
+        self.top: dict[str, int] = dict.fromkeys(MAILBOXES, 0)
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        return self.loop.run_until_complete(coro)
+
+    def teardown(self) -> None:
+        self.run(self.store.close())
+        self.loop.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    @rule(mbox=st.sampled_from(MAILBOXES), items=st.lists(st.tuples(BODIES, FLAGS), min_size=1, max_size=3))
+    def append(self, mbox: str, items: list[tuple[bytes, frozenset[str]]]) -> None:
+        uids = self.run(self.store.append(mbox, [AppendRequest(b, f) for b, f in items]))
+        assert len(uids) == len(items)
+        assert uids == sorted(uids) and uids[0] > self.top[mbox]
+        self.top[mbox] = uids[-1]
+        for uid, (b, f) in zip(uids, items, strict=True):
+            self.model[mbox][uid] = (canon(b), f)
+
+    @rule(mbox=st.sampled_from(MAILBOXES), pick=st.lists(st.integers(0, 50), max_size=4), mode=st.sampled_from(["set", "add", "remove"]), flags=FLAGS)
+    def store_flags(self, mbox: str, pick: list[int], mode: str, flags: frozenset[str]) -> None:
+        uids = sorted(self.model[mbox])
+        chosen = sorted({uids[i % len(uids)] for i in pick}) if uids else []
+
+        async def go() -> None:
+            v = await self.store.select(mbox)
+            await v.store(chosen, mode, flags)
+            v.close()
+
+        self.run(go())
+        for uid in chosen:
+            body, old = self.model[mbox][uid]
+            new = flags if mode == "set" else (old | flags if mode == "add" else old - flags)
+            self.model[mbox][uid] = (body, new)
+
+    @rule(mbox=st.sampled_from(MAILBOXES))
+    def expunge(self, mbox: str) -> None:
+        async def go() -> list[int]:
+            v = await self.store.select(mbox)
+            gone = await v.expunge()
+            v.close()
+            return gone
+
+        gone = self.run(go())
+        expected = sorted(u for u, (_b, f) in self.model[mbox].items() if "\\Deleted" in f)
+        assert gone == expected
+        for u in gone:
+            del self.model[mbox][u]
+
+    @rule(src=st.sampled_from(MAILBOXES), pick=st.lists(st.integers(0, 50), min_size=1, max_size=3), do_move=st.booleans())
+    def copy_or_move(self, src: str, pick: list[int], do_move: bool) -> None:
+        dst = MAILBOXES[1 - MAILBOXES.index(src)]
+        uids = sorted(self.model[src])
+        if not uids:
+            return
+        chosen = sorted({uids[i % len(uids)] for i in pick})
+
+        async def go():  # type: ignore[no-untyped-def]
+            v = await self.store.select(src)
+            res = await (v.move(chosen, dst) if do_move else v.copy(chosen, dst))
+            v.close()
+            return res
+
+        res = self.run(go())
+        assert res.source_uids == chosen
+        for s, d in zip(res.source_uids, res.dest_uids, strict=True):
+            assert d > self.top[dst]
+            self.top[dst] = d
+            self.model[dst][d] = self.model[src][s]
+            if do_move:
+                del self.model[src][s]
+
+    @rule(mbox=st.sampled_from(MAILBOXES))
+    def compact(self, mbox: str) -> None:
+        self.run(self.store.compact(mbox))
+
+    @rule()
+    def reopen(self) -> None:
+        self.run(self.store.close())
+        self.epoch += 1
+        self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+
+    @rule(mbox=st.sampled_from(MAILBOXES), junk=st.integers(1, 200), cut=st.floats(0, 1), cut_index=st.booleans())
+    def crash(self, mbox: str, junk: int, cut: float, cut_index: bool) -> None:
+        """Die after the last acknowledged change, in the middle of writing a record."""
+        self.run(self.store.close(checkpoint=False))
+        d = self.mailbox_dir(mbox)
+        gen = generations(d)[-1]
+        record = R.frame(R.MESSAGE, self.epoch, R.MESSAGE_FIXED.pack(10**6, 1, 0, 0, 0, 0, 300, 0), b"x" * 300)
+        with open(d / f"data.{gen}", "ab") as f:
+            f.write(record[: min(junk, len(record) - 1)])
+        index = d / f"index.{gen}"
+        if cut_index and index.exists():
+            data = index.read_bytes()
+            index.write_bytes(data[: int(len(data) * cut)])
+        self.epoch += 1
+        self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+
+    def mailbox_dir(self, mbox: str) -> Path:
+        import json
+
+        doc = json.loads((self.path / "mailboxes.json").read_text())
+        return self.path / "mail" / str(doc["mailboxes"][mbox]["id"])
+
+    @invariant()
+    def same_as_model(self) -> None:
+        async def check() -> None:
+            for mbox in MAILBOXES:
+                v = await self.store.select(mbox)
+                assert list(v.uids()) == sorted(self.model[mbox])
+                for uid, (body, flags) in self.model[mbox].items():
+                    assert v.info(uid).flags == flags
+                    assert await v.read(uid) == body
+                assert v.uidnext() > self.top[mbox]
+                status = await self.store.status(mbox)
+                assert status.messages == len(self.model[mbox])
+                v.close()
+
+        self.run(check())
+
+
+StorageMachine.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestStorage = StorageMachine.TestCase
+
