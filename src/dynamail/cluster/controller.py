@@ -160,6 +160,12 @@ class Controller:
         higher epoch holds them elsewhere."""
         m = self.join(name, role, now)
         m.ready, m.sessions, m.version, m.resynced = ready, sessions, version, True
+        accounts = list(accounts)
+        # what the member reports replaces what this map believed it had
+        held = {a for a, _ in accounts}
+        stale = [k for k, v in self._open.items() if (v & OWNER_MASK) == m.index and k not in held]
+        for k in stale:
+            del self._open[k]
         revoked: list[tuple[str, int]] = []
         count = 0
         for account, epoch in accounts:

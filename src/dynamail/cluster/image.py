@@ -66,7 +66,7 @@ def pack_value(value: Any) -> Any:
 
 
 def unpack_value(value: Any) -> Any:
-    if isinstance(value, list):
+    if isinstance(value, list | tuple):  # the wire decoder gives arrays as tuples
         return [unpack_value(v) for v in value]
     if isinstance(value, dict):
         tag = value.get(_TAG)

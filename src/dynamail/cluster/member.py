@@ -357,7 +357,8 @@ class ClusterMember:
         c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
                        expected=expected)
         c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
-                 version=self.version, accounts=self.locator.held())
+                 version=f"{self.version}/p{max(wire.supported_versions())}",
+                 accounts=self.locator.held())
         self.controller = c
         self.controller_epoch = epoch
         self.controller_name = self.name
@@ -471,9 +472,6 @@ class ClusterMember:
             c.heartbeat(peer.name, now, ready=msg.ready, sessions=msg.sessions,
                         open_accounts=msg.open_accounts, lag_ms=msg.lag_ms, cpu=msg.cpu,
                         role=Role.FRONTEND if peer.role == "frontend" else Role.BACKEND)
-            m = c.member(peer.name)
-            if m is not None and not m.version:
-                m.version = f"proto {peer.version}"
             self._tick()
             return wire.HeartbeatAck(msg.id, self.controller_epoch, self.backup_name,
                                      int(self.s.lease * 1000),
@@ -483,7 +481,7 @@ class ClusterMember:
                 return wire.Error(msg.id, "not-controller", self.controller_name)
             revoked = c.resync(peer.name, now, role=Role(msg.role) if msg.role in ("backend", "frontend")
                                else Role.BACKEND, ready=msg.ready, sessions=msg.sessions,
-                               version=msg.version, accounts=msg.accounts)
+                               version=f"{msg.version}/p{peer.version}", accounts=msg.accounts)
             for key, epoch in revoked:
                 peer.send(wire.Release(key, epoch))
             self._tick()

@@ -1,0 +1,145 @@
+"""Real multi-process clusters for the cluster tests.
+
+Members run as ``dynamail serve`` processes on 127.0.8.x with port offset
+20000; timings are shortened by configuration (lease T = 1 s), never by
+changing the design.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dynamail.cluster import launcher
+
+PREFIX = "127.0.8"
+OFFSET = 20000
+LEASE, MARGIN, HEARTBEAT = 1.0, 0.2, 0.15
+
+
+class Cluster:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return launcher.read_cluster(self.dir)
+
+    def member(self, name: str) -> dict[str, Any]:
+        return next(m for m in self.data["members"] if m["name"] == name)
+
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.data["members"]]
+
+    def status(self) -> dict[str, Any]:
+        return launcher.status(self.dir)
+
+    def wait(self, predicate: Any, timeout: float = 30.0, what: str = "condition") -> Any:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            with contextlib.suppress(launcher.LauncherError, OSError):
+                last = predicate()
+                if last:
+                    return last
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; last {last!r}")
+
+    def wait_controller(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        def ok() -> dict[str, Any] | None:
+            st = self.status()
+            running = [m for m in st["members"] if m["running"]]
+            if st["controller"] and st["controller"] not in exclude and all(
+                    m.get("alive") for m in running):
+                return st
+            return None
+
+        result: dict[str, Any] = self.wait(ok, what="a controller")
+        return result
+
+    def kill(self, name: str, sig: str = "KILL") -> None:
+        launcher.kill(self.dir, name, sig)
+
+    def locate(self, account: str) -> str:
+        return launcher.locate(self.dir, account)
+
+    def cli(self, member: str, *commands: str) -> list[str]:
+        import socket
+
+        m = self.member(member)
+        admin = self.data["admin"]
+        with socket.create_connection((m["host"], m["ports"]["cli"]), timeout=10) as s:
+            f = s.makefile("rwb")
+            f.readline()
+            out = []
+            for c in (f"USER {admin['user']}", f"PASS {admin['password']}", *commands):
+                f.write(c.encode() + b"\r\n")
+                f.flush()
+                line = f.readline().decode().rstrip()
+                if line.startswith("200 data follow"):
+                    line = f.readline().decode().rstrip()
+                out.append(line)
+            return out[2:]
+
+    def imap(self, member: str, user: str, password: str) -> imaplib.IMAP4:
+        m = self.member(member)
+        conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=15)
+        conn.login(user, password)
+        return conn
+
+    def mail_path(self, domain: str, account: str) -> Path:
+        shared = Path(self.data["shared"])
+        found = list(shared.glob(f"{domain}/Accounts/*/{account}/Mail"))
+        assert found, f"no mail directory for {account}@{domain}"
+        return found[0]
+
+    def logs(self, name: str) -> str:
+        return (self.dir / "members" / name / "serve.log").read_text(errors="replace")
+
+
+def have(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+    made: list[Cluster] = []
+
+    def make(backends: int = 3, env: dict[str, str] | None = None) -> Cluster:
+        d = tmp_path / f"c{len(made)}"
+        launcher.up(d, backends, port_offset=OFFSET, prefix=PREFIX, lease=LEASE, margin=MARGIN,
+                    heartbeat=HEARTBEAT, timeout=60.0, env=env)
+        c = Cluster(d)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        with contextlib.suppress(Exception):
+            launcher.down(c.dir, timeout=5.0)
+
+
+def set_member_env(c: Cluster, name: str, env: dict[str, str]) -> None:
+    path = c.dir / "members" / name / "argv.json"
+    spec = json.loads(path.read_text())
+    spec["env"] = env
+    path.write_text(json.dumps(spec))
+
+
+def cut(c: Cluster, name: str, on: bool) -> None:
+    flag = c.dir / "members" / name / "cluster.cut"
+    if on:
+        flag.write_text("cut\n")
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(flag)

@@ -1,0 +1,347 @@
+"""Real clusters, real processes, real signals (issue: the Dynamic Cluster).
+
+No timed assertions: failover times are measured by ``bench/cluster.py``;
+these tests wait for outcomes and check invariants (one Controller, every
+acknowledged message present, storage epochs never go backwards).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import smtplib
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from dynamail.cluster import launcher
+from tests.cluster.conftest import LEASE, Cluster, cut, have, set_member_env
+
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.slow, pytest.mark.timeout(240)]
+
+needs_imap = pytest.mark.skipif(not have("dynamail.imap.adapter"), reason="IMAP server not built")
+needs_smtp = pytest.mark.skipif(not have("dynamail.smtp.adapter"), reason="SMTP server not built")
+PASSWORD = "pw-Cluster-1"
+
+
+def provision(c: Cluster, member: str, accounts: tuple[str, ...] = ("ann",)) -> None:
+    out = c.cli(member, "CREATEDOMAIN shared.test SHARED")
+    assert out[0].startswith("200"), out
+    for a in accounts:
+        out = c.cli(member, f'CREATEACCOUNT {a}@shared.test {{Password="{PASSWORD}";}}')
+        assert out[0].startswith("200"), out
+
+
+def login_select(c: Cluster, member: str, account: str = "ann@shared.test") -> int:
+    """Log in (retrying while the account moves) and return the message count."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = c.imap(member, account, PASSWORD)
+            typ, data = conn.select("INBOX")
+            conn.logout()
+            if typ == "OK":
+                return int(data[0] or 0)
+        except (imaplib.IMAP4.error, OSError, EOFError):
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{account} never became available on {member}")
+        time.sleep(0.1)
+
+
+def subjects(c: Cluster, member: str, account: str = "ann@shared.test") -> set[str]:
+    conn = c.imap(member, account, PASSWORD)
+    try:
+        conn.select("INBOX", readonly=True)
+        typ, data = conn.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        out = set()
+        for item in data:
+            if isinstance(item, tuple):
+                line = item[1].decode().strip()
+                out.add(line.split(":", 1)[1].strip())
+        return out
+    finally:
+        conn.logout()
+
+
+def test_cold_start_three_backends_one_controller_one_backup(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    st = c.wait_controller()
+    assert st["controller"] in c.names() and st["backup"] in c.names()
+    assert st["controller"] != st["backup"]
+    # every member names the same Controller, and only epoch 1 was ever claimed
+    from dynamail.cluster.election import ElectionStore
+
+    store = ElectionStore(c.dir / "shared")
+    assert store.highest_epoch() == 1
+    became = [n for n in c.names() if "became controller" in c.logs(n)]
+    assert became == [st["controller"]]
+    assert all(m["alive"] and m["ready"] for m in st["members"])
+    assert all(m["version"] for m in st["members"])
+
+
+@needs_imap
+@needs_smtp
+def test_shared_objects_everywhere_smtp_in_one_member_imap_from_another(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b3")
+    for m in c.names():
+        listed = c.cli(m, "LISTACCOUNTS shared.test")
+        assert "ann" in listed[0], (m, listed)
+    host = c.member("b1")
+    with smtplib.SMTP(host["host"], host["ports"]["smtp"], timeout=15) as s:
+        assert s.sendmail("x@example.org", ["ann@shared.test"],
+                          b"Subject: across\r\n\r\nhello\r\n") == {}
+    owner = c.locate("ann@shared.test")
+    assert owner in c.names()
+    for m in c.names():
+        assert "across" in subjects(c, m)
+    # a cluster-wide setting made on one member is in effect on another
+    out = c.cli("b2", 'UPDATEACCOUNTSETTINGS ann@shared.test {RealName="Ann Shared";}')
+    assert out[0].startswith("200"), out
+    eff = c.cli("b3", "GETACCOUNTEFFECTIVESETTINGS ann@shared.test")
+    assert "Ann Shared" in eff[0]
+
+
+class Load:
+    """APPENDs through one member and SMTP deliveries through another, in
+    threads, recording what the server acknowledged."""
+
+    def __init__(self, c: Cluster, imap_member: str, smtp_member: str) -> None:
+        self.c = c
+        self.imap_member = imap_member
+        self.smtp_member = smtp_member
+        self.acked: set[str] = set()
+        self.stop = threading.Event()
+        self.errors = 0
+        self.threads = [threading.Thread(target=self._appends, daemon=True),
+                        threading.Thread(target=self._deliveries, daemon=True)]
+
+    def __enter__(self) -> Load:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def _appends(self) -> None:
+        n = 0
+        conn: imaplib.IMAP4 | None = None
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = self.c.imap(self.imap_member, "ann@shared.test", PASSWORD)
+                n += 1
+                subject = f"append-{n}"
+                typ, _ = conn.append("INBOX", None, None, f"Subject: {subject}\r\n\r\nx\r\n".encode())
+                if typ == "OK":
+                    self.acked.add(subject)
+            except (imaplib.IMAP4.error, OSError, EOFError):
+                self.errors += 1
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.shutdown()
+                conn = None
+                time.sleep(0.05)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.logout()
+
+    def _deliveries(self) -> None:
+        m = self.c.member(self.smtp_member)
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            subject = f"smtp-{n}"
+            try:
+                with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=15) as s:
+                    refused = s.sendmail("x@example.org", ["ann@shared.test"],
+                                         f"Subject: {subject}\r\n\r\ny\r\n".encode())
+                    if not refused:
+                        self.acked.add(subject)
+            except (smtplib.SMTPException, OSError):
+                self.errors += 1
+                time.sleep(0.05)
+
+
+def _wait_acked(load: Load, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while len(load.acked) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(load.acked) >= count
+
+
+@needs_imap
+@needs_smtp
+def test_kill_9_of_owner_under_appends_and_deliveries_loses_nothing(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b1")
+    login_select(c, "b1")
+    owner = c.locate("ann@shared.test")
+    others = [n for n in c.names() if n != owner]
+    with Load(c, others[0], others[1]) as load:
+        _wait_acked(load, 20)
+        c.kill(owner, "KILL")
+        before = len(load.acked)
+        _wait_acked(load, before + 20)  # service continues elsewhere
+    new_owner = c.locate("ann@shared.test")
+    assert new_owner in others
+    present = subjects(c, others[0])
+    missing = load.acked - present
+    assert not missing, f"acknowledged but lost: {sorted(missing)[:10]}"
+    from dynamail.storage import epochs_monotonic
+
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_kill_controller_then_backup_then_both_in_turn(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b2")
+    st = c.wait_controller()
+    first = st["controller"]
+    c.kill(first, "KILL")
+    st = c.wait_controller(exclude=(first,))
+    assert st["controller"] != first
+    survivor = [n for n in c.names() if n != first][0]
+    login_select(c, survivor)
+    # the Backup dies: a new one is named
+    launcher.start(c.dir, first)
+    c.wait(lambda: c.status()["backup"], what="a backup")
+    backup = c.status()["backup"]
+    c.kill(backup, "KILL")
+    c.wait(lambda: (c.status()["backup"] not in ("", backup)) and c.status(), what="a new backup")
+    # both in turn: Controller, then the new Controller
+    st = c.wait_controller()
+    ctl = st["controller"]
+    c.kill(ctl, "KILL")
+    st = c.wait_controller(exclude=(ctl,))
+    ctl2 = st["controller"]
+    c.kill(ctl2, "KILL")
+    running = [m["name"] for m in c.status()["members"] if m["running"]]
+    assert len(running) == 1
+    st = c.wait_controller(exclude=(ctl, ctl2))
+    assert st["controller"] == running[0]
+    login_select(c, running[0])
+
+
+@needs_imap
+def test_sigstop_controller_past_lease_does_not_act_after_sigcont(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b1")
+    st = c.wait_controller()
+    old = st["controller"]
+    # make the Controller own the account, then freeze it
+    others = [n for n in c.names() if n != old]
+    for _ in range(20):
+        login_select(c, old)
+        if c.locate("ann@shared.test") == old:
+            break
+    c.kill(old, "STOP")
+    st = c.wait_controller(exclude=(old,))
+    new = st["controller"]
+    # the account is usable elsewhere while the old Controller sleeps
+    conn = c.imap(others[0], "ann@shared.test", PASSWORD)
+    conn.select("INBOX")
+    assert conn.append("INBOX", None, None, b"Subject: while-stopped\r\n\r\nz\r\n")[0] == "OK"
+    conn.logout()
+    time.sleep(3 * LEASE)
+    c.kill(old, "CONT")
+    # after waking it steps down and re-joins as an ordinary member
+    c.wait(lambda: "stepping down" in c.logs(old), what="the old controller to step down")
+    st = c.wait_controller()
+    assert st["controller"] == new
+    conn = c.imap(others[1], "ann@shared.test", PASSWORD)
+    conn.select("INBOX")
+    assert conn.append("INBOX", None, None, b"Subject: after-cont\r\n\r\nz\r\n")[0] == "OK"
+    conn.logout()
+    assert {"while-stopped", "after-cont"} <= subjects(c, old)
+    from dynamail.storage import epochs_monotonic, writer_epochs
+
+    path = c.mail_path("shared.test", "ann")
+    assert epochs_monotonic(path), writer_epochs(path)
+
+
+@needs_imap
+def test_partition_of_one_backend_no_split_brain_and_rejoin(cluster_factory: Any) -> None:
+    """A real cut of every cluster connection of one backend (its sockets are
+    closed and no new ones are accepted or made) while it keeps its shared
+    storage: the worst case for split brain."""
+    c = cluster_factory(3)
+    provision(c, "b1")
+    st = c.wait_controller()
+    victim = next(n for n in c.names() if n not in (st["controller"],))
+    for _ in range(30):
+        login_select(c, victim)
+        if c.locate("ann@shared.test") == victim:
+            break
+    assert c.locate("ann@shared.test") == victim
+    cut(c, victim, True)
+    c.wait(lambda: not next(m for m in c.status()["members"] if m["name"] == victim)["alive"],
+           what="the cut member to be declared dead")
+    rest = [n for n in c.names() if n != victim]
+    login_select(c, rest[0])
+    assert c.locate("ann@shared.test") in rest
+    assert c.status()["controller"] in rest
+    c.wait(lambda: "lease lost" in c.logs(victim), what="the cut member to close its accounts")
+    cut(c, victim, False)
+    c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == victim)["alive"],
+           what="the member to re-join")
+    st = c.wait_controller()
+    assert st["controller"] in rest
+    from dynamail.cluster.election import ElectionStore
+
+    assert ElectionStore(c.dir / "shared").current().member == st["controller"]  # type: ignore[union-attr]
+    from dynamail.storage import epochs_monotonic
+
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_rolling_upgrade_to_protocol_version_2(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b1")
+    for name in c.names():
+        launcher.set_ready(c.dir, name, False)
+        c.wait(lambda n=name: not next(m for m in c.status()["members"] if m["name"] == n)["ready"],
+               what=f"{name} non-ready")
+        c.kill(name, "TERM")
+        c.wait(lambda n=name: not launcher.alive(c.member(n)["pid"]), what=f"{name} to stop")
+        set_member_env(c, name, {"DYNAMAIL_CLUSTER_PROTOCOL_MAX": "2"})
+        launcher.start(c.dir, name)
+        c.wait_controller()
+        c.wait(lambda n=name: next(m for m in c.status()["members"] if m["name"] == n)["alive"],
+               what=f"{name} to re-join")
+        # service continues throughout, through any member still running
+        login_select(c, [n for n in c.names() if n != name][0])
+    st = c.wait_controller()
+    versions = {m["name"]: m["version"] for m in st["members"]}
+    # members talking to a version-2 Controller negotiated version 2
+    assert all(v.endswith("/p2") for v in versions.values()), versions
+    login_select(c, "b2")
+
+
+def test_wrong_secret_cannot_join(cluster_factory: Any, tmp_path: Any) -> None:
+    import asyncio
+
+    from dynamail.cluster import wire
+    from dynamail.cluster.peer import dial
+
+    c = cluster_factory(1)
+    m = c.member("b1")
+
+    async def attempt() -> None:
+        async def none(peer: Any, msg: Any) -> None:
+            return None
+
+        await dial(m["host"], m["cluster_port"], "intruder", b"not-the-secret-at-all", none)
+
+    with pytest.raises((wire.AuthenticationFailed, ConnectionError, wire.ProtocolError)):
+        asyncio.run(attempt())
+    c.wait(lambda: "refused" in c.logs("b1"), what="the refusal to be logged")
+    assert [n["name"] for n in c.status()["members"] if n.get("alive")] == ["b1"]
