@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 import pytest
+from tests.cluster.conftest import LEASE, Cluster, cut, have, set_member_env
 
 from dynamail.cluster import launcher
-from tests.cluster.conftest import LEASE, Cluster, cut, have, set_member_env
 
 pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -55,7 +55,7 @@ def subjects(c: Cluster, member: str, account: str = "ann@shared.test") -> set[s
     conn = c.imap(member, account, PASSWORD)
     try:
         conn.select("INBOX", readonly=True)
-        typ, data = conn.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        _typ, data = conn.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         out = set()
         for item in data:
             if isinstance(item, tuple):
@@ -208,7 +208,7 @@ def test_kill_controller_then_backup_then_both_in_turn(cluster_factory: Any) -> 
     c.kill(first, "KILL")
     st = c.wait_controller(exclude=(first,))
     assert st["controller"] != first
-    survivor = [n for n in c.names() if n != first][0]
+    survivor = next(n for n in c.names() if n != first)
     login_select(c, survivor)
     # the Backup dies: a new one is named
     launcher.start(c.dir, first)
@@ -318,7 +318,7 @@ def test_rolling_upgrade_to_protocol_version_2(cluster_factory: Any) -> None:
         c.wait(lambda n=name: next(m for m in c.status()["members"] if m["name"] == n)["alive"],
                what=f"{name} to re-join")
         # service continues throughout, through any member still running
-        login_select(c, [n for n in c.names() if n != name][0])
+        login_select(c, next(n for n in c.names() if n != name))
     st = c.wait_controller()
     versions = {m["name"]: m["version"] for m in st["members"]}
     # members talking to a version-2 Controller negotiated version 2
