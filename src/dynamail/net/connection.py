@@ -76,6 +76,8 @@ class _Wire(asyncio.Protocol):
         # once and drop everything the session writes afterwards.
         self.eof = True
         self._wake()
+        if self.transport is not None and self.transport.get_extra_info("sslcontext") is not None:
+            return None  # TLS cannot half-close; asyncio ignores (and warns about) True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
