@@ -316,6 +316,10 @@ class Server:
             with contextlib.suppress(Exception):
                 await self.member.close()
             self.member = None
+        # background services a protocol module started (e.g. the SMTP queue)
+        for closer in ctx.extras.get("closers", []):
+            with contextlib.suppress(Exception):
+                await closer()
         if ctx.accounts is not None:
             with contextlib.suppress(Exception):
                 await ctx.accounts.close()
