@@ -1,0 +1,133 @@
+"""The durable outbound queue, in process, against a real SMTP sink."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+from pathlib import Path
+
+from dynamail.smtp.queue import (
+    MAX_BACKOFF,
+    Envelope,
+    OutboundQueue,
+    QueuedRecipient,
+    enhanced_status,
+)
+
+from .live import Sink, next_host
+
+MSG = b"From: a@local.example\r\nSubject: queued\r\n\r\nbody\r\n.dot line\r\n"
+PORT = 2526
+
+
+def make_queue(tmp_path: Path, host: str, **kw: object) -> OutboundQueue:
+    return OutboundQueue(tmp_path / "Queue", hostname="mx.test", mx_map={"remote.example": f"{host}:{PORT}"}, retry_seconds=10.0, **kw)  # type: ignore[arg-type]
+
+
+def test_recovery_keeps_only_committed_entries(tmp_path: Path) -> None:
+    q = make_queue(tmp_path, "127.0.0.1")
+    qdir = tmp_path / "Queue"
+
+    async def run() -> str:
+        return await q.enqueue("a@local.example", ["x@remote.example"], MSG)
+
+    qid = asyncio.run(run())
+    assert (qdir / f"{qid}.msg").read_bytes() == MSG
+    env = json.loads((qdir / f"{qid}.env").read_bytes())
+    assert env["sender"] == "a@local.example" and env["recipients"][0]["address"] == "x@remote.example"
+    (qdir / "orphan.msg").write_bytes(b"crashed before the envelope")
+    (qdir / "lonely.env").write_bytes((qdir / f"{qid}.env").read_bytes().replace(qid.encode(), b"lonely"))
+    (qdir / ".x.msg.abcd.tmp").write_bytes(b"partial")
+    q2 = make_queue(tmp_path, "127.0.0.1")
+    q2._load()
+    assert list(q2.entries) == [qid]
+    assert sorted(p.name for p in qdir.iterdir()) == sorted([f"{qid}.msg", f"{qid}.env"])
+
+
+def test_delivered_deferred_and_bounced(tmp_path: Path) -> None:
+    host = next_host()
+    sink = Sink(host, PORT)
+    q = make_queue(tmp_path, host)
+    try:
+        async def run() -> tuple[Envelope, list[Envelope]]:
+            q._load()
+            qid = await q.enqueue(
+                "a@local.example",
+                [("ok@remote.example", {}), ("later@remote.example", {}), ("reject@remote.example", {"ORCPT": "rfc822;reject@remote.example"})],
+                MSG, params={"ENVID": "env-1"},
+            )
+            env = q.entries[qid]
+            await q.attempt(env)
+            first = Envelope.from_json((tmp_path / "Queue" / f"{qid}.env").read_bytes())
+            # expire the entry: the deferred recipient fails too, one DSN for both
+            env.created -= 10 * 24 * 3600
+            await q.attempt(env)
+            return first, list(q.entries.values())
+
+        first, left = asyncio.run(run())
+    finally:
+        sink.close()
+    assert [m[1] for m in sink.messages] == [["ok@remote.example"]]
+    assert sink.messages[0][2] == MSG  # dot-stuffing undone by the sink
+    states = {r.address: r.state for r in first.recipients}
+    assert states == {"ok@remote.example": "sent", "later@remote.example": "pending", "reject@remote.example": "failed"}
+    assert first.attempts == 1
+    # the sender is not local here, so the DSN itself is queued, with the null sender
+    assert len(left) == 1 and left[0].sender == "" and [r.address for r in left[0].recipients] == ["a@local.example"]
+    dsn = email.message_from_bytes((tmp_path / "Queue" / f"{left[0].id}.msg").read_bytes())
+    assert dsn.get_content_type() == "multipart/report"
+    parts = dsn.get_payload()
+    assert isinstance(parts, list) and [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    status = parts[1].as_string()
+    assert "Original-Envelope-Id: env-1" in status
+    assert "Final-Recipient: rfc822; reject@remote.example" in status and "Status: 5.1.1" in status
+    assert "Original-Recipient: rfc822;reject@remote.example" in status
+    assert "Final-Recipient: rfc822; later@remote.example" in status and "delivery time expired" in status
+
+
+def test_no_bounce_for_null_sender_or_notify_never(tmp_path: Path) -> None:
+    host = next_host()
+    sink = Sink(host, PORT)
+    q = make_queue(tmp_path, host)
+    try:
+        async def run() -> int:
+            q._load()
+            for sender, params in (("", {}), ("a@local.example", {"NOTIFY": "NEVER"})):
+                qid = await q.enqueue(sender, [("reject@remote.example", params)], MSG)
+                await q.attempt(q.entries[qid])
+            return len(q.entries)
+
+        assert asyncio.run(run()) == 0
+    finally:
+        sink.close()
+    assert list((tmp_path / "Queue").iterdir()) == []
+
+
+def test_unreachable_host_is_retried_with_backoff(tmp_path: Path) -> None:
+    q = make_queue(tmp_path, next_host())  # nothing listens there
+
+    async def run() -> Envelope:
+        q._load()
+        qid = await q.enqueue("a@local.example", ["x@remote.example"], MSG)
+        await q.attempt(q.entries[qid])
+        return q.entries[qid]
+
+    env = asyncio.run(run())
+    assert env.attempts == 1 and env.pending()[0].code == 451
+    assert [q.backoff(n) for n in (1, 2, 3)] == [10.0, 20.0, 40.0]
+    assert q.backoff(100) == MAX_BACKOFF
+
+
+def test_return_full_message_and_status_codes(tmp_path: Path) -> None:
+    q = make_queue(tmp_path, "127.0.0.1")
+    msg = tmp_path / "m.eml"
+    msg.write_bytes(MSG)
+    env = Envelope("id", "a@local.example", [QueuedRecipient("x@r.example", state="failed", code=554, text="5.7.1 spam")], 0.0, 0.0, params={"RET": "FULL"})
+    dsn = email.message_from_bytes(q.build_dsn(env, env.recipients, msg))
+    parts = dsn.get_payload()
+    assert isinstance(parts, list) and parts[2].get_content_type() == "message/rfc822"
+    assert b".dot line" in q.build_dsn(env, env.recipients, msg)
+    assert enhanced_status(550, "5.1.1 no such user") == "5.1.1"
+    assert enhanced_status(550, "no code") == "5.0.0"
+    assert enhanced_status(550, "4.1.1 mismatch") == "5.0.0"
