@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.imap.memory import Client, MemoryConnection
 
 from dynamail.auth import Authenticator
 from dynamail.cluster.locator import StandaloneLocator
@@ -17,7 +18,6 @@ from dynamail.net import Listeners
 from dynamail.server.config import ServerConfig
 from dynamail.server.context import ServerContext
 from dynamail.storage import FileMailStore
-from tests.imap.memory import Client, MemoryConnection
 
 DOMAIN = "example.test"
 PASSWORD = "secret-pw"
@@ -47,7 +47,14 @@ class Harness:
 
     async def connect(self, **kw: Any) -> Client:
         conn = MemoryConnection(**kw)
-        self.tasks.append(asyncio.ensure_future(serve(self.ctx, conn)))  # type: ignore[arg-type]
+
+        async def run() -> None:
+            try:
+                await serve(self.ctx, conn)  # type: ignore[arg-type]
+            finally:
+                await conn.close()
+
+        self.tasks.append(asyncio.ensure_future(run()))
         client = Client(conn)
         greeting = await client.line()
         assert greeting.startswith("* OK "), greeting

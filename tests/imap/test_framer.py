@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dynamail.imap import limits
-from dynamail.imap.framer import NEED_DATA, Continue, Frame, Framer, FrameError
+from dynamail.imap.framer import NEED_DATA, Continue, Frame, FrameError, Framer
 
 
 def events(f: Framer) -> list[object]:

@@ -98,6 +98,14 @@ class ImapSettings:
     append_limit: int = limits.APPEND_LIMIT
 
     @classmethod
+    def from_context(cls, ctx: ServerContext) -> ImapSettings:
+        """``ctx.extras["imap.settings"]`` when set, else the configuration."""
+        given = ctx.extras.get("imap.settings") if isinstance(ctx.extras, dict) else None
+        if isinstance(given, ImapSettings):
+            return given
+        return cls.from_config(ctx.config)
+
+    @classmethod
     def from_config(cls, config: object) -> ImapSettings:
         section = getattr(config, "imap", None)
         if section is None:
@@ -112,7 +120,7 @@ class Session:
     def __init__(self, ctx: ServerContext, io: Io, settings: ImapSettings | None = None) -> None:
         self.ctx = ctx
         self.io = io
-        self.settings = settings or ImapSettings.from_config(ctx.config)
+        self.settings = settings or ImapSettings.from_context(ctx)
         self.state = State.NOT_AUTHENTICATED
         self.enabled: set[str] = set()
         self.store: AccountStore | None = None

@@ -4,6 +4,7 @@ APPENDUID, RFC 7162 CONDSTORE/QRESYNC on SELECT, RFC 9208 QUOTA)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,13 @@ from dynamail.imap.parser import (
 )
 from dynamail.imap.selected import Selected
 from dynamail.imap.state import State, Transition
-from dynamail.storage.api import AppendRequest, MailboxListing, MailboxStatus, NoSuchMailbox
+from dynamail.storage.api import (
+    AppendRequest,
+    MailboxExists,
+    MailboxListing,
+    MailboxStatus,
+    NoSuchMailbox,
+)
 
 if TYPE_CHECKING:
     from dynamail.imap.session import Session
@@ -193,6 +200,10 @@ async def create(s: Session, cmd: Command) -> str:
     name = s.mailbox_arg(text.encode() if text is not None else raw)
     if name == "INBOX":
         raise CommandNo("INBOX always exists", "ALREADYEXISTS")
+    parts = name.split(SEP)
+    for i in range(1, len(parts)):  # RFC 9051 6.3.4: create superior names too
+        with contextlib.suppress(MailboxExists):
+            await store.create_mailbox(SEP.join(parts[:i]))
     await store.create_mailbox(name, special)
     return "CREATE completed"
 
