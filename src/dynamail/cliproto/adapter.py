@@ -40,7 +40,7 @@ ADMIN_ERROR_CODES = {
 }
 
 
-def _token(hostname: str) -> str:
+def make_token(hostname: str) -> str:
     return f"<{os.getpid()}.{time.time_ns() // 1000}.{os.urandom(4).hex()}@{hostname}>"
 
 
@@ -54,55 +54,23 @@ def admin_error_reply(exc: Exception) -> tuple[int, str]:
     return CODE_SYNTAX, str(exc) or type(exc).__name__
 
 
-class CliSession:
-    def __init__(self, ctx: ServerContext, conn: Connection) -> None:
+class CliExecutor:
+    """Performs the core's actions against the server's services.
+
+    Separate from the I/O loop so transcript tests can drive a core and an
+    executor without any socket."""
+
+    def __init__(self, ctx: ServerContext, core: CliCore, remote: str) -> None:
         self.ctx = ctx
-        self.conn = conn
-        self.core = CliCore(ctx.hostname, _token(ctx.hostname), version=__version__)
-        self.remote = conn.peer_host
+        self.core = core
+        self.remote = remote
 
-    async def run(self) -> None:
-        conn, core = self.conn, self.core
-        cfg = self.ctx.config
-        idle = getattr(getattr(cfg, "limits", None), "cli_idle_timeout", limits.IDLE_TIMEOUT)
-        login_timeout = getattr(getattr(cfg, "limits", None), "login_timeout", limits.LOGIN_TIMEOUT)
-        metrics = self.ctx.metrics
-        metrics.sessions.labels("cli").inc()
-        metrics.sessions_total.labels("cli").inc()
-        log.info("cli session from %s", self.remote)
-        try:
-            await conn.send(core.greeting())
-            while core.state is not State.CLOSED and not conn.closed:
-                timeout = idle if core.state is State.READY else login_timeout
-                try:
-                    line = await conn.readline(limits.MAX_LINE, timeout=timeout)
-                except LineTooLong:
-                    if await self._send(core.line_too_long()):
-                        break
-                    continue
-                except IdleTimeout:
-                    await self._send(core.idle_timeout())
-                    log.info("cli session from %s timed out", self.remote)
-                    break
-                if not line:
-                    break
-                action = core.receive(line)
-                if isinstance(action, Authenticate):
-                    send = await self._authenticate(action)
-                elif isinstance(action, Execute):
-                    send = await self._execute(action)
-                else:
-                    send = action
-                if await self._send(send):
-                    break
-        finally:
-            metrics.sessions.labels("cli").dec()
-            log.info("cli session from %s closed", self.remote)
-
-    async def _send(self, send: Send) -> bool:
-        if send.data:
-            await self.conn.send(send.data)
-        return send.close
+    async def perform(self, action: Send | Authenticate | Execute) -> Send:
+        if isinstance(action, Authenticate):
+            return await self._authenticate(action)
+        if isinstance(action, Execute):
+            return await self._execute(action)
+        return action
 
     async def _authenticate(self, action: Authenticate) -> Send:
         auth = self.ctx.auth
@@ -137,6 +105,54 @@ class CliSession:
         if action.command.logged:
             log.info("cli %s by %s", action.command.name, action.actor)
         return self.core.command_done(value)
+
+
+class CliSession:
+    """The I/O loop of one connection."""
+
+    def __init__(self, ctx: ServerContext, conn: Connection) -> None:
+        self.ctx = ctx
+        self.conn = conn
+        self.core = CliCore(ctx.hostname, make_token(ctx.hostname), version=__version__)
+        self.remote = conn.peer_host
+        self.executor = CliExecutor(ctx, self.core, self.remote)
+
+    async def run(self) -> None:
+        conn, core = self.conn, self.core
+        cfg_limits = getattr(self.ctx.config, "limits", None)
+        idle = getattr(cfg_limits, "cli_idle_timeout", limits.IDLE_TIMEOUT)
+        login_timeout = getattr(cfg_limits, "login_timeout", limits.LOGIN_TIMEOUT)
+        metrics = self.ctx.metrics
+        metrics.sessions.labels("cli").inc()
+        metrics.sessions_total.labels("cli").inc()
+        log.info("cli session from %s", self.remote)
+        try:
+            await conn.send(core.greeting())
+            while core.state is not State.CLOSED and not conn.closed:
+                timeout = idle if core.state is State.READY else login_timeout
+                try:
+                    line = await conn.readline(limits.MAX_LINE, timeout=timeout)
+                except LineTooLong:
+                    if await self._send(core.line_too_long()):
+                        break
+                    continue
+                except IdleTimeout:
+                    await self._send(core.idle_timeout())
+                    log.info("cli session from %s timed out", self.remote)
+                    break
+                if not line:
+                    break
+                send = await self.executor.perform(core.receive(line))
+                if await self._send(send):
+                    break
+        finally:
+            metrics.sessions.labels("cli").dec()
+            log.info("cli session from %s closed", self.remote)
+
+    async def _send(self, send: Send) -> bool:
+        if send.data:
+            await self.conn.send(send.data)
+        return send.close
 
 
 async def _handle(ctx: ServerContext, conn: Connection) -> None:

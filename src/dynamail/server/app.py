@@ -115,8 +115,11 @@ def _tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
         raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
 
 
-def build_context(cfg: ServerConfig) -> ServerContext:
-    """Create (on first start) and open everything the adapters need."""
+def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerContext:
+    """Create (on first start) and open everything the adapters need.
+
+    ``password_hasher`` (an argon2 ``PasswordHasher``) replaces the default
+    hash parameters; tests pass cheap ones."""
     from dynamail.cluster.locator import StandaloneLocator
     from dynamail.directory import Directory
 
@@ -127,7 +130,9 @@ def build_context(cfg: ServerConfig) -> ServerContext:
         make_dirs(shared)
     elif not shared.exists():
         make_dirs(shared)
-    directory = Directory(cfg.base, main_domain=cfg.main_domain, shared_base=shared)
+    directory = Directory(
+        cfg.base, main_domain=cfg.main_domain, shared_base=shared, password_hasher=password_hasher
+    )
     _first_start_password(cfg, directory)
     if first:
         log.info("first start: base %s, Main Domain %s", cfg.base, cfg.main_domain)
