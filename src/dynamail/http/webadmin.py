@@ -267,7 +267,11 @@ async def domains_page(request: web.Request, session: Session) -> web.StreamResp
 @page
 async def domains_create(request: web.Request, session: Session) -> web.StreamResponse:
     form = await _form(request)
-    name = _field(form, "name").strip()
+    try:
+        name = names.domain_name(_field(form, "name").strip())
+    except names.BadName as exc:
+        session.flash.append(("error", str(exc)))
+        raise _redirect("/admin/domains") from None
     shared = _field(form, "shared") == "yes"
     ok = await attempt(
         session,
@@ -275,7 +279,7 @@ async def domains_create(request: web.Request, session: Session) -> web.StreamRe
         f"{'Shared domain' if shared else 'Domain'} {name} created.",
     )
     if ok:
-        raise _redirect(f"/admin/domains/{quote(names.domain_name(name))}")
+        raise _redirect(f"/admin/domains/{quote(name)}")
     raise _redirect("/admin/domains")
 
 
@@ -343,7 +347,11 @@ async def accounts_page(request: web.Request, session: Session) -> web.StreamRes
 async def accounts_create(request: web.Request, session: Session) -> web.StreamResponse:
     domain = _domain(request)
     form = await _form(request)
-    name = _field(form, "name").strip()
+    try:
+        name = names.account_name(_field(form, "name").strip())
+    except names.BadName as exc:
+        session.flash.append(("error", str(exc)))
+        raise _redirect(f"/admin/domains/{quote(domain)}/accounts") from None
     password = _field(form, "password") or None
     settings: dict[str, Any] = {}
     real_name = _field(form, "real_name").strip()
@@ -352,7 +360,7 @@ async def accounts_create(request: web.Request, session: Session) -> web.StreamR
     address = f"{name}@{domain}"
     if await attempt(session, request.app[CTX].admin.create_account(session.ref, address, settings=settings, password=password),
                      f"Account {address} created."):
-        raise _redirect(f"/admin/domains/{quote(domain)}/accounts/{quote(names.account_name(name))}")
+        raise _redirect(f"/admin/domains/{quote(domain)}/accounts/{quote(name)}")
     raise _redirect(f"/admin/domains/{quote(domain)}/accounts")
 
 
@@ -518,7 +526,7 @@ async def monitors_page(request: web.Request, session: Session) -> web.StreamRes
 @page
 async def cluster_page(request: web.Request, session: Session) -> web.StreamResponse:
     status = await _load(views.cluster_status(request.app[CTX], session.ref))
-    return render(request, "cluster.html", session, status=status)
+    return render(request, "cluster.html", session, cluster=status)
 
 
 @page

@@ -1,0 +1,193 @@
+"""WebAdmin pages through a real HTTP client: login, forms, CSRF, cookies."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from http_support import PM_PASSWORD, client_for
+
+from dynamail.server.context import ServerContext
+
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found, "no CSRF field on the page"
+    return found.group(1)
+
+
+async def login(client: TestClient[Any, Any], user: str = "postmaster", password: str = PM_PASSWORD) -> str:
+    page = await client.get("/admin/login")
+    assert page.status == 200
+    resp = await client.post("/admin/login", data={"csrf": csrf_of(await page.text()), "user": user,
+                                                   "password": password, "next": "/admin/domains"},
+                             allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    cookie = resp.cookies["dynamail_session"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+    domains = await client.get("/admin/domains")
+    assert domains.status == 200
+    return csrf_of(await domains.text())
+
+
+async def test_pages_need_login(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        resp = await client.get("/admin/domains", allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"].startswith("/admin/login?next=")
+        resp = await client.get("/", allow_redirects=False)
+        assert resp.status == 303
+        resp = await client.post("/admin/domains", data={"name": "x.test"}, allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/admin/login"
+
+
+async def test_login_failures_and_csrf(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        page = await client.get("/admin/login")
+        token = csrf_of(await page.text())
+        assert page.cookies["dynamail_login"]["samesite"] == "Strict"
+        bad = await client.post("/admin/login", data={"csrf": token, "user": "postmaster", "password": "nope"})
+        assert bad.status == 401 and "wrong user name or password" in await bad.text()
+        client.session.cookie_jar.clear()
+        forged = await client.post("/admin/login", data={"csrf": token, "user": "postmaster", "password": PM_PASSWORD})
+        assert forged.status == 403 and "dynamail_session" not in forged.cookies
+
+
+async def test_forms_need_the_csrf_token(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        resp = await client.post("/admin/domains", data={"name": "forged.test"}, allow_redirects=False)
+        assert resp.status == 403
+        resp = await client.post("/admin/domains", data={"name": "forged.test", "csrf": "x" + csrf}, allow_redirects=False)
+        assert resp.status == 403
+        assert "forged.test" not in [d.name for d in ctx.directory.list_domains()]
+        resp = await client.post("/admin/domains", data={"name": "real.test", "csrf": csrf, "shared": "no"},
+                                 allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/admin/domains/real.test"
+        assert "real.test" in [d.name for d in ctx.directory.list_domains()]
+
+
+async def test_every_page_renders(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        await login(client)
+        pages = {
+            "/admin/domains": ["Create Domain", "a.test", "Main Domain"],
+            "/admin/domains/a.test": ["Domain Settings", "Default Account Settings", "MaxAccounts"],
+            "/admin/domains/a.test/accounts": ["alice", "carol", "Create Account"],
+            "/admin/domains/a.test/accounts/carol": ["carol@a.test", "Set Password", "Rename", "AccessModes"],
+            "/admin/settings?scope=server": ["Server-wide", "Default Account Settings", "Default Domain Settings"],
+            "/admin/settings?scope=cluster": ["Cluster-wide defaults apply"],
+            "/admin/alerts?scope=cluster": ["Cluster-wide Alerts"],
+            "/admin/monitors": ["Sessions per protocol", "Queue size"],
+            "/admin/monitors/cluster": ["Make Non-Ready", "standalone"],
+        }
+        for url, expected in pages.items():
+            resp = await client.get(url)
+            html = await resp.text()
+            assert resp.status == 200, (url, html)
+            for text in expected:
+                assert text in html, (url, text)
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert "script-src 'self'" in resp.headers["Content-Security-Policy"]
+        assert "Create Shared Domain" not in await (await client.get("/admin/domains")).text()
+        resp = await client.get("/admin/domains/nowhere.test")
+        assert resp.status == 404
+        resp = await client.get("/admin/domains/..%2F..")
+        assert resp.status in (400, 404)
+        assert (await client.get("/static/admin.css")).status == 200
+
+
+async def test_account_work_through_forms(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        resp = await client.post("/admin/domains/a.test/accounts",
+                                 data={"csrf": csrf, "name": "Zed", "real_name": "Zed Z", "password": ""})
+        assert resp.status == 200 and str(resp.url).endswith("/admin/domains/a.test/accounts/zed")
+        assert "Account zed@a.test created." in await resp.text()
+        zed = ctx.directory.ref("a.test", "zed")
+        assert ctx.directory.account_settings(zed) == {"RealName": "Zed Z"}
+        base = "/admin/domains/a.test/accounts/zed"
+        await client.post(base + "/settings", data={
+            "csrf": csrf, "key.1": "RealName", "orig.1": "Zed Z", "value.1": "",
+            "key.new0": "MaxAccountSize", "value.new0": "10M", "key.new1": "Aliases", "value.new1": '["z1", "z2"]'})
+        assert ctx.directory.account_settings(zed) == {"MaxAccountSize": "10M", "Aliases": ["z1", "z2"]}
+        resp = await client.post(base + "/password", data={"csrf": csrf, "password": "a", "again": "b"})
+        assert "differ" in await resp.text()
+        await client.post(base + "/password", data={"csrf": csrf, "password": "zed-pw", "again": "zed-pw"})
+        assert (await ctx.auth.authenticate("zed@a.test", "zed-pw", protocol="http", remote="t")).ok
+        resp = await client.post(base + "/alerts", data={"csrf": csrf, "text": "<script>alert(1)</script>"})
+        html = await resp.text()
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert(1)" not in html
+        stamp = ctx.directory.alerts(("account", zed))[0].stamp
+        await client.post(base + "/alerts/remove", data={"csrf": csrf, "stamp": stamp})
+        assert ctx.directory.alerts(("account", zed)) == []
+        resp = await client.post(base + "/rename", data={"csrf": csrf, "new_name": "zoe"})
+        assert str(resp.url).endswith("/admin/domains/a.test/accounts/zoe")
+        resp = await client.post("/admin/domains/a.test/accounts/zoe/delete", data={"csrf": csrf})
+        assert str(resp.url).endswith("/admin/domains/a.test/accounts")
+        assert ctx.directory.find_account("zoe@a.test") is None
+
+
+async def test_domain_and_global_settings_through_forms(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        await client.post("/admin/domains/b.test/settings", data={
+            "csrf": csrf, "kind": "domain", "key.new0": "MaxAccounts", "value.new0": "5"})
+        assert ctx.directory.domain_settings("b.test") == {"MaxAccounts": "5"}
+        await client.post("/admin/domains/b.test/settings", data={
+            "csrf": csrf, "kind": "account-defaults", "key.new0": "TimeZone", "value.new0": "Europe/Oslo"})
+        assert ctx.directory.account_defaults("b.test") == {"TimeZone": "Europe/Oslo"}
+        for scope in ("server", "cluster"):
+            resp = await client.post("/admin/settings", data={
+                "csrf": csrf, "scope": scope, "kind": "account", "key.new0": "Language", "value.new0": scope})
+            assert resp.status == 200 and "Settings saved." in await resp.text()
+        assert ctx.directory.server_account_defaults() == {"Language": "server"}
+        assert ctx.directory.cluster_account_defaults() == {"Language": "cluster"}
+        await client.post("/admin/alerts/server", data={"csrf": csrf, "text": "maintenance tonight"})
+        assert [a.text for a in ctx.directory.alerts("server")] == ["maintenance tonight"]
+        await client.post("/admin/domains/b.test/delete", data={"csrf": csrf})  # not empty: refused
+        assert ctx.directory.domain_exists("b.test")
+        resp = await client.post("/admin/domains/b.test/delete", data={"csrf": csrf, "force": "yes"})
+        assert str(resp.url).endswith("/admin/domains") and not ctx.directory.domain_exists("b.test")
+
+
+async def test_accounts_page_pages_and_searches(ctx: ServerContext) -> None:
+    for i in range(120):
+        ctx.directory.create_account("b.test", f"m{i:03d}")
+    async with client_for(ctx) as client:
+        await login(client)
+        html = await (await client.get("/admin/domains/b.test/accounts?page=2")).text()
+        assert "121 accounts" in html and "page 2 of 3" in html
+        assert ">m049<" in html and ">m048<" not in html and ">m099<" not in html
+        html = await (await client.get("/admin/domains/b.test/accounts?q=m11")).text()
+        assert "10 accounts starting with" in html and ">m115<" in html and ">m015<" not in html
+
+
+async def test_domain_administrator_sees_only_its_domain(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        await login(client, "alice@a.test", "alice-pw")
+        resp = await client.get("/admin/domains")
+        assert resp.status == 200 and "a.test" in await resp.text() and "b.test" not in await resp.text()
+        resp = await client.get("/admin/domains/b.test/accounts")
+        assert resp.status == 403
+
+
+async def test_cluster_page_needs_can_control_cluster_to_change(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client, "monitor@main.test", "monitor-pw")
+        html = await (await client.get("/admin/monitors/cluster")).text()
+        member = re.search(r'action="/admin/monitors/cluster/([^/"]+)/nonready"', html)
+        assert member
+        resp = await client.post(f"/admin/monitors/cluster/{member.group(1)}/nonready", data={"csrf": csrf})
+        assert "you do not have the rights" in await resp.text()
+
+
+async def test_logout(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        resp = await client.post("/admin/logout", data={"csrf": csrf}, allow_redirects=False)
+        assert resp.status == 303
+        resp = await client.get("/admin/domains", allow_redirects=False)
+        assert resp.status == 303
