@@ -181,3 +181,19 @@ def test_apop(auth: Authenticator, directory: Directory) -> None:
     directory.set_password(bob, "tanstaaf")
     r = run(auth.verify_apop("bob", token, "c4c9334bac560ecc979e58001b3e22fb", protocol="pop3", remote="x"))
     assert r.ok
+
+
+def test_throttling_follows_the_account_through_aliases(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    directory.set_account_aliases(ref, ["ally"])
+    for i in range(5):
+        login(auth, "ally@d.example" if i % 2 else "alice@d.example", "bad", remote=f"192.0.2.{i}")
+    assert login(auth, "ally@d.example", "wonderland", remote="192.0.2.77").reason == "throttled"
+    assert login(auth, "alice@d.example", "wonderland", remote="192.0.2.78").reason == "throttled"
+    assert login(auth, "bob", "builder", remote="192.0.2.79").ok
+
+
+def test_unknown_accounts_cost_a_verification_too(auth: Authenticator) -> None:
+    assert login(auth, "ghost@d.example", "x").reason == "no-such-account"
+    assert auth._dummy_hash is not None and auth._dummy_hash.startswith("$argon2")

@@ -146,6 +146,7 @@ class Authenticator:
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[float, AccountRef]] = OrderedDict()
         self._by_account: dict[AccountRef, set[bytes]] = {}
+        self._dummy_hash: str | None = None
 
     # ------------------------------------------------------------ cache
     def _cache_key(self, ref: AccountRef, stored: str, password: str) -> bytes:
@@ -200,21 +201,24 @@ class Authenticator:
         self._count(protocol, reason)
         return AuthResult(False, ref, reason, message)
 
-    def _throttled(self, login: str, remote: str) -> bool:
-        return self.throttle.blocked_for("addr:" + remote) > 0 or self.throttle.blocked_for(
-            "login:" + login.strip().lower()
-        ) > 0
+    @staticmethod
+    def _login_key(login: str, ref: AccountRef | None) -> str:
+        # Per account (whatever name or alias was used), else per login text.
+        return "login:" + (ref.address if ref is not None else login.strip().lower())
+
+    def _address_throttled(self, remote: str) -> bool:
+        return self.throttle.blocked_for("addr:" + remote) > 0
+
+    def _account_throttled(self, login: str, ref: AccountRef | None) -> bool:
+        return self.throttle.blocked_for(self._login_key(login, ref)) > 0
 
     def _failed(self, login: str, remote: str, ref: AccountRef | None) -> None:
         self.throttle.failure("addr:" + remote)
-        self.throttle.failure("login:" + (ref.address if ref else login.strip().lower()))
-        if ref is not None and ref.domain == self.directory.main_domain:
-            self.throttle.failure("login:" + ref.name)
+        self.throttle.failure(self._login_key(login, ref))
 
     def _succeeded(self, login: str, remote: str, ref: AccountRef) -> None:
         self.throttle.success("addr:" + remote)
-        self.throttle.success("login:" + ref.address)
-        self.throttle.success("login:" + login.strip().lower())
+        self.throttle.success(self._login_key(login, ref))
 
     def _lookup(self, login: str, protocol: str) -> tuple[AccountRef | None, str | None, bool]:
         """(account, stored hash, protocol allowed) — runs in a worker thread."""
@@ -230,6 +234,12 @@ class Authenticator:
             return None, None, False
         return ref, stored, allowed
 
+    def _dummy_verify(self, password: str) -> None:
+        if self._dummy_hash is None:
+            self._dummy_hash = passwords.hash_password(secrets.token_urlsafe(16), self.directory.hasher)
+        if isinstance(password, str):
+            passwords.verify(self._dummy_hash, password[: passwords.MAX_PASSWORD], self.directory.hasher)
+
     def _verify(self, stored: str, password: str) -> bool:
         self.verifications += 1
         return passwords.verify(stored, password, self.directory.hasher)
@@ -239,11 +249,16 @@ class Authenticator:
         protocol = protocol.lower()
         if not isinstance(login, str) or not login or len(login) > MAX_LOGIN:
             return self._refused(protocol, "bad-credentials", "invalid login name")
-        if self._throttled(login, remote):
+        if self._address_throttled(remote):
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
         loop = asyncio.get_running_loop()
         ref, stored, allowed = await loop.run_in_executor(None, self._lookup, login, protocol)
+        if self._account_throttled(login, ref):
+            return self._refused(protocol, "throttled", "too many failed logins; try again later", ref)
         if ref is None:
+            # Spend the same work as for a real account, so that response
+            # times do not tell which accounts exist.
+            await loop.run_in_executor(None, self._dummy_verify, password)
             self._failed(login, remote, None)
             return self._refused(protocol, "no-such-account", "invalid login or password")
         if stored is None or not isinstance(password, str) or len(password) > passwords.MAX_PASSWORD:
@@ -269,7 +284,7 @@ class Authenticator:
         protocol = protocol.lower()
         if not isinstance(login, str) or not login or len(login) > MAX_LOGIN:
             return self._refused(protocol, "bad-credentials", "invalid login name")
-        if self._throttled(login, remote):
+        if self._address_throttled(remote):
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
 
         def lookup() -> tuple[AccountRef | None, str | None, bool]:
@@ -283,6 +298,8 @@ class Authenticator:
 
         loop = asyncio.get_running_loop()
         ref, secret, allowed = await loop.run_in_executor(None, lookup)
+        if self._account_throttled(login, ref):
+            return self._refused(protocol, "throttled", "too many failed logins; try again later", ref)
         if ref is None:
             self._failed(login, remote, None)
             return self._refused(protocol, "no-such-account", "invalid login or password")

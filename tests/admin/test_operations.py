@@ -169,6 +169,12 @@ def test_accounts(w: World) -> None:
     assert run(a.list_accounts(w.master, "a.example", prefix="c", limit=5)) == ["carol"]
     assert run(a.list_accounts(w.master, "a.example", offset=1, limit=1)) == ["carol"]
     assert run(a.count_accounts(w.monitor, "a.example")) == 3
+    assert run(a.count_accounts(w.monitor, "a.example", prefix="CA")) == 1
+    # The CLI's CREATEACCOUNT dictionary may carry the password.
+    run(a.create_account(w.master, "pw@a.example", settings={"Password": "from-dict", "RealName": "P"}))
+    assert run(a.get_account_settings(w.master, "pw@a.example")) == {"RealName": "P"}
+    assert run(a.verify_account_password(w.master, "pw@a.example", "from-dict")) is True
+    run(a.delete_account(w.master, "pw@a.example"))
     assert "postmaster" in run(a.list_accounts(w.master))
     assert code_of(a.list_accounts(w.master, "a.example", offset=-1)) == "bad_request"
     assert code_of(a.list_accounts(w.dadmin, "b.example")) == "forbidden"

@@ -338,3 +338,50 @@ def test_cache_avoids_rereading(directory: Directory) -> None:
     directory.reload()
     directory.account_settings(ref)
     assert directory.files.reads == reads + 1
+
+
+def test_password_key_is_never_stored_as_a_setting(directory: Directory) -> None:
+    from dynamail.directory import passwords
+
+    ref = directory.create_account("main.example", "pk", settings={"Password": "one", "RealName": "P"})
+    assert directory.account_settings(ref) == {"RealName": "P"}
+    stored = directory.password_hash(ref)
+    assert stored is not None and passwords.verify(stored, "one", FAST_HASHER)
+    directory.update_account_settings(ref, {"password": "two"})
+    stored = directory.password_hash(ref)
+    assert stored is not None and passwords.verify(stored, "two", FAST_HASHER)
+    directory.set_account_settings(ref, {"PASSWORD": "three", "Language": "Manx"})
+    assert directory.account_settings(ref) == {"Language": "Manx"}
+    assert directory.apop_secret(ref) == "three"
+    assert b"three" not in (directory.account_dir(ref) / "Account.json").read_bytes()
+    with pytest.raises(BadSetting):
+        directory.update_account_settings(ref, {"Password": ["not", "text"]})
+
+
+def test_count_with_prefix(directory: Directory) -> None:
+    for n in ("ann", "anna", "bob", "annette", "zed"):
+        directory.create_account("main.example", n)
+    assert directory.count_accounts("main.example") == 5
+    assert directory.count_accounts("main.example", prefix="AN") == 3
+    assert directory.count_accounts("main.example", prefix="q") == 0
+
+
+def test_stale_temporaries_are_removed(directory: Directory) -> None:
+    import time
+
+    ref = directory.create_account("main.example", "keep")
+    shard = directory.account_dir(ref).parent
+    old = shard / ".new-half-built-1234"
+    young = shard / ".deleted-in-progress-5678"
+    for p in (old, young):
+        p.mkdir()
+        (p / "Account.json").write_text("{}")
+    past = time.time() - 7200
+    os.utime(old, (past, past))
+    domain_old = directory.domains_dir / ".new-x.example-abcd"
+    domain_old.mkdir()
+    os.utime(domain_old, (past, past))
+    directory.invalidate()
+    assert directory.list_accounts("main.example") == ["keep"]
+    assert [d.name for d in directory.list_domains()] == ["main.example"]
+    assert not old.exists() and young.exists() and not domain_old.exists()

@@ -98,7 +98,7 @@ class Admin:
     async def _domain(self, name: str) -> tuple[str, bool]:
         if not isinstance(name, str):
             raise AdminError("bad_request", "domain name must be text")
-        return await self._run(self.directory._locate_domain, name)
+        return await self._run(self.directory.locate_domain, name)
 
     async def _holds_server_rights(self, ref: AccountRef) -> bool:
         rights = await self._run(self.directory.account_rights, ref)
@@ -295,12 +295,14 @@ class Admin:
         limit = MAX_LIST_LIMIT if limit is None else min(limit, MAX_LIST_LIMIT)
         return await self._run(self.directory.list_accounts, canon, prefix=prefix, offset=offset, limit=limit)
 
-    async def count_accounts(self, actor: AccountRef, domain: str | None = None) -> int:
+    async def count_accounts(self, actor: AccountRef, domain: str | None = None, *, prefix: str = "") -> int:
         canon, _ = await self._domain(domain if domain is not None else self.directory.main_domain)
         who = await self._actor(actor)
         if not (who.has(model.MONITORS) or who.manages_accounts_of(canon)):
             raise _forbidden()
-        return await self._run(self.directory.count_accounts, canon)
+        if not isinstance(prefix, str):
+            raise AdminError("bad_request", "invalid prefix")
+        return await self._run(self.directory.count_accounts, canon, prefix=prefix)
 
     async def create_account(
         self,

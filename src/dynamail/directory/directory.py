@@ -38,11 +38,13 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import errno
 import hashlib
 import os
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,52 @@ ACCOUNT_FILE = "Account.json"
 ACCOUNT_PREFS_FILE = "Prefs.json"
 MAIL_DIR = "Mail"
 ACCOUNTS_DIR = "Accounts"
+
+
+STALE_AGE = 3600.0  # seconds before an abandoned temporary directory is removed
+
+
+def _remove_stale(entries: list[os.DirEntry[str]]) -> None:
+    """Remove half-built (``.new-*``) and half-deleted (``.deleted-*``)
+    directories a crash left behind; young ones may belong to a running
+    operation of another process, so only those older than STALE_AGE go."""
+    now = time.time()
+    for e in entries:
+        if e.name.startswith((".new-", ".deleted-")):
+            try:
+                if now - e.stat(follow_symlinks=False).st_mtime > STALE_AGE:
+                    shutil.rmtree(e.path, ignore_errors=True)
+            except FileNotFoundError:
+                continue
+
+
+def _rename_new(src: Path, dst: Path, exists_message: str) -> None:
+    """Rename a complete directory into place; a directory of the same name
+    made meanwhile by another process is never replaced (it is not empty)."""
+    try:
+        os.rename(src, dst)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            raise AlreadyExists(exists_message) from exc
+        raise
+
+
+def _split_password(
+    settings: Mapping[str, Any] | None,
+) -> tuple[Mapping[str, Any] | None, str | None]:
+    """``settings`` without its ``Password`` key (any case), and that password."""
+    if not isinstance(settings, Mapping):
+        return settings, None
+    keys = [k for k in settings if isinstance(k, str) and k.lower() == "password"]
+    if not keys:
+        return settings, None
+    rest = {k: v for k, v in settings.items() if k not in keys}
+    value = settings[keys[0]]
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise BadSetting("the password must be text")
+    return rest, value
 
 
 def shard_of(name: str) -> str:
@@ -132,8 +180,11 @@ class Directory:
     def _domain_dir(self, name: str, shared: bool) -> Path:
         return (self.shared_base if shared else self.domains_dir) / name
 
-    def _locate_domain(self, name: str) -> tuple[str, bool]:
+    def locate_domain(self, name: str) -> tuple[str, bool]:
         """Canonical name and shared flag of an existing domain, or NoSuchDomain."""
+        return self._locate_domain(name)
+
+    def _locate_domain(self, name: str) -> tuple[str, bool]:
         canon = names.domain_name(name)
         if (self.domains_dir / canon).is_dir():
             return canon, False
@@ -169,6 +220,7 @@ class Directory:
                 entries = list(os.scandir(root))
             except FileNotFoundError:
                 continue
+            _remove_stale(entries)
             for e in entries:
                 if e.name.startswith(".") or not e.is_dir() or e.name in seen:
                     continue
@@ -208,7 +260,7 @@ class Directory:
                 fsync_dir(tmp)
                 if (root / canon).exists():
                     raise AlreadyExists(f"domain already exists: {canon}")
-                os.rename(tmp, root / canon)
+                _rename_new(tmp, root / canon, f"domain already exists: {canon}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -361,9 +413,11 @@ class Directory:
     def _scan_shard(self, path: Path) -> list[str]:
         self.scans += 1
         try:
-            return sorted(e.name for e in os.scandir(path) if not e.name.startswith("."))
+            entries = list(os.scandir(path))
         except FileNotFoundError:
             return []
+        _remove_stale(entries)
+        return sorted(e.name for e in entries if not e.name.startswith("."))
 
     def _listing(self, domain: str) -> list[str]:
         canon, shared = self._locate_domain(domain)
@@ -415,8 +469,12 @@ class Directory:
             end = min(end, start + max(0, limit))
         return merged[start:end] if start < end else []
 
-    def count_accounts(self, domain: str) -> int:
-        return len(self._listing(domain))
+    def count_accounts(self, domain: str, *, prefix: str = "") -> int:
+        merged = self._listing(domain)
+        if not prefix:
+            return len(merged)
+        prefix = prefix.lower()
+        return bisect.bisect_left(merged, prefix + "\U0010ffff") - bisect.bisect_left(merged, prefix)
 
     def create_account(
         self,
@@ -426,7 +484,12 @@ class Directory:
         settings: Mapping[str, Any] | None = None,
         password: str | None = None,
     ) -> AccountRef:
+        """Create an account.  A ``Password`` key in ``settings`` (the CLI
+        protocol's CREATEACCOUNT dictionary) is the password; it is never
+        stored as a setting."""
         ref = self.ref(domain, name)
+        settings, given = _split_password(settings)
+        password = password if password is not None else given
         own = model.clean_settings(settings)
         with self._lock:
             if self.find_account(ref.address) is not None or ref.name in self.forwarders(ref.domain):
@@ -444,7 +507,7 @@ class Directory:
                     record.update(self._password_record(ref, password, own))
                 self.files.write(tmp / ACCOUNT_FILE, record, mode=0o600)
                 fsync_dir(tmp)
-                os.rename(tmp, final)
+                _rename_new(tmp, final, f"account already exists: {ref.address}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -463,14 +526,19 @@ class Directory:
                 raise AlreadyExists(f"account already exists: {new.address}")
             new_dir = self.account_dir(new)
             make_dirs(new_dir.parent)
+            exists = f"account already exists: {new.address}"
             try:
-                os.rename(old_dir, new_dir)
+                _rename_new(old_dir, new_dir, exists)
             except OSError as exc:
-                if exc.errno != 18:  # EXDEV: local and shared storage differ
+                if exc.errno != errno.EXDEV:  # local and shared storage differ
                     raise
                 tmp = new_dir.parent / f".new-{new.name}-{secrets.token_hex(4)}"
                 shutil.copytree(old_dir, tmp, symlinks=True)
-                os.rename(tmp, new_dir)
+                try:
+                    _rename_new(tmp, new_dir, exists)
+                except BaseException:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
                 shutil.rmtree(old_dir)
             fsync_dir(new_dir.parent)
             fsync_dir(old_dir.parent)
@@ -504,18 +572,26 @@ class Directory:
         return dict(self._record(ref)["settings"])
 
     def update_account_settings(self, ref: AccountRef, changes: Mapping[str, Any]) -> None:
+        """Update settings (``default`` removes a key); a ``Password`` key sets
+        the password instead of being stored."""
         if not isinstance(changes, Mapping):
             raise BadSetting("settings must be a dictionary")
+        rest, password = _split_password(changes)
         with self._lock:
             rec = self._record(ref)
-            rec["settings"] = model.apply_changes(rec["settings"], changes)
+            rec["settings"] = model.apply_changes(rec["settings"], rest or {})
+            if password is not None:
+                rec.update(self._password_record(ref, password, rec["settings"]))
             self._write_record(ref, rec)
 
     def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
-        cleaned = model.clean_settings(settings)
+        rest, password = _split_password(settings)
+        cleaned = model.clean_settings(rest)
         with self._lock:
             rec = self._record(ref)
             rec["settings"] = cleaned
+            if password is not None:
+                rec.update(self._password_record(ref, password, cleaned))
             self._write_record(ref, rec)
 
     def effective_account_settings(self, ref: AccountRef) -> dict[str, Any]:
