@@ -56,7 +56,7 @@ class Cluster:
     def wait_controller(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
         def ok() -> dict[str, Any] | None:
             st = self.status()
-            running = [m for m in st["members"] if m["running"]]
+            running = [m for m in st["members"] if m["running"] and m["name"] not in exclude]
             if st["controller"] and st["controller"] not in exclude and all(
                     m.get("alive") for m in running):
                 return st

@@ -208,26 +208,26 @@ def test_kill_controller_then_backup_then_both_in_turn(cluster_factory: Any) -> 
     c.kill(first, "KILL")
     st = c.wait_controller(exclude=(first,))
     assert st["controller"] != first
-    survivor = next(n for n in c.names() if n != first)
-    login_select(c, survivor)
-    # the Backup dies: a new one is named
+    login_select(c, next(n for n in c.names() if n != first))
     launcher.start(c.dir, first)
-    c.wait(lambda: c.status()["backup"], what="a backup")
+    c.wait_controller()
+    # the Backup dies: another backend is named Backup
     backup = c.status()["backup"]
+    assert backup
     c.kill(backup, "KILL")
-    c.wait(lambda: (c.status()["backup"] not in ("", backup)) and c.status(), what="a new backup")
-    # both in turn: Controller, then the new Controller
+    c.wait(lambda: c.status()["backup"] not in ("", backup), what="a new backup")
+    launcher.start(c.dir, backup)
     st = c.wait_controller()
+    # both in turn: the Controller, then its successor
     ctl = st["controller"]
     c.kill(ctl, "KILL")
     st = c.wait_controller(exclude=(ctl,))
     ctl2 = st["controller"]
     c.kill(ctl2, "KILL")
-    running = [m["name"] for m in c.status()["members"] if m["running"]]
-    assert len(running) == 1
     st = c.wait_controller(exclude=(ctl, ctl2))
-    assert st["controller"] == running[0]
-    login_select(c, running[0])
+    last = next(n for n in c.names() if n not in (ctl, ctl2))
+    assert st["controller"] == last and st["backup"] == ""
+    login_select(c, last)
 
 
 @needs_imap
@@ -238,10 +238,14 @@ def test_sigstop_controller_past_lease_does_not_act_after_sigcont(cluster_factor
     old = st["controller"]
     # make the Controller own the account, then freeze it
     others = [n for n in c.names() if n != old]
-    for _ in range(20):
-        login_select(c, old)
-        if c.locate("ann@shared.test") == old:
-            break
+    for n in others:
+        launcher.set_ready(c.dir, n, False)
+    c.wait(lambda: not any(m["ready"] for m in c.status()["members"] if m["name"] in others),
+           what="non-ready members")
+    login_select(c, others[0])
+    assert c.locate("ann@shared.test") == old
+    for n in others:
+        launcher.set_ready(c.dir, n, True)
     c.kill(old, "STOP")
     st = c.wait_controller(exclude=(old,))
     new = st["controller"]
@@ -276,11 +280,15 @@ def test_partition_of_one_backend_no_split_brain_and_rejoin(cluster_factory: Any
     provision(c, "b1")
     st = c.wait_controller()
     victim = next(n for n in c.names() if n not in (st["controller"],))
-    for _ in range(30):
-        login_select(c, victim)
-        if c.locate("ann@shared.test") == victim:
-            break
+    for n in c.names():
+        if n != victim:
+            launcher.set_ready(c.dir, n, False)
+    c.wait(lambda: [m["name"] for m in c.status()["members"] if m["ready"]] == [victim],
+           what="only the victim ready")
+    login_select(c, st["controller"])
     assert c.locate("ann@shared.test") == victim
+    for n in c.names():
+        launcher.set_ready(c.dir, n, True)
     cut(c, victim, True)
     c.wait(lambda: not next(m for m in c.status()["members"] if m["name"] == victim)["alive"],
            what="the cut member to be declared dead")
