@@ -341,11 +341,18 @@ class Server:
 async def serve(cfg: ServerConfig, *, ready: Any = None) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     server = Server(cfg)
-    await server.start()
     loop = asyncio.get_running_loop()
+    # Handlers first: a signal during start-up must not kill the process
+    # half-way (SIGHUP's default action terminates it).
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
     loop.add_signal_handler(signal.SIGHUP, server.reload)
+    try:
+        await server.start()
+    except BaseException:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        raise
     if ready is not None:
         ready(server)
     try:

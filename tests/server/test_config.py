@@ -1,0 +1,129 @@
+"""ServerConfig: defaults, the settings file, command-line overrides, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dynamail.server import config as config_mod
+from dynamail.server.config import DEFAULT_PORTS, ConfigError
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path)
+    assert cfg.listen == "127.0.0.1"
+    assert cfg.port_offset == 0
+    assert cfg.ports == DEFAULT_PORTS
+    assert cfg.port("cli") == 106 and cfg.port("imaps") == 993 and cfg.port("cluster") == 7070
+    assert cfg.cluster.role == "standalone" and not cfg.clustered
+    assert cfg.shared_base == tmp_path / "SharedDomains"
+    assert cfg.cert_paths() == (tmp_path / "Settings/server.crt", tmp_path / "Settings/server.key")
+
+
+def test_file_then_overrides(tmp_path: Path) -> None:
+    (tmp_path / "Settings").mkdir()
+    (tmp_path / "Settings/server.toml").write_text(
+        """
+listen = "127.0.2.9"
+main_domain = "mail.example"
+log_level = "debug"
+[ports]
+imap = 1143
+smtp = 2525
+[limits]
+max_per_address = 7
+cli_idle_timeout = 12
+[cluster]
+role = "backend"
+backends = ["127.0.0.1", "127.0.0.2:7071"]
+lease_seconds = 1.5
+[smtp]
+relay_host = "smarthost:25"
+mx = { "example.org" = "127.0.0.5:2525" }
+[tls]
+cert = "/x/c.pem"
+key = "/x/k.pem"
+"""
+    )
+    cfg = config_mod.load(tmp_path, overrides={"port_offset": 100, "listen": None, "role": "frontend"})
+    assert cfg.listen == "127.0.2.9"  # None override ignored
+    assert cfg.main_domain == "mail.example"
+    assert cfg.log_level == "DEBUG"
+    assert cfg.port("imap") == 1243 and cfg.port("smtp") == 2625 and cfg.port("pop3") == 210
+    assert cfg.limits.max_per_address == 7 and cfg.limits.cli_idle_timeout == 12.0
+    assert cfg.cluster.role == "frontend" and cfg.clustered
+    assert cfg.cluster.backends == ["127.0.0.1", "127.0.0.2:7071"]
+    assert cfg.cluster.lease_seconds == 1.5
+    assert cfg.smtp.relay_host == "smarthost:25"
+    assert cfg.smtp.mx == {"example.org": "127.0.0.5:2525"}
+    assert cfg.cert_paths() == (Path("/x/c.pem"), Path("/x/k.pem"))
+
+
+def test_shared_base_option(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path, overrides={"shared_base": tmp_path / "shared"})
+    assert cfg.shared_base == tmp_path / "shared"
+
+
+def test_explicit_config_file(tmp_path: Path) -> None:
+    f = tmp_path / "elsewhere.toml"
+    f.write_text('listen = "127.0.2.3"\n')
+    cfg = config_mod.load(tmp_path / "base", config_file=f)
+    assert cfg.listen == "127.0.2.3"
+    assert cfg.settings_file == f
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lisen = '1.2.3.4'\n", "lisen: unknown setting"),
+        ("[ports]\nimapp = 1\n", "ports.imapp: unknown listener"),
+        ("[ports]\nimap = 'x'\n", "ports.imap: expected a port number"),
+        ("[ports]\nimap = 70000\n", "ports.imap"),
+        ("[limits]\nmax_connections = 'many'\n", "limits.max_connections: expected an integer"),
+        ("[limits]\nbogus = 1\n", "limits.bogus: unknown setting"),
+        ("[cluster]\nrole = 'leader'\n", "cluster.role"),
+        ("[cluster]\nbackends = 'a,b'\n", "cluster.backends: expected a list"),
+        ("[smtp]\nmx = { a = 1 }\n", "smtp.mx"),
+        ("[tls]\ncert = '/c'\n", "tls: give both"),
+        ("log_level = 'LOUD'\n", "log_level"),
+        ("limits = 5\n", "limits: expected a table"),
+        ("this is not toml", "server.toml"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "Settings").mkdir()
+    (tmp_path / "Settings/server.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        config_mod.load(tmp_path)
+
+
+def test_port_offset_overflow(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="exceeds 65535"):
+        config_mod.load(tmp_path, overrides={"port_offset": 60000})
+
+
+def test_first_start_fixes_the_main_domain(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path, overrides={"main_domain": "first.test"})
+    assert config_mod.first_start_settings(cfg) is True
+    assert cfg.settings_file.exists()
+    again = config_mod.load(tmp_path, overrides={"main_domain": "second.test"})
+    assert config_mod.first_start_settings(again) is False
+    assert again.main_domain == "first.test"
+
+
+def test_first_start_default_main_domain_is_the_host_name(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path)
+    config_mod.first_start_settings(cfg)
+    assert cfg.main_domain == config_mod.default_main_domain()
+    assert config_mod.read_file(cfg.settings_file)["main_domain"] == cfg.main_domain
+
+
+def test_to_toml_round_trip(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path)
+    cfg.ports["imap"] = 1143
+    cfg.cluster.backends = ["a", "b"]
+    config_mod.save(cfg)
+    back = config_mod.load(tmp_path)
+    assert back.ports["imap"] == 1143 and back.cluster.backends == ["a", "b"]
+    assert back.to_toml() == cfg.to_toml()

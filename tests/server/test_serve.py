@@ -1,0 +1,323 @@
+"""A real ``dynamail serve`` process on 127.0.2.x driven by a plain socket client."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dynamail.cliproto.datafmt import parse
+from dynamail.cliproto.limits import MAX_LINE
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
+
+START_TIMEOUT = 30.0
+
+
+class CliClient:
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=15)
+        self.file = self.sock.makefile("rb")
+        self.greeting = self.readline()
+
+    def readline(self) -> str:
+        return self.file.readline().decode("utf-8")
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str) -> str:
+        self.send_raw(line.encode("utf-8") + b"\r\n")
+        reply = self.readline()
+        if reply.startswith("200 data follow"):
+            reply += self.readline()
+        return reply
+
+    def data(self, line: str) -> object:
+        reply = self.cmd(line)
+        if reply.startswith("201 "):
+            return parse(reply[4:])
+        assert reply.startswith("200 data follow\r\n"), (line, reply)
+        return parse(reply.split("\r\n", 1)[1])
+
+    def login(self, user: str, password: str) -> None:
+        assert self.cmd(f"USER {user}").startswith("300 ")
+        reply = self.cmd(f"PASS {password}")
+        assert reply.startswith("200 "), reply
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+class ServerProcess:
+    def __init__(self, base: Path, host: str, offset: int, *extra: str) -> None:
+        self.base = base
+        self.host = host
+        self.offset = offset
+        self.log_path = base.parent / f"{base.name}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        args = [sys.executable, "-m", "dynamail", "serve", "--base", str(base),
+                "--listen", host, "--port-offset", str(offset), "--main-domain", "main.test", *extra]
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_port(106)
+
+    def port(self, standard: int) -> int:
+        return standard + self.offset
+
+    def wait_port(self, standard: int) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early:\n{self.output()}")
+            try:
+                socket.create_connection((self.host, self.port(standard)), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def client(self) -> CliClient:
+        return CliClient(self.host, self.port(106))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    srv = ServerProcess(tmp_path / "base", "127.0.2.1", 20000)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _password(srv: ServerProcess) -> str:
+    return (srv.base / "postmaster.password").read_text().strip()
+
+
+def test_first_start_password_file(server: ServerProcess) -> None:
+    path = server.base / "postmaster.password"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(_password(server)) >= 12
+    assert tomllib.loads((server.base / "Settings/server.toml").read_text())["main_domain"] == "main.test"
+
+
+def test_session_over_a_socket(server: ServerProcess) -> None:
+    c = server.client()
+    assert c.greeting.startswith("200 ") and "@main.test>" in c.greeting
+    assert c.cmd("LISTDOMAINS").startswith("500 ")
+    assert c.cmd("USER postmaster").startswith("300 ")
+    assert c.cmd("PASS wrong").startswith("515 ")
+    c.login("postmaster", _password(server))
+    assert c.data("LISTDOMAINS") == ["main.test"]
+    assert c.cmd("CREATEDOMAIN example.test").startswith("200 OK")
+    assert c.cmd("CREATEACCOUNT alice@example.test {Password=apw; RealName=\"Alice\";}").startswith("200 OK")
+    assert c.cmd("UPDATEACCOUNTDEFAULTS example.test {MaxAccountSize=7M;}").startswith("200 OK")
+    eff = c.data("GETACCOUNTEFFECTIVESETTINGS alice@example.test")
+    assert isinstance(eff, dict) and eff["MaxAccountSize"] == "7M" and eff["RealName"] == "Alice"
+    assert c.cmd("UPDATEACCOUNTSETTINGS alice@example.test {MaxAccountSize=1M;}").startswith("200 OK")
+    assert c.data("GETACCOUNTEFFECTIVESETTINGS alice@example.test")["MaxAccountSize"] == "1M"  # type: ignore[index]
+    assert c.cmd("UPDATEACCOUNTSETTINGS alice@example.test {MaxAccountSize=default;}").startswith("200 OK")
+    assert c.data("GETACCOUNTEFFECTIVESETTINGS alice@example.test")["MaxAccountSize"] == "7M"  # type: ignore[index]
+    assert c.cmd("INLINE").startswith("200 OK")
+    assert c.cmd("LISTACCOUNTS example.test") == "201 {alice=macnt;}\r\n"
+    # hostile names
+    for line in ('CREATEDOMAIN "../x"', 'CREATEACCOUNT "../../x@example.test"', 'CREATEACCOUNT "a/b@example.test"'):
+        assert c.cmd(line).startswith("501 "), line
+    assert not (server.base.parent / "x").exists()
+    # malformed and oversize lines keep the session usable
+    assert c.cmd("UPDATEDOMAINSETTINGS example.test {a=").startswith("501 ")
+    c.send_raw(b"NOOP " + b"x" * (MAX_LINE + 10) + b"\r\n")
+    assert c.readline().startswith("512 ")
+    assert c.cmd("NOOP").startswith("200 OK")
+    # the account logs in itself, and cannot administer
+    c2 = server.client()
+    c2.login("alice@example.test", "apw")
+    assert c2.cmd("CREATEDOMAIN evil.test").startswith("520 ")
+    assert c.cmd("QUIT").startswith("200 ")
+    c.close()
+    c2.close()
+
+
+def test_apop_over_a_socket(server: ServerProcess) -> None:
+    import hashlib
+
+    c = server.client()
+    token = c.greeting[c.greeting.index("<"): c.greeting.index(">") + 1]
+    digest = hashlib.md5((token + _password(server)).encode()).hexdigest()
+    assert c.cmd(f"APOP postmaster {digest}").startswith("200 OK")
+    assert c.data("MAINDOMAINNAME") == "main.test"
+
+
+def test_sighup_reloads_and_sigterm_stops_cleanly(server: ServerProcess) -> None:
+    c = server.client()
+    c.login("postmaster", _password(server))
+    settings = server.base / "Settings/server.toml"
+    data = tomllib.loads(settings.read_text())
+    settings.write_text(settings.read_text() + '\nlog_level = "DEBUG"\n' if "log_level" not in data else "")
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "settings reloaded" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "settings reloaded" in server.output()
+    assert c.cmd("NOOP").startswith("200 OK")  # sessions survive a reload
+    c.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0
+    out = server.output()
+    assert "shutting down" in out and "stopped" in out
+    assert "Traceback" not in out
+
+
+def test_bad_settings_file_on_reload_keeps_running(server: ServerProcess) -> None:
+    (server.base / "Settings/server.toml").write_text("this is = not [toml\n")
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "reload refused" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "reload refused" in server.output()
+    c = server.client()
+    c.login("postmaster", _password(server))
+
+
+def test_idle_session_times_out(tmp_path: Path) -> None:
+    base = tmp_path / "idle"
+    (base / "Settings").mkdir(parents=True)
+    (base / "Settings/server.toml").write_text("[limits]\ncli_idle_timeout = 1\nlogin_timeout = 1\n")
+    srv = ServerProcess(base, "127.0.2.2", 20000, "--postmaster-password", "pw")
+    try:
+        c = srv.client()
+        c.login("postmaster", "pw")
+        reply = c.readline()  # nothing sent: the server gives up on us
+        assert reply.startswith("5") and "timeout" in reply
+        assert c.readline() == ""
+        c2 = srv.client()
+        assert c2.readline().startswith("5")  # also before login
+    finally:
+        srv.stop()
+
+
+def test_kill9_during_settings_updates_leaves_files_parseable(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", 20000, "--postmaster-password", "pw")
+    try:
+        c = srv.client()
+        c.login("postmaster", "pw")
+        assert c.cmd("CREATEDOMAIN example.test").startswith("200")
+        assert c.cmd("CREATEACCOUNT a@example.test").startswith("200")
+        c.send_raw(b"INLINE\r\n")
+        c.readline()
+        # a stream of pipelined updates; kill -9 while they are being written
+        batch = b"".join(
+            f"UPDATEACCOUNTSETTINGS a@example.test {{RealName=\"n{i}\"; Note=\"{'x' * 2000}\";}}\r\n"
+            f"UPDATEDOMAINSETTINGS example.test {{RealName=\"d{i}\";}}\r\n"
+            f"UPDATESERVERACCOUNTDEFAULTS {{Language=\"l{i}\";}}\r\n".encode()
+            for i in range(400)
+        )
+        c.send_raw(batch)
+        for _ in range(30):  # let some of them complete
+            assert c.readline().startswith("200")
+        srv.proc.kill()
+        srv.proc.wait(10)
+    finally:
+        srv.stop()
+    checked = 0
+    for path in (tmp_path / "crash").rglob("*.json"):
+        json.loads(path.read_text())
+        checked += 1
+    for path in (tmp_path / "crash").rglob("*.toml"):
+        tomllib.loads(path.read_text())
+    assert checked >= 3
+    # the server starts again on the same base and serves the same data
+    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", 20000)
+    try:
+        c = srv.client()
+        c.login("postmaster", "pw")
+        name = c.data("GETACCOUNTSETTINGS a@example.test")["RealName"]  # type: ignore[index]
+        assert isinstance(name, str) and name.startswith("n")
+    finally:
+        srv.stop()
+
+
+def test_port_in_use_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynamail", "serve", "--base", str(tmp_path / "second"),
+         "--listen", server.host, "--port-offset", str(server.offset)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "cannot listen" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _nobody() -> tuple[int, int] | None:
+    try:
+        import pwd
+
+        entry = pwd.getpwnam("nobody")
+    except (KeyError, ImportError):
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or _nobody() is None, reason="needs root to run a child as nobody")
+def test_low_ports_as_non_root_name_port_offset() -> None:
+    ids = _nobody()
+    assert ids is not None
+    uid, gid = ids
+    base = Path(tempfile.mkdtemp(prefix="dynamail-nobody-"))
+    os.chmod(base, 0o777)
+
+    def drop() -> None:
+        os.setgid(gid)
+        os.setuid(uid)
+
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dynamail", "serve", "--base", str(base / "b"), "--listen", "127.0.2.4"],
+            capture_output=True, text=True, timeout=60, preexec_fn=drop,
+            env={**os.environ, "HOME": str(base)},
+        )
+    except PermissionError:
+        pytest.skip("nobody cannot run this Python interpreter")
+    if "Permission denied" in proc.stderr and "--port-offset" not in proc.stderr:
+        pytest.skip("nobody cannot read the installed package")
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "--port-offset" in lines[0]
+    assert not (base / "b").exists()  # refused before creating anything
+
+
+def test_privileged_port_check_names_port_offset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The check itself, for the case the process test above cannot run (not root)."""
+    from dynamail.server import app
+    from dynamail.server import config as config_mod
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    cfg = config_mod.load(tmp_path)
+    with pytest.raises(app.StartupError, match="--port-offset"):
+        app.check_privileged_ports(cfg)
+    cfg = config_mod.load(tmp_path, overrides={"port_offset": 1000})
+    app.check_privileged_ports(cfg)  # 1106 and up: fine
+    cfg = config_mod.load(tmp_path)
+    app.check_privileged_ports(cfg, ["http"])  # 8010 alone: fine
