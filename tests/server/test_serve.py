@@ -67,7 +67,7 @@ class ServerProcess:
         self.host = host
         self.offset = offset
         self.log_path = base.parent / f"{base.name}.log"
-        self.log = open(self.log_path, "wb")  # noqa: SIM115
+        self.log = open(self.log_path, "wb")
         args = [sys.executable, "-m", "dynamail", "serve", "--base", str(base),
                 "--listen", host, "--port-offset", str(offset), "--main-domain", "main.test", *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
