@@ -94,9 +94,10 @@ def _header_end(msg: bytes, start: int, end: int) -> int:
     if msg.startswith(b"\r\n", start) or (start < end and msg[start : start + 1] == b"\n"):
         return start + (2 if msg.startswith(b"\r\n", start) else 1)
     i = msg.find(b"\r\n\r\n", start, end)
-    j = msg.find(b"\n\n", start, end)
-    cands = [x + 4 for x in (i,) if x >= 0] + [x + 2 for x in (j,) if x >= 0]
-    return min(cands) if cands else end
+    j = msg.find(b"\n\n", start, i + 2 if i >= 0 else end)
+    if j >= 0 and (i < 0 or j + 2 <= i + 4):
+        return j + 2
+    return i + 4 if i >= 0 else end
 
 
 def header_fields(block: bytes) -> list[tuple[str, bytes]]:

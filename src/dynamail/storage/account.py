@@ -79,7 +79,24 @@ SEPARATOR = "/"
 
 # Reads of message data run here (several at once); writes run on the
 # account's own single I/O thread.
-_READ_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dynamail-read")
+_read_pool: ThreadPoolExecutor | None = None
+
+
+def read_pool() -> ThreadPoolExecutor:
+    global _read_pool
+    if _read_pool is None:
+        _read_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dynamail-read")
+    return _read_pool
+
+
+def _forget_pool_in_child() -> None:
+    # a forked child has none of the parent's threads: start afresh
+    global _read_pool
+    _read_pool = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
 _view_ids = itertools.count(1)
 
 
@@ -133,6 +150,10 @@ def encode_message(data: bytes | BinaryIO) -> tuple[bytes, bytes]:
     return body, meta
 
 
+def _encode_all(items: list[bytes | BinaryIO]) -> list[tuple[bytes, bytes]]:
+    return [encode_message(d) for d in items]
+
+
 class FileAccountStore:
     """``AccountStore`` on files; see the module docstring."""
 
@@ -155,6 +176,7 @@ class FileAccountStore:
         self._fenced = False
         self._closed = False
         self._retired_fds: list[int] = []
+        self._canon_cache: dict[str, str] = {}
 
     # -- opening ---------------------------------------------------------------
     def open_sync(self) -> None:
@@ -225,7 +247,12 @@ class FileAccountStore:
 
     # -- mailbox states --------------------------------------------------------
     def _canon(self, name: str) -> str:
-        return names.mailbox_name(name, SEPARATOR)
+        got = self._canon_cache.get(name)
+        if got is None:
+            got = names.mailbox_name(name, SEPARATOR)
+            if len(self._canon_cache) < 10000:
+                self._canon_cache[name] = got
+        return got
 
     def _lookup(self, name: str) -> tuple[str, MailboxMeta]:
         canon = self._canon(name)
@@ -453,8 +480,8 @@ class FileAccountStore:
             for item in plan.items:
                 if item[0] == "msg":
                     _k, uid, modseq, date, tz, bits, source = item
-                    if source[0] == "new":
-                        body, meta = encode_message(source[1])
+                    if source[0] == "ready":
+                        body, meta = source[1], source[2]
                     else:  # ("copy", fd, off, blen, mlen)
                         _tag, fd, off, blen, mlen = source
                         raw = os.pread(fd, blen + mlen, off)
@@ -702,14 +729,15 @@ class FileAccountStore:
     async def append(self, mailbox: str, messages: Sequence[AppendRequest]) -> list[int]:
         _canon, meta = self._lookup(mailbox)
         await self._state(meta)
-        entries = []
-        for req in messages:
-            date, tz = _now_parts(req.internal_date)
-            data = req.data
-            size = len(data) if isinstance(data, bytes | bytearray) else 0
-            entries.append((("new", data), req.flags, date, tz, size))
-        if not entries:
+        if not messages:
             return []
+        # parsing runs on reader threads, overlapping the I/O thread's fsyncs
+        loop = asyncio.get_running_loop()
+        encoded = await loop.run_in_executor(read_pool(), _encode_all, [req.data for req in messages])
+        entries = []
+        for req, (body, packed) in zip(messages, encoded, strict=True):
+            date, tz = _now_parts(req.internal_date)
+            entries.append((("ready", body, packed), req.flags, date, tz, len(body)))
         fut = asyncio.get_running_loop().create_future()
         return list(await self._submit(_Op("append", meta.id, fut, {"entries": entries})))
 
@@ -794,4 +822,4 @@ class FileAccountStore:
 
     @staticmethod
     def read_pool() -> ThreadPoolExecutor:
-        return _READ_POOL
+        return read_pool()

@@ -1,0 +1,258 @@
+"""Storage engine benchmark: ``python -m bench.storage [--dir DIR] [--quick]``.
+
+Prints the figures and writes them to ``bench/results/storage.json``:
+
+* ``fsync_per_s`` — write 4 KiB + fsync, repeated, in the benchmark
+  directory: the disk's one-at-a-time durability limit;
+* ``append_msgs_per_s`` — 1 writer and 32 concurrent writers (group commit),
+  4 KiB and 100 KiB messages, each with its ratio to ``fsync_per_s``;
+* ``open_mailbox_ms`` — select of a 100,000-message mailbox, warm (files in
+  the page cache) and cold (page cache dropped for the mailbox files with
+  ``posix_fadvise(DONTNEED)``), plus the rebuild without an index;
+* ``fetch_flags_all_ms`` — flags of all 100,000 messages (``FETCH 1:* FLAGS``);
+* ``fetch_body_mb_per_s`` — reading whole 100 KiB messages;
+* ``files_per_account`` — files after 10,000 messages into 10 mailboxes;
+* with ``--kill-iterations N``, the SIGKILL test of ``tests/storage`` run N
+  times (the long form).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from dynamail.storage import AppendRequest, FileAccountStore, FileMailStore
+from dynamail.storage.mailbox import generations
+
+RESULTS = Path(__file__).parent / "results" / "storage.json"
+
+
+def message(size: int, i: int) -> bytes:
+    head = (
+        b"From: Sender %d <sender%d@example.org>\r\nTo: rcpt@example.net\r\n"
+        b"Subject: benchmark message %d\r\nMessage-ID: <%d@bench.example>\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\n" % (i, i, i, i)
+    )
+    line = b"The quick brown fox jumps over the lazy dog 0123456789 abcdefghij\r\n"
+    body = line * max(1, (size - len(head)) // len(line) + 1)
+    return head + body[: max(0, size - len(head))]
+
+
+def fsync_rate(directory: Path, seconds: float) -> float:
+    path = directory / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    block = b"\0" * 4096
+    n = 0
+    start = time.perf_counter()
+    try:
+        while time.perf_counter() - start < seconds:
+            os.write(fd, block)
+            os.fsync(fd)
+            n += 1
+    finally:
+        os.close(fd)
+        path.unlink()
+    return n / (time.perf_counter() - start)
+
+
+async def append_rate(directory: Path, writers: int, size: int, seconds: float) -> float:
+    path = directory / f"append-{writers}-{size}"
+    store = await FileMailStore().open_account(path, 1)
+    msgs = [message(size, i) for i in range(64)]
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def writer(k: int) -> None:
+        nonlocal done
+        i = k
+        while time.perf_counter() < stop:
+            await store.append("INBOX", [AppendRequest(msgs[i % len(msgs)])])
+            done += 1
+            i += writers
+
+    start = time.perf_counter()
+    await asyncio.gather(*(writer(k) for k in range(writers)))
+    elapsed = time.perf_counter() - start
+    await store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    return done / elapsed
+
+
+def drop_cache(path: Path) -> None:
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+async def big_mailbox(directory: Path, count: int) -> dict[str, Any]:
+    path = directory / "big"
+    store = await FileMailStore().open_account(path, 1)
+    t0 = time.perf_counter()
+    batch = 1000
+    for start in range(0, count, batch):
+        reqs = [
+            AppendRequest(message(700 + (i % 7) * 100, i), frozenset({"\\Seen"}) if i % 3 else frozenset())
+            for i in range(start, min(count, start + batch))
+        ]
+        await store.append("INBOX", reqs)
+    fill_s = time.perf_counter() - t0
+    await store.close()
+    out: dict[str, Any] = {"messages": count, "fill_s": round(fill_s, 1)}
+
+    async def open_select(epoch: int) -> tuple[float, FileAccountStore, Any]:
+        t = time.perf_counter()
+        s = await FileMailStore().open_account(path, epoch)
+        v = await s.select("INBOX")
+        return (time.perf_counter() - t) * 1000, s, v
+
+    epoch = 1
+    warm: list[float] = []
+    for _ in range(5):
+        epoch += 1
+        ms, s, v = await open_select(epoch)
+        assert len(v.uids()) == count
+        warm.append(ms)
+        v.close()
+        await s.close()
+    cold: list[float] = []
+    for _ in range(3):
+        drop_cache(path)
+        epoch += 1
+        ms, s, v = await open_select(epoch)
+        cold.append(ms)
+        v.close()
+        await s.close()
+    # rebuild: the index is gone, the log is replayed
+    mdir = next(p for p in (path / "mail").iterdir())
+    (mdir / f"index.{generations(mdir)[-1]}").unlink()
+    epoch += 1
+    rebuild_ms, s, v = await open_select(epoch)
+    v.close()
+    await s.close()
+    out["open_mailbox_ms"] = {"warm": round(statistics.median(warm), 1), "cold": round(statistics.median(cold), 1), "rebuild_without_index": round(rebuild_ms, 1)}
+
+    epoch += 1
+    s = await FileMailStore().open_account(path, epoch)
+    v = await s.select("INBOX")
+    runs = []
+    for _ in range(3):
+        t = time.perf_counter()
+        flags = [v.flags(uid) for uid in v.uids()]
+        runs.append((time.perf_counter() - t) * 1000)
+        assert len(flags) == count
+    info_t = time.perf_counter()
+    infos = [v.info(uid) for uid in v.uids()]
+    info_ms = (time.perf_counter() - info_t) * 1000
+    assert len(infos) == count
+    out["fetch_flags_all_ms"] = round(min(runs), 1)
+    out["fetch_info_all_ms"] = round(info_ms, 1)
+    v.close()
+    await s.close()
+    return out
+
+
+async def body_rate(directory: Path, seconds: float) -> float:
+    path = directory / "bodies"
+    store = await FileMailStore().open_account(path, 1)
+    for start in range(0, 300, 50):
+        await store.append("INBOX", [AppendRequest(message(100 * 1024, i)) for i in range(start, start + 50)])
+    v = await store.select("INBOX")
+    uids = list(v.uids())
+    total = 0
+    t = time.perf_counter()
+    while time.perf_counter() - t < seconds:
+        for uid in uids:
+            total += len(await v.read(uid))
+    elapsed = time.perf_counter() - t
+    v.close()
+    await store.close()
+    return total / elapsed / 1e6
+
+
+async def files_per_account(directory: Path) -> dict[str, int]:
+    path = directory / "files"
+    store = await FileMailStore().open_account(path, 1)
+    names = [f"Folder{i}" for i in range(9)]
+    for n in names:
+        await store.create_mailbox(n)
+    targets = ["INBOX", *names]
+    for i in range(0, 10000, 100):
+        await asyncio.gather(*(store.append(targets[(i // 100 + k) % 10], [AppendRequest(message(2000, i + k))]) for k in range(100)))
+    await store.close()
+    files = dirs = 0
+    for _root, ds, fs in os.walk(path):
+        files += len(fs)
+        dirs += len(ds)
+    return {"files": files, "directories": dirs, "messages": 10000, "mailboxes": 10}
+
+
+async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    secs = 1.0 if args.quick else 3.0
+    fs = fsync_rate(work, secs)
+    res["fsync_per_s"] = round(fs, 1)
+    print(f"fsync_per_s: {fs:.0f}", flush=True)
+    appends: dict[str, Any] = {}
+    for size, label in ((4096, "4KiB"), (100 * 1024, "100KiB")):
+        for writers in (1, 32):
+            rate = await append_rate(work, writers, size, secs)
+            key = f"{label}_{writers}_writer{'s' if writers > 1 else ''}"
+            appends[key] = {"msgs_per_s": round(rate, 1), "ratio_to_fsync": round(rate / fs, 2)}
+            print(f"append {key}: {rate:.0f}/s ({rate / fs:.2f}x fsync)", flush=True)
+    res["append_msgs_per_s"] = appends
+    big = await big_mailbox(work, 10000 if args.quick else 100000)
+    res.update(big)
+    print(f"open_mailbox_ms ({big['messages']} messages): {big['open_mailbox_ms']}", flush=True)
+    print(f"fetch_flags_all_ms: {big['fetch_flags_all_ms']} (info: {big['fetch_info_all_ms']})", flush=True)
+    mb = await body_rate(work, secs)
+    res["fetch_body_mb_per_s"] = round(mb, 1)
+    print(f"fetch_body_mb_per_s: {mb:.0f}", flush=True)
+    fpa = await files_per_account(work)
+    res["files_per_account"] = fpa
+    print(f"files_per_account: {fpa}", flush=True)
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", type=Path, default=None, help="where to put the benchmark files (default: a temporary directory under bench/)")
+    ap.add_argument("--quick", action="store_true", help="shorter runs, 10,000-message mailbox")
+    ap.add_argument("--kill-iterations", type=int, default=0, help="also run the SIGKILL test N times")
+    ap.add_argument("--no-write", action="store_true", help="do not write bench/results/storage.json")
+    args = ap.parse_args()
+    base = args.dir or Path(__file__).parent
+    base.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="storage-bench-", dir=base))
+    try:
+        res = asyncio.run(main_async(args, work))
+        if args.kill_iterations:
+            from tests.storage.test_kill import run_iterations
+
+            t = time.perf_counter()
+            acked = run_iterations(work / "kill", args.kill_iterations, seed=int(time.time()))
+            res["kill_test"] = {"iterations": args.kill_iterations, "acknowledged_messages": acked, "lost": 0, "seconds": round(time.perf_counter() - t, 1)}
+            print(f"kill test: {res['kill_test']}", flush=True)
+        res["platform"] = {"cpus": os.cpu_count(), "quick": args.quick}
+        if not args.no_write:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(res, indent=2) + "\n")
+            print(f"written to {RESULTS}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
