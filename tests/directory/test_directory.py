@@ -385,3 +385,41 @@ def test_stale_temporaries_are_removed(directory: Directory) -> None:
     assert directory.list_accounts("main.example") == ["keep"]
     assert [d.name for d in directory.list_domains()] == ["main.example"]
     assert not old.exists() and young.exists() and not domain_old.exists()
+
+
+def test_domain_aliases(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    d = Directory(tmp_path / "a", main_domain="main.example", shared_base=shared, password_hasher=FAST_HASHER)
+    d.create_domain("real.example", settings={"DomainAliases": ["Alias.example", "other.example"]})
+    d.create_domain("s.example", shared=True)
+    ref = d.create_account("real.example", "u")
+    assert d.find_account("u@alias.example") == ref
+    assert d.resolve_recipient("U@other.example") == Recipient([ref], [])
+    assert d.domain_aliases("real.example") == ["alias.example", "other.example"]
+    assert d.domain_settings("alias.example")["DomainAliases"] == ["alias.example", "other.example"]
+    assert [x.name for x in d.list_domains()] == ["main.example", "real.example", "s.example"]
+    with pytest.raises(AlreadyExists):
+        d.create_domain("alias.example")
+    with pytest.raises(AlreadyExists):
+        d.update_domain_settings("s.example", {"DomainAliases": ["other.example"]})
+    with pytest.raises(AlreadyExists):
+        d.update_domain_settings("s.example", {"DomainAliases": ["real.example"]})
+    with pytest.raises(BadName):
+        d.update_domain_settings("s.example", {"DomainAliases": ["../x"]})
+    with pytest.raises(BadSetting):
+        d.delete_domain("alias.example")
+    # shared aliases are seen by another member
+    d.update_domain_settings("s.example", {"DomainAliases": "s-alias.example"})
+    sref = d.create_account("s.example", "v")
+    other = Directory(tmp_path / "b", main_domain="b.example", shared_base=shared, password_hasher=FAST_HASHER)
+    assert other.find_account("v@s-alias.example") == sref
+    assert other.find_account("u@alias.example") is None  # local domains stay local
+    d.update_domain_settings("real.example", {"DomainAliases": ["other.example"]})
+    assert d.find_account("u@alias.example") is None
+    assert d.find_account("u@other.example") == ref
+    d.update_domain_settings("real.example", {"DomainAliases": "default"})
+    assert d.find_account("u@other.example") is None
+    d.update_domain_settings("real.example", {"DomainAliases": ["alias.example"]})
+    d.delete_domain("real.example", force=True)
+    assert not d.domain_exists("alias.example")
+    d.create_domain("alias.example")  # the name is free again

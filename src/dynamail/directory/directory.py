@@ -82,6 +82,7 @@ FORWARDERS_FILE = "Forwarders.json"
 ACCOUNT_FILE = "Account.json"
 ACCOUNT_PREFS_FILE = "Prefs.json"
 MAIL_DIR = "Mail"
+DOMAIN_ALIASES_FILE = "DomainAliases.json"
 ACCOUNTS_DIR = "Accounts"
 
 
@@ -186,11 +187,73 @@ class Directory:
 
     def _locate_domain(self, name: str) -> tuple[str, bool]:
         canon = names.domain_name(name)
+        found = self._real_domain(canon)
+        if found is not None:
+            return found
+        target = self._alias_target(canon)
+        if target is not None:
+            found = self._real_domain(target)
+            if found is not None:
+                return found
+        raise NoSuchDomain(f"unknown domain: {canon}")
+
+    def _real_domain(self, canon: str) -> tuple[str, bool] | None:
         if (self.domains_dir / canon).is_dir():
             return canon, False
         if canon != self.main_domain and (self.shared_base / canon).is_dir():
             return canon, True
-        raise NoSuchDomain(f"unknown domain: {canon}")
+        return None
+
+    # -- domain aliases: the DomainAliases setting of a domain, indexed in
+    # Settings/DomainAliases.json (local) and .cluster/DomainAliases.json
+    # (shared) so that resolving an alias costs one cached read.
+    def _alias_index(self, shared: bool) -> Path:
+        return (self.cluster_dir if shared else self.settings_dir) / DOMAIN_ALIASES_FILE
+
+    def _alias_target(self, canon: str) -> str | None:
+        for shared in (False, True):
+            target = self.files.read(self._alias_index(shared), {}).get(canon)
+            if isinstance(target, str):
+                return target
+        return None
+
+    def domain_aliases(self, name: str) -> list[str]:
+        canon, shared = self._locate_domain(name)
+        index = self.files.read(self._alias_index(shared), {})
+        return sorted(a for a, t in index.items() if t == canon)
+
+    def _check_domain_aliases(self, canon: str, settings: Mapping[str, Any]) -> list[str] | None:
+        """Canonical aliases wanted by ``settings`` (None when it has none),
+        refusing names that are domains or aliases of another domain."""
+        value = settings.get("DomainAliases")
+        if value is None:
+            return None
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise BadSetting("DomainAliases must be a list of domain names")
+        wanted = sorted({names.domain_name(str(v).strip()) for v in items if str(v).strip()})
+        for alias in wanted:
+            if alias == canon or self._real_domain(alias) is not None:
+                raise AlreadyExists(f"{alias} is a domain")
+            owner = self._alias_target(alias)
+            if owner is not None and owner != canon:
+                raise AlreadyExists(f"{alias} is an alias of {owner}")
+        return wanted
+
+    def _write_domain_aliases(self, canon: str, shared: bool, wanted: list[str]) -> None:
+        path = self._alias_index(shared)
+        index = self.files.read(path, {})
+        new = {a: t for a, t in index.items() if t != canon}
+        new.update({a: canon for a in wanted})
+        if new != index:
+            self.files.write(path, new)
+
+    def _write_domain_settings(self, canon: str, shared: bool, settings: dict[str, Any]) -> None:
+        wanted = self._check_domain_aliases(canon, settings)
+        if wanted is not None:
+            settings["DomainAliases"] = wanted
+        self.files.write(self._domain_dir(canon, shared) / SETTINGS_FILE, settings)
+        self._write_domain_aliases(canon, shared, wanted or [])
 
     def _dpath(self, name: str) -> Path:
         canon, shared = self._locate_domain(name)
@@ -251,6 +314,9 @@ class Directory:
         with self._lock:
             if self.domain_exists(canon):
                 raise AlreadyExists(f"domain already exists: {canon}")
+            wanted = self._check_domain_aliases(canon, own)
+            if wanted is not None:
+                own["DomainAliases"] = wanted
             root = self.shared_base if shared else self.domains_dir
             tmp = root / f".new-{canon}-{secrets.token_hex(4)}"
             tmp.mkdir()
@@ -265,11 +331,15 @@ class Directory:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
             fsync_dir(root)
+            if wanted:
+                self._write_domain_aliases(canon, shared, wanted)
 
     def delete_domain(self, name: str, *, force: bool = False) -> None:
         canon, shared = self._locate_domain(name)
         if canon == self.main_domain:
             raise BadSetting("the Main Domain cannot be deleted")
+        if names.domain_name(name) != canon:
+            raise BadSetting(f"{name} is an alias of {canon}; delete {canon} or change its DomainAliases")
         with self._lock:
             if not force and (self.count_accounts(canon) or self.forwarders(canon)):
                 raise NotEmpty(f"domain {canon} is not empty")
@@ -277,6 +347,7 @@ class Directory:
             grave = path.parent / f".deleted-{canon}-{secrets.token_hex(4)}"
             os.rename(path, grave)
             fsync_dir(path.parent)
+            self._write_domain_aliases(canon, shared, [])
             shutil.rmtree(grave, ignore_errors=True)
             self._listings.pop(canon, None)
             self.files.forget(path)
@@ -285,10 +356,20 @@ class Directory:
         return dict(self.files.read(self._dpath(name) / SETTINGS_FILE, {}))
 
     def update_domain_settings(self, name: str, changes: Mapping[str, Any]) -> None:
-        self._update(self._dpath(name) / SETTINGS_FILE, changes)
+        """Update (``default`` removes a key).  ``DomainAliases`` (a list of
+        domain names) makes those names resolve to this domain."""
+        if not isinstance(changes, Mapping):
+            raise BadSetting("settings must be a dictionary")
+        canon, shared = self._locate_domain(name)
+        with self._lock:
+            current = self.files.read(self._domain_dir(canon, shared) / SETTINGS_FILE, {})
+            self._write_domain_settings(canon, shared, model.apply_changes(current, changes))
 
     def set_domain_settings(self, name: str, settings: Mapping[str, Any]) -> None:
-        self._set(self._dpath(name) / SETTINGS_FILE, settings)
+        canon, shared = self._locate_domain(name)
+        cleaned = model.clean_settings(settings)
+        with self._lock:
+            self._write_domain_settings(canon, shared, cleaned)
 
     def effective_domain_settings(self, name: str) -> dict[str, Any]:
         canon, shared = self._locate_domain(name)
