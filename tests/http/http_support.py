@@ -76,3 +76,89 @@ def save_screenshot(driver: Any, out_dir: Path, name: str) -> Path:
     os.makedirs(shots, exist_ok=True)
     shutil.copy(path, shots / name)
     return path
+
+
+def free_port(host: str = "127.0.6.1") -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class LiveServer:
+    """The real HTTP admin port (``dynamail.http.app.start``) on its own
+    event loop in a background thread, for clients that block (a browser,
+    the admin command line)."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        import asyncio
+        import threading
+
+        from dynamail.http.app import HttpServer, start
+
+        self.ctx = ctx
+        cfg = ctx.config
+        cfg.port_offset = 0
+        cfg.ports["http"] = free_port(cfg.listen)
+        cfg.ports["https"] = free_port(cfg.listen)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server: HttpServer = asyncio.run_coroutine_threadsafe(start(ctx), self.loop).result(30)
+        self.url = self.server.url("http")
+        self.https_url = self.server.url("https") if ctx.tls is not None else ""
+        self.host = cfg.listen
+        self.port = cfg.ports["http"]
+        self.https_port = cfg.ports["https"]
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def api_call(url: str, user: str, password: str, method: str = "GET", body: Any = None) -> Any:
+    """One JSON API request with HTTP Basic, from blocking code."""
+    import json
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method)
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+class StandInCluster:
+    """Stands in for the cluster layer of a member named b1 (Controller of
+    three members), offering the hooks Admin and /health use: name, ready,
+    current_controller(), members_status(), set_ready()."""
+
+    name = "b1"
+
+    def __init__(self) -> None:
+        self.ready = True
+        self.calls: list[tuple[str, bool]] = []
+
+    def current_controller(self) -> str:
+        return "b1"
+
+    def members_status(self) -> list[dict[str, Any]]:
+        return [
+            {"name": "b1", "role": "backend", "ready": self.ready, "load": 3, "open_accounts": 2, "version": "0.1.0"},
+            {"name": "b2", "role": "backend", "ready": True, "load": 1, "open_accounts": 0, "version": "0.1.0", "backup": True},
+            {"name": "f1", "role": "frontend", "ready": True, "load": 0, "open_accounts": 0, "version": "0.1.0"},
+        ]
+
+    async def set_ready(self, member: str, ready: bool) -> None:
+        self.calls.append((member, ready))
+        if member == "b1":
+            self.ready = ready

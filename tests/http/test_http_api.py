@@ -7,7 +7,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from http_support import PM, basic, client_for
+from http_support import PM, StandInCluster, basic, client_for
 
 from dynamail.http.api import api
 from dynamail.http.keys import LIFECYCLE
@@ -258,33 +258,8 @@ async def test_cluster_routes_standalone(ctx: ServerContext) -> None:
         await _error(await client.get(V1 + "/cluster", headers=basic("carol@a.test")), 403, "forbidden")
 
 
-class _Cluster:
-    """A cluster layer stand-in exposing the hooks Admin looks for."""
-
-    name = "b1"
-
-    def __init__(self) -> None:
-        self.ready = True
-        self.calls: list[tuple[str, bool]] = []
-
-    def current_controller(self) -> str:
-        return "b1"
-
-    def members_status(self) -> list[dict[str, Any]]:
-        return [
-            {"name": "b1", "role": "backend", "ready": self.ready, "load": 3, "open_accounts": 2, "version": "0.1.0"},
-            {"name": "b2", "role": "backend", "ready": True, "load": 1, "open_accounts": 0, "version": "0.1.0", "backup": True},
-            {"name": "f1", "role": "frontend", "ready": True, "load": 0, "open_accounts": 0, "version": "0.1.0"},
-        ]
-
-    async def set_ready(self, member: str, ready: bool) -> None:
-        self.calls.append((member, ready))
-        if member == "b1":
-            self.ready = ready
-
-
 async def test_cluster_ready_state_needs_can_control_cluster(ctx: ServerContext) -> None:
-    cluster = _Cluster()
+    cluster = StandInCluster()
     ctx.cluster = cluster
     ctx.admin.cluster = cluster
     ctx.directory.create_account("main.test", "operator", password="op-pw")

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from http_support import PM_PASSWORD, client_for
+from http_support import PM_PASSWORD, StandInCluster, client_for
 
 from dynamail.server.context import ServerContext
 
@@ -19,7 +19,8 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
-async def login(client: TestClient[Any, Any], user: str = "postmaster", password: str = PM_PASSWORD) -> str:
+async def login(client: TestClient[Any, Any], user: str = "postmaster", password: str = PM_PASSWORD,
+                landing: str = "/admin/domains") -> str:
     page = await client.get("/admin/login")
     assert page.status == 200
     resp = await client.post("/admin/login", data={"csrf": csrf_of(await page.text()), "user": user,
@@ -28,9 +29,9 @@ async def login(client: TestClient[Any, Any], user: str = "postmaster", password
     assert resp.status == 303, await resp.text()
     cookie = resp.cookies["dynamail_session"]
     assert cookie["httponly"] and cookie["samesite"] == "Strict"
-    domains = await client.get("/admin/domains")
-    assert domains.status == 200
-    return csrf_of(await domains.text())
+    page = await client.get(landing)
+    assert page.status == 200
+    return csrf_of(await page.text())
 
 
 async def test_pages_need_login(ctx: ServerContext) -> None:
@@ -81,7 +82,7 @@ async def test_every_page_renders(ctx: ServerContext) -> None:
             "/admin/settings?scope=cluster": ["Cluster-wide defaults apply"],
             "/admin/alerts?scope=cluster": ["Cluster-wide Alerts"],
             "/admin/monitors": ["Sessions per protocol", "Queue size"],
-            "/admin/monitors/cluster": ["Make Non-Ready", "standalone"],
+            "/admin/monitors/cluster": ["Ready", "standalone"],
         }
         for url, expected in pages.items():
             resp = await client.get(url)
@@ -175,13 +176,24 @@ async def test_domain_administrator_sees_only_its_domain(ctx: ServerContext) -> 
 
 
 async def test_cluster_page_needs_can_control_cluster_to_change(ctx: ServerContext) -> None:
+    cluster = StandInCluster()
+    ctx.cluster = ctx.admin.cluster = cluster
+    ctx.directory.create_account("main.test", "operator", password="op-pw")
+    ctx.directory.set_account_rights(ctx.directory.ref("main.test", "operator"), ["CanControlCluster"])
     async with client_for(ctx) as client:
         csrf = await login(client, "monitor@main.test", "monitor-pw")
         html = await (await client.get("/admin/monitors/cluster")).text()
-        member = re.search(r'action="/admin/monitors/cluster/([^/"]+)/nonready"', html)
-        assert member
-        resp = await client.post(f"/admin/monitors/cluster/{member.group(1)}/nonready", data={"csrf": csrf})
+        assert re.findall(r'action="/admin/monitors/cluster/([^/"]+)/nonready"', html) == ["b1", "b2", "f1"]
+        assert "Controller" in html and "Backup" in html and "frontend" in html
+        resp = await client.post("/admin/monitors/cluster/b1/nonready", data={"csrf": csrf})
         assert "you do not have the rights" in await resp.text()
+        assert cluster.calls == []
+    async with client_for(ctx) as client:
+        csrf = await login(client, "operator", "op-pw", "/admin/monitors/cluster")
+        resp = await client.post("/admin/monitors/cluster/b1/nonready", data={"csrf": csrf})
+        html = await resp.text()
+        assert "b1 is now Non-Ready." in html and "Make Ready" in html
+        assert cluster.calls == [("b1", False)]
 
 
 async def test_logout(ctx: ServerContext) -> None:

@@ -1,0 +1,176 @@
+"""End to end in a real browser: headless Chromium drives WebAdmin.
+
+Login, Create Domain (Create Shared Domain in a cluster), create an
+account, set its password, edit a setting, post an alert; the results are
+then checked through the JSON API.  Screenshots of the Domains and Cluster
+pages are saved under the test's tmp_path and copied to
+test-output/screenshots/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from http_support import PM_PASSWORD, LiveServer, StandInCluster, api_call, make_context, save_screenshot
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-first-run", "--window-size=1280,900", "--force-device-scale-factor=1",
+]
+
+pytestmark = [pytest.mark.xdist_group("http-browser"), pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromedriver are not installed (Debian packages chromium, chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(params=["standalone", "clustered"])
+def live(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    ctx = make_context(tmp_path / "server")
+    if request.param == "clustered":  # the cluster layer's hooks, standing in for a member
+        ctx.cluster = ctx.admin.cluster = StandInCluster()
+    server = LiveServer(ctx)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _fill(driver: Any, css: str, text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.CSS_SELECTOR, css)
+    field.clear()
+    field.send_keys(text)
+
+
+def _click(driver: Any, css: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.CSS_SELECTOR, css).click()
+
+
+def _flash(driver: Any) -> str:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".flash"))
+    except StaleElementReferenceException:  # the page is being replaced
+        return ""
+
+
+def _wait(driver: Any, what: str, check: Any) -> None:
+    """Wait until ``check(driver)`` holds (a form post loads a new page)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, 30, poll_frequency=0.1).until(check)
+    except Exception as exc:
+        raise AssertionError(f"{what}: now at {driver.current_url}: {_flash(driver)!r}") from exc
+
+
+def _flashed(driver: Any, text: str) -> None:
+    _wait(driver, f"message {text!r}", lambda d: text in _flash(d))
+
+
+def _at(driver: Any, path: str) -> None:
+    _wait(driver, f"page {path}", lambda d: d.current_url.split("?")[0].endswith(path))
+
+
+def test_webadmin_in_a_browser(browser: Any, live: LiveServer, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    d = browser
+    d.get(live.url + "/admin/domains")
+    assert "/admin/login" in d.current_url
+    _fill(d, "#user", "postmaster")
+    _fill(d, "#password", "wrong password")
+    _click(d, "#login")
+    _flashed(d, "wrong user name or password")
+    _fill(d, "#user", "postmaster")
+    _fill(d, "#password", PM_PASSWORD)
+    _click(d, "#login")
+    _at(d, "/admin/domains")
+    assert d.find_element(By.CSS_SELECTOR, "h1").text == "Domains"
+
+    clustered = live.ctx.cluster is not None
+    _fill(d, "#new-domain", "shop.test")
+    _click(d, "#create-shared-domain" if clustered else "#create-domain")
+    _at(d, "/admin/domains/shop.test")
+    _flashed(d, "shop.test created")
+
+    d.find_element(By.LINK_TEXT, "Accounts (0)").click()
+    _fill(d, "#new-account", "buyer")
+    _fill(d, "#new-real-name", "Bea Buyer")
+    _click(d, "#create-account")
+    _at(d, "/admin/domains/shop.test/accounts/buyer")
+    _flashed(d, "Account buyer@shop.test created.")
+
+    _fill(d, "#set-password", "correct horse")
+    _fill(d, "#set-password-again", "correct horse")
+    _click(d, "#save-password")
+    _flashed(d, "Password changed.")
+
+    settings = d.find_element(By.CSS_SELECTOR, "form.settings")
+    settings.find_element(By.NAME, "key.new0").send_keys("MaxAccountSize")
+    settings.find_element(By.NAME, "value.new0").send_keys("25M")
+    settings.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    _flashed(d, "Account settings saved.")
+
+    alert_box = d.find_element(By.CSS_SELECTOR, "form[action$='/alerts'] input[name=text]")
+    alert_box.send_keys("Your mailbox moves on Monday")
+    d.find_element(By.CSS_SELECTOR, "form[action$='/alerts'] button").click()
+    _flashed(d, "Alert posted.")
+    assert "Your mailbox moves on Monday" in d.find_element(By.CSS_SELECTOR, "ul.alerts").text
+    suffix = "-clustered" if clustered else ""
+    save_screenshot(d, tmp_path, f"account{suffix}.png")
+
+    # the results, through the JSON API
+    api = live.url + "/api/v1"
+    domains = api_call(api + "/domains", "postmaster", PM_PASSWORD)["domains"]
+    assert {"name": "shop.test", "shared": clustered, "accounts": 1} in domains
+    account = api_call(api + "/domains/shop.test/accounts/buyer", "postmaster", PM_PASSWORD)
+    assert account["settings"] == {"RealName": "Bea Buyer", "MaxAccountSize": "25M"}
+    verify = api_call(api + "/domains/shop.test/accounts/buyer/password/verify", "postmaster", PM_PASSWORD,
+                      "POST", {"password": "correct horse"})
+    assert verify == {"valid": True}
+    alerts = api_call(api + "/domains/shop.test/accounts/buyer/alerts", "postmaster", PM_PASSWORD)["alerts"]
+    assert [a["text"] for a in alerts] == ["Your mailbox moves on Monday"]
+    assert api_call(api + "/session", "buyer@shop.test", "correct horse")["account"] == "buyer@shop.test"
+
+    d.get(live.url + "/admin/domains")
+    shot = save_screenshot(d, tmp_path, f"domains{suffix}.png")
+    assert shot.stat().st_size > 10_000
+    d.get(live.url + "/admin/monitors/cluster")
+    assert "Monitors › Cluster" in d.find_element(By.CSS_SELECTOR, "h1").text
+    rows = d.find_elements(By.CSS_SELECTOR, "#members tbody tr")
+    assert len(rows) == (3 if clustered else 1)
+    if clustered:
+        assert "Controller" in rows[0].text and "Make Non-Ready" in rows[0].text
+    shot = save_screenshot(d, tmp_path, f"cluster{suffix}.png")
+    assert shot.stat().st_size > 10_000
