@@ -313,7 +313,7 @@ class ClusterMember:
         wait = self.s.lease + (0.0 if self.backup_name == self.name else limits.BACKUP_HEAD_START)
         stale = self._observer.unchanged_for(now) >= wait
         lost = False
-        if not stale and not self.cut and now - self.last_controller_contact >= wait:
+        if not stale and now - self.last_controller_contact >= wait:
             others = set(self.election.contacts_of(hb)) - {self.name, rec.member}
             lost = not others and self._hear_other_backend(rec.member)
         if stale or lost:
