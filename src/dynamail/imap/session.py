@@ -309,6 +309,11 @@ class Session:
         except StorageError as exc:
             log.warning("storage error in %s: %s", cmd.name, exc)
             self.write(response.tagged(tag, "NO", "Server error, please try again", "SERVERBUG"))
+        except (SessionEnd, ConnectionError):
+            raise
+        except Exception:
+            log.exception("%s failed", cmd.name)
+            self.write(response.tagged(tag, "NO", "Internal server error", "SERVERBUG"))
 
     def _bad(self, tag: str, text: str, code: str = "") -> None:
         self.bad_commands += 1

@@ -1,0 +1,212 @@
+"""Real clients (imaplib, imapclient, mbsync) against a real server process."""
+
+from __future__ import annotations
+
+import email
+import imaplib
+import shutil
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.imap.server import PASSWORD, RealServer, real_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("imap")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    with real_server(tmp_path_factory.mktemp("imapsrv"), "127.0.4.10") as s:
+        yield s
+
+
+def _tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def message(i: int, subject: str = "Test") -> bytes:
+    return (
+        f"From: sender{i}@example.test\r\nTo: alice@example.test\r\nSubject: {subject} {i}\r\n"
+        f"Message-ID: <msg{i}@example.test>\r\nDate: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\n"
+        f"Body of message {i}\r\n"
+    ).encode()
+
+
+def test_imaplib_full_session(server: RealServer) -> None:
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        assert "STARTTLS" in m.capabilities
+        m.starttls(_tls())
+        typ, _ = m.login("alice", PASSWORD)
+        assert typ == "OK"
+        assert m.create("Work/Reports")[0] == "OK"
+        for i in range(5):
+            typ, data = m.append("INBOX", "(\\Flagged)" if i == 0 else "", imaplib.Time2Internaldate(1700000000), message(i))
+            assert typ == "OK" and b"APPENDUID" in data[0]
+        typ, data = m.select("INBOX")
+        assert typ == "OK" and int(data[0]) >= 5
+        typ, data = m.search(None, '(SUBJECT "Test 3")')
+        assert data[0].split()[-1:] == [b"4"] or data[0]
+        typ, data = m.uid("SEARCH", "ALL")
+        uids = data[0].split()
+        typ, data = m.uid("FETCH", uids[0], "(FLAGS BODY.PEEK[])")
+        assert typ == "OK"
+        msg = email.message_from_bytes(data[0][1])
+        assert msg["Subject"].startswith("Test")
+        assert m.store("2", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        typ, data = m.expunge()
+        assert data == [b"2"]
+        assert m.copy("1", "Work/Reports")[0] == "OK"
+        typ, data = m.status("Work/Reports", "(MESSAGES)")
+        assert b"MESSAGES 1" in data[0]
+        typ, data = m.list()
+        assert any(b"Work/Reports" in x for x in data)
+        typ, data = m.fetch("1:*", "(ENVELOPE BODYSTRUCTURE RFC822.SIZE INTERNALDATE)")
+        assert typ == "OK" and len(data) >= 4
+        assert m.close()[0] == "OK"
+        assert m.logout()[0] == "BYE"
+
+
+def test_imaplib_implicit_tls_and_idle(server: RealServer) -> None:
+    with imaplib.IMAP4_SSL(server.host, server.imaps_port, ssl_context=_tls()) as m:
+        m.login("bob", PASSWORD)
+        m.select("INBOX")
+        with imaplib.IMAP4(server.host, server.imap_port) as other:
+            other.login("bob", PASSWORD)
+            tag = m._new_tag().decode()  # type: ignore[attr-defined]
+            m.send(f"{tag} IDLE\r\n".encode())
+            assert m.readline().startswith(b"+")
+            other.append("INBOX", "", None, message(99))
+            assert m.readline().strip().endswith(b"EXISTS")
+            m.send(b"DONE\r\n")
+            assert m.readline().startswith(tag.encode() + b" OK")
+
+
+def test_imapclient_session(server: RealServer) -> None:
+    imapclient = pytest.importorskip("imapclient")
+    with imapclient.IMAPClient(server.host, port=server.imap_port, ssl=False) as c:
+        c.starttls(_tls())
+        c.login("alice", PASSWORD)
+        assert b"QRESYNC" in c.capabilities()
+        c.enable("CONDSTORE")
+        c.create_folder("Lists")
+        c.append("Lists", message(200), flags=[b"\\Seen", b"custom"])
+        info = c.select_folder("Lists")
+        assert info[b"EXISTS"] == 1 and b"HIGHESTMODSEQ" in info
+        uids = c.search(["ALL"])
+        assert len(uids) == 1
+        data = c.fetch(uids, ["FLAGS", "ENVELOPE", "BODY[]", "MODSEQ"])
+        entry = data[uids[0]]
+        assert set(entry[b"FLAGS"]) == {b"\\Seen", b"custom"}
+        assert entry[b"ENVELOPE"].subject == b"Test 200"
+        c.add_flags(uids, [b"\\Answered"])
+        assert b"\\Answered" in c.get_flags(uids)[uids[0]]
+        assert c.folder_status("Lists", ["MESSAGES", "UIDNEXT"])[b"MESSAGES"] == 1
+        c.move(uids, "INBOX")
+        assert c.search(["ALL"]) == []
+        assert c.namespace().personal[0][0] == ""
+        assert b"dynamail" in c.id_({"name": "test"})[0]
+        roots, _quotas = c.get_quota_root("INBOX")
+        assert roots.mailbox == "INBOX" and len(roots.quota_roots) == 1
+        c.unselect_folder()
+        c.logout()
+
+
+MBSYNC_CONF = """\
+IMAPAccount test
+Host {host}
+Port {port}
+User alice
+Pass {password}
+SSLType None
+AuthMechs LOGIN
+
+IMAPStore remote
+Account test
+
+MaildirStore local
+Path {maildir}/
+Inbox {maildir}/INBOX
+SubFolders Verbatim
+
+Channel sync
+Far :remote:Sync
+Near :local:Sync
+Create Both
+Expunge Both
+SyncState *
+Sync All
+"""
+
+
+def _maildir_flags(path: Path) -> dict[str, str]:
+    out = {}
+    for sub in ("cur", "new"):
+        d = path / sub
+        if not d.exists():
+            continue
+        for f in d.iterdir():
+            data = f.read_bytes()
+            mid = email.message_from_bytes(data)["Message-ID"]
+            flags = f.name.split(":2,", 1)[1] if ":2," in f.name else ""
+            out[mid] = "".join(sorted(flags))
+    return out
+
+
+def test_mbsync_round_trip(server: RealServer, tmp_path: Path) -> None:
+    mbsync = shutil.which("mbsync")
+    if mbsync is None:
+        pytest.skip("mbsync (isync) is not installed")
+    maildir = tmp_path / "mail"
+    box = maildir / "Sync"
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    n = 300
+    for i in range(n):
+        flags = "S" if i % 3 == 0 else ""
+        (box / "cur" / f"{1700000000 + i}.{i}.host:2,{flags}").write_bytes(message(1000 + i, "Sync"))
+    conf = tmp_path / "mbsyncrc"
+    conf.write_text(MBSYNC_CONF.format(host=server.host, port=server.imap_port, password=PASSWORD, maildir=maildir))
+
+    def run() -> None:
+        res = subprocess.run([mbsync, "-c", str(conf), "-a"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    run()
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("alice", PASSWORD)
+        _typ, data = m.select("Sync")
+        assert int(data[0]) == n
+        # change flags on the server side
+        m.store("1:50", "+FLAGS", "(\\Flagged)")
+        m.store("51:60", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+        m.logout()
+    # change flags on the local side: mark the last 20 as seen and answered
+    files = sorted((box / "cur").iterdir())
+    for f in files[-20:]:
+        base = f.name.split(":2,", 1)[0]
+        f.rename(f.with_name(base + ":2,RS"))
+    run()
+    local = _maildir_flags(box)
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("alice", PASSWORD)
+        m.select("Sync", readonly=True)
+        _typ, data = m.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        remote = {}
+        for item in data:
+            if not isinstance(item, tuple):
+                continue
+            flags = imaplib.ParseFlags(item[0])
+            mid = email.message_from_bytes(item[1])["Message-ID"]
+            letters = {b"\\Seen": "S", b"\\Flagged": "F", b"\\Answered": "R", b"\\Deleted": "T", b"\\Draft": "D"}
+            remote[mid] = "".join(sorted(letters[f] for f in flags if f in letters))
+        m.logout()
+    assert len(remote) == n - 10
+    assert local == remote
+    assert sum("F" in v for v in remote.values()) == 50
+    assert sum("R" in v for v in remote.values()) == 20
