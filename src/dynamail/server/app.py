@@ -245,11 +245,9 @@ class Server:
             names.append("cluster")
         check_privileged_ports(cfg, names)
         try:
-            for spec in specs:
-                await ctx.listeners.start(spec)
-            if http_mod is not None and hasattr(http_mod, "start"):
-                self.http = await http_mod.start(ctx)
             if cfg.clustered:
+                # Join before any session can start, so no account is ever
+                # opened through the standalone locator in a cluster member.
                 member_mod = _optional_module(CLUSTER_MODULE)
                 if member_mod is None or not hasattr(member_mod, "attach"):
                     raise StartupError(
@@ -257,6 +255,10 @@ class Server:
                         f"layer ({CLUSTER_MODULE}) is not available in this build"
                     )
                 self.member = await member_mod.attach(ctx)
+            for spec in specs:
+                await ctx.listeners.start(spec)
+            if http_mod is not None and hasattr(http_mod, "start"):
+                self.http = await http_mod.start(ctx)
         except PermissionError as exc:
             await self.close()
             raise StartupError(
