@@ -350,3 +350,16 @@ def test_shared_mutations_go_through_the_cluster_seam(w: World) -> None:
     assert run(a.cluster_members(w.monitor))[0]["role"] == "controller"
     run(a.set_ready(w.controller, "backend-1", False))
     assert cluster.ready == {"backend-1": False}
+
+
+class UnreachableCluster:
+    async def forward_directory_op(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from dynamail.cluster.locator import AccountUnavailable
+
+        raise AccountUnavailable("no controller reachable")
+
+
+def test_unreachable_controller_is_unavailable(w: World) -> None:
+    a = Admin(w.directory, w.auth, accounts=w.locator, cluster=UnreachableCluster())
+    assert code_of(a.create_account(w.master, "x@s.example")) == "unavailable"
+    run(a.create_account(w.master, "x@a.example"))  # local domains do not need the Controller

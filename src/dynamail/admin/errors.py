@@ -27,6 +27,7 @@ class AdminError(Exception):
 @contextmanager
 def translated() -> Iterator[None]:
     """Turn directory and storage errors into AdminError."""
+    from dynamail.cluster.locator import AccountUnavailable
     from dynamail.storage.api import MailboxExists, NoSuchMailbox, StorageError
 
     try:
@@ -43,3 +44,5 @@ def translated() -> Iterator[None]:
         raise AdminError("unavailable", "a settings file is unreadable") from exc
     except StorageError as exc:
         raise AdminError("unavailable", str(exc) or "storage failure") from exc
+    except AccountUnavailable as exc:
+        raise AdminError("unavailable", str(exc) or "temporarily unavailable") from exc
