@@ -363,3 +363,10 @@ def test_unreachable_controller_is_unavailable(w: World) -> None:
     a = Admin(w.directory, w.auth, accounts=w.locator, cluster=UnreachableCluster())
     assert code_of(a.create_account(w.master, "x@s.example")) == "unavailable"
     run(a.create_account(w.master, "x@a.example"))  # local domains do not need the Controller
+
+
+def test_no_moves_between_shared_and_local_domains_in_a_cluster(w: World) -> None:
+    a = Admin(w.directory, w.auth, accounts=w.locator, cluster=FakeCluster(w.directory))
+    assert code_of(a.rename_account(w.master, "alice@a.example", "alice@s.example")) == "bad_request"
+    moved = run(a.rename_account(w.master, "alice@a.example", "alice@b.example"))
+    assert moved.domain == "b.example"

@@ -423,3 +423,12 @@ def test_domain_aliases(tmp_path: Path) -> None:
     d.delete_domain("real.example", force=True)
     assert not d.domain_exists("alias.example")
     d.create_domain("alias.example")  # the name is free again
+
+
+def test_rename_respects_max_accounts(directory: Directory) -> None:
+    directory.create_domain("full.example", settings={"MaxAccounts": 1})
+    directory.create_account("full.example", "only")
+    ref = directory.create_account("main.example", "mover")
+    with pytest.raises(LimitReached):
+        directory.rename_account(ref, "mover@full.example")
+    assert directory.rename_account(ref, "moved") == directory.ref("main.example", "moved")

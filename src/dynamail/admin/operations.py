@@ -337,6 +337,10 @@ class Admin:
             raise _forbidden()
         if ref == actor:
             raise AdminError("bad_request", "you cannot rename the account you are logged in as")
+        if self.cluster is not None and ref.shared != shared:
+            raise AdminError(
+                "bad_request", "in a cluster an account cannot move between a shared and a local domain"
+            )
         new: AccountRef = await self._mutate(ref.shared or shared, "rename_account", ref, new_address)
         self.auth.invalidate(ref)
         return new

@@ -575,9 +575,7 @@ class Directory:
         with self._lock:
             if self.find_account(ref.address) is not None or ref.name in self.forwarders(ref.domain):
                 raise AlreadyExists(f"account already exists: {ref.address}")
-            limit = model.parse_count(self.effective_domain_settings(ref.domain).get("MaxAccounts"))
-            if limit is not None and self.count_accounts(ref.domain) >= limit:
-                raise LimitReached(f"domain {ref.domain} already has its maximum number of accounts")
+            self._check_room(ref.domain)
             final = self.account_dir(ref)
             make_dirs(final.parent)
             tmp = final.parent / f".new-{ref.name}-{secrets.token_hex(4)}"
@@ -595,6 +593,11 @@ class Directory:
             fsync_dir(final.parent)
         return ref
 
+    def _check_room(self, domain: str) -> None:
+        limit = model.parse_count(self.effective_domain_settings(domain).get("MaxAccounts"))
+        if limit is not None and self.count_accounts(domain) >= limit:
+            raise LimitReached(f"domain {domain} already has its maximum number of accounts")
+
     def rename_account(self, ref: AccountRef, new_address: str) -> AccountRef:
         """Rename (possibly into another domain); the mail moves with it."""
         with self._lock:
@@ -605,6 +608,8 @@ class Directory:
                 return ref
             if self.find_account(new.address) is not None or new.name in self.forwarders(new.domain):
                 raise AlreadyExists(f"account already exists: {new.address}")
+            if new.domain != ref.domain:
+                self._check_room(new.domain)
             new_dir = self.account_dir(new)
             make_dirs(new_dir.parent)
             exists = f"account already exists: {new.address}"
@@ -809,7 +814,7 @@ class Directory:
         return sorted(a for a, t in self._aliases(ref.domain, ref.shared).items() if t == ref.name)
 
     def set_account_aliases(self, ref: AccountRef, aliases: list[str]) -> None:
-        canon = sorted({names.account_name(a) for a in aliases})
+        canon = sorted({names.account_name(a) for a in aliases} - {ref.name})
         with self._lock:
             self._existing(ref)
             for a in canon:
