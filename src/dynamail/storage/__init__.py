@@ -3,8 +3,8 @@
 ``FileMailStore`` opens accounts: ``await store.open_account(path, epoch)``
 returns a :class:`FileAccountStore`.  Pieces: ``records`` (the framing of
 the data log), ``mailbox`` (one mailbox's log, index checkpoint and
-in-memory index), ``account`` (mailbox list, group commit, fencing,
-compaction), ``view`` (a session's snapshot), ``feed`` (in-process change
+in-memory index), ``account`` (mailbox list, fencing, the committer),
+``commit`` (group commit), ``compaction``, ``view`` (a session's snapshot), ``feed`` (in-process change
 notification), ``search`` (text search).
 """
 

@@ -10,8 +10,8 @@ Mailbox directories are named by a number, never by the mailbox name, so a
 rename (with all its children) is one atomic replacement of
 ``mailboxes.json``.
 
-**Group commit.**  Every change (append, flag store, expunge, copy, move,
-compaction) becomes an operation in a queue.  One committer task takes all
+**Group commit** (``commit.py``).  Every change (append, flag store,
+expunge, copy, move, compaction) becomes an operation in a queue.  One committer task takes all
 queued operations at once, decides their effects on the loop thread (UIDs,
 MODSEQs, resulting flags, against the index plus the earlier operations of
 the same batch), then runs one job on the account's I/O thread that encodes
@@ -40,15 +40,12 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import msgpack
-
-from dynamail import mime, names
+from dynamail import names
 from dynamail.durable import atomic_write, fsync_dir, make_dirs, remove_stale_temporaries
-from dynamail.storage import records as R
 from dynamail.storage.api import (
     AppendRequest,
     CopyResult,
@@ -57,18 +54,16 @@ from dynamail.storage.api import (
     MailboxListing,
     MailboxStatus,
     NoSuchMailbox,
-    QuotaExceeded,
     StorageError,
-    StoreResult,
 )
+from dynamail.storage.commit import Op, apply_plans, encode_all, plan_batch, write_plans
+from dynamail.storage.compaction import write_generation
 from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
     DELETED,
     SEEN,
     MailboxState,
     create_generation,
-    data_path,
-    index_path,
 )
 
 META_FILE = "mailboxes.json"
@@ -114,24 +109,6 @@ class MailboxMeta:
     special_use: str | None = None
 
 
-@dataclass
-class _Op:
-    kind: str  # "append" | "store" | "expunge" | "copy" | "compact"
-    mbox: int
-    fut: asyncio.Future[Any]
-    args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Plan:
-    """What one batch writes to one mailbox."""
-
-    state: MailboxState
-    items: list[tuple[Any, ...]] = field(default_factory=list)
-    kw_target: int = 0
-    owner: bool = False
-
-
 def _now_parts(when: datetime.datetime | None) -> tuple[int, int]:
     if when is None:
         when = datetime.datetime.now(datetime.UTC)
@@ -139,19 +116,6 @@ def _now_parts(when: datetime.datetime | None) -> tuple[int, int]:
         when = when.replace(tzinfo=datetime.UTC)
     off = when.utcoffset() or datetime.timedelta(0)
     return int(when.timestamp()), int(off.total_seconds() // 60)
-
-
-def encode_message(data: bytes | BinaryIO) -> tuple[bytes, bytes]:
-    """(canonical body, packed parse result) of a message to append."""
-    raw = data if isinstance(data, bytes | bytearray | memoryview) else data.read()
-    body = mime.canonical(bytes(raw))
-    parsed = mime.parse(body)
-    meta = msgpack.packb(parsed.to_list(), use_bin_type=True)
-    return body, meta
-
-
-def _encode_all(items: list[bytes | BinaryIO]) -> list[tuple[bytes, bytes]]:
-    return [encode_message(d) for d in items]
 
 
 class FileAccountStore:
@@ -169,7 +133,7 @@ class FileAccountStore:
         self._states: dict[int, MailboxState] = {}
         self._feeds: dict[int, MailboxFeed] = {}
         self._loading: dict[int, asyncio.Future[MailboxState]] = {}
-        self._pending: list[_Op] = []
+        self._pending: list[Op] = []
         self._committer: asyncio.Task[None] | None = None
         self._meta_lock = asyncio.Lock()
         self._listeners: list[asyncio.Queue[str]] = []
@@ -306,7 +270,7 @@ class FileAccountStore:
                 break
 
     # -- group commit ------------------------------------------------------
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: Op) -> Any:
         if self._fenced:
             raise FencedError(f"account {self.path}: epoch {self.epoch} has been superseded")
         if self._closed:
@@ -318,7 +282,7 @@ class FileAccountStore:
 
     async def _commit_loop(self) -> None:
         while self._pending:
-            batch: list[_Op] = []
+            batch: list[Op] = []
             # compaction runs alone; everything else shares one batch
             if self._pending[0].kind == "compact":
                 batch = [self._pending.pop(0)]
@@ -339,120 +303,17 @@ class FileAccountStore:
                 if not isinstance(exc, Exception):
                     raise
 
-    async def _commit(self, batch: list[_Op]) -> None:
-        plans: dict[int, _Plan] = {}
-        overlay: dict[tuple[int, int], tuple[int, int]] = {}  # (mbox, uid) -> (flags, modseq)
-        gone: set[tuple[int, int]] = set()
-        effects: list[tuple[_Op, Any]] = []
-        quota_bytes = quota_msgs = 0
-        for op in batch:
-            try:
-                st = self._states[op.mbox]
-                plan = plans.get(op.mbox)
-                if plan is None:
-                    plan = plans[op.mbox] = _Plan(st)
-                    plan.owner = st.max_epoch < self.epoch
-                if op.kind in ("append", "copy"):
-                    entries = op.args["entries"]  # (source, flags names, date, tz)
-                    qb, qm = self.quota
-                    if qm is not None or qb is not None:
-                        used_b, used_m = self._usage()
-                        add_b = sum(e[4] for e in entries)
-                        if (qm is not None and used_m + quota_msgs + len(entries) > qm) or (
-                            qb is not None and used_b + quota_bytes + add_b > qb
-                        ):
-                            raise QuotaExceeded("quota exceeded")
-                        quota_bytes += add_b
-                        quota_msgs += len(entries)
-                    uids = []
-                    st.res_modseq += 1
-                    for source, flagnames, date, tz, _size in entries:
-                        bits = st.keyword_bits(flagnames, create=True)
-                        uid = st.res_uidnext
-                        st.res_uidnext += 1
-                        plan.items.append(("msg", uid, st.res_modseq, date, tz, bits, source))
-                        uids.append(uid)
-                    effects.append((op, uids))
-                elif op.kind == "store":
-                    mode, flagnames, unchanged = op.args["mode"], op.args["flags"], op.args["unchanged_since"]
-                    bits = st.keyword_bits(flagnames, create=mode != "remove")
-                    modseq = st.res_modseq + 1
-                    changed: list[tuple[int, int]] = []
-                    failed: list[int] = []
-                    for uid in op.args["uids"]:
-                        if (op.mbox, uid) in gone:
-                            continue
-                        cur = overlay.get((op.mbox, uid))
-                        if cur is None:
-                            i = st.pos(uid)
-                            if i < 0:
-                                continue
-                            cur = (st.cols["flags"][i], st.cols["modseq"][i])
-                        if unchanged is not None and cur[1] > unchanged:
-                            failed.append(uid)
-                            continue
-                        old = cur[0]
-                        new = bits if mode == "set" else (old | bits if mode == "add" else old & ~bits)
-                        if new != old:
-                            changed.append((uid, new))
-                            overlay[(op.mbox, uid)] = (new, modseq)
-                    if changed:
-                        st.res_modseq = modseq
-                        plan.items.append(("flags", modseq, changed, op.args.get("origin", 0)))
-                    effects.append((op, StoreResult([u for u, _ in changed], failed)))
-                elif op.kind == "expunge":
-                    force = op.args.get("force", False)
-                    victims = []
-                    for uid in op.args["uids"]:
-                        if (op.mbox, uid) in gone:
-                            continue
-                        cur = overlay.get((op.mbox, uid))
-                        if cur is None:
-                            i = st.pos(uid)
-                            if i < 0:
-                                continue
-                            cur = (st.cols["flags"][i], st.cols["modseq"][i])
-                        if force or cur[0] & DELETED:
-                            victims.append(uid)
-                            gone.add((op.mbox, uid))
-                    if victims:
-                        st.res_modseq += 1
-                        plan.items.append(("expunge", st.res_modseq, victims, op.args.get("origin", 0)))
-                    effects.append((op, victims))
-                plan.kw_target = len(st.keywords)
-            except Exception as exc:
-                op.fut.set_exception(exc)
-        plans = {k: p for k, p in plans.items() if p.items}
-        results: dict[int, Any] = {}
+    async def _commit(self, batch: list[Op]) -> None:
+        plans, effects = plan_batch(batch, self._states, self.epoch, self.quota, self._usage)
         if plans:
-            results = await self._run_io(self._write_sync, plans)
-        # apply to the in-memory index, then tell everyone
-        for mbox_id, plan in plans.items():
-            st = plan.state
-            start, length, last_rel, last_crc, nrec, placed = results[mbox_id]
-            st.committed(start, length, last_rel, last_crc, nrec)
-            st.kw_durable = max(st.kw_durable, plan.kw_target)
-            if plan.owner:
-                st.max_epoch = self.epoch
-            feed = self.feed(mbox_id)
-            for item, place in zip(plan.items, placed, strict=True):
-                if item[0] == "msg":
-                    _k, uid, modseq, date, tz, bits, _src = item
-                    body_off, blen, mlen = place
-                    st.add_message(uid, modseq, date, tz, bits, start + body_off, blen, mlen)
-                    feed.publish("a", [uid])
-                elif item[0] == "flags":
-                    for uid, bits in item[2]:
-                        st.set_flags(uid, bits, item[1])
-                    feed.publish("f", [u for u, _ in item[2]], item[3])
-                elif item[0] == "expunge":
-                    gone_uids = st.expunge(item[2], item[1], keep_ghosts=feed.views > 0)
-                    feed.publish("x", gone_uids, item[3])
-            self._notify(mbox_id)
+            results = await self._run_io(write_plans, plans, self.epoch, self._check_epoch)
+            apply_plans(plans, results, self.epoch, self.feed)
+            for mbox_id in plans:
+                self._notify(mbox_id)
         for op, value in effects:
             if not op.fut.done():
                 op.fut.set_result(value)
-        # checkpoints are written off the commit path, between batches
+        # checkpoints are written between batches, after the callers are answered
         for plan in plans.values():
             if plan.state.needs_checkpoint():
                 blob = plan.state.checkpoint_bytes()
@@ -465,65 +326,22 @@ class FileAccountStore:
             m += len(st.cols["uid"])
         return b, m
 
-    def _write_sync(self, plans: dict[int, _Plan]) -> dict[int, Any]:
-        """Encode, write and fdatasync every touched data file (I/O thread)."""
-        self._check_epoch()
-        encoded: dict[int, tuple[R.RecordBuffer, list[Any]]] = {}
-        for mbox_id, plan in plans.items():
-            st = plan.state
-            buf = R.RecordBuffer()
-            placed: list[Any] = []
-            if plan.owner:
-                buf.add(R.frame_parts(R.OWNER, self.epoch, R.OWNER_BODY.pack(st.data_size)))
-            for k in range(st.kw_durable, plan.kw_target):
-                buf.add(R.frame_parts(R.KEYWORD, self.epoch, R.KEYWORD_FIXED.pack(k), st.keywords[k].encode("utf-8")))
-            for item in plan.items:
-                if item[0] == "msg":
-                    _k, uid, modseq, date, tz, bits, source = item
-                    if source[0] == "ready":
-                        body, meta = source[1], source[2]
-                    else:  # ("copy", fd, off, blen, mlen)
-                        _tag, fd, off, blen, mlen = source
-                        raw = os.pread(fd, blen + mlen, off)
-                        if len(raw) != blen + mlen:
-                            raise StorageError("source message is damaged")
-                        body, meta = raw[:blen], raw[blen:]
-                    fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, len(body), len(meta))
-                    at = buf.add(R.frame_parts(R.MESSAGE, self.epoch, fixed, body, meta))
-                    placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, len(body), len(meta)))
-                elif item[0] == "flags":
-                    modseq, changed = item[1], item[2]
-                    payload = R.COUNTED.pack(modseq, len(changed)) + b"".join(R.FLAG_ITEM.pack(u, f) for u, f in changed)
-                    buf.add(R.frame_parts(R.FLAGS, self.epoch, payload))
-                    placed.append(None)
-                elif item[0] == "expunge":
-                    modseq, uids = item[1], item[2]
-                    payload = R.COUNTED.pack(modseq, len(uids)) + b"".join(R.UID_ITEM.pack(u) for u in uids)
-                    buf.add(R.frame_parts(R.EXPUNGE, self.epoch, payload))
-                    placed.append(None)
-            encoded[mbox_id] = (buf, placed)
-        self._check_epoch()
-        out: dict[int, Any] = {}
-        for mbox_id, (buf, placed) in encoded.items():
-            start = plans[mbox_id].state.write(buf.bufs)
-            out[mbox_id] = (start, buf.length, buf.last_rel, buf.last_crc, buf.records, placed)
-        self._check_epoch()  # before anyone is told the change is durable
-        return out
-
     # -- compaction ----------------------------------------------------------
     async def compact(self, name: str) -> int:
         """Rewrite a mailbox without its expunged messages as a new generation;
         returns the bytes reclaimed."""
         _canon, meta = self._lookup(name)
         await self._state(meta)
-        return int(await self._submit(_Op("compact", meta.id, asyncio.get_running_loop().create_future())))
+        return int(await self._submit(Op("compact", meta.id, asyncio.get_running_loop().create_future())))
 
-    async def _do_compact(self, op: _Op) -> None:
-        st = self._states[op.mbox]
+    async def _do_compact(self, op: Op) -> None:
+        st = self._states.get(op.mbox)
+        if st is None:
+            raise NoSuchMailbox("the mailbox was deleted")
         snapshot = {k: v[:] for k, v in st.cols.items()}
         before = st.data_size
-        result = await self._run_io(self._compact_sync, st, snapshot)
-        new_gen, new_fd, offsets, size, last_off, last_crc, blob = result
+        result = await self._run_io(write_generation, st, snapshot, self.epoch, self._check_epoch)
+        new_gen, new_fd, offsets, size, last_off, last_crc = result
         old_fd = st.fd
         st.gen, st.fd = new_gen, new_fd
         st.cols["off"] = offsets
@@ -534,56 +352,6 @@ class FileAccountStore:
         st.ghosts.clear()
         self._retired_fds.append(old_fd)
         op.fut.set_result(before - size)
-        del blob
-
-    def _compact_sync(self, st: MailboxState, cols: dict[str, Any]) -> tuple[Any, ...]:
-        from array import array
-
-        self._check_epoch()
-        d = st.directory
-        gen = st.gen + 1
-        tmp = d / f".data.{gen}.tmp"
-        offsets = array("Q")
-        with open(tmp, "wb") as f:
-            pos = 0
-            last_off = last_crc = 0
-
-            def put(rec: bytes) -> None:
-                nonlocal pos, last_off, last_crc
-                hdr = R.parse_header(rec)
-                assert hdr is not None
-                last_off, last_crc = pos, hdr.crc
-                f.write(rec)
-                pos += len(rec)
-
-            put(R.frame(R.MAILBOX, self.epoch, R.MAILBOX_BODY.pack(st.uidvalidity, st.uidnext, st.highestmodseq, gen)))
-            for k, kw in enumerate(st.keywords):
-                put(R.frame(R.KEYWORD, self.epoch, R.KEYWORD_FIXED.pack(k), kw.encode("utf-8")))
-            for i in range(len(cols["uid"])):
-                blen, mlen = cols["blen"][i], cols["mlen"][i]
-                raw = os.pread(st.fd, blen + mlen, cols["off"][i])
-                fixed = R.MESSAGE_FIXED.pack(cols["uid"][i], cols["modseq"][i], cols["date"][i], cols["tz"][i], 0, cols["flags"][i], blen, mlen)
-                offsets.append(pos + R.HEADER_SIZE + R.MESSAGE_FIXED.size)
-                put(R.frame(R.MESSAGE, self.epoch, fixed, raw))
-            f.flush()
-            os.fsync(f.fileno())
-        # the checkpoint of the new generation goes first; the rename of the
-        # data file is the atomic switch
-        shadow = MailboxState(d, st.uidvalidity, writable=True)
-        shadow.gen, shadow.cols = gen, dict(cols, off=offsets)
-        shadow.keywords = st.keywords
-        shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, self.epoch
-        shadow.data_size, shadow.last_rec_off, shadow.last_crc = pos, last_off, last_crc
-        blob = shadow.checkpoint_bytes()
-        shadow.write_checkpoint(blob)
-        self._check_epoch()
-        os.replace(tmp, data_path(d, gen))
-        fsync_dir(d)
-        data_path(d, st.gen).unlink(missing_ok=True)
-        index_path(d, st.gen).unlink(missing_ok=True)
-        fsync_dir(d)
-        fd = os.open(data_path(d, gen), os.O_RDWR)
-        return gen, fd, offsets, pos, last_off, last_crc, blob
 
     # -- AccountStore ----------------------------------------------------------
     async def list_mailboxes(self) -> list[MailboxListing]:
@@ -733,13 +501,13 @@ class FileAccountStore:
             return []
         # parsing runs on reader threads, overlapping the I/O thread's fsyncs
         loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(read_pool(), _encode_all, [req.data for req in messages])
+        encoded = await loop.run_in_executor(read_pool(), encode_all, [req.data for req in messages])
         entries = []
         for req, (body, packed) in zip(messages, encoded, strict=True):
             date, tz = _now_parts(req.internal_date)
             entries.append((("ready", body, packed), req.flags, date, tz, len(body)))
         fut = asyncio.get_running_loop().create_future()
-        return list(await self._submit(_Op("append", meta.id, fut, {"entries": entries})))
+        return list(await self._submit(Op("append", meta.id, fut, {"entries": entries})))
 
     async def select(self, name: str, read_only: bool = False) -> Any:
         from dynamail.storage.view import FileMailboxView
@@ -800,7 +568,7 @@ class FileAccountStore:
     # -- helpers for views -----------------------------------------------------
     async def _submit_op(self, kind: str, mbox_id: int, **args: Any) -> Any:
         fut = asyncio.get_running_loop().create_future()
-        return await self._submit(_Op(kind, mbox_id, fut, args))
+        return await self._submit(Op(kind, mbox_id, fut, args))
 
     async def copy_uids(self, src: MailboxState, uids: Iterable[int], dest: str) -> CopyResult:
         _canon, meta = self._lookup(dest)

@@ -1,0 +1,240 @@
+"""Group commit: turning a batch of queued operations into one write per
+touched data file.
+
+Three steps, split by thread:
+
+1. :func:`plan_batch` (event loop thread) decides every effect: UIDs and
+   MODSEQs are taken from the mailbox's reservation counters, flag changes
+   and expunges are computed against the in-memory index plus an overlay of
+   the earlier operations of the same batch, so a batch behaves exactly as
+   its operations run one after the other.  Nothing is applied yet.
+2. :func:`write_plans` (the account's I/O thread) frames the records,
+   checks the epoch, writes and fdatasyncs each touched data file once, and
+   checks the epoch again before returning.
+3. :func:`apply_plans` (event loop thread) applies the effects to the
+   in-memory index and publishes them on the change feed.
+
+If step 2 fails nothing is applied and every operation of the batch fails;
+the reserved UIDs are skipped (UIDs only need to ascend), and the bytes a
+failed write may have left after the end of the log are cut by the next
+write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import msgpack
+
+from dynamail import mime
+from dynamail.storage import records as R
+from dynamail.storage.api import NoSuchMailbox, QuotaExceeded, StorageError, StoreResult
+from dynamail.storage.feed import MailboxFeed
+from dynamail.storage.mailbox import DELETED, MailboxState
+
+
+@dataclass
+class Op:
+    """One queued change.  ``kind`` is "append", "store", "expunge" or "compact"."""
+
+    kind: str
+    mbox: int
+    fut: asyncio.Future[Any]
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Plan:
+    """What one batch writes to one mailbox."""
+
+    state: MailboxState
+    items: list[tuple[Any, ...]] = field(default_factory=list)
+    kw_target: int = 0
+    owner: bool = False  # first write of this owner: an OWNER record goes first
+
+
+def encode_message(data: bytes | BinaryIO) -> tuple[bytes, bytes]:
+    """(canonical message, packed parse result) of a message to append."""
+    raw = data if isinstance(data, bytes | bytearray | memoryview) else data.read()
+    body = mime.canonical(bytes(raw))
+    parsed = mime.parse(body)
+    meta = msgpack.packb(parsed.to_list(), use_bin_type=True)
+    return body, meta
+
+
+def encode_all(items: list[bytes | BinaryIO]) -> list[tuple[bytes, bytes]]:
+    return [encode_message(d) for d in items]
+
+
+def plan_batch(
+    batch: list[Op],
+    states: dict[int, MailboxState],
+    epoch: int,
+    quota: tuple[int | None, int | None],
+    usage: Callable[[], tuple[int, int]],
+) -> tuple[dict[int, Plan], list[tuple[Op, Any]]]:
+    """Decide the effects of a batch (loop thread).  Operations that cannot
+    run get their exception at once; the others appear in the result with
+    the value to answer once the batch is durable."""
+    plans: dict[int, Plan] = {}
+    overlay: dict[tuple[int, int], tuple[int, int]] = {}  # (mbox, uid) -> (flags, modseq)
+    gone: set[tuple[int, int]] = set()
+    effects: list[tuple[Op, Any]] = []
+    added_bytes = added_msgs = 0
+
+    def current(st: MailboxState, mbox: int, uid: int) -> tuple[int, int] | None:
+        if (mbox, uid) in gone:
+            return None
+        cur = overlay.get((mbox, uid))
+        if cur is None:
+            i = st.pos(uid)
+            if i < 0:
+                return None
+            cur = (st.cols["flags"][i], st.cols["modseq"][i])
+        return cur
+
+    for op in batch:
+        try:
+            st = states.get(op.mbox)
+            if st is None:
+                raise NoSuchMailbox("the mailbox was deleted")
+            plan = plans.get(op.mbox)
+            if plan is None:
+                plan = plans[op.mbox] = Plan(st, owner=st.max_epoch < epoch)
+            origin = op.args.get("origin", 0)
+            if op.kind == "append":
+                entries = op.args["entries"]  # (source, flag names, date, tz, size)
+                max_bytes, max_msgs = quota
+                if max_bytes is not None or max_msgs is not None:
+                    used_bytes, used_msgs = usage()
+                    more = sum(e[4] for e in entries)
+                    if (max_msgs is not None and used_msgs + added_msgs + len(entries) > max_msgs) or (
+                        max_bytes is not None and used_bytes + added_bytes + more > max_bytes
+                    ):
+                        raise QuotaExceeded("quota exceeded")
+                    added_bytes += more
+                    added_msgs += len(entries)
+                bits_list = [st.keyword_bits(e[1], create=True) for e in entries]
+                st.res_modseq += 1
+                uids = []
+                for (source, _flags, date, tz, _size), bits in zip(entries, bits_list, strict=True):
+                    uid = st.res_uidnext
+                    st.res_uidnext += 1
+                    plan.items.append(("msg", uid, st.res_modseq, date, tz, bits, source))
+                    uids.append(uid)
+                effects.append((op, uids))
+            elif op.kind == "store":
+                mode, unchanged = op.args["mode"], op.args["unchanged_since"]
+                bits = st.keyword_bits(op.args["flags"], create=mode != "remove")
+                modseq = st.res_modseq + 1
+                changed: list[tuple[int, int]] = []
+                failed: list[int] = []
+                for uid in op.args["uids"]:
+                    cur = current(st, op.mbox, uid)
+                    if cur is None:
+                        continue
+                    if unchanged is not None and cur[1] > unchanged:
+                        failed.append(uid)  # RFC 7162 §3.1.3
+                        continue
+                    old = cur[0]
+                    new = bits if mode == "set" else (old | bits if mode == "add" else old & ~bits)
+                    if new != old:
+                        changed.append((uid, new))
+                        overlay[(op.mbox, uid)] = (new, modseq)
+                if changed:
+                    st.res_modseq = modseq
+                    plan.items.append(("flags", modseq, changed, origin))
+                effects.append((op, StoreResult([u for u, _ in changed], failed)))
+            elif op.kind == "expunge":
+                force = op.args.get("force", False)
+                victims = []
+                for uid in op.args["uids"]:
+                    cur = current(st, op.mbox, uid)
+                    if cur is not None and (force or cur[0] & DELETED):
+                        victims.append(uid)
+                        gone.add((op.mbox, uid))
+                if victims:
+                    st.res_modseq += 1
+                    plan.items.append(("expunge", st.res_modseq, victims, origin))
+                effects.append((op, victims))
+            else:
+                raise StorageError(f"unknown operation {op.kind}")
+            plan.kw_target = len(st.keywords)
+        except Exception as exc:
+            op.fut.set_exception(exc)
+    return {k: p for k, p in plans.items() if p.items}, effects
+
+
+def write_plans(plans: dict[int, Plan], epoch: int, check_epoch: Callable[[], None]) -> dict[int, Any]:
+    """Frame, write and fdatasync every touched data file (I/O thread)."""
+    check_epoch()
+    encoded: dict[int, tuple[R.RecordBuffer, list[Any]]] = {}
+    for mbox_id, plan in plans.items():
+        st = plan.state
+        buf = R.RecordBuffer()
+        placed: list[Any] = []
+        if plan.owner:
+            buf.add(R.frame_parts(R.OWNER, epoch, R.OWNER_BODY.pack(st.data_size)))
+        for k in range(st.kw_durable, plan.kw_target):
+            buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), st.keywords[k].encode("utf-8")))
+        for item in plan.items:
+            if item[0] == "msg":
+                _k, uid, modseq, date, tz, bits, source = item
+                if source[0] == "ready":
+                    body, meta = source[1], source[2]
+                else:  # ("copy", fd, off, blen, mlen): bytes of another mailbox
+                    _tag, fd, off, blen, mlen = source
+                    raw = os.pread(fd, blen + mlen, off)
+                    if len(raw) != blen + mlen:
+                        raise StorageError("source message is damaged")
+                    body, meta = raw[:blen], raw[blen:]
+                fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, len(body), len(meta))
+                at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, body, meta))
+                placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, len(body), len(meta)))
+            elif item[0] == "flags":
+                modseq, changed = item[1], item[2]
+                payload = R.COUNTED.pack(modseq, len(changed)) + b"".join(R.FLAG_ITEM.pack(u, f) for u, f in changed)
+                buf.add(R.frame_parts(R.FLAGS, epoch, payload))
+                placed.append(None)
+            elif item[0] == "expunge":
+                modseq, uids = item[1], item[2]
+                payload = R.COUNTED.pack(modseq, len(uids)) + b"".join(R.UID_ITEM.pack(u) for u in uids)
+                buf.add(R.frame_parts(R.EXPUNGE, epoch, payload))
+                placed.append(None)
+        encoded[mbox_id] = (buf, placed)
+    check_epoch()
+    out: dict[int, Any] = {}
+    for mbox_id, (buf, placed) in encoded.items():
+        start = plans[mbox_id].state.write(buf.bufs)
+        out[mbox_id] = (start, buf.length, buf.last_rel, buf.last_crc, buf.records, placed)
+    check_epoch()  # before anyone is told the change is durable
+    return out
+
+
+def apply_plans(plans: dict[int, Plan], results: dict[int, Any], epoch: int, feed_of: Callable[[int], MailboxFeed]) -> None:
+    """Apply a durable batch to the in-memory index and the change feed (loop thread)."""
+    for mbox_id, plan in plans.items():
+        st = plan.state
+        start, length, last_rel, last_crc, nrec, placed = results[mbox_id]
+        st.committed(start, length, last_rel, last_crc, nrec)
+        st.kw_durable = max(st.kw_durable, plan.kw_target)
+        if plan.owner:
+            st.max_epoch = epoch
+        feed = feed_of(mbox_id)
+        for item, place in zip(plan.items, placed, strict=True):
+            if item[0] == "msg":
+                _k, uid, modseq, date, tz, bits, _src = item
+                body_off, blen, mlen = place
+                st.add_message(uid, modseq, date, tz, bits, start + body_off, blen, mlen)
+                feed.publish("a", [uid])
+            elif item[0] == "flags":
+                for uid, bits in item[2]:
+                    st.set_flags(uid, bits, item[1])
+                feed.publish("f", [u for u, _ in item[2]], item[3])
+            elif item[0] == "expunge":
+                gone_uids = st.expunge(item[2], item[1], keep_ghosts=feed.views > 0)
+                feed.publish("x", gone_uids, item[3])
