@@ -197,3 +197,12 @@ def test_throttling_follows_the_account_through_aliases(auth: Authenticator, dir
 def test_unknown_accounts_cost_a_verification_too(auth: Authenticator) -> None:
     assert login(auth, "ghost@d.example", "x").reason == "no-such-account"
     assert auth._dummy_hash is not None and auth._dummy_hash.startswith("$argon2")
+
+
+def test_corrupt_account_file_refuses_without_crashing(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    (directory.account_dir(ref) / "Account.json").write_text("{ torn")
+    r = login(auth, "alice@d.example", "wonderland")
+    assert (r.ok, r.reason) == (False, "bad-credentials")
+    assert login(auth, "bob", "builder").ok

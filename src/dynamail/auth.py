@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections import OrderedDict
@@ -40,9 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dynamail.accounts import AccountRef
-from dynamail.directory import Directory, NoSuchAccount, passwords
+from dynamail.directory import Directory, DirectoryError, NoSuchAccount, passwords
 from dynamail.directory import model as dmodel
 from dynamail.metrics import Metrics
+
+log = logging.getLogger("dynamail.auth")
 
 PROTOCOLS = frozenset({"imap", "pop3", "smtp", "cli", "http"})
 MAX_LOGIN = 400  # longer login names are refused before any lookup
@@ -222,7 +225,11 @@ class Authenticator:
 
     def _lookup(self, login: str, protocol: str) -> tuple[AccountRef | None, str | None, bool]:
         """(account, stored hash, protocol allowed) — runs in a worker thread."""
-        ref = self.directory.find_account(login)
+        try:
+            ref = self.directory.find_account(login)
+        except DirectoryError:
+            log.exception("account lookup of %r failed", login)
+            return None, None, False
         if ref is None:
             return None, None, False
         try:
@@ -232,6 +239,10 @@ class Authenticator:
             )
         except NoSuchAccount:
             return None, None, False
+        except DirectoryError:
+            # An unreadable settings file: refuse the login, never crash the session.
+            log.exception("settings of %s are unreadable", ref)
+            return ref, None, False
         return ref, stored, allowed
 
     def _dummy_verify(self, password: str) -> None:
@@ -295,6 +306,9 @@ class Authenticator:
                 return ref, self.directory.apop_secret(ref), allowed
             except NoSuchAccount:
                 return None, None, False
+            except DirectoryError:
+                log.exception("settings of %s are unreadable", ref)
+                return ref, None, False
 
         loop = asyncio.get_running_loop()
         ref, secret, allowed = await loop.run_in_executor(None, lookup)

@@ -23,12 +23,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from dynamail.directory.model import DirectoryError
 from dynamail.durable import atomic_write
 
 Identity = tuple[int, int, int]
 
 
-class CorruptFile(Exception):
+class CorruptFile(DirectoryError):
     """A settings file that is not valid JSON of the expected shape."""
 
 
