@@ -293,7 +293,10 @@ async def test_mailboxes(ctx: ServerContext) -> None:
         names = [m["name"] for m in (await _json(await client.get(base, headers=PM), 200))["mailboxes"]]
         assert "INBOX" in names and "Projects/2026" in names
         await _error(await client.post(base, headers=PM, json={"name": "Projects/2026"}), 409, "exists")
-        await _json(await client.delete(base + "/Projects/2026", headers=PM), 204)
+        renamed = await _json(await client.patch(base + "/Projects/2026", headers=PM, json={"name": "Projects/2027"}), 200)
+        assert renamed == {"name": "Projects/2027"}
+        await _json(await client.delete(base + "/Projects/2027", headers=PM), 204)
+        await _error(await client.delete(base + "/Projects/2027", headers=PM), 404, "not_found")
         await _error(await client.post(base, headers=PM, json={"name": "../evil"}), 400, "bad_name")
 
 
@@ -326,6 +329,50 @@ async def test_domain_administrator_is_confined_to_its_domain(ctx: ServerContext
         await _json(await client.get(V1 + "/domains/a.test/accounts/carol/settings", headers=carol), 200)
         await _error(await client.get(V1 + "/domains/a.test/accounts/alice/settings", headers=carol), 403, "forbidden")
         await _error(await client.get(V1 + "/domains", headers=carol), 403, "forbidden")
+
+
+async def test_aliases_forwarders_prefs_and_own_alerts(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        a = V1 + "/domains/a.test/accounts/carol"
+        assert await _json(await client.get(a + "/aliases", headers=PM), 200) == {"aliases": []}
+        assert await _json(await client.put(a + "/aliases", headers=PM, json={"aliases": ["caro"]}), 200) == {"aliases": ["caro"]}
+        await _error(await client.put(a + "/aliases", headers=PM, json={"aliases": "caro"}), 400, "bad_request")
+        f = V1 + "/domains/a.test/forwarders"
+        assert await _json(await client.get(f, headers=PM), 200) == {"forwarders": {}}
+        assert await _json(await client.put(f + "/sales", headers=PM, json={"target": "bob@b.test"}), 200) == {
+            "forwarders": {"sales": "bob@b.test"}}
+        await _json(await client.delete(f + "/sales", headers=PM), 204)
+        await _error(await client.delete(f + "/sales", headers=PM), 404, "not_found")
+        await _error(await client.put(f + "/a..b", headers=PM, json={"target": "x@y.test"}), 400, "bad_name")
+        await _json(await client.patch(V1 + "/server/account-prefs", headers=PM, json={"MessagesPerPage": 50}), 200)
+        eff = await _json(await client.get(a + "/prefs/effective", headers=PM), 200)
+        assert eff["MessagesPerPage"] == 50 and eff["SortOrder"] == "Date"
+        # alerts as the account itself sees them
+        carol = basic("carol@a.test")
+        await _json(await client.post(V1 + "/server/alerts", headers=PM, json={"text": "server notice"}), 201)
+        await _json(await client.post(a + "/alerts", headers=PM, json={"text": "personal notice"}), 201)
+        unseen = (await _json(await client.get(V1 + "/session/alerts", headers=carol), 200))["alerts"]
+        assert sorted(x["text"] for x in unseen) == ["personal notice", "server notice"]
+        newest = max(x["stamp"] for x in unseen)
+        left = await _json(await client.post(V1 + "/session/alerts/seen", headers=carol, json={"upto": newest}), 200)
+        assert left == {"alerts": []}
+        # replacing a whole list
+        put = await _json(await client.put(V1 + "/domains/a.test/alerts", headers=PM, json={"alerts": [
+            {"text": "one", "time": "2026-01-02T03:04:05Z"}, {"text": "two"}]}), 200)
+        assert [x["text"] for x in put["alerts"]] == ["one", "two"]
+        assert put["alerts"][0]["time"].startswith("2026-01-02T03:04:05")
+        await _error(await client.put(V1 + "/domains/a.test/alerts", headers=PM,
+                                      json={"alerts": [{"text": "x", "time": "yesterday"}]}), 400, "bad_request")
+        assert await _json(await client.post(V1 + "/server/reload", headers=PM), 200) == {"ok": True}
+        await _error(await client.post(V1 + "/server/reload", headers=carol), 403, "forbidden")
+
+
+async def test_failed_logins_are_throttled(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        for _ in range(8):
+            await _error(await client.get(V1 + "/session", headers=basic("bob@b.test", "guess")), 401, "unauthorized")
+        message = await _error(await client.get(V1 + "/session", headers=basic("bob@b.test")), 401, "unauthorized")
+        assert "throttled" in message
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -408,7 +455,8 @@ async def test_cookie_session_api_writes_need_the_csrf_header(ctx: ServerContext
 
 # ---- every route answers ------------------------------------------------------------------------
 
-_SAMPLE = {"domain": "a.test", "account": "carol", "mailbox": "Nothing", "member": "b9", "alert": "20260101T000000Z"}
+_SAMPLE = {"domain": "a.test", "account": "carol", "mailbox": "Nothing", "member": "b9", "alert": "20260101T000000Z",
+           "name": "fwd"}
 _BODY = {
     "create_session": {"user": "postmaster", "password": "pm-secret-1"},
     "create_domain": {"name": "every.test"},
@@ -416,6 +464,11 @@ _BODY = {
     "rename_account": {"new_name": "carol2"},
     "set_account_rights": {"rights": []},
     "create_mailbox": {"name": "Every"},
+    "rename_mailbox": {"name": "Other"},
+    "set_account_aliases": {"aliases": []},
+    "set_forwarder": {"target": "x@elsewhere.test"},
+    "mark_alerts_seen": {"upto": "20260101T000000Z"},
+    **{f"set_{s}_alerts": {"alerts": [{"text": "replaced"}]} for s in ("server", "cluster", "domain", "account")},
 }
 
 

@@ -19,7 +19,7 @@ from dynamail.http.identity import check_password
 from dynamail.http.keys import SESSIONS
 from dynamail.http.limits import DEFAULT_PAGE, MAX_ALERT, MAX_OFFSET, MAX_PAGE, MAX_PASSWORD
 from dynamail.http.routes import Call, Query, Registry
-from dynamail.http.schema import Body, Bool, Settings, SettingsBody, Str, StrList
+from dynamail.http.schema import AlertList, Body, Bool, Settings, SettingsBody, Str, StrList
 
 api = Registry()
 route = api.add
@@ -29,6 +29,7 @@ A = D + "/accounts/{account}"
 
 SETTINGS = SettingsBody(description="a settings dictionary")
 ALERT = Body({"text": Str("the alert's text", required=True, max_length=MAX_ALERT)})
+ALERT_LIST = Body({"alerts": AlertList("alerts: {\"text\", \"time\"?} each; time defaults to now", required=True)})
 PASSWORD = Body({"password": Str("the password", required=True, max_length=MAX_PASSWORD)})
 FORCE = (Query("force", "boolean", "delete even when not empty", False),)
 
@@ -69,6 +70,26 @@ async def delete_session(call: Call) -> Any:
 async def get_session(call: Call) -> Any:
     rights = await call.admin.get_account_rights(call.actor, call.actor.address)
     return {"account": call.actor.address, "domain": call.actor.domain, "rights": rights}
+
+
+@route("GET", "/session/alerts", "The logged-in account's alerts not yet seen (every scope)", "session")
+async def get_unseen_alerts(call: Call) -> Any:
+    return {"alerts": views.alerts_json(await call.admin.unseen_alerts(call.actor))}
+
+
+@route(
+    "POST", "/session/alerts/seen", "Mark the logged-in account's alerts seen up to a time stamp", "session",
+    body=Body({"upto": Str("time stamp of the newest alert seen", required=True, max_length=64)}),
+)
+async def mark_alerts_seen(call: Call) -> Any:
+    await call.admin.mark_alerts_seen(call.actor, call.body["upto"])
+    return {"alerts": views.alerts_json(await call.admin.unseen_alerts(call.actor))}
+
+
+@route("POST", "/server/reload", "Re-read settings files from disk (Settings right)", "server")
+async def reload_settings(call: Call) -> Any:
+    await call.admin.reload(call.actor)
+    return _ok()
 
 
 @route("GET", "/version", "Server version", "server")
@@ -283,6 +304,11 @@ async def get_account_prefs(call: Call) -> Any:
     return await call.admin.get_account_prefs(call.actor, call.account)
 
 
+@route("GET", A + "/prefs/effective", "An account's effective WebUser preferences", "accounts")
+async def get_account_effective_prefs(call: Call) -> Any:
+    return await call.admin.get_account_effective_prefs(call.actor, call.account)
+
+
 @route("PATCH", A + "/prefs", "Update some WebUser preferences", "accounts", body=SETTINGS)
 async def update_account_prefs(call: Call) -> Any:
     await call.admin.update_account_prefs(call.actor, call.account, call.body)
@@ -309,6 +335,43 @@ async def set_account_rights(call: Call) -> Any:
     return {"rights": await call.admin.get_account_rights(call.actor, call.account)}
 
 
+@route("GET", A + "/aliases", "An account's aliases (other names in its domain)", "accounts")
+async def get_account_aliases(call: Call) -> Any:
+    return {"aliases": await call.admin.get_account_aliases(call.actor, call.account)}
+
+
+@route(
+    "PUT", A + "/aliases", "Replace an account's aliases", "accounts",
+    body=Body({"aliases": StrList("alias names", required=True, max_length=64)}),
+)
+async def set_account_aliases(call: Call) -> Any:
+    await call.admin.set_account_aliases(call.actor, call.account, call.body["aliases"])
+    return {"aliases": await call.admin.get_account_aliases(call.actor, call.account)}
+
+
+@route("GET", D + "/forwarders", "A domain's forwarders (name → target address)", "domains")
+async def list_forwarders(call: Call) -> Any:
+    return {"forwarders": await call.admin.list_forwarders(call.actor, call.domain)}
+
+
+@route(
+    "PUT", D + "/forwarders/{name}", "Create or change a forwarder name@domain", "domains",
+    body=Body({"target": Str("address mail is forwarded to", required=True, max_length=320)}),
+)
+async def set_forwarder(call: Call) -> Any:
+    address = f"{names.account_name(call.path['name'])}@{call.domain}"
+    await call.admin.set_forwarder(call.actor, address, call.body["target"])
+    return {"forwarders": await call.admin.list_forwarders(call.actor, call.domain)}
+
+
+@route("DELETE", D + "/forwarders/{name}", "Remove a forwarder", "domains", status=204)
+async def remove_forwarder(call: Call) -> Any:
+    address = f"{names.account_name(call.path['name'])}@{call.domain}"
+    if names.account_name(call.path["name"]) not in await call.admin.list_forwarders(call.actor, call.domain):
+        raise ApiError("not_found", f"no forwarder {address}")
+    await call.admin.set_forwarder(call.actor, address, None)
+
+
 # ---- mailboxes --------------------------------------------------------------------
 
 
@@ -325,6 +388,16 @@ async def create_mailbox(call: Call) -> Any:
     name = names.mailbox_name(call.body["name"])
     await call.admin.create_mailbox(call.actor, call.account, name)
     return {"name": name}
+
+
+@route(
+    "PATCH", A + "/mailboxes/{mailbox:.+}", "Rename a mailbox", "mailboxes",
+    body=Body({"name": Str("the new mailbox name", required=True, max_length=1000)}),
+)
+async def rename_mailbox(call: Call) -> Any:
+    new = names.mailbox_name(call.body["name"])
+    await call.admin.rename_mailbox(call.actor, call.account, call.path["mailbox"], new)
+    return {"name": new}
 
 
 @route("DELETE", A + "/mailboxes/{mailbox:.+}", "Delete a mailbox", "mailboxes", status=204)
@@ -356,11 +429,18 @@ def _alert_routes(scope: str, prefix: str, tag: str) -> None:
     async def remove_alert(call: Call) -> Any:
         await call.admin.remove_alert(call.actor, where(call), call.path["alert"])
 
+    async def set_alerts(call: Call) -> Any:
+        alerts = [views.alert_from_json(a) for a in call.body["alerts"]]
+        await call.admin.set_alerts(call.actor, where(call), alerts)
+        return {"alerts": views.alerts_json(await call.admin.get_alerts(call.actor, where(call)))}
+
+    set_alerts.__name__ = f"set_{scope}_alerts"
     get_alerts.__name__ = f"get_{scope}_alerts"
     post_alert.__name__ = f"post_{scope}_alert"
     remove_alert.__name__ = f"remove_{scope}_alert"
     route("GET", prefix + "/alerts", f"List {scope} alerts", tag)(get_alerts)
     route("POST", prefix + "/alerts", f"Post a {scope} alert", tag, body=ALERT, status=201)(post_alert)
+    route("PUT", prefix + "/alerts", f"Replace the list of {scope} alerts", tag, body=ALERT_LIST)(set_alerts)
     route("DELETE", prefix + "/alerts/{alert}", f"Remove a {scope} alert (by its time stamp)", tag,
           status=204)(remove_alert)
 

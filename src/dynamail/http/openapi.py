@@ -22,6 +22,7 @@ PARAM_DOCS = {
     "mailbox": "mailbox name, / separated",
     "member": "cluster member name",
     "alert": "the alert's time stamp, as listed",
+    "name": "forwarder name (without the domain)",
 }
 
 # Routes outside /api/v1 (no authentication).

@@ -90,6 +90,44 @@ class StrList(Field):
         }
 
 
+@dataclass
+class AlertList(Field):
+    """A list of alerts: objects with ``text`` and optionally ``time``."""
+
+    description: str = ""
+    required: bool = False
+    max_items: int = 1000
+
+    def check(self, value: Any, where: str) -> list[dict[str, str]]:
+        if not isinstance(value, list) or len(value) > self.max_items:
+            raise ApiError("bad_request", f"{where} must be a list of at most {self.max_items} alerts")
+        out: list[dict[str, str]] = []
+        for item in value:
+            if not isinstance(item, dict) or set(item) - {"text", "time", "stamp"} or "text" not in item:
+                raise ApiError("bad_request", f"{where}: each alert is an object with text (and time)")
+            alert: dict[str, str] = {}
+            for key, limit in (("text", MAX_STRING), ("time", 64), ("stamp", 64)):
+                if key in item:
+                    v = item[key]
+                    if not isinstance(v, str) or len(v) > limit or "\x00" in v:
+                        raise ApiError("bad_request", f"{where}: alert {key} must be a string")
+                    alert[key] = v
+            out.append(alert)
+        return out
+
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "maxItems": self.max_items,
+            "description": self.description,
+            "items": {
+                "type": "object",
+                "required": ["text"],
+                "properties": {"text": {"type": "string"}, "time": {"type": "string", "format": "date-time"}},
+            },
+        }
+
+
 def _check_json_value(value: Any, where: str, depth: int) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise ApiError("bad_request", f"{where} is nested too deeply")

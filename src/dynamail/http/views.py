@@ -20,6 +20,18 @@ def alert_json(alert: Any) -> dict[str, Any]:
     return {"stamp": alert.stamp, "time": alert.timestamp.isoformat(), "text": alert.text}
 
 
+def alert_from_json(item: dict[str, str]) -> Any:
+    """An Alert from ``{"text", "time"?}`` (time: ISO 8601 or a stamp; default now)."""
+    from dynamail.directory import model
+
+    when = item.get("time") or item.get("stamp")
+    try:
+        timestamp = model.parse_stamp(when) if when else model.utcnow()
+    except model.BadSetting as exc:
+        raise AdminError("bad_request", str(exc)) from None
+    return model.Alert(timestamp, item["text"])
+
+
 def alerts_json(alerts: list[Any]) -> list[dict[str, Any]]:
     return [alert_json(a) for a in alerts]
 
