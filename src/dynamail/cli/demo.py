@@ -9,7 +9,6 @@ prints how to connect.  The demo's passwords are kept in
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 from pathlib import Path
@@ -20,6 +19,7 @@ import click
 DEMO_DOMAIN = "example.test"
 DEMO_ACCOUNTS = ("alice", "bob")
 ACCOUNTS_FILE = "demo-accounts.txt"
+DEMO_PORT_OFFSET = 10000  # standard ports + 10000: no root needed, no clash with a system MTA
 
 
 def _demo_passwords(directory: Path) -> dict[str, str]:
@@ -56,7 +56,7 @@ def _ensure_demo_objects(ctx: Any, passwords: dict[str, str]) -> None:
             directory.set_password(ref, passwords[name])
 
 
-def _print_banner(ctx: Any, directory: Path, passwords: dict[str, str]) -> None:
+def _print_banner(ctx: Any, directory: Path, passwords: dict[str, str], http_running: bool) -> None:
     from dynamail.server.app import read_password_file
 
     cfg = ctx.config
@@ -82,16 +82,18 @@ def _print_banner(ctx: Any, directory: Path, passwords: dict[str, str]) -> None:
         port = ctx.listeners.port_of(name)
         if port is not None:
             lines.append(f"  {label:26s} {port}")
-    http = cfg.port("http")
-    lines.append(f"  {'HTTP admin / JSON API':26s} {http} (when built)")
+    if http_running:
+        lines.append(f"  {'HTTP admin / JSON API':26s} {cfg.port('http')}")
     lines += ["", "Accounts:"]
     for name in DEMO_ACCOUNTS:
-        lines.append(f"  {name}@{DEMO_DOMAIN:14s} password {passwords[name]}")
+        lines.append(f"  {name + '@' + DEMO_DOMAIN:24s} password {passwords[name]}")
     pm = cfg.postmaster_password or read_password_file(cfg.base) or "(see postmaster.password)"
-    lines.append(f"  postmaster@{cfg.main_domain} password {pm}  (Master right)")
+    lines.append(f"  {'postmaster@' + cfg.main_domain:24s} password {pm}  (Master right)")
     cli = ctx.listeners.port_of("cli")
     if cli is not None:
-        lines += ["", f"Try: nc {host} {cli}   then: USER postmaster / PASS {pm} / LISTDOMAINS"]
+        lines += ["", f"Admin CLI: nc {host} {cli}, then USER postmaster / PASS {pm} / LISTDOMAINS"]
+    if http_running:
+        lines.append(f"WebAdmin:  http://{host}:{cfg.port('http')}/ (postmaster and its password)")
     lines += ["", "Stop with Ctrl-C.", ""]
     click.echo("\n".join(lines))
 
@@ -102,7 +104,7 @@ def run_demo(directory: Path, *, port_offset: int | None = None, listen: str = "
     from dynamail.server import config as config_mod
 
     if port_offset is None:
-        port_offset = 0 if os.geteuid() == 0 else 10000
+        port_offset = DEMO_PORT_OFFSET
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = config_mod.load(
@@ -116,7 +118,7 @@ def run_demo(directory: Path, *, port_offset: int | None = None, listen: str = "
         server = app.Server(cfg)
         ctx = await server.start()
         await asyncio.get_running_loop().run_in_executor(None, _ensure_demo_objects, ctx, passwords)
-        _print_banner(ctx, directory, passwords)
+        _print_banner(ctx, directory, passwords, server.http is not None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.request_stop)

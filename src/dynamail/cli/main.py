@@ -96,7 +96,7 @@ def serve(
 @click.argument("directory", required=False, default="demo-server",
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
-              help="Port offset (default 10000 when not root, else 0).")
+              help="Port offset (default 10000).")
 @click.option("--listen", default="127.0.0.1", show_default=True)
 def demo(directory: Path, port_offset: int | None, listen: str) -> None:
     """Run a demonstration server with domain example.test (alice, bob)."""
