@@ -229,3 +229,25 @@ def test_recorded_epoch(account_dir: Path) -> None:
     assert ms.recorded_epoch(account_dir) == 0
     with_account(account_dir, lambda s: s.list_mailboxes(), epoch=7)
     assert ms.recorded_epoch(account_dir) == 7
+
+
+def test_bulk_flags_and_infos(account_dir: Path) -> None:
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(MSG, frozenset({"\\Seen"}) if i % 2 else frozenset()) for i in range(10)])
+        a = await store.select("INBOX")
+        b = await store.select("INBOX")
+        await b.store([3], "add", frozenset({"\\Deleted"}))
+        await b.expunge()
+        await store.append("INBOX", [AppendRequest(MSG)])
+        uids = list(a.uids())
+        assert a.flags_many(uids) == [a.info(u).flags for u in uids]  # 3 is a ghost here
+        assert a.infos(uids) == [a.info(u) for u in uids]
+        await a.refresh()
+        uids = list(a.uids())
+        assert len(uids) == 10 and 3 not in uids
+        assert a.flags_many(uids) == [a.flags(u) for u in uids]
+        assert a.infos(uids[::-1]) == [a.info(u) for u in uids[::-1]]
+        with pytest.raises(KeyError):
+            b.infos([11, 12])
+
+    with_account(account_dir, body)

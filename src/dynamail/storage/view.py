@@ -94,6 +94,46 @@ class FileMailboxView:
             return st.flags_of_bits(st.cols["flags"][i])
         return self.info(uid).flags
 
+    def _positions(self, uids: Sequence[int]) -> list[int] | None:
+        """Index positions of ascending ``uids`` by one merge walk (None when
+        a UID is not live, e.g. a ghost: the caller then goes one by one)."""
+        col = self._state.cols["uid"]
+        out: list[int] = []
+        n = len(col)
+        if not uids:
+            return out
+        if uids[-1] > self._top:
+            return None  # not in the view yet (a live UID up to _top always is)
+        i = bisect_left(col, uids[0])
+        for uid in uids:
+            while i < n and col[i] < uid:
+                i += 1
+            if i >= n or col[i] != uid:
+                return None
+            out.append(i)
+        return out
+
+    def flags_many(self, uids: Sequence[int]) -> list[frozenset[str]]:
+        """Flags of many messages at once (FETCH 1:* FLAGS); ``uids`` must be
+        in the view.  Much cheaper than ``info`` per message."""
+        st = self._state
+        ordered = all(uids[k] < uids[k + 1] for k in range(len(uids) - 1))
+        pos = self._positions(uids) if ordered else None
+        if pos is None:
+            return [self.flags(u) for u in uids]
+        col = st.cols["flags"]
+        of = st.flags_of_bits
+        return [of(col[i]) for i in pos]
+
+    def infos(self, uids: Sequence[int]) -> list[MessageInfo]:
+        """``info`` of many messages at once."""
+        ordered = all(uids[k] < uids[k + 1] for k in range(len(uids) - 1))
+        pos = self._positions(uids) if ordered else None
+        if pos is None:
+            return [self.info(u) for u in uids]
+        info_at = self._state.info_at
+        return [info_at(i) for i in pos]
+
     def modseq(self, uid: int) -> int:
         st = self._state
         i = st.pos(uid)
