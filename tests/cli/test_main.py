@@ -73,7 +73,7 @@ def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
         text = "".join(lines)
         assert "alice@example.test" in text and "bob@example.test" in text, text
         assert "admin CLI" in text and "20106" in text
-        pm = re.search(r"postmaster@\S+ password (\S+)", text)
+        pm = re.search(r"postmaster@\S+\s+password (\S+)", text)
         assert pm, text
         alice = re.search(r"alice@example.test\s+password (\S+)", text)
         assert alice
