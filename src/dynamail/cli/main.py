@@ -98,8 +98,16 @@ def serve(
 @click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
               help="Port offset (default 10000).")
 @click.option("--listen", default="127.0.0.1", show_default=True)
-def demo(directory: Path, port_offset: int | None, listen: str) -> None:
-    """Run a demonstration server with domain example.test (alice, bob)."""
+@click.option("--standalone", is_flag=True,
+              help="One standalone server instead of a local three-backend cluster.")
+def demo(directory: Path, port_offset: int | None, listen: str, standalone: bool) -> None:
+    """Run a demonstration: a local three-backend cluster (or, with --standalone,
+    one server) with domain example.test (alice, bob)."""
+    if not standalone:
+        from dynamail.cluster.demo import run_cluster_demo
+
+        run_cluster_demo(directory, port_offset=port_offset)
+        return
     from dynamail.cli.demo import run_demo
 
     run_demo(directory, port_offset=port_offset, listen=listen)
