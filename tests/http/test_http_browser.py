@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from http_support import PM_PASSWORD, LiveServer, StandInCluster, api_call, make_context, save_screenshot
+from http_support import (
+    PM_PASSWORD,
+    LiveServer,
+    StandInCluster,
+    api_call,
+    make_context,
+    save_screenshot,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -174,3 +181,9 @@ def test_webadmin_in_a_browser(browser: Any, live: LiveServer, tmp_path: Path) -
         assert "Controller" in rows[0].text and "Make Non-Ready" in rows[0].text
     shot = save_screenshot(d, tmp_path, f"cluster{suffix}.png")
     assert shot.stat().st_size > 10_000
+    if not clustered:
+        d.get(live.url + "/admin/monitors")
+        assert d.find_element(By.CSS_SELECTOR, "[data-counter=queue_size]").text == "0"
+        save_screenshot(d, tmp_path, "monitors.png")
+        d.get(live.url + "/admin/settings?scope=cluster")
+        save_screenshot(d, tmp_path, "settings.png")

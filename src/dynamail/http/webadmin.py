@@ -26,6 +26,7 @@ from multidict import MultiDictProxy
 
 from dynamail import __version__, names
 from dynamail.accounts import AccountRef
+from dynamail.directory import model
 from dynamail.http import views
 from dynamail.http.errors import ApiError, from_admin_error
 from dynamail.http.identity import check_password
@@ -476,10 +477,13 @@ async def alerts_page(request: web.Request, session: Session) -> web.StreamRespo
 # ---- server-wide / cluster-wide settings ---------------------------------------------
 
 _SETTINGS_KINDS = {
-    # kind → (title, Admin stem for server scope, Admin stem for cluster scope)
-    "account": ("Default Account Settings", "server_account_defaults", "cluster_account_defaults"),
-    "domain": ("Default Domain Settings", "server_domain_defaults", "cluster_domain_defaults"),
-    "prefs": ("Default WebUser Preferences", "server_account_prefs", "cluster_account_prefs"),
+    # kind → (title, Admin stem for server scope, Admin stem for cluster scope, built-in values)
+    "account": ("Default Account Settings", "server_account_defaults", "cluster_account_defaults",
+                model.BUILTIN_ACCOUNT_SETTINGS),
+    "domain": ("Default Domain Settings", "server_domain_defaults", "cluster_domain_defaults",
+               model.BUILTIN_DOMAIN_SETTINGS),
+    "prefs": ("Default WebUser Preferences", "server_account_prefs", "cluster_account_prefs",
+              model.BUILTIN_ACCOUNT_PREFS),
 }
 
 
@@ -490,13 +494,13 @@ async def settings_page(request: web.Request, session: Session) -> web.StreamRes
         scope = "server"
     admin = request.app[CTX].admin
     sections = []
-    for kind, (title, server_stem, cluster_stem) in _SETTINGS_KINDS.items():
+    for kind, (title, server_stem, cluster_stem, builtin) in _SETTINGS_KINDS.items():
         stem = server_stem if scope == "server" else cluster_stem
         method = getattr(admin, f"get_{stem}", None)
         if method is None:
             continue
         values = await _load(method(session.ref))
-        sections.append({"kind": kind, "title": title, "rows": settings_rows(values, None)})
+        sections.append({"kind": kind, "title": title, "rows": settings_rows(values, builtin)})
     return render(request, "settings.html", session, scope=scope, sections=sections, new_rows=range(NEW_SETTING_ROWS))
 
 
@@ -507,7 +511,7 @@ async def settings_submit(request: web.Request, session: Session) -> web.StreamR
     kind = _field(form, "kind")
     if scope not in ("server", "cluster") or kind not in _SETTINGS_KINDS:
         raise ApiError("bad_request", "unknown settings")
-    _, server_stem, cluster_stem = _SETTINGS_KINDS[kind]
+    _, server_stem, cluster_stem, _ = _SETTINGS_KINDS[kind]
     stem = server_stem if scope == "server" else cluster_stem
     update = parse_settings_form(form)
     await attempt(session, getattr(request.app[CTX].admin, f"update_{stem}")(session.ref, update), "Settings saved.")
