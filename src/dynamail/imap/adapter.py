@@ -30,7 +30,7 @@ from dynamail.imap.state import State
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from dynamail.cluster.locator import Relay
     from dynamail.server.context import ServerContext
@@ -108,6 +108,9 @@ class ConnectionIo:
             raise SessionEnd("Account is served elsewhere")
         await self.flush()
         await cluster.relay_session(self.conn, placement, protocol="imap", client_reply=client_reply)
+
+    async def gather(self, aws: list[Awaitable[T]]) -> list[T]:
+        return list(await asyncio.gather(*aws))
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()

@@ -15,8 +15,8 @@ from __future__ import annotations
 import base64
 import binascii
 import quopri
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandNo
@@ -26,7 +26,9 @@ from dynamail.storage.api import MessageInfo
 if TYPE_CHECKING:
     from dynamail.imap.selected import Selected
 
+T = TypeVar("T")
 SEEN = frozenset({"\\Seen"})
+SMALL_MESSAGE = 32 * 1024  # header/text of smaller messages come from one read
 _SETS_SEEN = frozenset({"BODY", "BINARY", "RFC822", "RFC822.TEXT"})
 
 
@@ -38,6 +40,9 @@ class Output(Protocol):
     async def send_file(self, file: object, offset: int, length: int) -> None: ...
 
     def pending(self) -> int: ...
+
+    async def gather(self, aws: list[Awaitable[T]]) -> list[T]:
+        """Await several storage reads at once (their thread hops overlap)."""
 
 
 def sets_seen(atts: Sequence[FetchAtt]) -> bool:
@@ -109,6 +114,29 @@ class FetchWriter:
         self.atts = [*extra, *atts]
         self.utf8 = utf8
         self.seen_set: set[int] = set()
+        self._small: dict[int, bytes] = {}  # prefetched whole small messages
+        self._reads_small = any(
+            a.name in ("RFC822.HEADER", "RFC822.TEXT")
+            or (a.section is not None and not a.section.parts and a.section.text)
+            for a in self.atts
+        )
+        self._reads_parsed = any(
+            a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+            or (a.section is not None and bool(a.section.parts))
+            for a in self.atts
+        )
+
+    async def prefetch(self, uids: Sequence[int]) -> None:
+        """Read what the next messages need concurrently, before writing them."""
+        view = self.sel.view
+        self._small.clear()
+        if self._reads_small:
+            small = [u for u in uids if view.info(u).size <= SMALL_MESSAGE]
+            if len(small) > 1:
+                datas = await self.out.gather([view.read(u) for u in small])
+                self._small = dict(zip(small, datas, strict=True))
+        if self._reads_parsed and len(uids) > 1:
+            await self.out.gather([view.envelope(u) for u in uids])
 
     async def mark_seen(self, uids: Sequence[int]) -> None:
         if self.sel.read_only or not sets_seen(self.atts):
@@ -161,7 +189,7 @@ class FetchWriter:
                 elif name == "RFC822":
                     await self._whole(uid, info, b"RFC822")
                 elif name == "RFC822.HEADER":
-                    out.write(b"RFC822.HEADER " + response.literal(await view.header(uid)))
+                    out.write(b"RFC822.HEADER " + response.literal(await self._header(uid, info)))
                 elif name == "RFC822.TEXT":
                     out.write(b"RFC822.TEXT " + response.literal(await self._text(uid, info)))
                 elif name == "SAVEDATE":
@@ -184,7 +212,29 @@ class FetchWriter:
         else:
             out.write(label + b" " + response.literal(await view.read(uid)))
 
+    async def _split(self, uid: int, info: MessageInfo) -> tuple[bytes, bytes] | None:
+        """Header and text of a small message from one read (one storage
+        round trip instead of three); None for large messages."""
+        if info.size > SMALL_MESSAGE:
+            return None
+        data = self._small.get(uid)
+        if data is None:
+            data = await self.sel.view.read(uid)
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return data, b""
+        return data[: end + 4], data[end + 4 :]
+
+    async def _header(self, uid: int, info: MessageInfo) -> bytes:
+        split = await self._split(uid, info)
+        if split is not None:
+            return split[0]
+        return await self.sel.view.header(uid)
+
     async def _text(self, uid: int, info: MessageInfo) -> bytes:
+        split = await self._split(uid, info)
+        if split is not None:
+            return split[1]
         view = self.sel.view
         hlen = len(await view.header(uid))
         return await view.read_range(uid, hlen, max(0, info.size - hlen))
@@ -223,7 +273,7 @@ class FetchWriter:
             if sec.text == "TEXT":
                 data = await self._text(uid, info)
             else:
-                data = await view.header(uid)
+                data = await self._header(uid, info)
         else:
             what = "HEADER" if sec.text.startswith("HEADER") else sec.text
             data = await view.part(uid, sec.parts, what)

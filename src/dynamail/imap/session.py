@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -88,6 +88,8 @@ class Io(Protocol):
         """The real client address handed over by a cluster relay."""
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def gather(self, aws: list[Awaitable[T]]) -> list[T]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from dynamail.imap.session import Session
 
 
+FETCH_BATCH = 32  # messages whose data is read ahead concurrently
+
+
 def _uids(s: Session, sel: Selected, cmd: Command, tok: object) -> list[int]:
     seqset = sequence_set(tok)  # type: ignore[arg-type]
     if cmd.name.startswith("UID "):
@@ -196,8 +199,11 @@ async def fetch(s: Session, cmd: Command) -> str:
         sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8
     )
     await writer.mark_seen(uids)
-    for u in uids:
-        await writer.message(u)
+    for i in range(0, len(uids), FETCH_BATCH):
+        batch = uids[i : i + FETCH_BATCH]
+        await writer.prefetch(batch)
+        for u in batch:
+            await writer.message(u)
     return "FETCH completed"
 
 
