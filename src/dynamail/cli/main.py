@@ -97,20 +97,22 @@ def serve(
                 type=click.Path(file_okay=False, path_type=Path))
 @click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
               help="Port offset (default 10000).")
-@click.option("--listen", default="127.0.0.1", show_default=True)
+@click.option("--listen", default=None,
+              help="Run one standalone server on this address (default 127.0.0.1 with "
+                   "--standalone) instead of the local cluster.")
 @click.option("--standalone", is_flag=True,
               help="One standalone server instead of a local three-backend cluster.")
-def demo(directory: Path, port_offset: int | None, listen: str, standalone: bool) -> None:
-    """Run a demonstration: a local three-backend cluster (or, with --standalone,
-    one server) with domain example.test (alice, bob)."""
-    if not standalone:
+def demo(directory: Path, port_offset: int | None, listen: str | None, standalone: bool) -> None:
+    """Run a demonstration: a local three-backend cluster on 127.0.7.1-3 (or, with
+    --standalone or --listen, one server) with domain example.test (alice, bob)."""
+    if not standalone and listen is None:
         from dynamail.cluster.demo import run_cluster_demo
 
         run_cluster_demo(directory, port_offset=port_offset)
         return
     from dynamail.cli.demo import run_demo
 
-    run_demo(directory, port_offset=port_offset, listen=listen)
+    run_demo(directory, port_offset=port_offset, listen=listen or "127.0.0.1")
 
 
 def _attach_optional_groups() -> None:
