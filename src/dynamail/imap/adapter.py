@@ -102,12 +102,15 @@ class ConnectionIo:
     def set_peer(self, host: str, port: int) -> None:
         self.conn.set_real_peer(host, port)
 
-    async def relay(self, placement: Relay, client_reply: bytes) -> None:
+    async def relay(self, placement: Relay, client_reply: bytes) -> bool:
         cluster = self.ctx.cluster
         if cluster is None:
-            raise SessionEnd("Account is served elsewhere")
+            return False
         await self.flush()
-        await cluster.relay_session(self.conn, placement, protocol="imap", client_reply=client_reply)
+        ok = await cluster.relay_session(
+            self.conn, placement, protocol="imap", client_reply=client_reply
+        )
+        return ok is not False
 
     async def gather(self, aws: list[Awaitable[T]]) -> list[T]:
         return list(await asyncio.gather(*aws))

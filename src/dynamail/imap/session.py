@@ -82,7 +82,9 @@ class Io(Protocol):
     async def idle(self, session: Session) -> None:
         """Run IDLE until the client sends DONE (RFC 2177)."""
 
-    async def relay(self, placement: Relay, client_reply: bytes) -> None: ...
+    async def relay(self, placement: Relay, client_reply: bytes) -> bool:
+        """Relay the session to the owning member; False if it could not be
+        reached (nothing was sent to the client)."""
 
     def set_peer(self, host: str, port: int) -> None:
         """The real client address handed over by a cluster relay."""
@@ -227,17 +229,20 @@ class Session:
         return await self.open_account(tag, res.ref)
 
     async def open_account(self, tag: str, ref: AccountRef, *, relay_ok: bool = True) -> str:
+        hold = contextlib.AsyncExitStack()
         try:
-            placement = await self.exit_stack.enter_async_context(
-                self.ctx.accounts.use(ref, relay_ok=relay_ok)
-            )
+            placement = await hold.enter_async_context(self.ctx.accounts.use(ref, relay_ok=relay_ok))
         except AccountUnavailable:
             raise CommandNo("Account temporarily unavailable", "UNAVAILABLE") from None
         text = "[CAPABILITY " + " ".join(self._caps_after_login()) + "] Logged in"
         if isinstance(placement, Relay):
-            await self.io.flush()
-            await self.io.relay(placement, response.tagged(tag, "OK", text))
+            async with hold:
+                await self.io.flush()
+                relayed = await self.io.relay(placement, response.tagged(tag, "OK", text))
+            if not relayed:  # nothing was sent to the client (owner unreachable)
+                raise CommandNo("Account temporarily unavailable", "UNAVAILABLE")
             raise SessionEnd("")
+        self.exit_stack.push_async_exit(hold)
         self.store = placement.store
         self.ref = ref
         self.transition(Transition.LOGGED_IN)

@@ -1,0 +1,95 @@
+"""Where the account lives: relay tickets, fencing, unavailable accounts."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+
+from tests.imap.conftest import DOMAIN, PASSWORD, Harness
+from tests.imap.test_commands import MSG1, append, tagged
+
+from dynamail.accounts import AccountRef
+from dynamail.cluster.locator import AccountUnavailable, Placement, Relay
+from dynamail.cluster.relay import TicketBook
+from dynamail.storage import FileMailStore
+
+
+def test_relay_ticket_opens_the_account(imap) -> None:
+    async def go(h: Harness) -> None:
+        book = TicketBook(b"k" * 32)
+        h.ctx.cluster = SimpleNamespace(verify_relay_ticket=book.verify)
+        try:
+            ref = h.ctx.directory.ref(DOMAIN, "alice")
+            c = await h.connect()
+            assert tagged(await c.cmd("XDYNAMAIL-RELAY bogus.ticket")).startswith("NO")
+            ticket = book.make(ref, "192.0.2.7", 5555)
+            lines = await c.ok(f"XDYNAMAIL-RELAY {ticket}")
+            assert "Logged in" in lines[-1]
+            assert c.conn.peer_host == "192.0.2.7"
+            await c.ok("SELECT INBOX")
+            d = await h.login()
+            assert tagged(await d.cmd(f"XDYNAMAIL-RELAY {ticket}")).startswith("BAD")
+        finally:
+            h.ctx.cluster = None
+    imap(go)
+
+
+class _Elsewhere:
+    """A locator whose accounts live on another member, or nowhere."""
+
+    def __init__(self, unavailable: bool) -> None:
+        self.unavailable = unavailable
+
+    @contextlib.asynccontextmanager
+    async def use(self, ref: AccountRef, *, relay_ok: bool = True) -> AsyncIterator[Placement]:
+        if self.unavailable:
+            raise AccountUnavailable(ref)
+        yield Relay(ref, "member2", "127.0.4.99", 0)
+
+    def open_accounts(self) -> list[AccountRef]:
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+def test_unavailable_and_unreachable_owner(imap) -> None:
+    async def go(h: Harness) -> None:
+        real = h.ctx.accounts
+        try:
+            h.ctx.accounts = _Elsewhere(unavailable=True)  # type: ignore[assignment]
+            c = await h.connect()
+            assert tagged(await c.cmd(f"LOGIN alice {PASSWORD}")) == "NO [UNAVAILABLE] Account temporarily unavailable"
+            relayed: list[bytes] = []
+
+            async def relay_session(conn: object, placement: Relay, protocol: str, client_reply: bytes) -> bool:
+                relayed.append(client_reply)
+                return False
+
+            h.ctx.cluster = SimpleNamespace(relay_session=relay_session)
+            h.ctx.accounts = _Elsewhere(unavailable=False)  # type: ignore[assignment]
+            lines = await c.cmd(f"LOGIN alice {PASSWORD}", tag="r1")
+            assert lines == ["r1 NO [UNAVAILABLE] Account temporarily unavailable"]
+            assert relayed and relayed[0].startswith(b"r1 OK [CAPABILITY ")
+            await c.ok("NOOP")
+        finally:
+            h.ctx.accounts = real
+            h.ctx.cluster = None
+    imap(go)
+
+
+def test_fenced_store_ends_the_session(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await append(c, MSG1)
+        await c.ok("SELECT INBOX")
+        ref = h.ctx.directory.ref(DOMAIN, "alice")
+        newer = await FileMailStore().open_account(h.ctx.directory.account_mail_path(ref), 1000)
+        try:
+            lines = await c.cmd("STORE 1 +FLAGS (\\Seen)", tag="f1")
+            rest = lines + ([await c.line()] if not any(x.startswith("* BYE") for x in lines) else [])
+            assert any(x.startswith("* BYE") for x in rest), rest
+        finally:
+            await newer.close()
+    imap(go)
