@@ -20,6 +20,7 @@ import copy
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from dynamail.directory.model import DirectoryError
 from dynamail.durable import atomic_write
 
 Identity = tuple[int, int, int]
+MAX_CACHED_FILES = 20_000  # least recently used documents beyond this are dropped
 
 
 class CorruptFile(DirectoryError):
@@ -44,8 +46,9 @@ def encode(value: Any) -> bytes:
 class JsonFiles:
     """Cache of parsed JSON documents keyed by path and file identity."""
 
-    def __init__(self) -> None:
-        self._cache: dict[Path, tuple[Identity, Any]] = {}
+    def __init__(self, max_entries: int = MAX_CACHED_FILES) -> None:
+        self.max_entries = max_entries
+        self._cache: OrderedDict[Path, tuple[Identity, Any]] = OrderedDict()
         self._lock = threading.Lock()
         self.reads = 0  # documents actually parsed from disk (tests watch it)
 
@@ -60,6 +63,8 @@ class JsonFiles:
         ident = _identity(st)
         with self._lock:
             hit = self._cache.get(path)
+            if hit is not None and hit[0] == ident:
+                self._cache.move_to_end(path)
         if hit is not None and hit[0] == ident:
             return copy.deepcopy(hit[1])
         try:
@@ -77,6 +82,9 @@ class JsonFiles:
         self.reads += 1
         with self._lock:
             self._cache[path] = (_identity(st2), value)
+            self._cache.move_to_end(path)
+            while len(self._cache) > self.max_entries:
+                self._cache.popitem(last=False)
         return copy.deepcopy(value)
 
     def write(self, path: Path, value: Any, mode: int = 0o644) -> None:
