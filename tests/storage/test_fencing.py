@@ -89,3 +89,28 @@ def test_stale_record_after_takeover_is_ignored_and_detected(account_dir: Path) 
 
     asyncio.run(main())
     assert writer_epochs(account_dir)["INBOX"] == [1, 2, 1, 3]
+
+
+def test_fenced_owner_does_not_cut_a_newer_owners_write(account_dir: Path) -> None:
+    """What looks like a torn tail to a fenced owner may be the new owner's
+    write in progress: the fenced owner must not cut it."""
+
+    async def main() -> None:
+        ms = FileMailStore()
+        s1 = await ms.open_account(account_dir, 1)
+        await s1.create_mailbox("Other")
+        s2 = await ms.open_account(account_dir, 2)
+        doc = json.loads((account_dir / "mailboxes.json").read_text())
+        d = account_dir / "mail" / str(doc["mailboxes"]["Other"]["id"])
+        data = d / f"data.{generations(d)[-1]}"
+        partial = R.frame(R.MESSAGE, 2, R.MESSAGE_FIXED.pack(1, 1, 0, 0, 0, 0, len(MSG), 0), MSG)[:30]
+        with open(data, "ab") as f:
+            f.write(partial)
+        size = data.stat().st_size
+        with pytest.raises(FencedError):
+            await s1.select("Other")
+        assert data.stat().st_size == size
+        await s1.close()
+        await s2.close()
+
+    asyncio.run(main())

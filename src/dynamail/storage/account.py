@@ -71,6 +71,9 @@ EPOCH_FILE = "epoch"
 MAIL_DIR = "mail"
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 SEPARATOR = "/"
+# Messages up to this total size are parsed on the loop thread when appended
+# (about 30 µs for 4 KiB); larger ones on a reader thread.
+INLINE_PARSE = 16 * 1024
 
 # Reads of message data run here (several at once); writes run on the
 # account's own single I/O thread.
@@ -248,7 +251,7 @@ class FileAccountStore:
         return await fut
 
     def _load_sync(self, meta: MailboxMeta) -> MailboxState:
-        st = MailboxState(self._dir(meta.id), meta.uidvalidity, writable=True)
+        st = MailboxState(self._dir(meta.id), meta.uidvalidity, writable=True, fence=self._check_epoch)
         st.open()
         if st.rebuilt or st.tail_records > 64:
             self._checkpoint_sync(st, st.checkpoint_bytes())
@@ -499,9 +502,14 @@ class FileAccountStore:
         await self._state(meta)
         if not messages:
             return []
-        # parsing runs on reader threads, overlapping the I/O thread's fsyncs
-        loop = asyncio.get_running_loop()
-        encoded = await loop.run_in_executor(read_pool(), encode_all, [req.data for req in messages])
+        datas = [req.data for req in messages]
+        small = sum(len(d) if isinstance(d, bytes) else INLINE_PARSE + 1 for d in datas) <= INLINE_PARSE
+        if small:
+            encoded = encode_all(datas)  # tens of microseconds: cheaper than a thread hop
+        else:
+            # parsing runs on reader threads, overlapping the I/O thread's fsyncs
+            loop = asyncio.get_running_loop()
+            encoded = await loop.run_in_executor(read_pool(), encode_all, datas)
         entries = []
         for req, (body, packed) in zip(messages, encoded, strict=True):
             date, tz = _now_parts(req.internal_date)

@@ -65,7 +65,7 @@ def write_generation(st: MailboxState, cols: dict[str, Any], epoch: int, check_e
         os.fsync(f.fileno())
     # the checkpoint of the new generation goes first; the rename of the
     # data file is the atomic switch
-    shadow = MailboxState(d, st.uidvalidity, writable=True)
+    shadow = MailboxState(d, st.uidvalidity, writable=True, fence=check_epoch)
     shadow.gen, shadow.cols = gen, dict(cols, off=offsets)
     shadow.keywords = st.keywords
     shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, epoch

@@ -29,7 +29,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +49,7 @@ CHECKPOINT_BYTES = 32 << 20
 
 INDEX_MAGIC = b"DMIX"
 INDEX_VERSION = 1
-INDEX_HEAD = struct.Struct("<4sIIIQQIIIQQI")
+INDEX_HEAD = struct.Struct("<4sIIIQQIIIQQQI")
 # column name, array type code; every column has one entry per live message
 COLUMNS = (
     ("uid", "I"),
@@ -119,9 +119,12 @@ def to_datetime(seconds: int, tz_minutes: int) -> datetime.datetime:
 class MailboxState:
     """The in-memory index of one mailbox and its open data file."""
 
-    def __init__(self, directory: Path, uidvalidity: int, writable: bool) -> None:
+    def __init__(self, directory: Path, uidvalidity: int, writable: bool, fence: Callable[[], None] | None = None) -> None:
         self.directory = directory
         self.writable = writable
+        # called before any change to the files (raises FencedError when the
+        # account has a newer owner)
+        self.fence = fence or (lambda: None)
         self.uidvalidity = uidvalidity
         self.gen = 0
         self.fd = -1
@@ -315,7 +318,7 @@ class MailboxState:
             gens = [1]
         self.gen = gens[-1]
         if self.writable:
-            remove_other_generations(d, self.gen)
+            remove_other_generations(d, self.gen, self.fence)
         flags = os.O_RDWR if self.writable else os.O_RDONLY
         self.fd = os.open(data_path(d, self.gen), flags | getattr(os, "O_BINARY", 0))
         size = os.fstat(self.fd).st_size
@@ -326,10 +329,12 @@ class MailboxState:
         if end < size:
             self.cut_bytes = size - end
             if self.writable:
+                self.fence()  # the "torn tail" may be a newer owner's write in progress
                 os.ftruncate(self.fd, end)
                 os.fsync(self.fd)
         if end == 0 and self.writable:
             # even the MAILBOX record was lost (the file was cut): start it again
+            self.fence()
             buf = R.frame(R.MAILBOX, 0, R.MAILBOX_BODY.pack(self.uidvalidity, self.uidnext, self.highestmodseq, self.gen))
             os.pwrite(self.fd, buf, 0)
             os.fsync(self.fd)
@@ -356,7 +361,7 @@ class MailboxState:
         try:
             if len(blob) < INDEX_HEAD.size + 4 or zlib.crc32(blob[:-4]) != struct.unpack_from("<I", blob, len(blob) - 4)[0]:
                 return 0
-            (magic, version, gen, count, covered, last_off, last_crc, uidvalidity, uidnext, hms, max_epoch, kwlen) = INDEX_HEAD.unpack_from(blob)
+            (magic, version, gen, count, covered, last_off, last_crc, uidvalidity, uidnext, hms, max_epoch, total, kwlen) = INDEX_HEAD.unpack_from(blob)
             if magic != INDEX_MAGIC or version != INDEX_VERSION or gen != self.gen or covered > data_size:
                 return 0
             head = os.pread(self.fd, R.HEADER_SIZE, last_off)
@@ -367,10 +372,13 @@ class MailboxState:
             keywords = json.loads(blob[pos : pos + kwlen].decode("utf-8"))
             pos += kwlen
             cols: dict[str, array] = {}
+            view = memoryview(blob)
             for name, code in COLUMNS:
                 col = array(code)
                 nbytes = col.itemsize * count
-                col.frombytes(blob[pos : pos + nbytes])
+                if pos + nbytes > len(blob) - 4:
+                    return 0
+                col.frombytes(view[pos : pos + nbytes])
                 if BIG_ENDIAN:
                     col.byteswap()
                 pos += nbytes
@@ -387,7 +395,7 @@ class MailboxState:
         self.uidvalidity = uidvalidity or self.uidvalidity
         self.uidnext, self.highestmodseq, self.max_epoch = uidnext, hms, max_epoch
         self.last_rec_off, self.last_crc = last_off, last_crc
-        self.total_size = sum(cols["blen"])
+        self.total_size = total
         return covered
 
     def _scan(self, start: int, size: int) -> int:
@@ -464,7 +472,7 @@ class MailboxState:
         count = len(self.cols["uid"])
         head = INDEX_HEAD.pack(
             INDEX_MAGIC, INDEX_VERSION, self.gen, count, self.data_size, self.last_rec_off,
-            self.last_crc, self.uidvalidity, self.uidnext, self.highestmodseq, self.max_epoch, len(kw),
+            self.last_crc, self.uidvalidity, self.uidnext, self.highestmodseq, self.max_epoch, self.total_size, len(kw),
         )
         parts = [head, kw]
         for name, _code in COLUMNS:
@@ -477,6 +485,7 @@ class MailboxState:
         return blob + struct.pack("<I", zlib.crc32(blob))
 
     def write_checkpoint(self, blob: bytes) -> None:
+        self.fence()
         target = index_path(self.directory, self.gen)
         tmp = target.with_name(f".{target.name}.tmp")
         with open(tmp, "wb") as f:
@@ -505,12 +514,15 @@ def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int,
     fsync_dir(directory)
 
 
-def remove_other_generations(directory: Path, gen: int) -> None:
+def remove_other_generations(directory: Path, gen: int, fence: Callable[[], None]) -> None:
+    """Remove files of other generations and temporaries (left by a crash)."""
     changed = False
     for entry in directory.iterdir():
         name = entry.name
         stem, _, num = name.rpartition(".")
         if name.endswith(".tmp") or (stem in ("data", "index") and num.isdigit() and int(num) != gen):
+            if not changed:
+                fence()
             entry.unlink(missing_ok=True)
             changed = True
     if changed:
