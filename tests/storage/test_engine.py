@@ -251,3 +251,54 @@ def test_bulk_flags_and_infos(account_dir: Path) -> None:
             b.infos([11, 12])
 
     with_account(account_dir, body)
+
+
+def test_account_change_stream_and_deleted_mailbox(account_dir: Path) -> None:
+    async def body(store: FileAccountStore) -> None:
+        await store.create_mailbox("Lists")
+        seen: list[str] = []
+
+        async def listen() -> None:
+            async for name in store.changes():
+                seen.append(name)
+                if len(seen) == 2:
+                    return
+
+        task = asyncio.create_task(listen())
+        await asyncio.sleep(0)
+        await store.append("Lists", [AppendRequest(MSG)])
+        view = await store.select("Lists")
+        idle = asyncio.create_task(view.wait_for_change(5.0))
+        await asyncio.sleep(0)
+        await store.delete_mailbox("Lists")
+        await asyncio.wait_for(task, 5.0)
+        assert seen == ["Lists", "Lists"]
+        assert await idle is True
+        with pytest.raises(NoSuchMailbox):
+            await view.refresh()
+        with pytest.raises(NoSuchMailbox):
+            await view.read(1)
+
+    with_account(account_dir, body)
+
+
+def test_keyword_limit(account_dir: Path) -> None:
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(MSG)])
+        v = await store.select("INBOX")
+        await v.store([1], "add", frozenset(f"k{i}" for i in range(59)))
+        assert len(v.info(1).flags) == 59
+        with pytest.raises(StorageError):
+            await v.store([1], "add", frozenset({"one-too-many"}))
+        assert len(v.info(1).flags) == 59
+        await v.store([1], "remove", frozenset({"k0", "unknown"}))
+        assert "k0" not in v.info(1).flags
+
+    with_account(account_dir, body)
+    flags = with_account(account_dir, lambda s: _flags_of(s, 1), epoch=2)
+    assert len(flags) == 58
+
+
+async def _flags_of(store: FileAccountStore, uid: int) -> frozenset[str]:
+    v = await store.select("INBOX")
+    return v.info(uid).flags
