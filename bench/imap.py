@@ -347,12 +347,45 @@ def profile_summary(path: Path, top: int = 15) -> None:
             shown += 1
 
 
+async def idle_wake(host: str, port: int, user: str, rounds: int = 20) -> list[float]:
+    """Seconds from another session's APPEND reply to the idler's EXISTS."""
+    idler = await Imap.connect(host, port)
+    other = await Imap.connect(host, port)
+    out = []
+    try:
+        for c in (idler, other):
+            await c.cmd(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
+            await c.cmd(b"SELECT INBOX")
+        msg = make_message(1, 2000)
+        for _ in range(rounds):
+            idler.w.write(b"i IDLE\r\n")
+            await idler.r.readline()  # "+ idling"
+            await asyncio.sleep(0.05)
+            await other.cmd(b"APPEND INBOX", msg)
+            t0 = time.perf_counter()
+            while b"EXISTS" not in await asyncio.wait_for(idler.r.readline(), 10):
+                pass
+            out.append(time.perf_counter() - t0)
+            idler.w.write(b"DONE\r\n")
+            while not (await idler.r.readline()).startswith(b"i "):
+                pass
+    finally:
+        idler.close()
+        other.close()
+    return out
+
+
 async def run_one(name: str, port: int, users: list[str], args: argparse.Namespace) -> dict[str, float]:
     await preload(HOST, port, users, args.messages)
     # warm-up: one session per user (fills the credentials cache, opens accounts)
     await load(HOST, port, users, len(users), 1.0)
     stats, elapsed = await load(HOST, port, users, args.clients, args.duration)
-    return report(name, stats, elapsed)
+    row = report(name, stats, elapsed)
+    wake = await idle_wake(HOST, port, users[0])
+    row["idle_p50"], row["idle_max"] = pct(wake, 0.5), max(wake) * 1000
+    print(f"  IDLE wake-up after another session's APPEND: p50 {row['idle_p50']:.1f} ms, "
+          f"max {row['idle_max']:.1f} ms")
+    return row
 
 
 def main() -> None:
@@ -388,9 +421,10 @@ def main() -> None:
         if args.only != "dynamail" and os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0:
             with dovecot_server(tmp, users, offset + 1000) as (_proc, port):
                 results["dovecot"] = asyncio.run(run_one("dovecot", port, users, args))
-    print(f"\n| server | ops/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    print("\n| server | ops/s | p50 ms | p99 ms | IDLE wake p50 / max ms |\n|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['ops']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} |")
+        print(f"| {name} | {r['ops']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+              f"{r['idle_p50']:.1f} / {r['idle_max']:.1f} |")
     if "dynamail" in results and "dovecot" in results:
         print(f"\nratio dynamail/dovecot: {results['dynamail']['ops'] / results['dovecot']['ops']:.2f}")
 

@@ -4,6 +4,7 @@ APPENDUID, RFC 7162 CONDSTORE/QRESYNC on SELECT, RFC 9208 QUOTA)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 from typing import TYPE_CHECKING
@@ -79,16 +80,7 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
             s.transition(Transition.SELECT_FAILED)
         raise
     sel = Selected(view, name, view.read_only)
-    keywords: set[str] = set()
-    first_unseen = 0
-    for i, u in enumerate(sel.uids):
-        fl = view.info(u).flags
-        if not first_unseen and "\\Seen" not in fl:
-            first_unseen = i + 1
-        for f in fl:
-            if not f.startswith("\\"):
-                keywords.add(f)
-    kw = "".join(" " + k for k in sorted(keywords))
+    first_unseen, kw = _scan(s, sel)
     s.write(f"* FLAGS ({PERMANENT}{kw})\r\n".encode())
     s.write(b"* %d EXISTS\r\n" % len(sel.uids))
     if not s.rev2:
@@ -112,6 +104,36 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
         _qresync(s, sel, qresync)
     code = "READ-ONLY" if sel.read_only else "READ-WRITE"
     return f"[{code}] {cmd.name} completed"
+
+
+# (account, mailbox, uidvalidity, highestmodseq, messages) -> (first unseen, keywords):
+# every change to a mailbox raises its HIGHESTMODSEQ, so an entry never goes stale.
+_SCAN_CACHE: collections.OrderedDict[tuple[object, ...], tuple[int, str]] = collections.OrderedDict()
+_SCAN_CACHE_MAX = 10000
+
+
+def _scan(s: Session, sel: Selected) -> tuple[int, str]:
+    """First unseen message (RFC 3501 UNSEEN) and the keywords in use (FLAGS)."""
+    view = sel.view
+    key = (s.ref, sel.name, view.uidvalidity, view.highestmodseq(), len(sel.uids))
+    hit = _SCAN_CACHE.get(key)
+    if hit is not None:
+        _SCAN_CACHE.move_to_end(key)
+        return hit
+    keywords: set[str] = set()
+    first_unseen = 0
+    for i, u in enumerate(sel.uids):
+        fl = view.info(u).flags
+        if not first_unseen and "\\Seen" not in fl:
+            first_unseen = i + 1
+        for f in fl:
+            if not f.startswith("\\"):
+                keywords.add(f)
+    result = (first_unseen, "".join(" " + k for k in sorted(keywords)))
+    _SCAN_CACHE[key] = result
+    if len(_SCAN_CACHE) > _SCAN_CACHE_MAX:
+        _SCAN_CACHE.popitem(last=False)
+    return result
 
 
 def _pairs(items: list[Token]) -> list[tuple[str, Token]]:
