@@ -353,3 +353,87 @@ def test_wrong_secret_cannot_join(cluster_factory: Any, tmp_path: Any) -> None:
         asyncio.run(attempt())
     c.wait(lambda: "refused" in c.logs("b1"), what="the refusal to be logged")
     assert [n["name"] for n in c.status()["members"] if n.get("alive")] == ["b1"]
+
+
+def _place_on(c: Cluster, owner: str) -> None:
+    """Open ann@shared.test on ``owner`` (the others are Non-Ready meanwhile)."""
+    others = [n for n in c.names() if n != owner]
+    for n in others:
+        launcher.set_ready(c.dir, n, False)
+    c.wait(lambda: [m["name"] for m in c.status()["members"] if m["ready"]] == [owner],
+           what=f"only {owner} ready")
+    login_select(c, others[0])
+    assert c.locate("ann@shared.test") == owner
+    for n in others:
+        launcher.set_ready(c.dir, n, True)
+
+
+@needs_imap
+@needs_smtp
+def test_relayed_idle_wakes_on_delivery_through_a_third_member(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b1")
+    _place_on(c, "b2")
+    m = c.member("b1")
+    import socket
+
+    with socket.create_connection((m["host"], m["ports"]["imap"]), timeout=20) as s:
+        f = s.makefile("rwb")
+        f.readline()
+
+        def send(line: bytes) -> None:
+            f.write(line + b"\r\n")
+            f.flush()
+
+        def until(prefix: bytes) -> list[bytes]:
+            got = []
+            while True:
+                line = f.readline()
+                assert line, got
+                got.append(line)
+                if line.startswith(prefix):
+                    return got
+
+        send(f"a1 LOGIN ann@shared.test {PASSWORD}".encode())
+        until(b"a1 ")
+        send(b"a2 SELECT INBOX")
+        until(b"a2 OK")
+        send(b"a3 IDLE")
+        until(b"+ ")
+        smtp = c.member("b3")
+        with smtplib.SMTP(smtp["host"], smtp["ports"]["smtp"], timeout=15) as sm:
+            assert sm.sendmail("x@example.org", ["ann@shared.test"], b"Subject: idle\r\n\r\nz\r\n") == {}
+        lines = until(b"* ")
+        while b"EXISTS" not in lines[-1]:
+            lines += until(b"* ")
+        send(b"DONE")
+        until(b"a3 OK")
+        send(b"a4 LOGOUT")
+    assert c.locate("ann@shared.test") == "b2"
+
+
+@pytest.mark.skipif(not have("dynamail.pop3.adapter"), reason="POP3 server not built")
+@needs_smtp
+def test_pop3_session_relayed_to_the_owner(cluster_factory: Any) -> None:
+    import poplib
+
+    c = cluster_factory(3)
+    provision(c, "b1")
+    _place_on(c, "b3")
+    m = c.member("b2")
+    with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=15) as sm:
+        assert sm.sendmail("x@example.org", ["ann@shared.test"], b"Subject: pop\r\n\r\nz\r\n") == {}
+    from dynamail.net.tls import client_context_insecure
+
+    p = poplib.POP3(m["host"], m["ports"]["pop3"], timeout=15)
+    try:
+        p.stls(client_context_insecure())
+        p.user("ann@shared.test")
+        p.pass_(PASSWORD)
+        count, _size = p.stat()
+        assert count >= 1
+        _resp, lines, _octets = p.retr(count)
+        assert b"Subject: pop" in lines
+    finally:
+        p.quit()
+    assert c.locate("ann@shared.test") == "b3"

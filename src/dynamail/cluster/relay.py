@@ -6,7 +6,7 @@ owner's IMAP or POP3 port and, in the not-authenticated state there, sends
 account and the client's real address and is sealed with the cluster secret:
 
     ticket = base64url(msgpack([account, client host, client port, time, nonce]))
-             "." base64url(HMAC-SHA256(secret, "relay" | payload))
+             "." base64url(HMAC-SHA256(secret, "relay" | payload)[:16])
 
 A ticket is valid for ``RELAY_TICKET_VALIDITY`` seconds of wall-clock time
 (it crosses machines; the nonce makes it single-use within that window, so a
@@ -54,11 +54,13 @@ class TicketBook:
         self._used: collections.OrderedDict[bytes, float] = collections.OrderedDict()
 
     def _mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._secret, b"relay|" + payload, hashlib.sha256).digest()
+        # 128 bits of HMAC-SHA256: a ticket must fit a POP3 command line
+        # (RFC 2449 section 4: 255 octets)
+        return hmac.new(self._secret, b"relay|" + payload, hashlib.sha256).digest()[:16]
 
     def make(self, ref: AccountRef, client_host: str, client_port: int) -> str:
         payload = msgpack.packb([f"{ref.domain}/{ref.name}", client_host, client_port,
-                                 time.time(), secrets.token_bytes(16)])
+                                 int(time.time()), secrets.token_bytes(12)])
         return _b64(payload) + "." + _b64(self._mac(payload))
 
     def verify(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:

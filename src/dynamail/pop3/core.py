@@ -232,7 +232,7 @@ class Pop3Server:
         if self.state not in cmd.states:
             self._out += err(f"{verb} not valid in this state")
             return None
-        if verb not in ("PASS", "AUTH") and any(len(a) > MAX_ARGUMENT for a in args):
+        if verb not in ("PASS", "AUTH", "XDYNAMAIL-RELAY") and any(len(a) > MAX_ARGUMENT for a in args):
             self._out += err("Argument too long")
             return None
         return cmd.handler(self, args)
