@@ -189,3 +189,24 @@ def test_views_survive_compaction(tmp_path: Path) -> None:
 
     with_account(acct, body, epoch=2)
     assert sorted(with_account(acct, contents, epoch=3)) == [3, 4, 5, 6, 7]
+
+
+def test_close_compacts_mostly_dead_logs(tmp_path: Path) -> None:
+    acct = tmp_path / "a"
+    big = b"Subject: big\r\n\r\n" + b"y" * 300_000 + b"\r\n"
+
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(big)] * 8 + [AppendRequest(msg(1))])
+        v = await store.select("INBOX")
+        await v.store(list(range(1, 9)), "add", frozenset({"\\Deleted"}))
+        await v.expunge()
+        v.close()
+
+    with_account(acct, body)
+    d = inbox_dir(acct)
+    g = generations(d)[-1]
+    assert g == 2
+    assert (d / f"data.{g}").stat().st_size < 10_000
+    got = with_account(acct, contents, epoch=2)
+    assert list(got) == [9] and got[9][0] == msg(1)
+    assert with_account(acct, lambda s: s.append("INBOX", [AppendRequest(msg(2))]), epoch=3) == [10]

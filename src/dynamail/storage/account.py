@@ -74,6 +74,11 @@ SEPARATOR = "/"
 # Messages up to this total size are parsed on the loop thread when appended
 # (about 30 µs for 4 KiB); larger ones on a reader thread.
 INLINE_PARSE = 16 * 1024
+# Closing an account compacts a mailbox whose log is more than half dead
+# bytes (and at least COMPACT_MIN_DEAD), if the log is not too big to
+# rewrite while the account is being released.
+COMPACT_MIN_DEAD = 1 << 20
+COMPACT_AT_CLOSE_MAX = 256 << 20
 
 # Reads of message data run here (several at once); writes run on the
 # account's own single I/O thread.
@@ -337,6 +342,18 @@ class FileAccountStore:
         await self._state(meta)
         return int(await self._submit(Op("compact", meta.id, asyncio.get_running_loop().create_future())))
 
+    async def _compact_wasteful(self) -> None:
+        """Compact mailboxes whose logs are mostly dead bytes (expunged
+        messages, flag history) and that no view has open."""
+        for name, meta in list(self._meta.items()):
+            st = self._states.get(meta.id)
+            if st is None or self.feed(meta.id).views or st.data_size > COMPACT_AT_CLOSE_MAX:
+                continue
+            dead = st.data_size - st.live_bytes()
+            if dead > COMPACT_MIN_DEAD and dead > st.data_size // 2:
+                with contextlib.suppress(StorageError):
+                    await self.compact(name)
+
     async def _do_compact(self, op: Op) -> None:
         st = self._states.get(op.mbox)
         if st is None:
@@ -553,6 +570,8 @@ class FileAccountStore:
             with contextlib.suppress(Exception):
                 await self._committer
         loop = asyncio.get_running_loop()
+        if checkpoint and not self._fenced:
+            await self._compact_wasteful()
         for st in list(self._states.values()):
             if self._fenced or not checkpoint:
                 break
