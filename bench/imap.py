@@ -375,12 +375,33 @@ async def idle_wake(host: str, port: int, user: str, rounds: int = 20) -> list[f
     return out
 
 
-async def run_one(name: str, port: int, users: list[str], args: argparse.Namespace) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and all its descendants (Dovecot forks)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for p in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    except psutil.Error:
+        pass
+    return total
+
+
+async def run_one(name: str, pid: int, port: int, users: list[str], args: argparse.Namespace) -> dict[str, float]:
     await preload(HOST, port, users, args.messages)
     # warm-up: one session per user (fills the credentials cache, opens accounts)
     await load(HOST, port, users, len(users), 1.0)
+    cpu0 = cpu_seconds(pid)
     stats, elapsed = await load(HOST, port, users, args.clients, args.duration)
+    cpu = cpu_seconds(pid) - cpu0
     row = report(name, stats, elapsed)
+    ops = row["ops"] * elapsed
+    row["cpu_us"] = cpu / ops * 1e6 if ops else 0.0
+    print(f"  server CPU: {cpu:.1f} s = {row['cpu_us']:.0f} µs per command")
     wake = await idle_wake(HOST, port, users[0])
     row["idle_p50"], row["idle_max"] = pct(wake, 0.5), max(wake) * 1000
     print(f"  IDLE wake-up after another session's APPEND: p50 {row['idle_p50']:.1f} ms, "
@@ -412,18 +433,19 @@ def main() -> None:
                          "--duration", str(int(args.duration + args.messages / 50 + 10))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )
-                results["dynamail"] = asyncio.run(run_one("dynamail", port, users, args))
+                results["dynamail"] = asyncio.run(run_one("dynamail", proc.pid, port, users, args))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(60)
                     if (tmp / "profile.txt").exists():
                         profile_summary(tmp / "profile.txt")
         if args.only != "dynamail" and os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0:
-            with dovecot_server(tmp, users, offset + 1000) as (_proc, port):
-                results["dovecot"] = asyncio.run(run_one("dovecot", port, users, args))
-    print("\n| server | ops/s | p50 ms | p99 ms | IDLE wake p50 / max ms |\n|---|---|---|---|---|")
+            with dovecot_server(tmp, users, offset + 1000) as (dproc, port):
+                results["dovecot"] = asyncio.run(run_one("dovecot", dproc.pid, port, users, args))
+    print("\n| server | ops/s | p50 ms | p99 ms | server CPU µs/command | IDLE wake p50 / max ms |")
+    print("|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['ops']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | "
+        print(f"| {name} | {r['ops']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['cpu_us']:.0f} | "
               f"{r['idle_p50']:.1f} / {r['idle_max']:.1f} |")
     if "dynamail" in results and "dovecot" in results:
         print(f"\nratio dynamail/dovecot: {results['dynamail']['ops'] / results['dovecot']['ops']:.2f}")
