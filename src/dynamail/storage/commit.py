@@ -171,7 +171,6 @@ def plan_batch(
 
 def write_plans(plans: dict[int, Plan], epoch: int, check_epoch: Callable[[], None]) -> dict[int, Any]:
     """Frame, write and fdatasync every touched data file (I/O thread)."""
-    check_epoch()
     encoded: dict[int, tuple[R.RecordBuffer, list[Any]]] = {}
     for mbox_id, plan in plans.items():
         st = plan.state
