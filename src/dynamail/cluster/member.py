@@ -624,6 +624,11 @@ class ClusterMember:
                              len(self.locator.held()), self.lag_ms, self._cpu())
         reply = await peer.request(msg, timeout=max(self.s.heartbeat * 2, 0.5))
         if isinstance(reply, wire.HeartbeatAck) and reply.controller_epoch == self.controller_epoch:
+            if time.monotonic() >= self.lease_until and self.locator.held():
+                # the lease lapsed before this renewal (a pause, a cut): the
+                # Controller may have given our accounts away; never resume them
+                await self.locator.drop_all()
+                self.resynced_epoch = 0
             self.lease_until = t0 + self.s.lease - self.s.margin
             self.last_controller_contact = time.monotonic()
             if reply.backup != self.backup_name:
