@@ -51,12 +51,36 @@ def test_serve_reports_a_bad_settings_file(tmp_path: Path) -> None:
     assert "limits.max_connections" in result.output
 
 
+def _free_offset(host: str) -> int:
+    import random
+
+    from dynamail.server.config import DEFAULT_PORTS
+
+    for _ in range(200):
+        offset = random.randrange(20000, 50000)
+        socks: list[socket.socket] = []
+        try:
+            for port in DEFAULT_PORTS.values():
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port + offset))
+            return offset
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port offset")
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("server")
 def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
+    offset = _free_offset("127.0.2.5")
+    cli_port = 106 + offset
     proc = subprocess.Popen(
         [sys.executable, "-m", "dynamail", "demo", str(tmp_path / "demo"),
-         "--listen", "127.0.2.5", "--port-offset", "20000"],
+         "--listen", "127.0.2.5", "--port-offset", str(offset)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -72,19 +96,19 @@ def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
                 break
         text = "".join(lines)
         assert "alice@example.test" in text and "bob@example.test" in text, text
-        assert "admin CLI" in text and "20106" in text
+        assert "admin CLI" in text and str(cli_port) in text
         pm = re.search(r"postmaster@\S+\s+password (\S+)", text)
         assert pm, text
         alice = re.search(r"alice@example.test\s+password (\S+)", text)
         assert alice
-        with socket.create_connection(("127.0.2.5", 20106), timeout=10) as s:
+        with socket.create_connection(("127.0.2.5", cli_port), timeout=10) as s:
             f = s.makefile("rb")
             assert f.readline().startswith(b"200 ")
             s.sendall(b"USER alice@example.test\r\nPASS " + alice.group(1).encode() + b"\r\n")
             assert f.readline().startswith(b"300 ")
             assert f.readline().startswith(b"200 OK")
             s.sendall(b"USER x\r\n")
-        with socket.create_connection(("127.0.2.5", 20106), timeout=10) as s:
+        with socket.create_connection(("127.0.2.5", cli_port), timeout=10) as s:
             f = s.makefile("rb")
             f.readline()
             s.sendall(b"USER postmaster\r\nPASS " + pm.group(1).encode() + b"\r\nINLINE\r\nLISTDOMAINS\r\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import stat
@@ -61,15 +62,38 @@ class CliClient:
         self.sock.close()
 
 
+def free_offset(host: str) -> int:
+    """A port offset at which every standard port is free on ``host`` (other
+    test runs may use the same loopback address at the same time)."""
+    from dynamail.server.config import DEFAULT_PORTS
+
+    rng = random.Random()
+    for _ in range(200):
+        offset = rng.randrange(20000, 50000)
+        socks: list[socket.socket] = []
+        try:
+            for port in DEFAULT_PORTS.values():
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, port + offset))
+            return offset
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port offset")
+
+
 class ServerProcess:
-    def __init__(self, base: Path, host: str, offset: int, *extra: str) -> None:
+    def __init__(self, base: Path, host: str, offset: int | None, *extra: str) -> None:
         self.base = base
         self.host = host
-        self.offset = offset
+        self.offset = free_offset(host) if offset is None else offset
         self.log_path = base.parent / f"{base.name}.log"
         self.log = open(self.log_path, "wb")
         args = [sys.executable, "-m", "dynamail", "serve", "--base", str(base),
-                "--listen", host, "--port-offset", str(offset), "--main-domain", "main.test", *extra]
+                "--listen", host, "--port-offset", str(self.offset), "--main-domain", "main.test", *extra]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_port(106)
 
@@ -81,6 +105,9 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited early:\n{self.output()}")
+            if " serving " not in self.output():  # our own process, not a stranger
+                time.sleep(0.1)
+                continue
             try:
                 socket.create_connection((self.host, self.port(standard)), timeout=1).close()
                 return
@@ -104,7 +131,7 @@ class ServerProcess:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(tmp_path / "base", "127.0.2.1", 20000)
+    srv = ServerProcess(tmp_path / "base", "127.0.2.1", None)
     try:
         yield srv
     finally:
@@ -204,7 +231,7 @@ def test_idle_session_times_out(tmp_path: Path) -> None:
     base = tmp_path / "idle"
     (base / "Settings").mkdir(parents=True)
     (base / "Settings/server.toml").write_text("[limits]\ncli_idle_timeout = 1\nlogin_timeout = 1\n")
-    srv = ServerProcess(base, "127.0.2.2", 20000, "--postmaster-password", "pw")
+    srv = ServerProcess(base, "127.0.2.2", None, "--postmaster-password", "pw")
     try:
         c = srv.client()
         c.login("postmaster", "pw")
@@ -218,7 +245,7 @@ def test_idle_session_times_out(tmp_path: Path) -> None:
 
 
 def test_kill9_during_settings_updates_leaves_files_parseable(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", 20000, "--postmaster-password", "pw")
+    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", None, "--postmaster-password", "pw")
     try:
         c = srv.client()
         c.login("postmaster", "pw")
@@ -248,7 +275,7 @@ def test_kill9_during_settings_updates_leaves_files_parseable(tmp_path: Path) ->
         tomllib.loads(path.read_text())
     assert checked >= 3
     # the server starts again on the same base and serves the same data
-    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", 20000)
+    srv = ServerProcess(tmp_path / "crash", "127.0.2.3", None)
     try:
         c = srv.client()
         c.login("postmaster", "pw")
