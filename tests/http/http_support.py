@@ -162,3 +162,29 @@ class StandInCluster:
         self.calls.append((member, ready))
         if member == "b1":
             self.ready = ready
+
+
+CLUSTER_PREFIX = "127.0.6"  # members on 127.0.6.1, 127.0.6.2, ...
+CLUSTER_OFFSET = 26000
+
+
+class RealCluster:
+    """A local cluster of real ``dynamail serve`` processes (the launcher
+    behind ``dynamail cluster up``), for tests of the admin port in a cluster."""
+
+    def __init__(self, directory: Path, backends: int = 2) -> None:
+        from dynamail.cluster import launcher
+
+        self.dir = directory
+        self.data = launcher.up(directory, backends=backends, prefix=CLUSTER_PREFIX, port_offset=CLUSTER_OFFSET)
+        self.user = self.data["admin"]["user"]
+        self.password = self.data["admin"]["password"]
+        self.urls = {m["name"]: f"http://{m['host']}:{m['ports']['http']}" for m in self.data["members"]}
+
+    def url(self, member: str = "b1") -> str:
+        return self.urls[member]
+
+    def close(self) -> None:
+        from dynamail.cluster import launcher
+
+        launcher.down(self.dir)

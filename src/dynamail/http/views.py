@@ -149,7 +149,7 @@ async def cluster_status(ctx: ServerContext, actor: AccountRef) -> dict[str, Any
         if exc.code != "not_cluster":
             raise
         controller = ""
-    backup = ""
+    backup = str(getattr(ctx.cluster, "backup_name", "") or "") if ctx.cluster is not None else ""
     for m in members:
         role = str(m.get("role", ""))
         if not controller and (m.get("controller") is True or role.lower() == "controller"):
