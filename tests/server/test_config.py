@@ -127,3 +127,10 @@ def test_to_toml_round_trip(tmp_path: Path) -> None:
     back = config_mod.load(tmp_path)
     assert back.ports["imap"] == 1143 and back.cluster.backends == ["a", "b"]
     assert back.to_toml() == cfg.to_toml()
+
+
+def test_main_domain_is_validated(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="main_domain"):
+        config_mod.load(tmp_path, overrides={"main_domain": "../etc"})
+    cfg = config_mod.load(tmp_path, overrides={"main_domain": "Mail.Example.COM."})
+    assert cfg.main_domain == "mail.example.com"

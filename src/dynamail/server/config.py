@@ -21,6 +21,7 @@ from typing import Any
 
 import tomli_w
 
+from dynamail import names
 from dynamail.durable import atomic_write, make_dirs
 
 SETTINGS_DIR = "Settings"
@@ -148,9 +149,13 @@ class ServerConfig:
 
 
 def default_main_domain() -> str:
-    name = socket.getfqdn() or socket.gethostname() or "localhost"
-    name = name.strip().lower().rstrip(".")
-    return name or "localhost"
+    """The host name, when it is a valid domain name; else ``localhost``."""
+    for name in (socket.getfqdn(), socket.gethostname()):
+        try:
+            return names.domain_name(name)
+        except names.BadName:
+            continue
+    return "localhost"
 
 
 def _section(cls: type[Any], data: Any, where: str) -> Any:
@@ -241,6 +246,11 @@ def validate(cfg: ServerConfig) -> None:
     for name, port in cfg.ports.items():
         if port + cfg.port_offset > 65535:
             raise ConfigError(f"ports.{name}: {port} plus the port offset {cfg.port_offset} exceeds 65535")
+    if cfg.main_domain:
+        try:
+            cfg.main_domain = names.domain_name(cfg.main_domain)
+        except names.BadName as exc:
+            raise ConfigError(f"main_domain: {exc}") from None
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls: give both cert and key, or neither")
 
