@@ -208,7 +208,12 @@ def dynamail_server(tmp: Path, users: list[str], offset: int):  # type: ignore[n
         stdout=log, stderr=subprocess.STDOUT,
     )
     try:
-        wait_port(HOST, 143 + offset, proc)
+        try:
+            wait_port(HOST, 143 + offset, proc)
+        except RuntimeError:
+            log.flush()
+            print((tmp / "dynamail.log").read_text()[-3000:], file=sys.stderr)
+            raise
         yield proc, 143 + offset
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -383,3 +383,30 @@ def test_unknown_and_wrong_state_commands(imap) -> None:
         assert tagged(await c.cmd("UID FETCH 1 FLAGS")).startswith("BAD UID FETCH not allowed")
         assert tagged(await c.cmd("NOOP extra")).startswith("BAD")
     imap(go)
+
+
+def test_large_messages_literals_and_utf8_append(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        body = b"".join(b"line %06d of a large message\r\n" % i for i in range(40000))  # ~1.2 MB
+        big = b"Subject: big\r\n\r\n" + body
+        await c.raw(b"a1 APPEND INBOX {%d}\r\n" % len(big))
+        assert (await c.line()).startswith("+ ")
+        for i in range(0, len(big), 100000):
+            await c.raw(big[i : i + 100000])
+        await c.raw(b"\r\n")
+        assert (await c.until_tagged("a1"))[-1].startswith("a1 OK [APPENDUID")
+        await c.ok("ENABLE UTF8=ACCEPT")
+        utf = "Subject: Grüße\r\n\r\nHallo\r\n".encode()
+        await c.ok(b"APPEND INBOX UTF8 (~{%d+}\r\n" % len(utf) + utf + b")")
+        await c.ok("SELECT INBOX")
+        await c.raw(b"f1 FETCH 1 BODY.PEEK[]\r\n")
+        head = await c.line()
+        assert head == f"* 1 FETCH (BODY[] {{{len(big)}}}"
+        got = await c.until_tagged("f1")
+        text = "\r\n".join(got).encode()
+        assert text.startswith(body[:1000]) or body[:1000] in text
+        assert got[-1] == "f1 OK FETCH completed"
+        lines = await c.ok("FETCH 2 BODY.PEEK[HEADER]")
+        assert "Subject: Grüße" in "\r\n".join(lines)
+    imap(go)
