@@ -432,3 +432,15 @@ def test_rename_respects_max_accounts(directory: Directory) -> None:
     with pytest.raises(LimitReached):
         directory.rename_account(ref, "mover@full.example")
     assert directory.rename_account(ref, "moved") == directory.ref("main.example", "moved")
+
+
+def test_rename_to_own_alias(directory: Directory) -> None:
+    ref = directory.create_account("main.example", "robert")
+    directory.set_account_aliases(ref, ["bob", "rob"])
+    new = directory.rename_account(ref, "bob")
+    assert new.name == "bob"
+    assert directory.account_aliases(new) == ["rob"]
+    assert directory.find_account("rob") == new
+    other = directory.create_account("main.example", "other")
+    with pytest.raises(AlreadyExists):
+        directory.rename_account(other, "rob")

@@ -33,7 +33,7 @@ from dynamail.admin.rights import Actor, actor_of
 from dynamail.auth import Authenticator
 from dynamail.cluster.locator import AccountLocator, AccountUnavailable, Local
 from dynamail.directory import Alert, Directory, DomainInfo, model
-from dynamail.directory.directory import AlertScope
+from dynamail.directory.layout import AlertScope
 from dynamail.names import BadName, mailbox_name
 from dynamail.storage.api import MailboxListing
 

@@ -4,8 +4,9 @@ See ``directory.py`` for the layout and its invariants, ``model.py`` for
 the built-in defaults and value rules, ``passwords.py`` for hash formats.
 """
 
-from dynamail.directory.directory import AlertScope, Directory, shard_of
+from dynamail.directory.directory import Directory
 from dynamail.directory.files import CorruptFile
+from dynamail.directory.layout import AlertScope, shard_of
 from dynamail.directory.model import (
     BUILTIN_ACCOUNT_PREFS,
     BUILTIN_ACCOUNT_SETTINGS,

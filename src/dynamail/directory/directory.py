@@ -39,12 +39,10 @@ from __future__ import annotations
 
 import bisect
 import errno
-import hashlib
 import os
 import secrets
 import shutil
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +53,26 @@ from argon2 import PasswordHasher
 from dynamail import names
 from dynamail.accounts import AccountRef
 from dynamail.directory import model, passwords
+from dynamail.directory.alerts import AlertsMixin
+from dynamail.directory.aliases import AliasesMixin
 from dynamail.directory.files import JsonFiles
+from dynamail.directory.layout import (
+    ACCOUNT_DEFAULTS_FILE,
+    ACCOUNT_FILE,
+    ACCOUNT_PREFS_FILE,
+    ACCOUNTS_DIR,
+    CLUSTER_DIR,
+    DOMAIN_DEFAULTS_FILE,
+    MAIL_DIR,
+    PREFS_FILE,
+    SETTINGS_FILE,
+    AlertScope,
+    remove_stale,
+    rename_new,
+    shard_of,
+    split_password,
+)
 from dynamail.directory.model import (
-    Alert,
     AlreadyExists,
     BadSetting,
     DomainInfo,
@@ -65,75 +80,10 @@ from dynamail.directory.model import (
     NoSuchAccount,
     NoSuchDomain,
     NotEmpty,
-    Recipient,
 )
 from dynamail.durable import fsync_dir, make_dirs
 
-AlertScope = str | tuple[str, Any]
-
-CLUSTER_DIR = ".cluster"
-SETTINGS_FILE = "Settings.json"
-ACCOUNT_DEFAULTS_FILE = "AccountDefaults.json"
-DOMAIN_DEFAULTS_FILE = "DomainDefaults.json"
-PREFS_FILE = "AccountPrefs.json"
-ALERTS_FILE = "Alerts.json"
-ALIASES_FILE = "Aliases.json"
-FORWARDERS_FILE = "Forwarders.json"
-ACCOUNT_FILE = "Account.json"
-ACCOUNT_PREFS_FILE = "Prefs.json"
-MAIL_DIR = "Mail"
-DOMAIN_ALIASES_FILE = "DomainAliases.json"
-ACCOUNTS_DIR = "Accounts"
-
-
-STALE_AGE = 3600.0  # seconds before an abandoned temporary directory is removed
-
-
-def _remove_stale(entries: list[os.DirEntry[str]]) -> None:
-    """Remove half-built (``.new-*``) and half-deleted (``.deleted-*``)
-    directories a crash left behind; young ones may belong to a running
-    operation of another process, so only those older than STALE_AGE go."""
-    now = time.time()
-    for e in entries:
-        if e.name.startswith((".new-", ".deleted-")):
-            try:
-                if now - e.stat(follow_symlinks=False).st_mtime > STALE_AGE:
-                    shutil.rmtree(e.path, ignore_errors=True)
-            except FileNotFoundError:
-                continue
-
-
-def _rename_new(src: Path, dst: Path, exists_message: str) -> None:
-    """Rename a complete directory into place; a directory of the same name
-    made meanwhile by another process is never replaced (it is not empty)."""
-    try:
-        os.rename(src, dst)
-    except OSError as exc:
-        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-            raise AlreadyExists(exists_message) from exc
-        raise
-
-
-def _split_password(
-    settings: Mapping[str, Any] | None,
-) -> tuple[Mapping[str, Any] | None, str | None]:
-    """``settings`` without its ``Password`` key (any case), and that password."""
-    if not isinstance(settings, Mapping):
-        return settings, None
-    keys = [k for k in settings if isinstance(k, str) and k.lower() == "password"]
-    if not keys:
-        return settings, None
-    rest = {k: v for k, v in settings.items() if k not in keys}
-    value = settings[keys[0]]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        raise BadSetting("the password must be text")
-    return rest, value
-
-
-def shard_of(name: str) -> str:
-    return hashlib.sha256(name.encode("utf-8")).hexdigest()[:2]
+__all__ = ["AlertScope", "Directory", "shard_of"]
 
 
 @dataclass
@@ -148,7 +98,7 @@ class _Listing:
     merged: list[str] = field(default_factory=list)
 
 
-class Directory:
+class Directory(AliasesMixin, AlertsMixin):
     """Domains and accounts of one server (and the shared ones of its cluster)."""
 
     def __init__(
@@ -204,57 +154,6 @@ class Directory:
             return canon, True
         return None
 
-    # -- domain aliases: the DomainAliases setting of a domain, indexed in
-    # Settings/DomainAliases.json (local) and .cluster/DomainAliases.json
-    # (shared) so that resolving an alias costs one cached read.
-    def _alias_index(self, shared: bool) -> Path:
-        return (self.cluster_dir if shared else self.settings_dir) / DOMAIN_ALIASES_FILE
-
-    def _alias_target(self, canon: str) -> str | None:
-        for shared in (False, True):
-            target = self.files.read(self._alias_index(shared), {}).get(canon)
-            if isinstance(target, str):
-                return target
-        return None
-
-    def domain_aliases(self, name: str) -> list[str]:
-        canon, shared = self._locate_domain(name)
-        index = self.files.read(self._alias_index(shared), {})
-        return sorted(a for a, t in index.items() if t == canon)
-
-    def _check_domain_aliases(self, canon: str, settings: Mapping[str, Any]) -> list[str] | None:
-        """Canonical aliases wanted by ``settings`` (None when it has none),
-        refusing names that are domains or aliases of another domain."""
-        value = settings.get("DomainAliases")
-        if value is None:
-            return None
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise BadSetting("DomainAliases must be a list of domain names")
-        wanted = sorted({names.domain_name(str(v).strip()) for v in items if str(v).strip()})
-        for alias in wanted:
-            if alias == canon or self._real_domain(alias) is not None:
-                raise AlreadyExists(f"{alias} is a domain")
-            owner = self._alias_target(alias)
-            if owner is not None and owner != canon:
-                raise AlreadyExists(f"{alias} is an alias of {owner}")
-        return wanted
-
-    def _write_domain_aliases(self, canon: str, shared: bool, wanted: list[str]) -> None:
-        path = self._alias_index(shared)
-        index = self.files.read(path, {})
-        new = {a: t for a, t in index.items() if t != canon}
-        new.update({a: canon for a in wanted})
-        if new != index:
-            self.files.write(path, new)
-
-    def _write_domain_settings(self, canon: str, shared: bool, settings: dict[str, Any]) -> None:
-        wanted = self._check_domain_aliases(canon, settings)
-        if wanted is not None:
-            settings["DomainAliases"] = wanted
-        self.files.write(self._domain_dir(canon, shared) / SETTINGS_FILE, settings)
-        self._write_domain_aliases(canon, shared, wanted or [])
-
     def _dpath(self, name: str) -> Path:
         canon, shared = self._locate_domain(name)
         return self._domain_dir(canon, shared)
@@ -283,7 +182,7 @@ class Directory:
                 entries = list(os.scandir(root))
             except FileNotFoundError:
                 continue
-            _remove_stale(entries)
+            remove_stale(entries)
             for e in entries:
                 if e.name.startswith(".") or not e.is_dir() or e.name in seen:
                     continue
@@ -326,7 +225,7 @@ class Directory:
                 fsync_dir(tmp)
                 if (root / canon).exists():
                     raise AlreadyExists(f"domain already exists: {canon}")
-                _rename_new(tmp, root / canon, f"domain already exists: {canon}")
+                rename_new(tmp, root / canon, f"domain already exists: {canon}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -497,7 +396,7 @@ class Directory:
             entries = list(os.scandir(path))
         except FileNotFoundError:
             return []
-        _remove_stale(entries)
+        remove_stale(entries)
         return sorted(e.name for e in entries if not e.name.startswith("."))
 
     def _listing(self, domain: str) -> list[str]:
@@ -569,7 +468,7 @@ class Directory:
         protocol's CREATEACCOUNT dictionary) is the password; it is never
         stored as a setting."""
         ref = self.ref(domain, name)
-        settings, given = _split_password(settings)
+        settings, given = split_password(settings)
         password = password if password is not None else given
         own = model.clean_settings(settings)
         with self._lock:
@@ -586,7 +485,7 @@ class Directory:
                     record.update(self._password_record(ref, password, own))
                 self.files.write(tmp / ACCOUNT_FILE, record, mode=0o600)
                 fsync_dir(tmp)
-                _rename_new(tmp, final, f"account already exists: {ref.address}")
+                rename_new(tmp, final, f"account already exists: {ref.address}")
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
@@ -606,7 +505,8 @@ class Directory:
             new = self.ref(domain, local)
             if new == ref:
                 return ref
-            if self.find_account(new.address) is not None or new.name in self.forwarders(new.domain):
+            holder = self.find_account(new.address)  # an account, or the account of an alias
+            if (holder is not None and holder != ref) or new.name in self.forwarders(new.domain):
                 raise AlreadyExists(f"account already exists: {new.address}")
             if new.domain != ref.domain:
                 self._check_room(new.domain)
@@ -614,14 +514,14 @@ class Directory:
             make_dirs(new_dir.parent)
             exists = f"account already exists: {new.address}"
             try:
-                _rename_new(old_dir, new_dir, exists)
+                rename_new(old_dir, new_dir, exists)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # local and shared storage differ
                     raise
                 tmp = new_dir.parent / f".new-{new.name}-{secrets.token_hex(4)}"
                 shutil.copytree(old_dir, tmp, symlinks=True)
                 try:
-                    _rename_new(tmp, new_dir, exists)
+                    rename_new(tmp, new_dir, exists)
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
@@ -632,7 +532,7 @@ class Directory:
             aliases = self.account_aliases(ref)
             self._drop_aliases(ref)
             if new.domain == ref.domain:
-                self._add_aliases(new, aliases)
+                self._add_aliases(new, [a for a in aliases if a != new.name])
             return new
 
     def delete_account(self, ref: AccountRef) -> None:
@@ -662,7 +562,7 @@ class Directory:
         the password instead of being stored."""
         if not isinstance(changes, Mapping):
             raise BadSetting("settings must be a dictionary")
-        rest, password = _split_password(changes)
+        rest, password = split_password(changes)
         with self._lock:
             rec = self._record(ref)
             rec["settings"] = model.apply_changes(rec["settings"], rest or {})
@@ -671,7 +571,7 @@ class Directory:
             self._write_record(ref, rec)
 
     def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
-        rest, password = _split_password(settings)
+        rest, password = split_password(settings)
         cleaned = model.clean_settings(rest)
         with self._lock:
             rec = self._record(ref)
@@ -804,175 +704,6 @@ class Directory:
         if model.DOMAIN_ADMIN in rights:
             out.add(ref.domain)
         return frozenset(out)
-
-    # ------------------------------------------------------------ aliases and forwarders
-    def _aliases(self, domain: str, shared: bool) -> dict[str, str]:
-        data = self.files.read(self._domain_dir(domain, shared) / ALIASES_FILE, {})
-        return {k: v for k, v in data.items() if isinstance(v, str)}
-
-    def account_aliases(self, ref: AccountRef) -> list[str]:
-        return sorted(a for a, t in self._aliases(ref.domain, ref.shared).items() if t == ref.name)
-
-    def set_account_aliases(self, ref: AccountRef, aliases: list[str]) -> None:
-        canon = sorted({names.account_name(a) for a in aliases} - {ref.name})
-        with self._lock:
-            self._existing(ref)
-            for a in canon:
-                other = self.find_account(f"{a}@{ref.domain}")
-                if (other is not None and other != ref) or a in self.forwarders(ref.domain):
-                    raise AlreadyExists(f"name already in use: {a}@{ref.domain}")
-            self._drop_aliases(ref)
-            self._add_aliases(ref, canon)
-
-    def _drop_aliases(self, ref: AccountRef) -> None:
-        path = self._domain_dir(ref.domain, ref.shared) / ALIASES_FILE
-        data = self.files.read(path, {})
-        kept = {k: v for k, v in data.items() if v != ref.name}
-        if kept != data:
-            self.files.write(path, kept)
-
-    def _add_aliases(self, ref: AccountRef, aliases: list[str]) -> None:
-        if not aliases:
-            return
-        path = self._domain_dir(ref.domain, ref.shared) / ALIASES_FILE
-        data = self.files.read(path, {})
-        for a in aliases:
-            data[a] = ref.name
-        self.files.write(path, data)
-
-    def forwarders(self, domain: str) -> dict[str, str]:
-        data = self.files.read(self._dpath(domain) / FORWARDERS_FILE, {})
-        return {k: v for k, v in data.items() if isinstance(v, str)}
-
-    def set_forwarder(self, domain: str, name: str, target: str | None) -> None:
-        """Create, change (``target``) or remove (None) a forwarder ``name@domain``."""
-        canon = names.account_name(name)
-        path = self._dpath(domain) / FORWARDERS_FILE
-        with self._lock:
-            data = self.files.read(path, {})
-            if target is None:
-                data.pop(canon, None)
-            else:
-                if not isinstance(target, str) or "@" not in target or any(
-                    ord(c) < 33 for c in target
-                ) or len(target) > 320:
-                    raise BadSetting(f"invalid forwarding address: {target!r}")
-                if self.find_account(f"{canon}@{domain}") is not None:
-                    raise AlreadyExists(f"name already in use: {canon}@{domain}")
-                data[canon] = target
-            self.files.write(path, data)
-
-    def resolve_recipient(self, address: str) -> Recipient | None:
-        """Where mail for ``address`` goes, or None for an unknown address."""
-        ref = self.find_account(address)
-        if ref is not None:
-            return Recipient(accounts=[ref], forward=[])
-        try:
-            local, domain = self.parse_address(address)
-            if not self.domain_exists(domain):
-                return None
-            target = self.forwarders(domain).get(local)
-        except (names.BadName, NoSuchDomain):
-            return None
-        if target is None:
-            return None
-        return Recipient(accounts=[], forward=[target])
-
-    # ------------------------------------------------------------ alerts
-    def _alerts_path(self, scope: AlertScope) -> Path:
-        if scope == "server":
-            return self.settings_dir / ALERTS_FILE
-        if scope == "cluster":
-            return self.cluster_dir / ALERTS_FILE
-        if isinstance(scope, tuple) and len(scope) == 2:
-            kind, what = scope
-            if kind == "domain":
-                return self._dpath(str(what)) / ALERTS_FILE
-            if kind == "account" and isinstance(what, AccountRef):
-                return self._existing(what) / ALERTS_FILE
-        raise BadSetting(f"unknown alert scope: {scope!r}")
-
-    def _read_alerts(self, path: Path) -> tuple[list[Alert], dict[str, Any]]:
-        data = self.files.read(path, {})
-        out: list[Alert] = []
-        for item in data.get("alerts", []):
-            try:
-                out.append(Alert(model.parse_stamp(item["time"]), str(item["text"])))
-            except (KeyError, TypeError, BadSetting):
-                continue
-        out.sort()
-        return out, data
-
-    def _write_alerts(self, path: Path, alerts: list[Alert], data: dict[str, Any]) -> None:
-        data = dict(data)
-        data["alerts"] = [{"time": a.timestamp.isoformat(), "text": a.text} for a in sorted(alerts)]
-        self.files.write(path, data)
-
-    def alerts(self, scope: AlertScope) -> list[Alert]:
-        return self._read_alerts(self._alerts_path(scope))[0]
-
-    def post_alert(self, scope: AlertScope, text: str) -> Alert:
-        if not isinstance(text, str) or not text or len(text) > model.MAX_ALERT_TEXT or "\x00" in text:
-            raise BadSetting("invalid alert text")
-        path = self._alerts_path(scope)
-        with self._lock:
-            alerts, data = self._read_alerts(path)
-            stamp = model.utcnow()
-            if alerts and stamp <= alerts[-1].timestamp:
-                import datetime
-
-                stamp = alerts[-1].timestamp + datetime.timedelta(microseconds=1)
-            alert = Alert(stamp, text)
-            alerts.append(alert)
-            self._write_alerts(path, alerts[-model.MAX_ALERTS:], data)
-            return alert
-
-    def remove_alert(self, scope: AlertScope, timestamp: Any) -> bool:
-        """Remove the alert with that time stamp; False when there was none."""
-        when = model.parse_stamp(timestamp)
-        path = self._alerts_path(scope)
-        with self._lock:
-            alerts, data = self._read_alerts(path)
-            kept = [a for a in alerts if a.timestamp != when]
-            if len(kept) == len(alerts):
-                return False
-            self._write_alerts(path, kept, data)
-            return True
-
-    def set_alerts(self, scope: AlertScope, alerts: list[Alert]) -> None:
-        path = self._alerts_path(scope)
-        clean: dict[Any, Alert] = {}
-        for a in alerts:
-            if not isinstance(a.text, str) or len(a.text) > model.MAX_ALERT_TEXT:
-                raise BadSetting("invalid alert text")
-            ts = model.parse_stamp(a.timestamp)
-            clean[ts] = Alert(ts, a.text)
-        if len(clean) > model.MAX_ALERTS:
-            raise BadSetting("too many alerts")
-        with self._lock:
-            _, data = self._read_alerts(path)
-            self._write_alerts(path, list(clean.values()), data)
-
-    def unseen_alerts(self, ref: AccountRef) -> list[Alert]:
-        """Account, domain, server and cluster alerts newer than the account's
-        seen mark, oldest first."""
-        path = self._alerts_path(("account", ref))
-        own, data = self._read_alerts(path)
-        seen = data.get("seen")
-        mark = model.parse_stamp(seen) if isinstance(seen, str) else None
-        everything = own + self.alerts(("domain", ref.domain)) + self.alerts("server") + self.alerts("cluster")
-        return sorted(a for a in everything if mark is None or a.timestamp > mark)
-
-    def mark_alerts_seen(self, ref: AccountRef, upto: Any) -> None:
-        when = model.parse_stamp(upto)
-        path = self._alerts_path(("account", ref))
-        with self._lock:
-            alerts, data = self._read_alerts(path)
-            seen = data.get("seen")
-            if isinstance(seen, str) and model.parse_stamp(seen) >= when:
-                return
-            data["seen"] = when.isoformat()
-            self._write_alerts(path, alerts, data)
 
     # ------------------------------------------------------------ bootstrap, caches
     def ensure_postmaster(self, password: str | None = None) -> str | None:
