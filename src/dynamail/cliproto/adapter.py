@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from dynamail import __version__
+from dynamail.admin import AdminError
 from dynamail.cliproto import limits
 from dynamail.cliproto.commands import run_command
 from dynamail.cliproto.core import (
@@ -96,12 +97,13 @@ class CliExecutor:
         ctx.metrics.commands.labels("cli", action.command.name).inc()
         try:
             value: Any = await run_command(ctx, action)
-        except Exception as exc:  # AdminError and anything unexpected
-            if type(exc).__name__ != "AdminError":
-                log.exception("cli %s failed", action.command.name)
-                return self.core.command_failed(CODE_SYNTAX, "internal error")
+        except AdminError as exc:
             code, text = admin_error_reply(exc)
             return self.core.command_failed(code, text)
+        except Exception:
+            # A bug, not the client's fault: log it, answer, keep the session.
+            log.exception("cli %s failed", action.command.name)
+            return self.core.command_failed(CODE_SYNTAX, "internal error")
         if action.command.logged:
             log.info("cli %s by %s", action.command.name, action.actor)
         return self.core.command_done(value)
