@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.cluster import wire
-from dynamail.cluster.member import load_secret, status_dict
+from dynamail.cluster.handoff import status_dict
+from dynamail.cluster.member import load_secret
 from dynamail.cluster.peer import Peer, dial
 from dynamail.durable import atomic_write, make_dirs
 

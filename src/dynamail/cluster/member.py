@@ -25,7 +25,11 @@ Each backend runs three loops:
   Controller may give the accounts to another backend.
 
 The Controller's decisions are the sans-IO ``controller.Controller``; this
-module only carries messages to and from it.
+module only carries messages to and from it.  The election loop and the
+Controller duty live in ``candidacy.py`` (:class:`ControllerDuty`), the work
+done through owners and the Controller (deliveries, relays, admin
+operations, status) in ``handoff.py`` (:class:`Handoffs`); both are mixins
+of :class:`ClusterMember`, which owns the state.
 """
 
 from __future__ import annotations
@@ -44,19 +48,20 @@ from typing import Any
 
 from dynamail import __version__
 from dynamail.accounts import AccountRef
-from dynamail.cluster import image, limits, wire
-from dynamail.cluster.controller import Controller, Refusal, Role, RolesChanged
-from dynamail.cluster.election import ControllerRecord, ElectionStore, Observer, Tenure
-from dynamail.cluster.locator import AccountUnavailable, Relay
-from dynamail.cluster.ownership import LOCAL_ONLY, ClusterLocator, GrantInfo, account_key
+from dynamail.cluster import limits, wire
+from dynamail.cluster.candidacy import ControllerDuty
+from dynamail.cluster.controller import Controller, Refusal, Role
+from dynamail.cluster.election import ElectionStore, Observer, Tenure
+from dynamail.cluster.handoff import Handoffs
+from dynamail.cluster.locator import AccountUnavailable
+from dynamail.cluster.ownership import ClusterLocator, GrantInfo, account_key
 from dynamail.cluster.peer import Peer, PeerClosed, accept, dial
-from dynamail.cluster.relay import TicketBook, relay
+from dynamail.cluster.relay import TicketBook
 from dynamail.durable import fsync_dir
 
 log = logging.getLogger("dynamail.cluster")
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
-MAILBOX_OPS_SET = image.MAILBOX_OPS
 CUT_FILE = "cluster.cut"  # fault injection: while it exists, every cluster connection is cut
 
 
@@ -133,7 +138,7 @@ class ClusterSettings:
         )
 
 
-class ClusterMember:
+class ClusterMember(ControllerDuty, Handoffs):
     """This process as a member of the Dynamic Cluster (``ctx.cluster``)."""
 
     def __init__(self, ctx: Any, settings: ClusterSettings) -> None:
@@ -279,147 +284,15 @@ class ClusterMember:
     async def _io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
-    async def _election_loop(self) -> None:
-        assert self.election is not None
-        period = self.s.lease / 8
-        last_renew = 0.0
-        while True:
-            await asyncio.sleep(period)
-            try:
-                self._check_cut()
-                if self.controller is not None:
-                    if time.monotonic() - last_renew >= self.s.lease / 4:
-                        last_renew = time.monotonic()
-                        await self._renew()
-                    continue
-                await self._observe()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("election step failed")
 
-    async def _observe(self) -> None:
-        assert self.election is not None
-        rec: ControllerRecord | None = await self._io(self.election.current)
-        now = time.monotonic()
-        if rec is None:
-            await self._claim(1, None, None, stale=True)
-            return
-        if rec.epoch > self.controller_epoch:
-            self._learn_controller(rec)
-        hb = await self._io(self.election.read_heartbeat, rec.epoch)
-        now = time.monotonic()
-        self._observer.observe(rec.epoch, hb, now)
-        wait = self.s.lease + (0.0 if self.backup_name == self.name else limits.BACKUP_HEAD_START)
-        stale = self._observer.unchanged_for(now) >= wait
-        lost = False
-        if not stale and now - self.last_controller_contact >= wait:
-            others = set(self.election.contacts_of(hb)) - {self.name, rec.member}
-            lost = not others and self._hear_other_backend(rec.member)
-        if stale or lost:
-            await self._claim(rec.epoch + 1, rec, hb, stale=stale)
 
-    def _hear_other_backend(self, controller: str) -> bool:
-        now = time.monotonic()
-        for p in list(self.peers.values()) + list(self._inbound):
-            if (not p.closed and p.name != controller and p.role == "backend"
-                    and now - p.last_rx < self.s.lease):
-                return True
-        return False
 
-    def _learn_controller(self, rec: ControllerRecord) -> None:
-        if rec.epoch <= self.controller_epoch:
-            return
-        log.info("controller is %s (epoch %d)", rec.member, rec.epoch)
-        self.controller_epoch = rec.epoch
-        self.controller_name = rec.member
-        self._learn(rec.member, (rec.host, rec.port_offset, rec.port))
-        self.last_controller_contact = time.monotonic()
-        if self.controller is not None and self.tenure is not None and rec.epoch > self.tenure.epoch:
-            self.tenure.superseded = True
 
-    async def _claim(self, epoch: int, old: ControllerRecord | None, hb: bytes | None,
-                     *, stale: bool) -> None:
-        assert self.election is not None
-        t0 = time.monotonic()
-        record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
-        if not await self._io(self.election.claim, record):
-            return
-        expected = set(self.election.contacts_of(hb)) - {self.name}
-        if old is not None:
-            if stale:
-                expected.discard(old.member)
-            else:
-                expected.add(old.member)
-        log.warning("became controller with epoch %d (%s)", epoch,
-                    "cold start" if old is None else "controller stale" if stale else "controller cut off")
-        self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0)
-        c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
-                       expected=expected)
-        c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
-                 version=f"{self.version}/p{max(wire.supported_versions())}",
-                 accounts=self.locator.held())
-        self.controller = c
-        self.controller_epoch = epoch
-        self.controller_name = self.name
-        self.backup_name = ""
-        await self._renew()
-        self._broadcast_roles()
 
-    async def _renew(self) -> None:
-        assert self.election is not None and self.tenure is not None and self.controller is not None
-        t0 = time.monotonic()
-        epoch = self.tenure.epoch
-        if not self.tenure.valid(t0):
-            await self._step_down("tenure lapsed before renewal")
-            return
-        if await self._io(self.election.exists, epoch + 1):
-            await self._step_down("a newer controller epoch exists")
-            return
-        self._hb_seq += 1
-        contacts = [m.name for m in self.controller.members()
-                    if m.alive and m.role is Role.BACKEND and m.name != self.name]
-        await self._io(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
-        if await self._io(self.election.exists, epoch + 1):
-            await self._step_down("a newer controller epoch exists")
-            return
-        if self.tenure is not None:
-            self.tenure.renewed(t0)
-        if self._hb_seq % 40 == 1:
-            await self._io(self.election.prune, epoch)
 
-    async def _step_down(self, why: str) -> None:
-        if self.controller is None:
-            return
-        log.warning("stepping down as controller: %s", why)
-        self.controller = None
-        self.tenure = None
-        self.lease_until = 0.0
-        self.resynced_epoch = 0
-        self._observer = Observer()
-        await self.locator.drop_all()
 
     # -- controller side -------------------------------------------------------------
-    def _tick(self) -> None:
-        c = self.controller
-        if c is None or not self.is_controller():
-            return
-        for ev in c.tick(time.monotonic()):
-            if isinstance(ev, RolesChanged):
-                self.backup_name = ev.backup
-                log.info("backup controller is now %s", ev.backup or "(none)")
-                self._broadcast_roles()
-            else:
-                log.warning("member %s declared dead; its accounts are free", ev)
-        for member, key, epoch in c.take_revocations():
-            self._send_to(member, wire.Release(key, epoch))
 
-    def _broadcast_roles(self) -> None:
-        msg = wire.Roles(self.name, self.controller_epoch, self.backup_name,
-                         self.addresses.get(self.backup_name, NO_ADDRESS))
-        for p in self._all_peers():
-            with contextlib.suppress(Exception):
-                p.send(msg)
 
     def _all_peers(self) -> list[Peer]:
         seen: dict[str, Peer] = {}
@@ -701,208 +574,24 @@ class ClusterMember:
             with contextlib.suppress(Exception):
                 p.send(wire.Release(key, epoch))
 
-    async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str) -> Any:
-        """``ctx.delivery.remote``: hand a message to the owner; it answers
-        only once the message is durable there."""
-        from dynamail.delivery import DeliveryResult, temporary_failure
 
-        ref = placement.ref
-        self._learn(placement.member, (placement.host, placement.port_offset,
-                                       self.addresses.get(placement.member, NO_ADDRESS)[2]
-                                       or self.s.ports.get("cluster", 7070) + placement.port_offset))
-        peer = await self.peer_to(placement.member)
-        if peer is None:
-            return temporary_failure(ref, f"owner {placement.member} not reachable", "4.4.1")
-        data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
-        try:
-            reply = await peer.request(wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
-                                       timeout=60.0)
-        except (PeerClosed, TimeoutError):
-            return temporary_failure(ref, f"owner {placement.member} did not answer", "4.4.1")
-        if isinstance(reply, wire.Delivered):
-            return DeliveryResult(ref, True, 250, "2.0.0", "delivered", reply.uid or None)
-        if isinstance(reply, wire.Error):
-            code = int(reply.code) if reply.code.isdigit() else 451
-            return DeliveryResult(ref, False, code, "4.3.0" if code < 500 else "5.0.0", reply.text)
-        return temporary_failure(ref, "unexpected reply from owner")
-
-    async def _deliver_here(self, msg: wire.Deliver) -> wire.Message:
-        delivery = getattr(self.ctx, "delivery", None)
-        if delivery is None:
-            return wire.Error(msg.id, "451", "delivery unavailable")
-        domain, _, name = msg.account.partition("/")
-        ref = AccountRef(domain, name, True)
-        token = LOCAL_ONLY.set(True)
-        try:
-            results = await delivery.deliver([ref], msg.data, mailbox=msg.mailbox,
-                                              flags=frozenset(msg.flags))
-        finally:
-            LOCAL_ONLY.reset(token)
-        r = results[0]
-        if r.ok:
-            return wire.Delivered(msg.id, r.uid or 0)
-        return wire.Error(msg.id, str(r.code), r.text)
 
     # -- relay ---------------------------------------------------------------------------
-    def make_relay_ticket(self, ref: AccountRef, client_host: str, client_port: int) -> str:
-        return self.tickets.make(ref, client_host, client_port)
 
-    def verify_relay_ticket(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:
-        return self.tickets.verify(ticket)
 
-    async def relay_session(self, conn: Any, placement: Relay, protocol: str,
-                            client_reply: bytes) -> bool:
-        """Relay an authenticated client session to the owner.  False when the
-        owner could not be reached or refused (nothing was sent to the client;
-        answer it with a temporary failure)."""
-        port = self.s.ports[protocol] + placement.port_offset
-        ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
-        return await relay(conn, placement.host, port, ticket, protocol, client_reply)
 
     # -- single service image ---------------------------------------------------------
-    def changed(self, kind: str, key: str) -> None:
-        """A shared object changed here: tell every member (through the Controller)."""
-        msg = wire.Changed(kind, key, self.name)
-        if self.controller is not None:
-            for each in self._all_peers():
-                with contextlib.suppress(Exception):
-                    each.send(msg)
-            return
-        target: Peer | None = self.peers.get(self.controller_name)
-        if target is None:
-            for q in self._inbound:
-                if q.name == self.controller_name and not q.closed:
-                    target = q
-        if target is not None and not target.closed:
-            with contextlib.suppress(Exception):
-                target.send(msg)
 
-    def _apply_change(self, msg: wire.Changed) -> None:
-        directory = getattr(self.ctx, "directory", None)
-        inv = getattr(directory, "invalidate", None)
-        if inv is None:
-            return
-        domain = msg.key.split("/", 1)[0] if msg.kind in ("domain", "account") and msg.key else None
-        try:
-            inv(domain)
-        except Exception:
-            inv(None)
 
-    async def _admin_call(self, msg: wire.AdminCall) -> wire.Message:
-        kind, _, op = msg.operation.partition(":")
-        try:
-            if kind == "directory" and op in image.DIRECTORY_OPS:
-                if not self.is_controller():
-                    return wire.AdminResult(msg.id, False, None, "AccountUnavailable",
-                                            "not the controller")
-                args, kwargs = image.unpack_value(msg.args[0])
-                value = await self._run_directory_op(op, args, kwargs)
-            elif kind == "mailbox" and op in MAILBOX_OPS_SET:
-                key, args = msg.args[0], image.unpack_value(list(msg.args[1:]))
-                domain, _, name = str(key).partition("/")
-                async with self.locator.use(AccountRef(domain, name, True), relay_ok=False) as p:
-                    assert not isinstance(p, Relay)
-                    value = await getattr(p.store, op)(*args)
-            else:
-                return wire.AdminResult(msg.id, False, None, "BadRequest",
-                                        f"{msg.operation} is not a routed operation")
-        except Exception as exc:
-            code = image.error_code(exc)
-            if code == "AdminError":
-                code = f"AdminError:{getattr(exc, 'code', 'unavailable')}"
-            return wire.AdminResult(msg.id, False, None, code, str(exc))
-        return wire.AdminResult(msg.id, True, image.pack_value(value), "", "")
 
-    async def _run_directory_op(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        directory = self.ctx.directory
-        value = await asyncio.to_thread(getattr(directory, op), *args, **kwargs)
-        self.changed("directory", "")
-        return value
 
-    async def forward_directory_op(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        """Admin seam: run a shared-data mutation on the Controller."""
-        if op not in image.DIRECTORY_OPS:
-            raise ValueError(f"{op} is not a shared-data operation")
-        deadline = time.monotonic() + 2 * self.s.lease + 2.0
-        while True:
-            if self.is_controller():
-                return await self._run_directory_op(op, list(args), dict(kwargs))
-            peer = await self.peer_to(self.controller_name)
-            if peer is not None:
-                call = wire.AdminCall(peer.next_id(), f"directory:{op}", "",
-                                      (image.pack_value([list(args), dict(kwargs)]),))
-                reply = await peer.request(call, timeout=30.0)
-                if isinstance(reply, wire.AdminResult):
-                    if reply.ok:
-                        self._apply_change(wire.Changed("directory", "", self.name))
-                        return image.unpack_value(reply.value)
-                    if reply.code != "AccountUnavailable" or reply.text != "not the controller":
-                        raise image.rebuild_error(reply.code, reply.text)
-            if time.monotonic() > deadline:
-                raise AccountUnavailable("no controller reachable for a shared-data operation")
-            await asyncio.sleep(0.05)
 
-    async def forward_mailbox_op(self, placement: Relay, op: str, args: tuple[Any, ...]) -> Any:
-        """Admin seam: run a mailbox operation on the account's owner."""
-        if op not in MAILBOX_OPS_SET:
-            raise ValueError(f"{op} is not a routed mailbox operation")
-        self._learn(placement.member, (placement.host, placement.port_offset,
-                                       self.s.ports.get("cluster", 7070) + placement.port_offset))
-        peer = await self.peer_to(placement.member)
-        if peer is None:
-            raise AccountUnavailable(f"owner {placement.member} not reachable")
-        call = wire.AdminCall(peer.next_id(), f"mailbox:{op}", "",
-                              (account_key(placement.ref), *image.pack_value(list(args))))
-        reply = await peer.request(call, timeout=30.0)
-        if isinstance(reply, wire.AdminResult) and reply.ok:
-            return image.unpack_value(reply.value)
-        if isinstance(reply, wire.AdminResult):
-            raise image.rebuild_error(reply.code, reply.text)
-        raise AccountUnavailable("unexpected reply from the owner")
 
-    def current_controller(self) -> str:
-        return self.controller_name
 
-    async def members_status(self) -> list[dict[str, Any]]:
-        return list((await self.status())["members"])
 
     # -- information for Admin, API and the launcher -------------------------------------
-    async def status(self) -> dict[str, Any]:
-        """``{"controller", "backup", "members": [...]}`` as SPEC section 6 shows."""
-        if self.is_controller():
-            reply: wire.Message = self._status_reply(0)
-        else:
-            peer = await self.peer_to(self.controller_name)
-            if peer is None:
-                return {"controller": self.controller_name, "backup": self.backup_name,
-                        "controller_epoch": self.controller_epoch, "members": []}
-            reply = await peer.request(wire.StatusRequest(peer.next_id()))
-        return status_dict(reply)
-
-    async def set_ready(self, member: str, ready: bool) -> bool:
-        reply = await self._set_ready(wire.SetReady(0, member, ready))
-        return isinstance(reply, wire.Ok)
-
-    async def locate(self, ref: AccountRef) -> str:
-        key = account_key(ref)
-        if self.is_controller():
-            assert self.controller is not None
-            loc = self.controller.locate(key)
-            return loc[0] if loc else ""
-        reply = await self._forward(wire.Locate(0, key))
-        return reply.owner if isinstance(reply, wire.Location) else ""
 
 
-def status_dict(reply: wire.Message) -> dict[str, Any]:
-    if not isinstance(reply, wire.StatusReply):
-        return {"controller": "", "backup": "", "members": [], "error": getattr(reply, "text", "")}
-    members = []
-    for name, role, alive, ready, load, open_accounts, sessions, version, host in reply.members:
-        members.append({"name": name, "role": role, "alive": alive, "ready": ready, "load": load,
-                        "open_accounts": open_accounts, "sessions": sessions, "version": version,
-                        "host": host})
-    return {"controller": reply.controller, "backup": reply.backup,
-            "controller_epoch": reply.controller_epoch, "members": members}
 
 
 async def attach(ctx: Any) -> ClusterMember:

@@ -1,0 +1,222 @@
+"""The Controller duty of a backend: election, tenure, Backup naming.
+
+The rules are those of ``election.py`` (read its docstring first); this mixin
+of :class:`dynamail.cluster.member.ClusterMember` runs them: every T/8 it
+either renews this member's tenure as Controller (every T/4) or observes the
+current Controller's heartbeat record and claims the next epoch when the
+Controller is dead (record unchanged for T) or cut off from every backend
+while this member hears from one.  It also ticks the sans-IO Controller
+(lease expiry, Backup naming) and tells members about role changes.
+
+Invariant: ``self.controller`` is set only between a won claim and the
+moment the tenure lapses or a newer epoch appears; ``_step_down`` closes
+every account this member had open under its own tenure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from dynamail.cluster import limits, wire
+from dynamail.cluster.controller import Controller, Role, RolesChanged
+from dynamail.cluster.election import ControllerRecord, ElectionStore, Observer, Tenure
+
+if TYPE_CHECKING:
+    from dynamail.cluster.member import ClusterSettings
+    from dynamail.cluster.ownership import ClusterLocator
+    from dynamail.cluster.peer import Peer
+
+log = logging.getLogger("dynamail.cluster")
+
+NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
+
+
+class ControllerDuty:
+    # state owned by ClusterMember
+    s: ClusterSettings
+    name: str
+    version: str
+    ready: bool
+    election: ElectionStore | None
+    controller: Controller | None
+    tenure: Tenure | None
+    controller_name: str
+    controller_epoch: int
+    backup_name: str
+    lease_until: float
+    last_controller_contact: float
+    resynced_epoch: int
+    addresses: dict[str, tuple[str, int, int]]
+    peers: dict[str, Peer]
+    locator: ClusterLocator
+    _observer: Observer
+    _hb_seq: int
+    _inbound: set[Peer]
+
+    # provided by ClusterMember
+    def is_controller(self) -> bool:
+        raise NotImplementedError
+
+    def _check_cut(self) -> None:
+        raise NotImplementedError
+
+    def _learn(self, name: str, address: Any) -> None:
+        raise NotImplementedError
+
+    def _sessions(self) -> int:
+        raise NotImplementedError
+
+    def _send_to(self, member: str, msg: wire.Message) -> None:
+        raise NotImplementedError
+
+    def _all_peers(self) -> list[Peer]:
+        raise NotImplementedError
+
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+    async def _election_loop(self) -> None:
+        assert self.election is not None
+        period = self.s.lease / 8
+        last_renew = 0.0
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self._check_cut()
+                if self.controller is not None:
+                    if time.monotonic() - last_renew >= self.s.lease / 4:
+                        last_renew = time.monotonic()
+                        await self._renew()
+                    continue
+                await self._observe()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("election step failed")
+
+    async def _observe(self) -> None:
+        assert self.election is not None
+        rec: ControllerRecord | None = await self._io(self.election.current)
+        now = time.monotonic()
+        if rec is None:
+            await self._claim(1, None, None, stale=True)
+            return
+        if rec.epoch > self.controller_epoch:
+            self._learn_controller(rec)
+        hb = await self._io(self.election.read_heartbeat, rec.epoch)
+        now = time.monotonic()
+        self._observer.observe(rec.epoch, hb, now)
+        wait = self.s.lease + (0.0 if self.backup_name == self.name else limits.BACKUP_HEAD_START)
+        stale = self._observer.unchanged_for(now) >= wait
+        lost = False
+        if not stale and now - self.last_controller_contact >= wait:
+            others = set(self.election.contacts_of(hb)) - {self.name, rec.member}
+            lost = not others and self._hear_other_backend(rec.member)
+        if stale or lost:
+            await self._claim(rec.epoch + 1, rec, hb, stale=stale)
+
+    def _hear_other_backend(self, controller: str) -> bool:
+        now = time.monotonic()
+        for p in list(self.peers.values()) + list(self._inbound):
+            if (not p.closed and p.name != controller and p.role == "backend"
+                    and now - p.last_rx < self.s.lease):
+                return True
+        return False
+
+    def _learn_controller(self, rec: ControllerRecord) -> None:
+        if rec.epoch <= self.controller_epoch:
+            return
+        log.info("controller is %s (epoch %d)", rec.member, rec.epoch)
+        self.controller_epoch = rec.epoch
+        self.controller_name = rec.member
+        self._learn(rec.member, (rec.host, rec.port_offset, rec.port))
+        self.last_controller_contact = time.monotonic()
+        if self.controller is not None and self.tenure is not None and rec.epoch > self.tenure.epoch:
+            self.tenure.superseded = True
+
+    async def _claim(self, epoch: int, old: ControllerRecord | None, hb: bytes | None,
+                     *, stale: bool) -> None:
+        assert self.election is not None
+        t0 = time.monotonic()
+        record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
+        if not await self._io(self.election.claim, record):
+            return
+        expected = set(self.election.contacts_of(hb)) - {self.name}
+        if old is not None:
+            if stale:
+                expected.discard(old.member)
+            else:
+                expected.add(old.member)
+        log.warning("became controller with epoch %d (%s)", epoch,
+                    "cold start" if old is None else "controller stale" if stale else "controller cut off")
+        self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0)
+        c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
+                       expected=expected)
+        c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
+                 version=f"{self.version}/p{max(wire.supported_versions())}",
+                 accounts=self.locator.held())
+        self.controller = c
+        self.controller_epoch = epoch
+        self.controller_name = self.name
+        self.backup_name = ""
+        await self._renew()
+        self._broadcast_roles()
+
+    async def _renew(self) -> None:
+        assert self.election is not None and self.tenure is not None and self.controller is not None
+        t0 = time.monotonic()
+        epoch = self.tenure.epoch
+        if not self.tenure.valid(t0):
+            await self._step_down("tenure lapsed before renewal")
+            return
+        if await self._io(self.election.exists, epoch + 1):
+            await self._step_down("a newer controller epoch exists")
+            return
+        self._hb_seq += 1
+        contacts = [m.name for m in self.controller.members()
+                    if m.alive and m.role is Role.BACKEND and m.name != self.name]
+        await self._io(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
+        if await self._io(self.election.exists, epoch + 1):
+            await self._step_down("a newer controller epoch exists")
+            return
+        if self.tenure is not None:
+            self.tenure.renewed(t0)
+        if self._hb_seq % 40 == 1:
+            await self._io(self.election.prune, epoch)
+
+    async def _step_down(self, why: str) -> None:
+        if self.controller is None:
+            return
+        log.warning("stepping down as controller: %s", why)
+        self.controller = None
+        self.tenure = None
+        self.lease_until = 0.0
+        self.resynced_epoch = 0
+        self._observer = Observer()
+        await self.locator.drop_all()
+
+    def _tick(self) -> None:
+        c = self.controller
+        if c is None or not self.is_controller():
+            return
+        for ev in c.tick(time.monotonic()):
+            if isinstance(ev, RolesChanged):
+                self.backup_name = ev.backup
+                log.info("backup controller is now %s", ev.backup or "(none)")
+                self._broadcast_roles()
+            else:
+                log.warning("member %s declared dead; its accounts are free", ev)
+        for member, key, epoch in c.take_revocations():
+            self._send_to(member, wire.Release(key, epoch))
+
+    def _broadcast_roles(self) -> None:
+        msg = wire.Roles(self.name, self.controller_epoch, self.backup_name,
+                         self.addresses.get(self.backup_name, NO_ADDRESS))
+        for p in self._all_peers():
+            with contextlib.suppress(Exception):
+                p.send(msg)
+

@@ -1,0 +1,279 @@
+"""Working through the owner and the Controller (Single Service Image).
+
+A mixin of :class:`dynamail.cluster.member.ClusterMember`: everything a
+member does *for* another member or *through* one — delivery hand-offs
+(answered only once durable at the owner), session relays with tickets,
+administrative operations of shared data executed by the Controller (then
+pushed to every member as ``Changed``) and mailbox operations executed by
+the account's owner, and the cluster information Admin, the API and the
+launcher show.  A hand-off is served with ``LOCAL_ONLY`` set, so it never
+relays a second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dynamail.accounts import AccountRef
+from dynamail.cluster import image, wire
+from dynamail.cluster.locator import AccountUnavailable, Relay
+from dynamail.cluster.ownership import LOCAL_ONLY, account_key
+from dynamail.cluster.peer import PeerClosed
+from dynamail.cluster.relay import TicketBook, relay
+
+if TYPE_CHECKING:
+    from dynamail.cluster.controller import Controller
+    from dynamail.cluster.member import ClusterSettings
+    from dynamail.cluster.ownership import ClusterLocator
+    from dynamail.cluster.peer import Peer
+
+log = logging.getLogger("dynamail.cluster")
+
+NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
+MAILBOX_OPS_SET = image.MAILBOX_OPS
+
+
+class Handoffs:
+    # state owned by ClusterMember
+    ctx: Any
+    s: ClusterSettings
+    name: str
+    controller: Controller | None
+    controller_name: str
+    controller_epoch: int
+    backup_name: str
+    addresses: dict[str, tuple[str, int, int]]
+    peers: dict[str, Peer]
+    locator: ClusterLocator
+    tickets: TicketBook
+    _inbound: set[Peer]
+
+    # provided by ClusterMember
+    def is_controller(self) -> bool:
+        raise NotImplementedError
+
+    def _learn(self, name: str, address: Any) -> None:
+        raise NotImplementedError
+
+    def _all_peers(self) -> list[Peer]:
+        raise NotImplementedError
+
+    async def peer_to(self, name: str) -> Peer | None:
+        raise NotImplementedError
+
+    async def _io(self, fn: Any, *args: Any) -> Any:
+        raise NotImplementedError
+
+    async def _forward(self, msg: Any) -> wire.Message:
+        raise NotImplementedError
+
+    async def _set_ready(self, msg: wire.SetReady) -> wire.Message:
+        raise NotImplementedError
+
+    def _status_reply(self, rid: int) -> wire.StatusReply:
+        raise NotImplementedError
+
+    async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str) -> Any:
+        """``ctx.delivery.remote``: hand a message to the owner; it answers
+        only once the message is durable there."""
+        from dynamail.delivery import DeliveryResult, temporary_failure
+
+        ref = placement.ref
+        self._learn(placement.member, (placement.host, placement.port_offset,
+                                       self.addresses.get(placement.member, NO_ADDRESS)[2]
+                                       or self.s.ports.get("cluster", 7070) + placement.port_offset))
+        peer = await self.peer_to(placement.member)
+        if peer is None:
+            return temporary_failure(ref, f"owner {placement.member} not reachable", "4.4.1")
+        data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
+        try:
+            reply = await peer.request(wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
+                                       timeout=60.0)
+        except (PeerClosed, TimeoutError):
+            return temporary_failure(ref, f"owner {placement.member} did not answer", "4.4.1")
+        if isinstance(reply, wire.Delivered):
+            return DeliveryResult(ref, True, 250, "2.0.0", "delivered", reply.uid or None)
+        if isinstance(reply, wire.Error):
+            code = int(reply.code) if reply.code.isdigit() else 451
+            return DeliveryResult(ref, False, code, "4.3.0" if code < 500 else "5.0.0", reply.text)
+        return temporary_failure(ref, "unexpected reply from owner")
+
+    async def _deliver_here(self, msg: wire.Deliver) -> wire.Message:
+        delivery = getattr(self.ctx, "delivery", None)
+        if delivery is None:
+            return wire.Error(msg.id, "451", "delivery unavailable")
+        domain, _, name = msg.account.partition("/")
+        ref = AccountRef(domain, name, True)
+        token = LOCAL_ONLY.set(True)
+        try:
+            results = await delivery.deliver([ref], msg.data, mailbox=msg.mailbox,
+                                              flags=frozenset(msg.flags))
+        finally:
+            LOCAL_ONLY.reset(token)
+        r = results[0]
+        if r.ok:
+            return wire.Delivered(msg.id, r.uid or 0)
+        return wire.Error(msg.id, str(r.code), r.text)
+
+    def make_relay_ticket(self, ref: AccountRef, client_host: str, client_port: int) -> str:
+        return self.tickets.make(ref, client_host, client_port)
+
+    def verify_relay_ticket(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:
+        return self.tickets.verify(ticket)
+
+    async def relay_session(self, conn: Any, placement: Relay, protocol: str,
+                            client_reply: bytes) -> bool:
+        """Relay an authenticated client session to the owner.  False when the
+        owner could not be reached or refused (nothing was sent to the client;
+        answer it with a temporary failure)."""
+        port = self.s.ports[protocol] + placement.port_offset
+        ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
+        return await relay(conn, placement.host, port, ticket, protocol, client_reply)
+
+    def changed(self, kind: str, key: str) -> None:
+        """A shared object changed here: tell every member (through the Controller)."""
+        msg = wire.Changed(kind, key, self.name)
+        if self.controller is not None:
+            for each in self._all_peers():
+                with contextlib.suppress(Exception):
+                    each.send(msg)
+            return
+        target: Peer | None = self.peers.get(self.controller_name)
+        if target is None:
+            for q in self._inbound:
+                if q.name == self.controller_name and not q.closed:
+                    target = q
+        if target is not None and not target.closed:
+            with contextlib.suppress(Exception):
+                target.send(msg)
+
+    def _apply_change(self, msg: wire.Changed) -> None:
+        directory = getattr(self.ctx, "directory", None)
+        inv = getattr(directory, "invalidate", None)
+        if inv is None:
+            return
+        domain = msg.key.split("/", 1)[0] if msg.kind in ("domain", "account") and msg.key else None
+        try:
+            inv(domain)
+        except Exception:
+            inv(None)
+
+    async def _admin_call(self, msg: wire.AdminCall) -> wire.Message:
+        kind, _, op = msg.operation.partition(":")
+        try:
+            if kind == "directory" and op in image.DIRECTORY_OPS:
+                if not self.is_controller():
+                    return wire.AdminResult(msg.id, False, None, "AccountUnavailable",
+                                            "not the controller")
+                args, kwargs = image.unpack_value(msg.args[0])
+                value = await self._run_directory_op(op, args, kwargs)
+            elif kind == "mailbox" and op in MAILBOX_OPS_SET:
+                key, args = msg.args[0], image.unpack_value(list(msg.args[1:]))
+                domain, _, name = str(key).partition("/")
+                async with self.locator.use(AccountRef(domain, name, True), relay_ok=False) as p:
+                    assert not isinstance(p, Relay)
+                    value = await getattr(p.store, op)(*args)
+            else:
+                return wire.AdminResult(msg.id, False, None, "BadRequest",
+                                        f"{msg.operation} is not a routed operation")
+        except Exception as exc:
+            code = image.error_code(exc)
+            if code == "AdminError":
+                code = f"AdminError:{getattr(exc, 'code', 'unavailable')}"
+            return wire.AdminResult(msg.id, False, None, code, str(exc))
+        return wire.AdminResult(msg.id, True, image.pack_value(value), "", "")
+
+    async def _run_directory_op(self, op: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        directory = self.ctx.directory
+        value = await asyncio.to_thread(getattr(directory, op), *args, **kwargs)
+        self.changed("directory", "")
+        return value
+
+    async def forward_directory_op(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Admin seam: run a shared-data mutation on the Controller."""
+        if op not in image.DIRECTORY_OPS:
+            raise ValueError(f"{op} is not a shared-data operation")
+        deadline = time.monotonic() + 2 * self.s.lease + 2.0
+        while True:
+            if self.is_controller():
+                return await self._run_directory_op(op, list(args), dict(kwargs))
+            peer = await self.peer_to(self.controller_name)
+            if peer is not None:
+                call = wire.AdminCall(peer.next_id(), f"directory:{op}", "",
+                                      (image.pack_value([list(args), dict(kwargs)]),))
+                reply = await peer.request(call, timeout=30.0)
+                if isinstance(reply, wire.AdminResult):
+                    if reply.ok:
+                        self._apply_change(wire.Changed("directory", "", self.name))
+                        return image.unpack_value(reply.value)
+                    if reply.code != "AccountUnavailable" or reply.text != "not the controller":
+                        raise image.rebuild_error(reply.code, reply.text)
+            if time.monotonic() > deadline:
+                raise AccountUnavailable("no controller reachable for a shared-data operation")
+            await asyncio.sleep(0.05)
+
+    async def forward_mailbox_op(self, placement: Relay, op: str, args: tuple[Any, ...]) -> Any:
+        """Admin seam: run a mailbox operation on the account's owner."""
+        if op not in MAILBOX_OPS_SET:
+            raise ValueError(f"{op} is not a routed mailbox operation")
+        self._learn(placement.member, (placement.host, placement.port_offset,
+                                       self.s.ports.get("cluster", 7070) + placement.port_offset))
+        peer = await self.peer_to(placement.member)
+        if peer is None:
+            raise AccountUnavailable(f"owner {placement.member} not reachable")
+        call = wire.AdminCall(peer.next_id(), f"mailbox:{op}", "",
+                              (account_key(placement.ref), *image.pack_value(list(args))))
+        reply = await peer.request(call, timeout=30.0)
+        if isinstance(reply, wire.AdminResult) and reply.ok:
+            return image.unpack_value(reply.value)
+        if isinstance(reply, wire.AdminResult):
+            raise image.rebuild_error(reply.code, reply.text)
+        raise AccountUnavailable("unexpected reply from the owner")
+
+    def current_controller(self) -> str:
+        return self.controller_name
+
+    async def members_status(self) -> list[dict[str, Any]]:
+        return list((await self.status())["members"])
+
+    async def status(self) -> dict[str, Any]:
+        """``{"controller", "backup", "members": [...]}`` as SPEC section 6 shows."""
+        if self.is_controller():
+            reply: wire.Message = self._status_reply(0)
+        else:
+            peer = await self.peer_to(self.controller_name)
+            if peer is None:
+                return {"controller": self.controller_name, "backup": self.backup_name,
+                        "controller_epoch": self.controller_epoch, "members": []}
+            reply = await peer.request(wire.StatusRequest(peer.next_id()))
+        return status_dict(reply)
+
+    async def set_ready(self, member: str, ready: bool) -> bool:
+        reply = await self._set_ready(wire.SetReady(0, member, ready))
+        return isinstance(reply, wire.Ok)
+
+    async def locate(self, ref: AccountRef) -> str:
+        key = account_key(ref)
+        if self.is_controller():
+            assert self.controller is not None
+            loc = self.controller.locate(key)
+            return loc[0] if loc else ""
+        reply = await self._forward(wire.Locate(0, key))
+        return reply.owner if isinstance(reply, wire.Location) else ""
+
+
+def status_dict(reply: wire.Message) -> dict[str, Any]:
+    if not isinstance(reply, wire.StatusReply):
+        return {"controller": "", "backup": "", "members": [], "error": getattr(reply, "text", "")}
+    members = []
+    for name, role, alive, ready, load, open_accounts, sessions, version, host in reply.members:
+        members.append({"name": name, "role": role, "alive": alive, "ready": ready, "load": load,
+                        "open_accounts": open_accounts, "sessions": sessions, "version": version,
+                        "host": host})
+    return {"controller": reply.controller, "backup": reply.backup,
+            "controller_epoch": reply.controller_epoch, "members": members}
