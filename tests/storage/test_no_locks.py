@@ -12,7 +12,7 @@ FORBIDDEN = re.compile(r"\b(flock|lockf|fcntl)\b")
 
 def test_storage_never_uses_os_locks() -> None:
     root = Path(dynamail.storage.__file__).parent
-    sources = sorted(root.glob("*.py")) + [root.parent / "mime.py"]
+    sources = [*sorted(root.glob("*.py")), root.parent / "mime.py"]
     assert len(sources) >= 8
     offenders = [f"{p.name}:{n}" for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if FORBIDDEN.search(line)]
     assert offenders == []

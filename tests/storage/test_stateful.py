@@ -41,6 +41,10 @@ class StorageMachine(RuleBasedStateMachine):
         self.run(self.store.create_mailbox("Other"))
         self.model: dict[str, dict[int, tuple[bytes, frozenset[str]]]] = {m: {} for m in MAILBOXES}
         self.top: dict[str, int] = dict.fromkeys(MAILBOXES, 0)
+        self.watch = self.run(self.store.select("INBOX"))  # a second session, refreshed now and then
+
+    def new_watch(self) -> None:
+        self.watch = self.run(self.store.select("INBOX"))
 
     def run(self, coro):  # type: ignore[no-untyped-def]
         return self.loop.run_until_complete(coro)
@@ -112,19 +116,33 @@ class StorageMachine(RuleBasedStateMachine):
             if do_move:
                 del self.model[src][s]
 
+    @rule()
+    def refresh_watch(self) -> None:
+        before = list(self.watch.uids())
+        changes = self.run(self.watch.refresh())
+        after = list(self.watch.uids())
+        assert after == sorted(self.model["INBOX"])
+        assert set(changes.expunged) <= set(before)
+        assert sorted(set(before) - set(changes.expunged)) == [u for u in after if u in set(before)]
+        assert changes.added == [u for u in after if u not in set(before)]
+        assert all(u > max(before, default=0) for u in changes.added)
+
     @rule(mbox=st.sampled_from(MAILBOXES))
     def compact(self, mbox: str) -> None:
         self.run(self.store.compact(mbox))
 
     @rule()
     def reopen(self) -> None:
+        self.watch.close()
         self.run(self.store.close())
         self.epoch += 1
         self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+        self.new_watch()
 
     @rule(mbox=st.sampled_from(MAILBOXES), junk=st.integers(1, 200), cut=st.floats(0, 1), cut_index=st.booleans())
     def crash(self, mbox: str, junk: int, cut: float, cut_index: bool) -> None:
         """Die after the last acknowledged change, in the middle of writing a record."""
+        self.watch.close()
         self.run(self.store.close(checkpoint=False))
         d = self.mailbox_dir(mbox)
         gen = generations(d)[-1]
@@ -137,6 +155,7 @@ class StorageMachine(RuleBasedStateMachine):
             index.write_bytes(data[: int(len(data) * cut)])
         self.epoch += 1
         self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+        self.new_watch()
 
     def mailbox_dir(self, mbox: str) -> Path:
         import json
@@ -156,6 +175,9 @@ class StorageMachine(RuleBasedStateMachine):
                 assert v.uidnext() > self.top[mbox]
                 status = await self.store.status(mbox)
                 assert status.messages == len(self.model[mbox])
+                assert status.unseen == sum(1 for _b, f in self.model[mbox].values() if "\\Seen" not in f)
+                assert status.deleted == sum(1 for _b, f in self.model[mbox].values() if "\\Deleted" in f)
+                assert status.size == sum(len(b) for b, _f in self.model[mbox].values())
                 v.close()
 
         self.run(check())

@@ -60,8 +60,6 @@ from dynamail.storage.commit import Op, apply_plans, encode_all, plan_batch, wri
 from dynamail.storage.compaction import write_generation
 from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
-    DELETED,
-    SEEN,
     MailboxState,
     create_generation,
 )
@@ -499,12 +497,10 @@ class FileAccountStore:
     async def status(self, name: str) -> MailboxStatus:
         canon, meta = self._lookup(name)
         st = await self._state(meta)
-        flags = st.cols["flags"]
-        unseen = sum(1 for f in flags if not f & SEEN)
-        deleted = sum(1 for f in flags if f & DELETED)
+        unseen, deleted = st.counts()
         return MailboxStatus(
             name=canon,
-            messages=len(flags),
+            messages=len(st.cols["uid"]),
             recent=0,
             unseen=unseen,
             uidnext=st.uidnext,

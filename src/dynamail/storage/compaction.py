@@ -68,6 +68,7 @@ def write_generation(st: MailboxState, cols: dict[str, Any], epoch: int, check_e
     shadow = MailboxState(d, st.uidvalidity, writable=True, fence=check_epoch)
     shadow.gen, shadow.cols = gen, dict(cols, off=offsets)
     shadow.keywords = st.keywords
+    shadow.total_size = st.total_size
     shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, epoch
     shadow.data_size, shadow.last_rec_off, shadow.last_crc = pos, last_off, last_crc
     blob = shadow.checkpoint_bytes()

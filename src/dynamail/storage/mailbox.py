@@ -148,6 +148,7 @@ class MailboxState:
         # reservations made by the committer (loop thread) ahead of the log
         self.res_uidnext = 1
         self.res_modseq = 0
+        self._counts: list[int] | None = None  # [unseen, deleted], once asked for
 
     # -- lookups (any thread; the columns change only on the loop thread) --
     @property
@@ -217,6 +218,13 @@ class MailboxState:
             bits |= 1 << (KEYWORD_BASE + k)
         return bits
 
+    def counts(self) -> tuple[int, int]:
+        """(unseen, deleted) messages; counted once, then kept up to date."""
+        if self._counts is None:
+            flags = self.cols["flags"]
+            self._counts = [sum(1 for f in flags if not f & SEEN), sum(1 for f in flags if f & DELETED)]
+        return self._counts[0], self._counts[1]
+
     def live_bytes(self) -> int:
         n = len(self.cols["uid"])
         return self.total_size + sum(self.cols["mlen"]) + n * (R.HEADER_SIZE + R.MESSAGE_FIXED.size)
@@ -232,6 +240,9 @@ class MailboxState:
         c["date"].append(date)
         c["tz"].append(tz)
         c["flags"].append(flags)
+        if self._counts is not None:
+            self._counts[0] += not flags & SEEN
+            self._counts[1] += bool(flags & DELETED)
         c["off"].append(off)
         c["blen"].append(blen)
         c["mlen"].append(mlen)
@@ -244,6 +255,10 @@ class MailboxState:
         self.highestmodseq = max(self.highestmodseq, modseq)
         if i < 0:
             return False
+        if self._counts is not None:
+            old = self.cols["flags"][i]
+            self._counts[0] += (not flags & SEEN) - (not old & SEEN)
+            self._counts[1] += bool(flags & DELETED) - bool(old & DELETED)
         self.cols["flags"][i] = flags
         self.cols["modseq"][i] = modseq
         return True
@@ -257,6 +272,9 @@ class MailboxState:
         gone = [c["uid"][p] for p in positions]
         for p in positions:
             self.total_size -= c["blen"][p]
+            if self._counts is not None:
+                self._counts[0] -= not c["flags"][p] & SEEN
+                self._counts[1] -= bool(c["flags"][p] & DELETED)
             if keep_ghosts:
                 self.ghosts[c["uid"][p]] = Ghost(self.info_at(p), c["off"][p], c["blen"][p], c["mlen"][p])
         if len(positions) <= 64:
@@ -345,6 +363,7 @@ class MailboxState:
         self.res_modseq = self.highestmodseq
 
     def _reset(self) -> None:
+        self._counts = None
         self.cols = {name: array(code) for name, code in COLUMNS}
         self.keywords, self.kwmap, self.kw_durable = [], {}, 0
         self.uidnext, self.highestmodseq, self.max_epoch, self.total_size = 1, 0, 0, 0
@@ -389,6 +408,7 @@ class MailboxState:
             self._reset()
             return 0
         self.cols = cols
+        self._counts = None
         self.keywords = list(keywords)
         self.kwmap = {n: i for i, n in enumerate(self.keywords)}
         self.kw_durable = len(self.keywords)
