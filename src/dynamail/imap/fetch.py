@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandNo
 from dynamail.imap.parser import FetchAtt
+from dynamail.imap.selected import flags_of, modseq_of
 from dynamail.storage.api import MessageInfo
 
 if TYPE_CHECKING:
@@ -142,14 +143,36 @@ class FetchWriter:
         if self.sel.read_only or not sets_seen(self.atts):
             return
         view = self.sel.view
-        need = [u for u in uids if "\\Seen" not in view.info(u).flags]
+        need = [u for u, fl in zip(uids, flags_of(view, uids), strict=True) if "\\Seen" not in fl]
         if need:
             res = await view.store(need, "add", SEEN)
             self.seen_set = set(res.modified)
             for u in res.modified:
-                self.sel.reported[u] = view.info(u).modseq
+                self.sel.reported[u] = modseq_of(view, u)
             if not any(a.name == "FLAGS" for a in self.atts):
                 self.atts.append(FetchAtt("FLAGS"))
+
+    @property
+    def flags_only(self) -> bool:
+        """Only FLAGS, UID and MODSEQ requested: answered from the index alone."""
+        return all(a.section is None and a.name in ("FLAGS", "UID", "MODSEQ") for a in self.atts)
+
+    def flags_batch(self, uids: Sequence[int]) -> None:
+        """Write the responses of a FLAGS/UID/MODSEQ-only FETCH for ``uids``."""
+        sel = self.sel
+        view = sel.view
+        write = self.out.write
+        names = [a.name for a in self.atts]
+        for u, fl in zip(uids, flags_of(view, uids), strict=True):
+            parts = []
+            for name in names:
+                if name == "FLAGS":
+                    parts.append(b"FLAGS " + response.flags(fl))
+                elif name == "UID":
+                    parts.append(b"UID %d" % u)
+                else:
+                    parts.append(b"MODSEQ (%d)" % modseq_of(view, u))
+            write(b"* %d FETCH (" % sel.seq_of(u) + b" ".join(parts) + b")\r\n")
 
     async def message(self, uid: int) -> None:
         sel = self.sel

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from dynamail.imap.parser import SearchKey
-from dynamail.imap.selected import Selected
+from dynamail.imap.selected import Selected, flags_of
 
 _FLAG_KEYS = {
     "ANSWERED": ("\\Answered", True), "DELETED": ("\\Deleted", True),
@@ -63,11 +63,11 @@ class Searcher:
             return []
         if name in _FLAG_KEYS:
             flag, want = _FLAG_KEYS[name]
-            return [u for u in universe if (flag in info(u).flags) == want]
+            return [u for u, fl in zip(universe, flags_of(self.view, universe), strict=True) if (flag in fl) == want]
         if name == "KEYWORD":
-            return [u for u in universe if k.value in info(u).flags]
+            return [u for u, fl in zip(universe, flags_of(self.view, universe), strict=True) if k.value in fl]
         if name == "UNKEYWORD":
-            return [u for u in universe if k.value not in info(u).flags]
+            return [u for u, fl in zip(universe, flags_of(self.view, universe), strict=True) if k.value not in fl]
         if name == "LARGER":
             return [u for u in universe if info(u).size > int(k.value)]  # type: ignore[call-overload]
         if name == "SMALLER":

@@ -17,11 +17,27 @@ reported again: ``reported`` remembers their modseq until the next sync.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from dynamail.imap import response
 from dynamail.imap.parser import SequenceSet
 from dynamail.storage.api import MailboxView
+
+
+def flags_of(view: MailboxView, uids: Sequence[int]) -> list[frozenset[str]]:
+    """Flags of many messages; uses the engine's batch accessor when it has
+    one (``FileMailboxView.flags_many`` avoids building a MessageInfo each)."""
+    many = getattr(view, "flags_many", None)
+    if many is not None:
+        return list(many(uids))
+    return [view.info(u).flags for u in uids]
+
+
+def modseq_of(view: MailboxView, uid: int) -> int:
+    one = getattr(view, "modseq", None)
+    if one is not None:
+        return int(one(uid))
+    return view.info(uid).modseq
 
 
 class Selected:
@@ -127,14 +143,15 @@ class Selected:
             if not seq:
                 continue
             try:
-                info = view.info(u)
+                modseq = modseq_of(view, u)
+                fl = flags_of(view, [u])[0]
             except KeyError:
                 continue
-            if self.reported.get(u) == info.modseq:
+            if self.reported.get(u) == modseq:
                 continue
-            items = [b"FLAGS " + response.flags(info.flags)]
+            items = [b"FLAGS " + response.flags(fl)]
             if qresync:
                 items.insert(0, b"UID %d" % u)
             if condstore:
-                items.append(b"MODSEQ (%d)" % info.modseq)
+                items.append(b"MODSEQ (%d)" % modseq)
             write(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")

@@ -21,7 +21,7 @@ from dynamail.imap.parser import (
     number,
     sequence_set,
 )
-from dynamail.imap.selected import Selected
+from dynamail.imap.selected import Selected, flags_of
 from dynamail.imap.state import State, Transition
 from dynamail.storage.api import (
     AppendRequest,
@@ -122,8 +122,7 @@ def _scan(s: Session, sel: Selected) -> tuple[int, str]:
         return hit
     keywords: set[str] = set()
     first_unseen = 0
-    for i, u in enumerate(sel.uids):
-        fl = view.info(u).flags
+    for i, fl in enumerate(flags_of(view, sel.uids)):
         if not first_unseen and "\\Seen" not in fl:
             first_unseen = i + 1
         for f in fl:

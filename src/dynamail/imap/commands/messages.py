@@ -24,7 +24,7 @@ from dynamail.imap.parser import (
     sort_criteria,
 )
 from dynamail.imap.search import Searcher, sort_uids
-from dynamail.imap.selected import Selected
+from dynamail.imap.selected import Selected, flags_of, modseq_of
 from dynamail.imap.state import Transition
 
 if TYPE_CHECKING:
@@ -199,6 +199,12 @@ async def fetch(s: Session, cmd: Command) -> str:
         sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8
     )
     await writer.mark_seen(uids)
+    if writer.flags_only:
+        for i in range(0, len(uids), 1000):
+            writer.flags_batch(uids[i : i + 1000])
+            if s.io.pending() >= 65536:
+                await s.io.flush()
+        return "FETCH completed"
     for i in range(0, len(uids), FETCH_BATCH):
         batch = uids[i : i + FETCH_BATCH]
         await writer.prefetch(batch)
@@ -268,18 +274,18 @@ async def store(s: Session, cmd: Command) -> str:
     for u in uids:
         if u in failed:
             continue
-        info = view.info(u)
+        modseq = modseq_of(view, u)
         if u in modified:
-            sel.reported[u] = info.modseq
+            sel.reported[u] = modseq
         if silent and not (condstore and u in modified):
             continue
         items: list[bytes] = []
         if uid_mode:
             items.append(b"UID %d" % u)
         if not silent:
-            items.append(b"FLAGS " + response.flags(info.flags))
+            items.append(b"FLAGS " + response.flags(flags_of(view, [u])[0]))
         if condstore:
-            items.append(b"MODSEQ (%d)" % info.modseq)
+            items.append(b"MODSEQ (%d)" % modseq)
         s.write(b"* %d FETCH (" % sel.seq_of(u) + b" ".join(items) + b")\r\n")
     if failed:
         nums = sorted(failed) if uid_mode else sorted(sel.seq_of(u) for u in failed)
