@@ -131,3 +131,52 @@ def test_return_full_message_and_status_codes(tmp_path: Path) -> None:
     assert enhanced_status(550, "5.1.1 no such user") == "5.1.1"
     assert enhanced_status(550, "no code") == "5.0.0"
     assert enhanced_status(550, "4.1.1 mismatch") == "5.0.0"
+
+
+def test_local_copies_wait_for_their_owner(tmp_path: Path) -> None:
+    """A copy for one of our accounts whose owner is unreachable waits in the
+    queue and is delivered locally once the account can be opened."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from argon2 import PasswordHasher
+
+    from dynamail.accounts import AccountRef
+    from dynamail.cluster.locator import AccountUnavailable, Placement, StandaloneLocator
+    from dynamail.delivery import Delivery
+    from dynamail.directory import Directory
+    from dynamail.storage import FileMailStore
+
+    d = Directory(tmp_path / "base", main_domain="main.example", password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    d.create_domain("example.org")
+    alice = d.create_account("example.org", "alice")
+
+    class Flaky(StandaloneLocator):
+        down = True
+
+        @contextlib.asynccontextmanager
+        async def use(self, ref: AccountRef, *, relay_ok: bool = True) -> AsyncIterator[Placement]:
+            if self.down:
+                raise AccountUnavailable("owner unreachable")
+            async with super().use(ref, relay_ok=relay_ok) as p:
+                yield p
+
+    locator = Flaky(FileMailStore(), d.account_mail_path)
+    delivery = Delivery(d, locator)
+    q = OutboundQueue(tmp_path / "Queue", hostname="mx.test", retry_seconds=1.0, delivery=lambda: delivery, resolve_local=d.resolve_recipient)
+
+    async def run() -> tuple[int, int, int]:
+        try:
+            q._load()
+            qid = await q.enqueue("s@outside.example", [], MSG, local=[alice.address])
+            await q.attempt(q.entries[qid])
+            deferred = q.entries[qid].pending()[0].code
+            locator.down = False
+            await q.attempt(q.entries[qid])
+            async with locator.use(alice) as p:
+                count = (await p.store.status("INBOX")).messages  # type: ignore[union-attr]
+            return deferred, len(q.entries), count
+        finally:
+            await locator.close()
+
+    assert asyncio.run(run()) == (451, 0, 1)

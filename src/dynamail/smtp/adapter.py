@@ -66,6 +66,10 @@ from dynamail.smtp.syntax import Address
 
 log = logging.getLogger("dynamail.smtp")
 
+#: Temporary delivery statuses meaning "the account's owner cannot be reached
+#: now" (dynamail.delivery): in a cluster such copies wait in the queue.
+OWNER_UNREACHABLE = frozenset({"4.4.1", "4.2.1"})
+
 BUSY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 SPOOL_DIR = "Spool"
 
@@ -97,11 +101,20 @@ def listeners(ctx: ServerContext) -> list[ListenerSpec]:
     ]
 
 
+def clean_spool(directory: Path) -> None:
+    """Remove partial messages left by a crash (none of them was acknowledged)."""
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+
+
 def start_queue(ctx: ServerContext) -> Any:
     """Create and start this server's outbound queue once (kept in ctx.extras)."""
     queue = ctx.extras.get("smtp_queue")
     if queue is not None:
         return queue
+    clean_spool(spool_dir(ctx))
     from dynamail.smtp.queue import OutboundQueue
 
     queue = OutboundQueue.for_context(ctx)
@@ -321,6 +334,16 @@ class SmtpSession:
                 return R.LOCAL_ERROR
             results = await ctx.delivery.deliver(self.local, path)
             temporary = [r for r in results if r.temporary]
+            queue = ctx.extras.get("smtp_queue")
+            if temporary and ctx.cluster is not None and queue is not None and all(
+                r.status in OWNER_UNREACHABLE for r in temporary
+            ):
+                # SPEC 2 (frontends): the owner is unreachable for now; the
+                # message waits in our durable queue instead of being refused
+                waiting = list(dict.fromkeys(r.ref.address for r in temporary))
+                await queue.enqueue(sender, [], path, params=self.mail_params, local=waiting)
+                log.info("%s %d local copies queued until their owner is reachable", self.session_id, len(waiting))
+                temporary = []
             if temporary:
                 t = temporary[0]
                 log.warning("%s local delivery to %s failed: %s", self.session_id, t.ref, t.text)

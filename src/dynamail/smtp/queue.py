@@ -61,6 +61,7 @@ class QueuedRecipient:
     state: str = "pending"  # "pending" | "sent" | "failed"
     code: int = 0
     text: str = ""
+    local: bool = False  # an account of ours whose owner was unreachable (cluster)
 
 
 @dataclass
@@ -225,9 +226,14 @@ class OutboundQueue:
         message: Path | bytes,
         *,
         params: dict[str, str | None] | None = None,
+        local: Sequence[str] = (),
     ) -> str:
-        """Queue ``message`` for ``recipients``; durable on return; the queue id."""
-        rcpts: list[QueuedRecipient] = []
+        """Queue ``message`` for ``recipients``; durable on return; the queue id.
+
+        ``local`` names accounts of this server or cluster whose delivery
+        failed temporarily (their owner unreachable); the queue retries them
+        through local delivery."""
+        rcpts: list[QueuedRecipient] = [QueuedRecipient(address, local=True) for address in local]
         for item in recipients:
             if isinstance(item, str):
                 rcpts.append(QueuedRecipient(item))
@@ -302,9 +308,13 @@ class OutboundQueue:
                 r.state, r.code = "failed", 500
                 r.text = f"4.4.7 delivery time expired; last error: {r.text or 'none'}"
             pending = []
+        local = [r for r in pending if r.local]
+        if local:
+            await self._attempt_local(local, msg_path)
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for r in pending:
-            by_domain.setdefault(r.address.rpartition("@")[2].lower(), []).append(r)
+            if not r.local:
+                by_domain.setdefault(r.address.rpartition("@")[2].lower(), []).append(r)
         results = await asyncio.gather(
             *(
                 outbound.send(
@@ -336,6 +346,32 @@ class OutboundQueue:
         self.entries.pop(env.id, None)
         self._gauge()
         log.info("queue entry %s done: %d sent, %d failed", env.id, sum(r.state == "sent" for r in env.recipients), len(failed))
+
+    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path) -> None:
+        loop = asyncio.get_running_loop()
+        delivery = self._delivery()
+        refs: list[Any] = []
+        for r in recipients:
+            target = await loop.run_in_executor(None, self._resolve_local, r.address)
+            if target is None or not target.accounts:
+                r.state, r.code, r.text = "failed", 550, "5.1.1 account no longer exists"
+                refs.append(None)
+            else:
+                refs.append(target.accounts[0])
+        todo = [(r, ref) for r, ref in zip(recipients, refs, strict=True) if ref is not None]
+        if not todo:
+            return
+        if delivery is None:
+            for r, _ in todo:
+                r.code, r.text = 451, "4.3.0 local delivery not available"
+            return
+        results = await delivery.deliver([ref for _, ref in todo], message)
+        for (r, _), res in zip(todo, results, strict=True):
+            r.code, r.text = res.code, f"{res.status} {res.text}"
+            if res.ok:
+                r.state = "sent"
+            elif res.permanent:
+                r.state = "failed"
 
     # -- delivery status notifications ----------------------------------------------
     async def bounce_now(
