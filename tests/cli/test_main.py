@@ -122,3 +122,16 @@ def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_serve_reports_an_unusable_base(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynamail", "serve", "--base", str(blocker / "base"),
+         "--listen", "127.0.2.6", "--port-offset", str(_free_offset("127.0.2.6"))],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "cannot read" in proc.stderr or "cannot set up the base directory" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -236,7 +236,10 @@ class Server:
     async def start(self) -> ServerContext:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
-        ctx = await loop.run_in_executor(None, build_context, cfg)
+        try:
+            ctx = await loop.run_in_executor(None, build_context, cfg)
+        except OSError as exc:
+            raise StartupError(f"cannot set up the base directory {cfg.base}: {exc}") from None
         self.ctx = ctx
         specs = collect_listeners(ctx)
         http_mod = _optional_module(HTTP_MODULE)
