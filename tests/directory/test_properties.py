@@ -3,6 +3,8 @@ any storable settings dictionary reads back exactly."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ from dynamail.directory import BadName, Directory, NoSuchDomain
 
 from .conftest import FAST_HASHER
 
-_DIR = Directory(Path(tempfile.mkdtemp()) / "base", main_domain="main.example", password_hasher=FAST_HASHER)
+_ROOT = Path(tempfile.mkdtemp())
+atexit.register(shutil.rmtree, _ROOT, True)
+_DIR = Directory(_ROOT / "base", main_domain="main.example", password_hasher=FAST_HASHER)
 _DIR.create_domain("d.example")
 
 hostile_text = st.one_of(
