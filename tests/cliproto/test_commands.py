@@ -369,3 +369,32 @@ def test_time_and_address_values_accepted_in_settings(play: Any) -> None:
         assert isinstance(datetime.datetime.now(), datetime.datetime)
 
     play(s)
+
+
+def test_cluster_member_commands_standalone(play: Any) -> None:
+    async def s(t: Any) -> None:
+        await _setup(t)
+        members = await t.data("LISTCLUSTERMEMBERS")
+        assert len(members) == 1 and members[0]["role"] == "standalone"
+        assert members[0]["ready"] == "YES"
+        await t.expect("SETMEMBERREADY somebody", r"502 ")  # not a cluster member
+        await t.expect("SETMEMBERNONREADY somebody", r"502 ")
+
+    play(s)
+
+
+def test_cluster_member_commands_need_rights(ctx: Any) -> None:
+    import asyncio
+
+    from .conftest import Transcript
+
+    async def main() -> None:
+        admin = Transcript(ctx)
+        await _setup(admin)
+        t = Transcript(ctx)
+        await t.login("alice@example.test", "alice-pw")
+        await t.expect("LISTCLUSTERMEMBERS", r"520 ")
+        await t.expect("SETMEMBERNONREADY somebody", r"520 ")
+        await t.expect("GETCURRENTCONTROLLER", r"520 ")
+
+    asyncio.run(main())

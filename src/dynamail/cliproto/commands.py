@@ -301,6 +301,19 @@ async def _get_version(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerCo
     return await a.version(who)
 
 
+async def _list_members(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    members = await a.cluster_members(who)
+    return [{str(k): ("" if v is None else v) for k, v in m.items()} for m in members]
+
+
+async def _member_ready(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_ready(who, x["member"], True)
+
+
+async def _member_nonready(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_ready(who, x["member"], False)
+
+
 async def _get_controller(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     return await a.get_current_controller(who)
 
@@ -382,6 +395,13 @@ def _build() -> dict[str, CommandSpec]:
         "rename_mailbox", True)
     add("GETVERSION", (), _get_version, "version", summary="server version")
     add("GETCURRENTCONTROLLER", (), _get_controller, "get_current_controller")
+    # dynamail extensions: cluster members and their Ready state (SPEC §2)
+    add("LISTCLUSTERMEMBERS", (), _list_members, "cluster_members",
+        summary="every member: name, role, ready, load, open accounts, version")
+    add("SETMEMBERREADY", (Arg("member"),), _member_ready, "set_ready", True,
+        "make a member Ready (Can Control Cluster)")
+    add("SETMEMBERNONREADY", (Arg("member"),), _member_nonready, "set_ready", True,
+        "make a member Non-Ready (Can Control Cluster)")
     return {s.name: s for s in specs}
 
 
