@@ -287,6 +287,7 @@ def test_domain_admin_rights(ctx: Any) -> None:
         await t.expect("UPDATEACCOUNTDEFAULTS example.test {MaxAccountSize=1M;}", r"200 OK")
         await t.expect("POSTDOMAINALERT example.test notice", r"200 OK")
         assert "new" in await t.data("LISTACCOUNTS example.test")
+        assert "new" in await t.data("LISTACCOUNTS")  # its own domain by default
         # but not beyond its domain, and not server settings
         await t.expect("CREATEACCOUNT x@other.test", r"520 ")
         await t.expect("GETACCOUNTSETTINGS z@other.test", r"520 ")

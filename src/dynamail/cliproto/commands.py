@@ -195,7 +195,7 @@ async def _delete_account(a: Any, who: AccountRef, x: dict[str, Any], ctx: Serve
 
 
 async def _list_accounts(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    names = await a.list_accounts(who, x.get("domain"))
+    names = await a.list_accounts(who, x.get("domain") or who.domain)
     return {n: "macnt" for n in names}
 
 
