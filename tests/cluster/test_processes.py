@@ -103,6 +103,22 @@ def test_shared_objects_everywhere_smtp_in_one_member_imap_from_another(cluster_
     assert out[0].startswith("200"), out
     eff = c.cli("b3", "GETACCOUNTEFFECTIVESETTINGS ann@shared.test")
     assert "Ann Shared" in eff[0]
+    # cluster-wide Default Account Settings set on one member apply on every member
+    out = c.cli("b3", 'UPDATECLUSTERACCOUNTDEFAULTS {MaxAccountSize="77M";}')
+    assert out[0].startswith("200"), out
+    for m in c.names():
+        eff = c.cli(m, "GETACCOUNTEFFECTIVESETTINGS ann@shared.test")
+        assert "77M" in eff[0], (m, eff)
+    # a mailbox operation on a member that does not own the account runs at the owner
+    other = next(n for n in c.names() if n != owner)
+    out = c.cli(other, "CREATEMAILBOX ann@shared.test Projects")
+    assert out[0].startswith("200"), out
+    conn = c.imap(owner, "ann@shared.test", PASSWORD)
+    try:
+        typ, boxes = conn.list()
+        assert typ == "OK" and any(b"Projects" in b for b in boxes)
+    finally:
+        conn.logout()
 
 
 class Load:
@@ -437,3 +453,58 @@ def test_pop3_session_relayed_to_the_owner(cluster_factory: Any) -> None:
     finally:
         p.quit()
     assert c.locate("ann@shared.test") == "b3"
+
+
+@needs_imap
+def test_two_backend_cluster_symmetric_cut_one_side_serves(cluster_factory: Any) -> None:
+    """Both backends keep the shared storage, the link between them is cut:
+    the Controller keeps the cluster, the other stops serving, no second
+    Controller is ever elected."""
+    from dynamail.cluster.election import ElectionStore
+
+    c = cluster_factory(2)
+    provision(c, "b1")
+    st = c.wait_controller()
+    ctl = st["controller"]
+    other = next(n for n in c.names() if n != ctl)
+    _place_on(c, other)
+    cut(c, ctl, True)  # every cluster connection of the Controller: a symmetric cut
+    c.wait(lambda: "lease lost" in c.logs(other), what=f"{other} to stop serving")
+    login_select(c, ctl)  # the account moved to the Controller
+    time.sleep(4 * LEASE)
+    store = ElectionStore(c.dir / "shared")
+    assert store.highest_epoch() == 1
+    assert "became controller" not in c.logs(other)
+    cut(c, ctl, False)
+    st = c.wait_controller()
+    assert st["controller"] == ctl and st["backup"] == other
+    from dynamail.storage import epochs_monotonic
+
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_sigstop_of_an_owner_past_its_lease(cluster_factory: Any) -> None:
+    c = cluster_factory(3)
+    provision(c, "b1")
+    st = c.wait_controller()
+    owner = next(n for n in c.names() if n not in (st["controller"], st["backup"]))
+    _place_on(c, owner)
+    c.kill(owner, "STOP")
+    try:
+        c.wait(lambda: not next(m for m in c.status()["members"] if m["name"] == owner)["alive"],
+               what="the paused owner to be declared dead")
+        via = st["controller"]
+        conn = c.imap(via, "ann@shared.test", PASSWORD)
+        conn.select("INBOX")
+        assert conn.append("INBOX", None, None, b"Subject: moved\r\n\r\nz\r\n")[0] == "OK"
+        conn.logout()
+        assert c.locate("ann@shared.test") != owner
+    finally:
+        c.kill(owner, "CONT")
+    c.wait(lambda: "lease lost" in c.logs(owner), what="the woken owner to close its accounts")
+    c.wait_controller()
+    assert "moved" in subjects(c, owner)
+    from dynamail.storage import epochs_monotonic
+
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))

@@ -206,8 +206,6 @@ class ClusterMember(ControllerDuty, Handoffs):
     def may_write(self) -> bool:
         """True while this member may touch shared account data."""
         now = time.monotonic()
-        if self.cut:
-            return False
         if self.controller is not None:
             return self.tenure is not None and self.tenure.valid(now)
         return now < self.lease_until
@@ -467,19 +465,19 @@ class ClusterMember(ControllerDuty, Handoffs):
                 log.exception("heartbeat failed")
 
     async def _beat(self) -> None:
-        if self.cut:
-            return
-        if self.role == "frontend" and not self.controller_name:
-            await self._find_controller()
         t0 = time.monotonic()
         c = self.controller
-        if c is not None:
+        if c is not None:  # this member is the Controller: renew locally
             if self.tenure is not None and self.tenure.valid(t0):
                 c.heartbeat(self.name, t0, ready=self.ready, sessions=self._sessions(),
                             open_accounts=len(self.locator.held()), lag_ms=self.lag_ms, cpu=self._cpu())
                 self.lease_until = t0 + self.s.lease - self.s.margin
                 self._tick()
             return
+        if self.cut:
+            return
+        if self.role == "frontend" and not self.controller_name:
+            await self._find_controller()
         if not self.controller_name:
             return
         peer = await self.peer_to(self.controller_name)
