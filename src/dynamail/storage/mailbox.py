@@ -66,6 +66,7 @@ for _name, _code in COLUMNS:
 BIG_ENDIAN = sys.byteorder == "big"
 
 SCAN_CHUNK = 4 << 20
+INFO_CACHE = 200_000  # MessageInfo objects kept per mailbox (about 200 bytes each)
 
 
 class FileLayoutError(StorageError):
@@ -111,8 +112,13 @@ def flag_names(bits: int, keywords: list[str]) -> frozenset[str]:
     return frozenset(out)
 
 
+_ZONES: dict[int, datetime.timezone] = {}
+
+
 def to_datetime(seconds: int, tz_minutes: int) -> datetime.datetime:
-    tz = datetime.timezone(datetime.timedelta(minutes=tz_minutes))
+    tz = _ZONES.get(tz_minutes)
+    if tz is None:
+        tz = _ZONES[tz_minutes] = datetime.timezone(datetime.timedelta(minutes=tz_minutes))
     return datetime.datetime.fromtimestamp(seconds, tz)
 
 
@@ -149,6 +155,7 @@ class MailboxState:
         self.res_uidnext = 1
         self.res_modseq = 0
         self._counts: list[int] | None = None  # [unseen, deleted], once asked for
+        self._infos: dict[int, MessageInfo] = {}
 
     # -- lookups (any thread; the columns change only on the loop thread) --
     @property
@@ -172,13 +179,24 @@ class MailboxState:
 
     def info_at(self, i: int) -> MessageInfo:
         c = self.cols
-        return MessageInfo(
-            uid=c["uid"][i],
+        uid = c["uid"][i]
+        modseq = c["modseq"][i]
+        got = self._infos.get(uid)
+        # every flag change raises the MODSEQ, so an entry with the current
+        # MODSEQ is current
+        if got is not None and got.modseq == modseq:
+            return got
+        got = MessageInfo(
+            uid=uid,
             size=c["blen"][i],
             internal_date=to_datetime(c["date"][i], c["tz"][i]),
             flags=self.flags_of_bits(c["flags"][i]),
-            modseq=c["modseq"][i],
+            modseq=modseq,
         )
+        if len(self._infos) >= INFO_CACHE:
+            self._infos.clear()
+        self._infos[uid] = got
+        return got
 
     def location(self, uid: int) -> tuple[int, int, int] | None:
         """(body offset, body length, parse-result length) of a live or ghost message."""

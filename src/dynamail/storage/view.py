@@ -40,6 +40,23 @@ if TYPE_CHECKING:
 PARSE_CACHE = 256  # parse results kept per view
 
 
+def read_parsed(fd: int, off: int, blen: int, mlen: int) -> mime.Parsed:
+    """The stored parse result of a message (reader thread); a damaged one is
+    recomputed from the message."""
+    raw = os.pread(fd, mlen, off + blen) if mlen else b""
+    try:
+        return mime.Parsed.from_list(msgpack.unpackb(raw, raw=False))
+    except Exception:
+        return mime.parse(os.pread(fd, blen, off))
+
+
+def read_section(fd: int, off: int, blen: int, mlen: int, section: list[int], what: str) -> tuple[mime.Parsed, bytes]:
+    parsed = read_parsed(fd, off, blen, mlen)
+    rng = mime.section_range(parsed.tree, section, what)
+    data = b"" if rng is None else os.pread(fd, rng[1] - rng[0], off + rng[0])
+    return parsed, data
+
+
 class FileMailboxView:
     """``MailboxView`` on a ``FileAccountStore``."""
 
@@ -226,29 +243,44 @@ class FileMailboxView:
             self._file_gen = st.gen
         return self._file, off, blen
 
-    async def parsed(self, uid: int) -> mime.Parsed:
-        """The parse result stored with the message."""
+    def _remember(self, uid: int, parsed: mime.Parsed) -> None:
+        self._parsed[uid] = parsed
+        if len(self._parsed) > PARSE_CACHE:
+            self._parsed.popitem(last=False)
+
+    def _cached(self, uid: int) -> mime.Parsed | None:
         got = self._parsed.get(uid)
         if got is not None:
             self._parsed.move_to_end(uid)
-            return got
-        fd, off, blen, mlen = self._location(uid)
-        raw = await self._pread(fd, mlen, off + blen)
-        try:
-            got = mime.Parsed.from_list(msgpack.unpackb(raw, raw=False))
-        except Exception as exc:  # damaged cache entry: parse the message again
-            body = await self._pread(fd, blen, off)
-            got = mime.parse(body)
-            if not raw:
-                raise StorageError("message parse result missing") from exc
-        self._parsed[uid] = got
-        if len(self._parsed) > PARSE_CACHE:
-            self._parsed.popitem(last=False)
         return got
 
+    async def parsed(self, uid: int) -> mime.Parsed:
+        """The parse result stored with the message."""
+        got = self._cached(uid)
+        if got is None:
+            fd, off, blen, mlen = self._location(uid)
+            loop = asyncio.get_running_loop()
+            got = await loop.run_in_executor(self._account.read_pool(), read_parsed, fd, off, blen, mlen)
+            self._remember(uid, got)
+        return got
+
+    async def _section(self, uid: int, section: Sequence[int], what: str) -> bytes:
+        """A section's bytes with one trip to a reader thread (parse result
+        and bytes read there together when the parse result is not cached)."""
+        fd, off, blen, mlen = self._location(uid)
+        cached = self._cached(uid)
+        if cached is not None:
+            rng = mime.section_range(cached.tree, list(section), what)
+            return b"" if rng is None else await self._pread(fd, rng[1] - rng[0], off + rng[0])
+        loop = asyncio.get_running_loop()
+        parsed, data = await loop.run_in_executor(
+            self._account.read_pool(), read_section, fd, off, blen, mlen, list(section), what
+        )
+        self._remember(uid, parsed)
+        return data
+
     async def header(self, uid: int) -> bytes:
-        p = await self.parsed(uid)
-        return await self.read_range(uid, 0, p.header_end)
+        return await self._section(uid, [], "HEADER")
 
     async def envelope(self, uid: int) -> object:
         return (await self.parsed(uid)).envelope
@@ -258,11 +290,7 @@ class FileMailboxView:
         return p.bodystructure if extensible else p.body
 
     async def part(self, uid: int, section: Sequence[int], what: str = "") -> bytes:
-        p = await self.parsed(uid)
-        rng = mime.section_range(p.tree, list(section), what)
-        if rng is None:
-            return b""
-        return await self.read_range(uid, rng[0], rng[1] - rng[0])
+        return await self._section(uid, section, what)
 
     async def search_text(self, uids: Iterable[int], where: str, text: str) -> list[int]:
         out = []
