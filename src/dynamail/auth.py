@@ -101,7 +101,7 @@ class Throttle:
         extra = rec.count - self.max_failures
         if extra < 0:
             return 0.0
-        return min(self.max_delay, self.base_delay * (2 ** min(extra, 30)))
+        return float(min(self.max_delay, self.base_delay * 2.0 ** min(extra, 30)))
 
     def blocked_for(self, key: str) -> float:
         """Seconds ``key`` remains refused (0 when it may try)."""
