@@ -71,8 +71,6 @@ class ClusterConfig:
     heartbeat_interval: float = 0.5  # seconds between member heartbeats
     lease_seconds: float = 2.0  # account-grant and Controller lease length
     lease_margin: float = 0.5  # safety margin subtracted by lease holders
-    connect_timeout: float = 1.0  # seconds for one member-to-member connect
-    load_report_interval: float = 1.0  # seconds between load reports
 
 
 @dataclass
