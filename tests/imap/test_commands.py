@@ -410,3 +410,19 @@ def test_large_messages_literals_and_utf8_append(imap) -> None:
         lines = await c.ok("FETCH 2 BODY.PEEK[HEADER]")
         assert "Subject: Grüße" in "\r\n".join(lines)
     imap(go)
+
+
+def test_logindisabled_by_default_for_remote_clients(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.connect(peer="192.0.2.10")
+        caps = (await c.ok("CAPABILITY"))[0]
+        assert "LOGINDISABLED" in caps and "AUTH=PLAIN" not in caps
+        assert tagged(await c.cmd(f"LOGIN alice {PASSWORD}")) == "NO [PRIVACYREQUIRED] Use STARTTLS first"
+        ir = base64.b64encode(b"\x00alice\x00" + PASSWORD.encode()).decode()
+        assert tagged(await c.cmd(f"AUTHENTICATE PLAIN {ir}")).startswith("NO [PRIVACYREQUIRED]")
+        await c.ok("STARTTLS")
+        assert "AUTH=PLAIN" in (await c.ok("CAPABILITY"))[0]
+        await c.ok(f"LOGIN alice {PASSWORD}")
+        d = await h.connect(peer="::1")
+        assert "LOGINDISABLED" not in (await d.ok("CAPABILITY"))[0]
+    imap(go)

@@ -228,6 +228,9 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
             io.write(b"* BYE " + exc.text.encode() + b"\r\n")
     except IdleTimeout:
         io.write(b"* BYE Autologout; idle for too long\r\n")
+    except asyncio.CancelledError:  # server shutdown after the grace period
+        io.write(b"* BYE Server shutting down\r\n")
+        raise
     except (ConnectionError, OSError):
         pass
     finally:

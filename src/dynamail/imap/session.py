@@ -22,6 +22,7 @@ is held (``exit_stack``) from login until :meth:`Session.close`.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -98,7 +99,9 @@ class Io(Protocol):
 class ImapSettings:
     """IMAP options read from the server configuration (``[imap]`` when present)."""
 
-    login_disabled_without_tls: bool = False  # LOGINDISABLED until STARTTLS (RFC 9051 6.2.3)
+    # LOGINDISABLED until TLS (RFC 9051 6.2.3): True always, False never,
+    # None (the default) for every client except those on a loopback address.
+    login_disabled_without_tls: bool | None = None
     append_limit: int = limits.APPEND_LIMIT
 
     @classmethod
@@ -114,10 +117,18 @@ class ImapSettings:
         section = getattr(config, "imap", None)
         if section is None:
             return cls()
+        flag = getattr(section, "login_disabled_without_tls", None)
         return cls(
-            login_disabled_without_tls=bool(getattr(section, "login_disabled_without_tls", False)),
+            login_disabled_without_tls=None if flag is None else bool(flag),
             append_limit=int(getattr(section, "append_limit", limits.APPEND_LIMIT)),
         )
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return host in ("", "localhost")
 
 
 class Session:
@@ -155,7 +166,12 @@ class Session:
         return "QRESYNC" in self.enabled
 
     def login_disabled(self) -> bool:
-        return self.settings.login_disabled_without_tls and not self.io.is_tls
+        if self.io.is_tls:
+            return False
+        flag = self.settings.login_disabled_without_tls
+        if flag is None:
+            return not _is_loopback(self.io.peer_host)
+        return flag
 
     def capabilities(self) -> list[str]:
         caps = ["IMAP4rev1", "IMAP4rev2"]
@@ -170,7 +186,8 @@ class Session:
             return caps
         caps += [
             "LITERAL+", "SASL-IR", "ENABLE", "ID", "IDLE", "NAMESPACE", "UNSELECT", "UIDPLUS",
-            "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "ESEARCH",
+            "MOVE", "CHILDREN", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE",
+            "CREATE-SPECIAL-USE", "ESEARCH",
             "SEARCHRES", "SORT", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
             "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
             "UTF8=ACCEPT", "BINARY", "STATUS=SIZE",
@@ -217,6 +234,7 @@ class Session:
             login, password, protocol="imap", remote=self.io.peer_host
         )
         if not res.ok or res.ref is None:
+            log.info("imap login refused for %r from %s: %s", login[:100], self.io.peer_host, res.reason)
             self.auth_failures += 1
             if self.auth_failures >= limits.MAX_AUTH_FAILURES:
                 self.write(response.tagged(tag, "NO", "Authentication failed", "AUTHENTICATIONFAILED"))
@@ -243,6 +261,7 @@ class Session:
                 raise CommandNo("Account temporarily unavailable", "UNAVAILABLE")
             raise SessionEnd("")
         self.exit_stack.push_async_exit(hold)
+        log.info("imap login %s from %s", ref, self.io.peer_host)
         self.store = placement.store
         self.ref = ref
         self.transition(Transition.LOGGED_IN)
