@@ -134,3 +134,21 @@ def test_main_domain_is_validated(tmp_path: Path) -> None:
         config_mod.load(tmp_path, overrides={"main_domain": "../etc"})
     cfg = config_mod.load(tmp_path, overrides={"main_domain": "Mail.Example.COM."})
     assert cfg.main_domain == "mail.example.com"
+
+
+def test_shared_base_gets_a_symlink_in_the_base(tmp_path: Path) -> None:
+    from argon2 import PasswordHasher
+
+    from dynamail.server.app import build_context
+
+    shared = tmp_path / "shared"
+    cfg = config_mod.load(
+        tmp_path / "base",
+        overrides={"shared_base": shared, "main_domain": "m.test", "postmaster_password": "pw"},
+    )
+    ctx = build_context(cfg, password_hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+    link = tmp_path / "base" / "SharedDomains"
+    assert link.is_symlink() and link.resolve() == shared.resolve()
+    assert ctx.directory.shared_base == shared
+    ctx.directory.create_domain("s.test", shared=True)
+    assert (shared / "s.test").is_dir() and (link / "s.test").is_dir()

@@ -115,6 +115,19 @@ def _tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
         raise StartupError(f"cannot load TLS certificate {cert}: {exc}") from None
 
 
+def _link_shared_base(cfg: ServerConfig) -> None:
+    """With ``--SharedBase DIR``, make ``BASE/SharedDomains`` a symlink to DIR
+    (when it does not exist yet) so the base directory shows where its
+    shared domains live.  The server itself always uses DIR directly."""
+    link = cfg.base / "SharedDomains"
+    if not cfg.cluster.shared_base or link.exists() or link.is_symlink():
+        return
+    try:
+        link.symlink_to(cfg.shared_base, target_is_directory=True)
+    except OSError as exc:
+        log.warning("cannot link %s to %s: %s", link, cfg.shared_base, exc)
+
+
 def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerContext:
     """Create (on first start) and open everything the adapters need.
 
@@ -126,10 +139,8 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
     make_dirs(cfg.base)
     first = config_mod.first_start_settings(cfg)
     shared = cfg.shared_base
-    if cfg.cluster.shared_base:
-        make_dirs(shared)
-    elif not shared.exists():
-        make_dirs(shared)
+    make_dirs(shared)
+    _link_shared_base(cfg)
     directory = Directory(
         cfg.base, main_domain=cfg.main_domain, shared_base=shared, password_hasher=password_hasher
     )
