@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
@@ -160,26 +162,40 @@ def main() -> None:
     srv = LiveServer(base, args.host)
     srv.start()
     try:
-        rate = fsync_rate(parent)
-        print(f"disk fsync rate (4 KiB write + fsync): {rate:.0f}/s  [{parent}]")
+        rate_before = fsync_rate(parent)
         port = srv.port("smtp")
-        results: list[tuple[str, int, float]] = []
+        results: list[tuple[str, int, float, float]] = []
+        assert srv.proc is not None
+        proc = psutil.Process(srv.proc.pid)
+
+        def cpu() -> float:
+            t = proc.cpu_times()
+            return float(t.user + t.system)
+
+        c0 = cpu()
         ss = smtp_source(args.host, port, args.messages, args.concurrency, args.size, "bench0@example.org")
         if ss is not None:
-            results.append(("smtp-source, 1 account", *ss))
+            results.append(("smtp-source, 1 account", *ss, cpu() - c0))
         elif shutil.which("smtp-source") is None and not os.path.exists("/usr/sbin/smtp-source"):
             print("smtp-source not installed; own generator only")
+        c0 = cpu()
         got = asyncio.run(own_generator(args.host, port, args.messages, args.concurrency, args.size, list(accounts)))
-        results.append((f"own generator, {args.accounts} accounts", *got))
+        results.append((f"own generator, {args.accounts} accounts", *got, cpu() - c0))
+        rate_after = fsync_rate(parent)
+        rate = (rate_before + rate_after) / 2
+        print(
+            f"disk fsync rate (4 KiB write + fsync): {rate:.0f}/s "
+            f"(before {rate_before:.0f}/s, after {rate_after:.0f}/s)  [{parent}]"
+        )
         stored = stored_messages(srv, list(accounts))
-        expected = sum(n for _, n, _ in results)
+        expected = sum(r[1] for r in results)
         print(f"messages found in the accounts afterwards: {stored} (acknowledged: {expected})")
-        for name, n, elapsed in results:
+        for name, n, elapsed, cpu_s in results:
             mps = n / elapsed
             print(
                 f"{name}: {n} messages x {args.size} B, {args.concurrency} connections: "
                 f"{elapsed:.2f} s, {mps:.0f} messages/s durably delivered, "
-                f"{mps / rate:.2f} x the fsync rate"
+                f"{mps / rate:.2f} x the fsync rate, server CPU {cpu_s / max(n, 1) * 1e6:.0f} µs/message"
             )
     finally:
         srv.stop()

@@ -233,6 +233,7 @@ def test_large_message_streams_through(server: LiveServer) -> None:
     sizes = [int(x.split()[1]) for x in p.list()[1]]
     assert max(sizes) > 20 * 1024 * 1024
     p.quit()
+    assert list((server.base / "Spool").iterdir()) == []  # the spool file is gone
 
 
 def test_visible_over_imap(server: LiveServer) -> None:

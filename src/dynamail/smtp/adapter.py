@@ -6,9 +6,10 @@ recipients through the directory, credentials through the authenticator,
 message storage through :class:`~dynamail.delivery.Delivery` and the
 outbound queue.
 
-A message's content goes to a spool file under ``<base>/Spool/`` as it
-arrives (so a 50 MB message is never held in memory), preceded by our
-``Received`` header.  Once the content is complete, local copies are
+A message's content is collected as it arrives, preceded by our
+``Received`` header: in memory up to ``SPOOL_IN_MEMORY``, beyond that in a
+spool file under ``<base>/Spool/`` (so a 50 MB message is never held in
+memory).  Once the content is complete, local copies are
 delivered and remote recipients are queued; the reply is 250 only after
 every local copy and the queue entry are durable, 451 if any of them is not
 (RFC 5321 4.2.5: the client keeps the message and retries).
@@ -69,6 +70,10 @@ log = logging.getLogger("dynamail.smtp")
 #: Temporary delivery statuses meaning "the account's owner cannot be reached
 #: now" (dynamail.delivery): in a cluster such copies wait in the queue.
 OWNER_UNREACHABLE = frozenset({"4.4.1", "4.2.1"})
+
+#: Messages up to this size are received into memory, larger ones into a
+#: spool file (a 50 MB message must never be held in memory).
+SPOOL_IN_MEMORY = 1024 * 1024
 
 BUSY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 SPOOL_DIR = "Spool"
@@ -145,30 +150,50 @@ async def session(ctx: ServerContext, mode: Mode, conn: Connection) -> None:
 
 
 class _Spool:
-    """The message being received: one file under Spool/."""
+    """The message being received: in memory while small, else a file under Spool/.
+
+    Up to ``SPOOL_IN_MEMORY`` bytes stay in one buffer (most mail; no file
+    system work per message); beyond that the content moves to a file and
+    every further chunk is appended there, so a large message is held on
+    disk, never in memory.
+    """
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
-        self.fh: IO[bytes] | None = open(self.path, "wb")
+        self.directory = directory
+        self.buffer = bytearray()
+        self.path: Path | None = None
+        self.fh: IO[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        assert self.fh is not None
-        self.fh.write(data)
+        if self.fh is not None:
+            self.fh.write(data)
+            return
+        self.buffer += data
+        if len(self.buffer) > SPOOL_IN_MEMORY:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
+            self.fh = open(self.path, "wb")
+            self.fh.write(self.buffer)
+            self.buffer = bytearray()
 
-    def finish(self) -> Path:
+    def finish(self) -> Path | bytes:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
-        return self.path
+        if self.path is not None:
+            return self.path
+        return bytes(self.buffer)
 
     def discard(self) -> None:
+        self.buffer = bytearray()
         if self.fh is not None:
             with contextlib.suppress(OSError):
                 self.fh.close()
             self.fh = None
-        with contextlib.suppress(OSError):
-            self.path.unlink()
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
 
 
 class SmtpSession:
@@ -313,9 +338,9 @@ class SmtpSession:
 
     async def _on_complete(self, ev: MessageComplete) -> bool:
         assert self.spool is not None
-        path = self.spool.finish()
+        content = self.spool.finish()
         try:
-            reply = await self._store(path)
+            reply = await self._store(content)
         except Exception:
             log.exception("%s storing a message failed", self.session_id)
             reply = R.LOCAL_ERROR
@@ -325,7 +350,7 @@ class SmtpSession:
         self.core.finish_message(reply)
         return True
 
-    async def _store(self, path: Path) -> Reply:
+    async def _store(self, path: Path | bytes) -> Reply:
         ctx = self.ctx
         sender = "" if self.sender is None else str(self.sender)
         failed: list[tuple[str, Any]] = []

@@ -378,7 +378,7 @@ class OutboundQueue:
         self,
         sender: str,
         failures: list[tuple[str, int, str, str]],
-        message: Path,
+        message: Path | bytes,
         *,
         params: dict[str, str | None] | None = None,
     ) -> None:
@@ -388,7 +388,7 @@ class OutboundQueue:
         ], time.time(), 0.0, 1, dict(params or {}))
         await self._bounce(env, env.recipients, message)
 
-    async def _bounce(self, env: Envelope, failed: list[QueuedRecipient], message: Path) -> None:
+    async def _bounce(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> None:
         loop = asyncio.get_running_loop()
         dsn = await loop.run_in_executor(None, self.build_dsn, env, failed, message)
         target = await loop.run_in_executor(None, self._resolve_local, env.sender)
@@ -403,7 +403,7 @@ class OutboundQueue:
             return
         await self.enqueue("", [env.sender], dsn)
 
-    def build_dsn(self, env: Envelope, failed: list[QueuedRecipient], message: Path) -> bytes:
+    def build_dsn(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> bytes:
         """An RFC 3464 multipart/report for ``failed`` recipients."""
         boundary = f"=_dynamail_{secrets.token_hex(12)}"
         now = email.utils.formatdate(localtime=False)
@@ -457,16 +457,22 @@ class OutboundQueue:
         return head + header + f"\r\n--{boundary}--\r\n".encode()
 
     @staticmethod
-    def _original(message: Path, ret: str | None) -> tuple[bytes, bytes | None]:
-        try:
-            size = message.stat().st_size
-            with open(message, "rb") as fh:
-                if (ret or "").upper() == "FULL" and size <= MAX_FULL_RETURN:
-                    full = fh.read()
-                    return b"", full.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-                data = fh.read(MAX_HEADER_IN_DSN)
-        except OSError:
-            return b"", None
+    def _original(message: Path | bytes, ret: str | None) -> tuple[bytes, bytes | None]:
+        full_wanted = (ret or "").upper() == "FULL"
+        if isinstance(message, bytes):
+            if full_wanted and len(message) <= MAX_FULL_RETURN:
+                return b"", message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            data = message[:MAX_HEADER_IN_DSN]
+        else:
+            try:
+                size = message.stat().st_size
+                with open(message, "rb") as fh:
+                    if full_wanted and size <= MAX_FULL_RETURN:
+                        full = fh.read()
+                        return b"", full.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+                    data = fh.read(MAX_HEADER_IN_DSN)
+            except OSError:
+                return b"", None
         data = data.replace(b"\r\n", b"\n")
         end = data.find(b"\n\n")
         header = data if end < 0 else data[: end + 1]
