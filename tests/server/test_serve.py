@@ -23,7 +23,7 @@ from dynamail.cliproto.limits import MAX_LINE
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
 
-START_TIMEOUT = 30.0
+START_TIMEOUT = 60.0
 
 
 class CliClient:
