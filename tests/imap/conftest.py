@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from tests.imap.memory import Client, MemoryConnection
 
 from dynamail.auth import Authenticator
@@ -24,7 +25,8 @@ PASSWORD = "secret-pw"
 
 
 def make_context(base: Path, *, users: tuple[str, ...] = ("alice", "bob")) -> ServerContext:
-    directory = Directory(base, main_domain=DOMAIN)
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)  # fast tests
+    directory = Directory(base, main_domain=DOMAIN, password_hasher=cheap)
     for u in users:
         directory.create_account(DOMAIN, u, password=PASSWORD)
     metrics = Metrics()

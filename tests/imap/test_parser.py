@@ -151,7 +151,7 @@ def write_token(t: object) -> bytes:
 
 
 @given(st.lists(tokens, max_size=6))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 def test_tokenize_round_trip(toks: list[object]) -> None:
     raw = b"tag CMD" + b"".join(b" " + write_token(t) for t in toks)
     assert tokenize(raw) == ["tag", "CMD", *toks]
