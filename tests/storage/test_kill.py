@@ -13,13 +13,14 @@ import os
 import random
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from dynamail.storage import AppendRequest, FileMailStore
+from dynamail.storage import AppendRequest, FileMailStore, NoSuchMailbox
 
-ITERATIONS = 150
+ITERATIONS = 200
 
 
 def child(path: Path, epoch: int, wfd: int, seed: int) -> None:
@@ -57,6 +58,7 @@ def child(path: Path, epoch: int, wfd: int, seed: int) -> None:
 def run_iterations(path: Path, iterations: int, seed: int = 1) -> int:
     rnd = random.Random(seed)
     acked: dict[str, set[bytes]] = {"INBOX": set(), "Other": set()}
+    known: dict[str, dict[int, bytes]] = {"INBOX": {}, "Other": {}}  # uid -> tag, verified
     epoch = 0
     for _ in range(iterations):
         epoch += 1
@@ -72,7 +74,7 @@ def run_iterations(path: Path, iterations: int, seed: int = 1) -> int:
             if not chunk:
                 break
             buf += chunk
-        asyncio.run(asyncio.sleep(rnd.random() * 0.02))
+        time.sleep(rnd.random() * 0.02)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         while True:
@@ -86,36 +88,39 @@ def run_iterations(path: Path, iterations: int, seed: int = 1) -> int:
             if len(parts) == 2:
                 acked[parts[0].decode()].add(parts[1])
         epoch += 1
-        found = asyncio.run(_contents(path, epoch))
+        asyncio.run(_verify(path, epoch, known))
         for mbox, tags in acked.items():
-            missing = tags - found[mbox]
+            missing = tags - set(known[mbox].values())
             assert not missing, f"acknowledged but lost in {mbox}: {sorted(missing)[:5]}"
     return sum(len(t) for t in acked.values())
 
 
-async def _contents(path: Path, epoch: int) -> dict[str, set[bytes]]:
+async def _verify(path: Path, epoch: int, known: dict[str, dict[int, bytes]]) -> None:
+    """Messages verified before must still be there (same UID, same tag);
+    read the tags of the new ones."""
     store = await FileMailStore().open_account(path, epoch)
-    out: dict[str, set[bytes]] = {}
     try:
-        for mbox in ("INBOX", "Other"):
+        for mbox, seen in known.items():
             try:
                 v = await store.select(mbox)
-            except Exception:
-                out[mbox] = set()
+            except NoSuchMailbox:
+                assert not seen
                 continue
-            tags = set()
-            for uid in v.uids():
+            uids = set(v.uids())
+            assert set(seen) <= uids, f"{mbox}: messages vanished"
+            for uid in sorted(uids - set(seen)):
                 head = await v.read_range(uid, 0, 64)
-                tags.add(head.split(b"\r\n")[0][len(b"Subject: ") :])
+                seen[uid] = head.split(b"\r\n")[0][len(b"Subject: ") :]
+            for uid in list(seen)[-3:]:  # spot-check that old ones still read back
+                head = await v.read_range(uid, 0, 64)
+                assert head.split(b"\r\n")[0][len(b"Subject: ") :] == seen[uid]
             v.close()
-            out[mbox] = tags
     finally:
         await store.close(checkpoint=False)
-    return out
 
 
 @pytest.mark.skipif(sys.platform == "win32" or not hasattr(os, "fork"), reason="needs fork")
 @pytest.mark.xdist_group("storage")
 def test_sigkill_loses_no_acknowledged_message(tmp_path: Path) -> None:
     total = run_iterations(tmp_path / "acct", ITERATIONS)
-    assert total > ITERATIONS  # the children did get work acknowledged
+    assert total >= ITERATIONS // 10  # the children did get work acknowledged
