@@ -208,9 +208,11 @@ class Delivery:
         if getter is None:
             return None
         try:
-            settings = getter(ref)
-            if inspect.isawaitable(settings):
-                settings = await settings
+            if inspect.iscoroutinefunction(getter):
+                settings = await getter(ref)
+            else:
+                # the directory reads files: keep that off the event loop
+                settings = await asyncio.get_running_loop().run_in_executor(None, getter, ref)
         except Exception:
             return None
         if not isinstance(settings, dict):
