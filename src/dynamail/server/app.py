@@ -96,7 +96,7 @@ def check_privileged_ports(cfg: ServerConfig, names: list[str] | None = None) ->
 
 def _first_start_password(cfg: ServerConfig, directory: Any) -> str | None:
     """Create postmaster when missing; write a generated password to the file."""
-    password = directory.ensure_postmaster(cfg.postmaster_password)
+    password: str | None = directory.ensure_postmaster(cfg.postmaster_password)
     if password is not None and cfg.postmaster_password is None:
         path = cfg.base / PASSWORD_FILE
         atomic_write(path, (password + "\n").encode("utf-8"), mode=0o600)
