@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import signal
 from pathlib import Path
 
 import pytest
@@ -302,3 +303,35 @@ def test_keyword_limit(account_dir: Path) -> None:
 async def _flags_of(store: FileAccountStore, uid: int) -> frozenset[str]:
     v = await store.select("INBOX")
     return v.info(uid).flags
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs RLIMIT_FSIZE")
+def test_write_failure_fails_the_batch_and_changes_nothing(account_dir: Path) -> None:
+    """A write the file system refuses (here: past RLIMIT_FSIZE, EFBIG, as a
+    full disk would) answers StorageError and applies nothing; its partial
+    bytes are cut and the next write works."""
+    import resource
+
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(MSG)])
+        v = await store.select("INBOX")
+        data = max((p for p in (account_dir / "mail").rglob("data.*")), key=lambda p: p.stat().st_size)
+        size = data.stat().st_size
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 50, hard))
+        try:
+            with pytest.raises(StorageError):
+                await store.append("INBOX", [AppendRequest(MSG * 20)])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_handler)
+        assert data.stat().st_size == size + 50  # the torn bytes of the failed write
+        assert list(v.uids()) == [1] and (await v.refresh()).added == []
+        assert await store.append("INBOX", [AppendRequest(MSG)]) == [3]
+        assert (await v.refresh()).added == [3]
+        assert await v.read(3) == MSG.replace(b"\n", b"\r\n")
+
+    with_account(account_dir, body)
+    got = with_account(account_dir, lambda s: s.status("INBOX"), epoch=2)
+    assert got.messages == 2

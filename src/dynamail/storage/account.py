@@ -303,9 +303,15 @@ class FileAccountStore:
             except BaseException as exc:  # answer every caller, whatever happened
                 if isinstance(exc, FencedError):
                     self._fenced = True
+                answer: Exception
+                if isinstance(exc, StorageError):
+                    answer = exc
+                else:  # OSError (disk full, I/O error) and anything unexpected
+                    answer = StorageError(f"storage write failed: {exc!r}")
+                    answer.__cause__ = exc
                 for op in batch:
                     if not op.fut.done():
-                        op.fut.set_exception(exc if isinstance(exc, Exception) else StorageError(str(exc)))
+                        op.fut.set_exception(answer)
                 if not isinstance(exc, Exception):
                     raise
 
