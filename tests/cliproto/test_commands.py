@@ -163,6 +163,10 @@ def test_prefs(play: Any) -> None:
         assert await t.data("GETCLUSTERACCOUNTPREFS") == {"MessagesPerPage": 50}
         await t.expect("SETCLUSTERACCOUNTPREFS {}", r"200 OK")
         assert await t.data("GETCLUSTERACCOUNTPREFS") == {}
+        await t.expect("UPDATESERVERACCOUNTPREFS {TimeZone=Europe/Berlin;}", r"200 OK")
+        assert await t.data("GETSERVERACCOUNTPREFS") == {"TimeZone": "Europe/Berlin"}
+        await t.expect("SETSERVERACCOUNTPREFS {}", r"200 OK")
+        assert await t.data("GETSERVERACCOUNTPREFS") == {}
 
     play(s)
 

@@ -165,6 +165,9 @@ _ADMIN_CALLS: dict[str, Callable[..., Awaitable[Any]]] = {
     "get_server_domain_defaults": lambda a, w: a.get_server_domain_defaults(w),
     "update_server_domain_defaults": lambda a, w, s: a.update_server_domain_defaults(w, s),
     "set_server_domain_defaults": lambda a, w, s: a.set_server_domain_defaults(w, s),
+    "get_server_account_prefs": lambda a, w: a.get_server_account_prefs(w),
+    "update_server_account_prefs": lambda a, w, s: a.update_server_account_prefs(w, s),
+    "set_server_account_prefs": lambda a, w, s: a.set_server_account_prefs(w, s),
     "get_cluster_account_prefs": lambda a, w: a.get_cluster_account_prefs(w),
     "update_cluster_account_prefs": lambda a, w, s: a.update_cluster_account_prefs(w, s),
     "set_cluster_account_prefs": lambda a, w, s: a.set_cluster_account_prefs(w, s),
@@ -348,6 +351,7 @@ def _build() -> dict[str, CommandSpec]:
         ("CLUSTERACCOUNTDEFAULTS", "cluster_account_defaults"),
         ("CLUSTERDOMAINDEFAULTS", "cluster_domain_defaults"),
         ("DOMAINDEFAULTS", "server_domain_defaults"),
+        ("SERVERACCOUNTPREFS", "server_account_prefs"),
         ("CLUSTERACCOUNTPREFS", "cluster_account_prefs"),
     ):
         g, u, s = _scoped(f"get_{what}", f"update_{what}", f"set_{what}")
