@@ -46,7 +46,7 @@ class Cluster:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:
-            with contextlib.suppress(launcher.LauncherError, OSError):
+            with contextlib.suppress(launcher.LauncherError, OSError):  # not up yet
                 last = predicate()
                 if last:
                     return last
@@ -111,16 +111,37 @@ def have(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def free_hosts(count: int) -> int:
+    """A random run of ``count`` addresses in PREFIX whose cluster ports are
+    free, so that concurrent test runs on one machine do not collide."""
+    import random
+    import socket
+
+    for _ in range(200):
+        first = random.randrange(1, 250 - count)
+        ok = True
+        for i in range(count):
+            with socket.socket() as s:
+                try:
+                    s.bind((f"{PREFIX}.{first + i}", launcher.CLUSTER_PORT + OFFSET))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return first
+    raise RuntimeError("no free loopback addresses")
+
+
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
     def make(backends: int = 3, env: dict[str, str] | None = None) -> Cluster:
         d = tmp_path / f"c{len(made)}"
-        launcher.up(d, backends, port_offset=OFFSET, prefix=PREFIX, lease=LEASE, margin=MARGIN,
-                    heartbeat=HEARTBEAT, timeout=60.0, env=env)
         c = Cluster(d)
         made.append(c)
+        launcher.up(d, backends, port_offset=OFFSET, prefix=PREFIX, first_host=free_hosts(backends),
+                    lease=LEASE, margin=MARGIN, heartbeat=HEARTBEAT, timeout=60.0, env=env)
         return c
 
     yield make

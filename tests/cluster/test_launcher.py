@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tests.cluster.conftest import OFFSET
+from tests.cluster.conftest import OFFSET, PREFIX, free_hosts
 
 from dynamail.cli.main import main
 from dynamail.cluster import launcher
@@ -26,8 +26,10 @@ def run(*args: str) -> str:
 def test_up_status_locate_ready_kill_start_down(tmp_path: Path) -> None:
     d = str(tmp_path / "lc")
     try:
+        first = free_hosts(2)
         out = run("up", "--dir", d, "--backends", "2", "--port-offset", str(OFFSET),
-                  "--prefix", "127.0.9", "--lease", "1.0", "--margin", "0.2", "--heartbeat", "0.15")
+                  "--prefix", PREFIX, "--first-host", str(first),
+                  "--lease", "1.0", "--margin", "0.2", "--heartbeat", "0.15")
         assert "Controller" in out and "Backup" in out
         data = json.loads((Path(d) / "cluster.json").read_text())
         assert set(data) >= {"members", "admin"} and set(data["admin"]) == {"user", "password"}
@@ -35,7 +37,7 @@ def test_up_status_locate_ready_kill_start_down(tmp_path: Path) -> None:
             assert set(m) >= {"name", "role", "pid", "host", "ports"}
             assert set(m["ports"]) >= {"smtp", "submission", "imap", "pop3", "http", "cli"}
             assert m["role"] == "backend" and m["ports"]["imap"] == 143 + OFFSET
-        assert [m["host"] for m in data["members"]] == ["127.0.9.1", "127.0.9.2"]
+        assert [m["host"] for m in data["members"]] == [f"{PREFIX}.{first}", f"{PREFIX}.{first + 1}"]
         secret = Path(d) / "shared" / "cluster.secret"
         assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
 

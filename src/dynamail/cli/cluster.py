@@ -33,16 +33,18 @@ def cluster() -> None:
               type=click.IntRange(0, 55000), help="Added to every standard port.")
 @click.option("--prefix", default=launcher.DEFAULT_PREFIX, show_default=True,
               help="First three octets of the members' loopback addresses.")
+@click.option("--first-host", "first_host", default=1, show_default=True, type=click.IntRange(1, 254),
+              help="Last octet of the first member's address.")
 @click.option("--lease", default=1.5, show_default=True, type=float,
               help="Controller and account lease T in seconds.")
 @click.option("--margin", default=0.3, show_default=True, type=float)
 @click.option("--heartbeat", default=0.25, show_default=True, type=float)
 def up(directory: Path, backends: int, frontends: int, port_offset: int, prefix: str,
-       lease: float, margin: float, heartbeat: float) -> None:
+       first_host: int, lease: float, margin: float, heartbeat: float) -> None:
     """Start the cluster in the background; return once it serves."""
     try:
         data = launcher.up(directory, backends, frontends, port_offset=port_offset, prefix=prefix,
-                           lease=lease, margin=margin, heartbeat=heartbeat)
+                           first_host=first_host, lease=lease, margin=margin, heartbeat=heartbeat)
     except launcher.LauncherError as exc:
         _fail(exc)
         return

@@ -8,8 +8,9 @@
     DIR/members/<name>/       each member's base directory; its serve.log
                               and argv.json (how ``start`` restarts it)
 
-Backend ``b<i>`` listens on ``<prefix>.<i>`` (default 127.0.7.i), frontend
-``f<j>`` on ``<prefix>.<backends + j>``; every port is the standard port plus
+Backend ``b<i>`` listens on ``<prefix>.<i>`` (default 127.0.7.i; with
+``first_host`` F on ``<prefix>.<F + i - 1>``), frontend ``f<j>`` after the
+backends; every port is the standard port plus
 the port offset (default 10000, so that no root is needed and no system mail
 daemon on the standard ports is in the way: IMAP 10143, SMTP 10025, the
 cluster protocol 17070).  The cluster secret is generated once (mode 0600).
@@ -116,8 +117,9 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int
 
 
 def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: int = DEFAULT_OFFSET,
-       prefix: str = DEFAULT_PREFIX, lease: float = 1.5, margin: float = 0.3, heartbeat: float = 0.25,
-       timeout: float = 60.0, env: dict[str, str] | None = None) -> dict[str, Any]:
+       prefix: str = DEFAULT_PREFIX, first_host: int = 1, lease: float = 1.5, margin: float = 0.3,
+       heartbeat: float = 0.25, timeout: float = 60.0,
+       env: dict[str, str] | None = None) -> dict[str, Any]:
     """Start a local cluster and return its cluster.json data once it serves."""
     directory = Path(directory).absolute()
     if cluster_file(directory).exists():
@@ -136,10 +138,13 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
     else:
         password = secrets.token_urlsafe(12)
         atomic_write(pw_file, (password + "\n").encode(), mode=0o600)
-    backend_addrs = [f"{prefix}.{i}:{CLUSTER_PORT + port_offset}" for i in range(1, backends + 1)]
+    if not 1 <= first_host or first_host + backends + frontends - 1 > 254:
+        raise LauncherError("member addresses must stay within <prefix>.1 - <prefix>.254")
+    h0 = first_host - 1
+    backend_addrs = [f"{prefix}.{h0 + i}:{CLUSTER_PORT + port_offset}" for i in range(1, backends + 1)]
     members: list[dict[str, Any]] = []
-    roles = [("b", "backend", i, i) for i in range(1, backends + 1)]
-    roles += [("f", "frontend", j, backends + j) for j in range(1, frontends + 1)]
+    roles = [("b", "backend", i, h0 + i) for i in range(1, backends + 1)]
+    roles += [("f", "frontend", j, h0 + backends + j) for j in range(1, frontends + 1)]
     for letter, role, i, host_index in roles:
         name = f"{letter}{i}"
         host = f"{prefix}.{host_index}"
@@ -157,7 +162,11 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
     data = {"members": members, "admin": {"user": "postmaster", "password": password},
             "port_offset": port_offset, "shared": str(shared)}
     write_cluster(directory, data)
-    wait_serving(directory, timeout=timeout)
+    try:
+        wait_serving(directory, timeout=timeout)
+    except BaseException:
+        down(directory, timeout=5.0)  # never leave half a cluster behind
+        raise
     return data
 
 

@@ -452,9 +452,22 @@ class ClusterMember(ControllerDuty, Handoffs):
         except Exception:
             return 0
 
+    def _export_metrics(self) -> None:
+        metrics = getattr(self.ctx, "metrics", None)
+        if metrics is None:
+            return
+        with contextlib.suppress(Exception):
+            role = ("controller" if self.is_controller() else
+                    "backup" if self.backup_name == self.name else self.role)
+            for r in ("controller", "backup", "backend", "frontend"):
+                metrics.cluster_role.labels(role=r).set(1 if r == role else 0)
+            metrics.cluster_ready.set(1 if self.ready else 0)
+            metrics.open_accounts.set(len(self.locator.open_accounts()))
+
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.s.heartbeat)
+            self._export_metrics()
             try:
                 await self._beat()
             except asyncio.CancelledError:
