@@ -403,3 +403,24 @@ def test_cluster_member_commands_need_rights(ctx: Any) -> None:
         await t.expect("GETCURRENTCONTROLLER", r"520 ")
 
     asyncio.run(main())
+
+
+def test_aliases_forwarders_and_effective_prefs(play: Any) -> None:
+    async def s(t: Any) -> None:
+        await _setup(t)
+        await t.expect("SETACCOUNTALIASES alice@example.test (ally, a.a)", r"200 OK")
+        assert sorted(await t.data("GETACCOUNTALIASES alice@example.test")) == ["a.a", "ally"]
+        await t.expect('SETACCOUNTALIASES alice@example.test ("../x")', r"501 ")
+        await t.expect("CREATEFORWARDER info@example.test TO someone@elsewhere.test", r"200 OK")
+        assert await t.data("LISTFORWARDERS example.test") == ["info"]
+        assert await t.data("GETFORWARDER info@example.test") == "someone@elsewhere.test"
+        await t.expect("CREATEFORWARDER bad@example.test TO nowhere", r"501 ")
+        await t.expect("DELETEFORWARDER info@example.test", r"200 OK")
+        await t.expect("DELETEFORWARDER info@example.test", r"513 ")
+        await t.expect("GETFORWARDER info@example.test", r"513 ")
+        assert await t.data("LISTFORWARDERS example.test") == []
+        await t.expect("UPDATEACCOUNTPREFS alice@example.test {Language=German;}", r"200 OK")
+        eff = await t.data("GETACCOUNTEFFECTIVEPREFS alice@example.test")
+        assert eff["Language"] == "German" and eff["SortOrder"] == "Date"
+
+    play(s)

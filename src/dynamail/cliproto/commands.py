@@ -275,6 +275,57 @@ async def _set_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerCont
     await a.set_account_prefs(who, x["account"], to_admin(x["settings"]))
 
 
+async def _get_effective_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_account_effective_prefs(who, x["account"])
+
+
+async def _get_aliases(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return list(await a.get_account_aliases(who, x["account"]))
+
+
+async def _set_aliases(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_account_aliases(who, x["account"], [str(v) for v in to_admin(x["aliases"])])
+
+
+def _forwarder_domain(x: dict[str, Any], who: AccountRef) -> str:
+    name = str(x["name"])
+    return name.rpartition("@")[2] if "@" in name else who.domain
+
+
+async def _list_forwarders(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return sorted(await a.list_forwarders(who, x.get("domain") or who.domain))
+
+
+async def _get_forwarder(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    from dynamail.admin import AdminError
+
+    domain = _forwarder_domain(x, who)
+    local = str(x["name"]).rpartition("@")[0] or str(x["name"])
+    table = await a.list_forwarders(who, domain)
+    target = table.get(local.lower())
+    if target is None:
+        raise AdminError("not_found", f"unknown forwarder: {x['name']}")
+    return target
+
+
+async def _create_forwarder(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.set_forwarder(who, _qualified(x["name"], who), x["target"])
+
+
+async def _delete_forwarder(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    from dynamail.admin import AdminError
+
+    domain = _forwarder_domain(x, who)
+    local = str(x["name"]).rpartition("@")[0] or str(x["name"])
+    if local.lower() not in await a.list_forwarders(who, domain):
+        raise AdminError("not_found", f"unknown forwarder: {x['name']}")
+    await a.set_forwarder(who, _qualified(x["name"], who), None)
+
+
+def _qualified(name: str, who: AccountRef) -> str:
+    return name if "@" in name else f"{name}@{who.domain}"
+
+
 async def _list_mailboxes(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     listing = await a.list_mailboxes(who, x["account"])
     out: dict[str, Any] = {}
@@ -390,6 +441,15 @@ def _build() -> dict[str, CommandSpec]:
         add(f"POST{word}ALERT", (*required_target, Arg("text")), h["post"], "post_alert", True)
         add(f"REMOVE{word}ALERT", (*required_target, Arg("stamp")), h["remove"], "remove_alert", True)
     add("GETACCOUNTPREFS", (_ACCOUNT,), _get_prefs, "get_account_prefs")
+    add("GETACCOUNTEFFECTIVEPREFS", (_ACCOUNT,), _get_effective_prefs, "get_account_effective_prefs")
+    add("GETACCOUNTALIASES", (_ACCOUNT,), _get_aliases, "get_account_aliases")
+    add("SETACCOUNTALIASES", (_ACCOUNT, Arg("aliases", Kind.ARRAY)), _set_aliases,
+        "set_account_aliases", True)
+    add("LISTFORWARDERS", (_OPT_DOMAIN,), _list_forwarders, "list_forwarders")
+    add("GETFORWARDER", (_NAME,), _get_forwarder, "list_forwarders")
+    add("CREATEFORWARDER", (_NAME, Arg("target", after=("TO",))), _create_forwarder,
+        "set_forwarder", True)
+    add("DELETEFORWARDER", (_NAME,), _delete_forwarder, "set_forwarder", True)
     add("UPDATEACCOUNTPREFS", (_ACCOUNT, _DICT), _update_prefs, "update_account_prefs", True)
     add("SETACCOUNTPREFS", (_ACCOUNT, _DICT), _set_prefs, "set_account_prefs", True)
     add("LISTMAILBOXES", (_ACCOUNT,), _list_mailboxes, "list_mailboxes")
