@@ -200,13 +200,18 @@ def test_sighup_reloads_and_sigterm_stops_cleanly(server: ServerProcess) -> None
     c = server.client()
     c.login("postmaster", _password(server))
     settings = server.base / "Settings/server.toml"
-    data = tomllib.loads(settings.read_text())
-    settings.write_text(settings.read_text() + '\nlog_level = "DEBUG"\n' if "log_level" not in data else "")
+    assert "log_level" not in tomllib.loads(settings.read_text())
+    settings.write_text(settings.read_text() + '\nlog_level = "DEBUG"\n')
     server.proc.send_signal(signal.SIGHUP)
     deadline = time.monotonic() + 10
     while "settings reloaded" not in server.output() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "settings reloaded" in server.output()
+    assert c.cmd("GETVERSION").startswith("200")
+    deadline = time.monotonic() + 10
+    while "DEBUG dynamail.cli: cli GETVERSION" not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "DEBUG dynamail.cli: cli GETVERSION" in server.output()  # the new log level is in force
     assert c.cmd("NOOP").startswith("200 OK")  # sessions survive a reload
     c.close()
     server.proc.send_signal(signal.SIGTERM)

@@ -95,6 +95,7 @@ class CliExecutor:
     async def _execute(self, action: Execute) -> Send:
         ctx = self.ctx
         ctx.metrics.commands.labels("cli", action.command.name).inc()
+        log.debug("cli %s by %s from %s", action.command.name, action.actor, self.remote)
         try:
             value: Any = await run_command(ctx, action)
         except AdminError as exc:
