@@ -92,6 +92,8 @@ def test_write_examples() -> None:
     assert write("#5") == '"#5"'
     assert write(5) == "#5"
     assert write(True) == "YES"
+    assert write(1.5) == "1.5" and write(-0.25) == '"-0.25"'
+
     assert write(["a", 1]) == "(a,#1)"
     assert write({"k": "v", "n": NULL}) == "{k=v;n=#NULL#;}"
     assert write(datetime.datetime(2024, 1, 2, 3, 4, 5)) == "#T02-01-2024_03:04:05"

@@ -342,6 +342,8 @@ def _write(value: object, answer: bool, out: list[str], depth: int) -> None:
         _write_str(value, answer, out)
     elif isinstance(value, int):
         out.append(f"#{value}")
+    elif isinstance(value, float):  # no such type in the format: its text
+        _write_str(repr(value), answer, out)
     elif isinstance(value, bytes | bytearray | memoryview):
         out.append("[" + base64.b64encode(bytes(value)).decode("ascii") + "]")
     elif isinstance(value, datetime.datetime):
