@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from dynamail.storage.account import FileAccountStore
 
 PARSE_CACHE = 256  # parse results kept per view
+SEARCH_CHUNK = 512  # messages scanned per reader-thread trip
 
 
 def read_parsed(fd: int, off: int, blen: int, mlen: int) -> mime.Parsed:
@@ -55,6 +56,17 @@ def read_section(fd: int, off: int, blen: int, mlen: int, section: list[int], wh
     rng = mime.section_range(parsed.tree, section, what)
     data = b"" if rng is None else os.pread(fd, rng[1] - rng[0], off + rng[0])
     return parsed, data
+
+
+def search_many(todo: list[tuple[int, int, int, int, int, mime.Parsed | None]], where: str, text: str) -> list[int]:
+    """UIDs among ``todo`` (uid, fd, offset, size, parse-result size, cached
+    parse result) whose ``where`` contains ``text`` (reader thread)."""
+    out = []
+    for uid, fd, off, blen, mlen, parsed in todo:
+        p = parsed or read_parsed(fd, off, blen, mlen)
+        if matches(os.pread(fd, blen, off), p, where, text):
+            out.append(uid)
+    return out
 
 
 class FileMailboxView:
@@ -293,18 +305,19 @@ class FileMailboxView:
         return await self._section(uid, section, what)
 
     async def search_text(self, uids: Iterable[int], where: str, text: str) -> list[int]:
-        out = []
+        """Scan the messages on a reader thread, SEARCH_CHUNK messages per trip."""
+        self._check_live()
+        todo: list[tuple[int, int, int, int, int, mime.Parsed | None]] = []
         for uid in uids:
             if not self._in_view(uid):
                 continue
-            try:
-                p = await self.parsed(uid)
-                body = await self.read(uid)
-            except KeyError:
-                continue
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(self._account.read_pool(), matches, body, p, where, text):
-                out.append(uid)
+            loc = self._state.location(uid)
+            if loc is not None:
+                todo.append((uid, self._state.fd, *loc, self._parsed.get(uid)))
+        out: list[int] = []
+        loop = asyncio.get_running_loop()
+        for i in range(0, len(todo), SEARCH_CHUNK):
+            out += await loop.run_in_executor(self._account.read_pool(), search_many, todo[i : i + SEARCH_CHUNK], where, text)
         return out
 
     # -- changing --------------------------------------------------------------
