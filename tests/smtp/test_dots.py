@@ -110,3 +110,18 @@ def test_pop3_core_survives_random_bytes(chunks: list[bytes]) -> None:
         out = core.data_to_send()
         for line in out.split(b"\r\n")[:-1]:
             assert line.startswith((b"+OK", b"-ERR", b"+ ", b".")) or line[:1].isalnum()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=300))
+def test_path_parser_only_raises_syntax_problems(text: str) -> None:
+    from dynamail.smtp.syntax import SyntaxProblem, parse_mail_from, parse_rcpt_to
+
+    for parse in (lambda t: parse_mail_from("FROM:" + t), lambda t: parse_rcpt_to("TO:" + t, "mx.example")):
+        try:
+            address, params = parse(text)
+        except SyntaxProblem as exc:
+            assert 500 <= exc.reply.code < 600
+        else:
+            assert address is None or "@" in str(address)
+            assert all(k == k.upper() for k in params)
