@@ -31,7 +31,7 @@ from dynamail.storage.api import (
     StorageError,
     StoreResult,
 )
-from dynamail.storage.mailbox import MailboxState, data_path
+from dynamail.storage.mailbox import MailboxState
 from dynamail.storage.search import matches
 
 if TYPE_CHECKING:
@@ -251,7 +251,10 @@ class FileMailboxView:
         if self._file is None or self._file_gen != st.gen:
             if self._file is not None:
                 self._file.close()
-            self._file = open(data_path(st.directory, st.gen), "rb")
+            # a duplicate of the log's descriptor: no path lookup on the loop
+            # thread; the shared file offset is harmless, the engine only
+            # uses pread/pwrite
+            self._file = open(os.dup(st.fd), "rb")
             self._file_gen = st.gen
         return self._file, off, blen
 
