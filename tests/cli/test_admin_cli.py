@@ -23,7 +23,7 @@ from dynamail.server import app as server_app
 from dynamail.server import config as config_mod
 
 PASSWORD = "cli-pm-pw"
-HOST = "127.0.6.2"
+HOST = "127.0.6.102"  # the cluster tests use 127.0.6.1 and .2
 
 
 def _free_port() -> int:

@@ -32,7 +32,7 @@ PASSWORDS = {
 }
 
 
-def make_context(base: Path, listen: str = "127.0.6.1") -> ServerContext:
+def make_context(base: Path, listen: str = "127.0.6.101") -> ServerContext:
     cfg = config_mod.load(
         base,
         overrides={"main_domain": "main.test", "postmaster_password": PM_PASSWORD, "listen": listen},
@@ -62,7 +62,7 @@ PM = basic("postmaster@main.test")
 
 @asynccontextmanager
 async def client_for(ctx: ServerContext) -> AsyncIterator[TestClient[Any, Any]]:
-    server = TestServer(build_app(ctx), host="127.0.6.1")
+    server = TestServer(build_app(ctx), host="127.0.6.101")
     async with TestClient(server) as client:
         yield client
 
@@ -78,7 +78,7 @@ def save_screenshot(driver: Any, out_dir: Path, name: str) -> Path:
     return path
 
 
-def free_port(host: str = "127.0.6.1") -> int:
+def free_port(host: str = "127.0.6.101") -> int:
     import socket
 
     with socket.socket() as s:
@@ -164,8 +164,28 @@ class StandInCluster:
             self.ready = ready
 
 
-CLUSTER_PREFIX = "127.0.6"  # members on 127.0.6.1, 127.0.6.2, ...
-CLUSTER_OFFSET = 26000
+CLUSTER_PREFIX = "127.0.6"  # members on 127.0.6.1, 127.0.6.2 (single servers use 127.0.6.101+)
+
+
+def free_cluster_offset(backends: int) -> int:
+    """A port offset whose ports are free on every member address (several
+    test runs may share this machine, so no fixed offset)."""
+    import random
+    import socket
+
+    from dynamail.server.config import DEFAULT_PORTS
+
+    for _ in range(50):
+        offset = random.randrange(20000, 29000)
+        try:
+            for i in range(1, backends + 1):
+                for port in DEFAULT_PORTS.values():
+                    with socket.socket() as s:
+                        s.bind((f"{CLUSTER_PREFIX}.{i}", port + offset))
+        except OSError:
+            continue
+        return offset
+    raise RuntimeError("no free port offset for a test cluster")
 
 
 class RealCluster:
@@ -176,7 +196,8 @@ class RealCluster:
         from dynamail.cluster import launcher
 
         self.dir = directory
-        self.data = launcher.up(directory, backends=backends, prefix=CLUSTER_PREFIX, port_offset=CLUSTER_OFFSET)
+        self.data = launcher.up(directory, backends=backends, prefix=CLUSTER_PREFIX,
+                                port_offset=free_cluster_offset(backends))
         self.user = self.data["admin"]["user"]
         self.password = self.data["admin"]["password"]
         self.urls = {m["name"]: f"http://{m['host']}:{m['ports']['http']}" for m in self.data["members"]}

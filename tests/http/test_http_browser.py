@@ -34,7 +34,8 @@ FLAGS = [
     "--no-first-run", "--window-size=1280,900", "--force-device-scale-factor=1",
 ]
 
-pytestmark = [pytest.mark.xdist_group("http-browser"), pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.xdist_group("http-cluster"),  # shares the cluster addresses
+               pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
@@ -73,7 +74,6 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
         finally:
             server.close()
     else:  # a real two-backend cluster; the browser talks to b1
-        request.applymarker(pytest.mark.xdist_group("http-cluster"))
         cluster = RealCluster(tmp_path / "cluster")
         try:
             yield Site(cluster.url("b1"), cluster.user, cluster.password, True)

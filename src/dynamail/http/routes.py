@@ -167,9 +167,9 @@ async def read_json(request: web.Request) -> Any:
     if ctype not in ("application/json", "application/octet-stream", ""):
         raise ApiError("unsupported_media_type", "send the body as application/json")
     try:
-        raw = await request.content.read(MAX_BODY + 1)
-    except ValueError as exc:  # pragma: no cover - transport trouble
-        raise ApiError("bad_request", str(exc)) from None
+        raw = await request.read()  # bounded by the application's client_max_size (MAX_BODY)
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError("too_large", f"the request body is larger than {MAX_BODY} bytes") from None
     if len(raw) > MAX_BODY:
         raise ApiError("too_large", f"the request body is larger than {MAX_BODY} bytes")
     if not raw.strip():
