@@ -186,6 +186,27 @@ class Delivery:
                 uids = await self._append_to(store, mailbox, AppendRequest(fh, flags))
         return DeliveryResult(ref, True, 250, "2.0.0", "delivered", uids[0] if uids else None)
 
+    async def precheck(self, ref: AccountRef, size: int = 0) -> DeliveryResult | None:
+        """Quota check before a message is accepted (SMTP RCPT, RFC 5321
+        4.5.3.1.10): a failure result when the account cannot take a message
+        of ``size`` bytes now, None when it can (or when its owner is another
+        member, which checks again at delivery)."""
+        limit = await self.quota_limit(ref)
+        if limit is None:
+            return None
+        if size > limit:
+            return DeliveryResult(ref, False, 552, "5.2.2", "message exceeds the mailbox quota")
+        try:
+            async with self.accounts.use(ref) as placement:
+                if not isinstance(placement, Local):
+                    return None
+                used, _count = await placement.store.quota_usage()
+        except (AccountUnavailable, StorageError, OSError):
+            return None  # decided at delivery time
+        if used + max(size, 1) > limit:
+            return DeliveryResult(ref, False, 452, "4.2.2", "mailbox full")
+        return None
+
     async def _append_to(self, store: Any, mailbox: str, req: AppendRequest) -> list[int]:
         try:
             return list(await store.append(mailbox, [req]))

@@ -23,6 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("smtp-pop3")]
 
 ALICE, ALICE_PW = "alice@example.org", "alice-pw"
 BOB, BOB_PW = "bob@example.org", "bob-pw"
+TINY = "tiny@example.org"
 SINK_PORT = 2525
 
 
@@ -41,7 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Liv
         "[limits]\nidle_timeout = 4.0\n"
         f'[smtp]\nqueue_retry_seconds = 0.3\nmx = {{ "remote.example" = "{sink_host}:{SINK_PORT}" }}\n'
     )
-    prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW}, toml)
+    prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW, TINY: "tiny-pw"}, toml, settings={TINY: {"MaxAccountSize": "3K"}})
     srv = LiveServer(base, next_host())
     srv.start()
     yield srv
@@ -315,3 +316,20 @@ def test_queue_survives_kill_and_delivers_when_mx_is_up(tmp_path: Path) -> None:
             sink.close()
     finally:
         srv.stop()
+
+
+def test_quota_checked_at_rcpt(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        s.ehlo()
+        s.mail("x@outside.example", ["SIZE=5000"])
+        code, text = s.rcpt(TINY)
+        assert (code, text[:5]) == (552, b"5.2.2")  # larger than the whole quota
+        s.rset()
+        assert s.send_message(message(TINY, "fills it", "y" * 2200 + "\n"), to_addrs=[TINY]) == {}
+        s.mail("x@outside.example", ["SIZE=1000"])
+        code, text = s.rcpt(TINY)
+        assert (code, text[:5]) == (452, b"4.2.2")  # full for now: try later
+        s.rset()
+        s.mail("x@outside.example")
+        assert s.rcpt(TINY)[0] == 250  # no size declared: a small message may fit
+        s.rset()

@@ -294,10 +294,26 @@ class SmtpSession:
         if isinstance(target, str):
             self.remote.append((target, ev.params))
         else:
+            full = await self._quota_problem(target.accounts)
+            if full is not None:
+                self.core.reject_recipient(full)
+                return True
             self.local.extend(target.accounts)
             self.remote.extend((fwd, {}) for fwd in target.forward)
         self.core.accept_recipient()
         return True
+
+    async def _quota_problem(self, refs: list[AccountRef]) -> Reply | None:
+        delivery = self.ctx.delivery
+        if delivery is None or not hasattr(delivery, "precheck"):
+            return None
+        declared = self.mail_params.get("SIZE")
+        size = int(declared) if declared and declared.isdigit() else 0
+        for ref in refs:
+            problem = await delivery.precheck(ref, size)
+            if problem is not None:
+                return Reply(problem.code, problem.status, problem.text[:1].upper() + problem.text[1:])
+        return None
 
     async def _on_data_start(self, ev: DataStart) -> bool:
         if self.spool is not None:
