@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import random
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from collections.abc import Iterator
@@ -301,55 +300,74 @@ def test_port_in_use_is_a_clear_error(server: ServerProcess, tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
 
 
-def _nobody() -> tuple[int, int] | None:
-    try:
-        import pwd
+def _unprivileged_prefix() -> list[str] | None:
+    """argv prefix that runs a command without the right to bind ports below
+    1024: nothing when this process lacks it already, else setpriv dropping
+    CAP_NET_BIND_SERVICE from the bounding set (works for root too)."""
+    from dynamail.server.app import _may_bind_low_ports
 
-        entry = pwd.getpwnam("nobody")
-    except (KeyError, ImportError):
+    if not _may_bind_low_ports():
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
         return None
-    return entry.pw_uid, entry.pw_gid
+    return [setpriv, "--bounding-set=-net_bind_service"]
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or _nobody() is None, reason="needs root to run a child as nobody")
-def test_low_ports_as_non_root_name_port_offset() -> None:
-    ids = _nobody()
-    assert ids is not None
-    uid, gid = ids
-    base = Path(tempfile.mkdtemp(prefix="dynamail-nobody-"))
-    os.chmod(base, 0o777)
-
-    def drop() -> None:
-        os.setgid(gid)
-        os.setuid(uid)
-
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dynamail", "serve", "--base", str(base / "b"), "--listen", "127.0.2.4"],
-            capture_output=True, text=True, timeout=60, preexec_fn=drop,
-            env={**os.environ, "HOME": str(base)},
-        )
-    except PermissionError:
-        pytest.skip("nobody cannot run this Python interpreter")
-    if "Permission denied" in proc.stderr and "--port-offset" not in proc.stderr:
-        pytest.skip("nobody cannot read the installed package")
+def test_low_ports_without_privilege_name_port_offset(tmp_path: Path) -> None:
+    prefix = _unprivileged_prefix()
+    if prefix is None:
+        pytest.skip("setpriv is not installed: cannot drop CAP_NET_BIND_SERVICE")
+    base = tmp_path / "b"
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", "127.0.2.4"],
+        capture_output=True, text=True, timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stderr
-    assert "--port-offset" in lines[0]
-    assert not (base / "b").exists()  # refused before creating anything
+    assert "--port-offset" in lines[0] and "port 25 (smtp)" in lines[0]
+    assert not base.exists()  # refused before creating anything
+    # with an offset the same unprivileged process starts
+    offset = free_offset("127.0.2.4")
+    proc2 = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", "127.0.2.4",
+         "--port-offset", str(offset), "--postmaster-password", "pw"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                c = CliClient("127.0.2.4", 106 + offset)
+                break
+            except OSError:
+                assert proc2.poll() is None, "server exited"
+                time.sleep(0.1)
+        else:
+            raise AssertionError("server did not start")
+        c.login("postmaster", "pw")
+        c.close()
+    finally:
+        proc2.terminate()
+        proc2.wait(20)
 
 
-def test_privileged_port_check_names_port_offset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The check itself, for the case the process test above cannot run (not root)."""
-    from dynamail.server import app
-    from dynamail.server import config as config_mod
+def test_privilege_probe_matches_this_process() -> None:
+    from dynamail.server.app import _lowest_unprivileged_port, _may_bind_low_ports
 
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    cfg = config_mod.load(tmp_path)
-    with pytest.raises(app.StartupError, match="--port-offset"):
-        app.check_privileged_ports(cfg)
-    cfg = config_mod.load(tmp_path, overrides={"port_offset": 1000})
-    app.check_privileged_ports(cfg)  # 1106 and up: fine
-    cfg = config_mod.load(tmp_path)
-    app.check_privileged_ports(cfg, ["http"])  # 8010 alone: fine
+    limit = _lowest_unprivileged_port()
+    assert 0 <= limit <= 65536
+    s = socket.socket()
+    try:
+        try:
+            s.bind(("127.0.2.7", limit - 1 if limit > 1 else 0))
+            could = True
+        except PermissionError:
+            could = False
+        except OSError:
+            pytest.skip("port in use")
+    finally:
+        s.close()
+    if limit > 1:
+        assert could == _may_bind_low_ports()

@@ -80,17 +80,45 @@ def setup_logging(level: str) -> None:
     )
 
 
+CAP_NET_BIND_SERVICE = 10  # capability(7) number
+
+
+def _lowest_unprivileged_port() -> int:
+    """Ports below this need privilege (Linux: ``ip_unprivileged_port_start``)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return 1024
+
+
+def _may_bind_low_ports() -> bool:
+    """Whether this process may bind privileged ports: the effective
+    CAP_NET_BIND_SERVICE capability on Linux (root normally has it, a root
+    process in a restricted container may not), else being root."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> CAP_NET_BIND_SERVICE & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.name == "posix" and os.geteuid() == 0
+
+
 def check_privileged_ports(cfg: ServerConfig, names: list[str] | None = None) -> None:
-    """Refuse ports below 1024 for a non-root user before binding anything."""
-    if os.name != "posix" or os.geteuid() == 0:
+    """Refuse privileged ports (below 1024) before binding anything when this
+    process may not bind them, with one line that names ``--port-offset``."""
+    if os.name != "posix" or _may_bind_low_ports():
         return
+    limit = _lowest_unprivileged_port()
     wanted = names if names is not None else list(cfg.ports)
-    low = sorted((cfg.port(n), n) for n in wanted if n in cfg.ports and 0 < cfg.port(n) < 1024)
+    low = sorted((cfg.port(n), n) for n in wanted if n in cfg.ports and 0 < cfg.port(n) < limit)
     if low:
         port, name = low[0]
         raise StartupError(
             f"port {port} ({name}) needs root; run as root or use --port-offset N "
-            f"(for example --port-offset 10000) so every port is 1024 or above"
+            f"(for example --port-offset 10000) so every port is {limit} or above"
         )
 
 
