@@ -67,8 +67,9 @@ class Imap:
         self.n = 0
 
     @classmethod
-    async def connect(cls, host: str, port: int) -> Imap:
-        r, w = await asyncio.open_connection(host, port, limit=1 << 22)
+    async def connect(cls, host: str, port: int, source: str | None = None) -> Imap:
+        local = (source, 0) if source else None
+        r, w = await asyncio.open_connection(host, port, limit=1 << 22, local_addr=local)
         c = cls(r, w)
         await r.readline()
         return c
@@ -414,6 +415,43 @@ async def run_one(name: str, pid: int, port: int, users: list[str], args: argpar
     return row
 
 
+async def idle_memory(pid: int, port: int, users: list[str], n: int) -> None:
+    """Server RSS growth per connection held in IDLE (SPEC section 3)."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    conns: list[Imap] = []
+
+    async def one(i: int) -> None:
+        # spread over client addresses: the server limits connections per address
+        c = await Imap.connect(HOST, port, source=f"127.0.4.{100 + i // 900}")
+        await c.cmd(b"LOGIN " + users[i % len(users)].encode() + b" " + PASSWORD.encode())
+        await c.cmd(b"SELECT INBOX")
+        c.w.write(b"i IDLE\r\n")
+        await c.r.readline()
+        conns.append(c)
+
+    # warm: every account open, caches filled
+    for i in range(min(n, len(users))):
+        await one(i)
+    await asyncio.sleep(1)
+    base_rss = proc.memory_info().rss
+    base_n = len(conns)
+    for start in range(base_n, n, 200):
+        await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
+    await asyncio.sleep(2)
+    rss = proc.memory_info().rss
+    added = len(conns) - base_n
+    cpu0 = sum(proc.cpu_times()[:2])
+    await asyncio.sleep(10)
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    print(f"\n{len(conns)} connections in IDLE: server RSS {rss / 2**20:.1f} MiB, "
+          f"{(rss - base_rss) / max(1, added) / 1024:.1f} KiB per added connection; "
+          f"server CPU while idle {cpu / 10 * 100:.1f} %")
+    for c in conns:
+        c.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", type=int, default=40)
@@ -422,12 +460,17 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--only", choices=("dynamail", "dovecot"))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--idle-conns", type=int, default=0, help="measure memory of N IDLE sessions instead")
     args = ap.parse_args()
     users = [f"user{i}" for i in range(args.users)]
     offset = random.randint(20000, 40000)
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="imapbench") as t:
         tmp = Path(t)
+        if args.idle_conns:
+            with dynamail_server(tmp, users, offset) as (proc, port):
+                asyncio.run(idle_memory(proc.pid, port, users, args.idle_conns))
+            return
         if args.only != "dovecot":
             with dynamail_server(tmp, users, offset) as (proc, port):
                 spy = None

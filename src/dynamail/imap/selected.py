@@ -17,6 +17,7 @@ reported again: ``reported`` remembers their modseq until the next sync.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 
 from dynamail.imap import response
@@ -47,7 +48,8 @@ class Selected:
         self.view = view
         self.name = name
         self.read_only = read_only
-        self.uids: list[int] = list(view.uids())
+        # 4 bytes per message (an idle session holds this for its mailbox)
+        self.uids: array[int] = array("I", view.uids())
         self.exists_sent = len(self.uids)
         self.reported: dict[int, int] = {}
 
@@ -69,7 +71,7 @@ class Selected:
         ranges = seqset.resolve(n)
         if len(ranges) == 1:
             lo, hi = ranges[0]
-            return self.uids[lo - 1 : min(hi, n)]
+            return list(self.uids[lo - 1 : min(hi, n)])
         picked: set[int] = set()
         for lo, hi in ranges:
             picked.update(self.uids[lo - 1 : min(hi, n)])
@@ -89,7 +91,7 @@ class Selected:
             i = bisect.bisect_left(self.uids, lo)
             j = bisect.bisect_right(self.uids, hi)
             if len(seqset.ranges) == 1:
-                return self.uids[i:j]
+                return list(self.uids[i:j])
             for u in self.uids[i:j]:
                 if u not in out:
                     out.add(u)
@@ -108,7 +110,7 @@ class Selected:
         changes = await self.view.refresh()
         self.announce_expunged(changes.expunged, write, qresync=qresync)
         if changes.added or len(self.uids) != len(self.view.uids()):
-            self.uids = list(self.view.uids())
+            self.uids = array("I", self.view.uids())
         if len(self.uids) != self.exists_sent or changes.added:
             write(b"* %d EXISTS\r\n" % len(self.uids))
             self.exists_sent = len(self.uids)
@@ -126,7 +128,7 @@ class Selected:
         if qresync:
             write(b"* VANISHED " + response.sequence_set(gone).encode() + b"\r\n")
             gone_set = set(gone)
-            self.uids = [u for u in self.uids if u not in gone_set]
+            self.uids = array("I", (u for u in self.uids if u not in gone_set))
         else:
             for u in reversed(gone):
                 seq = self.seq_of(u)

@@ -16,7 +16,8 @@ view is not even refreshed, so sequence numbers cannot move under them.
 
 Invariants: ``store`` is set exactly in the authenticated and selected
 states; ``selected`` exactly in the selected state; the account placement
-is held (``exit_stack``) from login until :meth:`Session.close`.
+is held (``_holding``, the ``accounts.use`` context) from login until
+:meth:`Session.close`.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class Session:
         self.saved_search: list[int] | None = None
         self.bad_commands = 0
         self.auth_failures = 0
-        self.exit_stack = contextlib.AsyncExitStack()
+        self._holding: contextlib.AbstractAsyncContextManager[Any] | None = None
         self.uidvalidity_cache: dict[str, int] = {}
         self.client_id: dict[str, str] = {}
 
@@ -247,20 +248,22 @@ class Session:
         return await self.open_account(tag, res.ref)
 
     async def open_account(self, tag: str, ref: AccountRef, *, relay_ok: bool = True) -> str:
-        hold = contextlib.AsyncExitStack()
+        hold = self.ctx.accounts.use(ref, relay_ok=relay_ok)
         try:
-            placement = await hold.enter_async_context(self.ctx.accounts.use(ref, relay_ok=relay_ok))
+            placement = await hold.__aenter__()
         except AccountUnavailable:
             raise CommandNo("Account temporarily unavailable", "UNAVAILABLE") from None
         text = "[CAPABILITY " + " ".join(self._caps_after_login()) + "] Logged in"
         if isinstance(placement, Relay):
-            async with hold:
+            try:
                 await self.io.flush()
                 relayed = await self.io.relay(placement, response.tagged(tag, "OK", text))
+            finally:
+                await hold.__aexit__(None, None, None)
             if not relayed:  # nothing was sent to the client (owner unreachable)
                 raise CommandNo("Account temporarily unavailable", "UNAVAILABLE")
             raise SessionEnd("")
-        self.exit_stack.push_async_exit(hold)
+        self._holding = hold
         log.info("imap login %s from %s", ref, self.io.peer_host)
         self.store = placement.store
         self.ref = ref
@@ -360,7 +363,9 @@ class Session:
             self.selected.view.close()
             self.selected = None
         self.store = None
-        try:
-            await self.exit_stack.aclose()
-        except Exception:
-            log.exception("releasing account")
+        hold, self._holding = self._holding, None
+        if hold is not None:
+            try:
+                await hold.__aexit__(None, None, None)
+            except Exception:
+                log.exception("releasing account")
