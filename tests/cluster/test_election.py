@@ -64,3 +64,76 @@ def test_tenure_stops_before_an_observer_can_take_over() -> None:
     assert t.valid(102.0)
     t.superseded = True
     assert not t.valid(100.95)
+
+
+def test_first_act_waits_only_when_the_old_record_changed() -> None:
+    from dynamail.cluster.election import first_act
+
+    assert first_act(10.0, b"a", b"a", 1.5, 0.3) == 10.0
+    assert first_act(10.0, b"a", b"b", 1.5, 0.3) == 10.0 + 1.2
+    assert first_act(10.0, None, None, 1.5, 0.3) == 10.0
+
+
+def test_takeover_reasons() -> None:
+    from dynamail.cluster.election import takeover_reason
+
+    o = Observer()
+    o.observe(1, b"x", 0.0)
+    kw = dict(observer=o, lease=1.5, head_start=0.5, last_contact=0.0, me="b2",
+              controller="b1", hear_other_backend=True)
+    assert takeover_reason(now=1.4, is_backup=True, contacts=[], **kw) is None  # type: ignore[arg-type]
+    assert takeover_reason(now=1.5, is_backup=True, contacts=["b3"], **kw) == "stale"  # type: ignore[arg-type]
+    assert takeover_reason(now=1.9, is_backup=False, contacts=[], **kw) is None  # type: ignore[arg-type]
+    assert takeover_reason(now=2.0, is_backup=False, contacts=[], **kw) == "stale"  # type: ignore[arg-type]
+    o.observe(1, b"y", 1.0)  # the record is alive: only the network rule applies
+    assert takeover_reason(now=2.0, is_backup=True, contacts=["b2"], **kw) == "cut off"  # type: ignore[arg-type]
+    assert takeover_reason(now=2.0, is_backup=True, contacts=["b3"], **kw) is None  # type: ignore[arg-type]
+    kw["hear_other_backend"] = False
+    assert takeover_reason(now=2.0, is_backup=True, contacts=[], **kw) is None  # type: ignore[arg-type]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+T, M = 1.5, 0.3
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    s0_after=st.floats(0, T / 4),  # observer first sees record r0 this long after it was written
+    t0_after=st.floats(T / 4, T - M - 1e-6),  # the old Controller starts its next renewal
+    pause=st.floats(0, 5 * T),  # ... and is paused between its check and its write
+    poll_late=st.floats(0, T / 8),  # the observer's read that decides, after s0 + T
+    claim_gap=st.floats(0, 2 * T),  # the observer paused between that read and its claim
+    reread_gap=st.floats(0, T / 8),
+    post_check=st.floats(1e-6, 0.05),
+)
+def test_no_two_controllers_act_at_once(s0_after: float, t0_after: float, pause: float,
+                                        poll_late: float, claim_gap: float, reread_gap: float,
+                                        post_check: float) -> None:
+    """Model of the old Controller A and the observer B on one clock, with
+    adversarial pauses between every check and the action it guards."""
+    from dynamail.cluster.election import first_act
+
+    r0 = 0.0  # A's last renewal: started and written at r0
+    a = Tenure(epoch=1, lease=T, margin=M, renewed_at=r0)
+    s0 = r0 + s0_after
+    t0 = r0 + t0_after
+    assert a.valid(t0)  # A checks its tenure (and that epoch 2 does not exist) at t0
+    w1 = t0 + pause  # ... then writes its heartbeat
+    x = s0 + T + poll_late  # B's deciding read
+    if w1 <= x:
+        return  # B sees the new record: no takeover, nothing to check
+    c = x + claim_gap  # B creates epoch-2
+    p = w1 + post_check  # A checks for epoch-2 after its write
+    a_renewed = c > p  # A saw no epoch-2: it counts the renewal from t0
+    if a_renewed:
+        a.renewed(t0)
+    reread = c + reread_gap
+    current = b"new" if w1 < reread else b"old"
+    b = Tenure(epoch=2, lease=T, margin=M, renewed_at=c,
+               starts_at=first_act(reread, b"old", current, T, M))
+    # A's belief in its tenure (renewed or not) ends before B starts acting
+    assert a.expires_at() <= b.starts_at
+    for now in (c, reread, b.starts_at, a.expires_at() - 1e-9):
+        assert not (a.valid(now) and b.valid(now))

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from dynamail.cluster import limits, wire
 from dynamail.cluster.controller import Controller, Role, RolesChanged
-from dynamail.cluster.election import ControllerRecord, ElectionStore, Observer, Tenure
+from dynamail.cluster.election import (
+    ControllerRecord,
+    ElectionStore,
+    Observer,
+    Tenure,
+    first_act,
+    takeover_reason,
+)
 
 if TYPE_CHECKING:
     from dynamail.cluster.member import ClusterSettings
@@ -110,14 +117,14 @@ class ControllerDuty:
         hb = await self._io(self.election.read_heartbeat, rec.epoch)
         now = time.monotonic()
         self._observer.observe(rec.epoch, hb, now)
-        wait = self.s.lease + (0.0 if self.backup_name == self.name else limits.BACKUP_HEAD_START)
-        stale = self._observer.unchanged_for(now) >= wait
-        lost = False
-        if not stale and now - self.last_controller_contact >= wait:
-            others = set(self.election.contacts_of(hb)) - {self.name, rec.member}
-            lost = not others and self._hear_other_backend(rec.member)
-        if stale or lost:
-            await self._claim(rec.epoch + 1, rec, hb, stale=stale)
+        reason = takeover_reason(
+            now=now, observer=self._observer, lease=self.s.lease,
+            head_start=limits.BACKUP_HEAD_START, is_backup=self.backup_name == self.name,
+            last_contact=self.last_controller_contact, contacts=self.election.contacts_of(hb),
+            me=self.name, controller=rec.member,
+            hear_other_backend=self._hear_other_backend(rec.member))
+        if reason is not None:
+            await self._claim(rec.epoch + 1, rec, hb, stale=reason == "stale")
 
     def _hear_other_backend(self, controller: str) -> bool:
         now = time.monotonic()
@@ -151,9 +158,15 @@ class ControllerDuty:
                 expected.discard(old.member)
             else:
                 expected.add(old.member)
-        log.warning("became controller with epoch %d (%s)", epoch,
-                    "cold start" if old is None else "controller stale" if stale else "controller cut off")
-        self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0)
+        starts = time.monotonic()
+        if old is not None:
+            current = await self._io(self.election.read_heartbeat, old.epoch)
+            starts = first_act(starts, hb, current, self.s.lease, self.s.margin)
+        log.warning("became controller with epoch %d (%s)%s", epoch,
+                    "cold start" if old is None else "controller stale" if stale else "controller cut off",
+                    "" if starts <= time.monotonic() else
+                    f"; the previous one renewed meanwhile: acting in {starts - time.monotonic():.1f} s")
+        self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0, starts_at=starts)
         c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
                        expected=expected)
         c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
@@ -170,7 +183,7 @@ class ControllerDuty:
         assert self.election is not None and self.tenure is not None and self.controller is not None
         t0 = time.monotonic()
         epoch = self.tenure.epoch
-        if not self.tenure.valid(t0):
+        if self.tenure.lapsed(t0):
             await self._step_down("tenure lapsed before renewal")
             return
         if await self._io(self.election.exists, epoch + 1):

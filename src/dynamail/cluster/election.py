@@ -185,9 +185,53 @@ class Tenure:
     margin: float
     renewed_at: float  # start of the last successful renewal
     superseded: bool = False
+    starts_at: float = 0.0  # see first_act()
+
+    def lapsed(self, now: float) -> bool:
+        return self.superseded or now - self.renewed_at >= self.lease - self.margin
 
     def valid(self, now: float) -> bool:
-        return not self.superseded and now - self.renewed_at < self.lease - self.margin
+        """May the Controller act now?"""
+        return now >= self.starts_at and not self.lapsed(now)
+
+    def expires_at(self) -> float:
+        return self.renewed_at + self.lease - self.margin
 
     def renewed(self, started: float) -> None:
         self.renewed_at = max(self.renewed_at, started)
+
+
+def first_act(claimed_at: float, seen: bytes | None, current: bytes | None,
+              lease: float, margin: float) -> float:
+    """When the winner of epoch N+1 may start acting.
+
+    The claim was decided on the previous Controller's record as ``seen``.
+    If the record is unchanged after the claim, the previous Controller has
+    not renewed since the observer started counting, so its tenure ended
+    before the claim: act at once.  If it changed, the previous Controller
+    renewed between the observer's last read and the claim (it was paused or
+    slow at the wrong moment); a renewal that started before the claim keeps
+    it believing in its tenure for at most T - m past the claim, so wait that
+    long.  (It will also see ``epoch-<N+1>`` at its next renewal and step
+    down.)
+    """
+    return claimed_at if current == seen else claimed_at + lease - margin
+
+
+def takeover_reason(*, now: float, observer: Observer, lease: float, head_start: float,
+                    is_backup: bool, last_contact: float, contacts: list[str], me: str,
+                    controller: str, hear_other_backend: bool) -> str | None:
+    """Why this backend should claim the next epoch now, or None.
+
+    "stale": the Controller's record stayed unchanged for T (+ the head start
+    the Backup does not wait).  "cut off": this backend lost the Controller's
+    network for as long, the record lists no other backend as reachable by
+    the Controller, and this backend hears from another backend.
+    """
+    wait = lease + (0.0 if is_backup else head_start)
+    if observer.unchanged_for(now) >= wait:
+        return "stale"
+    if (now - last_contact >= wait and not (set(contacts) - {me, controller})
+            and hear_other_backend):
+        return "cut off"
+    return None

@@ -239,7 +239,16 @@ class Handoffs:
         return self.controller_name
 
     async def members_status(self) -> list[dict[str, Any]]:
-        return list((await self.status())["members"])
+        """Every member with its role in the cluster (Controller, Backup,
+        backend, frontend), ready state, load, open accounts and version."""
+        st = await self.status()
+        rows = []
+        for m in st["members"]:
+            row = dict(m)
+            row["cluster_role"] = ("Controller" if m["name"] == st["controller"] else
+                                   "Backup" if m["name"] == st["backup"] else m["role"])
+            rows.append(row)
+        return rows
 
     async def status(self) -> dict[str, Any]:
         """``{"controller", "backup", "members": [...]}`` as SPEC section 6 shows."""

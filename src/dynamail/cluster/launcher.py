@@ -95,14 +95,14 @@ def alive(pid: int) -> bool:
 
 
 def _write_member_settings(base: Path, name: str, role: str, backends: list[str], secret_file: Path,
-                           lease: float, margin: float, heartbeat: float) -> None:
+                           lease: float, margin: float, heartbeat: float, extra: str = "") -> None:
     settings = base / "Settings"
     make_dirs(settings)
     path = settings / "server.toml"
     lines = [f'main_domain = "{name}.cluster.test"', "", "[cluster]", f'name = "{name}"',
              f'role = "{role}"', "backends = [" + ", ".join(f'"{b}"' for b in backends) + "]",
              f'secret_file = "{secret_file}"', f"lease_seconds = {lease}",
-             f"lease_margin = {margin}", f"heartbeat_interval = {heartbeat}", ""]
+             f"lease_margin = {margin}", f"heartbeat_interval = {heartbeat}", "", extra]
     atomic_write(path, "\n".join(lines).encode())
 
 
@@ -119,8 +119,9 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int
 def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: int = DEFAULT_OFFSET,
        prefix: str = DEFAULT_PREFIX, first_host: int = 1, lease: float = 1.5, margin: float = 0.3,
        heartbeat: float = 0.25, timeout: float = 60.0,
-       env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Start a local cluster and return its cluster.json data once it serves."""
+       env: dict[str, str] | None = None, extra_settings: str = "") -> dict[str, Any]:
+    """Start a local cluster and return its cluster.json data once it serves.
+    ``extra_settings`` is TOML appended to every member's settings file."""
     directory = Path(directory).absolute()
     if cluster_file(directory).exists():
         data = read_cluster(directory)
@@ -149,7 +150,8 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
         name = f"{letter}{i}"
         host = f"{prefix}.{host_index}"
         base = directory / "members" / name
-        _write_member_settings(base, name, role, backend_addrs, secret_file, lease, margin, heartbeat)
+        _write_member_settings(base, name, role, backend_addrs, secret_file, lease, margin, heartbeat,
+                               extra_settings)
         flag = "--ClusterBackend" if role == "backend" else "--ClusterFrontend"
         argv = [sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", host,
                 "--port-offset", str(port_offset), flag, "--SharedBase", str(shared),

@@ -206,14 +206,16 @@ class ClusterMember(ControllerDuty, Handoffs):
     def may_write(self) -> bool:
         """True while this member may touch shared account data."""
         now = time.monotonic()
-        if self.controller is not None:
-            return self.tenure is not None and self.tenure.valid(now)
+        if self.controller is not None and self.tenure is not None and self.tenure.valid(now):
+            return True
+        # a member's lease; on the Controller never past its tenure (see _beat),
+        # and while a new Controller waits to act, the lease its predecessor granted
         return now < self.lease_until
 
     async def _watchdog(self) -> None:
         while True:
             await asyncio.sleep(0.05)
-            if self.controller is not None and self.tenure is not None and not self.tenure.valid(
+            if self.controller is not None and self.tenure is not None and self.tenure.lapsed(
                     time.monotonic()):
                 await self._step_down("tenure lapsed")
             if not self.may_write() and self.locator.held():
@@ -484,7 +486,7 @@ class ClusterMember(ControllerDuty, Handoffs):
             if self.tenure is not None and self.tenure.valid(t0):
                 c.heartbeat(self.name, t0, ready=self.ready, sessions=self._sessions(),
                             open_accounts=len(self.locator.held()), lag_ms=self.lag_ms, cpu=self._cpu())
-                self.lease_until = t0 + self.s.lease - self.s.margin
+                self.lease_until = min(t0 + self.s.lease - self.s.margin, self.tenure.expires_at())
                 self._tick()
             return
         if self.cut:
