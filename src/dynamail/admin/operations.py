@@ -574,6 +574,57 @@ class Admin:
         except BadName as exc:
             raise AdminError("bad_request", str(exc)) from exc
 
+    # ------------------------------------------------------------ import
+    async def import_mail(self, actor: AccountRef, address: str, path: str, format: str = "auto") -> dict[str, Any]:
+        """Import a Maildir, an mbox file or a directory of mbox files from a
+        path on this server into an account (Master only: it reads server
+        files).  Runs where the account is open; returns the import report
+        (``dynamail.migrate.ImportReport.as_json``)."""
+        from dynamail.migrate import FORMATS, ImportFailed, import_into
+
+        ref = await self._account(address)
+        await self._need(actor, model.MASTER)
+        if format not in FORMATS:
+            raise AdminError("bad_request", f"format must be one of {', '.join(FORMATS)}")
+        source = self._import_path(path)
+        if self.accounts is None:
+            raise AdminError("unavailable", "mail storage is not available")
+        ledger = self.directory.account_mail_path(ref) / "import.ledger"
+        with translated():
+            try:
+                async with self.accounts.use(ref) as placement:
+                    if not isinstance(placement, Local):
+                        raise AdminError("unavailable", f"the account is open on member {placement.member}: "
+                                                        "run the import there, or once the account is closed")
+                    report = await import_into(placement.store, source, format, ledger_path=ledger)
+            except ImportFailed as exc:
+                raise AdminError("bad_request", str(exc)) from exc
+            except AccountUnavailable as exc:
+                raise AdminError("unavailable", str(exc) or "the account is unavailable") from exc
+        return report.as_json()
+
+    def _import_path(self, path: Any) -> str:
+        """An absolute, normalised path outside the server's own storage."""
+        import os
+
+        if not isinstance(path, str) or not path or len(path) > 4096 or "\0" in path:
+            raise AdminError("bad_request", "path must be an absolute file or directory path")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+            raise AdminError("bad_request", "path contains control characters")
+        if not path.startswith("/"):
+            raise AdminError("bad_request", "path must be absolute")
+        if {".", ".."} & set(path.split("/")):
+            raise AdminError("bad_request", "path must not contain . or .. components")
+        clean = os.path.normpath(path)
+        if clean == "/":
+            raise AdminError("bad_request", "refusing to import the root directory")
+        real = os.path.realpath(clean)
+        for base in {self.directory.base, self.directory.shared_base}:
+            b = os.path.realpath(base)
+            if real == b or real.startswith(b.rstrip("/") + "/"):
+                raise AdminError("bad_request", "refusing to import from the server's own storage")
+        return clean
+
     # ------------------------------------------------------------ cluster
     async def get_current_controller(self, actor: AccountRef) -> str:
         await self._need(actor, model.SETTINGS, model.MONITORS, model.CAN_CONTROL_CLUSTER, model.USERS)
