@@ -6,8 +6,7 @@ Each server gets its own loopback address in 127.0.5.x (and a port offset of
 
 from __future__ import annotations
 
-import itertools
-import os
+import random
 import signal
 import socket
 import socketserver
@@ -26,13 +25,30 @@ from dynamail.server.config import DEFAULT_PORTS
 
 OFFSET = 20000
 MAIN_DOMAIN = "test.example"
-_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-_base_n = 10 + 60 * (int(_worker[2:]) if _worker[2:].isdigit() else 0) % 180
-_counter = itertools.count()
+_used: set[str] = set()
+_PROBE_PORTS = (2525, 2526, 20025, 20110, 20143, 20465, 20587, 20995)
+
+
+def _free(host: str) -> bool:
+    for port in _PROBE_PORTS:
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
 
 
 def next_host() -> str:
-    return f"127.0.5.{_base_n + next(_counter) % 60}"
+    """A loopback address in 127.0.5.10-249 whose test ports are free now
+    (several test runs may share the machine), starting at a random place."""
+    start = random.randrange(240)
+    for i in range(240):
+        host = f"127.0.5.{10 + (start + i) % 240}"
+        if host not in _used and _free(host):
+            _used.add(host)
+            return host
+    raise RuntimeError("no free loopback address in 127.0.5.x")
 
 
 def client_tls() -> ssl.SSLContext:

@@ -7,10 +7,10 @@ import email
 import json
 from pathlib import Path
 
+from dynamail.smtp.adapter import OutboundQueue
 from dynamail.smtp.queue import (
     MAX_BACKOFF,
     Envelope,
-    OutboundQueue,
     QueuedRecipient,
     enhanced_status,
 )

@@ -41,10 +41,10 @@ from dynamail.pop3.core import (
     Pop3Config,
     Pop3Server,
     Retrieve,
+    Sentinel,
     StartTls,
     TopFilter,
     Update,
-    Sentinel,
 )
 from dynamail.pop3.limits import (
     AUTH_FAILURE_DELAY,

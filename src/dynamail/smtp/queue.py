@@ -1,29 +1,30 @@
-"""The durable outbound queue: ``<base>/Queue/``.
+"""The durable outbound queue on disk: ``<base>/Queue/`` (the sans-IO half).
 
 Each queued message is two files: ``<id>.msg`` (the message, as received,
 with our Received header) and ``<id>.env`` (the envelope as JSON: sender,
 recipients with their state, attempts, next attempt time, DSN parameters).
-Enqueueing writes and fsyncs the message, then writes the envelope with
-``atomic_write`` (temporary file, fsync, rename, directory fsync): the
-envelope's appearance is the commit point, so a crash at any instant leaves
-either no entry or a complete one.  :meth:`OutboundQueue.enqueue` returns
-only after that, so SMTP answers 250 only for a durable queue entry.  On
-start the directory is scanned: complete entries are retried at once;
-a message file without an envelope (a crash mid-enqueue) is removed.
+:meth:`QueueStore.write_entry` writes and fsyncs the message, then writes the
+envelope with ``atomic_write`` (temporary file, fsync, rename, directory
+fsync): the envelope's appearance is the commit point, so a crash at any
+instant leaves either no entry or a complete one, and SMTP answers 250 only
+after it.  :meth:`QueueStore.load` scans the directory at start: complete
+entries are due at once; a message file without an envelope (a crash
+mid-enqueue) is removed.
 
-Delivery attempts follow RFC 5321 4.5.4.1: per-recipient outcomes, 2xx done,
-5xx failed, 4xx retried with exponential back-off (``queue_retry_seconds``
-doubling, at most ``MAX_BACKOFF``) until ``queue_expire_seconds``, after
-which the remaining recipients fail.  Failed recipients produce one delivery
-status notification (RFC 3464) to the sender unless the sender is null or
-the recipient asked NOTIFY=NEVER (RFC 3461); a notification is itself sent
-with the null sender, so bounces never loop.  The queue keeps entries in
-memory only as an index; the files are the truth.
+Attempts follow RFC 5321 4.5.4.1: per-recipient outcomes, 2xx done, 5xx
+failed, 4xx retried with exponential back-off (``retry_seconds`` doubling,
+at most ``MAX_BACKOFF``) until ``expire_seconds``, after which the remaining
+recipients fail.  Failed recipients produce one delivery status notification
+(RFC 3464, built here) to the sender unless the sender is null or the
+recipient asked NOTIFY=NEVER (RFC 3461); a notification is itself sent with
+the null sender, so bounces never loop.
+
+This module does file I/O only; the delivery loop, the SMTP client transport
+and MX lookups run in ``dynamail.smtp.adapter`` (``OutboundQueue``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import json
@@ -33,21 +34,17 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from dynamail.durable import atomic_write, fsync_dir, make_dirs, remove_stale_temporaries
-from dynamail.smtp import outbound
-from dynamail.smtp.client import Outcome
 
 log = logging.getLogger("dynamail.smtp.queue")
 
 QUEUE_DIR = "Queue"
+READ_CHUNK = 64 * 1024
 MAX_BACKOFF = 4 * 3600.0
-MAX_PARALLEL = 20
-IDLE_POLL = 30.0
 MAX_HEADER_IN_DSN = 64 * 1024
 MAX_FULL_RETURN = 10 * 1024 * 1024
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -94,95 +91,30 @@ def enhanced_status(code: int, text: str) -> str:
     return f"{str(code)[0]}.0.0" if code >= 400 else "5.0.0"
 
 
-class OutboundQueue:
+class QueueStore:
+    """The files of the queue and the rules that change an envelope."""
+
     def __init__(
-        self,
-        directory: Path,
-        *,
-        hostname: str,
-        relay_host: str = "",
-        mx_map: dict[str, str] | None = None,
-        retry_seconds: float = 300.0,
+        self, directory: Path, *, hostname: str, retry_seconds: float = 300.0,
         expire_seconds: float = 5 * 24 * 3600.0,
-        delivery: Callable[[], Any] = lambda: None,
-        resolve_local: Callable[[str], Any] = lambda address: None,
-        metrics: Any = None,
     ) -> None:
         self.directory = directory
         self.hostname = hostname
-        self.relay_host = relay_host
-        self.mx_map = dict(mx_map or {})
         self.retry_seconds = retry_seconds
         self.expire_seconds = expire_seconds
-        self._delivery = delivery
-        self._resolve_local = resolve_local
-        self.metrics = metrics
-        self.entries: dict[str, Envelope] = {}
-        self._busy: set[str] = set()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._attempts: set[asyncio.Task[None]] = set()
-        self._closing = False
-        self._loaded = False
 
-    @classmethod
-    def for_context(cls, ctx: Any) -> OutboundQueue:
-        smtp = ctx.config.smtp
-        directory = ctx.directory
+    def paths(self, qid: str) -> tuple[Path, Path]:
+        return self.directory / f"{qid}.msg", self.directory / f"{qid}.env"
 
-        def resolve_local(address: str) -> Any:
-            try:
-                _, domain = address.rsplit("@", 1)
-                if not directory.domain_exists(domain.lower()):
-                    return None
-            except (ValueError, Exception):
-                return None
-            return directory.resolve_recipient(address)
-
-        return cls(
-            Path(ctx.config.base) / QUEUE_DIR,
-            hostname=ctx.hostname,
-            relay_host=smtp.relay_host,
-            mx_map=smtp.mx,
-            retry_seconds=smtp.queue_retry_seconds,
-            expire_seconds=smtp.queue_expire_seconds,
-            delivery=lambda: ctx.delivery,
-            resolve_local=resolve_local,
-            metrics=ctx.metrics,
-        )
-
-    # -- lifecycle ----------------------------------------------------------------
-    def start(self) -> None:
-        """Load the queue directory and start the delivery loop (needs a running loop)."""
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = loop.create_task(self._run())
-
-    async def close(self) -> None:
-        self._closing = True
-        self._wake.set()
-        tasks = [t for t in (self._task, *self._attempts) if t is not None]
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
-
-    def size(self) -> int:
-        return len(self.entries)
-
-    def _gauge(self) -> None:
-        if self.metrics is not None:
-            with contextlib.suppress(Exception):
-                self.metrics.queue_size.set(len(self.entries))
-
-    def _load(self) -> None:
+    def load(self) -> dict[str, Envelope]:
+        """Every committed entry, due at once; debris of crashes removed."""
         make_dirs(self.directory)
         remove_stale_temporaries(self.directory)
         envs = {p.stem for p in self.directory.glob("*.env")}
         for msg in self.directory.glob("*.msg"):
             if msg.stem not in envs:
                 msg.unlink(missing_ok=True)  # crashed before the commit point
+        entries: dict[str, Envelope] = {}
         for env_path in self.directory.glob("*.env"):
             msg = env_path.with_suffix(".msg")
             try:
@@ -196,17 +128,33 @@ class OutboundQueue:
                 env_path.unlink(missing_ok=True)
                 continue
             env.next_attempt = 0.0  # retry at once after a restart
-            self.entries[env.id] = env
-        self._loaded = True
+            entries[env.id] = env
+        return entries
 
-    # -- enqueue ------------------------------------------------------------------
-    def _paths(self, qid: str) -> tuple[Path, Path]:
-        return self.directory / f"{qid}.msg", self.directory / f"{qid}.env"
+    @staticmethod
+    def new_envelope(
+        sender: str,
+        recipients: Sequence[tuple[str, dict[str, str | None]]] | Sequence[str],
+        params: dict[str, str | None] | None = None,
+        local: Sequence[str] = (),
+    ) -> Envelope:
+        """``local`` names accounts of ours whose owner was unreachable."""
+        rcpts: list[QueuedRecipient] = [QueuedRecipient(address, local=True) for address in local]
+        for item in recipients:
+            if isinstance(item, str):
+                rcpts.append(QueuedRecipient(item))
+            else:
+                address, rparams = item
+                rcpts.append(QueuedRecipient(address, rparams.get("NOTIFY"), rparams.get("ORCPT")))
+        now = time.time()
+        qid = f"{int(now * 1000):x}{secrets.token_hex(6)}"
+        kept = {k: v for k, v in (params or {}).items() if k in ("RET", "ENVID", "BODY", "SMTPUTF8")}
+        return Envelope(qid, sender, rcpts, now, now, 0, kept)
 
-    def _write_entry(self, env: Envelope, message: Path | bytes) -> None:
-        if not self._loaded:
-            make_dirs(self.directory)
-        msg_path, env_path = self._paths(env.id)
+    def write_entry(self, env: Envelope, message: Path | bytes) -> None:
+        """Make the entry durable: message file, then the envelope (commit point)."""
+        make_dirs(self.directory)
+        msg_path, env_path = self.paths(env.id)
         tmp = self.directory / f".{env.id}.msg.{secrets.token_hex(4)}.tmp"
         with open(tmp, "wb") as out:
             if isinstance(message, bytes):
@@ -217,191 +165,49 @@ class OutboundQueue:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, msg_path)
-        atomic_write(env_path, env.to_json())  # commit point (fsyncs the directory)
+        atomic_write(env_path, env.to_json())  # fsyncs the directory too
 
-    async def enqueue(
-        self,
-        sender: str,
-        recipients: Sequence[tuple[str, dict[str, str | None]]] | Sequence[str],
-        message: Path | bytes,
-        *,
-        params: dict[str, str | None] | None = None,
-        local: Sequence[str] = (),
-    ) -> str:
-        """Queue ``message`` for ``recipients``; durable on return; the queue id.
+    def save(self, env: Envelope) -> None:
+        atomic_write(self.paths(env.id)[1], env.to_json())
 
-        ``local`` names accounts of this server or cluster whose delivery
-        failed temporarily (their owner unreachable); the queue retries them
-        through local delivery."""
-        rcpts: list[QueuedRecipient] = [QueuedRecipient(address, local=True) for address in local]
-        for item in recipients:
-            if isinstance(item, str):
-                rcpts.append(QueuedRecipient(item))
-            else:
-                address, rparams = item
-                rcpts.append(QueuedRecipient(address, rparams.get("NOTIFY"), rparams.get("ORCPT")))
-        now = time.time()
-        qid = f"{int(now * 1000):x}{secrets.token_hex(6)}"
-        env = Envelope(qid, sender, rcpts, now, now, 0, {k: v for k, v in (params or {}).items() if k in ("RET", "ENVID", "BODY", "SMTPUTF8")})
-        await asyncio.get_running_loop().run_in_executor(None, self._write_entry, env, message)
-        self.entries[qid] = env
-        self._gauge()
-        self._wake.set()
-        return qid
-
-    def _save(self, env: Envelope) -> None:
-        atomic_write(self._paths(env.id)[1], env.to_json())
-
-    def _remove(self, env: Envelope) -> None:
-        msg_path, env_path = self._paths(env.id)
+    def remove(self, env: Envelope) -> None:
+        msg_path, env_path = self.paths(env.id)
         env_path.unlink(missing_ok=True)
         fsync_dir(self.directory)
         msg_path.unlink(missing_ok=True)
 
-    # -- delivery loop --------------------------------------------------------------
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._load)
-        self._gauge()
-        sem = asyncio.Semaphore(MAX_PARALLEL)
-        while not self._closing:
-            self._wake.clear()
-            now = time.time()
-            wait = IDLE_POLL
-            for env in list(self.entries.values()):
-                if env.id in self._busy:
-                    continue
-                if env.next_attempt <= now:
-                    self._busy.add(env.id)
-                    task = loop.create_task(self._attempt_guarded(env, sem))
-                    self._attempts.add(task)
-                    task.add_done_callback(self._attempts.discard)
-                else:
-                    wait = min(wait, env.next_attempt - now)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.05))
-
-    async def _attempt_guarded(self, env: Envelope, sem: asyncio.Semaphore) -> None:
-        try:
-            async with sem:
-                await self.attempt(env)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("queue entry %s: attempt failed", env.id)
-            env.next_attempt = time.time() + self.retry_seconds
-        finally:
-            self._busy.discard(env.id)
-            self._wake.set()
-
     def backoff(self, attempts: int) -> float:
         return float(min(self.retry_seconds * (2 ** max(attempts - 1, 0)), MAX_BACKOFF))
 
-    async def attempt(self, env: Envelope) -> None:
-        """One delivery attempt of every pending recipient of ``env``."""
-        loop = asyncio.get_running_loop()
-        msg_path = self._paths(env.id)[0]
-        now = time.time()
-        pending = env.pending()
+    def expire_if_due(self, env: Envelope, now: float) -> None:
+        """Past the maximum lifetime every pending recipient fails (4.4.7)."""
         if now - env.created > self.expire_seconds:
-            for r in pending:
+            for r in env.pending():
                 r.state, r.code = "failed", 500
                 r.text = f"4.4.7 delivery time expired; last error: {r.text or 'none'}"
-            pending = []
-        local = [r for r in pending if r.local]
-        if local:
-            await self._attempt_local(local, msg_path)
-        by_domain: dict[str, list[QueuedRecipient]] = {}
-        for r in pending:
-            if not r.local:
-                by_domain.setdefault(r.address.rpartition("@")[2].lower(), []).append(r)
-        results = await asyncio.gather(
-            *(
-                outbound.send(
-                    domain, helo=self.hostname, sender=env.sender,
-                    recipients=[r.address for r in rs], message=msg_path,
-                    relay_host=self.relay_host, mx_map=self.mx_map,
-                )
-                for domain, rs in by_domain.items()
-            )
-        )
-        for rs, outcomes in zip(by_domain.values(), results, strict=True):
-            for r in rs:
-                o = outcomes.get(r.address, Outcome(451, "4.4.1 no outcome"))
-                r.code, r.text = o.code, o.text
-                if 200 <= o.code < 300:
-                    r.state = "sent"
-                elif o.code >= 500:
-                    r.state = "failed"
+
+    @staticmethod
+    def record(r: QueuedRecipient, code: int, text: str) -> None:
+        r.code, r.text = code, text
+        if 200 <= code < 300:
+            r.state = "sent"
+        elif code >= 500:
+            r.state = "failed"
+
+    def finish_attempt(self, env: Envelope, now: float) -> bool:
+        """Count the attempt; True when the entry is complete (nothing pending)."""
         env.attempts += 1
         if env.pending():
-            env.next_attempt = time.time() + self.backoff(env.attempts)
-            await loop.run_in_executor(None, self._save, env)
-            log.info("queue entry %s: %d recipients deferred (attempt %d)", env.id, len(env.pending()), env.attempts)
-            return
-        failed = [r for r in env.recipients if r.state == "failed" and (r.notify or "").upper() != "NEVER"]
-        if failed and env.sender:
-            await self._bounce(env, failed, msg_path)
-        await loop.run_in_executor(None, self._remove, env)
-        self.entries.pop(env.id, None)
-        self._gauge()
-        log.info("queue entry %s done: %d sent, %d failed", env.id, sum(r.state == "sent" for r in env.recipients), len(failed))
+            env.next_attempt = now + self.backoff(env.attempts)
+            return False
+        return True
 
-    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path) -> None:
-        loop = asyncio.get_running_loop()
-        delivery = self._delivery()
-        refs: list[Any] = []
-        for r in recipients:
-            target = await loop.run_in_executor(None, self._resolve_local, r.address)
-            if target is None or not target.accounts:
-                r.state, r.code, r.text = "failed", 550, "5.1.1 account no longer exists"
-                refs.append(None)
-            else:
-                refs.append(target.accounts[0])
-        todo = [(r, ref) for r, ref in zip(recipients, refs, strict=True) if ref is not None]
-        if not todo:
-            return
-        if delivery is None:
-            for r, _ in todo:
-                r.code, r.text = 451, "4.3.0 local delivery not available"
-            return
-        results = await delivery.deliver([ref for _, ref in todo], message)
-        for (r, _), res in zip(todo, results, strict=True):
-            r.code, r.text = res.code, f"{res.status} {res.text}"
-            if res.ok:
-                r.state = "sent"
-            elif res.permanent:
-                r.state = "failed"
-
-    # -- delivery status notifications ----------------------------------------------
-    async def bounce_now(
-        self,
-        sender: str,
-        failures: list[tuple[str, int, str, str]],
-        message: Path | bytes,
-        *,
-        params: dict[str, str | None] | None = None,
-    ) -> None:
-        """A DSN for recipients that failed at once (e.g. a local quota)."""
-        env = Envelope("now", sender, [
-            QueuedRecipient(addr, None, None, "failed", code, f"{status} {text}") for addr, code, status, text in failures
-        ], time.time(), 0.0, 1, dict(params or {}))
-        await self._bounce(env, env.recipients, message)
-
-    async def _bounce(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> None:
-        loop = asyncio.get_running_loop()
-        dsn = await loop.run_in_executor(None, self.build_dsn, env, failed, message)
-        target = await loop.run_in_executor(None, self._resolve_local, env.sender)
-        delivery = self._delivery()
-        if target is not None and delivery is not None and (target.accounts or target.forward):
-            if target.accounts:
-                results = await delivery.deliver(list(target.accounts), dsn)
-                if any(not r.ok for r in results):
-                    log.warning("bounce to %s could not be stored locally", env.sender)
-            if target.forward:
-                await self.enqueue("", list(target.forward), dsn)
-            return
-        await self.enqueue("", [env.sender], dsn)
+    @staticmethod
+    def to_notify(env: Envelope) -> list[QueuedRecipient]:
+        """Failed recipients that get a DSN (none for the null sender)."""
+        if not env.sender:
+            return []
+        return [r for r in env.recipients if r.state == "failed" and (r.notify or "").upper() != "NEVER"]
 
     def build_dsn(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> bytes:
         """An RFC 3464 multipart/report for ``failed`` recipients."""
@@ -477,3 +283,24 @@ class OutboundQueue:
         end = data.find(b"\n\n")
         header = data if end < 0 else data[: end + 1]
         return header.replace(b"\n", b"\r\n"), None
+
+
+def parse_host_port(text: str, default: int = 25) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[address]:port`` (static MX map, relay host)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return host, int(port) if port else default
+    host, sep, port = text.rpartition(":")
+    if sep and port.isdigit() and host:
+        return host, int(port)
+    return text, default
+
+
+def is_eightbit(message: Path) -> bool:
+    with open(message, "rb") as fh:
+        while chunk := fh.read(READ_CHUNK):
+            if not chunk.isascii():
+                return True
+    return False

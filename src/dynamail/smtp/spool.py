@@ -1,0 +1,76 @@
+"""Where a message being received is kept until it is stored.
+
+Up to ``SPOOL_IN_MEMORY`` bytes stay in one buffer (most mail: no file
+system work per message); beyond that the content moves to a file under
+``<base>/Spool/`` and every further chunk is appended there, so a large
+message is held on disk, never in memory (a 50 MB message is never held in
+memory twice).  Spool files are never acknowledged mail: whatever a crash
+leaves there is removed at the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from pathlib import Path
+from typing import IO
+
+#: Messages up to this size are received into memory, larger ones into a file.
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
+def clean_spool(directory: Path) -> None:
+    """Remove partial messages left by a crash (none of them was acknowledged)."""
+    if directory.is_dir():
+        for entry in directory.iterdir():
+            if entry.is_file():
+                entry.unlink(missing_ok=True)
+
+
+
+class Spool:
+    """The message being received: in memory while small, else a file under Spool/.
+
+    Up to ``SPOOL_IN_MEMORY`` bytes stay in one buffer (most mail; no file
+    system work per message); beyond that the content moves to a file and
+    every further chunk is appended there, so a large message is held on
+    disk, never in memory.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.buffer = bytearray()
+        self.path: Path | None = None
+        self.fh: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self.fh is not None:
+            self.fh.write(data)
+            return
+        self.buffer += data
+        if len(self.buffer) > SPOOL_IN_MEMORY:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
+            self.fh = open(self.path, "wb")
+            self.fh.write(self.buffer)
+            self.buffer = bytearray()
+
+    def finish(self) -> Path | bytes:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+        if self.path is not None:
+            return self.path
+        return bytes(self.buffer)
+
+    def discard(self) -> None:
+        self.buffer = bytearray()
+        if self.fh is not None:
+            with contextlib.suppress(OSError):
+                self.fh.close()
+            self.fh = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self.path = None
