@@ -71,7 +71,7 @@ def test_broken_connection_marks_unanswered_recipients() -> None:
 
 SANS_IO = [
     "smtp/core.py", "smtp/syntax.py", "smtp/dots.py", "smtp/replies.py", "smtp/limits.py", "smtp/client.py",
-    "smtp/queue.py", "smtp/spool.py",
+    "smtp/queue.py", "smtp/spool.py", "smtp/events.py",
     "pop3/core.py", "pop3/limits.py",
 ]
 

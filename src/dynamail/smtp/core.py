@@ -29,9 +29,33 @@ from dataclasses import dataclass, field
 
 from dynamail.smtp import replies as R
 from dynamail.smtp.dots import Unstuffer
+from dynamail.smtp.events import (
+    NEED_DATA,
+    PAUSED,
+    AuthRequest,
+    BodyData,
+    Closing,
+    ConnectionClosed,
+    DataStart,
+    Event,
+    Helo,
+    MailFrom,
+    MessageAborted,
+    MessageComplete,
+    RcptTo,
+    Sentinel,
+    StartTls,
+)
 from dynamail.smtp.limits import BODY_EVENT_CHUNK, MAX_AUTH_LINE, SmtpLimits
 from dynamail.smtp.replies import Reply
 from dynamail.smtp.syntax import Address, SyntaxProblem, parse_mail_from, parse_rcpt_to
+
+__all__ = [
+    "COMMANDS", "NEED_DATA", "PAUSED", "AuthRequest", "BodyData", "Closing", "Command",
+    "ConnectionClosed", "DataStart", "Event", "Helo", "MailFrom", "MessageAborted",
+    "MessageComplete", "Mode", "RcptTo", "Sentinel", "SessionConfig", "SmtpServer",
+    "StartTls", "State",
+]
 
 
 class State(enum.Enum):
@@ -49,96 +73,6 @@ class State(enum.Enum):
 class Mode(enum.Enum):
     INBOUND = "inbound"  # port 25: local recipients only, no AUTH
     SUBMISSION = "submission"  # 587/465: AUTH required, may relay
-
-
-class Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = Sentinel("NEED_DATA")
-PAUSED = Sentinel("PAUSED")
-
-
-@dataclass(frozen=True, slots=True)
-class Helo:
-    name: str
-    extended: bool
-
-
-@dataclass(frozen=True, slots=True)
-class MailFrom:
-    """A new transaction; its MAIL command has been accepted."""
-
-    sender: Address | None  # None for the null reverse-path <>
-    params: dict[str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class RcptTo:
-    """Decision needed: accept_recipient() or reject_recipient(reply)."""
-
-    address: Address
-    params: dict[str, str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class StartTls:
-    """Flush, upgrade the connection, then call tls_started()."""
-
-
-@dataclass(frozen=True, slots=True)
-class AuthRequest:
-    """Decision needed: auth_succeeded(identity) or auth_failed()."""
-
-    mechanism: str
-    authzid: str
-    login: str
-    password: str
-
-
-@dataclass(frozen=True, slots=True)
-class DataStart:
-    """Message content follows (``via`` is "DATA" or "BDAT")."""
-
-    via: str
-
-
-@dataclass(frozen=True, slots=True)
-class BodyData:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class MessageComplete:
-    """Decision needed: finish_message(reply) once the message is stored."""
-
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class MessageAborted:
-    """The content was refused (size, line length); the core has replied."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class Closing:
-    """The core has queued its last reply; flush and close."""
-
-    reply: Reply
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionClosed:
-    """The client closed the connection."""
-
-
-Event = Helo | MailFrom | RcptTo | StartTls | AuthRequest | DataStart | BodyData | MessageComplete | MessageAborted | Closing | ConnectionClosed
 
 
 @dataclass(frozen=True, slots=True)
