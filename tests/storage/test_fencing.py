@@ -75,7 +75,7 @@ def test_stale_record_after_takeover_is_ignored_and_detected(account_dir: Path) 
         # the paused epoch-1 writer wakes and appends behind the fence
         doc = json.loads((account_dir / "mailboxes.json").read_text())
         d = account_dir / "mail" / str(doc["mailboxes"]["INBOX"]["id"])
-        stale = R.frame(R.MESSAGE, 1, R.MESSAGE_FIXED.pack(3, 9, 0, 0, 0, 0, len(MSG), 0), MSG)
+        stale = R.frame(R.MESSAGE, 1, R.MESSAGE_FIXED.pack(3, 9, 0, 0, 0, 0, len(MSG), 0), MSG) + R.frame(R.COMMIT, 1)
         with open(d / f"data.{generations(d)[-1]}", "ab") as f:
             f.write(stale)
         assert writer_epochs(account_dir)["INBOX"] == [1, 2, 1]

@@ -157,6 +157,23 @@ class StorageMachine(RuleBasedStateMachine):
         self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
         self.new_watch()
 
+    @rule(mbox=st.sampled_from(MAILBOXES), items=st.lists(st.tuples(BODIES, FLAGS), min_size=1, max_size=3), cut=st.floats(0, 0.999))
+    def torn_append(self, mbox: str, items: list[tuple[bytes, frozenset[str]]], cut: float) -> None:
+        """Power fails while an append is being written: the log keeps a
+        random prefix of its bytes, and the append was never acknowledged."""
+        d = self.mailbox_dir(mbox)
+        data = d / f"data.{generations(d)[-1]}"
+        before = data.stat().st_size
+        self.run(self.store.append(mbox, [AppendRequest(b, f) for b, f in items]))
+        after = data.stat().st_size
+        self.watch.close()
+        self.run(self.store.close(checkpoint=False))
+        with open(data, "r+b") as f:
+            f.truncate(before + int((after - before) * cut))
+        self.epoch += 1
+        self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
+        self.new_watch()
+
     def mailbox_dir(self, mbox: str) -> Path:
         import json
 

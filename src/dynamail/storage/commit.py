@@ -204,6 +204,7 @@ def write_plans(plans: dict[int, Plan], epoch: int, check_epoch: Callable[[], No
                 payload = R.COUNTED.pack(modseq, len(uids)) + b"".join(R.UID_ITEM.pack(u) for u in uids)
                 buf.add(R.frame_parts(R.EXPUNGE, epoch, payload))
                 placed.append(None)
+        buf.add(R.frame_parts(R.COMMIT, epoch))
         encoded[mbox_id] = (buf, placed)
     check_epoch()
     out: dict[int, Any] = {}

@@ -61,6 +61,7 @@ def write_generation(st: MailboxState, cols: dict[str, Any], epoch: int, check_e
             fixed = R.MESSAGE_FIXED.pack(cols["uid"][i], cols["modseq"][i], cols["date"][i], cols["tz"][i], 0, cols["flags"][i], blen, mlen)
             offsets.append(pos + R.HEADER_SIZE + R.MESSAGE_FIXED.size)
             put(R.frame(R.MESSAGE, epoch, fixed, raw))
+        put(R.frame(R.COMMIT, epoch))
         f.flush()
         os.fsync(f.fileno())
     # the checkpoint of the new generation goes first; the rename of the

@@ -437,11 +437,14 @@ class MailboxState:
         return covered
 
     def _scan(self, start: int, size: int) -> int:
-        """Replay records from ``start``; returns the end of the last valid one."""
+        """Replay records from ``start``; returns the end of the last
+        committed write (records after it are a torn or unfinished write)."""
         pos = start
+        committed = start
         buf = b""
         buf_off = start
         records = 0
+        pending: list[tuple[R.Header, int, memoryview]] = []
         while pos < size:
             rel = pos - buf_off
             if rel + R.HEADER_SIZE > len(buf):
@@ -462,15 +465,27 @@ class MailboxState:
             payload = view[rel + R.HEADER_SIZE : rel + R.HEADER_SIZE + hdr.length]
             if not R.check(view[rel:], hdr, payload):
                 break
-            if pos == 0 and hdr.rtype != R.MAILBOX:
-                break
-            self.apply(hdr, pos, payload)
-            self.last_rec_off, self.last_crc = pos, hdr.crc
+            if pos == 0:
+                if hdr.rtype != R.MAILBOX:
+                    break
+                committed = end  # the first record stands alone
+                self.apply(hdr, pos, payload)
+                self.last_rec_off, self.last_crc = pos, hdr.crc
+            elif hdr.rtype == R.COMMIT:
+                for phdr, poff, ppayload in pending:
+                    self.apply(phdr, poff, ppayload)
+                pending.clear()
+                if hdr.epoch >= self.max_epoch:
+                    self.max_epoch = hdr.epoch
+                committed = end
+                self.last_rec_off, self.last_crc = pos, hdr.crc
+            else:
+                pending.append((hdr, pos, payload))
             records += 1
             pos = end
         self.tail_records += records
-        self.tail_bytes += pos - start
-        return pos
+        self.tail_bytes += committed - start
+        return committed
 
     # -- writing (I/O thread) ------------------------------------------------
     def write(self, bufs: list[bytes]) -> int:

@@ -26,6 +26,10 @@ Record types and payloads:
 * ``KEYWORD``: bit number u32, then the keyword (UTF-8).
 * ``OWNER``: accepted end u64 — written by a new owner before its first
   change to the file: the offset up to which it took the log over.
+* ``COMMIT``: no payload.  Ends every write (one group-commit batch): the
+  records since the previous COMMIT take effect together or not at all, so
+  a multi-message append torn by a crash leaves none of its messages.  A
+  ``MAILBOX`` record at offset 0 needs none.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ MAGIC = 0xD3A1
 HEADER = struct.Struct("<HBBIQII")
 HEADER_SIZE = HEADER.size  # 24
 
-MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER = 1, 2, 3, 4, 5, 6
-RECORD_TYPES = (MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER)
+MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT = 1, 2, 3, 4, 5, 6, 7
+RECORD_TYPES = (MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT)
 
 MAILBOX_BODY = struct.Struct("<IIQI")
 MESSAGE_FIXED = struct.Struct("<IQqhHQII")  # 40 bytes
