@@ -91,3 +91,18 @@ def test_client_disconnect_mid_literal(imap) -> None:
         d = await h.login()
         assert (await d.ok("STATUS INBOX (MESSAGES)"))[0] == "* STATUS INBOX (MESSAGES 0)"
     imap(go)
+
+
+def test_autologout_of_idle_clients(imap) -> None:
+    async def go(h: Harness) -> None:
+        limits = h.ctx.config.limits
+        saved = limits.login_timeout
+        limits.login_timeout = 0.2
+        try:
+            c = await h.connect()
+            assert await c.line() == "* BYE Autologout; idle for too long"
+            await h.tasks[-1]
+            assert c.conn.closed
+        finally:
+            limits.login_timeout = saved
+    imap(go)

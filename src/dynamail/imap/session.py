@@ -310,6 +310,8 @@ class Session:
             self._bad(tag, f"{cmd.name} not allowed in the {self.state.value} state")
             return
         try:
+            if spec.flags & Flags.NEEDS_SYNC:
+                await self.io.flush()  # the command talks to the wire itself
             text = await spec.handler(self, cmd)
             if text is None:  # the handler answered itself (STARTTLS)
                 return
