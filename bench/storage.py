@@ -13,6 +13,8 @@ Prints the figures and writes them to ``bench/results/storage.json``:
   open (which records the ownership epoch durably);
 * ``fetch_flags_all_ms`` — flags of all 100,000 messages (``FETCH 1:* FLAGS``);
 * ``fetch_body_mb_per_s`` — reading whole 100 KiB messages;
+* ``idle_wake`` — from an append in one session to the wake-up of another
+  session's ``wait_for_change`` (IMAP IDLE);
 * ``files_per_account`` — files after 10,000 messages into 10 mailboxes;
 * with ``--kill-iterations N``, the SIGKILL test of ``tests/storage`` run N
   times (the long form).
@@ -213,6 +215,37 @@ async def body_rate(directory: Path, seconds: float) -> float:
     return total / elapsed / 1e6
 
 
+async def idle_wake(directory: Path, trials: int = 50) -> dict[str, float]:
+    """Time from the start of an append in one session to the wake-up of
+    another session waiting in ``wait_for_change`` (IMAP IDLE), and from the
+    append's acknowledgement to that wake-up."""
+    path = directory / "idle"
+    store = await FileMailStore().open_account(path, 1)
+    watcher = await store.select("INBOX")
+    total: list[float] = []
+    after_ack: list[float] = []
+    for i in range(trials):
+        woke = 0.0
+
+        async def wait() -> None:
+            nonlocal woke
+            await watcher.wait_for_change(10.0)
+            woke = time.perf_counter()
+
+        task = asyncio.create_task(wait())
+        await asyncio.sleep(0.001)
+        t = time.perf_counter()
+        await store.append("INBOX", [AppendRequest(message(2000, i))])
+        acked = time.perf_counter()
+        await task
+        await watcher.refresh()
+        total.append((woke - t) * 1000)
+        after_ack.append((woke - acked) * 1000)
+    watcher.close()
+    await store.close()
+    return {"append_start_to_wake_ms": round(statistics.median(total), 2), "ack_to_wake_ms": round(statistics.median(after_ack), 3)}
+
+
 async def files_per_account(directory: Path) -> dict[str, int]:
     path = directory / "files"
     store = await FileMailStore().open_account(path, 1)
@@ -254,6 +287,9 @@ async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     mb = await body_rate(work, secs)
     res["fetch_body_mb_per_s"] = round(mb, 1)
     print(f"fetch_body_mb_per_s: {mb:.0f}", flush=True)
+    idle = await idle_wake(work)
+    res["idle_wake"] = idle
+    print(f"idle_wake: {idle}", flush=True)
     fpa = await files_per_account(work)
     res["files_per_account"] = fpa
     print(f"files_per_account: {fpa}", flush=True)
