@@ -203,6 +203,7 @@ class FileAccountStore:
             "subscribed": sorted(self._subscribed),
         }
         atomic_write(self.path / META_FILE, json.dumps(doc, indent=1).encode("utf-8"))
+        self._check_epoch()
 
     def _check_epoch(self) -> None:
         recorded = read_epoch(self.path)
