@@ -47,6 +47,9 @@ class MemoryConnection:
     def feed(self, data: bytes) -> None:
         self._in.put_nowait(data)
 
+    def unread(self, data: bytes) -> None:
+        self._pending = data + self._pending
+
     def feed_eof(self) -> None:
         self._in.put_nowait(b"")
 
@@ -152,3 +155,4 @@ class Client:
         lines = await self.cmd(text)
         assert lines and lines[-1].split(" ", 2)[1] == "OK", lines
         return lines
+

@@ -93,3 +93,27 @@ def test_fenced_store_ends_the_session(imap) -> None:
         finally:
             await newer.close()
     imap(go)
+
+
+def test_relayed_session_gets_pipelined_commands(imap) -> None:
+    async def go(h: Harness) -> None:
+        real = h.ctx.accounts
+        seen: list[bytes] = []
+
+        async def relay_session(conn, placement: Relay, protocol: str, client_reply: bytes) -> bool:  # type: ignore[no-untyped-def]
+            conn.write(client_reply)
+            seen.append(await conn.read(1000))
+            return True
+
+        try:
+            h.ctx.cluster = SimpleNamespace(relay_session=relay_session)
+            h.ctx.accounts = _Elsewhere(unavailable=False)  # type: ignore[assignment]
+            c = await h.connect()
+            await c.raw(f"r1 LOGIN alice {PASSWORD}\r\nr2 SELECT INBOX\r\n".encode())
+            assert (await c.until_tagged("r1"))[-1].startswith("r1 OK [CAPABILITY")
+            await h.tasks[-1]
+            assert seen == [b"r2 SELECT INBOX\r\n"]
+        finally:
+            h.ctx.accounts = real
+            h.ctx.cluster = None
+    imap(go)

@@ -107,6 +107,9 @@ class ConnectionIo:
         if cluster is None:
             return False
         await self.flush()
+        unread = getattr(self.conn, "unread", None)
+        if unread is not None:  # commands pipelined after LOGIN go to the owner
+            unread(self.framer.take_buffered())
         ok = await cluster.relay_session(
             self.conn, placement, protocol="imap", client_reply=client_reply
         )

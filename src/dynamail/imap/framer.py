@@ -94,6 +94,12 @@ class Framer:
     def buffered(self) -> int:
         return len(self._buf)
 
+    def take_buffered(self) -> bytes:
+        """Remove and return input read ahead but not yet framed."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def discard_buffered(self) -> None:
         """Forget input read ahead (plaintext pipelined before STARTTLS,
         RFC 9051 section 6.2.1)."""

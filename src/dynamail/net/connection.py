@@ -176,6 +176,12 @@ class Connection:
     def at_eof(self) -> bool:
         return self._wire.eof and not self._wire.buffer
 
+    def unread(self, data: bytes) -> None:
+        """Put back bytes a protocol read ahead, so the next read returns them
+        first (e.g. pipelined commands handed on with a relayed session)."""
+        if data:
+            self._wire.buffer[0:0] = data
+
     # -- reading --------------------------------------------------------
     async def _fill(self, timeout: float | None) -> bool:
         """Wait for more data; False at end of stream."""
