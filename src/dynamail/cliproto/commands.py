@@ -351,6 +351,10 @@ async def _rename_mailbox(a: Any, who: AccountRef, x: dict[str, Any], ctx: Serve
     await a.rename_mailbox(who, x["account"], x["mailbox"], x["new"])
 
 
+async def _import_mail(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.import_mail(who, x["account"], x["path"], x.get("format") or "auto")
+
+
 async def _get_version(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     return await a.version(who)
 
@@ -457,6 +461,9 @@ def _build() -> dict[str, CommandSpec]:
     add("DELETEMAILBOX", (_ACCOUNT, Arg("mailbox")), _delete_mailbox, "delete_mailbox", True)
     add("RENAMEMAILBOX", (_ACCOUNT, Arg("mailbox"), Arg("new", after=("INTO",))), _rename_mailbox,
         "rename_mailbox", True)
+    # dynamail extension: import Maildir/mbox mail from a path on the server (SPEC §5)
+    add("IMPORTMAIL", (_ACCOUNT, Arg("path", after=("FROM",)), Arg("format", optional=True, after=("FORMAT",))),
+        _import_mail, "import_mail", True, "import Maildir or mbox mail from a server path (Master)")
     add("GETVERSION", (), _get_version, "version", summary="server version")
     add("GETCURRENTCONTROLLER", (), _get_controller, "get_current_controller")
     # dynamail extensions: cluster members and their Ready state (SPEC §2)

@@ -405,6 +405,21 @@ async def delete_mailbox(call: Call) -> Any:
     await call.admin.delete_mailbox(call.actor, call.account, call.path["mailbox"])
 
 
+@route(
+    "POST", A + "/import",
+    "Import Maildir or mbox mail from a path on this server into the account (Master only); "
+    "returns counts: imported, duplicates (imported by an earlier run), skipped", "mailboxes",
+    body=Body({
+        "path": Str("absolute path of a Maildir, an mbox file or a directory of mbox files", required=True,
+                    max_length=4096),
+        "format": Str("maildir, mbox or auto (the default)", max_length=16),
+    }),
+)
+async def import_mail(call: Call) -> Any:
+    return await call.admin.import_mail(call.actor, call.account, call.body["path"],
+                                        call.body.get("format") or "auto")
+
+
 # ---- alerts -----------------------------------------------------------------------
 
 
