@@ -70,7 +70,10 @@ def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-def prepare(base: Path, accounts: dict[str, str], toml: str = "", settings: dict[str, dict[str, str]] | None = None) -> None:
+def prepare(
+    base: Path, accounts: dict[str, str], toml: str = "", settings: dict[str, dict[str, str]] | None = None,
+    forwarders: dict[str, str] | None = None,
+) -> None:
     """Create the base directory with domains and accounts (before first start)."""
     base.mkdir(parents=True, exist_ok=True)
     (base / "Settings").mkdir(exist_ok=True)
@@ -81,6 +84,9 @@ def prepare(base: Path, accounts: dict[str, str], toml: str = "", settings: dict
         if not d.domain_exists(domain):
             d.create_domain(domain)
         d.create_account(domain, name, password=password, settings=(settings or {}).get(address))
+    for address, target in (forwarders or {}).items():
+        name, domain = address.split("@")
+        d.set_forwarder(domain, name, target)
 
 
 @dataclass

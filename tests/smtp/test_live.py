@@ -42,7 +42,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Liv
         "[limits]\nidle_timeout = 4.0\n"
         f'[smtp]\nqueue_retry_seconds = 0.3\nmx = {{ "remote.example" = "{sink_host}:{SINK_PORT}" }}\n'
     )
-    prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW, TINY: "tiny-pw"}, toml, settings={TINY: {"MaxAccountSize": "3K"}})
+    prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW, TINY: "tiny-pw"}, toml, settings={TINY: {"MaxAccountSize": "3K"}},
+            forwarders={"fwd@example.org": BOB, "ext@example.org": "far@remote.example"})
     srv = LiveServer(base, next_host())
     srv.start()
     yield srv
@@ -333,3 +334,13 @@ def test_quota_checked_at_rcpt(server: LiveServer) -> None:
         s.mail("x@outside.example")
         assert s.rcpt(TINY)[0] == 250  # no size declared: a small message may fit
         s.rset()
+
+
+def test_forwarders_local_and_remote(server: LiveServer, sink: Sink) -> None:
+    before = len(sink.messages)
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        assert s.send_message(message("fwd@example.org", "forwarded inside"), to_addrs=["fwd@example.org"]) == {}
+        assert s.send_message(message("ext@example.org", "forwarded outside"), to_addrs=["ext@example.org"]) == {}
+    assert any(b"Subject: forwarded inside" in m for m in pop3_messages(server, BOB, BOB_PW))
+    got = sink.wait_messages(before + 1)
+    assert any(rcpts == ["far@remote.example"] and b"Subject: forwarded outside" in data for _, rcpts, data in got)

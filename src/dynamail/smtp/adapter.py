@@ -96,6 +96,8 @@ log = logging.getLogger("dynamail.smtp")
 #: now" (dynamail.delivery): in a cluster such copies wait in the queue.
 OWNER_UNREACHABLE = frozenset({"4.4.1", "4.2.1"})
 
+MAX_FORWARD_DEPTH = 5  # forwarders followed inside our own domains
+
 BUSY = b"421 4.7.0 Too many connections from your address, try again later\r\n"
 SPOOL_DIR = "Spool"
 
@@ -238,10 +240,33 @@ class SmtpSession:
             recipient = directory.resolve_recipient(addr)
             if recipient is None:
                 return R.USER_UNKNOWN, None
-            return None, recipient
+            return None, self._expand_local_forwards(recipient)
         if self.mode is Mode.SUBMISSION and self.core.identity is not None:
             return None, addr
         return R.RELAY_DENIED, None
+
+    def _expand_local_forwards(self, recipient: Any, depth: int = 0) -> Any:
+        """Forwarders that point into our own domains resolve here, not via
+        MX (up to MAX_FORWARD_DEPTH levels, so a forwarding loop ends)."""
+        if not recipient.forward or depth >= MAX_FORWARD_DEPTH:
+            return recipient
+        directory = self.ctx.directory
+        accounts = list(recipient.accounts)
+        forward: list[str] = []
+        for target in recipient.forward:
+            domain = target.rpartition("@")[2].lower()
+            try:
+                local = directory.domain_exists(domain)
+            except Exception:
+                local = False
+            inner = directory.resolve_recipient(target) if local else None
+            if inner is None:
+                forward.append(target)  # remote, or unknown: let the queue report it
+                continue
+            inner = self._expand_local_forwards(inner, depth + 1)
+            accounts.extend(inner.accounts)
+            forward.extend(inner.forward)
+        return type(recipient)(accounts=accounts, forward=forward)
 
     async def _on_rcpt(self, ev: RcptTo) -> bool:
         loop = asyncio.get_running_loop()
