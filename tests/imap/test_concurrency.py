@@ -76,3 +76,24 @@ def test_pipelined_commands(imap) -> None:
         tags = [x.split()[0] for x in lines if not x.startswith(("*", "+"))]
         assert tags == ["p1", "p2", "p3", "p4"]
     imap(go)
+
+
+def test_fetch_of_message_expunged_by_another_session(imap) -> None:
+    async def go(h: Harness) -> None:
+        a = await h.login()
+        b = await h.login()
+        await append(a, MSG1)
+        await append(a, MSG1.replace(b"Hello world", b"Second"))
+        await a.ok("SELECT INBOX")
+        await b.ok("SELECT INBOX")
+        await b.ok("STORE 1 +FLAGS (\\Deleted)")
+        await b.ok("EXPUNGE")
+        lines = await a.cmd("FETCH 1:2 (UID FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[])", tag="x1")
+        text = "\r\n".join(lines)
+        assert "Subject: Second" in text
+        assert not any("EXPUNGE" in x for x in lines)
+        assert lines[-1].startswith(("x1 OK", "x1 NO [EXPUNGEISSUED]")), lines[-1]
+        lines = await a.ok("NOOP")
+        assert "* 1 EXPUNGE" in lines
+        await a.ok("FETCH 1 BODY.PEEK[]")
+    imap(go)

@@ -115,6 +115,7 @@ class FetchWriter:
         self.atts = [*extra, *atts]
         self.utf8 = utf8
         self.seen_set: set[int] = set()
+        self.missing = False  # some message data could no longer be read
         self._small: dict[int, bytes] = {}  # prefetched whole small messages
         self._reads_small = any(
             a.name in ("RFC822.HEADER", "RFC822.TEXT")
@@ -189,38 +190,42 @@ class FetchWriter:
             if not first:
                 out.write(b" ")
             first = False
-            name = att.name
-            if att.section is None:
-                if name == "FLAGS":
-                    out.write(b"FLAGS " + response.flags(info.flags))
-                elif name == "UID":
-                    out.write(b"UID %d" % uid)
-                elif name == "RFC822.SIZE":
-                    out.write(b"RFC822.SIZE %d" % info.size)
-                elif name == "INTERNALDATE":
-                    out.write(b"INTERNALDATE " + response.date_time(info.internal_date))
-                elif name == "MODSEQ":
-                    out.write(b"MODSEQ (%d)" % info.modseq)
-                elif name == "ENVELOPE":
-                    out.write(b"ENVELOPE " + response.value(await view.envelope(uid), utf8=self.utf8))
-                elif name == "BODYSTRUCTURE":
-                    bs = await view.bodystructure(uid, True)
-                    out.write(b"BODYSTRUCTURE " + response.value(bs, utf8=self.utf8))
-                elif name == "BODY":
-                    bs = await view.bodystructure(uid, False)
-                    out.write(b"BODY " + response.value(bs, utf8=self.utf8))
-                elif name == "RFC822":
-                    await self._whole(uid, info, b"RFC822")
-                elif name == "RFC822.HEADER":
-                    out.write(b"RFC822.HEADER " + response.literal(await self._header(uid, info)))
-                elif name == "RFC822.TEXT":
-                    out.write(b"RFC822.TEXT " + response.literal(await self._text(uid, info)))
-                elif name == "SAVEDATE":
-                    out.write(b"SAVEDATE NIL")
-                else:  # EMAILID/THREADID are not advertised
-                    out.write(name.encode() + b" NIL")
-            else:
-                await self._section(uid, info, att)
+            try:
+                name = att.name
+                if att.section is None:
+                    if name == "FLAGS":
+                        out.write(b"FLAGS " + response.flags(info.flags))
+                    elif name == "UID":
+                        out.write(b"UID %d" % uid)
+                    elif name == "RFC822.SIZE":
+                        out.write(b"RFC822.SIZE %d" % info.size)
+                    elif name == "INTERNALDATE":
+                        out.write(b"INTERNALDATE " + response.date_time(info.internal_date))
+                    elif name == "MODSEQ":
+                        out.write(b"MODSEQ (%d)" % info.modseq)
+                    elif name == "ENVELOPE":
+                        out.write(b"ENVELOPE " + response.value(await view.envelope(uid), utf8=self.utf8))
+                    elif name == "BODYSTRUCTURE":
+                        bs = await view.bodystructure(uid, True)
+                        out.write(b"BODYSTRUCTURE " + response.value(bs, utf8=self.utf8))
+                    elif name == "BODY":
+                        bs = await view.bodystructure(uid, False)
+                        out.write(b"BODY " + response.value(bs, utf8=self.utf8))
+                    elif name == "RFC822":
+                        await self._whole(uid, info, b"RFC822")
+                    elif name == "RFC822.HEADER":
+                        out.write(b"RFC822.HEADER " + response.literal(await self._header(uid, info)))
+                    elif name == "RFC822.TEXT":
+                        out.write(b"RFC822.TEXT " + response.literal(await self._text(uid, info)))
+                    elif name == "SAVEDATE":
+                        out.write(b"SAVEDATE NIL")
+                    else:  # EMAILID/THREADID are not advertised
+                        out.write(name.encode() + b" NIL")
+                else:
+                    await self._section(uid, info, att)
+            except KeyError:  # expunged by another session and already gone
+                self.missing = True
+                out.write(att.response_name().encode() + b" NIL")
             if out.pending() >= limits.OUTPUT_FLUSH:
                 await out.flush()
         out.write(b")\r\n")

@@ -210,6 +210,8 @@ async def fetch(s: Session, cmd: Command) -> str:
         await writer.prefetch(batch)
         for u in batch:
             await writer.message(u)
+    if writer.missing:
+        raise CommandNo("Some of the requested messages no longer exist", "EXPUNGEISSUED")
     return "FETCH completed"
 
 
