@@ -25,7 +25,7 @@ DAVE, DAVE_PW = "dave@example.org", "dave-pw"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     base = tmp_path_factory.mktemp("pop3") / "base"
-    prepare(base, {CAROL: CAROL_PW, DAVE: DAVE_PW})
+    prepare(base, {CAROL: CAROL_PW, DAVE: DAVE_PW}, "[limits]\nlogin_timeout = 3.0\n")
     srv = LiveServer(base, next_host())
     srv.start()
     yield srv
@@ -148,3 +148,16 @@ def test_fetchmail_downloads_mailbox(server: LiveServer, tmp_path: Path) -> None
     p.pass_(CAROL_PW)
     assert p.stat()[0] == 0  # fetchmail deleted what it downloaded
     p.quit()
+
+
+def test_login_timeout_closes_unauthenticated_session(server: LiveServer) -> None:
+    import socket
+
+    with socket.create_connection((server.host, server.port("pop3")), timeout=20) as sock:
+        f = sock.makefile("rb")
+        assert f.readline().startswith(b"+OK")
+        sock.sendall(b"CAPA\r\n")
+        while f.readline() not in (b".\r\n", b""):
+            pass
+        assert f.readline() == b"-ERR Autologout; idle for too long\r\n"  # after the 3 s login timeout
+        assert f.readline() == b""

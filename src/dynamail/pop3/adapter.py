@@ -43,6 +43,7 @@ from dynamail.pop3.core import (
     Retrieve,
     Sentinel,
     StartTls,
+    State,
     TopFilter,
     Update,
 )
@@ -92,6 +93,8 @@ class Pop3Session:
         self.ctx = ctx
         self.conn = conn
         self.core = core
+        login_timeout = float(getattr(ctx.config.limits, "login_timeout", 60.0))
+        self.login_deadline = time.monotonic() + min(login_timeout, conn.idle_timeout)
 
     async def flush(self) -> None:
         out = self.core.data_to_send()
@@ -106,8 +109,12 @@ class Pop3Session:
                 await self.flush()
                 if self.conn.closed:
                     return ConnectionClosed()
+                timeout = None
+                if self.core.state is State.AUTHORIZATION:
+                    # log in within the login timeout, not the long idle timeout
+                    timeout = max(self.login_deadline - time.monotonic(), 0.0)
                 try:
-                    data = await self.conn.read()
+                    data = await self.conn.read(timeout=timeout)
                 except IdleTimeout:
                     self.core.idle_timeout()
                     await self.flush()
@@ -135,7 +142,7 @@ class Pop3Session:
             elif isinstance(ev, Login):
                 ref, relayed = await self._login(ev)
                 if ref is None:
-                    if self.core.state.name == "CLOSED":
+                    if self.core.state is State.CLOSED:
                         await self.flush()
                         return
                     continue
@@ -197,7 +204,7 @@ class Pop3Session:
                 finally:
                     view.close()
         except AccountUnavailable:
-            if self.core.state.name == "AUTHORIZATION":
+            if self.core.state is State.AUTHORIZATION:
                 self.core.login_unavailable()
                 await self.flush()
 
