@@ -203,3 +203,17 @@ def test_generated_multiparts(parts: list[bytes], close: bool) -> None:
         r = mime.section_range(p.tree, [i + 1], "MIME")
         assert r is not None
         assert msg[r[0] : r[1]] == parts[i][: r[1] - r[0]]
+
+
+def test_many_addresses_are_parsed_in_one_pass() -> None:
+    value = b", ".join(b"User %d <u%d@example.org>" % (i, i) for i in range(20000))
+    p = mime.parse(b"To: " + value + b"\r\n\r\n")
+    to = p.envelope[5]
+    assert isinstance(to, list) and len(to) == mime.MAX_ADDRESSES
+    assert to[1] == ["User 1", None, "u1", "example.org"]
+    assert mime.addresses(b"undisclosed-recipients:;") == [[None, None, "undisclosed-recipients", None], [None, None, None, None]]
+    assert mime.addresses(b"a@b, (comment) <c@d>, \"x, y\" <e@f>") == [
+        [None, None, "a", "b"],
+        [None, None, "c", "d"],
+        ["x, y", None, "e", "f"],
+    ]

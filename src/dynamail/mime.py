@@ -233,47 +233,22 @@ def _language(value: bytes | None) -> Value:
 # -- addresses (RFC 5322 §3.4) ----------------------------------------------
 
 
+_ADDR_TOKEN_RE = re.compile(rb'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|<[^>]*>?|[,:;]|[^",:;(<]+|[(<]')
+
+
 def _split_top(value: bytes, seps: bytes) -> list[tuple[bytes, int]]:
     """Split at separators outside quotes, comments and angle brackets;
     returns (piece, separator) pairs (separator 0 at the end)."""
     out: list[tuple[bytes, int]] = []
-    cur = bytearray()
-    depth = 0
-    quoted = angle = False
-    i = 0
-    while i < len(value):
-        c = value[i]
-        if quoted:
-            cur.append(c)
-            if c == 0x5C and i + 1 < len(value):
-                i += 1
-                cur.append(value[i])
-            elif c == 0x22:
-                quoted = False
-        elif c == 0x22:
-            quoted = True
-            cur.append(c)
-        elif c == 0x28:
-            depth += 1
-            cur.append(c)
-        elif c == 0x29 and depth:
-            depth -= 1
-            cur.append(c)
-        elif depth:
-            cur.append(c)
-        elif c == 0x3C:
-            angle = True
-            cur.append(c)
-        elif c == 0x3E:
-            angle = False
-            cur.append(c)
-        elif c in seps and not angle:
-            out.append((bytes(cur), c))
-            cur = bytearray()
+    cur: list[bytes] = []
+    for m in _ADDR_TOKEN_RE.finditer(value):
+        tok = m.group(0)
+        if len(tok) == 1 and tok[0] in seps:
+            out.append((b"".join(cur), tok[0]))
+            cur = []
         else:
-            cur.append(c)
-        i += 1
-    out.append((bytes(cur), 0))
+            cur.append(tok)
+    out.append((b"".join(cur), 0))
     return out
 
 
@@ -311,35 +286,32 @@ def _mailbox(piece: bytes) -> list[Value] | None:
     return [_nstr(name), _nstr(adl), _nstr(local) if local else None, _nstr(domain) if at else None]
 
 
+MAX_ADDRESSES = 1000  # per header field; the rest is not shown in ENVELOPE
+
+
 def addresses(value: bytes | None) -> Value:
-    """An ENVELOPE address list from a raw header value (None when empty)."""
+    """An ENVELOPE address list from a raw header value (None when empty).
+    One pass over the value (a group is ``name: a, b;``)."""
     if value is None:
         return None
     out: list[Value] = []
-    rest = value
-    while rest and len(out) < 1000:
-        pieces = _split_top(rest, b":,;")
-        piece, sep = pieces[0]
-        consumed = len(piece) + (1 if sep else 0)
-        if sep == 0x3A:  # group "name: a, b;"
+    in_group = False
+    for piece, sep in _split_top(value, b",:;"):
+        if len(out) >= MAX_ADDRESSES:
+            break
+        if sep == 0x3A and not in_group:
             group_name = _unquote(_COMMENT_RE.sub(b"", piece).strip())
             out.append([None, None, _nstr(group_name), None])
-            rest = rest[consumed:]
-            while rest:
-                sub = _split_top(rest, b",;")
-                p, s = sub[0]
-                mb = _mailbox(p)
-                if mb is not None:
-                    out.append(mb)
-                rest = rest[len(p) + (1 if s else 0) :]
-                if s != 0x2C:
-                    break
-            out.append([None, None, None, None])
+            in_group = True
             continue
         mb = _mailbox(piece)
         if mb is not None:
             out.append(mb)
-        rest = rest[consumed:]
+        if sep == 0x3B and in_group:
+            out.append([None, None, None, None])
+            in_group = False
+    if in_group:
+        out.append([None, None, None, None])
     return out or None
 
 
