@@ -147,6 +147,7 @@ def _nstr(value: bytes | None) -> str | bytes | None:
 # -- Content-Type and friends (RFC 2045 §5.1) ------------------------------
 
 _TOKEN_RE = re.compile(rb'\s*([^\s;="]+)\s*')
+_VALUE_RE = re.compile(rb"[^;\s]*")
 
 
 def _parse_params(rest: bytes) -> list[Value]:
@@ -178,7 +179,7 @@ def _parse_params(rest: bytes) -> list[Value]:
             i += 1
             val = bytes(out)
         else:
-            m2 = re.compile(rb"[^;\s]*").match(rest, i)
+            m2 = _VALUE_RE.match(rest, i)
             assert m2 is not None
             val = m2.group(0)
             i = m2.end()
