@@ -183,3 +183,19 @@ def test_internal_date_falls_back_to_date_header(tmp_path: Path) -> None:
     assert report["imported"] == 1
     when = got["INBOX"][0][0]
     assert when == datetime.datetime(2022, 2, 1, 9, 0, tzinfo=datetime.UTC)
+
+
+def test_keyword_table_full_keeps_the_messages(tmp_path: Path) -> None:
+    # a mailbox holds at most 59 keywords: later messages arrive without theirs
+    src = tmp_path / "m.mbox"
+    with open(src, "wb") as f:
+        for n in range(70):
+            f.write(b"From a Thu Jan  1 00:00:00 2015\nSubject: %d\nX-Keywords: kw%d\n\nbody %d\n\n" % (n, n, n))
+    report, got = run_import(tmp_path / "acct", src, "mbox", None)
+    assert (report["imported"], report["skipped"]) == (70, 0)
+    rows = got["INBOX"]
+    assert len(rows) == 70
+    with_kw = [r for r in rows if r[2]]
+    assert len(with_kw) == 59
+    assert all(r[2] == frozenset({"kw" + r[1].split(b"Subject: ")[1].split(b"\n")[0].decode()}) for r in with_kw)
+    assert sum("without its keywords" in p["reason"] for p in report["problems"]) == 11

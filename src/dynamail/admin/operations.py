@@ -592,7 +592,9 @@ class Admin:
         ledger = self.directory.account_mail_path(ref) / "import.ledger"
         with translated():
             try:
-                async with self.accounts.use(ref) as placement:
+                # The files are on this member: open the account here (in a
+                # cluster, refused while another member has it open).
+                async with self.accounts.use(ref, relay_ok=False) as placement:
                     if not isinstance(placement, Local):
                         raise AdminError("unavailable", f"the account is open on member {placement.member}: "
                                                         "run the import there, or once the account is closed")

@@ -67,11 +67,14 @@ class ImportReport:
     bytes: int = 0
     mailboxes: dict[str, int] = field(default_factory=dict)  # imported per mailbox
     created: list[str] = field(default_factory=list)
-    problems: list[dict[str, str]] = field(default_factory=list)  # first MAX_REPORTED skipped
+    problems: list[dict[str, str]] = field(default_factory=list)  # the first MAX_REPORTED problems
     stopped: str = ""  # why the import stopped early ("" when it completed)
 
     def skip(self, where: str, reason: str) -> None:
         self.skipped += 1
+        self.note(where, reason)
+
+    def note(self, where: str, reason: str) -> None:
         if len(self.problems) < MAX_REPORTED:
             self.problems.append({"where": where, "reason": reason})
 
@@ -216,7 +219,21 @@ async def _append(store: AccountStore, mailbox: str, group: list[tuple[Found, by
         raise
     except StorageError as exc:
         if len(group) == 1:
-            report.skip(group[0][0].where, f"refused by the store: {exc}")
+            found = group[0][0]
+            system = frozenset(f for f in found.flags if f.startswith("\\"))
+            if system != found.flags:
+                # e.g. a mailbox's keyword table is full: keep the message,
+                # drop its keywords, and say so
+                try:
+                    await store.append(mailbox, [AppendRequest(found.data, system, found.internal_date)])
+                except (FencedError, QuotaExceeded):
+                    raise
+                except StorageError:
+                    pass
+                else:
+                    report.note(found.where, f"imported without its keywords: {exc}")
+                    return group
+            report.skip(found.where, f"refused by the store: {exc}")
             return []
     done: list[tuple[Found, bytes]] = []
     for one in group:
