@@ -95,6 +95,10 @@ class Cluster:
     def imap(self, member: str, user: str, password: str) -> imaplib.IMAP4:
         m = self.member(member)
         conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=15)
+        if not m["host"].startswith("127."):  # plaintext login is for loopback only
+            from dynamail.net.tls import client_context_insecure
+
+            conn.starttls(client_context_insecure())
         conn.login(user, password)
         return conn
 
@@ -168,3 +172,98 @@ def cut(c: Cluster, name: str, on: bool) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(flag)
+
+
+def _ip(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
+
+
+def netns_available() -> str:
+    """Empty when network namespaces can be used here, else the reason."""
+    import secrets
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    if shutil.which("ip") is None:
+        return "the ip command (iproute2) is not installed"
+    probe = f"dmprobe{secrets.token_hex(3)}"
+    try:
+        _ip("netns", "add", probe)
+        _ip("netns", "del", probe)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        return f"cannot create network namespaces: {exc}"
+    return ""
+
+
+class NetnsTopology:
+    """One network namespace per member, joined by veth pairs to a bridge
+    in the root namespace (where the tests run).  ``cut(i)`` takes member i's
+    link down: a real network partition; its shared storage stays."""
+
+    def __init__(self, count: int) -> None:
+        import random
+        import secrets
+
+        self.tag = secrets.token_hex(2)
+        self.net = f"10.77.{random.randrange(1, 250)}"
+        self.count = count
+        self.bridge = f"dmbr{self.tag}"
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.net}.254/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        for i in range(1, count + 1):
+            ns, host_end, ns_end = self.ns(i), f"dm{self.tag}h{i}", f"dm{self.tag}n{i}"
+            _ip("netns", "add", ns)
+            _ip("link", "add", host_end, "type", "veth", "peer", "name", ns_end)
+            _ip("link", "set", ns_end, "netns", ns)
+            _ip("link", "set", host_end, "master", self.bridge)
+            _ip("link", "set", host_end, "up")
+            _ip("-n", ns, "addr", "add", f"{self.net}.{i}/24", "dev", ns_end)
+            _ip("-n", ns, "link", "set", ns_end, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+
+    def ns(self, i: int) -> str:
+        return f"dm{self.tag}b{i}"
+
+    def hosts(self) -> list[str]:
+        return [f"{self.net}.{i}" for i in range(1, self.count + 1)]
+
+    def wrappers(self) -> dict[str, list[str]]:
+        return {f"b{i}": ["ip", "netns", "exec", self.ns(i)] for i in range(1, self.count + 1)}
+
+    def cut(self, i: int, on: bool) -> None:
+        _ip("link", "set", f"dm{self.tag}h{i}", "down" if on else "up")
+
+    def remove(self) -> None:
+        for i in range(1, self.count + 1):
+            with contextlib.suppress(Exception):
+                _ip("netns", "del", self.ns(i))
+        with contextlib.suppress(Exception):
+            _ip("link", "del", self.bridge)
+
+
+@pytest.fixture
+def netns_cluster(tmp_path: Path) -> Iterator[Any]:
+    made: list[tuple[Cluster, NetnsTopology]] = []
+
+    def make(backends: int = 3) -> tuple[Cluster, NetnsTopology]:
+        why = netns_available()
+        if why:
+            pytest.skip(why)
+        topo = NetnsTopology(backends)
+        c = Cluster(tmp_path / f"n{len(made)}")
+        made.append((c, topo))
+        launcher.up(c.dir, backends, port_offset=OFFSET, hosts=topo.hosts(), wrappers=topo.wrappers(),
+                    lease=LEASE, margin=MARGIN, heartbeat=HEARTBEAT, timeout=60.0,
+                    extra_settings=EXTRA_SETTINGS)
+        return c, topo
+
+    yield make
+    for c, topo in made:
+        with contextlib.suppress(Exception):
+            launcher.down(c.dir, timeout=5.0)
+        topo.remove()

@@ -514,3 +514,37 @@ def test_sigstop_of_an_owner_past_its_lease(cluster_factory: Any) -> None:
     from dynamail.storage import epochs_monotonic
 
     assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_network_partition_with_namespaces(netns_cluster: Any) -> None:
+    """Each backend in its own network namespace; the owner's link is taken
+    down (a real partition: it keeps the shared storage).  It stops serving,
+    the others take its account over, nobody else becomes Controller, and
+    after the link comes back it re-joins."""
+    from dynamail.cluster.election import ElectionStore
+    from dynamail.storage import epochs_monotonic
+
+    c, topo = netns_cluster(3)
+    provision(c, "b1")
+    st = c.wait_controller()
+    victim = next(n for n in c.names() if n not in (st["controller"], st["backup"]))
+    _place_on(c, victim)
+    epoch = ElectionStore(c.dir / "shared").highest_epoch()
+    topo.cut(int(victim[1:]), True)
+    c.wait(lambda: "lease lost" in c.logs(victim), what="the cut-off owner to stop serving")
+    rest = [n for n in c.names() if n != victim]
+    login_select(c, rest[0])
+    assert c.locate("ann@shared.test") in rest
+    conn = c.imap(rest[1], "ann@shared.test", PASSWORD)
+    conn.select("INBOX")
+    assert conn.append("INBOX", None, None, b"Subject: during-partition\r\n\r\nz\r\n")[0] == "OK"
+    conn.logout()
+    assert ElectionStore(c.dir / "shared").highest_epoch() == epoch  # no split brain
+    assert "became controller" not in c.logs(victim)
+    topo.cut(int(victim[1:]), False)
+    c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == victim)["alive"],
+           what="the member to re-join")
+    assert c.status()["controller"] == st["controller"]
+    assert "during-partition" in subjects(c, victim)
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))

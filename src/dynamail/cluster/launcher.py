@@ -119,9 +119,14 @@ def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int
 def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: int = DEFAULT_OFFSET,
        prefix: str = DEFAULT_PREFIX, first_host: int = 1, lease: float = 1.5, margin: float = 0.3,
        heartbeat: float = 0.25, timeout: float = 60.0,
-       env: dict[str, str] | None = None, extra_settings: str = "") -> dict[str, Any]:
+       env: dict[str, str] | None = None, extra_settings: str = "",
+       hosts: list[str] | None = None,
+       wrappers: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Start a local cluster and return its cluster.json data once it serves.
-    ``extra_settings`` is TOML appended to every member's settings file."""
+    ``extra_settings`` is TOML appended to every member's settings file.
+    ``hosts`` gives the members' addresses explicitly (in member order) and
+    ``wrappers`` a command prefix per member name (for example
+    ``["ip", "netns", "exec", NS]`` to run it in a network namespace)."""
     directory = Path(directory).absolute()
     if cluster_file(directory).exists():
         data = read_cluster(directory)
@@ -142,18 +147,22 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
     if not 1 <= first_host or first_host + backends + frontends - 1 > 254:
         raise LauncherError("member addresses must stay within <prefix>.1 - <prefix>.254")
     h0 = first_host - 1
-    backend_addrs = [f"{prefix}.{h0 + i}:{CLUSTER_PORT + port_offset}" for i in range(1, backends + 1)]
+    addresses = hosts or [f"{prefix}.{h0 + i}" for i in range(1, backends + frontends + 1)]
+    if len(addresses) != backends + frontends:
+        raise LauncherError("give one host per member")
+    backend_addrs = [f"{h}:{CLUSTER_PORT + port_offset}" for h in addresses[:backends]]
     members: list[dict[str, Any]] = []
-    roles = [("b", "backend", i, h0 + i) for i in range(1, backends + 1)]
-    roles += [("f", "frontend", j, h0 + backends + j) for j in range(1, frontends + 1)]
+    roles = [("b", "backend", i, i - 1) for i in range(1, backends + 1)]
+    roles += [("f", "frontend", j, backends + j - 1) for j in range(1, frontends + 1)]
     for letter, role, i, host_index in roles:
         name = f"{letter}{i}"
-        host = f"{prefix}.{host_index}"
+        host = addresses[host_index]
         base = directory / "members" / name
         _write_member_settings(base, name, role, backend_addrs, secret_file, lease, margin, heartbeat,
                                extra_settings)
         flag = "--ClusterBackend" if role == "backend" else "--ClusterFrontend"
-        argv = [sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", host,
+        argv = [*(wrappers or {}).get(name, []),
+                sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", host,
                 "--port-offset", str(port_offset), flag, "--SharedBase", str(shared),
                 "--postmaster-password", password]
         atomic_write(base / "argv.json", json.dumps({"argv": argv, "env": env or {}}).encode())
