@@ -328,6 +328,9 @@ def report(name: str, stats: Stats, elapsed: float) -> dict[str, float]:
 
 
 def profile_summary(path: Path, top: int = 15) -> None:
+    import shutil as _sh
+
+    _sh.copy(path, "/tmp/imap-profile.txt")
     """Self and inclusive sample counts per function from py-spy's raw output."""
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()

@@ -86,7 +86,7 @@ class Framer:
         self._skip_line = False  # discarding an over-long line
         self._is_append = False
         self._first = True  # at the first line of a command
-        self._tag = "*"
+        self._head = b""  # start of the command's first line (for its tag)
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -122,7 +122,7 @@ class Framer:
         self._skip = None
         self._is_append = False
         self._first = True
-        self._tag = "*"
+        self._head = b""
 
     def next_event(self) -> FrameEvent:
         while True:
@@ -150,7 +150,7 @@ class Framer:
             if idx < 0:
                 if len(self._buf) + self._line_bytes > limits.MAX_LINE:
                     if self._first:
-                        self._tag = _tag_of(bytes(self._buf[:200]))
+                        self._head = bytes(self._buf[:200])
                     self._skip_line = True
                     if self._skip is None:
                         self._skip = FrameError(self._tag, "BAD Command line too long")
@@ -160,7 +160,7 @@ class Framer:
             del self._buf[: idx + 1]
             if self._first:
                 self._first = False
-                self._tag = _tag_of(line)
+                self._head = line[:200]
                 self._is_append = _APPEND_RE.match(line) is not None
             self._line_bytes += len(line)
             if self._line_bytes > limits.MAX_LINE and self._skip is None:
@@ -197,6 +197,11 @@ class Framer:
             self._literal_left = size
             if sync:
                 return Continue(size)
+
+    @property
+    def _tag(self) -> str:
+        """Tag of the command being framed (computed only for errors)."""
+        return _tag_of(self._head)
 
     def _literal_error(self, size: int, sync: bool, minus: bool) -> FrameError | None:
         if minus and size > limits.LITERAL_MINUS_MAX:

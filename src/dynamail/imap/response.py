@@ -10,6 +10,7 @@ are lists of str/bytes/int/None and are written recursively.
 from __future__ import annotations
 
 import datetime
+import functools
 from collections.abc import Iterable
 
 from dynamail.imap import utf7
@@ -85,6 +86,14 @@ def value(v: object, *, utf8: bool = False) -> bytes:
 
 
 def flags(fl: Iterable[str]) -> bytes:
+    if isinstance(fl, frozenset):
+        return _flags_cached(fl)
+    return b"(" + " ".join(sorted(fl)).encode("utf-8") + b")"
+
+
+@functools.lru_cache(maxsize=4096)
+def _flags_cached(fl: frozenset[str]) -> bytes:
+    # a mailbox uses few distinct flag sets; FETCH FLAGS writes them per message
     return b"(" + " ".join(sorted(fl)).encode("utf-8") + b")"
 
 
