@@ -344,3 +344,16 @@ def test_forwarders_local_and_remote(server: LiveServer, sink: Sink) -> None:
     assert any(b"Subject: forwarded inside" in m for m in pop3_messages(server, BOB, BOB_PW))
     got = sink.wait_messages(before + 1)
     assert any(rcpts == ["far@remote.example"] and b"Subject: forwarded outside" in data for _, rcpts, data in got)
+
+
+def test_notify_success_for_local_delivery(server: LiveServer) -> None:
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(ALICE, ALICE_PW)
+        s.ehlo()
+        assert s.has_extn("dsn")
+        refused = s.sendmail(ALICE, [BOB], message(BOB, "tell me").as_bytes(), mail_options=["RET=HDRS", "ENVID=e42"], rcpt_options=["NOTIFY=SUCCESS"])
+        assert refused == {}
+    reports = [m for m in pop3_messages(server, ALICE, ALICE_PW) if b"Successful Mail Delivery Report" in m]
+    assert len(reports) == 1
+    assert b"Original-Envelope-Id: e42" in reports[0]
+    assert b"Final-Recipient: rfc822; bob@example.org\r\nAction: delivered\r\nStatus: 2.0.0" in reports[0]

@@ -180,3 +180,47 @@ def test_local_copies_wait_for_their_owner(tmp_path: Path) -> None:
             await locator.close()
 
     assert asyncio.run(run()) == (451, 0, 1)
+
+
+def test_success_and_delay_notifications(tmp_path: Path) -> None:
+    host = next_host()
+    sink = Sink(host, PORT)
+    q = OutboundQueue(tmp_path / "Queue", hostname="mx.test", mx_map={"remote.example": f"{host}:{PORT}"}, retry_seconds=10.0)
+    q.store.delay_notice_after = 0.0
+    try:
+        async def run() -> tuple[list[Envelope], list[Envelope]]:
+            q._load()
+            qid = await q.enqueue(
+                "a@local.example",
+                [("ok@remote.example", {"NOTIFY": "SUCCESS"}), ("later@remote.example", {"NOTIFY": "DELAY,FAILURE"})],
+                MSG,
+            )
+            await q.attempt(q.entries[qid])
+            after_first = [e for e in q.entries.values() if e.id != qid]
+            await q.attempt(q.entries[qid])  # still deferred: no second delay notice
+            after_second = [e for e in q.entries.values() if e.id != qid]
+            return after_first, after_second
+
+        first, second = asyncio.run(run())
+    finally:
+        sink.close()
+    assert len(first) == 1 and len(second) == 1  # one "delayed" DSN, sent once
+    dsn = (tmp_path / "Queue" / f"{first[0].id}.msg").read_bytes()
+    assert b"Subject: Delayed Mail (still being retried)" in dsn
+    assert b"Final-Recipient: rfc822; later@remote.example\r\nAction: delayed\r\nStatus: 4.3.0" in dsn
+    assert b"Will-Retry-Until:" in dsn
+    assert b"ok@remote.example" not in dsn  # success is reported when the entry completes
+
+
+def test_success_report_built_for_relayed_and_delivered(tmp_path: Path) -> None:
+    q = make_queue(tmp_path, "127.0.0.1")
+    env = Envelope("id", "a@local.example", [
+        QueuedRecipient("x@r.example", "SUCCESS", None, "sent", 250, "2.0.0 ok"),
+        QueuedRecipient("me@local.example", "SUCCESS", None, "sent", 250, "2.0.0 delivered", local=True),
+    ], 0.0, 0.0)
+    assert q.store.to_notify(env) == env.recipients
+    dsn = q.build_dsn(env, env.recipients, MSG)
+    assert b"Subject: Successful Mail Delivery Report" in dsn
+    assert b"Action: relayed\r\nStatus: 2.0.0" in dsn and b"Action: delivered\r\nStatus: 2.0.0" in dsn
+    env.sender = ""
+    assert q.store.to_notify(env) == []

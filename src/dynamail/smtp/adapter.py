@@ -172,6 +172,8 @@ class SmtpSession:
         self.spool: Spool | None = None
         self.local: list[AccountRef] = []
         self.remote: list[tuple[str, dict[str, str | None]]] = []
+        # local recipients that asked NOTIFY=SUCCESS (RFC 3461): address, ORCPT, accounts
+        self.success: list[tuple[str, str | None, list[AccountRef]]] = []
         self.sender: Address | None = None
         self.mail_params: dict[str, str | None] = {}
         self.handlers: dict[type, Callable[[Any], Awaitable[bool]]] = {
@@ -227,6 +229,7 @@ class SmtpSession:
         self.mail_params = ev.params
         self.local = []
         self.remote = []
+        self.success = []
         return True
 
     def _rcpt_decision(self, address: Address) -> tuple[Reply | None, Any]:
@@ -289,6 +292,9 @@ class SmtpSession:
                 return True
             self.local.extend(target.accounts)
             self.remote.extend((fwd, {}) for fwd in target.forward)
+            notify = {w.upper() for w in (ev.params.get("NOTIFY") or "").split(",")}
+            if "SUCCESS" in notify and target.accounts:
+                self.success.append((str(ev.address), ev.params.get("ORCPT"), list(target.accounts)))
         self.core.accept_recipient()
         return True
 
@@ -388,6 +394,11 @@ class SmtpSession:
             if queue is None:
                 return R.LOCAL_ERROR
             await queue.enqueue(sender, self.remote, path, params=self.mail_params)
+        if self.success and sender and queue is not None:
+            bad = {ref for _, r in failed for ref in [r.ref]}
+            told = [(addr, orcpt) for addr, orcpt, refs in self.success if not bad & set(refs)]
+            if told:
+                await queue.success_now(sender, told, path, params=self.mail_params)
         if failed and sender and queue is not None:
             await queue.bounce_now(sender, [(addr, r.code, r.status, r.text) for addr, r in failed], path, params=self.mail_params)
         log.info(
@@ -602,12 +613,16 @@ class OutboundQueue:
                 o = outcomes.get(r.address, Outcome(451, "4.4.1 no outcome"))
                 self.store.record(r, o.code, o.text)
         if not self.store.finish_attempt(env, time.time()):
+            delayed = self.store.to_delay_notify(env, time.time())
+            if delayed:
+                await self._bounce(env, delayed, msg_path)
             await self._io(self.store.save, env)
             log.info("queue entry %s: %d recipients deferred (attempt %d)", env.id, len(env.pending()), env.attempts)
             return
-        failed = self.store.to_notify(env)
-        if failed:
-            await self._bounce(env, failed, msg_path)
+        notices = self.store.to_notify(env)
+        if notices:
+            await self._bounce(env, notices, msg_path)
+        failed = [r for r in env.recipients if r.state == "failed"]
         await self._io(self.store.remove, env)
         self.entries.pop(env.id, None)
         self._gauge()
@@ -646,7 +661,19 @@ class OutboundQueue:
         ], time.time(), 0.0, 1, dict(params or {}))
         await self._bounce(env, env.recipients, message)
 
+    async def success_now(
+        self, sender: str, delivered: list[tuple[str, str | None]], message: Path | bytes,
+        *, params: dict[str, str | None] | None = None,
+    ) -> None:
+        """A "delivered" DSN for local recipients that asked NOTIFY=SUCCESS."""
+        env = Envelope("now", sender, [
+            QueuedRecipient(addr, "SUCCESS", orcpt, "sent", 250, "2.0.0 delivered", local=True)
+            for addr, orcpt in delivered
+        ], time.time(), 0.0, 1, dict(params or {}))
+        await self._bounce(env, env.recipients, message)
+
     async def _bounce(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> None:
+        """Send a DSN about ``failed`` (or delayed/delivered) recipients to the sender."""
         dsn = await self._io(self.store.build_dsn, env, failed, message)
         target = await self._io(self._resolve_local, env.sender)
         delivery = self._delivery()

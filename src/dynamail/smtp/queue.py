@@ -45,6 +45,7 @@ log = logging.getLogger("dynamail.smtp.queue")
 QUEUE_DIR = "Queue"
 READ_CHUNK = 64 * 1024
 MAX_BACKOFF = 4 * 3600.0
+DELAY_NOTICE_AFTER = 4 * 3600.0  # a NOTIFY=DELAY recipient still pending this long is told
 MAX_HEADER_IN_DSN = 64 * 1024
 MAX_FULL_RETURN = 10 * 1024 * 1024
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -59,6 +60,23 @@ class QueuedRecipient:
     code: int = 0
     text: str = ""
     local: bool = False  # an account of ours whose owner was unreachable (cluster)
+    delay_notified: bool = False  # a "delayed" DSN was sent for it
+
+    def wants(self, event: str) -> bool:
+        """RFC 3461 4.1: NOTIFY=SUCCESS, FAILURE, DELAY or NEVER.  Without
+        NOTIFY, failures are reported (and nothing else)."""
+        if self.notify is None:
+            return event == "FAILURE"
+        return event in {w.strip().upper() for w in self.notify.split(",")}
+
+    @property
+    def action(self) -> str:
+        """The DSN Action (RFC 3464 2.3.3) for this recipient's state."""
+        if self.state == "failed":
+            return "failed"
+        if self.state == "pending":
+            return "delayed"
+        return "delivered" if self.local else "relayed"  # no DSN passed further on
 
 
 @dataclass
@@ -84,6 +102,14 @@ class Envelope:
         return [r for r in self.recipients if r.state == "pending"]
 
 
+_INTROS = (
+    ("failed", "Your message could not be delivered to the following recipients:"),
+    ("delayed", "Delivery to the following recipients is delayed; the mail system keeps trying:"),
+    ("delivered", "Your message was delivered to the following recipients:"),
+    ("relayed", "Your message was handed on to the following recipients' mail systems:"),
+)
+
+
 def enhanced_status(code: int, text: str) -> str:
     m = _STATUS.match(text.strip())
     if m and m.group(1) == str(code)[0]:
@@ -96,12 +122,13 @@ class QueueStore:
 
     def __init__(
         self, directory: Path, *, hostname: str, retry_seconds: float = 300.0,
-        expire_seconds: float = 5 * 24 * 3600.0,
+        expire_seconds: float = 5 * 24 * 3600.0, delay_notice_after: float = DELAY_NOTICE_AFTER,
     ) -> None:
         self.directory = directory
         self.hostname = hostname
         self.retry_seconds = retry_seconds
         self.expire_seconds = expire_seconds
+        self.delay_notice_after = delay_notice_after
 
     def paths(self, qid: str) -> tuple[Path, Path]:
         return self.directory / f"{qid}.msg", self.directory / f"{qid}.env"
@@ -204,20 +231,43 @@ class QueueStore:
 
     @staticmethod
     def to_notify(env: Envelope) -> list[QueuedRecipient]:
-        """Failed recipients that get a DSN (none for the null sender)."""
+        """Recipients of a completed entry the sender is told about: failures
+        (unless NOTIFY=NEVER) and, when asked, successes.  None for the null
+        sender."""
         if not env.sender:
             return []
-        return [r for r in env.recipients if r.state == "failed" and (r.notify or "").upper() != "NEVER"]
+        return [
+            r for r in env.recipients
+            if (r.state == "failed" and r.wants("FAILURE")) or (r.state == "sent" and r.wants("SUCCESS"))
+        ]
 
-    def build_dsn(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> bytes:
-        """An RFC 3464 multipart/report for ``failed`` recipients."""
+    def to_delay_notify(self, env: Envelope, now: float) -> list[QueuedRecipient]:
+        """Pending recipients that asked NOTIFY=DELAY and have waited
+        ``delay_notice_after``; each is reported once (marked here)."""
+        if not env.sender or now - env.created < self.delay_notice_after:
+            return []
+        due = [r for r in env.pending() if r.wants("DELAY") and not r.delay_notified]
+        for r in due:
+            r.delay_notified = True
+        return due
+
+    def build_dsn(self, env: Envelope, recipients: list[QueuedRecipient], message: Path | bytes) -> bytes:
+        """An RFC 3464 multipart/report about ``recipients``, each with the
+        Action of its state (failed, delayed, delivered, relayed)."""
         boundary = f"=_dynamail_{secrets.token_hex(12)}"
         now = email.utils.formatdate(localtime=False)
         header, full = self._original(message, env.params.get("RET"))
+        actions = {r.action for r in recipients}
+        if "failed" in actions:
+            subject = "Undelivered Mail Returned to Sender"
+        elif "delayed" in actions:
+            subject = "Delayed Mail (still being retried)"
+        else:
+            subject = "Successful Mail Delivery Report"
         lines = [
             f"From: Mail Delivery System <MAILER-DAEMON@{self.hostname}>",
             f"To: <{env.sender}>",
-            "Subject: Undelivered Mail Returned to Sender",
+            f"Subject: {subject}",
             f"Date: {now}",
             f"Message-ID: <{secrets.token_hex(10)}@{self.hostname}>",
             "Auto-Submitted: auto-replied",
@@ -230,28 +280,37 @@ class QueueStore:
             "Content-Type: text/plain; charset=utf-8",
             "",
             f"This is the mail system at {self.hostname}.",
-            "",
-            "Your message could not be delivered to the following recipients:",
-            "",
         ]
-        for r in failed:
-            lines.append(f"  <{r.address}>: {r.code} {r.text}")
+        for action, intro in _INTROS:
+            group = [r for r in recipients if r.action == action]
+            if group:
+                lines += ["", intro, ""]
+                lines += [f"  <{r.address}>: {r.code} {r.text}".rstrip() for r in group]
         lines += ["", f"--{boundary}", "Content-Type: message/delivery-status", ""]
         lines.append(f"Reporting-MTA: dns; {self.hostname}")
         envid = env.params.get("ENVID")
         if envid:
             lines.append(f"Original-Envelope-Id: {envid}")
         lines.append(f"Arrival-Date: {email.utils.formatdate(env.created, localtime=False)}")
-        for r in failed:
+        for r in recipients:
             lines.append("")
             lines.append(f"Final-Recipient: rfc822; {r.address}")
             if r.orcpt:
                 lines.append(f"Original-Recipient: {r.orcpt}")
-            lines.append("Action: failed")
-            lines.append(f"Status: {enhanced_status(r.code if r.code >= 500 else 500, r.text)}")
+            lines.append(f"Action: {r.action}")
+            if r.action == "failed":
+                status = enhanced_status(r.code if r.code >= 500 else 500, r.text)
+            elif r.action == "delayed":
+                status = enhanced_status(r.code if 400 <= r.code < 500 else 451, r.text)
+            else:
+                status = "2.0.0"
+            lines.append(f"Status: {status}")
             if r.code:
                 lines.append(f"Diagnostic-Code: smtp; {r.code} {r.text}"[:900])
             lines.append(f"Last-Attempt-Date: {now}")
+            if r.action == "delayed":
+                until = email.utils.formatdate(env.created + self.expire_seconds, localtime=False)
+                lines.append(f"Will-Retry-Until: {until}")
         lines.append("")
         if full is not None:
             lines += [f"--{boundary}", "Content-Type: message/rfc822", ""]
