@@ -426,3 +426,21 @@ def test_logindisabled_by_default_for_remote_clients(imap) -> None:
         d = await h.connect(peer="::1")
         assert "LOGINDISABLED" not in (await d.ok("CAPABILITY"))[0]
     imap(go)
+
+
+def test_imap4rev2_mode(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await append(c, MSG1)
+        assert (await c.ok("ENABLE IMAP4rev2"))[0] == "* ENABLED IMAP4rev2"
+        lines = await c.ok("SELECT INBOX")
+        assert '* LIST () "/" INBOX' in lines
+        assert not any("RECENT" in x or "UNSEEN" in x for x in lines)
+        lines = await c.cmd("SEARCH ALL", tag="s1")
+        assert lines[0] == '* ESEARCH (TAG "s1") ALL 1'
+        lines = await c.cmd("SELECT INBOX", tag="s2")
+        assert lines[0] == "* OK [CLOSED] Previous mailbox closed"
+        await c.ok('CREATE "Ünïcode"')
+        lines = await c.ok('LIST "" "Ü*"')
+        assert lines[0] == '* LIST (\\HasNoChildren) "/" "Ünïcode"'
+    imap(go)
