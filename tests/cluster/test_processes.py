@@ -548,3 +548,32 @@ def test_network_partition_with_namespaces(netns_cluster: Any) -> None:
     assert c.status()["controller"] == st["controller"]
     assert "during-partition" in subjects(c, victim)
     assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> None:
+    """The Controller's link goes down while it keeps the shared storage (its
+    heartbeat record stays fresh): the Backup, which still hears from the
+    third backend, takes over; the old Controller sees the newer epoch and
+    steps down; after healing it re-joins as an ordinary member."""
+    from dynamail.cluster.election import ElectionStore
+    from dynamail.storage import epochs_monotonic
+
+    c, topo = netns_cluster(3)
+    provision(c, "b1")
+    st = c.wait_controller()
+    old = st["controller"]
+    _place_on(c, old)
+    epoch = ElectionStore(c.dir / "shared").highest_epoch()
+    topo.cut(int(old[1:]), True)
+    st = c.wait_controller(exclude=(old,))
+    assert ElectionStore(c.dir / "shared").highest_epoch() == epoch + 1
+    c.wait(lambda: "stepping down" in c.logs(old), what="the old controller to step down")
+    rest = [n for n in c.names() if n != old]
+    login_select(c, rest[0])
+    assert c.locate("ann@shared.test") in rest
+    topo.cut(int(old[1:]), False)
+    c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == old)["alive"],
+           what="the old controller to re-join")
+    assert c.status()["controller"] == st["controller"]
+    assert epochs_monotonic(c.mail_path("shared.test", "ann"))

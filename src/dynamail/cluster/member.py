@@ -471,7 +471,7 @@ class ClusterMember(ControllerDuty, Handoffs):
             await asyncio.sleep(self.s.heartbeat)
             self._export_metrics()
             try:
-                await self._beat()
+                await asyncio.gather(self._beat(), self._keep_backup())
             except asyncio.CancelledError:
                 raise
             except (PeerClosed, TimeoutError, ConnectionError, OSError) as exc:
@@ -520,12 +520,18 @@ class ClusterMember(ControllerDuty, Handoffs):
             if reply.backup != self.backup_name:
                 self.backup_name = reply.backup
             self._learn(reply.backup, reply.backup_address)
-            if self.backup_name and self.backup_name != self.name:
-                backup = await self.peer_to(self.backup_name)
-                if backup is not None:
-                    backup.send(wire.Whois(backup.next_id()))  # keeps the connection alive
         elif isinstance(reply, wire.Error) and reply.code == "not-controller":
             self.resynced_epoch = 0
+
+    async def _keep_backup(self) -> None:
+        """Keep the connection to the Backup alive, whether or not the
+        Controller answers: the Backup judges a Controller cut off from every
+        backend by whom it still hears from."""
+        if self.cut or not self.backup_name or self.backup_name == self.name or self.controller:
+            return
+        backup = await self.peer_to(self.backup_name)
+        if backup is not None:
+            backup.send(wire.Whois(backup.next_id()))
 
     async def _find_controller(self) -> None:
         for host, port in self.s.backends:
