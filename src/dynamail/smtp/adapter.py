@@ -132,15 +132,13 @@ def listeners(ctx: ServerContext) -> list[ListenerSpec]:
 def start_queue(ctx: ServerContext) -> OutboundQueue:
     """Create and start this server's outbound queue once (kept in ctx.extras)."""
     queue: OutboundQueue | None = ctx.extras.get("smtp_queue")
-    if queue is not None:
-        return queue
-    clean_spool(spool_dir(ctx))
-    queue = OutboundQueue.for_context(ctx)
-    ctx.extras["smtp_queue"] = queue
-    with contextlib.suppress(RuntimeError):  # no running loop: started by the caller
+    if queue is None:
+        clean_spool(spool_dir(ctx))
+        queue = OutboundQueue.for_context(ctx)
+        ctx.extras["smtp_queue"] = queue
+        ctx.extras.setdefault("closers", []).append(queue.close)
+    with contextlib.suppress(RuntimeError):  # no running loop yet: a later call starts it
         queue.start()
-    closers = ctx.extras.setdefault("closers", [])
-    closers.append(queue.close)
     return queue
 
 
@@ -475,6 +473,7 @@ class OutboundQueue:
         self._task: asyncio.Task[None] | None = None
         self._attempts: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._loaded = False
 
     @classmethod
     def for_context(cls, ctx: ServerContext) -> OutboundQueue:
@@ -503,9 +502,16 @@ class OutboundQueue:
         )
 
     def start(self) -> None:
-        """Start the delivery loop (it loads the queue directory first)."""
+        """Load the queue directory, then start the delivery loop.
+
+        Loading removes the debris of interrupted enqueues, so it must finish
+        before any session can enqueue: it runs here, synchronously, before
+        the listeners open (``listeners(ctx)`` calls this)."""
+        loop = asyncio.get_running_loop()
+        if not self._loaded:
+            self._load()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = loop.create_task(self._run())
 
     async def close(self) -> None:
         self._closing = True
@@ -533,6 +539,7 @@ class OutboundQueue:
 
     def _load(self) -> None:
         self.entries.update(self.store.load())
+        self._loaded = True
 
     async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
@@ -547,6 +554,8 @@ class OutboundQueue:
         local: Sequence[str] = (),
     ) -> str:
         """Queue ``message``; durable on return; the queue id."""
+        if not self._loaded:
+            await self._io(self._load)  # never race the start-up scan
         env = self.store.new_envelope(sender, recipients, params, local)
         await self._io(self.store.write_entry, env, message)
         self.entries[env.id] = env
@@ -556,7 +565,6 @@ class OutboundQueue:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        await self._io(self._load)
         self._gauge()
         sem = asyncio.Semaphore(MAX_PARALLEL)
         while not self._closing:
