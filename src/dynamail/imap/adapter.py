@@ -22,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynamail.imap import limits
+from dynamail.imap.commands import REGISTRY
 from dynamail.imap.errors import CommandBad, SessionEnd
 from dynamail.imap.framer import NEED_DATA, Continue, Frame, FrameError, Framer
 from dynamail.imap.parser import ParseError, parse_command, tag_of
@@ -177,6 +178,8 @@ class _Counters:
     def count(self, name: str) -> None:
         if self.metrics is None:
             return
+        if name not in REGISTRY:  # client-chosen words must not create label values
+            name = "UNKNOWN"
         child = self.children.get(name)
         if child is None:
             child = self.metrics.commands.labels(protocol="imap", command=name)
