@@ -351,12 +351,22 @@ class _Budget:
 
 
 def _entity(
-    msg: bytes, start: int, end: int, depth: int, budget: _Budget, default_type: bytes | None = None
+    msg: bytes,
+    start: int,
+    end: int,
+    depth: int,
+    budget: _Budget,
+    default_type: bytes | None = None,
+    known: tuple[int, list[tuple[str, bytes]]] | None = None,
 ) -> tuple[list[Value], list[Value], Node]:
-    """Parse the entity msg[start:end]; returns (bodystructure, body, node)."""
+    """Parse the entity msg[start:end]; returns (bodystructure, body, node).
+    ``known``: its body start and header fields when already parsed."""
     budget.parts += 1
-    bstart = _header_end(msg, start, end)
-    fields = header_fields(msg[start:bstart])
+    if known is not None:
+        bstart, fields = known
+    else:
+        bstart = _header_end(msg, start, end)
+        fields = header_fields(msg[start:bstart])
     ctype_raw = _first(fields, "content-type")
     if ctype_raw is None and default_type is not None:
         ctype_raw = default_type
@@ -404,8 +414,9 @@ def _entity(
         size,
     ]
     if t == "message" and s in ("rfc822", "global") and deep_ok and encoding in ("7bit", "8bit", "binary"):
-        inner_fields = header_fields(msg[bstart : _header_end(msg, bstart, end)])
-        ibs, ibody, inode = _entity(msg, bstart, end, depth + 1, budget)
+        inner_end = _header_end(msg, bstart, end)
+        inner_fields = header_fields(msg[bstart:inner_end])
+        ibs, ibody, inode = _entity(msg, bstart, end, depth + 1, budget, known=(inner_end, inner_fields))
         lines = _lines(msg, bstart, end)
         env = envelope(inner_fields)
         bs = [*basic, env, ibs, lines, _nstr(_first(fields, "content-md5")), *ext_tail]
@@ -461,7 +472,7 @@ def parse(msg: bytes) -> Parsed:
     """Parse a canonical message; never raises on malformed input."""
     hend = _header_end(msg, 0, len(msg))
     fields = header_fields(msg[:hend])
-    bs, body, tree = _entity(msg, 0, len(msg), 0, _Budget())
+    bs, body, tree = _entity(msg, 0, len(msg), 0, _Budget(), known=(hend, fields))
     return Parsed(envelope(fields), bs, body, tree, hend)
 
 
