@@ -66,6 +66,9 @@ for _name, _code in COLUMNS:
 BIG_ENDIAN = sys.byteorder == "big"
 
 SCAN_CHUNK = 4 << 20
+# fdatasync flushes the data and the size, which is all an append needs;
+# where the platform lacks it (macOS), fsync does the same and more.
+_fdatasync = getattr(os, "fdatasync", os.fsync)
 INFO_CACHE = 200_000  # MessageInfo objects kept per mailbox (about 200 bytes each)
 
 
@@ -505,7 +508,7 @@ class MailboxState:
             n = os.pwrite(self.fd, view, off)
             view = view[n:]
             off += n
-        os.fdatasync(self.fd)
+        _fdatasync(self.fd)
         return start
 
     def committed(self, start: int, length: int, last_off_rel: int, last_crc: int, records: int) -> None:
