@@ -106,3 +106,18 @@ def test_autologout_of_idle_clients(imap) -> None:
         finally:
             limits.login_timeout = saved
     imap(go)
+
+
+def test_idle_timeout_ends_the_session(imap, monkeypatch) -> None:
+    from dynamail.imap import limits
+
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await c.ok("SELECT INBOX")
+        monkeypatch.setattr(limits, "IDLE_TIMEOUT", 0.2)
+        await c.raw(b"i IDLE\r\n")
+        assert await c.line() == "+ idling"
+        assert await c.line() == "* BYE Autologout; idle for too long"
+        await h.tasks[-1]
+        assert c.conn.closed
+    imap(go)

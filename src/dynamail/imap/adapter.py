@@ -81,7 +81,10 @@ class ConnectionIo:
         await self.conn.sendfile(file, offset, length)
 
     async def read_more(self, timeout: float) -> None:
-        data = await self.conn.read(READ_SIZE, timeout=timeout)
+        try:
+            data = await self.conn.read(READ_SIZE, timeout=timeout)
+        except IdleTimeout:
+            raise SessionEnd("Autologout; idle for too long") from None
         if not data:
             raise ConnectionError("client closed the connection")
         self.framer.feed(data)
@@ -156,7 +159,10 @@ class ConnectionIo:
                         change.cancel()
                         with contextlib.suppress(asyncio.CancelledError, Exception):
                             await change
-                data = read_task.result()
+                try:
+                    data = read_task.result()
+                except IdleTimeout:
+                    raise SessionEnd("Autologout; idle for too long") from None
                 read_task = None
                 if not data:
                     raise ConnectionError("client closed the connection")
@@ -232,8 +238,6 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
     except SessionEnd as exc:
         if exc.text:
             io.write(b"* BYE " + exc.text.encode() + b"\r\n")
-    except IdleTimeout:
-        io.write(b"* BYE Autologout; idle for too long\r\n")
     except asyncio.CancelledError:  # server shutdown after the grace period
         io.write(b"* BYE Server shutting down\r\n")
         raise
