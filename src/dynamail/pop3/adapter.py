@@ -126,8 +126,17 @@ class Pop3Session:
             return ev
 
     async def run(self) -> None:
+        metrics = self.ctx.metrics
         with contextlib.suppress(Exception):
-            self.ctx.metrics.sessions_total.labels(protocol="pop3").inc()
+            metrics.sessions_total.labels(protocol="pop3").inc()
+            metrics.sessions.labels(protocol="pop3").inc()
+        try:
+            await self._run()
+        finally:
+            with contextlib.suppress(Exception):
+                metrics.sessions.labels(protocol="pop3").dec()
+
+    async def _run(self) -> None:
         self.core.greeting()
         await self.flush()
         while True:

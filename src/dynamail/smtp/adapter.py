@@ -196,6 +196,7 @@ class SmtpSession:
         metrics = self.ctx.metrics
         with contextlib.suppress(Exception):
             metrics.sessions_total.labels(protocol="smtp").inc()
+            metrics.sessions.labels(protocol="smtp").inc()
         try:
             self.core.greeting()
             await self.flush()
@@ -217,6 +218,8 @@ class SmtpSession:
                 if handler is not None and not await handler(ev):
                     return
         finally:
+            with contextlib.suppress(Exception):
+                metrics.sessions.labels(protocol="smtp").dec()
             if self.spool is not None:
                 self.spool.discard()
                 self.spool = None
@@ -688,8 +691,11 @@ class OutboundQueue:
         if target is not None and delivery is not None and (target.accounts or target.forward):
             if target.accounts:
                 results = await delivery.deliver(list(target.accounts), dsn)
-                if any(not r.ok for r in results):
-                    log.warning("bounce to %s could not be stored locally", env.sender)
+                waiting = [r.ref.address for r in results if r.temporary]
+                if waiting:  # keep the notice until the account can take it
+                    await self.enqueue("", [], dsn, local=waiting)
+                if any(r.permanent for r in results):
+                    log.warning("notice to %s refused by its mailbox", env.sender)
             if target.forward:
                 await self.enqueue("", list(target.forward), dsn)
             return
