@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,14 +106,20 @@ def _flash(driver: Any) -> str:
         return ""
 
 
-def _wait(driver: Any, what: str, check: Any) -> None:
-    """Wait until ``check(driver)`` holds (a form post loads a new page)."""
-    from selenium.webdriver.support.ui import WebDriverWait
+def _wait(driver: Any, what: str, check: Any, timeout: float = 30.0) -> None:
+    """Wait until ``check(driver)`` holds (a form post loads a new page; the
+    browser may answer with an error while it swaps documents)."""
+    from selenium.common.exceptions import WebDriverException
 
-    try:
-        WebDriverWait(driver, 30, poll_frequency=0.1).until(check)
-    except Exception as exc:
-        raise AssertionError(f"{what}: now at {driver.current_url}: {_flash(driver)!r}") from exc
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check(driver):
+                return
+        except WebDriverException:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: now at {driver.current_url}: {_flash(driver)!r}")
 
 
 def _flashed(driver: Any, text: str) -> None:
@@ -188,6 +195,9 @@ def test_webadmin_in_a_browser(browser: Any, site: Site, tmp_path: Path) -> None
     d.get(site.url + "/admin/domains")
     shot = save_screenshot(d, tmp_path, f"domains{suffix}.png")
     assert shot.stat().st_size > 10_000
+    if clustered:  # the page shows the roles once the Controller has named a Backup
+        _wait(d, "a Controller and a Backup", lambda _: (lambda s: s["controller"] and s["backup"])(
+            api_call(api + "/cluster", site.user, site.password)))
     d.get(site.url + "/admin/monitors/cluster")
     assert "Monitors › Cluster" in d.find_element(By.CSS_SELECTOR, "h1").text
     rows = d.find_elements(By.CSS_SELECTOR, "#members tbody tr")

@@ -64,6 +64,7 @@ def render(request: web.Request, template: str, session: Session | None, status:
         user=session.ref if session else None,
         csrf=session.csrf if session else "",
         clustered=ctx.cluster is not None,
+        member=str(getattr(ctx.cluster, "name", "") or "") if ctx.cluster is not None else "",
         hostname=ctx.hostname,
         version=__version__,
         flash=flash,
