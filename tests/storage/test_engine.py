@@ -335,3 +335,31 @@ def test_write_failure_fails_the_batch_and_changes_nothing(account_dir: Path) ->
     with_account(account_dir, body)
     got = with_account(account_dir, lambda s: s.status("INBOX"), epoch=2)
     assert got.messages == 2
+
+
+def test_one_batch_behaves_like_its_operations_in_order(account_dir: Path) -> None:
+    """Operations queued together share one write, but each sees the effects
+    of the ones queued before it (flags, UNCHANGEDSINCE, expunge)."""
+
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(MSG)] * 4)
+        v = await store.select("INBOX")
+        base = v.info(1).modseq
+        r1, r2, r3, r4, gone, r5 = await asyncio.gather(
+            v.store([1, 2], "add", frozenset({"\\Seen"})),
+            v.store([1], "remove", frozenset({"\\Seen"})),
+            v.store([2], "add", frozenset({"\\Flagged"}), unchanged_since=base),  # 2 changed just before
+            v.store([3], "add", frozenset({"\\Deleted"})),
+            v.expunge([3, 4]),
+            v.store([3], "add", frozenset({"$Late"})),  # already expunged in this batch
+        )
+        assert r1.modified == [1, 2] and r2.modified == [1]
+        assert r3.failed_unchangedsince == [2] and r3.modified == []
+        assert r4.modified == [3] and gone == [3] and r5.modified == []
+        assert v.info(1).flags == frozenset() and v.info(2).flags == {"\\Seen"}
+        assert list(v.uids()) == [1, 2, 4]
+        assert v.info(1).modseq > v.info(2).modseq > base
+
+    with_account(account_dir, body)
+    got = with_account(account_dir, lambda s: s.status("INBOX"), epoch=2)
+    assert (got.messages, got.unseen) == (3, 2)
