@@ -51,7 +51,13 @@ async def test_metrics_are_prometheus_text(ctx: ServerContext) -> None:
         resp = await client.get("/metrics")
         assert resp.status == 200
         assert resp.headers["Content-Type"].startswith("text/plain")
-        assert 'dynamail_sessions_total{protocol="imap"} 3.0' in await resp.text()
+        text = await resp.text()
+        assert 'dynamail_sessions_total{protocol="imap"} 3.0' in text
+        assert 'dynamail_cluster_role{role="standalone"} 1.0' in text
+        assert "dynamail_cluster_ready 1.0" in text
+        await client.get("/api/v1/version", headers=PM)
+        text = await (await client.get("/metrics")).text()
+        assert 'dynamail_commands_total{command="get_version",protocol="http"} 1.0' in text
 
 
 async def test_api_needs_authentication(ctx: ServerContext) -> None:

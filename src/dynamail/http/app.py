@@ -102,6 +102,7 @@ def _api_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
                 raise ApiError("bad_request", "a JSON body is required")
             body = route.body.check(data)
         call = Call(ctx=ctx, actor=actor, path=path, query=query, body=body, request=request)
+        ctx.metrics.commands.labels(protocol="http", command=route.operation_id).inc()
         return await run_handler(route, call)
 
     handle.__name__ = route.operation_id
@@ -132,7 +133,29 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+def refresh_gauges(ctx: ServerContext) -> None:
+    """Set the gauges that describe state (open accounts, cluster role and
+    ready state) from the services just before they are scraped."""
+    m = ctx.metrics
+    if ctx.accounts is not None:
+        m.open_accounts.set(len(ctx.accounts.open_accounts()))
+    m.cluster_ready.set(1 if member_ready(ctx) else 0)
+    cluster = ctx.cluster
+    roles = {"standalone": cluster is None, "backend": False, "frontend": False,
+             "controller": False, "backup": False}
+    if cluster is not None:
+        role = str(getattr(cluster, "role", "") or "backend").lower()
+        roles["frontend" if role == "frontend" else "backend"] = True
+        is_controller = getattr(cluster, "is_controller", None)
+        roles["controller"] = bool(is_controller()) if callable(is_controller) else False
+        name = getattr(cluster, "name", None)
+        roles["backup"] = bool(name) and getattr(cluster, "backup_name", None) == name
+    for role_name, on in roles.items():
+        m.cluster_role.labels(role=role_name).set(1 if on else 0)
+
+
 async def metrics(request: web.Request) -> web.Response:
+    refresh_gauges(request.app[CTX])
     data = request.app[CTX].metrics.render()
     return web.Response(body=data, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
