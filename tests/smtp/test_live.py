@@ -357,3 +357,20 @@ def test_notify_success_for_local_delivery(server: LiveServer) -> None:
     assert len(reports) == 1
     assert b"Original-Envelope-Id: e42" in reports[0]
     assert b"Final-Recipient: rfc822; bob@example.org\r\nAction: delivered\r\nStatus: 2.0.0" in reports[0]
+
+
+def test_smtputf8_recipients(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        s.ehlo()
+        assert s.has_extn("smtputf8")
+        s.command_encoding = "utf-8"
+        s.mail("sender@outside.example", ["SMTPUTF8"])
+        code, text = s.rcpt("jürgen@example.org")
+        assert (code, text[:5]) == (550, b"5.1.1")  # a local domain: unknown user, not relaying
+        code, text = s.rcpt("x@bücher.example")
+        assert (code, text[:5]) == (550, b"5.7.1")
+        s.rset()
+        s.mail("sender@outside.example")
+        s.command_encoding = "utf-8"  # smtplib would refuse to send it otherwise
+        code, text = s.rcpt("jürgen@example.org")
+        assert (code, text[:5]) == (553, b"5.6.7")  # UTF-8 address without SMTPUTF8

@@ -235,18 +235,21 @@ class SmtpSession:
 
     def _rcpt_decision(self, address: Address) -> tuple[Reply | None, Any]:
         directory = self.ctx.directory
-        addr = str(address)
         try:
-            is_local = address.is_ascii and directory.domain_exists(address.domain)
+            # an internationalised domain is looked up by its A-label (RFC 5890)
+            domain = address.domain if address.domain.isascii() else address.domain.encode("idna").decode("ascii")
+            is_local = directory.domain_exists(domain)
         except Exception:
             is_local = False
         if is_local:
-            recipient = directory.resolve_recipient(addr)
+            if not address.local.isascii():
+                return R.USER_UNKNOWN, None  # account names are ASCII
+            recipient = directory.resolve_recipient(f"{address.local}@{domain}")
             if recipient is None:
                 return R.USER_UNKNOWN, None
             return None, self._expand_local_forwards(recipient)
         if self.mode is Mode.SUBMISSION and self.core.identity is not None:
-            return None, addr
+            return None, str(address)
         return R.RELAY_DENIED, None
 
     def _expand_local_forwards(self, recipient: Any, depth: int = 0) -> Any:
