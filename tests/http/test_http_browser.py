@@ -136,6 +136,8 @@ def test_webadmin_in_a_browser(browser: Any, site: Site, tmp_path: Path) -> None
     d = browser
     d.get(site.url + "/admin/domains")
     assert "/admin/login" in d.current_url
+    if not site.clustered:
+        save_screenshot(d, tmp_path, "login.png")
     _fill(d, "#user", site.user)
     _fill(d, "#password", "wrong password")
     _click(d, "#login")
@@ -150,10 +152,14 @@ def test_webadmin_in_a_browser(browser: Any, site: Site, tmp_path: Path) -> None
     _fill(d, "#new-domain", "shop.test")
     _click(d, "#create-shared-domain" if clustered else "#create-domain")
     _at(d, "/admin/domains/shop.test")
+    if not site.clustered:
+        save_screenshot(d, tmp_path, "domain.png")
     _flashed(d, "shop.test created")
 
     d.find_element(By.LINK_TEXT, "Accounts (0)").click()
     _at(d, "/admin/domains/shop.test/accounts")
+    if not site.clustered:
+        save_screenshot(d, tmp_path, "accounts.png")
     _fill(d, "#new-account", "buyer")
     _fill(d, "#new-real-name", "Bea Buyer")
     _click(d, "#create-account")

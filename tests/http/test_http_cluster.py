@@ -65,6 +65,12 @@ def test_single_service_image_and_ready_state(cluster: RealCluster) -> None:
     assert sorted(m["name"] for m in status["members"]) == ["b1", "b2"]
     assert all({"role", "ready", "load", "open_accounts", "version"} <= set(m) for m in status["members"])
     assert api_call(b1 + "/api/v1/cluster/controller", *pm) == {"controller": status["controller"]}
+    for name, url in cluster.urls.items():
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert 'dynamail_cluster_role{role="backend"} 1.0' in text
+        is_controller = name == status["controller"]
+        assert f'dynamail_cluster_role{{role="controller"}} {1.0 if is_controller else 0.0}' in text
 
     # a shared domain made on one member is served by every member
     made = api_call(b2 + "/api/v1/domains", *pm, "POST", {"name": "shared.test", "shared": True})
