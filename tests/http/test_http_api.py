@@ -408,6 +408,7 @@ async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
         ("POST", "/domains/a.test/accounts", {"name": "x", "password": 5}),
         ("PATCH", "/domains/a.test/settings", {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}),
         ("PATCH", "/domains/a.test/settings", {"": "x"}),
+        ("PATCH", "/domains/a.test/settings", {"Limit": float("inf")}),
         ("PATCH", "/domains/a.test/settings", "RealName"),
         ("PUT", "/domains/a.test/accounts/carol/rights", {"rights": "Master"}),
         ("POST", "/server/alerts", {"text": None}),
@@ -419,6 +420,12 @@ async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
         await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
                                        data=b"{not json"), 400, "bad_json")
         await _error(await client.post(V1 + "/domains", headers=PM), 400, "bad_request")  # no body
+        deep = b"[" * 100_000 + b"]" * 100_000
+        await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
+                                       data=deep), 400, "bad_json")
+        await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
+                                       data=b'{"name": "\xff\xfe"}'), 400, "bad_json")
+        await _error(await client.get(V1 + "/domains/a.test/accounts?limit=\u00b2", headers=PM), 400, "bad_request")
         resp = await client.post(V1 + "/domains", headers={**PM, "Content-Type": "text/plain"}, data=b'{"name":"x.test"}')
         await _error(resp, 415, "unsupported_media_type")
 

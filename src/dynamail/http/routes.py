@@ -139,7 +139,7 @@ def check_query(route: Route, request: web.Request) -> dict[str, Any]:
             out[q.name] = q.default
             continue
         if q.kind == "integer":
-            if not raw.isdigit() or len(raw) > 12:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
                 raise ApiError("bad_request", f"{q.name} must be a non-negative integer")
             value = int(raw)
             if value < q.minimum or (q.maximum is not None and value > q.maximum):
@@ -176,7 +176,7 @@ async def read_json(request: web.Request) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError("bad_json", "the request body is not valid JSON") from None
 
 

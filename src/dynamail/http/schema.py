@@ -8,6 +8,7 @@ wrong type is a ``400 bad_request`` before any operation runs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,8 @@ class AlertList(Field):
 def _check_json_value(value: Any, where: str, depth: int) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise ApiError("bad_request", f"{where} is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ApiError("bad_request", f"{where} is not a finite number")
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):

@@ -186,7 +186,7 @@ def parse_settings_form(form: MultiDictProxy[Any]) -> dict[str, Any]:
         elif raw[0] in "[{":
             try:
                 value = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 value = raw
         update[key] = value
     return update
@@ -332,7 +332,7 @@ async def accounts_page(request: web.Request, session: Session) -> web.StreamRes
     domain = _domain(request)
     search = request.query.get("q", "").strip().lower()[:64]
     raw_page = request.query.get("page", "1")
-    number = int(raw_page) if raw_page.isdigit() and len(raw_page) < 9 else 1
+    number = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) < 9 else 1
     number = max(number, 1)
     accounts, total = await _load(views.accounts_page(
         request.app[CTX], session.ref, domain, prefix=search, offset=(number - 1) * WEB_PAGE, limit=WEB_PAGE
