@@ -149,7 +149,7 @@ def test_resync_conflict_keeps_higher_epoch() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["open", "release", "beat", "tick", "nonready"]),
+@given(st.lists(st.tuples(st.sampled_from(["open", "release", "beat", "tick", "nonready", "resync"]),
                           st.integers(0, 20), st.sampled_from(["b1", "b2", "b3"]),
                           st.floats(0, 0.8)), max_size=80))
 def test_properties(ops: list[tuple[str, int, str, float]]) -> None:
@@ -177,6 +177,10 @@ def test_properties(ops: list[tuple[str, int, str, float]]) -> None:
                 assert c.release(account, loc[0], loc[1])
         elif op == "beat":
             beat(c, now, member)
+        elif op == "resync":
+            held = [(a, e) for a, e in c.accounts_of(member)][: n % 3]
+            c.resync(member, now, role=Role.BACKEND, ready=True, sessions=0, version="",
+                     accounts=held)
         elif op == "nonready":
             c.set_ready(member, not c.member(member).ready)  # type: ignore[union-attr]
         else:
@@ -186,3 +190,6 @@ def test_properties(ops: list[tuple[str, int, str, float]]) -> None:
             if loc:
                 m = c.member(loc[0])
                 assert m is not None and m.alive
+        # the per-member count of map entries is exact (it decides resync scans)
+        for m in c.members():
+            assert m.mapped == len(c.accounts_of(m.name)), m

@@ -72,6 +72,7 @@ class MemberState:
     placed_since_report: int = 0
     resynced: bool = False
     version: str = ""
+    mapped: int = 0  # entries of the open-account map owned by this member
 
     @property
     def load(self) -> int:
@@ -159,13 +160,18 @@ class Controller:
         Returns the (account, epoch) pairs the member must close because a
         higher epoch holds them elsewhere."""
         m = self.join(name, role, now)
+        had = m.mapped
         m.ready, m.sessions, m.version, m.resynced = ready, sessions, version, True
         accounts = list(accounts)
-        # what the member reports replaces what this map believed it had
-        held = {a for a, _ in accounts}
-        stale = [k for k, v in self._open.items() if (v & OWNER_MASK) == m.index and k not in held]
-        for k in stale:
-            del self._open[k]
+        if had:
+            # what the member reports replaces what this map believed it had
+            # (one scan; skipped for a member this map holds nothing for, as
+            # after a change of Controller)
+            held = {a for a, _ in accounts}
+            stale = [k for k, v in self._open.items() if (v & OWNER_MASK) == m.index and k not in held]
+            for k in stale:
+                del self._open[k]
+            m.mapped -= len(stale)
         revoked: list[tuple[str, int]] = []
         count = 0
         for account, epoch in accounts:
@@ -177,6 +183,11 @@ class Controller:
                     continue
                 if owner is not m and owner.alive:
                     self._notify_revoked.append((owner.name, account, cur >> OWNER_BITS))
+                if owner is not m:
+                    owner.mapped = max(0, owner.mapped - 1)
+                    m.mapped += 1
+            else:
+                m.mapped += 1
             self._open[account] = (epoch << OWNER_BITS) | m.index
             count += 1
             if (epoch >> 32) == self.controller_epoch:
@@ -218,6 +229,7 @@ class Controller:
             del self._open[k]
         for i in indexes:
             self._by_index[i].open_accounts = 0
+            self._by_index[i].mapped = 0
 
     def _choose_backup(self) -> str:
         cur = self._members.get(self.backup)
@@ -245,6 +257,7 @@ class Controller:
                     raise Refusal("busy", f"open on {owner.name}")
                 return GrantDecision(account, owner.name, cur >> OWNER_BITS, False)
             del self._open[account]
+            owner.mapped = max(0, owner.mapped - 1)
         if self.in_grace(now):
             raise Refusal("unavailable", "controller is resynchronising")
         if local_only:
@@ -257,6 +270,7 @@ class Controller:
         self._open[account] = (epoch << OWNER_BITS) | chosen.index
         chosen.placed_since_report += 1
         chosen.open_accounts += 1
+        chosen.mapped += 1
         return GrantDecision(account, chosen.name, epoch, True)
 
     def _place(self) -> MemberState:
@@ -296,6 +310,7 @@ class Controller:
         if (cur & OWNER_MASK) == m.index and (cur >> OWNER_BITS) == epoch:
             del self._open[account]
             m.open_accounts = max(0, m.open_accounts - 1)
+            m.mapped -= 1
             return True
         return False
 
