@@ -127,6 +127,22 @@ class StorageMachine(RuleBasedStateMachine):
         assert changes.added == [u for u in after if u not in set(before)]
         assert all(u > max(before, default=0) for u in changes.added)
 
+    @rule(reopen_between=st.booleans())
+    def rename_roundtrip(self, reopen_between: bool) -> None:
+        """Rename "Other" away (as a child of a new parent) and back; its
+        messages, UIDs and UIDVALIDITY travel with the name."""
+        before = self.run(self.store.status("Other"))
+        self.run(self.store.create_mailbox("Parent"))
+        self.run(self.store.rename_mailbox("Other", "Parent/Moved"))
+        if reopen_between:
+            self.reopen()
+        moved = self.run(self.store.status("Parent/Moved"))
+        assert (moved.messages, moved.uidvalidity, moved.uidnext) == (before.messages, before.uidvalidity, before.uidnext)
+        self.run(self.store.rename_mailbox("Parent/Moved", "Other"))
+        self.run(self.store.delete_mailbox("Parent"))
+        names = {m.name for m in self.run(self.store.list_mailboxes())}
+        assert names == set(MAILBOXES)
+
     @rule(mbox=st.sampled_from(MAILBOXES))
     def compact(self, mbox: str) -> None:
         self.run(self.store.compact(mbox))
