@@ -80,20 +80,38 @@ class Admin:
     async def _actor(self, ref: AccountRef) -> Actor:
         return await asyncio.to_thread(actor_of, self.directory, ref)
 
-    async def _account(self, address: str | AccountRef) -> AccountRef:
+    async def _account(self, address: str | AccountRef, *, actor: AccountRef | None = None) -> AccountRef:
+        """The account named ``address``.  With ``actor``, a missing account
+        is reported as ``not_found`` only to an actor who may see that
+        domain's accounts; anyone else gets the same ``forbidden`` as for an
+        existing account, so rights refusals do not reveal which accounts
+        exist."""
         if isinstance(address, AccountRef):
             found = await asyncio.to_thread(self.directory.find_account, address.address)
             shown = address.address
+            domain = address.domain
         else:
             if not isinstance(address, str):
                 raise AdminError("bad_request", "account name must be text")
             with translated():
-                self.directory.parse_address(address)
+                _, domain = self.directory.parse_address(address)
             found = await asyncio.to_thread(self.directory.find_account, address)
             shown = address
         if found is None:
+            if actor is not None and not await self._may_see_accounts_of(actor, domain):
+                raise _forbidden()
             raise AdminError("not_found", f"unknown account: {shown}")
         return found
+
+    async def _may_see_accounts_of(self, actor: AccountRef, domain: str) -> bool:
+        who = await self._actor(actor)
+        if who.has(model.MONITORS) or who.manages_accounts_of(domain):
+            return True
+        try:
+            canon, _ = await self._run(self.directory.locate_domain, domain)
+        except AdminError:
+            return False
+        return canon != domain and who.manages_accounts_of(canon)
 
     async def _domain(self, name: str) -> tuple[str, bool]:
         if not isinstance(name, str):
@@ -328,7 +346,7 @@ class Admin:
         return ref
 
     async def rename_account(self, actor: AccountRef, address: str, new_address: str) -> AccountRef:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         who = await self._manage_account(actor, ref)
         with translated():
             _, new_domain = self.directory.parse_address(new_address)
@@ -346,7 +364,7 @@ class Admin:
         return new
 
     async def delete_account(self, actor: AccountRef, address: str) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref)
         if ref == actor:
             raise AdminError("bad_request", "you cannot delete the account you are logged in as")
@@ -354,55 +372,55 @@ class Admin:
         self.auth.invalidate(ref)
 
     async def get_account_settings(self, actor: AccountRef, address: str) -> dict[str, Any]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return await self._run(self.directory.account_settings, ref)
 
     async def get_account_effective_settings(self, actor: AccountRef, address: str) -> dict[str, Any]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return await self._run(self.directory.effective_account_settings, ref)
 
     async def update_account_settings(self, actor: AccountRef, address: str, changes: Mapping[str, Any]) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref)
         if not isinstance(changes, Mapping):
             raise AdminError("bad_request", "settings must be a dictionary")
         await self._mutate(ref.shared, "update_account_settings", ref, dict(changes))
 
     async def set_account_settings(self, actor: AccountRef, address: str, settings: Mapping[str, Any]) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref)
         if not isinstance(settings, Mapping):
             raise AdminError("bad_request", "settings must be a dictionary")
         await self._mutate(ref.shared, "set_account_settings", ref, dict(settings))
 
     async def get_account_prefs(self, actor: AccountRef, address: str) -> dict[str, Any]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return await self._run(self.directory.account_prefs, ref)
 
     async def get_account_effective_prefs(self, actor: AccountRef, address: str) -> dict[str, Any]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return await self._run(self.directory.effective_account_prefs, ref)
 
     async def update_account_prefs(self, actor: AccountRef, address: str, changes: Mapping[str, Any]) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref, self_ok=True)
         if not isinstance(changes, Mapping):
             raise AdminError("bad_request", "prefs must be a dictionary")
         await self._mutate(ref.shared, "update_account_prefs", ref, dict(changes))
 
     async def set_account_prefs(self, actor: AccountRef, address: str, prefs: Mapping[str, Any]) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref, self_ok=True)
         if not isinstance(prefs, Mapping):
             raise AdminError("bad_request", "prefs must be a dictionary")
         await self._mutate(ref.shared, "set_account_prefs", ref, dict(prefs))
 
     async def set_account_password(self, actor: AccountRef, address: str, password: str) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref, self_ok=True)
         if not isinstance(password, str) or not password:
             raise AdminError("bad_request", "password must be non-empty text")
@@ -410,7 +428,7 @@ class Admin:
         self.auth.invalidate(ref)
 
     async def verify_account_password(self, actor: AccountRef, address: str, password: str) -> bool:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref, self_ok=True)
         if not isinstance(password, str):
             raise AdminError("bad_request", "password must be text")
@@ -422,12 +440,12 @@ class Admin:
         return await asyncio.to_thread(passwords.verify, stored, password, self.directory.hasher)
 
     async def get_account_rights(self, actor: AccountRef, address: str) -> list[str]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return sorted(await self._run(self.directory.account_rights, ref))
 
     async def set_account_rights(self, actor: AccountRef, address: str, rights: Any) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         who = await self._actor(actor)
         if isinstance(rights, str):
             rights = [rights] if rights else []
@@ -447,12 +465,12 @@ class Admin:
 
     # -- aliases and forwarders
     async def get_account_aliases(self, actor: AccountRef, address: str) -> list[str]:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._read_account(actor, ref)
         return await self._run(self.directory.account_aliases, ref)
 
     async def set_account_aliases(self, actor: AccountRef, address: str, aliases: list[str]) -> None:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._manage_account(actor, ref)
         if not isinstance(aliases, list | tuple) or not all(isinstance(a, str) for a in aliases):
             raise AdminError("bad_request", "aliases must be a list of names")
@@ -494,7 +512,7 @@ class Admin:
                     raise _forbidden()
                 return ("domain", canon), shared
             if kind == "account":
-                ref = await self._account(what)
+                ref = await self._account(what, actor=actor)
                 if write:
                     await self._manage_account(actor, ref)
                 else:
@@ -535,7 +553,7 @@ class Admin:
 
     # ------------------------------------------------------------ mailboxes
     async def _with_store(self, actor: AccountRef, address: str, write: bool, op: str, *args: Any) -> Any:
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         if write:
             await self._manage_account(actor, ref, self_ok=True)
         else:
@@ -582,7 +600,7 @@ class Admin:
         (``dynamail.migrate.ImportReport.as_json``)."""
         from dynamail.migrate import FORMATS, ImportFailed, import_into
 
-        ref = await self._account(address)
+        ref = await self._account(address, actor=actor)
         await self._need(actor, model.MASTER)
         if format not in FORMATS:
             raise AdminError("bad_request", f"format must be one of {', '.join(FORMATS)}")
