@@ -217,3 +217,20 @@ def test_many_addresses_are_parsed_in_one_pass() -> None:
         [None, None, "c", "d"],
         ["x, y", None, "e", "f"],
     ]
+
+
+def test_boundary_that_prefixes_another() -> None:
+    msg = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\n"
+        b"Content-Type: multipart/alternative; boundary=b1\r\n\r\n"
+        b"--b1\r\n\r\nplain\r\n"
+        b"--b1\r\nContent-Type: text/html\r\n\r\nhtml\r\n"
+        b"--b1--\r\n"
+        b"--b \r\n\r\nsecond\r\n"
+        b"--b--\r\n"
+    )
+    assert section(msg, [1, 1]) == b"plain"
+    assert section(msg, [1, 2]) == b"html"
+    assert section(msg, [2]) == b"second"
+    assert section(msg, [3]) is None

@@ -449,6 +449,11 @@ def _split_multipart(msg: bytes, start: int, end: int, boundary: str | None) -> 
         closing = msg.startswith(b"--", after)
         eol = msg.find(b"\n", after, end)
         line_end = end if eol < 0 else eol + 1
+        if not closing and msg[after:line_end].strip(b" \t\r\n"):
+            # "--b1" is not a delimiter of boundary "b": only transport
+            # padding may follow the boundary (RFC 2046 §5.1.1)
+            pos = after
+            continue
         if cur is not None:
             pend = i
             if pend > cur and msg[pend - 1 : pend] == b"\n":
