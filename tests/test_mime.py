@@ -234,3 +234,15 @@ def test_boundary_that_prefixes_another() -> None:
     assert section(msg, [1, 2]) == b"html"
     assert section(msg, [2]) == b"second"
     assert section(msg, [3]) is None
+
+
+def test_unparsed_message_part_keeps_the_message_form() -> None:
+    msg = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        b"U3ViamVjdDogeA0KDQp5DQo=\r\n--b--\r\n"
+    )
+    part = mime.parse(msg).bodystructure[0]  # type: ignore[index]
+    assert part[:2] == ["message", "rfc822"]  # type: ignore[index]
+    assert part[7] == [None] * 10 and part[8][:2] == ["text", "plain"]  # type: ignore[index]
+    assert isinstance(part[9], int)  # type: ignore[index]

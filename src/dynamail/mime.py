@@ -422,6 +422,14 @@ def _entity(
         bs = [*basic, env, ibs, lines, _nstr(_first(fields, "content-md5")), *ext_tail]
         body = [*basic, env, ibody, lines]
         return bs, body, [start, bstart, end, MESSAGE, [inode], encoding, charset]
+    if t == "message" and s in ("rfc822", "global"):
+        # not parsed (encoded, or nested too deep) — RFC 9051's grammar still
+        # wants the message form: an empty envelope and an empty text body
+        env = [None] * 10
+        empty: list[Value] = ["text", "plain", ["CHARSET", "us-ascii"], None, None, "7bit", 0, 0]
+        lines = _lines(msg, bstart, end)
+        bs = [*basic, env, [*empty, None, None, None, None], lines, _nstr(_first(fields, "content-md5")), *ext_tail]
+        return bs, [*basic, env, empty, lines], [start, bstart, end, LEAF, [], encoding, charset]
     if t == "text":
         basic.append(_lines(msg, bstart, end))
     bs = [*basic, _nstr(_first(fields, "content-md5")), *ext_tail]
