@@ -298,7 +298,7 @@ def canonical_flag(f: str) -> str:
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _DATE_RE = re.compile(r"^\"?(\d{1,2})-([A-Za-z]{3})-(\d{4})\"?$")
 _DATETIME_RE = re.compile(
-    r"^([ \d]\d)-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
+    r"^ ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d\d):(\d\d):(\d\d) ([+-])(\d\d)(\d\d)$"
 )
 
 
@@ -475,7 +475,7 @@ def section(spec: str, *, binary: bool = False) -> Section:
             name = t if isinstance(t, str) else t.decode("ascii", "replace")
             if not name or any(ord(c) <= 32 or ord(c) > 126 or c == ":" for c in name):
                 raise ParseError("Bad header field name")
-            names.append(name.upper())
+            names.append(name)  # echoed as sent; matched case-insensitively
         if not names:
             raise ParseError("Empty header field list")
         fields = tuple(names)
