@@ -216,7 +216,7 @@ def test_fetch_items(imap) -> None:
             "From: Alice <alice@example.test>", "Subject: Hello world", "",
         ]
         lines = await c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)])")
-        assert lines[:2] == ["* 1 FETCH (BODY[HEADER.FIELDS (Subject)] {22}", "Subject: Hello world"]
+        assert lines[:2] == ["* 1 FETCH (BODY[HEADER.FIELDS (Subject)] {24}", "Subject: Hello world"]
         lines = await c.ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT FROM TO DATE)])")
         assert lines[1] == "Message-ID: <m1@example.test>"
         lines = await c.ok("FETCH 1 BODY.PEEK[TEXT]")
