@@ -426,10 +426,10 @@ def _entity(
         # not parsed (encoded, or nested too deep) — RFC 9051's grammar still
         # wants the message form: an empty envelope and an empty text body
         env = [None] * 10
-        empty: list[Value] = ["text", "plain", ["CHARSET", "us-ascii"], None, None, "7bit", 0, 0]
+        blank: list[Value] = ["text", "plain", ["CHARSET", "us-ascii"], None, None, "7bit", 0, 0]
         lines = _lines(msg, bstart, end)
-        bs = [*basic, env, [*empty, None, None, None, None], lines, _nstr(_first(fields, "content-md5")), *ext_tail]
-        return bs, [*basic, env, empty, lines], [start, bstart, end, LEAF, [], encoding, charset]
+        bs = [*basic, env, [*blank, None, None, None, None], lines, _nstr(_first(fields, "content-md5")), *ext_tail]
+        return bs, [*basic, env, blank, lines], [start, bstart, end, LEAF, [], encoding, charset]
     if t == "text":
         basic.append(_lines(msg, bstart, end))
     bs = [*basic, _nstr(_first(fields, "content-md5")), *ext_tail]
