@@ -157,6 +157,10 @@ def test_deep_nesting_is_bounded() -> None:
         msg += b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
     p = mime.parse(msg + b"x")
     assert isinstance(p.bodystructure, list)
+    node = p.bodystructure
+    while isinstance(node[0], list):  # type: ignore[index]
+        node = node[0]  # type: ignore[index]
+    assert node[:2] == ["application", "octet-stream"]  # type: ignore[index]
 
 
 def _values_ok(v: object) -> bool:

@@ -404,6 +404,8 @@ def _entity(
         bs = [*bs_parts, s, params or None, *ext_tail]
         body = [*body_parts, s]
         return bs, body, [start, bstart, end, MULTIPART, children, encoding, charset]
+    if t == "multipart":  # nested too deep to parse: opaque data
+        t, s = "application", "octet-stream"
     basic: list[Value] = [
         t,
         s,
