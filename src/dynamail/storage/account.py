@@ -152,12 +152,13 @@ class FileAccountStore:
     def open_sync(self) -> None:
         """Record the epoch and load the mailbox list (I/O thread)."""
         make_dirs(self.path)
-        remove_stale_temporaries(self.path)
         recorded = read_epoch(self.path)
         if recorded > self.epoch:
             raise FencedError(f"account {self.path} is owned by epoch {recorded} > {self.epoch}")
         if recorded < self.epoch:
             atomic_write(self.path / EPOCH_FILE, f"{self.epoch}\n".encode())
+        # only the owner may clean up (a temporary may be the owner's write in progress)
+        remove_stale_temporaries(self.path)
         mail = self.path / MAIL_DIR
         if not mail.is_dir():
             make_dirs(mail)
