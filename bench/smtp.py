@@ -106,7 +106,7 @@ async def own_generator(host: str, port: int, n: int, c: int, size: int, recipie
     start = time.perf_counter()
     # the server allows MAX_CONNECTIONS_PER_ADDRESS (20) sessions per client
     # address: spread the connections over several loopback source addresses
-    sources = [f"127.0.5.{200 + i // MAX_CONNECTIONS_PER_ADDRESS}" for i in range(c)]
+    sources = [f"127.0.12.{200 + i // MAX_CONNECTIONS_PER_ADDRESS}" for i in range(c)]
     await asyncio.gather(*(_connection(host, port, jobs, size, done, src) for src in sources))
     return len(done), time.perf_counter() - start
 
@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=4096, help="payload bytes per message")
     ap.add_argument("--accounts", type=int, default=10, help="recipient accounts (own generator)")
     ap.add_argument("--dir", type=Path, default=None, help="where the base directory goes (default: a temporary directory)")
-    ap.add_argument("--host", default="127.0.5.240")
+    ap.add_argument("--host", default="127.0.12.240")
     args = ap.parse_args()
 
     parent = Path(tempfile.mkdtemp(prefix="dynamail-bench-smtp-", dir=args.dir))

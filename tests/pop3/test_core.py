@@ -130,7 +130,7 @@ def test_plaintext_requires_tls_then_stls() -> None:
 
 
 def test_apop_and_sasl() -> None:
-    h = Harness()
+    h = Harness(tls_active=True)
     assert h.send(b"APOP alice 0123456789ABCDEF0123456789ABCDEF\r\n").startswith(b"+OK Logged in")
     assert h.logins[0] == Login("apop", "alice", "0123456789abcdef0123456789abcdef")
     h2 = Harness(plaintext_auth=True)
@@ -144,6 +144,17 @@ def test_apop_and_sasl() -> None:
     assert h4.send(b"AUTH PLAIN\r\n*\r\n").endswith(b"-ERR Authentication cancelled\r\n")
     assert h4.send(b"AUTH CRAM-MD5\r\n").startswith(b"-ERR")
     assert h4.send(b"AUTH PLAIN %%%\r\n") == b"-ERR Cannot decode response\r\n"
+
+
+def test_apop_before_stls_follows_the_plaintext_rule() -> None:
+    h = Harness(tls_available=True)
+    assert h.send(b"APOP alice 0123456789abcdef0123456789abcdef\r\n") == (
+        b"-ERR [AUTH] Plaintext authentication disallowed, use STLS\r\n"
+    )
+    assert h.logins == []
+    h2 = Harness(tls_available=True, plaintext_auth=True)
+    assert h2.send(b"APOP alice 0123456789abcdef0123456789abcdef\r\n").startswith(b"+OK Logged in")
+    assert [x.kind for x in h2.logins] == ["apop"]
 
 
 def test_login_failures_close() -> None:

@@ -106,7 +106,10 @@ def test_uidl_stable_across_restart_and_apop(server: LiveServer) -> None:
     server.start()
     p = poplib.POP3(server.host, server.port("pop3"), timeout=20)
     assert p.timestamp.search(p.welcome)
-    p.apop(DAVE, DAVE_PW)  # APOP works without TLS: the password is not sent
+    with pytest.raises(poplib.error_proto, match="Plaintext authentication disallowed"):
+        p.apop(DAVE, DAVE_PW)  # [pop3] allow_plaintext_login is off: APOP too waits for STLS
+    p.stls(context=client_tls())
+    p.apop(DAVE, DAVE_PW)
     assert p.uidl()[1] == before
     p.quit()
 
@@ -116,8 +119,9 @@ def test_bad_password_and_apop_digest(server: LiveServer) -> None:
     with pytest.raises(poplib.error_proto, match="AUTH"):
         p.user(DAVE)  # plaintext refused before STLS
     stamp = p.timestamp.search(p.welcome).group(1)  # type: ignore[union-attr]
+    p.stls(context=client_tls())
     wrong = hashlib.md5(stamp + b"not the password").hexdigest()
-    with pytest.raises(poplib.error_proto, match="AUTH"):
+    with pytest.raises(poplib.error_proto, match="Authentication failed"):
         p._shortcmd(f"APOP {DAVE} {wrong}")
     p.quit()
 

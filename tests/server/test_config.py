@@ -152,3 +152,43 @@ def test_shared_base_gets_a_symlink_in_the_base(tmp_path: Path) -> None:
     assert ctx.directory.shared_base == shared
     ctx.directory.create_domain("s.test", shared=True)
     assert (shared / "s.test").is_dir() and (link / "s.test").is_dir()
+
+
+def test_booleans_are_toml_booleans(tmp_path: Path) -> None:
+    settings = tmp_path / "Settings"
+    settings.mkdir()
+    (settings / "server.toml").write_text(
+        "[smtp]\nallow_plaintext_auth = true\n[pop3]\nallow_plaintext_login = true\n"
+        "[imap]\nlogin_disabled_without_tls = false\n"
+    )
+    cfg = config_mod.load(tmp_path)
+    assert cfg.smtp.allow_plaintext_auth is True and cfg.smtp.allow_any_sender is False
+    assert cfg.pop3.allow_plaintext_login is True
+    assert cfg.imap.login_disabled_without_tls is False
+    config_mod.save(cfg)
+    assert config_mod.load(tmp_path).to_toml() == cfg.to_toml()
+
+
+def test_boolean_defaults_are_off(tmp_path: Path) -> None:
+    cfg = config_mod.load(tmp_path)
+    assert cfg.smtp.allow_plaintext_auth is False
+    assert cfg.pop3.allow_plaintext_login is False
+    assert cfg.imap.login_disabled_without_tls is None
+    assert "login_disabled_without_tls" not in cfg.to_toml()["imap"]  # TOML has no null
+
+
+@pytest.mark.parametrize("value", ['"true"', "1", '"yes"', "0"])
+def test_boolean_refuses_strings_and_numbers(tmp_path: Path, value: str) -> None:
+    settings = tmp_path / "Settings"
+    settings.mkdir()
+    (settings / "server.toml").write_text(f"[pop3]\nallow_plaintext_login = {value}\n")
+    with pytest.raises(ConfigError, match=r"pop3\.allow_plaintext_login: expected a boolean"):
+        config_mod.load(tmp_path)
+
+
+def test_integer_setting_refuses_a_boolean(tmp_path: Path) -> None:
+    settings = tmp_path / "Settings"
+    settings.mkdir()
+    (settings / "server.toml").write_text("[imap]\nappend_limit = true\n")
+    with pytest.raises(ConfigError, match=r"imap\.append_limit: expected an integer"):
+        config_mod.load(tmp_path)

@@ -1,11 +1,13 @@
 """A real ``dynamail serve`` process for SMTP/POP3 tests, and an SMTP sink.
 
-Each server gets its own loopback address in 127.0.5.x (and a port offset of
+Each server gets its own loopback address in 127.0.12.x (and a port offset of
 20000), so servers of different tests never collide.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import signal
 import socket
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from argon2 import PasswordHasher
 
 from dynamail.directory import Directory
 from dynamail.server.config import DEFAULT_PORTS
+from dynamail.server.context import ServerContext
 
 OFFSET = 20000
 MAIN_DOMAIN = "test.example"
@@ -40,15 +44,15 @@ def _free(host: str) -> bool:
 
 
 def next_host() -> str:
-    """A loopback address in 127.0.5.10-249 whose test ports are free now
+    """A loopback address in 127.0.12.10-249 whose test ports are free now
     (several test runs may share the machine), starting at a random place."""
     start = random.randrange(240)
     for i in range(240):
-        host = f"127.0.5.{10 + (start + i) % 240}"
+        host = f"127.0.12.{10 + (start + i) % 240}"
         if host not in _used and _free(host):
             _used.add(host)
             return host
-    raise RuntimeError("no free loopback address in 127.0.5.x")
+    raise RuntimeError("no free loopback address in 127.0.12.x")
 
 
 def client_tls() -> ssl.SSLContext:
@@ -207,3 +211,30 @@ class Sink(socketserver.ThreadingTCPServer):
                     return list(self.messages)
             time.sleep(0.1)
         raise AssertionError(f"sink got {len(self.messages)} messages, expected {n}")
+
+
+@contextlib.asynccontextmanager
+async def in_process(base: Path, host: str, names: tuple[str, ...]) -> AsyncIterator[tuple[ServerContext, dict[str, int]]]:
+    """A ServerContext on ``base`` with the listeners ``names`` open in this
+    process (for tests that need the adapters but not a whole server)."""
+    from dynamail.server import config as config_mod
+    from dynamail.server.app import build_context, collect_listeners
+
+    cfg = config_mod.load(base, overrides={"listen": host, "port_offset": OFFSET})
+    loop = asyncio.get_running_loop()
+    hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    ctx = await loop.run_in_executor(None, lambda: build_context(cfg, password_hasher=hasher))
+    ports: dict[str, int] = {}
+    try:
+        for spec in collect_listeners(ctx):
+            if spec.name in names:
+                await ctx.listeners.start(spec)
+                port = ctx.listeners.port_of(spec.name)
+                assert port is not None
+                ports[spec.name] = port
+        yield ctx, ports
+    finally:
+        await ctx.listeners.close(grace=1.0)
+        for closer in ctx.extras.get("closers", []):
+            await closer()
+        await ctx.accounts.close()

@@ -106,7 +106,7 @@ def test_unknown_recipient_and_relay_refused(server: LiveServer) -> None:
 
 
 def test_relay_refused_from_other_address(server: LiveServer) -> None:
-    with smtplib.SMTP(server.host, server.port("smtp"), source_address=("127.0.5.250", 0), timeout=20) as s:
+    with smtplib.SMTP(server.host, server.port("smtp"), source_address=("127.0.12.250", 0), timeout=20) as s:
         s.ehlo()
         s.mail("x@outside.example")
         code, text = s.rcpt("victim@remote.example")
@@ -144,7 +144,7 @@ def test_submission_implicit_tls_465(server: LiveServer) -> None:
 
 
 def test_bad_auth_is_refused_then_closed(server: LiveServer) -> None:
-    s = smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), source_address=("127.0.5.251", 0), timeout=20)
+    s = smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), source_address=("127.0.12.251", 0), timeout=20)
     s.ehlo()
     codes = []
     for _ in range(3):

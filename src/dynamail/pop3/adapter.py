@@ -82,6 +82,7 @@ async def session(ctx: ServerContext, conn: Connection) -> None:
             timestamp=token,
             tls_available=conn.can_start_tls,
             tls_active=conn.is_tls,
+            plaintext_auth=bool(getattr(getattr(ctx.config, "pop3", None), "allow_plaintext_login", False)),
             relay_command=ctx.cluster is not None,
         )
     )

@@ -117,7 +117,7 @@ class Pop3Config:
     timestamp: str = ""  # APOP token "<...>" (RFC 1939 7), shown in the greeting
     tls_available: bool = False
     tls_active: bool = False
-    plaintext_auth: bool = False  # allow USER/PASS and AUTH PLAIN without TLS
+    plaintext_auth: bool = False  # allow USER/PASS, APOP and AUTH PLAIN without TLS
     relay_command: bool = False  # accept XDYNAMAIL-RELAY (cluster member)
 
 
@@ -291,6 +291,11 @@ class Pop3Server:
         return Login("pass", user, password)
 
     def _apop(self, args: list[str]) -> Event | None:
+        # the digest travels in clear and can be attacked offline: APOP
+        # follows the same rule as USER/PASS
+        if not self.plaintext_allowed:
+            self._out += err("[AUTH] Plaintext authentication disallowed, use STLS")
+            return None
         if not self.config.timestamp:
             self._out += err("APOP not available")
             return None

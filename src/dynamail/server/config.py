@@ -23,6 +23,7 @@ import tomli_w
 
 from dynamail import names
 from dynamail.durable import atomic_write, make_dirs
+from dynamail.imap.limits import APPEND_LIMIT as IMAP_APPEND_LIMIT
 
 SETTINGS_DIR = "Settings"
 SETTINGS_FILE = "server.toml"
@@ -80,6 +81,21 @@ class SmtpConfig:
     max_message_size: int = 50 * 1024 * 1024
     queue_retry_seconds: float = 300.0
     queue_expire_seconds: float = 5 * 24 * 3600.0
+    allow_plaintext_auth: bool = False  # AUTH on submission (587) before STARTTLS
+    allow_any_sender: bool = False  # submission: any MAIL FROM, not only the user's own addresses
+
+
+@dataclass
+class Pop3Config:
+    allow_plaintext_login: bool = False  # USER/PASS, APOP, AUTH before STLS (port 110)
+
+
+@dataclass
+class ImapConfig:
+    # LOGINDISABLED until TLS (RFC 9051 6.2.3): true always, false never;
+    # unset (None) for every client except those on a loopback address
+    login_disabled_without_tls: bool | None = None
+    append_limit: int = IMAP_APPEND_LIMIT  # APPENDLIMIT, bytes
 
 
 @dataclass
@@ -100,6 +116,8 @@ class ServerConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    pop3: Pop3Config = field(default_factory=Pop3Config)
+    imap: ImapConfig = field(default_factory=ImapConfig)
     log_level: str = "INFO"
     config_file: Path | None = None  # the file read; None = <base>/Settings/server.toml
 
@@ -142,6 +160,9 @@ class ServerConfig:
             "limits": dataclasses.asdict(self.limits),
             "cluster": dataclasses.asdict(self.cluster),
             "smtp": dataclasses.asdict(self.smtp),
+            "pop3": dataclasses.asdict(self.pop3),
+            # TOML has no null: an unset optional value is left out
+            "imap": {k: v for k, v in dataclasses.asdict(self.imap).items() if v is not None},
         }
         return out
 
@@ -171,6 +192,11 @@ def _section(cls: type[Any], data: Any, where: str) -> Any:
 
 def _coerce(value: Any, typ: Any, where: str) -> Any:
     t = str(typ)
+    if t in ("bool", "bool | None"):
+        # only TOML's true/false: "yes", 1 or "false" are refused, not guessed
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a boolean (true or false)")
+        return value
     if t == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where}: expected an integer")
@@ -208,7 +234,10 @@ def read_file(path: Path) -> dict[str, Any]:
 
 def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None) -> ServerConfig:
     cfg = ServerConfig(base=base, config_file=config_file)
-    sections = {"tls": TlsConfig, "limits": LimitsConfig, "cluster": ClusterConfig, "smtp": SmtpConfig}
+    sections = {
+        "tls": TlsConfig, "limits": LimitsConfig, "cluster": ClusterConfig, "smtp": SmtpConfig,
+        "pop3": Pop3Config, "imap": ImapConfig,
+    }
     for key, value in data.items():
         if key in sections:
             setattr(cfg, key, _section(sections[key], value, key))

@@ -154,6 +154,7 @@ async def session(ctx: ServerContext, mode: Mode, conn: Connection) -> None:
             mode=mode,
             tls_available=conn.can_start_tls,
             tls_active=conn.is_tls,
+            auth_without_tls=bool(getattr(ctx.config.smtp, "allow_plaintext_auth", False)),
             limits=limits_for(ctx),
         )
     )
