@@ -446,3 +446,32 @@ def test_imap4rev2_mode(imap) -> None:
         lines = await c.ok('LIST "" "Ü*"')
         assert lines[0] == '* LIST (\\HasNoChildren) "/" "Ünïcode"'
     imap(go)
+
+
+def test_mailbox_edge_cases(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await append(c, MSG1)
+        # EXAMINE never sets \Seen, even for non-PEEK fetches
+        await c.ok("EXAMINE INBOX")
+        lines = await c.ok("FETCH 1 (BODY[TEXT] FLAGS)")
+        assert "\\Seen" not in "\r\n".join(lines)
+        # a COPY into the selected mailbox shows up as EXISTS
+        await c.ok("SELECT INBOX")
+        lines = await c.ok("UID COPY 1 INBOX")
+        assert "* 2 EXISTS" in lines
+        # the selected mailbox cannot be deleted; others can
+        assert tagged(await c.cmd("DELETE INBOX")).startswith("NO")
+        await c.ok("CREATE Temp")
+        await c.ok("DELETE Temp")
+        assert tagged(await c.cmd("SELECT Temp")) == "NO [NONEXISTENT] No such mailbox"
+        # RENAME INBOX moves its messages and leaves INBOX empty (RFC 9051 6.3.6)
+        await c.ok("RENAME INBOX Old")
+        assert (await c.ok("STATUS Old (MESSAGES)"))[0] == "* STATUS Old (MESSAGES 2)"
+        assert (await c.ok("STATUS INBOX (MESSAGES)"))[0] == "* STATUS INBOX (MESSAGES 0)"
+        # LIST with a reference name
+        await c.ok("CREATE Old/Child")
+        lines = await c.ok('LIST "Old/" %')
+        assert lines[0] == '* LIST (\\HasNoChildren) "/" Old/Child'
+        assert tagged(await c.cmd("SUBSCRIBE ../x")).startswith(("NO", "BAD"))
+    imap(go)
