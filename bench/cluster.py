@@ -80,6 +80,15 @@ def bench_controller(n: int) -> None:
     print(f"lookup of an account already open: {n / t_existing:,.0f}/s "
           f"({t_existing / n * 1e6:.2f} us each)")
     print(f"declaring 3 of 5 members dead (freeing their accounts): {t_free * 1000:.0f} ms")
+    from dynamail.cluster.controller import Role
+
+    held = [(k, (1 << 32) | i) for i, k in enumerate(keys)]
+    fresh = Controller("b2", 2, 0.0, expected=("b3",))
+    t0 = time.perf_counter()
+    fresh.resync("b3", 0.0, role=Role.BACKEND, ready=True, sessions=0, version="", accounts=held)
+    t_resync = time.perf_counter() - t0
+    print(f"new Controller rebuilding its map from one member's Resync of {n:,} accounts: "
+          f"{t_resync * 1000:.0f} ms")
 
 
 def _imap_ok(host: str, port: int, user: str) -> bool:
