@@ -34,6 +34,7 @@ def test_synchronising_literal_asks_for_continuation() -> None:
 
 def test_literal_arriving_in_pieces() -> None:
     f = Framer()
+    f.authenticated = True
     data = b"a APPEND INBOX {10+}\r\n0123456789\r\n"
     got = []
     for i in range(len(data)):
@@ -54,8 +55,15 @@ def test_long_line_is_refused_in_bounded_memory() -> None:
     assert events(f) == [FrameError("tag1", "BAD Command line too long"), Frame(b"t2 NOOP")]
 
 
+def test_append_before_login_is_bounded_like_any_command() -> None:
+    f = Framer()
+    f.feed(b"a APPEND INBOX {1000000}\r\n")
+    assert events(f) == [FrameError("a", "BAD Literal too large")]
+
+
 def test_append_over_limit_gets_toobig_before_data() -> None:
     f = Framer(append_limit=1000)
+    f.authenticated = True
     f.feed(b"a APPEND INBOX {2000}\r\n")
     assert events(f) == [FrameError("a", "NO [TOOBIG] Message too large for APPENDLIMIT")]
     f.feed(b"b NOOP\r\n")
@@ -64,6 +72,7 @@ def test_append_over_limit_gets_toobig_before_data() -> None:
 
 def test_non_sync_oversize_literal_is_skipped() -> None:
     f = Framer(append_limit=1000)
+    f.authenticated = True
     f.feed(b"a APPEND INBOX {2000+}\r\n" + b"y" * 2000 + b"\r\nb NOOP\r\n")
     assert events(f) == [FrameError("a", "NO [TOOBIG] Message too large for APPENDLIMIT"), Frame(b"b NOOP")]
 

@@ -212,6 +212,7 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
     )
     try:
         while session.state is not State.LOGOUT:
+            framer.authenticated = session.state is not State.NOT_AUTHENTICATED
             ev = framer.next_event()
             if ev is NEED_DATA:
                 await io.flush()

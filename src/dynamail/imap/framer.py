@@ -77,6 +77,10 @@ class Framer:
 
     def __init__(self, *, append_limit: int = limits.APPEND_LIMIT) -> None:
         self.append_limit = append_limit
+        # Large (APPEND) literals only once logged in: before that every
+        # literal is bounded by MAX_COMMAND_LITERAL, so an unauthenticated
+        # client cannot make us buffer a message-sized literal.
+        self.authenticated = False
         self._buf = bytearray()
         self._parts: list[bytes] = []
         self._literal_left = 0  # octets of the current literal still to come
@@ -206,7 +210,7 @@ class Framer:
     def _literal_error(self, size: int, sync: bool, minus: bool) -> FrameError | None:
         if minus and size > limits.LITERAL_MINUS_MAX:
             return FrameError(self._tag, "BAD Non-synchronizing literal too large (RFC 7888)")
-        if self._is_append:
+        if self._is_append and self.authenticated:
             if size > self.append_limit:
                 return FrameError(self._tag, "NO [TOOBIG] Message too large for APPENDLIMIT")
             if self._literal_total + size > limits.MAX_APPEND_TOTAL:
