@@ -64,6 +64,7 @@ class Site:
     user: str
     password: str
     clustered: bool
+    ctx: Any = None  # the ServerContext when the server runs in this process
 
 
 @pytest.fixture(params=["standalone", "cluster"])
@@ -71,7 +72,7 @@ def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
     if request.param == "standalone":
         server = LiveServer(make_context(tmp_path / "server"))
         try:
-            yield Site(server.url, "postmaster", PM_PASSWORD, False)
+            yield Site(server.url, "postmaster", PM_PASSWORD, False, server.ctx)
         finally:
             server.close()
     else:  # a real two-backend cluster; the browser talks to b1
@@ -215,6 +216,10 @@ def test_webadmin_in_a_browser(browser: Any, site: Site, tmp_path: Path) -> None
     if not clustered:
         d.get(site.url + "/admin/monitors")
         assert d.find_element(By.CSS_SELECTOR, "[data-counter=queue_size]").text == "0"
+        site.ctx.metrics.queue_size.set(7)  # the page polls the API and shows live values
+        site.ctx.metrics.sessions.labels(protocol="imap").set(3)
+        _wait(d, "live counters", lambda _: d.find_element(By.CSS_SELECTOR, "[data-counter=queue_size]").text == "7"
+              and d.find_element(By.CSS_SELECTOR, "[data-counter='sessions.imap.open']").text == "3")
         save_screenshot(d, tmp_path, "monitors.png")
         d.get(site.url + "/admin/settings?scope=cluster")
         save_screenshot(d, tmp_path, "settings.png")

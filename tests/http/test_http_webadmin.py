@@ -124,6 +124,12 @@ async def test_account_work_through_forms(ctx: ServerContext) -> None:
         stamp = ctx.directory.alerts(("account", zed))[0].stamp
         await client.post(base + "/alerts/remove", data={"csrf": csrf, "stamp": stamp})
         assert ctx.directory.alerts(("account", zed)) == []
+        html = await (await client.get(base)).text()
+        assert 'value="DomainAdmin"' in html and 'value="Master"' not in html  # server rights: Main Domain only
+        await client.post(base + "/rights", data={"csrf": csrf, "right": "DomainAdmin"})
+        assert ctx.directory.account_rights(zed) == frozenset({"DomainAdmin"})
+        resp = await client.post(base + "/rights", data={"csrf": csrf, "right": ["DomainAdmin", "Master"]})
+        assert "Master" not in ctx.directory.account_rights(zed) and "flash error" in await resp.text()
         resp = await client.post(base + "/rename", data={"csrf": csrf, "new_name": "zoe"})
         assert str(resp.url).endswith("/admin/domains/a.test/accounts/zoe")
         resp = await client.post("/admin/domains/a.test/accounts/zoe/delete", data={"csrf": csrf})

@@ -36,6 +36,7 @@ from dynamail.http.routes import admin_error_type
 from dynamail.http.sessions import COOKIE, LOGIN_COOKIE, Session, new_token, same
 
 HERE = Path(__file__).parent
+SERVER_RIGHTS = (model.MASTER, model.SETTINGS, model.USERS, model.MONITORS, model.CAN_CONTROL_CLUSTER)
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(HERE / "templates")),
     autoescape=True,
@@ -375,9 +376,13 @@ async def account_page(request: web.Request, session: Session) -> web.StreamResp
     effective = await _load(admin.get_account_effective_settings(session.ref, address))
     alerts = views.alerts_json(await _load(admin.get_alerts(session.ref, ("account", address))))
     rights = await _load(admin.get_account_rights(session.ref, address))
+    main = await _load(admin.main_domain_name(session.ref))
+    offered = list(SERVER_RIGHTS) if domain == main else []
+    offered.append(model.DOMAIN_ADMIN)
     return render(
         request, "account.html", session, domain=domain, name=name, address=address,
-        settings=settings_rows(own, effective), alerts=alerts, rights=rights, new_rows=range(NEW_SETTING_ROWS),
+        settings=settings_rows(own, effective), alerts=alerts, rights=rights, offered_rights=offered,
+        new_rows=range(NEW_SETTING_ROWS),
     )
 
 
@@ -391,6 +396,15 @@ async def account_settings_submit(request: web.Request, session: Session) -> web
     update = parse_settings_form(await _form(request))
     await attempt(session, request.app[CTX].admin.update_account_settings(session.ref, f"{name}@{domain}", update),
                   "Account settings saved.")
+    raise _redirect(_account_url(domain, name))
+
+
+@page
+async def account_rights_submit(request: web.Request, session: Session) -> web.StreamResponse:
+    domain, name = _domain(request), _account(request)
+    wanted = [r for r in (await _form(request)).getall("right", []) if isinstance(r, str)]
+    await attempt(session, request.app[CTX].admin.set_account_rights(session.ref, f"{name}@{domain}", wanted),
+                  "Rights saved.")
     raise _redirect(_account_url(domain, name))
 
 
@@ -565,6 +579,7 @@ def setup(app: web.Application) -> None:
     r.add_get(a, account_page)
     r.add_post(a + "/settings", account_settings_submit)
     r.add_post(a + "/password", account_password_submit)
+    r.add_post(a + "/rights", account_rights_submit)
     r.add_post(a + "/rename", account_rename_submit)
     r.add_post(a + "/delete", account_delete_submit)
     r.add_post(a + "/alerts", alert_post)
