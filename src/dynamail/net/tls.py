@@ -6,13 +6,20 @@ import datetime
 import ipaddress
 import os
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 
 from dynamail.durable import atomic_write
 
 
-def ensure_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
-    """Create a self-signed certificate for ``hostname`` unless one exists."""
+def ensure_self_signed(
+    cert_path: Path, key_path: Path, hostname: str, addresses: Iterable[str] = ()
+) -> None:
+    """Create a self-signed certificate for ``hostname`` unless one exists.
+
+    It also names ``localhost``, 127.0.0.1 and every IP address or host name
+    in ``addresses`` (the listen address), so clients that check the name
+    against the address they connect to accept it once they trust the file."""
     if cert_path.exists() and key_path.exists():
         return
     from cryptography import x509
@@ -24,7 +31,17 @@ def ensure_self_signed(cert_path: Path, key_path: Path, hostname: str) -> None:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
     now = datetime.datetime.now(datetime.UTC)
     alt: list[x509.GeneralName] = [x509.DNSName(hostname), x509.DNSName("localhost")]
-    alt.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    ips = [ipaddress.ip_address("127.0.0.1")]
+    for extra in addresses:
+        try:
+            ip = ipaddress.ip_address(extra)
+        except ValueError:
+            if extra and x509.DNSName(extra) not in alt:
+                alt.append(x509.DNSName(extra))
+            continue
+        if not ip.is_unspecified and ip not in ips:
+            ips.append(ip)
+    alt.extend(x509.IPAddress(ip) for ip in ips)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)

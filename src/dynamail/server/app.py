@@ -136,7 +136,7 @@ def _first_start_password(cfg: ServerConfig, directory: Any) -> str | None:
 def _tls_context(cfg: ServerConfig) -> ssl.SSLContext | None:
     cert, key = cfg.cert_paths()
     if not (cfg.tls.cert and cfg.tls.key):
-        ensure_self_signed(cert, key, cfg.main_domain)
+        ensure_self_signed(cert, key, cfg.main_domain, [cfg.listen])
     try:
         return server_context(cert, key)
     except (OSError, ssl.SSLError) as exc:
