@@ -130,6 +130,14 @@ async def test_account_work_through_forms(ctx: ServerContext) -> None:
         assert ctx.directory.account_rights(zed) == frozenset({"DomainAdmin"})
         resp = await client.post(base + "/rights", data={"csrf": csrf, "right": ["DomainAdmin", "Master"]})
         assert "Master" not in ctx.directory.account_rights(zed) and "flash error" in await resp.text()
+        if ctx.accounts is not None:  # mailboxes need the storage engine
+            resp = await client.post(base + "/mailboxes", data={"csrf": csrf, "name": "Projects/2026"})
+            assert "Mailbox Projects/2026 created." in await resp.text()
+            resp = await client.post(base + "/mailboxes", data={"csrf": csrf, "name": "../up"})
+            assert "flash error" in await resp.text()
+            resp = await client.post(base + "/mailboxes/delete", data={"csrf": csrf, "name": "Projects/2026"})
+            html = await resp.text()
+            assert "Mailbox Projects/2026 deleted." in html and ">INBOX<" in html
         resp = await client.post(base + "/rename", data={"csrf": csrf, "new_name": "zoe"})
         assert str(resp.url).endswith("/admin/domains/a.test/accounts/zoe")
         resp = await client.post("/admin/domains/a.test/accounts/zoe/delete", data={"csrf": csrf})

@@ -377,12 +377,18 @@ async def account_page(request: web.Request, session: Session) -> web.StreamResp
     alerts = views.alerts_json(await _load(admin.get_alerts(session.ref, ("account", address))))
     rights = await _load(admin.get_account_rights(session.ref, address))
     main = await _load(admin.main_domain_name(session.ref))
+    mailboxes: list[dict[str, Any]] | None = None
+    mailbox_note = ""
+    try:
+        mailboxes = [views.mailbox_json(m) for m in await admin.list_mailboxes(session.ref, address)]
+    except admin_error_type() as exc:
+        mailbox_note = from_admin_error(exc).message
     offered = list(SERVER_RIGHTS) if domain == main else []
     offered.append(model.DOMAIN_ADMIN)
     return render(
         request, "account.html", session, domain=domain, name=name, address=address,
         settings=settings_rows(own, effective), alerts=alerts, rights=rights, offered_rights=offered,
-        new_rows=range(NEW_SETTING_ROWS),
+        mailboxes=mailboxes, mailbox_note=mailbox_note, new_rows=range(NEW_SETTING_ROWS),
     )
 
 
@@ -405,6 +411,24 @@ async def account_rights_submit(request: web.Request, session: Session) -> web.S
     wanted = [r for r in (await _form(request)).getall("right", []) if isinstance(r, str)]
     await attempt(session, request.app[CTX].admin.set_account_rights(session.ref, f"{name}@{domain}", wanted),
                   "Rights saved.")
+    raise _redirect(_account_url(domain, name))
+
+
+@page
+async def mailbox_create_submit(request: web.Request, session: Session) -> web.StreamResponse:
+    domain, name = _domain(request), _account(request)
+    mailbox = _field(await _form(request), "name").strip()
+    await attempt(session, request.app[CTX].admin.create_mailbox(session.ref, f"{name}@{domain}", mailbox),
+                  f"Mailbox {mailbox} created.")
+    raise _redirect(_account_url(domain, name))
+
+
+@page
+async def mailbox_delete_submit(request: web.Request, session: Session) -> web.StreamResponse:
+    domain, name = _domain(request), _account(request)
+    mailbox = _field(await _form(request), "name")
+    await attempt(session, request.app[CTX].admin.delete_mailbox(session.ref, f"{name}@{domain}", mailbox),
+                  f"Mailbox {mailbox} deleted.")
     raise _redirect(_account_url(domain, name))
 
 
@@ -580,6 +604,8 @@ def setup(app: web.Application) -> None:
     r.add_post(a + "/settings", account_settings_submit)
     r.add_post(a + "/password", account_password_submit)
     r.add_post(a + "/rights", account_rights_submit)
+    r.add_post(a + "/mailboxes", mailbox_create_submit)
+    r.add_post(a + "/mailboxes/delete", mailbox_delete_submit)
     r.add_post(a + "/rename", account_rename_submit)
     r.add_post(a + "/delete", account_delete_submit)
     r.add_post(a + "/alerts", alert_post)
