@@ -121,3 +121,22 @@ def test_idle_timeout_ends_the_session(imap, monkeypatch) -> None:
         await h.tasks[-1]
         assert c.conn.closed
     imap(go)
+
+
+def test_hostile_qresync_ranges_are_cheap(imap) -> None:
+    async def go(h: Harness) -> None:
+        from tests.imap.test_commands import MSG1, append
+
+        c = await h.login()
+        for _ in range(4):
+            await append(c, MSG1)
+        await c.ok("ENABLE QRESYNC")
+        await c.ok("SELECT INBOX")
+        await c.ok("STORE 2 +FLAGS (\\Deleted)")
+        await c.ok("EXPUNGE")
+        huge = ",".join(["1:4294967295"] * 4000)
+        lines = await c.ok(f"UID FETCH {huge} (FLAGS) (CHANGEDSINCE 1 VANISHED)")
+        assert lines[0] == "* VANISHED (EARLIER) 2"
+        lines = await c.ok(f"SELECT INBOX (QRESYNC (1 1 {huge}))")
+        assert not any("VANISHED" in x for x in lines)  # wrong UIDVALIDITY: no VANISHED
+    imap(go)

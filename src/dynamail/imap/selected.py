@@ -99,6 +99,32 @@ class Selected:
         result.sort()
         return result
 
+    def vanished_in(self, ranges: list[tuple[int, int]], limit: int = 1_000_000) -> list[int]:
+        """UIDs below UIDNEXT within ``ranges`` that are not in the view
+        (QRESYNC VANISHED (EARLIER), RFC 7162 3.2.5/3.2.6).  Work is bounded by
+        the mailbox size, whatever the client sends."""
+        top = self.view.uidnext() - 1
+        merged: list[list[int]] = []
+        for lo, hi in sorted((max(1, a), min(b, top)) for a, b in ranges if a <= top):
+            if merged and lo <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], hi)
+            elif lo <= hi:
+                merged.append([lo, hi])
+        present = self.uids
+        out: list[int] = []
+        for lo, hi in merged:
+            i = bisect.bisect_left(present, lo)
+            cur = lo
+            while cur <= hi and len(out) < limit:
+                nxt = present[i] if i < len(present) else hi + 1
+                if nxt > hi:
+                    out.extend(range(cur, min(hi + 1, cur + limit - len(out))))
+                    break
+                out.extend(range(cur, min(nxt, cur + limit - len(out))))
+                cur = nxt + 1
+                i += 1
+        return out
+
     def _saved(self, saved: list[int] | None) -> list[int]:
         if not saved:
             return []

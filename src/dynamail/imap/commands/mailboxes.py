@@ -161,23 +161,9 @@ def _qresync(s: Session, sel: Selected, params: list[Token]) -> None:
         known = sequence_set(params[2])
     if uidvalidity != sel.view.uidvalidity:
         return
-    present = set(sel.uids)
     top = sel.view.uidnext() - 1
-    if known is not None:
-        vanished = []
-        for lo, hi in known.resolve(top):
-            for u in range(lo, min(hi, top) + 1):
-                if u not in present:
-                    vanished.append(u)
-                if len(vanished) > 1_000_000:
-                    break
-    else:
-        vanished = []
-        prev = 0
-        for u in [*sel.uids, top + 1]:
-            if u - prev <= 100_000:
-                vanished.extend(range(prev + 1, u))
-            prev = u
+    ranges = known.resolve(top) if known is not None else [(1, top)]
+    vanished = sel.vanished_in(ranges)
     if vanished and modseq < sel.view.highestmodseq():
         s.write(b"* VANISHED (EARLIER) " + response.sequence_set(vanished).encode() + b"\r\n")
     view = sel.view

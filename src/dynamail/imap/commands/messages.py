@@ -219,15 +219,9 @@ def _vanished_earlier(s: Session, sel: Selected, tok: object, since: int) -> Non
     if since >= sel.view.highestmodseq():
         return
     seqset = sequence_set(tok)  # type: ignore[arg-type]
-    top = sel.view.uidnext() - 1
-    present = set(sel.uids)
-    gone: list[int] = []
-    for lo, hi in seqset.resolve(top):
-        if hi - lo > 1_000_000:
-            hi = lo + 1_000_000
-        gone.extend(u for u in range(lo, min(hi, top) + 1) if u not in present)
+    gone = sel.vanished_in(seqset.resolve(sel.view.uidnext() - 1))
     if gone:
-        s.write(b"* VANISHED (EARLIER) " + response.sequence_set(sorted(set(gone))).encode() + b"\r\n")
+        s.write(b"* VANISHED (EARLIER) " + response.sequence_set(gone).encode() + b"\r\n")
 
 
 # -- STORE -----------------------------------------------------------------
