@@ -18,6 +18,7 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from dynamail.net import memtrace
 from dynamail.net.connection import Connection, IdleTimeout, _Wire
 
 log = logging.getLogger("dynamail.net")
@@ -54,6 +55,7 @@ class Listeners:
         self._per_listener: collections.Counter[str] = collections.Counter()
         self._per_address: collections.Counter[tuple[str, str]] = collections.Counter()
         self.accepting = True
+        memtrace.install()  # only with DYNAMAIL_TRACEMALLOC set (measurements)
 
     def port_of(self, name: str) -> int | None:
         srv = self._servers.get(name)

@@ -1,0 +1,39 @@
+"""Memory tracing of a running server, for measurements only.
+
+When the environment variable ``DYNAMAIL_TRACEMALLOC`` names a file,
+:func:`install` starts :mod:`tracemalloc` (one frame per allocation) and
+makes ``SIGUSR2`` write a snapshot to that file (``bench/connections.py``
+compares two of them to find where the memory of idle connections goes).
+Without the variable nothing happens.  Tracing slows the server and adds
+its own memory; never set it in production.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tracemalloc
+from types import FrameType
+
+ENV = "DYNAMAIL_TRACEMALLOC"
+_installed = False
+
+
+def install() -> bool:
+    """Start tracing when ``DYNAMAIL_TRACEMALLOC`` is set; True if active."""
+    global _installed
+    path = os.environ.get(ENV, "")
+    if not path:
+        return False
+    if _installed:
+        return True
+    tracemalloc.start(1)
+
+    def dump(_sig: int, _frame: FrameType | None) -> None:
+        tmp = path + ".part"
+        tracemalloc.take_snapshot().dump(tmp)
+        os.replace(tmp, path)
+
+    signal.signal(signal.SIGUSR2, dump)
+    _installed = True
+    return True
