@@ -61,3 +61,14 @@ async def test_operations_are_complete(ctx: ServerContext) -> None:
     create_account = doc["paths"]["/api/v1/domains/{domain}/accounts"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]
     assert set(create_account["properties"]) == {"name", "password", "settings"}
+
+
+def test_the_manual_lists_every_route() -> None:
+    from pathlib import Path
+
+    from dynamail.http.api import api
+
+    manual = (Path(__file__).resolve().parents[2] / "docs" / "webadmin.md").read_text()
+    missing = [f"{r.method} {openapi_path(r.full_path)}" for r in api.routes
+               if f"| `{r.method}` | `{openapi_path(r.full_path)}` |" not in manual]
+    assert missing == []
