@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from dynamail.migrate import ImportFailed, import_into
 from dynamail.storage import FileAccountStore, FileMailStore
 
 T = TypeVar("T")
+BASE = 1_700_000_000
 
 
 def with_store(path: Path, fn: Callable[[FileAccountStore], Awaitable[T]]) -> T:
@@ -199,3 +201,35 @@ def test_keyword_table_full_keeps_the_messages(tmp_path: Path) -> None:
     assert len(with_kw) == 59
     assert all(r[2] == frozenset({"kw" + r[1].split(b"Subject: ")[1].split(b"\n")[0].decode()}) for r in with_kw)
     assert sum("without its keywords" in p["reason"] for p in report["problems"]) == 11
+
+
+async def _uid_order(store: FileAccountStore, mailbox: str) -> list[bytes]:
+    view = await store.select(mailbox, read_only=True)
+    subjects = [(await view.header(uid)).split(b"\r\n")[0] for uid in view.uids()]
+    view.close()
+    return subjects
+
+
+def test_maildir_order_follows_dovecot_uidlist_else_dates(tmp_path: Path) -> None:
+    src = tmp_path / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (src / sub).mkdir(parents=True)
+    # names sort differently from both the dates and the UIDs
+    files = {"c.host:2,S": ("cur", 300, 2), "a.host": ("new", 200, 3), "b.host:2,": ("cur", 100, 1)}
+    for name, (sub, when, _uid) in files.items():
+        path = src / sub / name
+        path.write_bytes(b"Subject: " + name.split(":")[0].encode() + b"\n\nx\n")
+        os.utime(path, (BASE + when, BASE + when))
+
+    async def order(store: FileAccountStore) -> list[bytes]:
+        await import_into(store, str(src), "maildir")
+        return await _uid_order(store, "INBOX")
+
+    by_date = with_store(tmp_path / "acct1", order)
+    assert by_date == [b"Subject: b.host", b"Subject: a.host", b"Subject: c.host"]
+    (src / "dovecot-uidlist").write_text(
+        "3 V1 N4 Gabc\n" + "".join(f"{uid} W12 :{name.split(':')[0]}\n"
+                                   for name, (_s, _w, uid) in files.items() if uid != 3)
+        + "3 a.host\n")  # an old-style line
+    by_uid = with_store(tmp_path / "acct2", order)
+    assert by_uid == [b"Subject: b.host", b"Subject: c.host", b"Subject: a.host"]

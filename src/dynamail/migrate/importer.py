@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -251,6 +252,21 @@ async def import_into(store: AccountStore, path: str, fmt: str = "auto", *, ledg
     report = ImportReport(format=fmt_used)
     ledger = Ledger(ledger_path)
     seen: Counter[bytes] = Counter()
+    # The reader runs on worker threads; if this task is cancelled while one
+    # is pulling a batch, closing the reader waits for it (the lock).
+    reading = threading.Lock()
+
+    def pull() -> tuple[list[tuple[Found, bytes]], bool]:
+        with reading:
+            return _next_batch(items, ledger, seen, report)
+
+    def finish() -> None:
+        with reading:
+            try:
+                items.close()  # type: ignore[attr-defined]
+            finally:
+                os.close(root_fd)
+
     try:
         await asyncio.to_thread(ledger.load)
         listing = await store.list_mailboxes()
@@ -258,7 +274,7 @@ async def import_into(store: AccountStore, path: str, fmt: str = "auto", *, ledg
         used_special = {m.special_use for m in listing if m.special_use}
         more = True
         while more:
-            batch, more = await asyncio.to_thread(_next_batch, items, ledger, seen, report)
+            batch, more = await asyncio.to_thread(pull)
             if not batch:
                 continue
             groups: dict[str, list[tuple[Found, bytes]]] = {}
@@ -279,7 +295,4 @@ async def import_into(store: AccountStore, path: str, fmt: str = "auto", *, ledg
                 report.bytes += sum(len(f.data) for f, _ in done)
         return report
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            await asyncio.to_thread(close)
-        os.close(root_fd)
+        await asyncio.to_thread(finish)

@@ -175,13 +175,10 @@ def parse_maildir_info(filename: str, keywords: dict[str, str] | None) -> frozen
     """Flags from a Maildir file name's info part (``:2,FRS`` or ``;2,``/``!2,``).
     Lower-case letters are Dovecot keywords (``dovecot-keywords`` maps
     a-z to names); without that file they are ignored."""
-    for sep in (":2,", ";2,", "!2,"):
-        pos = filename.rfind(sep)
-        if pos >= 0:
-            info = filename[pos + 3 :]
-            break
-    else:
+    base = maildir_base_name(filename)
+    if base == filename:
         return frozenset()
+    info = filename[len(base) + 3 :]
     flags = set()
     for ch in info:
         if ch in MAILDIR_FLAGS:
@@ -206,40 +203,87 @@ def read_dovecot_keywords(dir_fd: int) -> dict[str, str] | None:
     return out
 
 
+def maildir_base_name(filename: str) -> str:
+    """A Maildir file name without its info part (``:2,…``)."""
+    for sep in (":2,", ";2,", "!2,"):
+        pos = filename.rfind(sep)
+        if pos >= 0:
+            return filename[:pos]
+    return filename
+
+
+def read_dovecot_uidlist(dir_fd: int) -> dict[str, int]:
+    """``dovecot-uidlist``: base file name → UID Dovecot gave the message,
+    so an import keeps the messages' order.  Lines are ``<uid> [ext…]
+    :<name>`` (version 3) or ``<uid> <name>`` (versions 1 and 2)."""
+    try:
+        data, _ = _read_file(dir_fd, "dovecot-uidlist", 256 << 20)
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, int] = {}
+    for line in data.decode("utf-8", "surrogateescape").splitlines()[1:]:
+        head, colon, name = line.partition(" :")
+        if not colon:
+            parts = line.split()
+            if len(parts) != 2:
+                continue
+            head, name = parts
+        uid = head.split(" ", 1)[0]
+        if uid.isdigit() and name:
+            out[maildir_base_name(name)] = int(uid)
+    return out
+
+
+_NO_UID = 1 << 62
+
+
 def _maildir_folder(dir_fd: int, mailbox: str | None, prefix: str, bad_name: str, limit: int) -> Iterator[Item]:
+    """The messages of one folder (``new/`` and ``cur/``) in Dovecot's UID
+    order when ``dovecot-uidlist`` knows them, else by modification time."""
     keywords = read_dovecot_keywords(dir_fd)
-    for sub in ("new", "cur"):
-        try:
-            sfd = _open_at(dir_fd, sub, directory=True)
-        except OSError:
-            continue
-        try:
-            for name, kind in _entries(sfd):
-                where = f"{prefix}{sub}/{_display(name)}"
+    uids = read_dovecot_uidlist(dir_fd)
+    fds: dict[str, int] = {}
+    try:
+        entries: list[tuple[int, float, str, str, str]] = []
+        for sub in ("new", "cur"):
+            try:
+                fds[sub] = _open_at(dir_fd, sub, directory=True)
+            except OSError:
+                continue
+            for name, kind in _entries(fds[sub]):
                 if name.startswith("."):
                     continue
-                if mailbox is None:
-                    yield Skipped(where, bad_name)
-                    continue
-                if kind != "file":
-                    yield Skipped(where, "a symbolic link" if kind == "link" else "not a regular file")
-                    continue
-                try:
-                    data, mtime = _read_file(sfd, name, limit)
-                except ValueError as exc:
-                    yield Skipped(where, f"message {exc}")
-                    continue
-                except OSError as exc:
-                    yield Skipped(where, f"unreadable: {exc.strerror or exc}")
-                    continue
-                if not data.strip():
-                    yield Skipped(where, "empty file")
-                    continue
-                flags = parse_maildir_info(name, keywords) if sub == "cur" else frozenset()
-                when = datetime.datetime.fromtimestamp(mtime, datetime.UTC)
-                yield Found(mailbox, data, flags, when, where)
-        finally:
-            os.close(sfd)
+                mtime = 0.0
+                if kind == "file":
+                    with suppress(OSError):
+                        mtime = os.stat(name, dir_fd=fds[sub], follow_symlinks=False).st_mtime
+                entries.append((uids.get(maildir_base_name(name), _NO_UID), mtime, name, sub, kind))
+        entries.sort()
+        for _uid, _mtime, name, sub, kind in entries:
+            where = f"{prefix}{sub}/{_display(name)}"
+            if mailbox is None:
+                yield Skipped(where, bad_name)
+                continue
+            if kind != "file":
+                yield Skipped(where, "a symbolic link" if kind == "link" else "not a regular file")
+                continue
+            try:
+                data, mtime = _read_file(fds[sub], name, limit)
+            except ValueError as exc:
+                yield Skipped(where, f"message {exc}")
+                continue
+            except OSError as exc:
+                yield Skipped(where, f"unreadable: {exc.strerror or exc}")
+                continue
+            if not data.strip():
+                yield Skipped(where, "empty file")
+                continue
+            flags = parse_maildir_info(name, keywords) if sub == "cur" else frozenset()
+            when = datetime.datetime.fromtimestamp(mtime, datetime.UTC)
+            yield Found(mailbox, data, flags, when, where)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def read_maildir(root_fd: int, limit: int = DEFAULT_MAX_MESSAGE) -> Iterator[Item]:
