@@ -356,6 +356,7 @@ class Server:
         if ctx is None:
             return
         log.info("shutting down")
+        ctx.extras["stopping"] = True  # /health answers 503 from now on
         await ctx.listeners.close(grace=self.cfg.limits.shutdown_grace)
         if self.http is not None:
             with contextlib.suppress(Exception):
