@@ -41,7 +41,11 @@ async def test_health_serving_nonready_and_stopping(ctx: ServerContext) -> None:
         body = await _json(await client.get("/health"), 503)
         assert body == {"status": "nonready", "ready": False, "member": "backend-1", "version": body["version"]}
         ctx.cluster = None
-        client.app[LIFECYCLE].stopping = True
+        ctx.extras["stopping"] = True  # the server began to shut down
+        assert (await _json(await client.get("/health"), 503))["status"] == "stopping"
+        ctx.extras.pop("stopping")
+        assert (await _json(await client.get("/health"), 200))["status"] == "ok"
+        client.app[LIFECYCLE].stopping = True  # the HTTP port itself is closing
         assert (await _json(await client.get("/health"), 503))["status"] == "stopping"
 
 
