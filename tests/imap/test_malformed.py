@@ -140,3 +140,22 @@ def test_hostile_qresync_ranges_are_cheap(imap) -> None:
         lines = await c.ok(f"SELECT INBOX (QRESYNC (1 1 {huge}))")
         assert not any("VANISHED" in x for x in lines)  # wrong UIDVALIDITY: no VANISHED
     imap(go)
+
+
+def test_repeated_ranges_and_many_search_keys(imap) -> None:
+    async def go(h: Harness) -> None:
+        from tests.imap.test_commands import MSG1, append
+
+        c = await h.login()
+        for _ in range(3):
+            await append(c, MSG1)
+        await c.ok("SELECT INBOX")
+        many = ",".join(["1:*", "2", "3:1"] * 3000)
+        lines = await c.ok(f"FETCH {many} (UID)")
+        assert lines[:-1] == ["* 1 FETCH (UID 1)", "* 2 FETCH (UID 2)", "* 3 FETCH (UID 3)"]
+        lines = await c.ok(f"UID SEARCH UID {many}")
+        assert lines[0] == "* SEARCH 1 2 3"
+        lines = await c.cmd("SEARCH " + " ".join(["1:*"] * 2000))
+        assert lines[-1].split(" ", 1)[1] == "BAD Too many search keys"
+        await c.ok("NOOP")
+    imap(go)

@@ -70,6 +70,9 @@ APPEND_CHUNK = 256 * 1024
 # this bounds sequence-set parsing (ranges, not numbers).
 MAX_SEQUENCE_RANGES = 100000
 
+# Search keys in one SEARCH/SORT (each is evaluated over the mailbox).
+MAX_SEARCH_KEYS = 1000
+
 # Length of the tag (RFC 9051 section 9 "tag"); longer tags are refused.
 MAX_TAG = 128
 

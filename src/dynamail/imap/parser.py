@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Union
 
@@ -584,7 +585,21 @@ def search_program(args: Args, *, esearch_ok: bool = True) -> SearchProgram:
         keys.append(search_key(args, 0))
     if not keys:
         raise ParseError("Missing search criteria")
+    if count_keys(keys) > limits.MAX_SEARCH_KEYS:
+        raise ParseError("Too many search keys")
     return SearchProgram(tuple(keys), charset, returns)
+
+
+def count_keys(keys: Sequence[SearchKey]) -> int:
+    n = 0
+    for k in keys:
+        n += 1
+        for v in (k.value, k.value2):
+            if isinstance(v, SearchKey):
+                n += count_keys((v,))
+            elif isinstance(v, tuple):
+                n += count_keys(v)
+    return n
 
 
 def search_key(args: Args, depth: int) -> SearchKey:

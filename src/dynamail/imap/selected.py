@@ -25,6 +25,19 @@ from dynamail.imap.parser import SequenceSet
 from dynamail.storage.api import MailboxView
 
 
+def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping ranges covering the same numbers (so work on a
+    sequence set is bounded by the mailbox, not by how often a client repeats
+    a range)."""
+    out: list[list[int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(a, b) for a, b in out]
+
+
 def flags_of(view: MailboxView, uids: Sequence[int]) -> list[frozenset[str]]:
     """Flags of many messages; uses the engine's batch accessor when it has
     one (``FileMailboxView.flags_many`` avoids building a MessageInfo each)."""
@@ -72,10 +85,10 @@ class Selected:
         if len(ranges) == 1:
             lo, hi = ranges[0]
             return list(self.uids[lo - 1 : min(hi, n)])
-        picked: set[int] = set()
-        for lo, hi in ranges:
-            picked.update(self.uids[lo - 1 : min(hi, n)])
-        return sorted(picked)
+        out: list[int] = []
+        for lo, hi in merge_ranges(ranges):
+            out.extend(self.uids[lo - 1 : min(hi, n)])
+        return out
 
     def by_uid(self, seqset: SequenceSet, saved: list[int] | None = None) -> list[int]:
         """UIDs in the view named by a UID set, ascending (RFC 9051 6.4.9:
@@ -84,19 +97,11 @@ class Selected:
             return self._saved(saved)
         if not self.uids:
             return []
-        top = self.uids[-1]
-        out: set[int] = set()
         result: list[int] = []
-        for lo, hi in seqset.resolve(top):
+        for lo, hi in merge_ranges(seqset.resolve(self.uids[-1])):
             i = bisect.bisect_left(self.uids, lo)
             j = bisect.bisect_right(self.uids, hi)
-            if len(seqset.ranges) == 1:
-                return list(self.uids[i:j])
-            for u in self.uids[i:j]:
-                if u not in out:
-                    out.add(u)
-                    result.append(u)
-        result.sort()
+            result.extend(self.uids[i:j])
         return result
 
     def vanished_in(self, ranges: list[tuple[int, int]], limit: int = 1_000_000) -> list[int]:
@@ -104,12 +109,7 @@ class Selected:
         (QRESYNC VANISHED (EARLIER), RFC 7162 3.2.5/3.2.6).  Work is bounded by
         the mailbox size, whatever the client sends."""
         top = self.view.uidnext() - 1
-        merged: list[list[int]] = []
-        for lo, hi in sorted((max(1, a), min(b, top)) for a, b in ranges if a <= top):
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], hi)
-            elif lo <= hi:
-                merged.append([lo, hi])
+        merged = merge_ranges((max(1, a), min(b, top)) for a, b in ranges if a <= top and a <= b)
         present = self.uids
         out: list[int] = []
         for lo, hi in merged:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from dynamail.imap import response
+from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.fetch import FetchWriter
 from dynamail.imap.parser import (
@@ -15,6 +15,7 @@ from dynamail.imap.parser import (
     Command,
     ParseError,
     SearchKey,
+    count_keys,
     fetch_atts,
     flag_list,
     number,
@@ -147,6 +148,8 @@ async def sort(s: Session, cmd: Command) -> str:
         keys.append(search_key(args, 0))
     if not keys:
         raise ParseError("Missing search criteria")
+    if count_keys(keys) > limits.MAX_SEARCH_KEYS:
+        raise ParseError("Too many search keys")
     searcher = Searcher(sel, s.saved_search, datetime.datetime.now(datetime.UTC))
     uids = await searcher.run(tuple(keys))
     ordered = await sort_uids(sel, uids, criteria)
