@@ -76,7 +76,7 @@ def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
 
 def prepare(
     base: Path, accounts: dict[str, str], toml: str = "", settings: dict[str, dict[str, str]] | None = None,
-    forwarders: dict[str, str] | None = None,
+    forwarders: dict[str, str] | None = None, aliases: dict[str, list[str]] | None = None,
 ) -> None:
     """Create the base directory with domains and accounts (before first start)."""
     base.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,10 @@ def prepare(
         if not d.domain_exists(domain):
             d.create_domain(domain)
         d.create_account(domain, name, password=password, settings=(settings or {}).get(address))
+    for address, names in (aliases or {}).items():
+        ref = d.find_account(address)
+        assert ref is not None
+        d.set_account_aliases(ref, names)
     for address, target in (forwarders or {}).items():
         name, domain = address.split("@")
         d.set_forwarder(domain, name, target)

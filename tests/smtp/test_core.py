@@ -39,6 +39,7 @@ class Harness:
         self.core.greeting()
         self.local = {"alice@example.org", "bob@example.org"}
         self.password = "secret"
+        self.own = {"alice@example.org"}  # senders the authenticated user may use
         self.bodies: list[bytes] = []
         self.body = bytearray()
         self.events: list[object] = []
@@ -57,7 +58,12 @@ class Harness:
             if ev is NEED_DATA or ev is PAUSED:
                 return
             self.events.append(ev)
-            if isinstance(ev, RcptTo):
+            if isinstance(ev, MailFrom) and self.core.deciding_sender:
+                if str(ev.sender) in self.own or ev.sender is None:
+                    self.core.accept_sender()
+                else:
+                    self.core.reject_sender(Reply(553, "5.7.1", "Not yours"))
+            elif isinstance(ev, RcptTo):
                 if str(ev.address) in self.local:
                     self.core.accept_recipient()
                 else:
@@ -391,3 +397,24 @@ def test_every_command_state_pair_answers() -> None:
                 assert codes(out)[0] == 503, (state, name, out)
             else:
                 assert codes(out)[0] != 503 or name in ("DATA", "AUTH"), (state, name, out)
+
+
+def test_sender_decided_by_the_adapter_when_asked() -> None:
+    h = submission(tls_active=True, check_sender=True)
+    h.send(b"EHLO c\r\n")
+    h.send(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+    # pipelined: the refused MAIL starts no transaction, so RCPT and DATA fail too
+    out = h.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+    assert out.split(b"\r\n")[0] == b"553 5.7.1 Not yours" and codes(out) == [553, 503, 503]
+    assert h.core.state is State.READY and h.core.sender is None
+    out = h.send(b"MAIL FROM:<alice@example.org>\r\nRCPT TO:<alice@example.org>\r\n")
+    assert codes(out) == [250, 250] and h.core.state is State.RCPT
+    assert codes(h.send(b"RSET\r\nMAIL FROM:<>\r\n")) == [250, 250]
+
+
+def test_sender_accepted_at_once_without_check() -> None:
+    h = submission(tls_active=True)
+    h.send(b"EHLO c\r\n")
+    h.send(b"AUTH PLAIN " + base64.b64encode(b"\0alice\0secret") + b"\r\n")
+    assert codes(h.send(b"MAIL FROM:<bob@example.org>\r\n")) == [250]
+    assert not h.core.deciding_sender

@@ -43,7 +43,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, sink: Sink) -> Iterator[Liv
         f'[smtp]\nqueue_retry_seconds = 0.3\nmx = {{ "remote.example" = "{sink_host}:{SINK_PORT}" }}\n'
     )
     prepare(base, {ALICE: ALICE_PW, BOB: BOB_PW, TINY: "tiny-pw"}, toml, settings={TINY: {"MaxAccountSize": "3K"}},
-            forwarders={"fwd@example.org": BOB, "ext@example.org": "far@remote.example"})
+            forwarders={"fwd@example.org": BOB, "ext@example.org": "far@remote.example"},
+            aliases={ALICE: ["alice.alias"]})
     srv = LiveServer(base, next_host())
     srv.start()
     yield srv
@@ -141,6 +142,45 @@ def test_submission_implicit_tls_465(server: LiveServer) -> None:
         s.login(BOB, BOB_PW)
         assert s.send_message(message(ALICE, "via 465"), from_addr=BOB, to_addrs=[ALICE]) == {}
     assert any(b"Subject: via 465" in m for m in pop3_messages(server, ALICE, ALICE_PW))
+
+
+def test_submission_hygiene_date_message_id_sender(server: LiveServer) -> None:
+    """RFC 6409 8: missing Date and Message-ID are added, the envelope sender
+    must belong to the authenticated account, Received names the account."""
+    bare = b"From: alice@example.org\r\nTo: bob@example.org\r\nSubject: bare submission\r\n\r\nno date here\r\n"
+    dated = (
+        b"Date: Mon, 2 Nov 2026 10:00:00 +0100\r\nMessage-ID: <own.1@client.example>\r\n"
+        b"Subject: dated submission\r\n\r\nbody\r\n"
+    )
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(ALICE, ALICE_PW)
+        assert s.sendmail(ALICE, [BOB], bare) == {}
+        assert s.sendmail("alice.alias@example.org", [BOB], dated) == {}  # an alias of the account
+        assert s.sendmail("", [BOB], b"Subject: null sender\r\n\r\nx\r\n") == {}
+        code, text = s.mail(BOB)  # someone else's address
+        assert (code, text[:5]) == (553, b"5.7.1")
+        code, text = s.mail("alice@outside.example")
+        assert (code, text[:5]) == (553, b"5.7.1")
+        code, text = s.rcpt(BOB)  # no transaction was started
+        assert code == 503
+    msgs = pop3_messages(server, BOB, BOB_PW)
+    [got] = [m for m in msgs if b"Subject: bare submission" in m]
+    head = got.split(b"\r\n\r\n", 1)[0]
+    assert head.startswith(b"Received: from ")
+    assert b"(authenticated as alice@example.org)" in head and b"with ESMTPSA" in head
+    assert head.count(b"\r\nDate: ") == 1 and head.count(b"\r\nMessage-ID: <") == 1
+    for secret in (ALICE_PW.encode(), base64.b64encode(b"\0" + ALICE.encode() + b"\0" + ALICE_PW.encode())):
+        assert secret not in got
+    [kept] = [m for m in msgs if b"Subject: dated submission" in m]
+    assert kept.count(b"Date: ") == 1 and b"Date: Mon, 2 Nov 2026 10:00:00 +0100" in kept
+    assert kept.count(b"Message-ID: ") == 1 and b"<own.1@client.example>" in kept
+
+
+def test_inbound_leaves_headers_alone(server: LiveServer) -> None:
+    with smtplib.SMTP(server.host, server.port("smtp"), timeout=20) as s:
+        assert s.sendmail("x@outside.example", [BOB], b"Subject: inbound bare\r\n\r\nx\r\n") == {}
+    [got] = [m for m in pop3_messages(server, BOB, BOB_PW) if b"Subject: inbound bare" in m]
+    assert b"\r\nDate: " not in got and b"Message-ID" not in got and b"authenticated" not in got
 
 
 def test_bad_auth_is_refused_then_closed(server: LiveServer) -> None:

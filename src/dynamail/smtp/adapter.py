@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import functools
 import logging
 import os
@@ -88,6 +87,7 @@ from dynamail.smtp.queue import (
 )
 from dynamail.smtp.replies import Reply
 from dynamail.smtp.spool import Spool, clean_spool
+from dynamail.smtp.submission import HeaderCompleter, received_field
 from dynamail.smtp.syntax import Address
 
 log = logging.getLogger("dynamail.smtp")
@@ -155,6 +155,7 @@ async def session(ctx: ServerContext, mode: Mode, conn: Connection) -> None:
             tls_available=conn.can_start_tls,
             tls_active=conn.is_tls,
             auth_without_tls=bool(getattr(ctx.config.smtp, "allow_plaintext_auth", False)),
+            check_sender=mode is Mode.SUBMISSION and not getattr(ctx.config.smtp, "allow_any_sender", False),
             limits=limits_for(ctx),
         )
     )
@@ -175,6 +176,8 @@ class SmtpSession:
         self.success: list[tuple[str, str | None, list[AccountRef]]] = []
         self.sender: Address | None = None
         self.mail_params: dict[str, str | None] = {}
+        self.identity: AccountRef | None = None  # the authenticated account (submission)
+        self.completer: HeaderCompleter | None = None
         self.handlers: dict[type, Callable[[Any], Awaitable[bool]]] = {
             MailFrom: self._on_mail,
             RcptTo: self._on_rcpt,
@@ -227,12 +230,41 @@ class SmtpSession:
 
     # -- transaction ---------------------------------------------------------
     async def _on_mail(self, ev: MailFrom) -> bool:
+        if self.core.deciding_sender:
+            loop = asyncio.get_running_loop()
+            try:
+                allowed = await loop.run_in_executor(None, self._sender_allowed, ev.sender)
+            except Exception:
+                log.exception("sender lookup failed")
+                self.core.reject_sender(Reply(451, "4.3.0", "Temporary lookup failure"))
+                return True
+            if not allowed:
+                log.info("%s MAIL FROM <%s> refused for %s", self.session_id, ev.sender, self.core.identity)
+                self.core.reject_sender(
+                    Reply(553, "5.7.1", f"Sender address <{ev.sender}> is not yours ({self.core.identity})")
+                )
+                return True
+            self.core.accept_sender()
         self.sender = ev.sender
         self.mail_params = ev.params
         self.local = []
         self.remote = []
         self.success = []
         return True
+
+    def _sender_allowed(self, sender: Address | None) -> bool:
+        """RFC 6409 8.1: the authenticated account may send as its own
+        address or one of its aliases; the null sender is allowed."""
+        if sender is None:
+            return True
+        if self.identity is None or not sender.local.isascii():
+            return False
+        try:
+            domain = sender.domain if sender.domain.isascii() else sender.domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+        ref = self.ctx.directory.find_account(f"{sender.local}@{domain}")
+        return ref is not None and ref == self.identity
 
     def _rcpt_decision(self, address: Address) -> tuple[Reply | None, Any]:
         directory = self.ctx.directory
@@ -320,11 +352,13 @@ class SmtpSession:
             self.spool.discard()
         self.spool = Spool(spool_dir(self.ctx))
         self.spool.write(self._received_header())
+        # RFC 6409 8.2/8.3: submitted messages get a Date and Message-ID if missing
+        self.completer = HeaderCompleter(self.ctx.hostname) if self.mode is Mode.SUBMISSION else None
         return True
 
     async def _on_body(self, ev: BodyData) -> bool:
         if self.spool is not None:
-            self.spool.write(ev.data)
+            self.spool.write(ev.data if self.completer is None else self.completer.feed(ev.data))
         return True
 
     async def _on_aborted(self, ev: MessageAborted) -> bool:
@@ -342,18 +376,16 @@ class SmtpSession:
             proto += "S"
         if core.identity is not None:
             proto += "A"
-        rcpts = core.recipients
-        for_part = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
-        helo = (core.helo_name or "unknown").replace("\r", "").replace("\n", "")[:200]
-        text = (
-            f"Received: from {helo} ([{self.conn.peer_host}])\r\n"
-            f"\tby {self.ctx.hostname} (dynamail) with {proto} id {self.session_id}"
-            f"{for_part};\r\n\t{email.utils.formatdate(localtime=False)}\r\n"
+        return received_field(
+            helo=core.helo_name, peer=self.conn.peer_host, hostname=self.ctx.hostname, protocol=proto,
+            session_id=self.session_id, recipients=[str(r) for r in core.recipients], identity=core.identity,
         )
-        return text.encode("utf-8", "replace")
 
     async def _on_complete(self, ev: MessageComplete) -> bool:
         assert self.spool is not None
+        if self.completer is not None:
+            self.spool.write(self.completer.finish())
+            self.completer = None
         content = self.spool.finish()
         try:
             reply = await self._store(content)
@@ -418,6 +450,7 @@ class SmtpSession:
         if not ev.authzid or ev.authzid == ev.login:
             result = await auth.authenticate(ev.login, ev.password, protocol="smtp", remote=self.conn.peer_host)
         if result is not None and result.ok and result.ref is not None:
+            self.identity = result.ref
             self.core.auth_succeeded(result.ref.address)
             return True
         await asyncio.sleep(AUTH_FAILURE_DELAY * (self.core.auth_failures + 1))

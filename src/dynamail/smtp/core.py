@@ -92,6 +92,9 @@ class SessionConfig:
     tls_available: bool = False  # STARTTLS can be offered
     tls_active: bool = False  # the connection is already TLS (465, or after STARTTLS)
     auth_without_tls: bool = False  # allow AUTH on a cleartext connection
+    # the adapter decides on every MAIL FROM (accept_sender / reject_sender);
+    # False: any syntactically valid sender is accepted at once
+    check_sender: bool = False
     limits: SmtpLimits = field(default_factory=SmtpLimits)
 
 
@@ -109,7 +112,7 @@ class SmtpServer:
         self._in = bytearray()
         self._out = bytearray()
         self._eof = False
-        self._pending: str | None = None  # decision awaited: "rcpt" "auth" "message"
+        self._pending: str | None = None  # decision awaited: "mail" "rcpt" "auth" "message"
         self._discard_line = False
         self._commands_without_data = 0
         self._auth_failures = 0
@@ -308,9 +311,30 @@ class SmtpServer:
         self._reset_transaction()
         self.sender = sender
         self.mail_params = params
+        if self.config.check_sender:
+            self._pending = "mail"
+            return MailFrom(sender, params)
         self.state = State.MAIL
         self._reply(Reply(250, "2.1.0", "Sender OK"))
         return MailFrom(sender, params)
+
+    def accept_sender(self) -> None:
+        """The adapter allows this MAIL FROM (with ``check_sender``)."""
+        assert self._pending == "mail"
+        self._pending = None
+        self.state = State.MAIL
+        self._reply(Reply(250, "2.1.0", "Sender OK"))
+
+    def reject_sender(self, reply: Reply) -> None:
+        """The adapter refuses this MAIL FROM; no transaction starts."""
+        assert self._pending == "mail"
+        self._pending = None
+        self._reset_transaction()
+        self._reply(reply)
+
+    @property
+    def deciding_sender(self) -> bool:
+        return self._pending == "mail"
 
     def _check_mail_params(self, sender: Address | None, params: dict[str, str | None]) -> Reply | None:
         for key, value in params.items():

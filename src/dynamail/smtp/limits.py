@@ -50,6 +50,11 @@ IDLE_TIMEOUT = 300.0
 #: anyway; a bigger chunk is read and discarded).
 MAX_BDAT_CHUNK = MAX_MESSAGE_SIZE
 
+#: RFC 6409 8.2/8.3: to add a missing Date or Message-ID on submission the
+#: header section must be seen whole.  RFC 5322 sets no limit on its size;
+#: this much of a message is held back at most while looking for its end.
+MAX_HEADER_SCAN = 256 * 1024
+
 #: Bytes of body handed to the adapter at most per BodyData event.
 BODY_EVENT_CHUNK = 256 * 1024
 
