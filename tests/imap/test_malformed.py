@@ -159,3 +159,27 @@ def test_repeated_ranges_and_many_search_keys(imap) -> None:
         assert lines[-1].split(" ", 1)[1] == "BAD Too many search keys"
         await c.ok("NOOP")
     imap(go)
+
+
+def test_hostile_list_patterns(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await c.ok("CREATE " + "a" * 150)
+        lines = await c.ok('LIST "" "' + "*a" * 400 + '*b"')
+        assert len(lines) == 1
+        lines = await c.ok('LIST "" "' + "%a" * 100 + '"')
+        assert len(lines) == 2
+        lines = await c.ok('LIST "" inbox')
+        assert lines[0] == '* LIST (\\HasNoChildren) "/" INBOX'
+    imap(go)
+
+
+def test_list_pattern_matching() -> None:
+    from dynamail.imap.commands.mailboxes import Pattern
+
+    assert Pattern("*").match("a/b/c")
+    assert Pattern("%").match("abc") and not Pattern("%").match("a/b")
+    assert Pattern("a/%").match("a/b") and not Pattern("a/%").match("a/b/c")
+    assert Pattern("a*c").match("abbbc") and not Pattern("a*c").match("abbb")
+    assert Pattern("inbox/*").match("INBOX/x") and not Pattern("inboxes").match("INBOXES")
+    assert Pattern("").match("") and not Pattern("").match("x")

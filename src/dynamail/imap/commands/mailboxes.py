@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import re
 from typing import TYPE_CHECKING
 
 from dynamail.imap import response
@@ -261,19 +260,45 @@ async def _subscribe(s: Session, cmd: Command, on: bool) -> str:
 # -- LIST / LSUB / NAMESPACE / STATUS --------------------------------------
 
 
-def pattern_regex(pattern: str) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append("[^/]*")
-        else:
-            out.append(re.escape(ch))
-    rx = "".join(out)
-    if pattern[:5].upper() == "INBOX":
-        rx = "(?i:INBOX)" + "".join(out[5:])
-    return re.compile(rx + r"\Z", re.DOTALL)
+class Pattern:
+    """A LIST pattern (RFC 9051 6.3.9: ``*`` matches anything, ``%`` anything
+    but the hierarchy separator).  Matched by simulating the pattern as a
+    set of positions, so hostile patterns (``*a*a*a*…``) cost at most
+    len(pattern) × len(name) steps instead of exponential backtracking."""
+
+    __slots__ = ("pat",)
+
+    def __init__(self, pattern: str) -> None:
+        if pattern[:5].upper() == "INBOX" and pattern[5:6] in ("", SEP, "*", "%"):
+            pattern = "INBOX" + pattern[5:]
+        self.pat = pattern
+
+    def _closure(self, states: set[int]) -> set[int]:
+        pat = self.pat
+        out = set(states)
+        for i in states:
+            while i < len(pat) and pat[i] in "*%":
+                i += 1
+                out.add(i)
+        return out
+
+    def match(self, name: str) -> bool:
+        pat = self.pat
+        states = self._closure({0})
+        for ch in name:
+            nxt: set[int] = set()
+            for i in states:
+                if i >= len(pat):
+                    continue
+                p = pat[i]
+                if p == "*" or (p == "%" and ch != SEP):
+                    nxt.add(i)
+                elif p == ch:
+                    nxt.add(i + 1)
+            if not nxt:
+                return False
+            states = self._closure(nxt)
+        return len(pat) in states
 
 
 def _list_pattern(s: Session, ref: bytes, pat: bytes) -> str:
@@ -336,7 +361,7 @@ async def list_(s: Session, cmd: Command) -> str:
         s.write(b'* LIST (\\Noselect) "/" ""\r\n')
         return "LIST completed"
     listings = await store.list_mailboxes()
-    regexes = [pattern_regex(_list_pattern(s, ref, p)) for p in pats]
+    regexes = [Pattern(_list_pattern(s, ref, p)) for p in pats]
     by_name = {m.name: m for m in listings}
     # parents that do not exist as mailboxes but have children
     virtual: dict[str, bool] = {}
@@ -390,7 +415,7 @@ async def lsub(s: Session, cmd: Command) -> str:
     ref = args.astring("reference")
     pat = args.astring("pattern")
     args.end()
-    rx = pattern_regex(_list_pattern(s, ref, pat))
+    rx = Pattern(_list_pattern(s, ref, pat))
     for m in await store.list_mailboxes():
         if m.subscribed and rx.match(m.name):
             s.write(b'* LSUB () "/" ' + s.mailbox_out(m.name) + b"\r\n")
