@@ -192,3 +192,23 @@ def test_integer_setting_refuses_a_boolean(tmp_path: Path) -> None:
     (settings / "server.toml").write_text("[imap]\nappend_limit = true\n")
     with pytest.raises(ConfigError, match=r"imap\.append_limit: expected an integer"):
         config_mod.load(tmp_path)
+
+
+def test_every_setting_is_documented() -> None:
+    """docs/configuration.md has a row for every key of every section."""
+    import dataclasses
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    sections = {
+        "tls": config_mod.TlsConfig, "limits": config_mod.LimitsConfig, "cluster": config_mod.ClusterConfig,
+        "smtp": config_mod.SmtpConfig, "pop3": config_mod.Pop3Config, "imap": config_mod.ImapConfig,
+    }
+    missing = []
+    for name, cls in sections.items():
+        part = re.search(rf"^## `\[{name}\]`\n(.*?)(?=^## )", doc, re.M | re.S)
+        assert part is not None, f"no section [{name}]"
+        missing += [f"{name}.{f.name}" for f in dataclasses.fields(cls) if f"| `{f.name}` |" not in part.group(1)]
+    assert missing == []
+    for path in ("Spool/", "Queue/", "Domains/", "SharedDomains/"):
+        assert f"| `{path}` |" in doc
