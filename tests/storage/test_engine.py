@@ -127,6 +127,13 @@ def test_inbox_rename_moves_messages(account_dir: Path) -> None:
         inbox = await store.status("INBOX")
         assert inbox.messages == 0 and inbox.uidvalidity != old_uv
         assert {m.name for m in await store.list_mailboxes()} == {"INBOX", "INBOX/Child", "Old"}
+        await store.append("INBOX", [AppendRequest(MSG)])
+        await store.rename_mailbox("INBOX", "INBOX/2024")  # into its own hierarchy: allowed for INBOX
+        assert (await store.status("INBOX/2024")).messages == 1
+        await store.rename_mailbox("Old", "Archive/2023/Old")  # superior names are created
+        names = {m.name for m in await store.list_mailboxes()}
+        assert names == {"INBOX", "INBOX/Child", "INBOX/2024", "Archive", "Archive/2023", "Archive/2023/Old"}
+        assert (await store.status("Archive/2023/Old")).messages == 2
 
     with_account(account_dir, body)
 

@@ -452,30 +452,38 @@ class FileAccountStore:
             dst = self._canon(new)
             if dst in self._meta:
                 raise MailboxExists(f"mailbox {dst!r} exists")
-            if dst == src or dst.startswith(src + SEPARATOR):
+            if dst == src or (src != "INBOX" and dst.startswith(src + SEPARATOR)):
                 raise StorageError("cannot rename a mailbox into itself")
             saved = (dict(self._meta), set(self._subscribed), self._next_id, self._last_uidvalidity)
 
             def work() -> None:
-                self._check_epoch()
-                if src == "INBOX":
-                    # RFC 9051 §6.3.6: the messages move to the new name, INBOX
-                    # stays (empty, new UIDVALIDITY); its children stay put
-                    fresh = self._new_meta(None)
-                    create_generation(self._dir(fresh.id), 1, fresh.uidvalidity, 1, 0, self.epoch)
-                    fsync_dir(self.path / MAIL_DIR)
-                    self._meta[dst] = meta
-                    self._meta["INBOX"] = fresh
-                else:
-                    prefix = src + SEPARATOR
-                    for n in sorted(self._meta):
-                        if n == src or n.startswith(prefix):
-                            moved = dst + n[len(src) :]
-                            self._meta[moved] = self._meta.pop(n)
-                            if n in self._subscribed:
-                                self._subscribed.discard(n)
-                                self._subscribed.add(moved)
                 try:
+                    self._check_epoch()
+                    if src == "INBOX":
+                        # RFC 9051 §6.3.6: the messages move to the new name, INBOX
+                        # stays (empty, new UIDVALIDITY); its children stay put
+                        fresh = self._new_meta(None)
+                        create_generation(self._dir(fresh.id), 1, fresh.uidvalidity, 1, 0, self.epoch)
+                        self._meta[dst] = meta
+                        self._meta["INBOX"] = fresh
+                    else:
+                        prefix = src + SEPARATOR
+                        for n in sorted(self._meta):
+                            if n == src or n.startswith(prefix):
+                                moved = dst + n[len(src) :]
+                                self._meta[moved] = self._meta.pop(n)
+                                if n in self._subscribed:
+                                    self._subscribed.discard(n)
+                                    self._subscribed.add(moved)
+                    # RFC 9051 §6.3.6: create the superior names the new name needs
+                    parts = dst.split(SEPARATOR)
+                    for i in range(1, len(parts)):
+                        parent = SEPARATOR.join(parts[:i])
+                        if parent not in self._meta:
+                            pmeta = self._new_meta(None)
+                            create_generation(self._dir(pmeta.id), 1, pmeta.uidvalidity, 1, 0, self.epoch)
+                            self._meta[parent] = pmeta
+                    fsync_dir(self.path / MAIL_DIR)
                     self._save_meta()
                 except BaseException:
                     self._meta, self._subscribed, self._next_id, self._last_uidvalidity = saved
