@@ -210,3 +210,44 @@ def test_mbsync_round_trip(server: RealServer, tmp_path: Path) -> None:
     assert local == remote
     assert sum("F" in v for v in remote.values()) == 50
     assert sum("R" in v for v in remote.values()) == 20
+
+
+def test_fetchmail_and_curl(server: RealServer, tmp_path: Path) -> None:
+    fetchmail = shutil.which("fetchmail")
+    curl = shutil.which("curl")
+    if fetchmail is None and curl is None:
+        pytest.skip("neither fetchmail nor curl is installed")
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("bob", PASSWORD)
+        m.create("Fetch")
+        for i in range(3):
+            m.append("Fetch", "", None, message(500 + i, "Fetchmail"))
+        m.logout()
+    if curl is not None:
+        res = subprocess.run(
+            [curl, "-s", "--user", f"bob:{PASSWORD}", f"imap://{server.host}:{server.imap_port}/Fetch;UID=1"],
+            capture_output=True, timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert b"Subject: Fetchmail 500" in res.stdout
+    if fetchmail is not None:
+        out = tmp_path / "delivered.mbox"
+        rc = tmp_path / "fetchmailrc"
+        rc.write_text(
+            f'poll {server.host} service {server.imap_port} protocol IMAP user "bob" password "{PASSWORD}" '
+            f'folder "Fetch" sslproto "" fetchall mda "/bin/sh -c \'cat >> {out}\'"\n'
+        )
+        rc.chmod(0o600)
+        res = subprocess.run(
+            [fetchmail, "-f", str(rc), "-v", "--nosyslog", "--pidfile", str(tmp_path / "pid"),
+             "--idfile", str(tmp_path / "ids")],
+            capture_output=True, text=True, timeout=120, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        text = out.read_text()
+        assert text.count("Subject: Fetchmail") == 3
+        with imaplib.IMAP4(server.host, server.imap_port) as m:
+            m.login("bob", PASSWORD)
+            _typ, data = m.status("Fetch", "(MESSAGES)")
+            assert b"MESSAGES 0" in data[0]  # fetched messages were deleted and expunged
+            m.logout()
