@@ -158,8 +158,12 @@ class _SinkHandler(socketserver.StreamRequestHandler):
                 return
             cmd = line.decode("utf-8", "replace").strip()
             verb = cmd[:4].upper()
+            if verb in ("MAIL", "RCPT"):
+                with self.server.lock:
+                    self.server.commands.append(cmd)
             if verb in ("EHLO", "HELO"):
-                self.reply("250-sink.example\r\n250-8BITMIME\r\n250 SIZE 100000000" if verb == "EHLO" else "250 sink")
+                dsn = "250-DSN\r\n" if self.server.dsn else ""
+                self.reply(f"250-sink.example\r\n{dsn}250-8BITMIME\r\n250 SIZE 100000000" if verb == "EHLO" else "250 sink")
             elif verb == "MAIL":
                 sender, rcpts = cmd[10:].split(">")[0].lstrip("<"), []
                 self.reply("250 2.1.0 ok")
@@ -196,8 +200,10 @@ class Sink(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, dsn: bool = False) -> None:
         super().__init__((host, port), _SinkHandler)
+        self.dsn = dsn  # advertise DSN (RFC 3461)
+        self.commands: list[str] = []  # MAIL and RCPT lines as received
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)

@@ -89,3 +89,25 @@ def test_protocol_cores_do_no_io(path: str) -> None:
                 imported.add(node.module)
     assert not imported & {"asyncio", "socket", "ssl", "selectors"}
     assert not any(m.endswith(".adapter") for m in imported)
+
+
+def test_dsn_parameters_only_to_a_dsn_server() -> None:
+    def run(ehlo: tuple[str, ...]) -> list[bytes]:
+        tx = ClientTransaction(
+            "me", "a@b", ["x@r", "y@r"], size=5, dsn_params={"RET": "FULL", "ENVID": "e1", "BODY": "8BITMIME"},
+            rcpt_params={"x@r": {"NOTIFY": "NEVER", "ORCPT": None}, "y@r": {"ORCPT": "rfc822;y@r", "NOTIFY": "bad value"}},
+        )
+        sent = [tx.on_reply(ServerReply(220, ("hi",))), tx.on_reply(ServerReply(250, ehlo))]
+        sent += [tx.on_reply(ServerReply(250, ("ok",))) for _ in range(3)]
+        tx.on_reply(ServerReply(354, ("go",)))
+        tx.on_reply(ServerReply(250, ("2.0.0 ok",)))
+        assert {o.dsn_passed for o in tx.outcomes.values()} == {"DSN" in [e.split()[0] for e in ehlo]}
+        return sent
+
+    assert run(("hi", "DSN")) == [
+        b"EHLO me\r\n", b"MAIL FROM:<a@b> RET=FULL ENVID=e1\r\n",
+        b"RCPT TO:<x@r> NOTIFY=NEVER\r\n", b"RCPT TO:<y@r> ORCPT=rfc822;y@r\r\n", b"DATA\r\n",
+    ]
+    assert run(("hi", "SIZE 100")) == [
+        b"EHLO me\r\n", b"MAIL FROM:<a@b> SIZE=5\r\n", b"RCPT TO:<x@r>\r\n", b"RCPT TO:<y@r>\r\n", b"DATA\r\n",
+    ]

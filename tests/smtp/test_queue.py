@@ -224,3 +224,54 @@ def test_success_report_built_for_relayed_and_delivered(tmp_path: Path) -> None:
     assert b"Action: relayed\r\nStatus: 2.0.0" in dsn and b"Action: delivered\r\nStatus: 2.0.0" in dsn
     env.sender = ""
     assert q.store.to_notify(env) == []
+
+
+def _relay_with_notify(tmp_path: Path, dsn: bool) -> tuple[Sink, list[bytes]]:
+    """Queue one message with DSN requests to a sink (advertising DSN or
+    not); the sink and the notices the sender got."""
+    host = next_host()
+    sink = Sink(host, PORT, dsn=dsn)
+    q = make_queue(tmp_path, host)
+    try:
+        async def run() -> list[bytes]:
+            q._load()
+            qid = await q.enqueue(
+                "a@local.example",
+                [("ok@remote.example", {"NOTIFY": "SUCCESS,FAILURE", "ORCPT": "rfc822;ok@remote.example"}),
+                 ("reject@remote.example", {"NOTIFY": "FAILURE"}), ("plain@remote.example", {})],
+                MSG, params={"RET": "HDRS", "ENVID": "env+2B7"},
+            )
+            await q.attempt(q.entries[qid])
+            assert qid not in q.entries  # complete: every recipient sent or failed
+            return [(tmp_path / "Queue" / f"{e.id}.msg").read_bytes() for e in q.entries.values()]
+
+        notices = asyncio.run(run())
+    finally:
+        sink.close()
+    return sink, notices
+
+
+def test_dsn_request_passed_to_a_server_that_advertises_dsn(tmp_path: Path) -> None:
+    sink, notices = _relay_with_notify(tmp_path, dsn=True)
+    assert sink.commands == [
+        f"MAIL FROM:<a@local.example> SIZE={len(MSG)} RET=HDRS ENVID=env+2B7",
+        "RCPT TO:<ok@remote.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;ok@remote.example",
+        "RCPT TO:<reject@remote.example> NOTIFY=FAILURE",
+        "RCPT TO:<plain@remote.example>",
+    ]
+    # the success is the next server's to report; our hop's failure is ours
+    [notice] = notices
+    assert b"Action: failed" in notice and b"reject@remote.example" in notice
+    assert b"Action: relayed" not in notice and b"Final-Recipient: rfc822; ok@remote.example" not in notice
+
+
+def test_relayed_notice_when_the_next_server_has_no_dsn(tmp_path: Path) -> None:
+    sink, notices = _relay_with_notify(tmp_path, dsn=False)
+    assert sink.commands[0] == f"MAIL FROM:<a@local.example> SIZE={len(MSG)}"
+    assert "RCPT TO:<ok@remote.example>" in sink.commands  # no DSN parameters
+    [notice] = notices
+    assert (
+        b"Final-Recipient: rfc822; ok@remote.example\r\nOriginal-Recipient: rfc822;ok@remote.example\r\n"
+        b"Action: relayed\r\nStatus: 2.0.0"
+    ) in notice
+    assert b"Action: failed" in notice and b"Original-Envelope-Id: env+2B7" in notice

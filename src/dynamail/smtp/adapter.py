@@ -653,6 +653,7 @@ class OutboundQueue:
             send_remote(
                 domain, helo=self.hostname, sender=env.sender, recipients=[r.address for r in rs],
                 message=msg_path, relay_host=self.relay_host, mx_map=self.mx_map,
+                dsn_params=env.params, rcpt_params={r.address: {"NOTIFY": r.notify, "ORCPT": r.orcpt} for r in rs},
             )
             for domain, rs in by_domain.items()
         ))
@@ -660,6 +661,7 @@ class OutboundQueue:
             for r in rs:
                 o = outcomes.get(r.address, Outcome(451, "4.4.1 no outcome"))
                 self.store.record(r, o.code, o.text)
+                r.dsn_passed = o.dsn_passed
         if not self.store.finish_attempt(env, time.time()):
             delayed = self.store.to_delay_notify(env, time.time())
             if delayed:
@@ -842,8 +844,13 @@ async def send_remote(
     message: Path,
     relay_host: str = "",
     mx_map: dict[str, str] | None = None,
+    dsn_params: dict[str, str | None] | None = None,
+    rcpt_params: dict[str, dict[str, str | None]] | None = None,
 ) -> dict[str, Outcome]:
-    """Deliver to ``recipients`` (all in ``domain``); an outcome for each."""
+    """Deliver to ``recipients`` (all in ``domain``); an outcome for each.
+
+    ``dsn_params`` (RET, ENVID) and ``rcpt_params`` (NOTIFY, ORCPT per
+    recipient) go to a server that advertises DSN (RFC 3461 5.2.2/5.3)."""
     hosts, failure = await route(domain, relay_host, mx_map or {})
     if failure is not None:
         return {rcpt: failure for rcpt in recipients}
@@ -855,6 +862,7 @@ async def send_remote(
         tx = ClientTransaction(
             helo=helo, sender=sender, recipients=list(recipients), size=size,
             tls_possible=True, eightbit=eightbit, utf8=utf8,
+            dsn_params=dict(dsn_params or {}), rcpt_params=dict(rcpt_params or {}),
         )
         try:
             await send_to_host(host, port, tx, message)

@@ -81,10 +81,21 @@ class Step(enum.Enum):
 
 @dataclass(slots=True)
 class Outcome:
-    """What happened to one recipient: 2xx accepted, 4xx retry, 5xx failed."""
+    """What happened to one recipient: 2xx accepted, 4xx retry, 5xx failed.
+
+    ``dsn_passed``: the next server advertised DSN and got the recipient's
+    NOTIFY/ORCPT (and the message's RET/ENVID) with the message, so any
+    further report is its job (RFC 3461 5.2.2 and 5.3): no "relayed" notice.
+    """
 
     code: int
     text: str
+    dsn_passed: bool = False
+
+
+#: RFC 3461 parameters passed on to a server that advertises DSN.
+DSN_MAIL_PARAMS = ("RET", "ENVID")
+DSN_RCPT_PARAMS = ("NOTIFY", "ORCPT")
 
 
 @dataclass
@@ -104,6 +115,10 @@ class ClientTransaction:
     tls_possible: bool = False
     eightbit: bool = False
     utf8: bool = False
+    # RFC 3461: RET/ENVID of the message, NOTIFY/ORCPT per recipient, as
+    # received (already xtext); sent only when the server advertises DSN
+    dsn_params: dict[str, str | None] = field(default_factory=dict)
+    rcpt_params: dict[str, dict[str, str | None]] = field(default_factory=dict)
     step: Step = Step.GREETING
     extensions: dict[str, str] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -132,10 +147,19 @@ class ClientTransaction:
                 # RFC 6531 3.2: cannot be sent to this server
                 return self._fail_all(553, "5.6.7 remote server does not support SMTPUTF8")
             params += " SMTPUTF8"
+        if self.dsn:
+            params += _dsn_params(self.dsn_params, DSN_MAIL_PARAMS)
         return f"MAIL FROM:<{self.sender}>{params}\r\n".encode()
 
+    @property
+    def dsn(self) -> bool:
+        """The server takes DSN parameters (RFC 3461 4)."""
+        return "DSN" in self.extensions
+
     def _rcpt(self) -> bytes:
-        return f"RCPT TO:<{self.recipients[self._rcpt_index]}>\r\n".encode()
+        rcpt = self.recipients[self._rcpt_index]
+        params = _dsn_params(self.rcpt_params.get(rcpt, {}), DSN_RCPT_PARAMS) if self.dsn else ""
+        return f"RCPT TO:<{rcpt}>{params}\r\n".encode()
 
     def on_reply(self, reply: ServerReply) -> bytes:
         step = self.step
@@ -194,7 +218,7 @@ class ClientTransaction:
             return b""
         if step is Step.CONTENT:
             for rcpt in self.accepted:
-                self.outcomes[rcpt] = Outcome(reply.code, reply.text)
+                self.outcomes[rcpt] = Outcome(reply.code, reply.text, dsn_passed=self.dsn and reply.positive)
             self.step = Step.QUIT
             return b"QUIT\r\n"
         if step is Step.QUIT:
@@ -212,3 +236,14 @@ class ClientTransaction:
         for r in self.recipients:
             if r not in self.outcomes:
                 self.outcomes[r] = Outcome(code, text)
+
+
+def _dsn_params(given: dict[str, str | None], keys: tuple[str, ...]) -> str:
+    """`` KEY=value`` for each of ``keys`` present; values are passed on as
+    received, so anything that could break the command line is dropped."""
+    out = ""
+    for key in keys:
+        value = given.get(key)
+        if value and value.isprintable() and value.isascii() and " " not in value:
+            out += f" {key}={value}"
+    return out

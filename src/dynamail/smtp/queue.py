@@ -61,6 +61,7 @@ class QueuedRecipient:
     text: str = ""
     local: bool = False  # an account of ours whose owner was unreachable (cluster)
     delay_notified: bool = False  # a "delayed" DSN was sent for it
+    dsn_passed: bool = False  # relayed to a server that took the DSN request (RFC 3461 5.2.2)
 
     def wants(self, event: str) -> bool:
         """RFC 3461 4.1: NOTIFY=SUCCESS, FAILURE, DELAY or NEVER.  Without
@@ -76,7 +77,7 @@ class QueuedRecipient:
             return "failed"
         if self.state == "pending":
             return "delayed"
-        return "delivered" if self.local else "relayed"  # no DSN passed further on
+        return "delivered" if self.local else "relayed"  # the next server took no DSN request
 
 
 @dataclass
@@ -232,13 +233,14 @@ class QueueStore:
     @staticmethod
     def to_notify(env: Envelope) -> list[QueuedRecipient]:
         """Recipients of a completed entry the sender is told about: failures
-        (unless NOTIFY=NEVER) and, when asked, successes.  None for the null
-        sender."""
+        (unless NOTIFY=NEVER) and, when asked, successes, except those relayed
+        to a server that took the DSN request on.  None for the null sender."""
         if not env.sender:
             return []
         return [
             r for r in env.recipients
-            if (r.state == "failed" and r.wants("FAILURE")) or (r.state == "sent" and r.wants("SUCCESS"))
+            if (r.state == "failed" and r.wants("FAILURE"))
+            or (r.state == "sent" and r.wants("SUCCESS") and not r.dsn_passed)
         ]
 
     def to_delay_notify(self, env: Envelope, now: float) -> list[QueuedRecipient]:
