@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import quopri
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandNo
@@ -44,6 +45,9 @@ class Output(Protocol):
 
     async def gather(self, aws: list[Awaitable[T]]) -> list[T]:
         """Await several storage reads at once (their thread hops overlap)."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking file reads in a worker thread."""
 
 
 def sets_seen(atts: Sequence[FetchAtt]) -> bool:
@@ -135,7 +139,12 @@ class FetchWriter:
         if self._reads_small:
             small = [u for u in uids if view.info(u).size <= SMALL_MESSAGE]
             if len(small) > 1:
-                datas = await self.out.gather([view.read(u) for u in small])
+                # one worker-thread job reads them all (instead of one hand-off each)
+                spans = []
+                for u in small:
+                    fh, offset, length = await view.open_body(u)
+                    spans.append((fh.fileno(), offset, length))
+                datas = await self.out.run_blocking(_pread_all, spans)
                 self._small = dict(zip(small, datas, strict=True))
         if self._reads_parsed and len(uids) > 1:
             await self.out.gather([view.envelope(u) for u in uids])
@@ -309,6 +318,11 @@ class FetchWriter:
             data = header_fields(data, sec.fields, exclude=sec.text.endswith(".NOT"))
         data = _partial(data, att.partial)
         out.write(label + b" " + response.literal(data))
+
+
+def _pread_all(spans: list[tuple[int, int, int]]) -> list[bytes]:
+    """Read several (fd, offset, length) spans; runs in a worker thread."""
+    return [os.pread(fd, length, offset) for fd, offset, length in spans]
 
 
 def _partial(data: bytes, partial: tuple[int, int] | None) -> bytes:
