@@ -172,6 +172,7 @@ class FileAccountStore:
         if "INBOX" not in self._meta:
             meta = self._new_meta(None)
             create_generation(self._dir(meta.id), 1, meta.uidvalidity, 1, 0, self.epoch)
+            fsync_dir(mail)
             self._meta["INBOX"] = meta
             self._subscribed.add("INBOX")
             self._save_meta()

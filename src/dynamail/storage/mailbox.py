@@ -353,6 +353,7 @@ class MailboxState:
         if not gens:
             if not self.writable:
                 raise FileLayoutError(f"no data file in {d}")
+            self.fence()
             create_generation(d, 1, self.uidvalidity, 1, 0, 0)
             gens = [1]
         self.gen = gens[-1]
@@ -558,8 +559,12 @@ class MailboxState:
 
 
 def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int, modseq: int, epoch: int) -> None:
-    """Create ``data.<gen>`` holding only its MAILBOX record, durably."""
+    """Create ``data.<gen>`` holding only its MAILBOX record, durably (the
+    directory too, when this creates it)."""
+    created = not directory.is_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    if created:
+        fsync_dir(directory.parent)
     target = data_path(directory, gen)
     tmp = directory / f".data.{gen}.tmp"
     with open(tmp, "wb") as f:
