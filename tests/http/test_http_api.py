@@ -12,6 +12,7 @@ from http_support import PM, StandInCluster, basic, client_for
 from dynamail.http.api import api
 from dynamail.http.keys import LIFECYCLE
 from dynamail.http.limits import MAX_BODY
+from dynamail.http.openapi import openapi_path
 from dynamail.server.context import ServerContext
 
 V1 = "/api/v1"
@@ -489,10 +490,41 @@ _BODY = {
 }
 
 
-async def test_every_route_answers_with_json(ctx: ServerContext) -> None:
-    """Each documented operation is served: a JSON answer (or 204), never a
-    missing route, a wrong method or an internal error."""
+_TYPES: dict[str, Any] = {"object": dict, "array": list, "string": str, "boolean": bool,
+                         "integer": int, "null": type(None)}
+
+
+def conforms(value: Any, schema: dict[str, Any], doc: dict[str, Any], where: str = "$") -> None:
+    """Check ``value`` against the subset of JSON Schema the document uses."""
+    if "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    kinds = schema.get("type")
+    if kinds is not None:
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        ok = any(isinstance(value, _TYPES[k]) and not (k == "integer" and isinstance(value, bool)) for k in kinds)
+        assert ok, f"{where}: {value!r} is not {kinds}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{where}: missing {key}"
+        for key, sub in schema.get("properties", {}).items():
+            if key in value:
+                conforms(value[key], sub, doc, f"{where}.{key}")
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key, item in value.items():
+                if key not in schema.get("properties", {}):
+                    conforms(item, extra, doc, f"{where}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            conforms(item, schema["items"], doc, f"{where}[{i}]")
+
+
+async def test_every_route_answers_as_documented(ctx: ServerContext) -> None:
+    """Each documented operation is served: a JSON answer of the documented
+    shape (or 204), never a missing route, a wrong method or an internal error."""
     async with client_for(ctx) as client:
+        doc = await (await client.get("/api/openapi.json")).json()
+        checked = 0
         for route in sorted(api.routes, key=lambda r: r.method == "DELETE"):
             path = re.sub(r"\{([a-z_]+)(?::[^}]*)?\}", lambda m: _SAMPLE[m.group(1)], route.full_path)
             body: Any = None
@@ -505,4 +537,10 @@ async def test_every_route_answers_with_json(ctx: ServerContext) -> None:
             if resp.status == 404:
                 assert json.loads(text)["error"]["message"] != "no such route", (route.method, path)
             if resp.status != 204:
-                json.loads(text)
+                answer = json.loads(text)
+                op = doc["paths"][openapi_path(route.full_path)][route.method.lower()]
+                documented = op["responses"].get(str(resp.status))
+                assert documented is not None, (route.method, path, resp.status)
+                conforms(answer, documented["content"]["application/json"]["schema"], doc)
+                checked += resp.status < 300
+        assert checked > 50  # the rest answer a documented error (e.g. not_cluster) or 204

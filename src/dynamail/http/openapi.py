@@ -65,6 +65,31 @@ def openapi_path(path: str) -> str:
     return _PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
 
 
+_RESULTS: dict[str, str] = {
+    "list_domains": "DomainList",
+    "create_domain": "Domain", "get_domain": "Domain", "patch_domain": "Domain", "put_domain": "Domain",
+    "list_accounts": "AccountPage",
+    "create_account": "Account", "get_account": "Account", "patch_account": "Account", "put_account": "Account",
+    "rename_account": "Account",
+    "get_cluster_status": "ClusterStatus",
+    "create_session": "Token", "get_session": "Session",
+    "list_mailboxes": "MailboxList",
+    "get_monitors": "Monitors",
+    "mark_alerts_seen": "AlertList",
+}
+
+
+def _result_schema(route: Route) -> dict[str, Any]:
+    op = route.operation_id
+    name = _RESULTS.get(op)
+    if name is None:
+        if op.endswith("_alerts") or (op.endswith("_alert") and op.startswith("post_")):
+            name = "AlertList"
+        elif any(w in op for w in ("settings", "defaults", "prefs")):
+            name = "Settings"
+    return {"$ref": f"#/components/schemas/{name}"} if name else {"type": "object"}
+
+
 def _operation(route: Route) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -99,10 +124,10 @@ def _operation(route: Route) -> dict[str, Any]:
     else:
         responses[str(route.status)] = {
             "description": "success",
-            "content": {"application/json": {"schema": {"type": "object"}}},
+            "content": {"application/json": {"schema": _result_schema(route)}},
         }
     err = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    statuses = {400, 401, 403, 404, 503} | ({409, 413} if route.body is not None else set())
+    statuses = {400, 401, 403, 404, 409, 503} | ({413, 415} if route.body is not None else set())
     if not route.auth:
         op["security"] = []
         statuses -= {403, 404}
@@ -119,7 +144,44 @@ _STATUS_TEXT = {
     404: "no such object",
     409: "already exists, or not in a cluster",
     413: "request body too large",
+    415: "the body is not application/json",
     503: "temporarily unavailable",
+}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+_STR: dict[str, Any] = {"type": "string"}
+_INT: dict[str, Any] = {"type": "integer"}
+_BOOL: dict[str, Any] = {"type": "boolean"}
+_ALERT = _obj(["stamp", "time", "text"], stamp=_STR, time={"type": "string", "format": "date-time"}, text=_STR)
+_DOMAIN = _obj(["name", "shared"], name=_STR, shared=_BOOL, main=_BOOL,
+               accounts={"type": ["integer", "null"], "description": "null when the caller may not count them"},
+               settings={"$ref": "#/components/schemas/Settings"})
+_MEMBER = _obj(["name", "role", "ready", "load", "open_accounts", "version"], name=_STR,
+               role={"type": "string", "description": "backend, frontend or standalone"}, ready=_BOOL,
+               load={"type": ["integer", "null"]}, open_accounts={"type": ["integer", "null"]}, version=_STR,
+               alive=_BOOL, sessions=_INT, host=_STR)
+_SHAPES: dict[str, Any] = {
+    "Domain": _DOMAIN,
+    "DomainList": _obj(["domains"], domains={"type": "array", "items": _DOMAIN}),
+    "Account": _obj(["address", "name", "domain", "settings"], address=_STR, name=_STR, domain=_STR,
+                    settings={"$ref": "#/components/schemas/Settings"}),
+    "AccountPage": _obj(["accounts", "total", "offset", "limit"], accounts={"type": "array", "items": _STR},
+                        total=_INT, offset=_INT, limit=_INT),
+    "Alert": _ALERT,
+    "AlertList": _obj(["alerts"], alerts={"type": "array", "items": _ALERT}, posted=_ALERT),
+    "ClusterStatus": _obj(["controller", "backup", "members"], controller=_STR, backup=_STR, clustered=_BOOL,
+                          members={"type": "array", "items": _MEMBER}),
+    "Token": _obj(["token", "account"], token=_STR, account=_STR, csrf=_STR),
+    "Session": _obj(["account", "rights"], account=_STR, domain=_STR, rights={"type": "array", "items": _STR}),
+    "MailboxList": _obj(["mailboxes"], mailboxes={"type": "array", "items": _obj(
+        ["name"], name=_STR, special_use={"type": ["string", "null"]}, subscribed=_BOOL, has_children=_BOOL)}),
+    "Monitors": _obj(["sessions", "deliveries", "queue_size"], sessions={
+        "type": "object", "additionalProperties": _obj(["open", "total"], open=_INT, total=_INT)},
+        deliveries=_INT, deliveries_failed=_INT, queue_size=_INT, open_accounts=_INT, version=_STR),
 }
 
 
@@ -171,6 +233,7 @@ def build_document(registry: Registry) -> dict[str, Any]:
                         },
                     }},
                 },
+                **_SHAPES,
                 "Health": {
                     "type": "object",
                     "properties": {
