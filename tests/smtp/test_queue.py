@@ -7,7 +7,7 @@ import email
 import json
 from pathlib import Path
 
-from dynamail.smtp.adapter import OutboundQueue
+from dynamail.smtp.outbound import OutboundQueue
 from dynamail.smtp.queue import (
     MAX_BACKOFF,
     Envelope,
