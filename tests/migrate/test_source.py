@@ -162,3 +162,23 @@ def test_read_maildir_skips_links_and_special_files(tmp_path: Path) -> None:
     found = [i for i in items if isinstance(i, Found)]
     assert [f.data for f in found] == [b"Subject: a\n\nx\n"]
     assert [(i.where, i.reason) for i in items if isinstance(i, Skipped)] == [("cur/2.b:2,S", "a symbolic link")]
+
+
+def test_mbox_content_length_bodies() -> None:
+    body = b"From here, not quoted (mboxcl2)\n\nFrom x Mon Jan  1 00:00:00 2001\n"
+    msg = b"Subject: cl\nContent-Length: %d\nStatus: RO\n\n" % len(body) + body
+    items = split(b"From a Thu Jan  1 00:00:00 2015\n" + msg + b"\nFrom b Thu Jan  1 00:00:01 2015\nS: 2\n\nx\n")
+    assert [type(i) for i in items] == [Found, Found]
+    first = items[0]
+    assert isinstance(first, Found)
+    assert first.data == b"Subject: cl\n\n" + body and first.flags == frozenset({"\\Seen"})
+    # a length that does not end at a message boundary is not trusted
+    for wrong in (len(body) - 5, len(body) + 3, 10**9):
+        bad = b"From a Thu Jan  1 00:00:00 2015\nSubject: cl\nContent-Length: %d\n\nline one\n\nFrom b Thu Jan  1 00:00:01 2015\nS: 2\n\nx\n" % wrong
+        got = split(bad)
+        assert [i.data for i in got if isinstance(i, Found)] == [b"Subject: cl\n\nline one\n", b"S: 2\n\nx\n"]
+    # a body longer than the limit is skipped by its length without being read into memory
+    big = b"y" * 3000 + b"\n"
+    items = split(b"From a Thu Jan  1 00:00:00 2015\nContent-Length: %d\n\n" % len(big) + big
+                  + b"From b Thu Jan  1 00:00:01 2015\nS: 2\n\nx\n", limit=1000)
+    assert [type(i) for i in items] == [Skipped, Found]

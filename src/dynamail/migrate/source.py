@@ -22,6 +22,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 from dynamail import names
 from dynamail.imap import utf7
@@ -43,7 +44,8 @@ STATUS_FLAGS = {"R": "\\Seen"}
 X_STATUS_FLAGS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 # Header fields that are mbox bookkeeping, not part of the message: dropped
 # on import (as Dovecot hides them) and turned into flags.
-MBOX_META_FIELDS = (b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase")
+MBOX_META_FIELDS = (b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase",
+                    b"content-length")
 
 _KEYWORD = re.compile(r"^[!#-'*+.-9;-Z^-z|~]{1,100}$")  # an IMAP atom without ( ) { % * " \ ]
 
@@ -278,7 +280,7 @@ def _maildir_folder(dir_fd: int, mailbox: str | None, prefix: str, bad_name: str
             if not data.strip():
                 yield Skipped(where, "empty file")
                 continue
-            flags = parse_maildir_info(name, keywords) if sub == "cur" else frozenset()
+            flags = parse_maildir_info(name, keywords)  # Dovecot may leave flagged files in new/
             when = datetime.datetime.fromtimestamp(mtime, datetime.UTC)
             yield Found(mailbox, data, flags, when, where)
     finally:
@@ -397,18 +399,71 @@ def _mbox_metadata(data: bytes) -> tuple[bytes, frozenset[str], datetime.datetim
 
 
 def read_mbox(fd: int, mailbox: str, where: str, limit: int = DEFAULT_MAX_MESSAGE) -> Iterator[Item]:
-    """Messages of one mbox file (mboxrd, or mboxo), read in bounded chunks.
+    """Messages of one mbox file (mboxrd, mboxo, or mboxcl2), read in bounded chunks.
 
     ``>From `` lines are unquoted (mboxrd: one ``>`` removed from
-    ``>>…From `` lines).  The blank line a writer puts before the next
+    ``>>…From `` lines).  A ``Content-Length`` field that ends exactly at a
+    message boundary delimits the body, which is then taken as it is
+    (Dovecot writes mbox this way, without quoting ``From `` lines).  The blank line a writer puts before the next
     ``From `` line is not part of the message.  A message larger than
     ``limit`` is skipped without being held in memory."""
     with os.fdopen(os.dup(fd), "rb", buffering=READ_CHUNK) as f:
         yield from _split_mbox(f, mailbox, where, limit)
 
 
-def _split_mbox(f: object, mailbox: str, where: str, limit: int) -> Iterator[Item]:
-    readline = f.readline  # type: ignore[attr-defined]
+_CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", re.IGNORECASE)
+
+
+def _content_length(header_lines: list[bytes]) -> int | None:
+    for line in header_lines:
+        m = _CONTENT_LENGTH.match(line.rstrip(b"\n"))
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _body_by_length(f: Any, length: int, room: int) -> tuple[bytes, bool] | None:
+    """Read a body of ``length`` bytes (mboxcl2, as Dovecot and others write
+    it: ``From `` lines in the body are not quoted) if what follows it is a
+    message boundary: end of file, or a (blank line and a) ``From `` line.
+    Returns (body, too_big) with the file positioned after the body, or None
+    with the file where it was when the length does not check out."""
+    start = f.tell()
+    try:
+        if length <= room:
+            body = f.read(length)
+            too_big = False
+            if len(body) != length or (body and not body.endswith(b"\n")):
+                f.seek(start)
+                return None
+        else:
+            body, too_big, left, last = b"", True, length, b""
+            while left:
+                chunk = f.read(min(left, READ_CHUNK))
+                if not chunk:
+                    f.seek(start)
+                    return None
+                left -= len(chunk)
+                last = chunk
+            if not last.endswith(b"\n"):
+                f.seek(start)
+                return None
+        after = f.tell()
+        line = f.readline(READ_CHUNK)
+        if line in (b"\n", b"\r\n"):
+            line = f.readline(READ_CHUNK)
+        if line == b"" or line.startswith(b"From "):
+            f.seek(after)
+            return body, too_big
+        f.seek(start)
+    except (OSError, ValueError):
+        with suppress(OSError, ValueError):
+            f.seek(start)
+    return None
+
+
+def _split_mbox(f: Any, mailbox: str, where: str, limit: int) -> Iterator[Item]:
+    readline = f.readline
     index = 0  # 1-based number of the message being read
     from_line = b""
     parts: list[bytes] = []
@@ -417,6 +472,7 @@ def _split_mbox(f: object, mailbox: str, where: str, limit: int) -> Iterator[Ite
     preamble = False  # non-blank data before the first From line
     prev_blank = True
     at_line_start = True
+    in_header = False
 
     def finish() -> Item | None:
         nonlocal parts, size, too_big
@@ -460,6 +516,7 @@ def _split_mbox(f: object, mailbox: str, where: str, limit: int) -> Iterator[Ite
             index += 1
             from_line = line
             prev_blank = False
+            in_header = True
             continue
         if starts_line:
             prev_blank = line in (b"\n", b"\r\n")
@@ -479,6 +536,18 @@ def _split_mbox(f: object, mailbox: str, where: str, limit: int) -> Iterator[Ite
             parts = []
             continue
         parts.append(line)
+        if in_header and starts_line and line in (b"\n", b"\r\n"):
+            in_header = False
+            length = _content_length(parts)
+            got = _body_by_length(f, length, limit - size) if length is not None else None
+            if got is not None:
+                body, too_big = got
+                if too_big:
+                    parts = []
+                else:
+                    parts.append(body)
+                    size += len(body)
+                prev_blank = at_line_start = True
     if index:
         item = finish()
         if item is not None:
