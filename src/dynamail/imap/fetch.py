@@ -141,10 +141,15 @@ class FetchWriter:
             if len(small) > 1:
                 # one worker-thread job reads them all (instead of one hand-off each)
                 spans = []
+                files = set()
                 for u in small:
                     fh, offset, length = await view.open_body(u)
+                    files.add(id(fh))
                     spans.append((fh.fileno(), offset, length))
-                datas = await self.out.run_blocking(_pread_all, spans)
+                if len(files) == 1:  # the view kept one data file open for all
+                    datas = await self.out.run_blocking(_pread_all, spans)
+                else:  # the data file was replaced meanwhile (compaction)
+                    datas = await self.out.gather([view.read(u) for u in small])
                 self._small = dict(zip(small, datas, strict=True))
         if self._reads_parsed and len(uids) > 1:
             await self.out.gather([view.envelope(u) for u in uids])
