@@ -11,6 +11,7 @@ from dynamail.smtp.core import (
     AuthRequest,
     Closing,
     ConnectionClosed,
+    MailFrom,
     MessageComplete,
     Mode,
     RcptTo,
@@ -57,9 +58,12 @@ def test_stuffer_adds_final_crlf() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=300), max_size=20), st.sampled_from([Mode.INBOUND, Mode.SUBMISSION]))
-def test_smtp_core_survives_random_bytes(chunks: list[bytes], mode: Mode) -> None:
-    core = SmtpServer(SessionConfig("mx.example", mode=mode, tls_available=True, auth_without_tls=True, limits=SmtpLimits(max_message_size=2000)))
+@given(st.lists(st.binary(max_size=300), max_size=20), st.sampled_from([Mode.INBOUND, Mode.SUBMISSION]), st.booleans())
+def test_smtp_core_survives_random_bytes(chunks: list[bytes], mode: Mode, check_sender: bool) -> None:
+    core = SmtpServer(SessionConfig(
+        "mx.example", mode=mode, tls_available=True, auth_without_tls=True, check_sender=check_sender,
+        limits=SmtpLimits(max_message_size=2000),
+    ))
     core.greeting()
     for chunk in [b"EHLO x\r\n", *chunks, b""]:
         core.receive_data(chunk)
@@ -69,6 +73,11 @@ def test_smtp_core_survives_random_bytes(chunks: list[bytes], mode: Mode) -> Non
                 break
             if isinstance(ev, RcptTo):
                 core.accept_recipient()
+            elif isinstance(ev, MailFrom) and core.deciding_sender:
+                if ev.sender is None:
+                    core.accept_sender()
+                else:
+                    core.reject_sender(Reply(553, "5.7.1", "not yours"))
             elif isinstance(ev, MessageComplete):
                 core.finish_message(Reply(250, "2.0.0", "ok"))
             elif isinstance(ev, AuthRequest):
