@@ -9,7 +9,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,18 @@ def ctx(tmp_path: Path) -> Iterator[ServerContext]:
     yield make_ctx(tmp_path / "base")
 
 
+def run(ctx: ServerContext, coro: Coroutine[Any, Any, None]) -> None:
+    """Run a scenario, then close the accounts it opened (their I/O threads)."""
+
+    async def main() -> None:
+        try:
+            await coro
+        finally:
+            await ctx.accounts.close()
+
+    asyncio.run(main())
+
+
 def pm(ctx: ServerContext) -> AccountRef:
     ref = ctx.directory.find_account("postmaster")
     assert ref is not None
@@ -85,7 +97,7 @@ def test_admin_import_maildir_and_rights(ctx: ServerContext, tmp_path: Path) -> 
             await ctx.admin.import_mail(pm(ctx), "nobody@a.test", str(src))
         assert err.value.code == "not_found"
 
-    asyncio.run(main())
+    run(ctx, main())
 
 
 def test_hostile_paths_refused(ctx: ServerContext, tmp_path: Path) -> None:
@@ -118,7 +130,7 @@ def test_hostile_paths_refused(ctx: ServerContext, tmp_path: Path) -> None:
         ok = await ctx.admin.import_mail(pm(ctx), "alice@a.test", str(src))
         assert ok["imported"] == 3
 
-    asyncio.run(main())
+    run(ctx, main())
 
 
 def test_json_api_route(ctx: ServerContext, tmp_path: Path) -> None:
@@ -147,7 +159,7 @@ def test_json_api_route(ctx: ServerContext, tmp_path: Path) -> None:
             doc = await (await client.get("/api/openapi.json")).json()
             assert "post" in doc["paths"]["/api/v1/domains/{domain}/accounts/{account}/import"]
 
-    asyncio.run(main())
+    run(ctx, main())
 
 
 def test_cli_protocol_importmail(ctx: ServerContext, tmp_path: Path) -> None:
@@ -167,7 +179,7 @@ def test_cli_protocol_importmail(ctx: ServerContext, tmp_path: Path) -> None:
         data = parse(text.split("\r\n")[1])
         assert data["imported"] == 30 and data["format"] == "maildir"
 
-    asyncio.run(main())
+    run(ctx, main())
 
 
 def _free_port() -> int:
@@ -202,6 +214,7 @@ def test_admin_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         assert res.exit_code == 1 and "bad_request" in res.output
     finally:
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(ctx.accounts.close(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
