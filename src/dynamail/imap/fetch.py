@@ -141,12 +141,12 @@ class FetchWriter:
             if len(small) > 1:
                 # one worker-thread job reads them all (instead of one hand-off each)
                 spans = []
-                files = set()
+                files = []
                 for u in small:
                     fh, offset, length = await view.open_body(u)
-                    files.add(id(fh))
+                    files.append(fh)
                     spans.append((fh.fileno(), offset, length))
-                if len(files) == 1:  # the view kept one data file open for all
+                if all(f is files[0] and not f.closed for f in files):  # one data file for all
                     datas = await self.out.run_blocking(_pread_all, spans)
                 else:  # the data file was replaced meanwhile (compaction)
                     datas = await self.out.gather([view.read(u) for u in small])
