@@ -17,6 +17,7 @@ that sends faster than we consume cannot grow our memory.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import ssl
 from collections.abc import Callable
@@ -26,6 +27,55 @@ READ_CHUNK = 65536
 MAX_BUFFER = 256 * 1024
 CLOSE_DRAIN_TIMEOUT = 10.0  # seconds close() waits for unsent output to leave
 SENDFILE_CHUNK = 256 * 1024  # chunk size when the loop cannot sendfile (uvloop)
+# Read timeouts of at least COARSE_MIN seconds share one loop timer per
+# COARSE_GRAIN-second slot (they may fire up to COARSE_GRAIN late) instead
+# of one timer each: an idle connection then holds no timer of its own.
+COARSE_MIN = 30.0
+COARSE_GRAIN = 1.0
+
+
+class _Deadlines:
+    """Shared timers for long read timeouts on one event loop.
+
+    Waiting wires are kept in per-slot sets; one ``call_at`` per slot expires
+    them all.  Removing a wire that got its data leaves the slot's timer in
+    place (it fires on an empty or smaller set)."""
+
+    __slots__ = ("loop", "slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, set[_Wire]] = {}
+
+    def add(self, wire: _Wire, delay: float) -> int:
+        key = math.ceil((self.loop.time() + delay) / COARSE_GRAIN)
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self.slots[key] = set()
+            self.loop.call_at(key * COARSE_GRAIN, self._fire, key)
+        slot.add(wire)
+        return key
+
+    def remove(self, wire: _Wire, key: int) -> None:
+        slot = self.slots.get(key)
+        if slot is not None:
+            slot.discard(wire)
+
+    def _fire(self, key: int) -> None:
+        for wire in self.slots.pop(key, ()):
+            wire.expire()
+
+
+_deadlines: dict[int, _Deadlines] = {}
+
+
+def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    d = _deadlines.get(id(loop))
+    if d is None or d.loop is not loop:
+        for k in [k for k, v in _deadlines.items() if v.loop.is_closed()]:
+            del _deadlines[k]
+        d = _deadlines[id(loop)] = _Deadlines(loop)
+    return d
 
 
 class IdleTimeout(Exception):
@@ -43,14 +93,19 @@ class LineTooLong(Exception):
 class _Wire(asyncio.Protocol):
     """The asyncio side: collects bytes and signals the Connection."""
 
+    __slots__ = (
+        "_data_waiter", "_drain_waiters", "_on_made", "arrivals", "buffer", "eof", "lost",
+        "reading_paused", "transport", "write_paused",
+    )
+
     def __init__(self, on_made: Callable[[_Wire], None] | None = None) -> None:
         self._on_made = on_made
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.eof = False
         self.reading_paused = False
-        self._data_waiter: asyncio.Future[None] | None = None
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._data_waiter: asyncio.Future[bool] | None = None
+        self._drain_waiters: list[asyncio.Future[None]] | None = None  # created when needed
         self.write_paused = False
         self.lost = False
         self.arrivals = 0  # incremented on every data, EOF or loss event
@@ -59,8 +114,9 @@ class _Wire(asyncio.Protocol):
         # uvloop's transports implement the Transport interface without
         # subclassing asyncio.Transport, so no isinstance check here.
         self.transport = cast(asyncio.Transport, transport)
-        if self._on_made is not None:
-            self._on_made(self)
+        on_made, self._on_made = self._on_made, None
+        if on_made is not None:
+            on_made(self)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -84,54 +140,85 @@ class _Wire(asyncio.Protocol):
         self.eof = True
         self.lost = True
         self._wake()
-        for w in self._drain_waiters:
-            if not w.done():
-                w.set_result(None)
-        self._drain_waiters.clear()
+        self._release_drain()
 
     def pause_writing(self) -> None:
         self.write_paused = True
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        for w in self._drain_waiters:
+        self._release_drain()
+
+    def _release_drain(self) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, None
+        for w in waiters or ():
             if not w.done():
                 w.set_result(None)
-        self._drain_waiters.clear()
 
     def _wake(self) -> None:
         self.arrivals += 1
         w = self._data_waiter
         if w is not None and not w.done():
-            w.set_result(None)
+            w.set_result(True)
 
-    async def wait_data(self, since: int | None = None) -> None:
-        """Wait for data (or end of stream).  With ``since`` (a value of
-        ``arrivals`` taken before this coroutine was scheduled) return at once
-        when something arrived in between, so no wake-up is lost."""
+    def expire(self) -> None:
+        """The read timeout passed: end the current wait (it returns False)."""
+        w = self._data_waiter
+        if w is not None and not w.done():
+            w.set_result(False)
+
+    async def wait_data(self, since: int | None = None, timeout: float | None = None) -> bool:
+        """Wait for data (or end of stream); False if ``timeout`` seconds
+        passed first.  With ``since`` (a value of ``arrivals`` taken before
+        this coroutine was scheduled) return at once when something arrived
+        in between, so no wake-up is lost.
+
+        No task or ``wait_for`` wrapper: a waiting connection holds one
+        future, and a long timeout only a place in a shared timer slot."""
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
         if since is not None and since != self.arrivals:
-            return
+            return True
         loop = asyncio.get_running_loop()
-        self._data_waiter = loop.create_future()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._data_waiter = fut
+        handle: asyncio.TimerHandle | None = None
+        slot: int | None = None
+        deadlines: _Deadlines | None = None
+        if timeout is not None:
+            if timeout >= COARSE_MIN:
+                deadlines = _deadlines_of(loop)
+                slot = deadlines.add(self, timeout)
+            else:
+                handle = loop.call_later(max(0.0, timeout), self.expire)
         try:
-            await self._data_waiter
+            return await fut
         finally:
             self._data_waiter = None
+            if handle is not None:
+                handle.cancel()
+            if deadlines is not None and slot is not None:
+                deadlines.remove(self, slot)
 
     async def drain(self) -> None:
         if self.lost:
             return
         if self.write_paused:
             fut = asyncio.get_running_loop().create_future()
+            if self._drain_waiters is None:
+                self._drain_waiters = []
             self._drain_waiters.append(fut)
             await fut
 
 
 class Connection:
     """One accepted TCP connection (plain or TLS)."""
+
+    __slots__ = (
+        "__weakref__", "_tls_context", "_transport", "_wire", "closed", "idle_timeout", "listener",
+        "local_host", "local_port", "peer_host", "peer_port",
+    )
 
     def __init__(
         self,
@@ -188,10 +275,8 @@ class Connection:
         if self._wire.eof:
             return False
         t = self.idle_timeout if timeout is None else timeout
-        try:
-            await asyncio.wait_for(self._wire.wait_data(self._wire.arrivals), t)
-        except TimeoutError:
-            raise IdleTimeout() from None
+        if not await self._wire.wait_data(self._wire.arrivals, t):
+            raise IdleTimeout()
         return bool(self._wire.buffer) or not self._wire.eof
 
     def _take(self, n: int) -> bytes:

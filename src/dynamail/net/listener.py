@@ -55,7 +55,6 @@ class Listeners:
         self._per_listener: collections.Counter[str] = collections.Counter()
         self._per_address: collections.Counter[tuple[str, str]] = collections.Counter()
         self.accepting = True
-        memtrace.install()  # only with DYNAMAIL_TRACEMALLOC set (measurements)
 
     def port_of(self, name: str) -> int | None:
         srv = self._servers.get(name)
@@ -69,6 +68,7 @@ class Listeners:
     async def start(self, spec: ListenerSpec) -> None:
         port = spec.port + self.port_offset
         loop = asyncio.get_running_loop()
+        memtrace.install(loop)  # only with DYNAMAIL_TRACEMALLOC set (measurements)
         ctx = self.tls_context if spec.tls is TlsMode.IMPLICIT else None
         if spec.tls is TlsMode.IMPLICIT and ctx is None:
             raise RuntimeError(f"{spec.name}: implicit TLS needs a certificate")

@@ -10,17 +10,18 @@ its own memory; never set it in production.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import tracemalloc
-from types import FrameType
 
 ENV = "DYNAMAIL_TRACEMALLOC"
 _installed = False
 
 
-def install() -> bool:
-    """Start tracing when ``DYNAMAIL_TRACEMALLOC`` is set; True if active."""
+def install(loop: asyncio.AbstractEventLoop) -> bool:
+    """Start tracing when ``DYNAMAIL_TRACEMALLOC`` is set; True if active.
+    Called on the loop thread (the signal handler belongs to ``loop``)."""
     global _installed
     path = os.environ.get(ENV, "")
     if not path:
@@ -29,11 +30,11 @@ def install() -> bool:
         return True
     tracemalloc.start(1)
 
-    def dump(_sig: int, _frame: FrameType | None) -> None:
+    def dump() -> None:
         tmp = path + ".part"
         tracemalloc.take_snapshot().dump(tmp)
         os.replace(tmp, path)
 
-    signal.signal(signal.SIGUSR2, dump)
+    loop.add_signal_handler(signal.SIGUSR2, dump)
     _installed = True
     return True
