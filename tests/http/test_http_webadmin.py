@@ -70,6 +70,14 @@ async def test_forms_need_the_csrf_token(ctx: ServerContext) -> None:
         assert "real.test" in [d.name for d in ctx.directory.list_domains()]
 
 
+async def test_oversize_forms_are_refused(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        resp = await client.post("/admin/alerts/server", data={"csrf": csrf, "text": "x" * 300_000})
+        assert resp.status == 413
+        assert ctx.directory.alerts("server") == []
+
+
 async def test_every_page_renders(ctx: ServerContext) -> None:
     async with client_for(ctx) as client:
         await login(client)

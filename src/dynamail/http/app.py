@@ -82,6 +82,8 @@ async def error_middleware(
             response = webadmin.error_page(request, 500, "internal error")
     for key, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
+    if request.secure:
+        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
     if _is_api(request) or request.path.startswith("/admin"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response
@@ -103,7 +105,17 @@ def _api_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRe
             body = route.body.check(data)
         call = Call(ctx=ctx, actor=actor, path=path, query=query, body=body, request=request)
         ctx.metrics.commands.labels(protocol="http", command=route.operation_id).inc()
-        return await run_handler(route, call)
+        if request.method == "GET":
+            return await run_handler(route, call)
+        try:
+            response = await run_handler(route, call)
+        except ApiError as exc:
+            log.info("http %s %s %s by %s from %s: %s", route.operation_id, request.method, request.path,
+                     actor.address if actor.name else "-", request.remote, exc.code)
+            raise
+        log.info("http %s %s %s by %s from %s: %d", route.operation_id, request.method, request.path,
+                 actor.address if actor.name else "-", request.remote, response.status)
+        return response
 
     handle.__name__ = route.operation_id
     return handle

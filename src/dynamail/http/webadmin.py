@@ -14,6 +14,7 @@ and failed logins are throttled by the authenticator.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ from dynamail.http.limits import WEB_PAGE
 from dynamail.http.routes import admin_error_type
 from dynamail.http.sessions import COOKIE, LOGIN_COOKIE, Session, new_token, same
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 SERVER_RIGHTS = (model.MASTER, model.SETTINGS, model.USERS, model.MONITORS, model.CAN_CONTROL_CLUSTER)
 TEMPLATES = jinja2.Environment(
@@ -113,6 +115,12 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
             form = await request.post()
             if not same(_field(form, "csrf"), session.csrf):
                 raise ApiError("csrf", "The form has expired or did not come from this server. Reload the page and try again.")
+            flashed = len(session.flash)
+            try:
+                return await handler(request, session)
+            finally:
+                outcome = "; ".join(text for _, text in session.flash[flashed:]) or "-"
+                log.info("webadmin POST %s by %s from %s: %s", request.path, session.ref, request.remote, outcome)
         return await handler(request, session)
 
     wrapped.__name__ = handler.__name__
