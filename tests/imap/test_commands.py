@@ -475,3 +475,12 @@ def test_mailbox_edge_cases(imap) -> None:
         assert lines[0] == '* LIST (\\HasNoChildren) "/" Old/Child'
         assert tagged(await c.cmd("SUBSCRIBE ../x")).startswith(("NO", "BAD"))
     imap(go)
+
+
+def test_login_allowed_when_no_tls_is_configured(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.connect(peer="192.0.2.11", can_tls=False)
+        caps = (await c.ok("CAPABILITY"))[0]
+        assert "LOGINDISABLED" not in caps and "STARTTLS" not in caps
+        await c.ok(f"LOGIN alice {PASSWORD}")
+    imap(go)

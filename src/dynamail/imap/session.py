@@ -170,8 +170,8 @@ class Session:
         if self.io.is_tls:
             return False
         flag = self.settings.login_disabled_without_tls
-        if flag is None:
-            return not _is_loopback(self.io.peer_host)
+        if flag is None:  # automatic: remote clients must use TLS when it is offered
+            return self.io.can_start_tls and not _is_loopback(self.io.peer_host)
         return flag
 
     def capabilities(self) -> list[str]:
