@@ -62,6 +62,7 @@ from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
     MailboxState,
     create_generation,
+    read_summary,
 )
 
 META_FILE = "mailboxes.json"
@@ -147,6 +148,9 @@ class FileAccountStore:
         self._closed = False
         self._retired_fds: list[int] = []
         self._canon_cache: dict[str, str] = {}
+        # (message bytes, messages) of mailboxes not loaded, from their
+        # checkpoint headers; they cannot change while not loaded
+        self._summaries: dict[int, tuple[int, int]] = {}
 
     # -- opening ---------------------------------------------------------------
     def open_sync(self) -> None:
@@ -335,11 +339,34 @@ class FileAccountStore:
                 await self._run_io(self._checkpoint_sync, plan.state, blob)
 
     def _usage(self) -> tuple[int, int]:
+        """(bytes, messages) over the loaded mailboxes and the known summaries
+        of the others (exact once ``_complete_usage`` has run)."""
         b = m = 0
         for st in self._states.values():
             b += st.total_size
             m += len(st.cols["uid"])
+        for mbox_id, (sb, sm) in self._summaries.items():
+            if mbox_id not in self._states:
+                b += sb
+                m += sm
         return b, m
+
+    async def _complete_usage(self) -> None:
+        """Make ``_usage`` exact: read the checkpoint header of every mailbox
+        neither loaded nor summarised yet; load those whose checkpoint does
+        not cover their whole log (after a crash)."""
+        missing = [m for m in self._meta.values() if m.id not in self._states and m.id not in self._summaries]
+        if not missing:
+            return
+
+        def work() -> list[tuple[int, tuple[int, int] | None]]:
+            return [(m.id, read_summary(self._dir(m.id))) for m in missing]
+
+        for (mbox_id, got), meta in zip(await self._run_io(work), missing, strict=True):
+            if got is not None:
+                self._summaries[mbox_id] = got
+            elif mbox_id not in self._states:
+                await self._state(meta)
 
     # -- compaction ----------------------------------------------------------
     async def compact(self, name: str) -> int:
@@ -440,6 +467,7 @@ class FileAccountStore:
                 if st is not None and canon in self._meta:
                     self._states[meta.id] = st
                 raise
+            self._summaries.pop(meta.id, None)
             feed = self._feeds.pop(meta.id, None)
             if feed is not None:
                 feed.deleted = True
@@ -532,6 +560,8 @@ class FileAccountStore:
         await self._state(meta)
         if not messages:
             return []
+        if self.quota != (None, None):
+            await self._complete_usage()
         datas = [req.data for req in messages]
         small = sum(len(d) if isinstance(d, bytes) else INLINE_PARSE + 1 for d in datas) <= INLINE_PARSE
         if small:
@@ -555,13 +585,12 @@ class FileAccountStore:
         return FileMailboxView(self, canon, meta.id, st, read_only, next(_view_ids))
 
     async def quota_usage(self) -> tuple[int, int]:
-        for meta in list(self._meta.values()):
-            await self._state(meta)
+        await self._complete_usage()
         return self._usage()
 
     def set_quota(self, max_bytes: int | None, max_messages: int | None) -> None:
         """Limits checked by append and copy (QuotaExceeded); None: unlimited.
-        Usage counts the mailboxes loaded so far; call quota_usage() to load all."""
+        Usage is exact over all mailboxes of the account."""
         self.quota = (max_bytes, max_messages)
 
     async def changes(self) -> AsyncIterator[str]:  # type: ignore[override]
@@ -613,6 +642,8 @@ class FileAccountStore:
     async def copy_uids(self, src: MailboxState, uids: Iterable[int], dest: str) -> CopyResult:
         _canon, meta = self._lookup(dest)
         await self._state(meta)
+        if self.quota != (None, None):
+            await self._complete_usage()
         entries = []
         source_uids = []
         for uid in uids:

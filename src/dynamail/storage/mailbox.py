@@ -575,6 +575,50 @@ def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int,
     fsync_dir(directory)
 
 
+def read_summary(directory: Path) -> tuple[int, int] | None:
+    """(message bytes, messages) of a mailbox that is not loaded, from the
+    header of its index checkpoint, or None when that header does not cover
+    the whole log (a crash after the last checkpoint: the caller loads the
+    mailbox).  Reads 80 bytes of the checkpoint and one record header of the
+    log; the checkpoint's own CRC is not checked here (loading does)."""
+    try:
+        gens = generations(directory)
+    except OSError:
+        return None
+    if not gens:
+        return None
+    gen = gens[-1]
+    try:
+        fd = os.open(data_path(directory, gen), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            with open(index_path(directory, gen), "rb") as f:
+                head = f.read(INDEX_HEAD.size)
+        except FileNotFoundError:
+            # a mailbox that never got a checkpoint: empty if the log holds
+            # only its MAILBOX record
+            first = R.parse_header(os.pread(fd, R.HEADER_SIZE, 0))
+            if first is not None and first.rtype == R.MAILBOX and R.HEADER_SIZE + first.length == size:
+                return 0, 0
+            return None
+        if len(head) < INDEX_HEAD.size:
+            return None
+        (magic, version, g, count, covered, last_off, last_crc, _uv, _un, _hms, _ep, total, _kw) = INDEX_HEAD.unpack(head)
+        if magic != INDEX_MAGIC or version != INDEX_VERSION or g != gen or covered != size:
+            return None
+        hdr = R.parse_header(os.pread(fd, R.HEADER_SIZE, last_off))
+        if hdr is None or hdr.crc != last_crc or last_off + R.HEADER_SIZE + hdr.length != covered:
+            return None
+        return total, count
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def remove_other_generations(directory: Path, gen: int, fence: Callable[[], None]) -> None:
     """Remove files of other generations and temporaries (left by a crash)."""
     changed = False
