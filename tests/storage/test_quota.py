@@ -51,7 +51,7 @@ def test_usage_exact_without_loading_mailboxes(tmp_path: Path) -> None:
         await store.append("Sent", [AppendRequest(msg(99))])
         assert await store.quota_usage() == (expected[0] + len(msg(99)), expected[1] + 1)
         await store.delete_mailbox("Lists/a")
-        b, m = await store.quota_usage()
+        _b, m = await store.quota_usage()
         assert m == expected[1] + 1 - 5
 
     with_account(acct, check, epoch=2)
