@@ -196,11 +196,23 @@ def bench_controller_failover(runs: int) -> list[float]:
                 times.append(dt)
                 print(f"run {run + 1}: controller {ctl} killed, new grant via {via} after {dt:.3f} s",
                       flush=True)
+                if dt > 2.5:
+                    _explain(d, members)
                 launcher.start(d, ctl)
                 _wait_alive(d, ctl)
         finally:
             launcher.down(d)
     return times
+
+
+def _explain(directory: Path, members: dict) -> None:
+    """Print the cluster's election log lines of the last seconds (outliers)."""
+    for name in members:
+        log = directory / "members" / name / "serve.log"
+        lines = [ln for ln in log.read_text(errors="replace").splitlines()
+                 if "dynamail.cluster" in ln][-6:]
+        for ln in lines:
+            print(f"    {name}: {ln[:200]}")
 
 
 def report(label: str, times: list[float]) -> None:

@@ -85,11 +85,12 @@ def test_takeover_reasons() -> None:
     assert takeover_reason(now=1.5, is_backup=True, contacts=["b3"], **kw) == "stale"  # type: ignore[arg-type]
     assert takeover_reason(now=1.9, is_backup=False, contacts=[], **kw) is None  # type: ignore[arg-type]
     assert takeover_reason(now=2.0, is_backup=False, contacts=[], **kw) == "stale"  # type: ignore[arg-type]
-    o.observe(1, b"y", 1.0)  # the record is alive: only the network rule applies
-    assert takeover_reason(now=2.0, is_backup=True, contacts=["b2"], **kw) == "cut off"  # type: ignore[arg-type]
-    assert takeover_reason(now=2.0, is_backup=True, contacts=["b3"], **kw) is None  # type: ignore[arg-type]
+    o.observe(1, b"y", 1.5)  # the record is alive: only the network rule applies
+    assert takeover_reason(now=2.2, is_backup=True, contacts=["b2"], **kw) is None  # type: ignore[arg-type]
+    assert takeover_reason(now=2.25, is_backup=True, contacts=["b2"], **kw) == "cut off"  # type: ignore[arg-type]
+    assert takeover_reason(now=2.25, is_backup=True, contacts=["b3"], **kw) is None  # type: ignore[arg-type]
     kw["hear_other_backend"] = False
-    assert takeover_reason(now=2.0, is_backup=True, contacts=[], **kw) is None  # type: ignore[arg-type]
+    assert takeover_reason(now=2.25, is_backup=True, contacts=[], **kw) is None  # type: ignore[arg-type]
 
 
 from hypothesis import given, settings  # noqa: E402

@@ -225,13 +225,15 @@ def takeover_reason(*, now: float, observer: Observer, lease: float, head_start:
 
     "stale": the Controller's record stayed unchanged for T (+ the head start
     the Backup does not wait).  "cut off": this backend lost the Controller's
-    network for as long, the record lists no other backend as reachable by
-    the Controller, and this backend hears from another backend.
+    network for T/2 longer than that, the record lists no other backend as
+    reachable by the Controller, and this backend hears from another backend.
+    The extra T/2 lets a dead Controller be replaced by the "stale" rule,
+    whose successor need not wait for the old Controller's resync.
     """
     wait = lease + (0.0 if is_backup else head_start)
     if observer.unchanged_for(now) >= wait:
         return "stale"
-    if (now - last_contact >= wait and not (set(contacts) - {me, controller})
+    if (now - last_contact >= wait + lease / 2 and not (set(contacts) - {me, controller})
             and hear_other_backend):
         return "cut off"
     return None
