@@ -212,3 +212,14 @@ def test_every_setting_is_documented() -> None:
     assert missing == []
     for path in ("Spool/", "Queue/", "Domains/", "SharedDomains/"):
         assert f"| `{path}` |" in doc
+
+
+def test_imap_reads_its_section(tmp_path: Path) -> None:
+    from dynamail.imap.session import ImapSettings
+
+    assert ImapSettings.from_config(config_mod.load(tmp_path)) == ImapSettings()
+    settings = tmp_path / "Settings"
+    settings.mkdir()
+    (settings / "server.toml").write_text("[imap]\nlogin_disabled_without_tls = true\nappend_limit = 1000\n")
+    got = ImapSettings.from_config(config_mod.load(tmp_path))
+    assert got == ImapSettings(login_disabled_without_tls=True, append_limit=1000)
