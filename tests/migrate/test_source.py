@@ -182,3 +182,21 @@ def test_mbox_content_length_bodies() -> None:
     items = split(b"From a Thu Jan  1 00:00:00 2015\nContent-Length: %d\n\n" % len(big) + big
                   + b"From b Thu Jan  1 00:00:01 2015\nS: 2\n\nx\n", limit=1000)
     assert [type(i) for i in items] == [Skipped, Found]
+
+
+_pieces = st.sampled_from([b"From a Thu Jan  1 00:00:00 2015\n", b"From \n", b"\n", b"\r\n", b">From x\n",
+                           b"Content-Length: 5\n", b"Content-Length: 99999999999\n", b"Status: RO\n",
+                           b"X-Keywords: a b\n", b"Subject: s\n", b"\x00\xff", b"x" * 70])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_pieces, st.binary(max_size=40)), max_size=40), st.integers(1, 300))
+def test_mbox_reader_never_raises_and_loses_no_byte_budget(chunks: list[bytes], limit: int) -> None:
+    data = b"".join(chunks)
+    items = split(data, limit=limit)
+    for item in items:
+        if isinstance(item, Found):
+            assert item.data.strip() and len(item.data) <= limit + 1
+            assert item.mailbox == "INBOX"
+        else:
+            assert item.reason

@@ -490,6 +490,8 @@ def _split_mbox(f: Any, mailbox: str, where: str, limit: int) -> Iterator[Item]:
         if not data.strip():
             return Skipped(label, "empty message")
         data, flags, header_date = _mbox_metadata(data)
+        if not data.strip():  # nothing but mbox bookkeeping fields
+            return Skipped(label, "empty message")
         return Found(mailbox, data, flags, from_line_date(from_line) or header_date, label)
 
     while True:
