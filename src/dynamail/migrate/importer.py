@@ -55,6 +55,11 @@ SPECIAL_USE_NAMES = {
 }
 
 
+# What a store may raise for one message it cannot take (a storage refusal,
+# or a parse failure on hostile content): that message is skipped.
+REFUSALS = (StorageError, ValueError, LookupError, TypeError)
+
+
 class ImportFailed(Exception):
     """The import cannot start (bad path or format); nothing was imported."""
 
@@ -218,7 +223,7 @@ async def _append(store: AccountStore, mailbox: str, group: list[tuple[Found, by
         return group
     except (FencedError, QuotaExceeded):
         raise
-    except StorageError as exc:
+    except REFUSALS as exc:
         if len(group) == 1:
             found = group[0][0]
             system = frozenset(f for f in found.flags if f.startswith("\\"))
@@ -229,7 +234,7 @@ async def _append(store: AccountStore, mailbox: str, group: list[tuple[Found, by
                     await store.append(mailbox, [AppendRequest(found.data, system, found.internal_date)])
                 except (FencedError, QuotaExceeded):
                     raise
-                except StorageError:
+                except REFUSALS:
                     pass
                 else:
                     report.note(found.where, f"imported without its keywords: {exc}")
