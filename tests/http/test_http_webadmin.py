@@ -218,6 +218,21 @@ async def test_cluster_page_needs_can_control_cluster_to_change(ctx: ServerConte
         assert cluster.calls == [("b1", False)]
 
 
+async def test_unseen_alerts_are_shown_until_dismissed(ctx: ServerContext) -> None:
+    ctx.directory.post_alert("server", "upgrade at <b>noon</b>")
+    async with client_for(ctx) as client:
+        await login(client)
+        html = await (await client.get("/admin/settings")).text()
+        assert "upgrade at &lt;b&gt;noon&lt;/b&gt;" in html
+        csrf = csrf_of(html)
+        stamp = re.search(r'name="upto" value="([^"]+)"', html)
+        assert stamp
+        resp = await client.post("/admin/alerts/seen", data={"csrf": csrf, "upto": stamp.group(1),
+                                                             "next": "/admin/settings?scope=server"})
+        assert str(resp.url).endswith("/admin/settings?scope=server")
+        assert "upgrade at" not in await resp.text()
+
+
 async def test_logout(ctx: ServerContext) -> None:
     async with client_for(ctx) as client:
         csrf = await login(client)

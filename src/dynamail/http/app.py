@@ -84,6 +84,7 @@ async def error_middleware(
         response.headers.setdefault(key, value)
     if request.secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+    response.headers["Server"] = "dynamail"
     if _is_api(request) or request.path.startswith("/admin"):
         response.headers.setdefault("Cache-Control", "no-store")
     return response

@@ -48,7 +48,8 @@ TEMPLATES = jinja2.Environment(
 )
 
 PageHandler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
-NEW_SETTING_ROWS = 3  # empty key/value rows offered under a settings table
+NEW_SETTING_ROWS = 3
+UNSEEN = web.RequestKey("dynamail_unseen_alerts", list)  # the account's unseen alerts  # empty key/value rows offered under a settings table
 
 
 def _value_text(value: Any) -> str:
@@ -71,7 +72,9 @@ def render(request: web.Request, template: str, session: Session | None, status:
         hostname=ctx.hostname,
         version=__version__,
         flash=flash,
+        unseen=request.get(UNSEEN, []),
         path=request.path,
+        path_qs=request.path_qs,
         **data,
     )
     return web.Response(text=page, content_type="text/html", status=status)
@@ -121,6 +124,10 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
             finally:
                 outcome = "; ".join(text for _, text in session.flash[flashed:]) or "-"
                 log.info("webadmin POST %s by %s from %s: %s", request.path, session.ref, request.remote, outcome)
+        try:  # the account's own alerts not yet seen, shown above the page
+            request[UNSEEN] = views.alerts_json(await request.app[CTX].admin.unseen_alerts(session.ref))
+        except admin_error_type():
+            request[UNSEEN] = []
         return await handler(request, session)
 
     wrapped.__name__ = handler.__name__
@@ -513,6 +520,13 @@ async def alert_remove(request: web.Request, session: Session) -> web.StreamResp
 
 
 @page
+async def alerts_seen_submit(request: web.Request, session: Session) -> web.StreamResponse:
+    form = await _form(request)
+    await attempt(session, request.app[CTX].admin.mark_alerts_seen(session.ref, _field(form, "upto")), "")
+    raise _redirect(_safe_next(_field(form, "next")))
+
+
+@page
 async def alerts_page(request: web.Request, session: Session) -> web.StreamResponse:
     scope = request.query.get("scope", "server")
     if scope not in ("server", "cluster"):
@@ -621,6 +635,7 @@ def setup(app: web.Application) -> None:
     r.add_get("/admin/settings", settings_page)
     r.add_post("/admin/settings", settings_submit)
     r.add_get("/admin/alerts", alerts_page)
+    r.add_post("/admin/alerts/seen", alerts_seen_submit)
     r.add_post("/admin/alerts/{scope}", alert_post)
     r.add_post("/admin/alerts/{scope}/remove", alert_remove)
     r.add_get("/admin/monitors", monitors_page)
