@@ -291,6 +291,7 @@ def server(tmp: Path, accounts: int, offset: int, trace: Path | None):  # type: 
     env = dict(os.environ)
     if trace is not None:
         env["DYNAMAIL_TRACEMALLOC"] = str(trace)
+        env["DYNAMAIL_TRACEMALLOC_FRAMES"] = "12"
     log = open(tmp / "dynamail.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", HOST,
@@ -355,23 +356,36 @@ def snapshot(proc: subprocess.Popen[bytes], trace: Path, name: str) -> Path:
     raise TimeoutError("no tracemalloc snapshot from the server")
 
 
-def trace_report(before: Path, after: Path, added: int, top: int = 25) -> list[dict[str, Any]]:
+def _short(fr: Any) -> str:
+    return f"{fr.filename.split('site-packages/')[-1].split('src/')[-1].split('python3.11/')[-1]}:{fr.lineno}"
+
+
+def trace_report(before: Path, after: Path, added: int, top: int = 30) -> list[dict[str, Any]]:
+    """Growth between two snapshots per added connection, grouped by the
+    allocating line and the innermost dynamail frame that led to it."""
     import tracemalloc
+    from collections import defaultdict
 
     a = tracemalloc.Snapshot.load(str(before))
     b = tracemalloc.Snapshot.load(str(after))
-    stats = b.compare_to(a, "lineno")
-    total = sum(s.size_diff for s in stats)
+    grouped: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for s in b.compare_to(a, "traceback"):
+        frames = list(s.traceback)  # oldest first
+        inner = _short(frames[-1])
+        ours = next((_short(f) for f in reversed(frames) if "dynamail/" in f.filename), "-")
+        g = grouped[(inner, ours)]
+        g[0] += s.size_diff
+        g[1] += s.count_diff
+    total = sum(g[0] for g in grouped.values())
     print(f"\ntracemalloc: {total / max(1, added):.0f} bytes per added connection traced by Python; "
-          f"top sites (bytes and blocks per connection):")
+          f"top sites (bytes and blocks per connection; allocating line <- innermost dynamail frame):")
     rows = []
-    for s in stats[:top]:
-        fr = s.traceback[0]
-        where = f"{fr.filename.split('site-packages/')[-1].split('src/')[-1]}:{fr.lineno}"
-        per = s.size_diff / max(1, added)
-        blocks = s.count_diff / max(1, added)
-        print(f"  {per:8.1f} B  {blocks:5.2f} blk  {where}")
-        rows.append({"site": where, "bytes_per_conn": round(per, 1), "blocks_per_conn": round(blocks, 2)})
+    for (inner, ours), (size, count) in sorted(grouped.items(), key=lambda kv: -kv[1][0])[:top]:
+        per = size / max(1, added)
+        blocks = count / max(1, added)
+        print(f"  {per:8.1f} B  {blocks:5.2f} blk  {inner}  <-  {ours}")
+        rows.append({"site": inner, "from": ours, "bytes_per_conn": round(per, 1),
+                     "blocks_per_conn": round(blocks, 2)})
     return rows
 
 

@@ -139,3 +139,44 @@ def test_short_timeouts_keep_their_own_precise_timer(run: Callable[[Awaitable[An
             await listeners.close(grace=1.0)
 
     run(main())
+
+
+def test_wait_input_wakes_on_data_or_on_the_callers_future(run: Callable[[Awaitable[Any]], Any]) -> None:
+    async def main() -> None:
+        seen: list[object] = []
+        wake_box: list[asyncio.Future[object]] = []
+        ready = asyncio.Event()
+
+        async def handler(conn: Connection) -> None:
+            loop = asyncio.get_running_loop()
+            wake: asyncio.Future[object] = loop.create_future()
+            wake_box.append(wake)
+            ready.set()
+            # woken by the other source: no input consumed
+            seen.append(await conn.wait_input(600.0, wake))
+            # woken by data: it stays buffered for read()
+            seen.append(await conn.wait_input(600.0, loop.create_future()))
+            seen.append(await conn.read())
+            # no input and no wake-up: the timeout ends the wait
+            try:
+                await conn.wait_input(0.1)
+            except IdleTimeout:
+                seen.append("timeout")
+
+        listeners = Listeners(HOST, 0, None)
+        await listeners.start(ListenerSpec(name="w", port=0, handler=handler))
+        port = listeners.port_of("w")
+        assert port is not None
+        _, w = await asyncio.open_connection(HOST, port)
+        try:
+            await asyncio.wait_for(ready.wait(), 5)
+            wake_box[0].set_result("changed")
+            await _settle(lambda: len(seen) == 1)
+            w.write(b"DONE\r\n")
+            await _settle(lambda: len(seen) == 4)
+            assert seen == [False, True, b"DONE\r\n", "timeout"]
+        finally:
+            w.close()
+            await listeners.close(grace=1.0)
+
+    run(main())

@@ -161,6 +161,12 @@ class _Wire(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_result(True)
 
+    def interrupt(self) -> None:
+        """End the current wait as if data had arrived (it returns True)."""
+        w = self._data_waiter
+        if w is not None and not w.done():
+            w.set_result(True)
+
     def expire(self) -> None:
         """The read timeout passed: end the current wait (it returns False)."""
         w = self._data_waiter
@@ -278,6 +284,42 @@ class Connection:
         if not await self._wire.wait_data(self._wire.arrivals, t):
             raise IdleTimeout()
         return bool(self._wire.buffer) or not self._wire.eof
+
+    async def wait_input(self, timeout: float | None = None, wake: asyncio.Future[object] | None = None) -> bool:
+        """Wait until input is buffered or the stream ended (True), or until
+        ``wake`` is done (False); raises :class:`IdleTimeout` after
+        ``timeout`` (default: the idle timeout) seconds of neither.
+
+        For waiting on the client and on something else at once (IMAP IDLE:
+        the client's DONE or a mailbox change) without a task per source:
+        the caller owns ``wake`` and completes it from elsewhere; this
+        coroutine holds one future and a place in a shared timer slot.
+        Input that arrived is left in the buffer for ``read``/``readline``."""
+        wire = self._wire
+        if wire.buffer or wire.eof:
+            return True
+        if wake is not None and wake.done():
+            return False
+        t = self.idle_timeout if timeout is None else timeout
+        since = wire.arrivals
+
+        def woken(_f: asyncio.Future[object]) -> None:
+            wire.interrupt()
+
+        if wake is not None:
+            wake.add_done_callback(woken)
+        try:
+            in_time = await wire.wait_data(since, t)
+        finally:
+            if wake is not None:
+                wake.remove_done_callback(woken)
+        if wire.buffer or wire.eof:
+            return True
+        if wake is not None and wake.done():
+            return False
+        if not in_time:
+            raise IdleTimeout()
+        return True
 
     def _take(self, n: int) -> bytes:
         buf = self._wire.buffer

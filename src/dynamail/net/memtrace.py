@@ -1,7 +1,8 @@
 """Memory tracing of a running server, for measurements only.
 
 When the environment variable ``DYNAMAIL_TRACEMALLOC`` names a file,
-:func:`install` starts :mod:`tracemalloc` (one frame per allocation) and
+:func:`install` starts :mod:`tracemalloc` (``DYNAMAIL_TRACEMALLOC_FRAMES``
+frames per allocation, default 1) and
 makes ``SIGUSR2`` write a snapshot to that file (``bench/connections.py``
 compares two of them to find where the memory of idle connections goes).
 Without the variable nothing happens.  Tracing slows the server and adds
@@ -28,7 +29,7 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
         return False
     if _installed:
         return True
-    tracemalloc.start(1)
+    tracemalloc.start(max(1, int(os.environ.get(ENV + "_FRAMES", "1") or 1)))
 
     def dump() -> None:
         tmp = path + ".part"
