@@ -42,9 +42,12 @@ encoding, charset]`` with absolute offsets into the canonical message.
 
 from __future__ import annotations
 
+import mmap
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 # A message body of any size is accepted; these limits bound the parse work
 # so a hostile message cannot make it explode (RFC 2046 §5.1.1 sets no
@@ -52,6 +55,11 @@ from dataclasses import dataclass
 MAX_MIME_DEPTH = 100
 MAX_MIME_PARTS = 5000
 MAX_HEADER_FIELDS = 2000
+# Header blocks longer than this are parsed only this far (a block without
+# its ending empty line can be the whole message).
+MAX_HEADER_BYTES = 1 << 20
+# Chunk size of the streaming functions (canonical_copy, MappedMessage.count).
+CHUNK = 1 << 20
 
 LEAF, MULTIPART, MESSAGE = 0, 1, 2
 
@@ -63,7 +71,85 @@ def canonical(data: bytes) -> bytes:
     """The message with every line ending as CRLF (a bare LF becomes CRLF)."""
     if data.count(b"\n") == data.count(b"\r\n"):
         return data
-    return re.sub(rb"\r?\n", b"\r\n", data)
+    # the same as re.sub(rb"\r?\n", b"\r\n", data), without a list of pieces
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def canonical_copy(src: BinaryIO, dst: BinaryIO, chunk: int = CHUNK // 4) -> tuple[int, int]:
+    """Copy ``src`` to ``dst`` in canonical form (as :func:`canonical`),
+    ``chunk`` bytes at a time; returns (length written, CRC-32 of it).  A CR
+    at the end of a chunk waits for the next one, so a CRLF split across two
+    chunks stays one line end."""
+    length = 0
+    crc = 0
+    held = b""
+    while True:
+        got = src.read(chunk)
+        if not got:
+            break
+        data = held + got
+        held = b""
+        if data.endswith(b"\r"):
+            data, held = data[:-1], b"\r"
+        out = canonical(data)
+        dst.write(out)
+        length += len(out)
+        crc = zlib.crc32(out, crc)
+    if held:
+        dst.write(held)
+        length += 1
+        crc = zlib.crc32(held, crc)
+    return length, crc
+
+
+class MappedMessage:
+    """A canonical message in a file, parsed by :func:`parse` without reading
+    it into memory: the operations the parser uses (``find``, ``count``,
+    ``startswith``, slices, ``len``) over a read-only memory map.  Slices the
+    parser takes are bounded (header blocks, single lines)."""
+
+    def __init__(self, fileno: int, length: int) -> None:
+        self._map = mmap.mmap(fileno, length, access=mmap.ACCESS_READ) if length else None
+        self._len = length
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+    def __enter__(self) -> MappedMessage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, key: slice) -> bytes:
+        if self._map is None:
+            return b""
+        return self._map[key]
+
+    def find(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        if self._map is None:
+            return -1
+        return self._map.find(sub, start, self._len if end is None else end)
+
+    def startswith(self, prefix: bytes, start: int = 0) -> bool:
+        return self[start : start + len(prefix)] == prefix
+
+    def count(self, sub: bytes, start: int = 0, end: int | None = None) -> int:
+        end = self._len if end is None else min(end, self._len)
+        if len(sub) != 1:
+            return self[start:end].count(sub)
+        n = 0
+        for pos in range(start, end, CHUNK):
+            n += self[pos : min(end, pos + CHUNK)].count(sub)
+        return n
+
+
+Buf = bytes | MappedMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +174,7 @@ class Parsed:
 # -- header fields ---------------------------------------------------------
 
 
-def _header_end(msg: bytes, start: int, end: int) -> int:
+def _header_end(msg: Buf, start: int, end: int) -> int:
     """Offset of the body of the entity starting at ``start`` (just past the
     empty line; ``end`` when there is none)."""
     if msg.startswith(b"\r\n", start) or (start < end and msg[start : start + 1] == b"\n"):
@@ -338,7 +424,7 @@ def envelope(fields: list[tuple[str, bytes]]) -> list[Value]:
 # -- MIME tree ---------------------------------------------------------------
 
 
-def _lines(msg: bytes, start: int, end: int) -> int:
+def _lines(msg: Buf, start: int, end: int) -> int:
     if end <= start:
         return 0
     n = msg.count(b"\n", start, end)
@@ -351,7 +437,7 @@ class _Budget:
 
 
 def _entity(
-    msg: bytes,
+    msg: Buf,
     start: int,
     end: int,
     depth: int,
@@ -366,7 +452,7 @@ def _entity(
         bstart, fields = known
     else:
         bstart = _header_end(msg, start, end)
-        fields = header_fields(msg[start:bstart])
+        fields = header_fields(msg[start : min(bstart, start + MAX_HEADER_BYTES)])
     ctype_raw = _first(fields, "content-type")
     if ctype_raw is None and default_type is not None:
         ctype_raw = default_type
@@ -417,7 +503,7 @@ def _entity(
     ]
     if t == "message" and s in ("rfc822", "global") and deep_ok and encoding in ("7bit", "8bit", "binary"):
         inner_end = _header_end(msg, bstart, end)
-        inner_fields = header_fields(msg[bstart:inner_end])
+        inner_fields = header_fields(msg[bstart : min(inner_end, bstart + MAX_HEADER_BYTES)])
         ibs, ibody, inode = _entity(msg, bstart, end, depth + 1, budget, known=(inner_end, inner_fields))
         lines = _lines(msg, bstart, end)
         env = envelope(inner_fields)
@@ -438,7 +524,7 @@ def _entity(
     return bs, basic, [start, bstart, end, LEAF, [], encoding, charset]
 
 
-def _split_multipart(msg: bytes, start: int, end: int, boundary: str | None) -> list[tuple[int, int]]:
+def _split_multipart(msg: Buf, start: int, end: int, boundary: str | None) -> list[tuple[int, int]]:
     """(start, end) of each body part between ``--boundary`` delimiter lines
     (RFC 2046 §5.1.1); the CRLF before a delimiter belongs to the delimiter."""
     if not boundary:
@@ -483,10 +569,11 @@ def _split_multipart(msg: bytes, start: int, end: int, boundary: str | None) -> 
     return parts
 
 
-def parse(msg: bytes) -> Parsed:
-    """Parse a canonical message; never raises on malformed input."""
+def parse(msg: Buf) -> Parsed:
+    """Parse a canonical message (bytes, or a :class:`MappedMessage` for
+    one too big to hold in memory); never raises on malformed input."""
     hend = _header_end(msg, 0, len(msg))
-    fields = header_fields(msg[:hend])
+    fields = header_fields(msg[: min(hend, MAX_HEADER_BYTES)])
     bs, body, tree = _entity(msg, 0, len(msg), 0, _Budget(), known=(hend, fields))
     return Parsed(envelope(fields), bs, body, tree, hend)
 

@@ -56,7 +56,14 @@ from dynamail.storage.api import (
     NoSuchMailbox,
     StorageError,
 )
-from dynamail.storage.commit import Op, apply_plans, encode_all, plan_batch, write_plans
+from dynamail.storage.commit import (
+    Op,
+    apply_plans,
+    close_spooled,
+    encode_all,
+    plan_batch,
+    write_plans,
+)
 from dynamail.storage.compaction import write_generation
 from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
@@ -302,6 +309,8 @@ class FileAccountStore:
             else:
                 while self._pending and self._pending[0].kind != "compact":
                     batch.append(self._pending.pop(0))
+            for op in batch:
+                op.taken = True
             try:
                 if batch[0].kind == "compact":
                     await self._do_compact(batch[0])
@@ -321,6 +330,9 @@ class FileAccountStore:
                         op.fut.set_exception(answer)
                 if not isinstance(exc, Exception):
                     raise
+            for op in batch:  # the batch's I/O is over (not so when cancelled above)
+                if op.cleanup is not None:
+                    op.cleanup()
 
     async def _commit(self, batch: list[Op]) -> None:
         plans, effects = plan_batch(batch, self._states, self.epoch, self.quota, self._usage)
@@ -567,15 +579,29 @@ class FileAccountStore:
         if small:
             encoded = encode_all(datas)  # tens of microseconds: cheaper than a thread hop
         else:
-            # parsing runs on reader threads, overlapping the I/O thread's fsyncs
+            # parsing runs on reader threads, overlapping the I/O thread's fsyncs;
+            # large files are spooled beside the account's data (streaming)
             loop = asyncio.get_running_loop()
-            encoded = await loop.run_in_executor(read_pool(), encode_all, datas)
-        entries = []
-        for req, (body, packed) in zip(messages, encoded, strict=True):
-            date, tz = _now_parts(req.internal_date)
-            entries.append((("ready", body, packed), req.flags, date, tz, len(body)))
-        fut = asyncio.get_running_loop().create_future()
-        return list(await self._submit(Op("append", meta.id, fut, {"entries": entries})))
+            encoded = await loop.run_in_executor(read_pool(), encode_all, datas, self.path)
+        try:
+            entries = []
+            for req, (body, packed) in zip(messages, encoded, strict=True):
+                date, tz = _now_parts(req.internal_date)
+                entries.append((("ready", body, packed), req.flags, date, tz, len(body)))
+            op = Op("append", meta.id, asyncio.get_running_loop().create_future(), {"entries": entries})
+            if len(encoded) > 0 and not small:
+                op.cleanup = lambda: close_spooled(encoded)
+        except BaseException:
+            close_spooled(encoded)
+            raise
+        try:
+            return list(await self._submit(op))
+        finally:
+            # the committer closes the spool files of an operation it took
+            # (the I/O thread may still be reading them if this caller was
+            # cancelled); otherwise they are closed here
+            if op.cleanup is not None and not op.taken and op not in self._pending:
+                op.cleanup()
 
     async def select(self, name: str, read_only: bool = False) -> Any:
         from dynamail.storage.view import FileMailboxView

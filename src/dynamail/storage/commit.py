@@ -23,9 +23,13 @@ write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgpack
@@ -45,6 +49,9 @@ class Op:
     mbox: int
     fut: asyncio.Future[Any]
     args: dict[str, Any] = field(default_factory=dict)
+    # called once the committer is done with the operation (closes spool files)
+    cleanup: Callable[[], None] | None = None
+    taken: bool = False  # the committer has taken it into a batch
 
 
 @dataclass
@@ -57,17 +64,91 @@ class Plan:
     owner: bool = False  # first write of this owner: an OWNER record goes first
 
 
-def encode_message(data: bytes | BinaryIO) -> tuple[bytes, bytes]:
-    """(canonical message, packed parse result) of a message to append."""
-    raw = data if isinstance(data, bytes | bytearray | memoryview) else data.read()
-    body = mime.canonical(bytes(raw))
+# A message given as a file and larger than this is spooled (canonical form,
+# in bounded chunks) to an unnamed temporary file beside the account's data,
+# parsed through a memory map and copied into the log piece by piece; a
+# smaller one is read into memory.
+STREAM_AT = 1 << 20
+# Copies of messages larger than this go from log to log piece by piece.
+COPY_IN_MEMORY = 256 << 10
+
+
+class Spooled:
+    """The canonical form of a large message in an unnamed temporary file."""
+
+    def __init__(self, f: BinaryIO, length: int) -> None:
+        self.file = f
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def piece(self) -> R.FileRange:
+        return R.FileRange(self.file.fileno(), 0, self.length)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _file_size(f: BinaryIO) -> int | None:
+    """Bytes left to read in ``f`` (None when it cannot tell)."""
+    try:
+        pos = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+        return end - pos
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def encode_message(data: bytes | BinaryIO, spool_dir: Path | None = None) -> tuple[bytes | Spooled, bytes]:
+    """(canonical message, packed parse result) of a message to append; the
+    message is a :class:`Spooled` file when it came as a large file."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+    else:
+        size = _file_size(data)
+        if size is None or size > STREAM_AT:
+            return spool_message(data, spool_dir)
+        raw = data.read()
+    body = mime.canonical(raw)
     parsed = mime.parse(body)
     meta = msgpack.packb(parsed.to_list(), use_bin_type=True)
     return body, meta
 
 
-def encode_all(items: list[bytes | BinaryIO]) -> list[tuple[bytes, bytes]]:
-    return [encode_message(d) for d in items]
+def spool_message(data: BinaryIO, spool_dir: Path | None) -> tuple[Spooled, bytes]:
+    """Canonicalise a message file into an unnamed temporary file (bounded
+    chunks) and parse it through a memory map: no copy of it in memory."""
+    f = tempfile.TemporaryFile(dir=spool_dir)
+    try:
+        length, _crc = mime.canonical_copy(data, f)  # type: ignore[arg-type]
+        f.flush()
+        with mime.MappedMessage(f.fileno(), length) as mapped:
+            parsed = mime.parse(mapped)
+        meta = msgpack.packb(parsed.to_list(), use_bin_type=True)
+    except BaseException:
+        f.close()
+        raise
+    return Spooled(f, length), meta  # type: ignore[arg-type]
+
+
+def encode_all(items: list[bytes | BinaryIO], spool_dir: Path | None = None) -> list[tuple[bytes | Spooled, bytes]]:
+    out: list[tuple[bytes | Spooled, bytes]] = []
+    try:
+        for d in items:
+            out.append(encode_message(d, spool_dir))
+    except BaseException:
+        close_spooled(out)
+        raise
+    return out
+
+
+def close_spooled(encoded: list[tuple[bytes | Spooled, bytes]]) -> None:
+    for body, _meta in encoded:
+        if isinstance(body, Spooled):
+            with contextlib.suppress(OSError):
+                body.close()
 
 
 def plan_batch(
@@ -183,17 +264,23 @@ def write_plans(plans: dict[int, Plan], epoch: int, check_epoch: Callable[[], No
         for item in plan.items:
             if item[0] == "msg":
                 _k, uid, modseq, date, tz, bits, source = item
+                pieces: tuple[R.Piece, ...]
                 if source[0] == "ready":
-                    body, meta = source[1], source[2]
+                    body = source[1]
+                    blen, mlen = len(body), len(source[2])
+                    pieces = (body.piece() if isinstance(body, Spooled) else body, source[2])
                 else:  # ("copy", fd, off, blen, mlen): bytes of another mailbox
                     _tag, fd, off, blen, mlen = source
-                    raw = os.pread(fd, blen + mlen, off)
-                    if len(raw) != blen + mlen:
-                        raise StorageError("source message is damaged")
-                    body, meta = raw[:blen], raw[blen:]
-                fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, len(body), len(meta))
-                at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, body, meta))
-                placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, len(body), len(meta)))
+                    if blen + mlen > COPY_IN_MEMORY:
+                        pieces = (R.FileRange(fd, off, blen + mlen),)
+                    else:
+                        raw = os.pread(fd, blen + mlen, off)
+                        if len(raw) != blen + mlen:
+                            raise StorageError("source message is damaged")
+                        pieces = (raw,)
+                fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, blen, mlen)
+                at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, *pieces))
+                placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, blen, mlen))
             elif item[0] == "flags":
                 modseq, changed = item[1], item[2]
                 payload = R.COUNTED.pack(modseq, len(changed)) + b"".join(R.FLAG_ITEM.pack(u, f) for u, f in changed)

@@ -492,7 +492,7 @@ class MailboxState:
         return committed
 
     # -- writing (I/O thread) ------------------------------------------------
-    def write(self, bufs: list[bytes]) -> int:
+    def write(self, bufs: list[R.Piece]) -> int:
         """Append ``bufs`` (whole records) durably at ``data_size``; returns
         the offset where they start.  Bytes beyond ``data_size`` (a failed
         earlier write, or a fenced-out writer's) are cut first."""
@@ -502,13 +502,16 @@ class MailboxState:
             if cur < start:
                 raise StorageError(f"data file {self.gen} in {self.directory} shrank under us")
             os.ftruncate(self.fd, start)
-        data = b"".join(bufs)
-        view = memoryview(data)
         off = start
-        while view:
-            n = os.pwrite(self.fd, view, off)
-            view = view[n:]
-            off += n
+        run: list[bytes] = []
+        for piece in bufs:
+            if isinstance(piece, R.FileRange):
+                off = pwrite_all(self.fd, b"".join(run), off)
+                run = []
+                off = copy_range(piece, self.fd, off)
+            else:
+                run.append(piece)
+        pwrite_all(self.fd, run[0] if len(run) == 1 else b"".join(run), off)
         _fdatasync(self.fd)
         return start
 
@@ -573,6 +576,36 @@ def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int,
         os.fsync(f.fileno())
     os.replace(tmp, target)
     fsync_dir(directory)
+
+
+def pwrite_all(fd: int, data: bytes, off: int) -> int:
+    """Write all of ``data`` at ``off``; returns the offset after it."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, off)
+        view = view[n:]
+        off += n
+    return off
+
+
+def copy_range(src: R.FileRange, fd: int, off: int) -> int:
+    """Copy a file range to ``fd`` at ``off`` in bounded pieces (in the
+    kernel where the platform can); returns the offset after it."""
+    pos, end = src.offset, src.offset + src.length
+    copy_file_range = getattr(os, "copy_file_range", None)
+    while pos < end and copy_file_range is not None:
+        try:
+            n = copy_file_range(src.fd, fd, min(R.COPY_CHUNK, end - pos), pos, off)
+        except OSError:
+            break  # not across these file systems: copy through user space
+        if n <= 0:
+            break
+        pos += n
+        off += n
+    if pos < end:
+        for chunk in R.FileRange(src.fd, pos, end - pos).chunks():
+            off = pwrite_all(fd, chunk, off)
+    return off
 
 
 def read_summary(directory: Path) -> tuple[int, int] | None:

@@ -34,8 +34,10 @@ Record types and payloads:
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAGIC = 0xD3A1
@@ -68,13 +70,47 @@ def frame(rtype: int, epoch: int, *payload: bytes) -> bytes:
     return b"".join((head16, struct.pack("<II", crc, 0), *payload))
 
 
-def frame_parts(rtype: int, epoch: int, *payload: bytes) -> list[bytes]:
-    """Like :func:`frame` but as a list of buffers for ``os.writev``."""
+# Large payload pieces are read, checksummed and copied this many bytes at a time.
+COPY_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """A payload piece that stays in a file (a spooled message, a message
+    copied from another log) until it is written: checksummed and copied in
+    ``COPY_CHUNK`` pieces, never held in memory whole."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    def chunks(self) -> Iterator[bytes]:
+        pos, end = self.offset, self.offset + self.length
+        while pos < end:
+            got = os.pread(self.fd, min(COPY_CHUNK, end - pos), pos)
+            if not got:
+                raise OSError(f"file ended {end - pos} bytes early")
+            yield got
+            pos += len(got)
+
+
+Piece = bytes | FileRange
+
+
+def frame_parts(rtype: int, epoch: int, *payload: Piece) -> list[Piece]:
+    """Like :func:`frame` but as a list of buffers (and file ranges) to write."""
     length = sum(len(p) for p in payload)
     head16 = HEADER.pack(MAGIC, rtype, 0, length, epoch, 0, 0)[:16]
     crc = zlib.crc32(head16)
     for p in payload:
-        crc = zlib.crc32(p, crc)
+        if isinstance(p, FileRange):
+            for chunk in p.chunks():
+                crc = zlib.crc32(chunk, crc)
+        else:
+            crc = zlib.crc32(p, crc)
     return [head16 + struct.pack("<II", crc, 0), *payload]
 
 
@@ -106,17 +142,19 @@ class RecordBuffer:
     offset and CRC of the last one (relative to the start of the write)."""
 
     def __init__(self) -> None:
-        self.bufs: list[bytes] = []
+        self.bufs: list[Piece] = []
         self.length = 0
         self.last_rel = 0
         self.last_crc = 0
         self.records = 0
 
-    def add(self, parts: list[bytes]) -> int:
+    def add(self, parts: list[Piece]) -> int:
         """Queue one record (from :func:`frame_parts`); returns its offset."""
         at = self.length
         self.last_rel = at
-        self.last_crc = struct.unpack_from("<I", parts[0], 16)[0]
+        first = parts[0]
+        assert isinstance(first, bytes)
+        self.last_crc = struct.unpack_from("<I", first, 16)[0]
         self.bufs.extend(parts)
         self.length += sum(len(p) for p in parts)
         self.records += 1
