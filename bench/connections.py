@@ -452,6 +452,12 @@ def main() -> None:
     if FIRST_SOURCE + sources > 199:
         ap.error("too many source addresses needed; raise --per-address (server limit permitting)")
     nofile = raise_nofile(args.connections + 10_000)
+    if nofile < args.connections + 1000:
+        raise SystemExit(
+            f"RLIMIT_NOFILE is {nofile} and cannot be raised (the hard limit needs CAP_SYS_RESOURCE): "
+            f"the server cannot hold {args.connections} connections; use --connections "
+            f"{max(0, nofile - 2000)} or raise the hard limit (ulimit -Hn, prlimit, LimitNOFILE=)"
+        )
     print(f"RLIMIT_NOFILE {nofile}; {args.connections} connections over {sources} source addresses, "
           f"{args.accounts} accounts, {args.workers} client processes")
 

@@ -20,6 +20,7 @@ import asyncio
 import math
 import os
 import ssl
+import sys
 from collections.abc import Callable
 from typing import BinaryIO, cast
 
@@ -242,9 +243,11 @@ class Connection:
         self._tls_context = tls_context
         peer = self._transport.get_extra_info("peername") or ("", 0)
         sock = self._transport.get_extra_info("sockname") or ("", 0)
-        self.peer_host: str = str(peer[0])
+        # interned: many connections share a client address and all of a
+        # listener's share the local one
+        self.peer_host: str = sys.intern(str(peer[0]))
         self.peer_port: int = int(peer[1])
-        self.local_host: str = str(sock[0])
+        self.local_host: str = sys.intern(str(sock[0]))
         self.local_port: int = int(sock[1])
         self.closed = False
 
