@@ -42,7 +42,8 @@ pytestmark = [
 ]
 
 HOST = "127.0.10.1"
-# the client-side caches docs/deploying.md tells operators to switch off
+# the client-side caches docs/deploying.md tells operators to switch off;
+# without open-behind off, the fencing test below fails (GlusterFS 10.3)
 VOLUME_OPTIONS = ("performance.write-behind", "performance.stat-prefetch", "performance.quick-read",
                   "performance.open-behind")
 STEP_TIMEOUT = 30.0
