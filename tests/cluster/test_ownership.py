@@ -40,3 +40,52 @@ def test_guarded_store_refuses_writes_without_lease_and_storage_fences_old_epoch
         assert storage.epochs_monotonic(tmp_path / "acct")
 
     asyncio.run(run())
+
+
+def test_cluster_locator_grants_relays_and_releases_idle_accounts(tmp_path: Path) -> None:
+    from dynamail.accounts import AccountRef
+    from dynamail.cluster.locator import AccountUnavailable, Local, Relay, StandaloneLocator
+    from dynamail.cluster.ownership import ClusterLocator, GrantInfo
+
+    async def run() -> None:
+        ms = storage.FileMailStore()
+        standalone = StandaloneLocator(ms, lambda ref: tmp_path / ref.domain / ref.name)
+        owners = {"d.test/ann": "me", "d.test/bob": "b2"}
+        asked: list[tuple[str, int, bool]] = []
+        released: list[tuple[str, int]] = []
+        lease = {"ok": True}
+
+        async def request_open(ref: AccountRef, recorded: int, local_only: bool) -> GrantInfo:
+            key = f"{ref.domain}/{ref.name}"
+            asked.append((key, recorded, local_only))
+            return GrantInfo(owners[key], recorded + 1, 1, ("127.0.7.2", 10000, 17070))
+
+        loc = ClusterLocator(standalone, "me", request_open,
+                             lambda ref, epoch: released.append((ref.name, epoch)),
+                             lambda: lease["ok"], idle_release=0.2)
+        ann, bob = AccountRef("d.test", "ann", True), AccountRef("d.test", "bob", True)
+        async with loc.use(ann) as p:
+            assert isinstance(p, Local) and p.epoch == 1
+            await p.store.append("INBOX", [AppendRequest(b"Subject: a\r\n\r\nx\r\n")])
+        async with loc.use(ann) as p2:  # held: no second request
+            assert isinstance(p2, Local)
+        assert len(asked) == 1
+        async with loc.use(bob) as r:
+            assert isinstance(r, Relay) and r.member == "b2" and r.port_offset == 10000
+        with pytest.raises(AccountUnavailable):
+            async with loc.use(bob, relay_ok=False):
+                pass
+        assert asked[-1][2] is True  # the owner side asks for a local open
+        assert loc.held() == [("d.test/ann", 1)]
+        for _ in range(50):
+            if released:
+                break
+            await asyncio.sleep(0.05)
+        assert released == [("ann", 1)] and loc.held() == []
+        # local (non-shared) accounts never ask the Controller
+        async with loc.use(AccountRef("main.test", "pm", False)) as p3:
+            assert isinstance(p3, Local)
+        assert len(asked) == 3
+        await loc.close()
+
+    asyncio.run(run())
