@@ -35,10 +35,11 @@ import contextlib
 import datetime
 import itertools
 import json
+import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,13 +65,23 @@ from dynamail.storage.commit import (
     plan_batch,
     write_plans,
 )
-from dynamail.storage.compaction import write_generation
+from dynamail.storage.compaction import (
+    CATCH_UP_HOLD,
+    CompactionAborted,
+    Job,
+    bulk,
+    catch_up,
+    switch,
+    take_snapshot,
+)
 from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
     MailboxState,
     create_generation,
     read_summary,
 )
+
+log = logging.getLogger(__name__)
 
 META_FILE = "mailboxes.json"
 EPOCH_FILE = "epoch"
@@ -84,6 +95,9 @@ INLINE_PARSE = 16 * 1024
 # bytes (and at least COMPACT_MIN_DEAD), if the log is not too big to
 # rewrite while the account is being released.
 COMPACT_MIN_DEAD = 1 << 20
+# While an account is open, a mailbox is compacted in the background when
+# expunged bytes exceed this share of its log (and COMPACT_MIN_DEAD).
+COMPACT_SHARE = 0.25
 COMPACT_AT_CLOSE_MAX = 256 << 20
 
 # Reads of message data run here (several at once); writes run on the
@@ -154,6 +168,14 @@ class FileAccountStore:
         self._fenced = False
         self._closed = False
         self._retired_fds: list[int] = []
+        self._compactions: dict[int, asyncio.Task[None]] = {}  # scheduled in the background
+        self._compact_locks: dict[int, asyncio.Lock] = {}
+        self._jobs: list[list[Job]] = []  # compactions in progress (to abort at close)
+        self._bg: ThreadPoolExecutor | None = None  # compaction's bulk copies
+        self._closing = False
+        # tests: awaited by a compaction after its bulk phase ("bulk") and
+        # before its switch ("switch")
+        self._compact_hook: Callable[[str], Awaitable[None]] | None = None
         self._canon_cache: dict[str, str] = {}
         # (message bytes, messages) of mailboxes not loaded, from their
         # checkpoint headers; they cannot change while not loaded
@@ -339,8 +361,10 @@ class FileAccountStore:
         if plans:
             results = await self._run_io(write_plans, plans, self.epoch, self._check_epoch)
             apply_plans(plans, results, self.epoch, self.feed)
-            for mbox_id in plans:
+            for mbox_id, plan in plans.items():
                 self._notify(mbox_id)
+                if any(item[0] == "expunge" for item in plan.items):
+                    self._maybe_compact(mbox_id, plan.state)
         for op, value in effects:
             if not op.fut.done():
                 op.fut.set_result(value)
@@ -386,7 +410,76 @@ class FileAccountStore:
         returns the bytes reclaimed."""
         _canon, meta = self._lookup(name)
         await self._state(meta)
-        return int(await self._submit(Op("compact", meta.id, asyncio.get_running_loop().create_future())))
+        return await self._compact_mailbox(meta.id)
+
+    def _maybe_compact(self, mbox_id: int, st: MailboxState) -> None:
+        """Schedule a background compaction when expunged bytes exceed
+        COMPACT_SHARE of the log and COMPACT_MIN_DEAD (after a batch that
+        expunged something)."""
+        lock = self._compact_locks.get(mbox_id)
+        if mbox_id in self._compactions or self._closing or self._fenced or (lock is not None and lock.locked()):
+            return
+        dead = st.data_size - st.live_bytes()
+        if dead > COMPACT_MIN_DEAD and dead > st.data_size * COMPACT_SHARE:
+            task = asyncio.get_running_loop().create_task(self._background_compact(mbox_id))
+            self._compactions[mbox_id] = task
+
+    async def _background_compact(self, mbox_id: int) -> None:
+        try:
+            await self._compact_mailbox(mbox_id)
+        except (StorageError, OSError, CompactionAborted) as exc:
+            log.warning("compaction of %s/%s failed: %r", self.path, mbox_id, exc)
+        finally:
+            if self._compactions.get(mbox_id) is asyncio.current_task():
+                del self._compactions[mbox_id]
+
+    async def _compact_mailbox(self, mbox_id: int) -> int:
+        """Bulk and catch-up in the background, then the switch as an
+        exclusive batch of the committer (``compaction.py``); one at a time
+        per mailbox."""
+        lock = self._compact_locks.setdefault(mbox_id, asyncio.Lock())
+        async with lock:
+            return await self._compact_locked(mbox_id)
+
+    async def _compact_locked(self, mbox_id: int) -> int:
+        st = self._states.get(mbox_id)
+        if st is None:
+            raise NoSuchMailbox("the mailbox was deleted")
+        if self._closed or self._fenced:
+            raise StorageError("account store is closed")
+        loop = asyncio.get_running_loop()
+        if self._bg is None:
+            self._bg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamail-compact")
+        snap = take_snapshot(st)
+        src_fd = os.dup(st.fd)
+        box: list[Job] = []
+        self._jobs.append(box)
+        try:
+            try:
+                job = await loop.run_in_executor(self._bg, bulk, st.directory, src_fd, snap, self.epoch, self._check_epoch, box)
+            except BaseException:
+                if not box:
+                    os.close(src_fd)
+                raise
+            try:
+                if self._compact_hook is not None:
+                    await self._compact_hook("bulk")
+                for _round in range(8):
+                    if self._states.get(mbox_id) is not st:
+                        raise CompactionAborted
+                    if st.data_size - job.copied_to <= CATCH_UP_HOLD:
+                        break
+                    await loop.run_in_executor(self._bg, catch_up, job, st.data_size)
+                if self._compact_hook is not None:
+                    await self._compact_hook("switch")
+                fut = loop.create_future()
+                reclaimed = int(await self._submit(Op("compact", mbox_id, fut, {"job": job, "state": st})))
+            except BaseException:
+                job.discard()
+                raise
+        finally:
+            self._jobs.remove(box)
+        return reclaimed
 
     async def _compact_wasteful(self) -> None:
         """Compact mailboxes whose logs are mostly dead bytes (expunged
@@ -397,27 +490,27 @@ class FileAccountStore:
                 continue
             dead = st.data_size - st.live_bytes()
             if dead > COMPACT_MIN_DEAD and dead > st.data_size // 2:
-                with contextlib.suppress(StorageError):
+                with contextlib.suppress(StorageError, CompactionAborted):
                     await self.compact(name)
 
     async def _do_compact(self, op: Op) -> None:
+        """The switch: the committer runs nothing else meanwhile."""
+        job: Job = op.args["job"]
         st = self._states.get(op.mbox)
-        if st is None:
+        if st is None or st is not op.args["state"]:
             raise NoSuchMailbox("the mailbox was deleted")
-        snapshot = {k: v[:] for k, v in st.cols.items()}
-        before = st.data_size
-        result = await self._run_io(write_generation, st, snapshot, self.epoch, self._check_epoch)
-        new_gen, new_fd, offsets, size, last_off, last_crc = result
-        old_fd = st.fd
-        st.gen, st.fd = new_gen, new_fd
+        new_fd, offsets, size, last_off, last_crc = await self._run_io(switch, job, st, self.epoch, self._check_epoch)
+        old_fd, old_size = st.fd, st.data_size
+        for ghost in st.ghosts.values():  # readable through the old file until views refresh
+            if ghost.fd < 0:
+                ghost.fd = old_fd
+        st.gen, st.fd = job.gen, new_fd
         st.cols["off"] = offsets
         st.data_size, st.last_rec_off, st.last_crc = size, last_off, last_crc
         st.tail_records = st.tail_bytes = 0
-        st.kw_durable = len(st.keywords)
         st.max_epoch = self.epoch
-        st.ghosts.clear()
         self._retired_fds.append(old_fd)
-        op.fut.set_result(before - size)
+        op.fut.set_result(old_size - size)
 
     # -- AccountStore ----------------------------------------------------------
     async def list_mailboxes(self) -> list[MailboxListing]:
@@ -634,6 +727,13 @@ class FileAccountStore:
         the files."""
         if self._closed:
             return
+        self._closing = True
+        for box in self._jobs:  # background compactions stop at their next message
+            for job in box:
+                job.aborted = True
+        for task in list(self._compactions.values()):
+            with contextlib.suppress(Exception):
+                await task
         if self._committer is not None:
             with contextlib.suppress(Exception):
                 await self._committer
@@ -659,6 +759,8 @@ class FileAccountStore:
         for feed in self._feeds.values():
             feed.wake_all()
         self._io.shutdown(wait=False)
+        if self._bg is not None:
+            self._bg.shutdown(wait=False)
 
     # -- helpers for views -----------------------------------------------------
     async def _submit_op(self, kind: str, mbox_id: int, **args: Any) -> Any:

@@ -1,84 +1,222 @@
 """Compaction: rewriting a mailbox without its expunged messages.
 
-The live messages (with their flags, MODSEQs and parse results, byte for
-byte) are written to a temporary file ``.data.<g+1>.tmp`` after a MAILBOX
-record that carries UIDNEXT and HIGHESTMODSEQ, so neither can go back.  The
-order of the steps makes a crash at any instant harmless:
+It runs in three phases so that writers wait only for the last, short one:
 
-1. write and fsync ``.data.<g+1>.tmp`` — a crash leaves a temporary file
-   that the next open removes; generation g stays current;
-2. write the checkpoint ``index.<g+1>`` (atomically) — a crash leaves an
-   index without its data file, removed at the next open;
-3. rename the temporary file to ``data.<g+1>`` and fsync the directory —
-   the atomic switch: from now on the highest generation, g+1, is current;
-4. remove ``data.<g>`` and ``index.<g>`` — a crash leaves them behind and
-   the next open removes them.
+1. **Bulk** (a background thread, writers keep going): from a snapshot of
+   the index taken on the loop thread — the live messages, their flags and
+   MODSEQs, the durable keywords, and the log's end ``E`` at that instant —
+   write ``.data.<g+1>.tmp``: a MAILBOX record carrying UIDNEXT and
+   HIGHESTMODSEQ (so neither can go back), the KEYWORD records, every live
+   message byte for byte with its parse result, and a COMMIT; fsync it.
+2. **Catch-up** (background, repeated while the log grew by more than
+   ``CATCH_UP_HOLD`` meanwhile): copy the records written to ``data.<g>``
+   after ``E`` verbatim to the end of the temporary file.  Records hold no
+   file offsets, and each was a complete, committed write, so replaying the
+   new file gives the same state as replaying the old one.
+3. **Switch** (an exclusive batch of the committer, on the account's I/O
+   thread): copy the last few records, fsync, write the checkpoint
+   ``index.<g+1>`` of the current state with remapped offsets, check the
+   epoch, rename the temporary file to ``data.<g+1>`` (the atomic switch),
+   fsync the directory and remove generation g.
 
-The epoch is checked before the first and before the switching step.
-Runs on the account's I/O thread while the committer waits, so no other
-change to the mailbox happens meanwhile.
+A crash before the rename leaves generation g current and a temporary file
+(or an index without its data file) that the next open removes; after it,
+generation g+1 with everything generation g had, and the next open removes
+g's files.  The epoch is checked before the bulk and before the rename.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from array import array
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dynamail.durable import fsync_dir
 from dynamail.storage import records as R
-from dynamail.storage.mailbox import MailboxState, data_path, index_path
+from dynamail.storage.mailbox import (
+    COLUMNS,
+    MailboxState,
+    copy_range,
+    data_path,
+    index_path,
+    write_pieces,
+)
+
+# The switch copies at most about this much of the log while writers wait;
+# more than that is copied by another background round first.
+CATCH_UP_HOLD = 1 << 20
+# Messages up to this size are read and rewritten in memory; larger ones
+# are checksummed and copied in pieces.
+IN_MEMORY = 256 << 10
+FLUSH_AT = 1 << 20
 
 
-def write_generation(st: MailboxState, cols: dict[str, Any], epoch: int, check_epoch: Callable[[], None]) -> tuple[Any, ...]:
-    """Write the live messages of ``st`` as generation ``st.gen + 1`` and
-    switch to it; returns (gen, fd, body offsets, size, last record offset,
-    last record CRC)."""
+class CompactionAborted(Exception):
+    """The account is closing, or the mailbox went away."""
+
+
+@dataclass
+class Snapshot:
+    """What the bulk phase copies (taken on the loop thread)."""
+
+    gen: int  # the generation being replaced
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    keywords: list[str]
+    cols: dict[str, array]
+    end: int  # the log's end when the snapshot was taken
+    total_size: int
+
+
+@dataclass
+class Job:
+    """A compaction in progress: the temporary file and where things landed."""
+
+    directory: Path
+    gen: int  # the new generation
+    src_fd: int  # our own duplicate of data.<g>'s descriptor
+    fd: int  # the temporary file
+    snap_end: int  # old offset where the copied tail begins
+    tail_base: int  # where that old offset lands in the new file
+    pos: int = 0  # end of the temporary file
+    copied_to: int = 0  # old offset up to which the log has been copied
+    last_off: int = 0  # last record of the bulk (the COMMIT)
+    last_crc: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)  # uid -> new body offset (bulk)
+    aborted: bool = False
+
+    @property
+    def tmp(self) -> Path:
+        return self.directory / f".data.{self.gen}.tmp"
+
+    def new_offset(self, uid: int, old_off: int) -> int:
+        if old_off >= self.snap_end:
+            return old_off - self.snap_end + self.tail_base
+        return self.offsets[uid]
+
+    def discard(self) -> None:
+        for fd in (self.fd, self.src_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fd = self.src_fd = -1
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def take_snapshot(st: MailboxState) -> Snapshot:
+    return Snapshot(
+        gen=st.gen,
+        uidvalidity=st.uidvalidity,
+        uidnext=st.uidnext,
+        highestmodseq=st.highestmodseq,
+        keywords=st.keywords[: st.kw_durable],
+        cols={k: v[:] for k, v in st.cols.items()},
+        end=st.data_size,
+        total_size=st.total_size,
+    )
+
+
+def bulk(directory: Path, src_fd: int, snap: Snapshot, epoch: int, check_epoch: Callable[[], None], job_box: list[Job]) -> Job:
+    """Phase 1 (background thread): write and fsync the live messages of the
+    snapshot to ``.data.<g+1>.tmp``.  ``src_fd`` becomes the job's (closed
+    with it).  ``job_box`` receives the job at once, so the caller can abort it."""
     check_epoch()
-    d = st.directory
-    gen = st.gen + 1
-    tmp = d / f".data.{gen}.tmp"
-    offsets = array("Q")
-    with open(tmp, "wb") as f:
-        pos = 0
-        last_off = last_crc = 0
+    gen = snap.gen + 1
+    tmp = directory / f".data.{gen}.tmp"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    job = Job(directory, gen, src_fd, fd, snap_end=snap.end, tail_base=0)
+    job_box.append(job)
+    buf = R.RecordBuffer()
 
-        def put(rec: bytes) -> None:
-            nonlocal pos, last_off, last_crc
-            hdr = R.parse_header(rec)
-            assert hdr is not None
-            last_off, last_crc = pos, hdr.crc
-            f.write(rec)
-            pos += len(rec)
+    def flush() -> None:
+        if buf.bufs:
+            write_pieces(job.fd, buf.bufs, job.pos)
+            job.pos += buf.length
+        job.last_off, job.last_crc = job.pos - buf.length + buf.last_rel, buf.last_crc
+        buf.__init__()  # type: ignore[misc]
 
-        put(R.frame(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(st.uidvalidity, st.uidnext, st.highestmodseq, gen)))
-        for k, kw in enumerate(st.keywords):
-            put(R.frame(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), kw.encode("utf-8")))
-        for i in range(len(cols["uid"])):
-            blen, mlen = cols["blen"][i], cols["mlen"][i]
-            raw = os.pread(st.fd, blen + mlen, cols["off"][i])
-            fixed = R.MESSAGE_FIXED.pack(cols["uid"][i], cols["modseq"][i], cols["date"][i], cols["tz"][i], 0, cols["flags"][i], blen, mlen)
-            offsets.append(pos + R.HEADER_SIZE + R.MESSAGE_FIXED.size)
-            put(R.frame(R.MESSAGE, epoch, fixed, raw))
-        put(R.frame(R.COMMIT, epoch))
-        f.flush()
-        os.fsync(f.fileno())
-    # the checkpoint of the new generation goes first; the rename of the
-    # data file is the atomic switch
-    shadow = MailboxState(d, st.uidvalidity, writable=True, fence=check_epoch)
-    shadow.gen, shadow.cols = gen, dict(cols, off=offsets)
-    shadow.keywords = st.keywords
-    shadow.total_size = st.total_size
-    shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, epoch
-    shadow.data_size, shadow.last_rec_off, shadow.last_crc = pos, last_off, last_crc
-    blob = shadow.checkpoint_bytes()
-    shadow.write_checkpoint(blob)
-    check_epoch()
-    os.replace(tmp, data_path(d, gen))
-    fsync_dir(d)
-    data_path(d, st.gen).unlink(missing_ok=True)
-    index_path(d, st.gen).unlink(missing_ok=True)
-    fsync_dir(d)
-    fd = os.open(data_path(d, gen), os.O_RDWR)
-    return gen, fd, offsets, pos, last_off, last_crc
+    try:
+        buf.add(R.frame_parts(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(snap.uidvalidity, snap.uidnext, snap.highestmodseq, gen)))
+        for k, kw in enumerate(snap.keywords):
+            buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), kw.encode("utf-8")))
+        c = snap.cols
+        for i in range(len(c["uid"])):
+            if job.aborted:
+                raise CompactionAborted
+            uid, blen, mlen = c["uid"][i], c["blen"][i], c["mlen"][i]
+            piece: R.Piece
+            if blen + mlen > IN_MEMORY:
+                piece = R.FileRange(src_fd, c["off"][i], blen + mlen)
+            else:
+                piece = os.pread(src_fd, blen + mlen, c["off"][i])
+                if len(piece) != blen + mlen:
+                    raise OSError("data file ended early")
+            fixed = R.MESSAGE_FIXED.pack(uid, c["modseq"][i], c["date"][i], c["tz"][i], 0, c["flags"][i], blen, mlen)
+            at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, piece))
+            job.offsets[uid] = job.pos + at + R.HEADER_SIZE + R.MESSAGE_FIXED.size
+            if buf.length >= FLUSH_AT:
+                flush()
+        buf.add(R.frame_parts(R.COMMIT, epoch))
+        flush()
+        os.fsync(job.fd)
+    except BaseException:
+        job.discard()
+        raise
+    job.tail_base = job.pos
+    job.copied_to = snap.end
+    return job
+
+
+def catch_up(job: Job, end: int) -> None:
+    """Phase 2: copy the committed records of the old log from where the
+    last copy stopped up to ``end`` (a committed end of that log)."""
+    if job.aborted:
+        raise CompactionAborted
+    if end > job.copied_to:
+        job.pos = copy_range(R.FileRange(job.src_fd, job.copied_to, end - job.copied_to), job.fd, job.pos)
+        job.copied_to = end
+
+
+def switch(job: Job, st: MailboxState, epoch: int, check_epoch: Callable[[], None]) -> tuple[Any, ...]:
+    """Phase 3 (I/O thread, the committer waiting): copy the rest, fsync,
+    write the new checkpoint, switch.  Returns (fd of the new data file,
+    new offset column, new size, last record offset, last record CRC)."""
+    try:
+        catch_up(job, st.data_size)
+        os.fsync(job.fd)
+        if st.data_size > job.snap_end:  # the last record is the old log's last
+            last_off, last_crc = st.last_rec_off - job.snap_end + job.tail_base, st.last_crc
+        else:
+            last_off, last_crc = job.last_off, job.last_crc
+        offsets = array("Q", (job.new_offset(u, o) for u, o in zip(st.cols["uid"], st.cols["off"], strict=True)))
+        shadow = MailboxState(job.directory, st.uidvalidity, writable=True, fence=check_epoch)
+        shadow.gen = job.gen
+        shadow.cols = {name: (offsets if name == "off" else st.cols[name]) for name, _code in COLUMNS}
+        shadow.keywords = st.keywords[: st.kw_durable]
+        shadow.total_size = st.total_size
+        shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, epoch
+        shadow.data_size, shadow.last_rec_off, shadow.last_crc = job.pos, last_off, last_crc
+        shadow.write_checkpoint(shadow.checkpoint_bytes())
+        check_epoch()
+        os.replace(job.tmp, data_path(job.directory, job.gen))
+    except BaseException:
+        job.discard()
+        raise
+    # the switch is made: from here on nothing may fail, or the in-memory
+    # state would stay on a generation the files no longer use (the next
+    # open removes what is left of generation g)
+    with contextlib.suppress(OSError):
+        fsync_dir(job.directory)
+    with contextlib.suppress(OSError):
+        os.close(job.src_fd)
+    job.src_fd = -1
+    with contextlib.suppress(OSError):
+        data_path(job.directory, job.gen - 1).unlink(missing_ok=True)
+        index_path(job.directory, job.gen - 1).unlink(missing_ok=True)
+        fsync_dir(job.directory)
+    return job.fd, offsets, job.pos, last_off, last_crc

@@ -84,6 +84,7 @@ class Ghost:
     off: int
     blen: int
     mlen: int
+    fd: int = -1  # the data file it is in, when not the current one (compacted since)
 
 
 def data_path(directory: Path, gen: int) -> Path:
@@ -200,6 +201,18 @@ class MailboxState:
             self._infos.clear()
         self._infos[uid] = got
         return got
+
+    def locate(self, uid: int) -> tuple[int, int, int, int] | None:
+        """(data file descriptor, body offset, body length, parse-result
+        length) of a live or ghost message."""
+        i = self.pos(uid)
+        if i >= 0:
+            c = self.cols
+            return self.fd, c["off"][i], c["blen"][i], c["mlen"][i]
+        g = self.ghosts.get(uid)
+        if g is not None:
+            return (self.fd if g.fd < 0 else g.fd), g.off, g.blen, g.mlen
+        return None
 
     def location(self, uid: int) -> tuple[int, int, int] | None:
         """(body offset, body length, parse-result length) of a live or ghost message."""
@@ -502,16 +515,7 @@ class MailboxState:
             if cur < start:
                 raise StorageError(f"data file {self.gen} in {self.directory} shrank under us")
             os.ftruncate(self.fd, start)
-        off = start
-        run: list[bytes] = []
-        for piece in bufs:
-            if isinstance(piece, R.FileRange):
-                off = pwrite_all(self.fd, b"".join(run), off)
-                run = []
-                off = copy_range(piece, self.fd, off)
-            else:
-                run.append(piece)
-        pwrite_all(self.fd, run[0] if len(run) == 1 else b"".join(run), off)
+        write_pieces(self.fd, bufs, start)
         _fdatasync(self.fd)
         return start
 
@@ -586,6 +590,20 @@ def pwrite_all(fd: int, data: bytes, off: int) -> int:
         view = view[n:]
         off += n
     return off
+
+
+def write_pieces(fd: int, bufs: list[R.Piece], off: int) -> int:
+    """Write buffers and file ranges one after the other at ``off``; returns
+    the offset after them."""
+    run: list[bytes] = []
+    for piece in bufs:
+        if isinstance(piece, R.FileRange):
+            off = pwrite_all(fd, b"".join(run), off)
+            run = []
+            off = copy_range(piece, fd, off)
+        else:
+            run.append(piece)
+    return pwrite_all(fd, run[0] if len(run) == 1 else b"".join(run), off)
 
 
 def copy_range(src: R.FileRange, fd: int, off: int) -> int:

@@ -86,6 +86,7 @@ class FileMailboxView:
         self._top = self._uids[-1] if self._uids else 0
         self._pos = self._feed.end
         self._file: BinaryIO | None = None
+        self._old_files: dict[int, BinaryIO] = {}  # descriptor of a replaced generation -> file
         self._file_gen = 0
         self._parsed: OrderedDict[int, mime.Parsed] = OrderedDict()
         self._closed = False
@@ -223,10 +224,10 @@ class FileMailboxView:
         self._check_live()
         if not self._in_view(uid):
             raise KeyError(uid)
-        loc = self._state.location(uid)
+        loc = self._state.locate(uid)
         if loc is None:
             raise KeyError(uid)
-        return (self._state.fd, *loc)
+        return loc
 
     async def _pread(self, fd: int, length: int, offset: int) -> bytes:
         if length <= 0:
@@ -246,8 +247,13 @@ class FileMailboxView:
         return await self._pread(fd, length, off + offset)
 
     async def open_body(self, uid: int) -> tuple[BinaryIO, int, int]:
-        _fd, off, blen, _mlen = self._location(uid)
+        fd, off, blen, _mlen = self._location(uid)
         st = self._state
+        if fd != st.fd:  # a ghost in a generation compaction has replaced
+            old = self._old_files.get(fd)
+            if old is None:
+                old = self._old_files[fd] = open(os.dup(fd), "rb")
+            return old, off, blen
         if self._file is None or self._file_gen != st.gen:
             if self._file is not None:
                 self._file.close()
@@ -314,9 +320,9 @@ class FileMailboxView:
         for uid in uids:
             if not self._in_view(uid):
                 continue
-            loc = self._state.location(uid)
+            loc = self._state.locate(uid)
             if loc is not None:
-                todo.append((uid, self._state.fd, *loc, self._parsed.get(uid)))
+                todo.append((uid, *loc, self._parsed.get(uid)))
         out: list[int] = []
         loop = asyncio.get_running_loop()
         for i in range(0, len(todo), SEARCH_CHUNK):
@@ -376,6 +382,9 @@ class FileMailboxView:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for f in self._old_files.values():
+            f.close()
+        self._old_files.clear()
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
