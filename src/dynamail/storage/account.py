@@ -98,6 +98,9 @@ COMPACT_MIN_DEAD = 1 << 20
 # While an account is open, a mailbox is compacted in the background when
 # expunged bytes exceed this share of its log (and COMPACT_MIN_DEAD).
 COMPACT_SHARE = 0.25
+# A data file replaced by compaction is closed this long after the switch
+# (reads already handed to a reader thread finish first) once no ghost uses it.
+RETIRED_GRACE = 30.0
 COMPACT_AT_CLOSE_MAX = 256 << 20
 
 # Reads of message data run here (several at once); writes run on the
@@ -167,7 +170,9 @@ class FileAccountStore:
         self._listeners: list[asyncio.Queue[str]] = []
         self._fenced = False
         self._closed = False
-        self._retired_fds: list[int] = []
+        # descriptors of replaced generations (reads in flight, ghosts) and
+        # when they were replaced; closed by _reap_retired
+        self._retired: list[tuple[int, float]] = []
         self._compactions: dict[int, asyncio.Task[None]] = {}  # scheduled in the background
         self._compact_locks: dict[int, asyncio.Lock] = {}
         self._jobs: list[list[Job]] = []  # compactions in progress (to abort at close)
@@ -368,6 +373,7 @@ class FileAccountStore:
         for op, value in effects:
             if not op.fut.done():
                 op.fut.set_result(value)
+        self._reap_retired()
         # checkpoints are written between batches, after the callers are answered
         for plan in plans.values():
             if plan.state.needs_checkpoint():
@@ -493,6 +499,23 @@ class FileAccountStore:
                 with contextlib.suppress(StorageError, CompactionAborted):
                     await self.compact(name)
 
+    def _reap_retired(self) -> None:
+        """Close replaced data files that no ghost refers to, once reads that
+        started before the switch are surely over (the unlinked file's space
+        is freed then)."""
+        if not self._retired:
+            return
+        now = time.monotonic()
+        used = {g.fd for st in self._states.values() for g in st.ghosts.values()}
+        keep = []
+        for fd, when in self._retired:
+            if fd not in used and now - when > RETIRED_GRACE:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            else:
+                keep.append((fd, when))
+        self._retired = keep
+
     async def _do_compact(self, op: Op) -> None:
         """The switch: the committer runs nothing else meanwhile."""
         job: Job = op.args["job"]
@@ -509,7 +532,8 @@ class FileAccountStore:
         st.data_size, st.last_rec_off, st.last_crc = size, last_off, last_crc
         st.tail_records = st.tail_bytes = 0
         st.max_epoch = self.epoch
-        self._retired_fds.append(old_fd)
+        self._retired.append((old_fd, time.monotonic()))
+        self._reap_retired()
         op.fut.set_result(old_size - size)
 
     # -- AccountStore ----------------------------------------------------------
@@ -751,7 +775,7 @@ class FileAccountStore:
         def shut() -> None:
             for st in self._states.values():
                 st.close()
-            for fd in self._retired_fds:
+            for fd, _when in self._retired:
                 with contextlib.suppress(OSError):
                     os.close(fd)
 
