@@ -67,13 +67,14 @@ class Server:
     base: Path
     host: str
     proc: subprocess.Popen[bytes] | None = None
+    offset: int = OFFSET
     log: Path = field(init=False)
 
     def __post_init__(self) -> None:
         self.log = self.base.parent / f"{self.base.name}.log"
 
     def port(self, name: str) -> int:
-        return PORTS[name] + OFFSET
+        return PORTS[name] + self.offset
 
     @property
     def cert(self) -> Path:
@@ -82,7 +83,7 @@ class Server:
     def start(self) -> None:
         cmd = [
             sys.executable, "-m", "dynamail", "serve", "--base", str(self.base),
-            "--listen", self.host, "--port-offset", str(OFFSET),
+            "--listen", self.host, "--port-offset", str(self.offset),
             "--main-domain", DOMAIN, "--postmaster-password", PM_PASSWORD,
         ]
         with self.log.open("ab") as out:
