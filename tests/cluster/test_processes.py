@@ -80,6 +80,18 @@ def test_cold_start_three_backends_one_controller_one_backup(cluster_factory: An
     assert became == [st["controller"]]
     assert all(m["alive"] and m["ready"] for m in st["members"])
     assert all(m["version"] for m in st["members"])
+    # the admin CLI protocol answers the same on every member
+    for name in c.names():
+        assert st["controller"] in c.cli(name, "GETCURRENTCONTROLLER")[0]
+    listed = c.cli("b1", "LISTCLUSTERMEMBERS")[0]
+    assert all(n in listed for n in c.names()), listed
+    assert c.cli("b1", "SETMEMBERNONREADY b2")[0].startswith("200")
+    c.wait(lambda: not next(m for m in c.status()["members"] if m["name"] == "b2")["ready"],
+           what="b2 non-ready")
+    assert c.cli("b3", "SETMEMBERREADY b2")[0].startswith("200")
+    c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == "b2")["ready"],
+           what="b2 ready")
+    assert c.cli("b1", "SETMEMBERNONREADY nosuch")[0].startswith("5")
 
 
 @needs_imap

@@ -263,8 +263,16 @@ class Handoffs:
         return status_dict(reply)
 
     async def set_ready(self, member: str, ready: bool) -> bool:
+        """Make ``member`` Ready or Non-Ready (Admin, API).  Raises
+        AdminError ("not_found", "unavailable") when that cannot be done."""
         reply = await self._set_ready(wire.SetReady(0, member, ready))
-        return isinstance(reply, wire.Ok)
+        if isinstance(reply, wire.Ok):
+            return True
+        from dynamail.admin.errors import AdminError
+
+        text = getattr(reply, "text", "") or "no answer"
+        code = "not_found" if getattr(reply, "code", "") == "not-found" else "unavailable"
+        raise AdminError(code, text)
 
     async def locate(self, ref: AccountRef) -> str:
         key = account_key(ref)

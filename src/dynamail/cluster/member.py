@@ -429,7 +429,8 @@ class ClusterMember(ControllerDuty, Handoffs):
             return wire.Ok(msg.id)
         if self.is_controller():
             assert self.controller is not None
-            self.controller.set_ready(msg.member, msg.ready)
+            if not self.controller.set_ready(msg.member, msg.ready):
+                return wire.Error(msg.id, "not-found", f"no member {msg.member!r}")
             peer = await self.peer_to(msg.member)
             if peer is None:
                 return wire.Error(msg.id, "unavailable", f"{msg.member} not reachable")
