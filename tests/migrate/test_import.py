@@ -233,3 +233,25 @@ def test_maildir_order_follows_dovecot_uidlist_else_dates(tmp_path: Path) -> Non
         + "3 a.host\n")  # an old-style line
     by_uid = with_store(tmp_path / "acct2", order)
     assert by_uid == [b"Subject: b.host", b"Subject: c.host", b"Subject: a.host"]
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink"])
+def test_unusable_ledger_refuses_the_import(tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "m.mbox"
+    src.write_bytes(b"From a Thu Jan  1 00:00:00 2015\nSubject: x\n\nbody\n")
+    ledger = tmp_path / "ledger"
+    if kind == "directory":
+        ledger.mkdir()
+    else:
+        ledger.symlink_to("/dev/zero")
+
+    async def go(store: FileAccountStore) -> None:
+        await import_into(store, str(src), "mbox", ledger_path=ledger)
+
+    with pytest.raises(ImportFailed, match="ledger"):
+        with_store(tmp_path / "acct", go)
+
+    async def count(store: FileAccountStore) -> int:
+        return (await store.status("INBOX")).messages
+
+    assert with_store(tmp_path / "acct", count) == 0

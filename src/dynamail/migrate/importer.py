@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -112,24 +113,30 @@ class Ledger:
         if self.path is None:
             return
         try:
-            with open(self.path, "rb") as f:
-                if f.readline() != LEDGER_MAGIC:
-                    return
-                for line in f:
-                    if len(line) == 2 * DIGEST_SIZE + 1 and line.endswith(b"\n"):
-                        try:
-                            self.counts[bytes.fromhex(line[:-1].decode("ascii"))] += 1
-                        except ValueError:
-                            continue  # a torn line
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            raise ImportFailed(f"cannot read the import ledger {self.path}: {exc.strerror or exc}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ImportFailed(f"the import ledger {self.path} is not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            if f.readline(len(LEDGER_MAGIC)) != LEDGER_MAGIC:
+                return
+            while line := f.readline(2 * DIGEST_SIZE + 2):  # bounded, whatever the file holds
+                if len(line) == 2 * DIGEST_SIZE + 1 and line.endswith(b"\n"):
+                    try:
+                        self.counts[bytes.fromhex(line[:-1].decode("ascii"))] += 1
+                    except ValueError:
+                        continue  # a torn line
 
     def record(self, digests: list[bytes]) -> None:
         for d in digests:
             self.counts[d] += 1
         if self.path is None or not digests:
             return
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         try:
             if os.fstat(fd).st_size == 0:
                 os.write(fd, LEDGER_MAGIC)
@@ -285,7 +292,13 @@ async def import_into(store: AccountStore, path: str, fmt: str = "auto", *, ledg
             groups: dict[str, list[tuple[Found, bytes]]] = {}
             for found, d in batch:
                 groups.setdefault(found.mailbox, []).append((found, d))
-            await _ensure_mailboxes(store, list(groups), known, used_special, report)
+            try:
+                await _ensure_mailboxes(store, list(groups), known, used_special, report)
+            except FencedError:
+                raise
+            except StorageError as exc:
+                report.stopped = f"{type(exc).__name__}: {exc}"
+                return report
             for mailbox, group in groups.items():
                 try:
                     done = await _append(store, mailbox, group, report)
@@ -294,10 +307,15 @@ async def import_into(store: AccountStore, path: str, fmt: str = "auto", *, ledg
                 except StorageError as exc:
                     report.stopped = f"{type(exc).__name__}: {exc}"
                     return report
-                await asyncio.to_thread(ledger.record, [d for _, d in done])
                 report.imported += len(done)
                 report.mailboxes[mailbox] = report.mailboxes.get(mailbox, 0) + len(done)
                 report.bytes += sum(len(f.data) for f, _ in done)
+                try:
+                    await asyncio.to_thread(ledger.record, [d for _, d in done])
+                except OSError as exc:
+                    report.stopped = (f"cannot write the import ledger ({exc.strerror or exc}); "
+                                      f"a re-run may import the last {len(done)} messages again")
+                    return report
         return report
     finally:
         await asyncio.to_thread(finish)
