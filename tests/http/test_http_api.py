@@ -85,9 +85,34 @@ async def test_session_tokens(ctx: ServerContext) -> None:
         bearer = {"Authorization": f"Bearer {token}"}
         me = await _json(await client.get(V1 + "/session", headers=bearer), 200)
         assert me["account"] == "postmaster@main.test" and "Master" in me["rights"]
+        tampered = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+        await _error(await client.get(V1 + "/session", headers={"Authorization": f"Bearer {tampered}"}), 401,
+                     "unauthorized")
+        await _error(await client.get(V1 + "/session", headers={"Authorization": "Bearer " + "x" * 5000}), 401,
+                     "unauthorized")
         await _json(await client.delete(V1 + "/session", headers=bearer), 204)
         await _error(await client.get(V1 + "/session", headers=bearer), 401, "unauthorized")
         await _error(await client.delete(V1 + "/session"), 401, "unauthorized")
+
+
+async def test_a_password_change_ends_sessions(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        token = (await _json(await client.post(V1 + "/session", json={"user": "carol@a.test", "password": "carol-pw"}),
+                             201))["token"]
+        bearer = {"Authorization": f"Bearer {token}"}
+        await _json(await client.get(V1 + "/session", headers=bearer), 200)
+        await _json(await client.put(V1 + "/domains/a.test/accounts/carol/password", headers=PM,
+                                     json={"password": "carol-new"}), 200)
+        await _error(await client.get(V1 + "/session", headers=bearer), 401, "unauthorized")
+        token = (await _json(await client.post(V1 + "/session", json={"user": "carol@a.test", "password": "carol-new"}),
+                             201))["token"]
+        await _json(await client.post(V1 + "/domains/a.test/accounts/carol/rename", headers=PM,
+                                      json={"new_name": "caroline"}), 200)
+        await _json(await client.post(V1 + "/domains/a.test/accounts", headers=PM,
+                                      json={"name": "carol", "password": "carol-new"}), 201)
+        # the old token named carol@a.test, which is now another account
+        await _error(await client.get(V1 + "/session", headers={"Authorization": f"Bearer {token}"}), 401,
+                     "unauthorized")
 
 
 async def test_server_version_main_domain_monitors(ctx: ServerContext) -> None:

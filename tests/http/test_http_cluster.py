@@ -82,6 +82,17 @@ def test_single_service_image_and_ready_state(cluster: RealCluster) -> None:
     api_call(b2 + "/api/v1/domains/shared.test/accounts/sam/settings", *pm, "PATCH", {"RealName": "Sam"})
     assert api_call(b1 + "/api/v1/domains/shared.test/accounts/sam/settings", *pm) == {"RealName": "Sam"}
 
+    # a session token of a shared-domain account works on every member
+    token = api_call(b1 + "/api/v1/session", *pm, "POST", {"user": "sam@shared.test", "password": "sam-pw"})
+    req = urllib.request.Request(b2 + "/api/v1/session", headers={"Authorization": f"Bearer {token['token']}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["account"] == "sam@shared.test"
+    # ... but not a token of a member's own Main Domain account, which exists on that member only
+    token = api_call(b1 + "/api/v1/session", *pm, "POST", {"user": cluster.user, "password": cluster.password})
+    code = _error_code(lambda: urllib.request.urlopen(urllib.request.Request(
+        b2 + "/api/v1/session", headers={"Authorization": f"Bearer {token['token']}"}), timeout=10))
+    assert code == (401, "unauthorized")
+
     # Make Non-Ready needs Can Control Cluster
     code = _error_code(lambda: api_call(b1 + "/api/v1/cluster/members/b2/nonready", "sam@shared.test", "sam-pw",
                                         "POST"))

@@ -15,7 +15,7 @@ from dynamail import names
 from dynamail.accounts import AccountRef
 from dynamail.http import views
 from dynamail.http.errors import ApiError
-from dynamail.http.identity import check_password
+from dynamail.http.identity import binding_of, check_password
 from dynamail.http.keys import SESSIONS
 from dynamail.http.limits import DEFAULT_PAGE, MAX_ALERT, MAX_OFFSET, MAX_PAGE, MAX_PASSWORD
 from dynamail.http.routes import Call, Query, Registry
@@ -53,7 +53,7 @@ ANONYMOUS = AccountRef("", "")  # the actor of the two routes that need no authe
 )
 async def create_session(call: Call) -> Any:
     ref = await check_password(call.ctx, call.body["user"], call.body["password"], call.request.remote)
-    session = call.request.app[SESSIONS].create(ref)
+    session = call.request.app[SESSIONS].create(ref, await binding_of(call.ctx, ref))
     return {"token": session.token, "account": ref.address, "csrf": session.csrf}
 
 

@@ -27,7 +27,7 @@ from dynamail.http.keys import CTX, LIFECYCLE, SESSIONS, Lifecycle
 from dynamail.http.limits import MAX_BODY
 from dynamail.http.openapi import build_document
 from dynamail.http.routes import Call, Route, check_path, check_query, read_json, run_handler
-from dynamail.http.sessions import SessionStore
+from dynamail.http.sessions import SessionStore, cluster_key
 from dynamail.server.context import ServerContext
 
 log = logging.getLogger(__name__)
@@ -177,10 +177,18 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=json.dumps(build_document(api), indent=1), content_type="application/json")
 
 
+def session_key(ctx: ServerContext) -> bytes | None:
+    """Cluster members share a session key derived from the cluster secret
+    (a token from one member works on all); None: a random key."""
+    settings = getattr(ctx.cluster, "s", None) if ctx.cluster is not None else None
+    secret = getattr(settings, "secret", None)
+    return cluster_key(secret) if isinstance(secret, bytes) and secret else None
+
+
 def build_app(ctx: ServerContext) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware])
     app[CTX] = ctx
-    app[SESSIONS] = SessionStore()
+    app[SESSIONS] = SessionStore(session_key(ctx))
     app[LIFECYCLE] = Lifecycle()
     app.router.add_get("/health", health, allow_head=True)
     app.router.add_get("/metrics", metrics)

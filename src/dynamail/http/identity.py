@@ -9,8 +9,10 @@ cannot use a browser's cookie to call the API.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import hashlib
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -46,6 +48,29 @@ async def check_password(ctx: ServerContext, login: str, password: str, remote: 
     return ref
 
 
+async def binding_of(ctx: ServerContext, ref: AccountRef) -> str:
+    """A fingerprint of the account's stored password: a session made with it
+    ends when the password changes or the account no longer exists."""
+    try:
+        stored = await asyncio.to_thread(ctx.directory.password_hash, ref)
+    except Exception:  # the account is gone (deleted or renamed)
+        return "gone"
+    if stored is None:
+        return "none"
+    return hashlib.sha256(b"dynamail session binding\0" + stored.encode()).hexdigest()[:24]
+
+
+async def live_session(ctx: ServerContext, sessions: SessionStore, token: str | None) -> Session | None:
+    """The session of ``token`` if it is valid and its account unchanged."""
+    session = sessions.get(token)
+    if session is None:
+        return None
+    if not same(session.binding, await binding_of(ctx, session.ref)):
+        sessions.drop(session.token)
+        return None
+    return session
+
+
 async def identify(request: web.Request, ctx: ServerContext, sessions: SessionStore) -> Caller:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -60,13 +85,13 @@ async def identify(request: web.Request, ctx: ServerContext, sessions: SessionSt
             raise ApiError("unauthorized", "malformed Basic credentials")
         return Caller(await check_password(ctx, login, password, request.remote), None)
     if scheme == "bearer":
-        session = sessions.get(value.strip())
+        session = await live_session(ctx, sessions, value.strip())
         if session is None:
             raise ApiError("unauthorized", "the session token is unknown or expired")
         return Caller(session.ref, session)
     if header:
         raise ApiError("unauthorized", "use HTTP Basic or a Bearer session token")
-    session = sessions.get(request.cookies.get(COOKIE))
+    session = await live_session(ctx, sessions, request.cookies.get(COOKIE))
     if session is not None:
         if request.method not in SAFE_METHODS and not same(request.headers.get(CSRF_HEADER), session.csrf):
             raise ApiError("csrf", "missing or wrong CSRF token")

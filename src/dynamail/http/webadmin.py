@@ -26,11 +26,10 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from dynamail import __version__, names
-from dynamail.accounts import AccountRef
 from dynamail.directory import model
 from dynamail.http import views
 from dynamail.http.errors import ApiError, from_admin_error
-from dynamail.http.identity import check_password
+from dynamail.http.identity import binding_of, check_password, live_session
 from dynamail.http.keys import CTX, SESSIONS
 from dynamail.http.limits import WEB_PAGE
 from dynamail.http.routes import admin_error_type
@@ -109,7 +108,7 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
     the CSRF token is checked first)."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
-        session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
+        session = await live_session(request.app[CTX], request.app[SESSIONS], request.cookies.get(COOKIE))
         if session is None:
             if request.method == "GET":
                 raise _redirect("/admin/login?" + urlencode({"next": request.path_qs}))
@@ -250,7 +249,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
                           error=exc.message, username=_field(form, "user")[:320])
         _cookie(response, request, LOGIN_COOKIE, token, 600)
         return response
-    session = request.app[SESSIONS].create(ref)
+    session = request.app[SESSIONS].create(ref, await binding_of(request.app[CTX], ref))
     response = web.HTTPSeeOther(target)
     _cookie(response, request, COOKIE, session.token, None)
     response.del_cookie(LOGIN_COOKIE, path="/")
@@ -643,7 +642,3 @@ def setup(app: web.Application) -> None:
     r.add_post("/admin/monitors/cluster/{member}/{state:ready|nonready}", cluster_ready_submit)
     r.add_static("/static/", HERE / "static", append_version=False)
 
-
-def current_actor(request: web.Request) -> AccountRef | None:
-    session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
-    return session.ref if session else None
