@@ -121,6 +121,24 @@ def test_shared_objects_everywhere_smtp_in_one_member_imap_from_another(cluster_
     for m in c.names():
         eff = c.cli(m, "GETACCOUNTEFFECTIVESETTINGS ann@shared.test")
         assert "77M" in eff[0], (m, eff)
+    # a Cluster-Wide Alert posted on one member is shown at the next login on another,
+    # through a relay to the owner
+    out = c.cli("b1", 'POSTCLUSTERALERT "maintenance tonight"')
+    assert out[0].startswith("200"), out
+    import socket
+
+    relayer = c.member(next(n for n in c.names() if n != c.locate("ann@shared.test")))
+    with socket.create_connection((relayer["host"], relayer["ports"]["imap"]), timeout=15) as sock:
+        f = sock.makefile("rwb")
+        f.readline()
+        f.write(f"a1 LOGIN ann@shared.test {PASSWORD}\r\na2 LOGOUT\r\n".encode())
+        f.flush()
+        lines = []
+        while not (lines and lines[-1].startswith(b"a2 ")):
+            line = f.readline()
+            assert line, lines
+            lines.append(line)
+    assert any(b"[ALERT] maintenance tonight" in line for line in lines), lines
     # a mailbox operation on a member that does not own the account runs at the owner
     other = next(n for n in c.names() if n != owner)
     out = c.cli(other, "CREATEMAILBOX ann@shared.test Projects")

@@ -122,6 +122,7 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
         greeting = await asyncio.wait_for(reader.readline(), connect_timeout)
         if not greeting:
             return False
+        early = b""  # untagged responses of the owner's login ([ALERT]s): the client's
         if protocol == "imap":
             writer.write(b"R1 XDYNAMAIL-RELAY " + ticket.encode() + b"\r\n")
             while True:
@@ -131,15 +132,17 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
                 if line.startswith(b"R1 "):
                     ok = line[3:5].upper() == b"OK"
                     break
-                if len(line) > RELAY_LINE_LIMIT:
+                if len(line) > RELAY_LINE_LIMIT or len(early) > RELAY_LINE_LIMIT * 4:
                     return False
+                early += line
         else:
             writer.write(b"XDYNAMAIL-RELAY " + ticket.encode() + b"\r\n")
             line = await asyncio.wait_for(reader.readline(), connect_timeout)
             ok = line.startswith(b"+OK")
         if not ok:
             return False
-        await conn.send(client_reply)
+        # untagged lines precede the tagged completion of the client's LOGIN
+        await conn.send(early + client_reply)
         up = asyncio.ensure_future(_pump_client_to_owner(conn, writer))
         down = asyncio.ensure_future(_pump_owner_to_client(reader, conn))
         try:
