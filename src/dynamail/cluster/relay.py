@@ -34,7 +34,8 @@ from dynamail.accounts import AccountRef
 from dynamail.cluster import limits
 
 MAX_TICKET = 1024
-RELAY_LINE_LIMIT = 8192
+RELAY_LINE_LIMIT = 8192  # one response line of the owner before the relay is up
+RELAY_EARLY_LIMIT = 256 * 1024  # all untagged lines before it (alerts)
 
 
 def _b64(data: bytes) -> str:
@@ -132,7 +133,7 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
                 if line.startswith(b"R1 "):
                     ok = line[3:5].upper() == b"OK"
                     break
-                if len(line) > RELAY_LINE_LIMIT or len(early) > RELAY_LINE_LIMIT * 4:
+                if len(line) > RELAY_LINE_LIMIT or len(early) > RELAY_EARLY_LIMIT:
                     return False
                 early += line
         else:
