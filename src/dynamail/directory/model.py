@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,6 +203,27 @@ def clean_key(key: Any) -> str:
     return key
 
 
+SIZE_SETTINGS = frozenset({"MaxAccountSize", "MaxMessageSize"})
+COUNT_SETTINGS = frozenset({"MaxMailboxes", "MaxAccounts"})
+_SIZE_RE = re.compile(r"(?i)^\s*(unlimited|\d+(\.\d+)?\s*[kmgt]?b?)\s*$")
+_COUNT_RE = re.compile(r"(?i)^\s*(unlimited|\d+)\s*$")
+
+
+def check_limit(key: str, value: Any) -> None:
+    """Refuse a value of a size or count limit that the code enforcing the
+    limit could not read (it would silently mean "unlimited")."""
+    pattern = _SIZE_RE if key in SIZE_SETTINGS else _COUNT_RE if key in COUNT_SETTINGS else None
+    if pattern is None:
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        ok = value >= 0
+    else:
+        ok = isinstance(value, str) and pattern.match(value) is not None
+    if not ok:
+        kind = "a size such as 100M, or unlimited" if key in SIZE_SETTINGS else "a number, or unlimited"
+        raise BadSetting(f"invalid {key}: {value!r} (expected {kind})")
+
+
 def apply_changes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """``current`` updated by ``changes``; ``default`` (or None) removes a key."""
     result = dict(current)
@@ -210,6 +232,7 @@ def apply_changes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[s
         if value is None or value == DEFAULT_MARKER:
             result.pop(k, None)
         else:
+            check_limit(k, value)
             result[k] = clean_value(value)
     return result
 
