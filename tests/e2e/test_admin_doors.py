@@ -144,3 +144,16 @@ def test_same_refusals_through_every_door(server: Server, what: str) -> None:
     assert {"alice", "bob"} <= set(pm.cli(f"LISTACCOUNTS {DOMAIN}"))
     assert "mallory" not in set(pm.cli(f"LISTACCOUNTS {DOMAIN}"))
     assert "evil.test" not in set(pm.cli("LISTDOMAINS"))
+
+
+def test_unreadable_limit_refused_alike(server: Server) -> None:
+    """A quota nobody could enforce is refused, with one message, everywhere."""
+    d = Doors(server, PM)
+    refusals = [
+        _refusal(d.cli, f"UPDATEACCOUNTSETTINGS bob@{DOMAIN} {{MaxAccountSize=lots;}}"),
+        _refusal(d.api, "PATCH", f"/domains/{DOMAIN}/accounts/bob/settings", {"MaxAccountSize": "lots"}),
+        _refusal(d.tool, "account", "settings", f"bob@{DOMAIN}", "--set", "MaxAccountSize=lots"),
+    ]
+    assert [r.code[0] for r in refusals] == ["5", "4", "1"], refusals
+    assert len({r.message for r in refusals}) == 1, [r.message for r in refusals]
+    assert "MaxAccountSize" not in d.cli(f"GETACCOUNTSETTINGS bob@{DOMAIN}")
