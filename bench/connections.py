@@ -30,6 +30,9 @@ Measured:
   APPEND) to each session's EXISTS arriving (CLOCK_MONOTONIC is shared by
   all processes); p50/p99 over all woken sessions of all rounds.
 
+``--json`` adds the run to ``bench/results/connections.json`` (one entry
+per connection count).
+
 ``--tracemalloc`` starts the server with ``DYNAMAIL_TRACEMALLOC`` set (see
 :mod:`dynamail.net.memtrace`), takes a snapshot at both RSS points and
 prints the allocation sites that grew most per added connection (slow; use
@@ -477,7 +480,13 @@ def main() -> None:
     print(f"load average {result['load_average']}")
     if args.json:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        runs: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            runs = json.loads(RESULTS.read_text())
+        if "connections" in runs:  # a single run written by an older version
+            runs = {str(runs["connections"]): runs}
+        runs[str(result["connections"])] = result  # one entry per connection count
+        RESULTS.write_text(json.dumps(runs, indent=2) + "\n")
         print(f"wrote {RESULTS}")
 
 
