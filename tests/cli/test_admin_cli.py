@@ -156,6 +156,22 @@ def test_registered_in_the_dynamail_command(live: _Live) -> None:
     assert "main.test" in [d["name"] for d in json.loads(proc.stdout)["domains"]]
 
 
+def test_help_needs_no_credentials() -> None:
+    for args in (["--help"], ["alert", "--help"], ["account", "create", "--help"]):
+        result = CliRunner().invoke(admin, args, env={"DYNAMAIL_PASSWORD": None, "DYNAMAIL_USER": None})
+        assert result.exit_code == 0 and "Usage:" in result.output and "Password:" not in result.output
+
+
+def test_missing_user_and_password_prompt(live: _Live) -> None:
+    result = CliRunner().invoke(admin, ["--server", live.http, "domain", "list"],
+                                env={"DYNAMAIL_PASSWORD": None, "DYNAMAIL_USER": None})
+    assert result.exit_code == 2 and "--user" in result.output
+    result = CliRunner().invoke(admin, ["--server", live.http, "--user", "postmaster", "domain", "list"],
+                                input=PASSWORD + "\n", env={"DYNAMAIL_PASSWORD": None})
+    assert result.exit_code == 0, result.output
+    assert "main.test" in result.output
+
+
 def test_table_layout() -> None:
     assert table(["name", "n"], [["a", 1], ["bbb", None], ["c", True]]).splitlines() == [
         "NAME  N", "a     1", "bbb", "c     yes"]

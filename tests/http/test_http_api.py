@@ -511,6 +511,7 @@ _BODY = {
     "set_account_aliases": {"aliases": []},
     "set_forwarder": {"target": "x@elsewhere.test"},
     "mark_alerts_seen": {"upto": "20260101T000000Z"},
+    "import_mail": {"path": "/nonexistent/maildir"},
     **{f"set_{s}_alerts": {"alerts": [{"text": "replaced"}]} for s in ("server", "cluster", "domain", "account")},
 }
 

@@ -127,6 +127,10 @@ class State:
 
     def call(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
              timeout: float | None = None) -> Any:
+        if not self.client.user:
+            _fail("give --user (or set DYNAMAIL_USER)", 2)
+        if not self.client.password:  # asked only now, so that --help never prompts
+            self.client.password = click.prompt("Password", hide_input=True)
         try:
             return self.client.request(method, path, body, query, timeout)
         except ApiFailure as exc:
@@ -153,7 +157,8 @@ pass_state = click.make_pass_decorator(State)
 @click.group()
 @click.option("--server", default="127.0.0.1", metavar="HOST[:PORT]",
               help="The server's HTTP admin address (port 8010, or 9010 with --tls).")
-@click.option("--user", required=True, help="Administrator account (name@domain, or name in the Main Domain).")
+@click.option("--user", envvar="DYNAMAIL_USER", default="",
+              help="Administrator account (name@domain, or name in the Main Domain); or set DYNAMAIL_USER.")
 @click.option("--password", envvar="DYNAMAIL_PASSWORD", default=None,
               help="Password (or set DYNAMAIL_PASSWORD; asked for when missing).")
 @click.option("--tls/--no-tls", default=False, help="Use HTTPS.")
@@ -163,8 +168,6 @@ pass_state = click.make_pass_decorator(State)
 def admin(ctx: click.Context, server: str, user: str, password: str | None, tls: bool, insecure: bool,
           as_json: bool) -> None:
     """Administer domains, accounts, alerts and the cluster through the JSON API."""
-    if password is None:
-        password = os.environ.get("DYNAMAIL_PASSWORD") or click.prompt("Password", hide_input=True)
     host, port = server, DEFAULT_HTTPS_PORT if tls else DEFAULT_HTTP_PORT
     if server.startswith("[") and "]" in server:  # [ipv6]:port
         inner, _, rest = server[1:].partition("]")
