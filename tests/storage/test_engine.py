@@ -370,3 +370,19 @@ def test_one_batch_behaves_like_its_operations_in_order(account_dir: Path) -> No
     with_account(account_dir, body)
     got = with_account(account_dir, lambda s: s.status("INBOX"), epoch=2)
     assert (got.messages, got.unseen) == (3, 2)
+
+
+def test_batch_of_many_records_written_whole(account_dir: Path) -> None:
+    # one write of more buffers than one pwritev call takes
+    msgs = [b"Subject: %d\r\n\r\n%s\r\n" % (i, b"z" * (i % 50)) for i in range(700)]
+
+    async def body(store: FileAccountStore) -> None:
+        assert await store.append("INBOX", [AppendRequest(m) for m in msgs]) == list(range(1, 701))
+
+    with_account(account_dir, body)
+
+    async def check(store: FileAccountStore) -> list[bytes]:
+        v = await store.select("INBOX")
+        return [await v.read(u) for u in v.uids()]
+
+    assert with_account(account_dir, check, epoch=2) == msgs

@@ -89,8 +89,10 @@ MAIL_DIR = "mail"
 SPECIAL_USES = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
 SEPARATOR = "/"
 # Messages up to this total size are parsed on the loop thread when appended
-# (about 30 µs for 4 KiB); larger ones on a reader thread.
-INLINE_PARSE = 16 * 1024
+# (about 30 µs for 4 KiB, 0.2 ms for 100 KiB on an idle core: less than the
+# two thread hand-offs a reader thread costs, and parsing holds the GIL on
+# any thread); larger ones on a reader thread.
+INLINE_PARSE = 128 * 1024
 # Closing an account compacts a mailbox whose log is more than half dead
 # bytes (and at least COMPACT_MIN_DEAD), if the log is not too big to
 # rewrite while the account is being released.
@@ -127,10 +129,21 @@ _view_ids = itertools.count(1)
 
 
 def read_epoch(path: Path) -> int:
+    """The recorded epoch (0 if none).  Read on every write, twice: plain
+    open/read/close (no file object; a tenth of the cost), and deliberately
+    not cached by a stat() check — on NFS open() revalidates the file
+    (close-to-open consistency) where stat() may answer from the attribute
+    cache for seconds."""
     try:
-        return int((path / EPOCH_FILE).read_text().strip() or 0)
+        fd = os.open(os.path.join(path, EPOCH_FILE), os.O_RDONLY)
+    except OSError:
+        return 0
+    try:
+        return int(os.read(fd, 64).strip() or 0)
     except (OSError, ValueError):
         return 0
+    finally:
+        os.close(fd)
 
 
 @dataclass(slots=True)
