@@ -17,6 +17,7 @@ MAX_PAGE = 1000  # accounts in one page of a listing
 DEFAULT_PAGE = 100  # accounts in a page when the client does not say
 WEB_PAGE = 50  # accounts shown on one WebAdmin page
 MAX_OFFSET = 100_000_000  # largest paging offset accepted
+MAX_COUNTED_DOMAINS = 500  # domain listings with more domains leave account counts out
 
 SESSION_TTL = 8 * 3600.0  # seconds a session token stays valid without use
 MAX_SESSIONS = 10_000  # session tokens kept per server; the oldest go first

@@ -13,6 +13,7 @@ from typing import Any
 from dynamail import __version__
 from dynamail.accounts import AccountRef
 from dynamail.admin import AdminError
+from dynamail.http.limits import MAX_COUNTED_DOMAINS
 from dynamail.server.context import ServerContext
 
 
@@ -57,8 +58,9 @@ async def _count(ctx: ServerContext, actor: AccountRef, domain: str) -> int | No
 
 async def domains(ctx: ServerContext, actor: AccountRef) -> list[dict[str, Any]]:
     infos = await ctx.admin.list_domains(actor)
+    counted = len(infos) <= MAX_COUNTED_DOMAINS  # beyond that, counts cost more than they tell
     return [
-        {"name": d.name, "shared": d.shared, "accounts": await _count(ctx, actor, d.name)}
+        {"name": d.name, "shared": d.shared, "accounts": await _count(ctx, actor, d.name) if counted else None}
         for d in infos
     ]
 
