@@ -30,8 +30,11 @@ Measured:
   APPEND) to each session's EXISTS arriving (CLOCK_MONOTONIC is shared by
   all processes); p50/p99 over all woken sessions of all rounds.
 
+``--tls`` holds the idle connections on IMAPS (implicit TLS, the server's
+self-signed certificate) instead of plain IMAP.
+
 ``--json`` adds the run to ``bench/results/connections.json`` (one entry
-per connection count).
+per connection count, plain or TLS).
 
 ``--tracemalloc`` starts the server with ``DYNAMAIL_TRACEMALLOC`` set (see
 :mod:`dynamail.net.memtrace`), takes a snapshot at both RSS points and
@@ -54,6 +57,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -129,10 +133,18 @@ class Idler(asyncio.Protocol):
             self.ready = None
 
 
+def client_tls() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the server's certificate is self-signed
+    return ctx
+
+
 async def open_many(port: int, jobs: list[tuple[int, str]], concurrency: int, deadline: float,
-                    conns: list[Idler], woke: list[tuple[int, float]]) -> int:
+                    conns: list[Idler], woke: list[tuple[int, float]], tls: bool = False) -> int:
     """Open a connection per (account, source address); returns failures."""
     loop = asyncio.get_running_loop()
+    tls_ctx = client_tls() if tls else None
     sem = asyncio.Semaphore(concurrency)
     failed = 0
 
@@ -144,6 +156,7 @@ async def open_many(port: int, jobs: list[tuple[int, str]], concurrency: int, de
                 _, proto = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: Idler(account, ready, woke), HOST, port, local_addr=(source, 0),
+                        ssl=tls_ctx,
                     ),
                     max(1.0, deadline - time.time()),
                 )
@@ -162,7 +175,7 @@ async def open_many(port: int, jobs: list[tuple[int, str]], concurrency: int, de
     return failed
 
 
-async def worker_main(pipe: Pipe, port: int) -> None:
+async def worker_main(pipe: Pipe, port: int, tls: bool) -> None:
     loop = asyncio.get_running_loop()
     conns: list[Idler] = []
     woke: list[tuple[int, float]] = []
@@ -173,7 +186,7 @@ async def worker_main(pipe: Pipe, port: int) -> None:
             _, jobs, concurrency, deadline = msg  # jobs: [(account, source address)]
             t0 = time.monotonic()
             had = len(conns)
-            failed = await open_many(port, jobs, concurrency, deadline, conns, woke)
+            failed = await open_many(port, jobs, concurrency, deadline, conns, woke, tls)
             pipe.send(("opened", len(conns) - had, failed, time.monotonic() - t0))
         elif op == "watch":
             woke.clear()
@@ -192,24 +205,24 @@ async def worker_main(pipe: Pipe, port: int) -> None:
             return
 
 
-def worker_entry(pipe: Pipe, port: int) -> None:
+def worker_entry(pipe: Pipe, port: int, tls: bool) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         import uvloop
 
-        uvloop.run(worker_main(pipe, port))
+        uvloop.run(worker_main(pipe, port, tls))
     except ImportError:
-        asyncio.run(worker_main(pipe, port))
+        asyncio.run(worker_main(pipe, port, tls))
 
 
 class Workers:
-    def __init__(self, n: int, port: int) -> None:
+    def __init__(self, n: int, port: int, tls: bool = False) -> None:
         ctx = mp.get_context("spawn")
         self.pipes: list[Pipe] = []
         self.procs: list[Any] = []
         for _ in range(n):
             a, b = ctx.Pipe()
-            p = ctx.Process(target=worker_entry, args=(b, port), daemon=True)
+            p = ctx.Process(target=worker_entry, args=(b, port, tls), daemon=True)
             p.start()
             self.pipes.append(a)
             self.procs.append(p)
@@ -448,6 +461,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20, help="APPENDs for the wake-up measurement")
     ap.add_argument("--idle-seconds", type=float, default=10.0, help="CPU measured while idle")
     ap.add_argument("--timeout", type=float, default=900.0, help="deadline for establishing")
+    ap.add_argument("--tls", action="store_true", help="idle connections on IMAPS (993 + offset)")
     ap.add_argument("--tracemalloc", action="store_true", help="tracemalloc snapshots in the server")
     ap.add_argument("--json", action="store_true", help=f"write {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
     args = ap.parse_args()
@@ -470,7 +484,7 @@ def main() -> None:
         t_start = time.monotonic()
         with server(tmp, args.accounts, args.port_offset, trace) as (proc, port):
             print(f"server pid {proc.pid} on {HOST}:{port} (set up in {time.monotonic() - t_start:.1f} s)")
-            workers = Workers(args.workers, port)
+            workers = Workers(args.workers, port + 993 - 143 if args.tls else port, args.tls)
             try:
                 result = run(args, proc, port, workers, trace)
             finally:
@@ -485,7 +499,8 @@ def main() -> None:
             runs = json.loads(RESULTS.read_text())
         if "connections" in runs:  # a single run written by an older version
             runs = {str(runs["connections"]): runs}
-        runs[str(result["connections"])] = result  # one entry per connection count
+        key = str(result["connections"]) + (" tls" if result["tls"] else "")
+        runs[key] = result  # one entry per connection count (and TLS or not)
         RESULTS.write_text(json.dumps(runs, indent=2) + "\n")
         print(f"wrote {RESULTS}")
 
@@ -551,6 +566,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, work
     print(f"server CPU while idle: {idle_cpu:.1f} %")
     result: dict[str, Any] = {
         "connections": total,
+        "tls": bool(args.tls),
         "failed": failed,
         "accounts": n,
         "server_rss_before": before["rss"],
