@@ -6,6 +6,8 @@ from __future__ import annotations
 import imaplib
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -88,3 +90,16 @@ def test_kill_9_during_deliveries_loses_no_acknowledged_message(crashable: Serve
     assert not missing, f"{len(missing)} of {len(confirmed)} acknowledged messages lost: {missing[:10]}"
     # at most one message per sender was durable but not yet acknowledged
     assert len(stored) <= len(acked) + SENDERS
+
+
+def test_second_server_on_the_same_base_is_refused(server: Server) -> None:
+    """Two servers on one base would fight over every account (the storage
+    fences the first one out); the second start is refused instead."""
+    r = subprocess.run(
+        [sys.executable, "-m", "dynamail", "serve", "--base", str(server.base),
+         "--listen", "127.0.11.8", "--port-offset", "20000"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "another dynamail server" in r.stderr
+    assert server.cli("alice", "alice-pw-1", ["NOOP"]) == ["200 OK"]

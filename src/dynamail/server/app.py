@@ -49,6 +49,7 @@ ADAPTER_MODULES = (
 HTTP_MODULE = "dynamail.http.app"
 CLUSTER_MODULE = "dynamail.cluster.member"
 PASSWORD_FILE = "postmaster.password"
+RUNNING_FILE = "server.pid"  # which process serves this base directory now
 
 
 class StartupError(Exception):
@@ -154,6 +155,52 @@ def _link_shared_base(cfg: ServerConfig) -> None:
         link.symlink_to(cfg.shared_base, target_is_directory=True)
     except OSError as exc:
         log.warning("cannot link %s to %s: %s", link, cfg.shared_base, exc)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running dynamail process on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc: trust kill(pid, 0)
+    return b"dynamail" in cmdline
+
+
+def claim_base(base: Path) -> None:
+    """Refuse to serve a base directory another running server serves.
+
+    Two servers on one base would open the same accounts; the storage
+    fencing keeps the data safe, but the server that opened an account
+    first is then refused every write to it.  ``BASE/server.pid`` names the
+    process serving the base (no file lock: a server killed with SIGKILL
+    leaves the file behind, and a dead or foreign process does not count)."""
+    path = Path(base) / RUNNING_FILE
+    host = os.uname().nodename
+    try:
+        held = path.read_text().split()
+    except FileNotFoundError:
+        held = []
+    if len(held) >= 2 and held[1] == host and held[0].isdigit():
+        pid = int(held[0])
+        if pid != os.getpid() and _process_alive(pid):
+            raise StartupError(
+                f"another dynamail server (pid {pid}) is serving the base directory {base}; "
+                f"stop it first, or remove {path} if that process is not a dynamail server"
+            )
+    atomic_write(path, f"{os.getpid()} {host}\n".encode())
+
+
+def release_base(base: Path) -> None:
+    path = Path(base) / RUNNING_FILE
+    with contextlib.suppress(OSError):
+        if path.read_text().split()[:1] == [str(os.getpid())]:
+            path.unlink()
 
 
 def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerContext:
@@ -276,9 +323,18 @@ class Server:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         try:
-            ctx = await loop.run_in_executor(None, build_context, cfg)
+            make_dirs(cfg.base)
+            claim_base(cfg.base)
         except OSError as exc:
             raise StartupError(f"cannot set up the base directory {cfg.base}: {exc}") from None
+        try:
+            ctx = await loop.run_in_executor(None, build_context, cfg)
+        except OSError as exc:
+            release_base(cfg.base)
+            raise StartupError(f"cannot set up the base directory {cfg.base}: {exc}") from None
+        except BaseException:
+            release_base(cfg.base)
+            raise
         self.ctx = ctx
         specs = collect_listeners(ctx)
         http_mod = _optional_module(HTTP_MODULE)
@@ -380,6 +436,7 @@ class Server:
                 if asyncio.iscoroutine(res):
                     await res
         self.ctx = None
+        release_base(self.cfg.base)
         log.info("stopped")
 
 
