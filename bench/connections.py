@@ -541,7 +541,7 @@ def run(args: argparse.Namespace, proc: subprocess.Popen[bytes], port: int, work
     idle_cpu = (cpu_seconds(proc.pid) - cpu0) / args.idle_seconds * 100
 
     workers.broadcast(("watch",), 30)
-    appends = asyncio.run(appender(port, args.rounds, n))
+    appends = asyncio.run(asyncio.wait_for(appender(port, args.rounds, n), 60 + 30 * args.rounds))
     time.sleep(1)
     woke: list[tuple[int, float]] = []
     for ans in workers.broadcast(("woke",), 60):
