@@ -396,20 +396,25 @@ def test_wrong_secret_cannot_join(cluster_factory: Any, tmp_path: Any) -> None:
     import asyncio
 
     from dynamail.cluster import wire
-    from dynamail.cluster.peer import dial
+    from dynamail.cluster.peer import client_tls, dial
 
     c = cluster_factory(1)
     m = c.member("b1")
 
-    async def attempt() -> None:
+    async def attempt(tls: Any) -> None:
         async def none(peer: Any, msg: Any) -> None:
             return None
 
-        await dial(m["host"], m["cluster_port"], "intruder", b"not-the-secret-at-all", none)
+        await dial(m["host"], m["cluster_port"], "intruder", b"not-the-secret-at-all", none,
+                   tls=tls)
 
-    with pytest.raises((wire.AuthenticationFailed, ConnectionError, wire.ProtocolError)):
-        asyncio.run(attempt())
+    # over TLS (which anyone may open) the handshake proof refuses the intruder
+    with pytest.raises(wire.AuthenticationFailed):
+        asyncio.run(attempt(client_tls()))
     c.wait(lambda: "refused" in c.logs("b1"), what="the refusal to be logged")
+    # and the cluster port speaks no plaintext at all
+    with pytest.raises((ConnectionError, wire.ProtocolError, TimeoutError)):
+        asyncio.run(attempt(None))
     assert [n["name"] for n in c.status()["members"] if n.get("alive")] == ["b1"]
 
 
@@ -613,3 +618,44 @@ def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> No
            what="the old controller to re-join")
     assert c.status()["controller"] == st["controller"]
     assert epochs_monotonic(c.mail_path("shared.test", "ann"))
+
+
+@needs_imap
+def test_cluster_links_run_over_tls_bound_to_the_handshake(cluster_factory: Any) -> None:
+    """The cluster port is TLS 1.2 with a tls-unique channel binding (which
+    the handshake proofs mix in); relays go to the owner's IMAPS port."""
+    import socket
+
+    from dynamail.cluster.peer import client_tls
+
+    c = cluster_factory(2)
+    m = c.member("b1")
+    with socket.create_connection((m["host"], m["cluster_port"]), timeout=10) as raw, \
+            client_tls().wrap_socket(raw) as s:
+        assert s.version() == "TLSv1.2"
+        assert s.get_channel_binding("tls-unique")
+    provision(c, "b1")
+    _place_on(c, "b2")
+    login_select(c, "b1")  # relayed from b1 to b2 over TLS
+    assert c.locate("ann@shared.test") == "b2"
+
+
+@needs_imap
+def test_plaintext_cluster_links_with_tls_false(cluster_factory: Any) -> None:
+    """``[cluster] tls = false`` on every member: the plaintext protocol of
+    earlier releases, relays to the owner's plain IMAP port."""
+    import socket
+    import ssl
+
+    c = cluster_factory(2, cluster_settings="tls = false")
+    m = c.member("b1")
+    with socket.create_connection((m["host"], m["cluster_port"]), timeout=10) as raw:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with pytest.raises((ssl.SSLError, OSError)):
+            ctx.wrap_socket(raw)
+    provision(c, "b1")
+    _place_on(c, "b2")
+    login_select(c, "b1")
+    assert c.locate("ann@shared.test") == "b2"

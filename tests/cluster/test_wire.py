@@ -159,3 +159,27 @@ def test_sans_io() -> None:
         mods = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert not mods & {"asyncio", "socket", "ssl"}, name
+
+
+def test_proofs_are_bound_to_the_tls_channel() -> None:
+    # both ends of one TLS channel see the same tls-unique value: the handshake completes
+    d = wire.Connection("dialer", "b1", SECRET, binding=b"channel-A")
+    l_ = wire.Connection("listener", "b2", SECRET, binding=b"channel-A")
+    d.start()
+    for _ in range(4):
+        l_.receive(d.outgoing())
+        d.receive(l_.outgoing())
+    assert d.is_open and l_.is_open
+    # a man in the middle terminating two TLS channels relays proofs made for
+    # the other channel: the dialer refuses the listener's proof
+    d = wire.Connection("dialer", "b1", SECRET, binding=b"channel-A")
+    l_ = wire.Connection("listener", "b2", SECRET, binding=b"channel-B")
+    d.start()
+    l_.receive(d.outgoing())
+    with pytest.raises(wire.AuthenticationFailed):
+        d.receive(l_.outgoing())
+    # without a binding the proof is the plaintext protocol's (golden-compatible)
+    assert wire.proof(SECRET, "dialer", 1, b"n" * 16, b"m" * 16, "b1", "b2") == wire.proof(
+        SECRET, "dialer", 1, b"n" * 16, b"m" * 16, "b1", "b2", b"")
+    assert wire.proof(SECRET, "dialer", 1, b"n" * 16, b"m" * 16, "b1", "b2") != wire.proof(
+        SECRET, "dialer", 1, b"n" * 16, b"m" * 16, "b1", "b2", b"channel-A")

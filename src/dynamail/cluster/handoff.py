@@ -36,12 +36,14 @@ log = logging.getLogger("dynamail.cluster")
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 MAILBOX_OPS_SET = image.MAILBOX_OPS
+DEFAULT_RELAY_PORTS = {"imap": 143, "pop3": 110, "imaps": 993, "pop3s": 995}
 
 
 class Handoffs:
     # state owned by ClusterMember
     ctx: Any
     s: ClusterSettings
+    relay_tls: Any  # ssl.SSLContext for relays to owners (when [cluster] tls)
     name: str
     controller: Controller | None
     controller_name: str
@@ -131,9 +133,12 @@ class Handoffs:
         """Relay an authenticated client session to the owner.  False when the
         owner could not be reached or refused (nothing was sent to the client;
         answer it with a temporary failure)."""
-        port = self.s.ports[protocol] + placement.port_offset
+        tls = self.relay_tls if self.s.tls else None
+        # over TLS: the owner's implicit-TLS port (IMAPS 993, POP3S 995 plus its offset)
+        name = protocol + "s" if tls is not None else protocol
+        port = self.s.ports.get(name, DEFAULT_RELAY_PORTS[name]) + placement.port_offset
         ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
-        return await relay(conn, placement.host, port, ticket, protocol, client_reply)
+        return await relay(conn, placement.host, port, ticket, protocol, client_reply, tls=tls)
 
     def changed(self, kind: str, key: str) -> None:
         """A shared object changed here: tell every member (through the Controller)."""

@@ -28,6 +28,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from typing import Any
 from dynamail.cluster import wire
 from dynamail.cluster.handoff import status_dict
 from dynamail.cluster.member import load_secret
-from dynamail.cluster.peer import Peer, dial
+from dynamail.cluster.peer import Peer, PeerClosed, client_tls, dial
 from dynamail.durable import atomic_write, make_dirs
 
 DEFAULT_OFFSET = 10000
@@ -225,6 +226,16 @@ async def _none(peer: Peer, msg: wire.Message) -> None:
     return None
 
 
+async def dial_tool(host: str, port: int, name: str, secret: bytes, timeout: float) -> Peer:
+    """A tool connection to a member: over TLS ([cluster] tls, the default),
+    or in plaintext when the member runs with ``tls = false``."""
+    try:
+        return await dial(host, port, name, secret, _none, role="tool", timeout=timeout,
+                          tls=client_tls())
+    except (ssl.SSLError, ConnectionError, wire.ProtocolError, PeerClosed):
+        return await dial(host, port, name, secret, _none, role="tool", timeout=timeout)
+
+
 async def _ask(directory: Path, msg_factory: Any, member: str | None = None,
                timeout: float = 2.0) -> wire.Message:
     data = read_cluster(directory)
@@ -235,8 +246,8 @@ async def _ask(directory: Path, msg_factory: Any, member: str | None = None,
     last: Exception | None = None
     for m in order:
         try:
-            peer = await dial(m["host"], m["cluster_port"], f"tool-{os.getpid()}", secret, _none,
-                              role="tool", timeout=timeout)
+            peer = await dial_tool(m["host"], m["cluster_port"], f"tool-{os.getpid()}", secret,
+                                   timeout)
         except (OSError, TimeoutError, wire.ProtocolError) as exc:
             last = exc
             continue

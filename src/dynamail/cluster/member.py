@@ -55,9 +55,10 @@ from dynamail.cluster.election import ElectionStore, Observer, Tenure
 from dynamail.cluster.handoff import Handoffs
 from dynamail.cluster.locator import AccountUnavailable
 from dynamail.cluster.ownership import ClusterLocator, GrantInfo, account_key
-from dynamail.cluster.peer import Peer, PeerClosed, accept, dial
+from dynamail.cluster.peer import Peer, PeerClosed, accept, client_tls, dial, server_tls
 from dynamail.cluster.relay import TicketBook
 from dynamail.durable import fsync_dir
+from dynamail.net.tls import client_context_insecure
 
 log = logging.getLogger("dynamail.cluster")
 
@@ -112,6 +113,9 @@ class ClusterSettings:
     margin: float = limits.CONTROLLER_MARGIN
     heartbeat: float = limits.HEARTBEAT_INTERVAL
     idle_release: float = limits.IDLE_RELEASE
+    tls: bool = False  # TLS on cluster links and session relays ([cluster] tls, default true)
+    cert: str = ""  # this member's certificate and key (the server's) for the cluster port
+    key: str = ""
 
     @property
     def address(self) -> tuple[str, int, int]:
@@ -127,6 +131,7 @@ class ClusterSettings:
             backends.append((host or str(item), int(port) if port else cport))
         secret_path = Path(cc.secret_file) if cc.secret_file else Path(cfg.shared_base) / "cluster.secret"
         secret = load_secret(secret_path, create=cc.role == "backend")
+        cert, key = cfg.cert_paths()
         limits.check_timing(cc.lease_seconds, cc.lease_margin, cc.lease_seconds, cc.lease_margin,
                             cc.heartbeat_interval)
         return cls(
@@ -135,6 +140,7 @@ class ClusterSettings:
             base=Path(cfg.base), ports=dict(cfg.ports), lease=cc.lease_seconds,
             margin=cc.lease_margin, heartbeat=cc.heartbeat_interval,
             idle_release=min(cfg.limits.account_idle_release, limits.IDLE_RELEASE),
+            tls=bool(getattr(cc, "tls", True)), cert=str(cert), key=str(key),
         )
 
 
@@ -169,14 +175,21 @@ class ClusterMember(ControllerDuty, Handoffs):
         self._dialing: dict[str, asyncio.Lock] = {}
         self._inbound: set[Peer] = set()
         self._process: Any = None
+        self.server_tls = server_tls(settings.cert, settings.key) if settings.tls else None
+        self.client_tls = client_tls() if settings.tls else None
+        # relays go to the owner's IMAPS/POP3S port; its certificate is the
+        # server's own (often self-signed): the relay ticket, not the
+        # certificate, is what the owner trusts, and it is single use
+        self.relay_tls = client_context_insecure() if settings.tls else None
         standalone = ctx.accounts
         self.locator = ClusterLocator(standalone, self.name, self._request_open, self._release,
                                       self.may_write, settings.idle_release)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._on_accept, self.s.host, self.s.cluster_port,
-                                                  reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._on_accept, self.s.host, self.s.cluster_port, reuse_address=True,
+            ssl=self.server_tls, ssl_handshake_timeout=5.0 if self.server_tls else None)
         loop = asyncio.get_running_loop()
         if self.election is not None:
             await loop.run_in_executor(None, self.election.ensure)
@@ -269,7 +282,7 @@ class ClusterMember(ControllerDuty, Handoffs):
                 return p
             try:
                 p = await dial(addr[0], addr[2], self.name, self.s.secret, self._handle,
-                               role=self.role, address=self.s.address)
+                               role=self.role, address=self.s.address, tls=self.client_tls)
             except (OSError, TimeoutError, wire.ProtocolError, PeerClosed) as exc:
                 log.debug("cannot reach %s at %s: %s", name, addr, exc)
                 return None
@@ -538,7 +551,7 @@ class ClusterMember(ControllerDuty, Handoffs):
         for host, port in self.s.backends:
             try:
                 p = await dial(host, port, self.name, self.s.secret, self._handle, role=self.role,
-                               address=self.s.address)
+                               address=self.s.address, tls=self.client_tls)
             except (OSError, TimeoutError, wire.ProtocolError, PeerClosed):
                 continue
             try:

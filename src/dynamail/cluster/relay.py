@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
+import ssl
 import time
 from typing import Any
 
@@ -112,12 +113,15 @@ async def _pump_owner_to_client(reader: asyncio.StreamReader, conn: Any) -> None
 
 
 async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
-                client_reply: bytes, connect_timeout: float = 3.0) -> bool:
+                client_reply: bytes, connect_timeout: float = 3.0,
+                tls: ssl.SSLContext | None = None) -> bool:
     """Open the relayed session at the owner; False if the owner refused
-    (the caller then answers the client with a temporary failure)."""
+    (the caller then answers the client with a temporary failure).  With
+    ``tls``, ``port`` is the owner's implicit-TLS port (IMAPS, POP3S)."""
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), connect_timeout)
-    except (OSError, TimeoutError):
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls), connect_timeout)
+    except (OSError, TimeoutError, ssl.SSLError):
         return False
     try:
         greeting = await asyncio.wait_for(reader.readline(), connect_timeout)

@@ -387,10 +387,18 @@ def decode_payload(payload: bytes, version: int) -> Message:
 
 # -- handshake and connection state ----------------------------------------
 def proof(secret: bytes, side: str, version: int, nonce_d: bytes, nonce_l: bytes,
-          dialer: str, listener: str) -> bytes:
+          dialer: str, listener: str, binding: bytes = b"") -> bytes:
+    """The handshake proof.  ``binding`` is the TLS channel binding of the
+    connection (``tls-unique``) when the link runs over TLS: a proof made on
+    one TLS channel is worthless on another, so a man in the middle who
+    terminates TLS on both sides cannot pass the proofs through.  Without
+    TLS it is empty and the proof is the same as in the plaintext protocol."""
     mac = hmac.new(secret, digestmod=hashlib.sha256)
-    for part in (side.encode(), str(version).encode(), nonce_d, nonce_l,
-                 dialer.encode(), listener.encode()):
+    parts = [side.encode(), str(version).encode(), nonce_d, nonce_l, dialer.encode(),
+             listener.encode()]
+    if binding:
+        parts.append(b"tls-unique:" + binding)
+    for part in parts:
         mac.update(HEADER.pack(len(part)) + part)
     return mac.digest()
 
@@ -425,7 +433,7 @@ class Connection:
 
     def __init__(self, side: str, member: str, secret: bytes, *, role: str = "backend",
                  versions: tuple[int, ...] | None = None,
-                 address: tuple[str, int, int] = ("", 0, 0)) -> None:
+                 address: tuple[str, int, int] = ("", 0, 0), binding: bytes = b"") -> None:
         if side not in ("dialer", "listener"):
             raise ValueError(side)
         self.side = side
@@ -438,6 +446,7 @@ class Connection:
         self.version = 0
         self.state = State.START
         self._secret = secret
+        self.binding = binding  # TLS channel binding mixed into the proofs (see proof())
         self._versions = versions or supported_versions()
         self._nonce = b""
         self._peer_nonce = b""
@@ -511,24 +520,24 @@ class Connection:
             self.peer_address = msg.address
             self._nonce = secrets.token_bytes(limits.NONCE_SIZE)
             p = proof(self._secret, "listener", self.version, self._peer_nonce, self._nonce,
-                      self.peer, self.member)
+                      self.peer, self.member, self.binding)
             self._out += encode(Challenge(self.version, self.member, self._nonce, p), 1)
             self.state = State.CHALLENGED
         elif isinstance(msg, Challenge):
             if msg.version not in self._versions or len(msg.nonce) != limits.NONCE_SIZE:
                 raise self._fail("bad challenge")
             expect = proof(self._secret, "listener", msg.version, self._nonce, msg.nonce,
-                           self.member, msg.member)
+                           self.member, msg.member, self.binding)
             if not hmac.compare_digest(expect, msg.proof):
                 raise self._fail("listener does not know the cluster secret", AuthenticationFailed)
             self.version, self.peer, self._peer_nonce = msg.version, msg.member, msg.nonce
             p = proof(self._secret, "dialer", self.version, self._nonce, self._peer_nonce,
-                      self.member, self.peer)
+                      self.member, self.peer, self.binding)
             self._out += encode(Auth(p), 1)
             self.state = State.AUTH_SENT
         elif isinstance(msg, Auth):
             expect = proof(self._secret, "dialer", self.version, self._peer_nonce, self._nonce,
-                           self.peer, self.member)
+                           self.peer, self.member, self.binding)
             if not hmac.compare_digest(expect, msg.proof):
                 self._out += encode(Error(0, "auth", "authentication failed"), 1)
                 raise self._fail("dialer does not know the cluster secret", AuthenticationFailed)

@@ -72,6 +72,7 @@ class ClusterConfig:
     heartbeat_interval: float = 0.5  # seconds between member heartbeats
     lease_seconds: float = 2.0  # account-grant and Controller lease length
     lease_margin: float = 0.5  # safety margin subtracted by lease holders
+    tls: bool = True  # TLS on the cluster port and on session relays (same on every member)
 
 
 @dataclass
