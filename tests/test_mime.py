@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -250,3 +252,15 @@ def test_unparsed_message_part_keeps_the_message_form() -> None:
     assert part[:2] == ["message", "rfc822"]  # type: ignore[index]
     assert part[7] == [None] * 10 and part[8][:2] == ["text", "plain"]  # type: ignore[index]
     assert isinstance(part[9], int)  # type: ignore[index]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=64).map(lambda b: b.replace(b"x", b"\r").replace(b"y", b"\n")), st.integers(1, 9))
+def test_canonical_forms_agree(data: bytes, chunk: int) -> None:
+    # canonical() (two replaces), the regular expression it stands for, and
+    # the streaming copy in chunks of any size give the same bytes
+    want = re.sub(rb"\r?\n", b"\r\n", data)
+    assert mime.canonical(data) == want
+    out = io.BytesIO()
+    n, _crc = mime.canonical_copy(io.BytesIO(data), out, chunk)
+    assert out.getvalue() == want and n == len(want)
