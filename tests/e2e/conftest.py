@@ -8,9 +8,11 @@ one machine do not collide.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
+import resource
 import signal
 import socket
 import ssl
@@ -36,6 +38,20 @@ PORTS = {
 IMPLICIT_TLS = ("smtps", "imaps", "pop3s", "https")
 ACCOUNTS = {"alice": "alice-pw-1", "bob": "bob-pw-2"}
 _used: set[str] = set()
+
+
+def _raise_open_files() -> int:
+    """Raise this process's open-file limit (servers started from it inherit
+    it): the connection-limit tests open more than a thousand connections."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+OPEN_FILES = _raise_open_files()
 
 
 def free_host() -> str:
