@@ -127,3 +127,17 @@ def test_relay_refused_without_authentication(server: Server) -> None:
                "--from", f"alice@{DOMAIN}", "--to", "victim@faraway.example")
     assert r.returncode != 0
     assert "<~* 535 " in r.stdout, r.stdout
+
+
+def test_submission_over_implicit_tls(server: Server) -> None:
+    _need("swaks", "swaks")
+    subject = f"e2e-465-{uuid.uuid4().hex}"
+    r = _swaks(server, "--server", f"{server.host}:{server.port('smtps')}", "--tls-on-connect",
+               "--auth", "LOGIN", "--auth-user", "alice", "--auth-password", "alice-pw-1",
+               "--from", f"alice@{DOMAIN}", "--to", BOB, "--header", f"Subject: {subject}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    imap = imaplib.IMAP4_SSL(server.host, server.port("imaps"), ssl_context=server.tls_client(), timeout=30)
+    imap.login(BOB, "bob-pw-2")
+    imap.select("INBOX", readonly=True)
+    assert len(imap.search(None, "SUBJECT", subject)[1][0].split()) == 1
+    imap.logout()
