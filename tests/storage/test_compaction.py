@@ -174,3 +174,62 @@ def test_close_waits_for_background_compaction(tmp_path: Path) -> None:
         await store.close()
 
     asyncio.run(main())
+
+
+def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
+    acct = tmp_path / "a"
+    prepare(acct)
+
+    async def body(store: FileAccountStore) -> None:
+        v = await store.select("INBOX")
+        await v.store([7], "add", frozenset({"\\Deleted"}))
+        await v.expunge()
+        v.close()
+        before = await contents(store)
+        d = inbox_dir(acct)
+        gen = generations(d)[-1]
+
+        async def flush_compaction_thread() -> None:
+            assert store._bg is not None
+            await asyncio.wrap_future(store._bg.submit(lambda: None))
+
+        async def failing(stage: str) -> None:
+            if stage == "bulk":
+                raise RuntimeError("stop here")
+
+        store._compact_hook = failing
+        try:
+            await store.compact("INBOX")
+        except RuntimeError:
+            pass
+        else:
+            raise AssertionError("the compaction did not fail")
+        await flush_compaction_thread()
+        assert sorted(p.name for p in d.iterdir()) == [f"data.{gen}", f"index.{gen}"]
+
+        for stage_to_cancel in ("bulk", "switch"):
+            task: asyncio.Task[int] | None = None
+
+            async def cancelling(stage: str, when: str = stage_to_cancel) -> None:
+                if stage == when:
+                    assert task is not None
+                    task.cancel()
+                    await asyncio.sleep(0)
+
+            store._compact_hook = cancelling
+            task = asyncio.create_task(store.compact("INBOX"))
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            await flush_compaction_thread()
+            assert sorted(p.name for p in d.iterdir()) == [f"data.{gen}", f"index.{gen}"], stage_to_cancel
+        store._compact_hook = None
+        assert await contents(store) == before
+        assert await store.append("INBOX", [AppendRequest(msg(50))]) == [13]
+        assert await store.compact("INBOX") > 0
+        assert generations(d) == [gen + 1]
+
+    with_account(acct, body, epoch=2)
+    got = with_account(acct, contents, epoch=3)
+    assert sorted(got) == [8, 9, 10, 11, 12, 13]

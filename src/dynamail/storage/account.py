@@ -67,6 +67,7 @@ from dynamail.storage.commit import (
 )
 from dynamail.storage.compaction import (
     CATCH_UP_HOLD,
+    Abort,
     CompactionAborted,
     Job,
     bulk,
@@ -470,35 +471,49 @@ class FileAccountStore:
         if self._bg is None:
             self._bg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamail-compact")
         snap = take_snapshot(st)
-        src_fd = os.dup(st.fd)
+        src_fd = os.dup(st.fd)  # the job's from here on
         box: list[Job] = []
+        abort = Abort()
         self._jobs.append(box)
+        op: Op | None = None
         try:
-            try:
-                job = await loop.run_in_executor(self._bg, bulk, st.directory, src_fd, snap, self.epoch, self._check_epoch, box)
-            except BaseException:
-                if not box:
-                    os.close(src_fd)
-                raise
-            try:
-                if self._compact_hook is not None:
-                    await self._compact_hook("bulk")
-                for _round in range(8):
-                    if self._states.get(mbox_id) is not st:
-                        raise CompactionAborted
-                    if st.data_size - job.copied_to <= CATCH_UP_HOLD:
-                        break
-                    await loop.run_in_executor(self._bg, catch_up, job, st.data_size)
-                if self._compact_hook is not None:
-                    await self._compact_hook("switch")
-                fut = loop.create_future()
-                reclaimed = int(await self._submit(Op("compact", mbox_id, fut, {"job": job, "state": st})))
-            except BaseException:
-                job.discard()
-                raise
+            job = await asyncio.wrap_future(self._bg.submit(bulk, st.directory, src_fd, snap, self.epoch, self._check_epoch, box, abort))
+            if self._compact_hook is not None:
+                await self._compact_hook("bulk")
+            for _round in range(8):
+                if self._states.get(mbox_id) is not st:
+                    raise CompactionAborted
+                if st.data_size - job.copied_to <= CATCH_UP_HOLD:
+                    break
+                await asyncio.wrap_future(self._bg.submit(catch_up, job, st.data_size))
+            if self._compact_hook is not None:
+                await self._compact_hook("switch")
+            op = Op("compact", mbox_id, loop.create_future(), {"job": job, "state": st})
+            return int(await self._submit(op))
+        except BaseException:
+            abort.requested = True
+            if op is None or op in self._pending or not op.taken:
+                # the committer never got it: remove it, and discard the job
+                # on the compaction thread, after whatever it still runs
+                # (a cancelled caller does not stop the thread)
+                if op is not None and op in self._pending:
+                    self._pending.remove(op)
+                self._discard_later(box)
+            raise
         finally:
             self._jobs.remove(box)
-        return reclaimed
+
+    def _discard_later(self, box: list[Job]) -> None:
+        def discard() -> None:
+            for job in box:
+                job.discard()
+
+        try:
+            if self._bg is None:
+                raise RuntimeError
+            self._bg.submit(discard)
+        except RuntimeError:  # the thread is shut down: nothing runs there any more
+            discard()
 
     async def _compact_wasteful(self) -> None:
         """Compact mailboxes whose logs are mostly dead bytes (expunged
@@ -533,8 +548,10 @@ class FileAccountStore:
         """The switch: the committer runs nothing else meanwhile."""
         job: Job = op.args["job"]
         st = self._states.get(op.mbox)
-        if st is None or st is not op.args["state"]:
+        if st is None or st is not op.args["state"] or self._closed:
+            job.discard()  # no thread uses it: only the switch would
             raise NoSuchMailbox("the mailbox was deleted")
+        # switch() discards the job itself if it fails before the switch
         new_fd, offsets, size, last_off, last_crc = await self._run_io(switch, job, st, self.epoch, self._check_epoch)
         old_fd, old_size = st.fd, st.data_size
         for ghost in st.ghosts.values():  # readable through the old file until views refresh

@@ -89,6 +89,7 @@ class Job:
     last_crc: int = 0
     offsets: dict[int, int] = field(default_factory=dict)  # uid -> new body offset (bulk)
     aborted: bool = False
+    switched: bool = False  # the new file is the current generation: its descriptor is the state's
 
     @property
     def tmp(self) -> Path:
@@ -100,12 +101,26 @@ class Job:
         return self.offsets[uid]
 
     def discard(self) -> None:
-        for fd in (self.fd, self.src_fd):
+        """Close the job's descriptors and remove its temporary file (never
+        the new generation once switched).  Call only when no thread uses the
+        job any more."""
+        fds = [self.src_fd] if self.switched else [self.fd, self.src_fd]
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.src_fd = -1
+        if not self.switched:
+            self.fd = -1
             with contextlib.suppress(OSError):
-                os.close(fd)
-        self.fd = self.src_fd = -1
-        with contextlib.suppress(OSError):
-            self.tmp.unlink()
+                self.tmp.unlink()
+
+
+@dataclass
+class Abort:
+    """Set by the account to stop a bulk phase that has not produced its job yet."""
+
+    requested: bool = False
 
 
 def take_snapshot(st: MailboxState) -> Snapshot:
@@ -121,14 +136,23 @@ def take_snapshot(st: MailboxState) -> Snapshot:
     )
 
 
-def bulk(directory: Path, src_fd: int, snap: Snapshot, epoch: int, check_epoch: Callable[[], None], job_box: list[Job]) -> Job:
+def bulk(
+    directory: Path, src_fd: int, snap: Snapshot, epoch: int, check_epoch: Callable[[], None], job_box: list[Job], abort: Abort
+) -> Job:
     """Phase 1 (background thread): write and fsync the live messages of the
-    snapshot to ``.data.<g+1>.tmp``.  ``src_fd`` becomes the job's (closed
-    with it).  ``job_box`` receives the job at once, so the caller can abort it."""
-    check_epoch()
-    gen = snap.gen + 1
-    tmp = directory / f".data.{gen}.tmp"
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    snapshot to ``.data.<g+1>.tmp``.  ``src_fd`` is the job's from the start
+    (closed here on failure).  ``job_box`` receives the job at once, so the
+    caller can abort it."""
+    try:
+        if abort.requested:
+            raise CompactionAborted
+        check_epoch()
+        gen = snap.gen + 1
+        tmp = directory / f".data.{gen}.tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
+    except BaseException:
+        os.close(src_fd)
+        raise
     job = Job(directory, gen, src_fd, fd, snap_end=snap.end, tail_base=0)
     job_box.append(job)
     buf = R.RecordBuffer()
@@ -146,7 +170,7 @@ def bulk(directory: Path, src_fd: int, snap: Snapshot, epoch: int, check_epoch: 
             buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), kw.encode("utf-8")))
         c = snap.cols
         for i in range(len(c["uid"])):
-            if job.aborted:
+            if job.aborted or abort.requested:
                 raise CompactionAborted
             uid, blen, mlen = c["uid"][i], c["blen"][i], c["mlen"][i]
             piece: R.Piece
@@ -204,6 +228,7 @@ def switch(job: Job, st: MailboxState, epoch: int, check_epoch: Callable[[], Non
         shadow.write_checkpoint(shadow.checkpoint_bytes())
         check_epoch()
         os.replace(job.tmp, data_path(job.directory, job.gen))
+        job.switched = True
     except BaseException:
         job.discard()
         raise
