@@ -38,6 +38,7 @@ SAMPLES: list[wire.Message] = [
     wire.Changed("account", "example.com/ann", "b1"),
     wire.AdminCall(17, "create_account", "postmaster@main", ("example.com", "ann", {"RealName": "Ann"})),
     wire.AdminResult(17, False, None, "exists", "account exists"),
+    wire.Drain(18, "b2", 30000),
 ]
 
 

@@ -659,3 +659,55 @@ def test_plaintext_cluster_links_with_tls_false(cluster_factory: Any) -> None:
     _place_on(c, "b2")
     login_select(c, "b1")
     assert c.locate("ann@shared.test") == "b2"
+
+
+@needs_imap
+def test_nonready_drain_moves_idle_accounts_at_once_and_busy_ones_after_grace(
+        cluster_factory: Any) -> None:
+    import socket
+
+    c = cluster_factory(3)
+    provision(c, "b1", ("ann", "bob"))
+    for n in ("b1", "b3"):
+        launcher.set_ready(c.dir, n, False)
+    c.wait(lambda: [m["name"] for m in c.status()["members"] if m["ready"]] == ["b2"],
+           what="only b2 ready")
+    login_select(c, "b1", "ann@shared.test")
+    m = c.member("b1")
+    s = socket.create_connection((m["host"], m["ports"]["imap"]), timeout=30)
+    f = s.makefile("rwb")
+    f.readline()
+    f.write(f"a1 LOGIN bob@shared.test {PASSWORD}\r\na2 SELECT INBOX\r\n".encode())
+    f.flush()
+    while not f.readline().startswith(b"a2 OK"):
+        pass
+    assert c.locate("ann@shared.test") == "b2" and c.locate("bob@shared.test") == "b2"
+    for n in ("b1", "b3"):
+        launcher.set_ready(c.dir, n, True)
+
+    from click.testing import CliRunner
+
+    from dynamail.cli.main import main
+
+    result = CliRunner().invoke(main, ["cluster", "nonready", "--drain", "--grace", "10",
+                                       "--dir", str(c.dir), "b2"])
+    assert result.exit_code == 0, result.output
+    # the idle account is released at once; the busy one stays until the grace period ends
+    c.wait(lambda: c.locate("ann@shared.test") == "", what="ann released")
+    assert c.locate("bob@shared.test") == "b2"
+    assert not next(x for x in c.status()["members"] if x["name"] == "b2")["ready"]
+    # then the relayed session is told to reconnect and ended
+    rest = b""
+    while True:
+        line = f.readline()
+        if not line:
+            break
+        rest += line
+    s.close()
+    assert b"* BYE [UNAVAILABLE]" in rest, rest
+    c.wait(lambda: c.locate("bob@shared.test") != "b2", what="bob released by b2")
+    # clients reconnect and reach the accounts on another backend
+    login_select(c, "b2", "bob@shared.test")
+    login_select(c, "b3", "ann@shared.test")
+    assert c.locate("bob@shared.test") in ("b1", "b3")
+    assert c.locate("ann@shared.test") in ("b1", "b3")

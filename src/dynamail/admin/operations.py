@@ -673,11 +673,14 @@ class Admin:
             result = await result
         return list(result)
 
-    async def set_ready(self, actor: AccountRef, member: str, ready: bool) -> None:
+    async def set_ready(self, actor: AccountRef, member: str, ready: bool,
+                        drain: float | None = None) -> None:
+        """``drain`` (seconds of grace, with Non-Ready): also move the
+        member's open accounts away actively."""
         await self._need(actor, model.CAN_CONTROL_CLUSTER)
         fn = getattr(self.cluster, "set_ready", None) if self.cluster is not None else None
         if fn is None:
             raise AdminError("not_cluster", "this server is not a cluster member")
-        result = fn(member, ready)
+        result = fn(member, ready) if drain is None else fn(member, ready, drain=drain)
         if asyncio.iscoroutine(result):
             await result

@@ -148,10 +148,16 @@ def ready(directory: Path, member: str) -> None:
 
 @cluster.command()
 @DIR_OPTION
+@click.option("--drain", is_flag=True,
+              help="also release its open accounts now: idle ones at once, busy ones as "
+                   "their sessions end or after --grace")
+@click.option("--grace", type=float, default=60.0, show_default=True,
+              help="seconds before a drain ends the remaining sessions (clients are told "
+                   "to reconnect and reach the account's new owner)")
 @click.argument("member")
-def nonready(directory: Path, member: str) -> None:
+def nonready(directory: Path, member: str, drain: bool, grace: float) -> None:
     """Make MEMBER Non-Ready: no new sessions or account opens go to it."""
     try:
-        launcher.set_ready(directory, member, False)
+        launcher.set_ready(directory, member, False, drain=grace if drain else None)
     except launcher.LauncherError as exc:
         _fail(exc)

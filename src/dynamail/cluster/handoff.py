@@ -74,7 +74,7 @@ class Handoffs:
     async def _forward(self, msg: Any) -> wire.Message:
         raise NotImplementedError
 
-    async def _set_ready(self, msg: wire.SetReady) -> wire.Message:
+    async def _set_ready(self, msg: wire.SetReady | wire.Drain) -> wire.Message:
         raise NotImplementedError
 
     def _status_reply(self, rid: int) -> wire.StatusReply:
@@ -267,10 +267,15 @@ class Handoffs:
             reply = await peer.request(wire.StatusRequest(peer.next_id()))
         return status_dict(reply)
 
-    async def set_ready(self, member: str, ready: bool) -> bool:
-        """Make ``member`` Ready or Non-Ready (Admin, API).  Raises
-        AdminError ("not_found", "unavailable") when that cannot be done."""
-        reply = await self._set_ready(wire.SetReady(0, member, ready))
+    async def set_ready(self, member: str, ready: bool, drain: float | None = None) -> bool:
+        """Make ``member`` Ready or Non-Ready (Admin, API); ``drain`` (a
+        grace period in seconds, with Non-Ready) also moves its open accounts
+        away.  Raises AdminError ("not_found", "unavailable") when that cannot
+        be done."""
+        msg: wire.SetReady | wire.Drain = (
+            wire.Drain(0, member, int(drain * 1000)) if drain is not None and not ready
+            else wire.SetReady(0, member, ready))
+        reply = await self._set_ready(msg)
         if isinstance(reply, wire.Ok):
             return True
         from dynamail.admin.errors import AdminError

@@ -299,10 +299,16 @@ def locate(directory: Path, account: str) -> str:
     return reply.owner if isinstance(reply, wire.Location) else ""
 
 
-def set_ready(directory: Path, member: str, ready: bool) -> None:
+def set_ready(directory: Path, member: str, ready: bool, drain: float | None = None) -> None:
+    """Make ``member`` Ready or Non-Ready; with ``drain`` (a grace period in
+    seconds, Non-Ready only) it also moves its open accounts away."""
     data = read_cluster(directory)
     _member(data, member)
-    reply = asyncio.run(_ask(directory, lambda i: wire.SetReady(i, member, ready)))
+    if drain is not None and not ready:
+        grace = int(drain * 1000)
+        reply = asyncio.run(_ask(directory, lambda i: wire.Drain(i, member, grace)))
+    else:
+        reply = asyncio.run(_ask(directory, lambda i: wire.SetReady(i, member, ready)))
     if not isinstance(reply, wire.Ok):
         raise LauncherError(f"refused: {getattr(reply, 'text', reply)}")
 

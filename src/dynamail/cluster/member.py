@@ -63,6 +63,7 @@ from dynamail.net.tls import client_context_insecure
 log = logging.getLogger("dynamail.cluster")
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
+ADMIN_LISTENERS = ("http", "https")  # kept open by a Non-Ready frontend
 CUT_FILE = "cluster.cut"  # fault injection: while it exists, every cluster connection is cut
 
 
@@ -328,7 +329,7 @@ class ClusterMember(ControllerDuty, Handoffs):
         if isinstance(msg, wire.Release):
             await self.locator.drop_key(msg.account, msg.epoch)
         elif isinstance(msg, wire.SetReady):
-            self.ready = msg.ready
+            await self.apply_ready(msg.ready)
 
     def _grant_msg(self, rid: int, d: Any) -> wire.Grant:
         return wire.Grant(rid, d.account, d.owner, d.epoch, self.controller_epoch,
@@ -409,7 +410,7 @@ class ClusterMember(ControllerDuty, Handoffs):
             if c is None:
                 return await self._forward(msg)
             return self._status_reply(msg.id)
-        if isinstance(msg, wire.SetReady):
+        if isinstance(msg, (wire.SetReady, wire.Drain)):
             return await self._set_ready(msg)
         if isinstance(msg, wire.Changed):
             self._apply_change(msg)
@@ -433,16 +434,15 @@ class ClusterMember(ControllerDuty, Handoffs):
         reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
         return dataclasses.replace(reply, id=msg.id)  # type: ignore[type-var]
 
-    async def _set_ready(self, msg: wire.SetReady) -> wire.Message:
+    async def _set_ready(self, msg: wire.SetReady | wire.Drain) -> wire.Message:
+        ready = msg.ready if isinstance(msg, wire.SetReady) else False
         if msg.member == self.name:
-            self.ready = msg.ready
-            if self.controller is not None:
-                self.controller.set_ready(self.name, msg.ready)
-            log.warning("this member is now %s", "Ready" if msg.ready else "Non-Ready")
+            await self.apply_ready(ready, drain=msg.grace_ms / 1000 if isinstance(msg, wire.Drain)
+                                   else None)
             return wire.Ok(msg.id)
         if self.is_controller():
             assert self.controller is not None
-            if not self.controller.set_ready(msg.member, msg.ready):
+            if not self.controller.set_ready(msg.member, ready):
                 return wire.Error(msg.id, "not-found", f"no member {msg.member!r}")
             peer = await self.peer_to(msg.member)
             if peer is None:
@@ -450,6 +450,40 @@ class ClusterMember(ControllerDuty, Handoffs):
             reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
             return dataclasses.replace(reply, id=msg.id)  # type: ignore[type-var]
         return await self._forward(msg)
+
+    async def apply_ready(self, ready: bool, drain: float | None = None) -> None:
+        """This member becomes Ready or Non-Ready (SPEC section 2).  A
+        Non-Ready backend gets no new placements; with ``drain`` (a grace
+        period in seconds) it also releases its open accounts actively.  A
+        Non-Ready frontend closes every client port except the HTTP admin
+        ports; Make Ready opens them again."""
+        changed = ready != self.ready
+        self.ready = ready
+        if self.controller is not None:
+            self.controller.set_ready(self.name, ready)
+        if ready:
+            self.locator.stop_drain()
+        elif drain is not None:
+            self.locator.drain(drain)
+        if self.role == "frontend":
+            await self._frontend_ports(ready)
+        if changed or drain is not None:
+            log.warning("this member is now %s%s", "Ready" if ready else "Non-Ready",
+                        " and draining" if drain is not None else "")
+
+    async def _frontend_ports(self, ready: bool) -> None:
+        listeners = getattr(self.ctx, "listeners", None)
+        names = getattr(listeners, "listener_names", None)
+        if listeners is None or names is None:
+            return
+        for name in names():
+            if name in ADMIN_LISTENERS:
+                continue
+            with contextlib.suppress(OSError):
+                if ready:
+                    await listeners.reopen_listener(name)
+                else:
+                    await listeners.close_listener(name)
 
     # -- member side: heartbeats and resync --------------------------------------------
     def _sessions(self) -> int:

@@ -32,6 +32,7 @@ from typing import Any
 
 from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Local, Placement, Relay
+from dynamail.net.listener import current_connection
 from dynamail.storage.api import FencedError
 
 log = logging.getLogger("dynamail.cluster")
@@ -102,6 +103,21 @@ class _Open:
     epoch: int
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    # (task, client connection) of every session using it: a drain past its
+    # grace period says goodbye to them and ends them
+    sessions: list[tuple[Any, Any]] = field(default_factory=list)
+
+
+IMAP_GOODBYE = b"* BYE [UNAVAILABLE] account moving to another server, please reconnect\r\n"
+POP3_GOODBYE = b"-ERR [SYS/TEMP] account moving to another server, please reconnect\r\n"
+
+
+def goodbye_for(listener: str) -> bytes:
+    if listener.startswith("imap"):
+        return IMAP_GOODBYE
+    if listener.startswith("pop3"):
+        return POP3_GOODBYE
+    return b""
 
 
 RequestOpen = Callable[[AccountRef, int, bool], Awaitable[GrantInfo]]
@@ -120,6 +136,8 @@ class ClusterLocator:
         self._open: dict[AccountRef, _Open] = {}
         self._locks: dict[AccountRef, asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.draining = False
+        self._drain_task: asyncio.Task[None] | None = None
 
     # -- what the member reports -----------------------------------------
     def open_accounts(self) -> list[AccountRef]:
@@ -141,12 +159,19 @@ class ClusterLocator:
             yield placement
             return
         entry = self._open.get(ref)
+        token = (asyncio.current_task(), current_connection.get())
+        if entry is not None:
+            entry.sessions.append(token)
         try:
             yield placement
         finally:
             if entry is not None:
                 entry.users -= 1
                 entry.last_used = time.monotonic()
+                with contextlib.suppress(ValueError):
+                    entry.sessions.remove(token)
+                if self.draining and entry.users <= 0 and self._open.get(ref) is entry:
+                    await self.drop(ref, release=True)  # draining: released as its last session ends
 
     async def _acquire(self, ref: AccountRef, relay_ok: bool) -> Placement:
         entry = self._open.get(ref)
@@ -195,6 +220,46 @@ class ClusterLocator:
                 if entry.users <= 0 and now - entry.last_used >= self._idle_release:
                     await self.drop(ref, release=True)
 
+    # -- active drain ------------------------------------------------------------
+    def drain(self, grace: float) -> None:
+        """Release every open account: idle ones at once, busy ones as their
+        last session ends; after ``grace`` seconds the remaining sessions are
+        told goodbye (IMAP ``* BYE [UNAVAILABLE]``, POP3 ``-ERR [SYS/TEMP]``)
+        and ended, and their accounts released, so clients reconnect and the
+        Controller places the accounts on another backend."""
+        self.stop_drain()
+        self.draining = True
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(grace))
+
+    def stop_drain(self) -> None:
+        self.draining = False
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
+        self._drain_task = None
+
+    async def _drain(self, grace: float) -> None:
+        n = len(self._open)
+        for ref, entry in list(self._open.items()):
+            if entry.users <= 0:
+                await self.drop(ref, release=True)
+        log.warning("draining: released %d idle accounts, %d busy remain",
+                    n - len(self._open), len(self._open))
+        deadline = time.monotonic() + grace
+        while self._open and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for ref, entry in list(self._open.items()):
+            for task, conn in list(entry.sessions):
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        data = goodbye_for(str(getattr(conn, "listener", "")))
+                        if data:
+                            conn.write(data)
+                            await asyncio.wait_for(conn.drain(), 1.0)
+                if task is not None and task is not asyncio.current_task():
+                    task.cancel()
+            await self.drop(ref, release=True)
+        log.warning("drained: no account open here")
+
     async def drop(self, ref: AccountRef, *, release: bool) -> None:
         entry = self._open.pop(ref, None)
         if entry is None:
@@ -218,6 +283,7 @@ class ClusterLocator:
             await self.drop(ref, release=False)
 
     async def close(self) -> None:
+        self.stop_drain()
         if self._reaper is not None:
             self._reaper.cancel()
         for ref in list(self._open):

@@ -334,6 +334,20 @@ class AdminResult(Message):
     text: str
 
 
+@message(43)
+@dataclass(frozen=True, slots=True)
+class Drain(Message):
+    """Make ``member`` Non-Ready and move its open accounts away actively:
+    idle ones at once, busy ones as their sessions end, the rest after
+    ``grace_ms`` (their sessions are told to reconnect).  Routed like
+    ``SetReady``; answered ``Ok``.  A member that does not know it answers
+    ``Error("bad-request")``."""
+
+    id: int
+    member: str
+    grace_ms: int
+
+
 # -- encoding --------------------------------------------------------------
 def _fields_for(cls: type[Message], version: int) -> list[dataclasses.Field[Any]]:
     return [f for f in dataclasses.fields(cls) if f.metadata.get("since", 1) <= version]  # type: ignore[arg-type]

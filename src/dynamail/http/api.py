@@ -518,7 +518,16 @@ async def make_ready(call: Call) -> Any:
     return _ok(member=call.path["member"], ready=True)
 
 
-@route("POST", "/cluster/members/{member}/nonready", "Make a member Non-Ready (Can Control Cluster)", "cluster")
+DRAIN = (Query("drain", "integer", "also move its open accounts away: idle ones at once, busy ones as "
+               "their sessions end or after this many seconds (0: no drain)", 0, 0, 86400),)
+
+
+@route("POST", "/cluster/members/{member}/nonready", "Make a member Non-Ready (Can Control Cluster)", "cluster",
+       query=DRAIN)
 async def make_nonready(call: Call) -> Any:
-    await call.admin.set_ready(call.actor, call.path["member"], False)
-    return _ok(member=call.path["member"], ready=False)
+    drain = call.query.get("drain") or 0
+    if drain:
+        await call.admin.set_ready(call.actor, call.path["member"], False, drain=float(drain))
+    else:
+        await call.admin.set_ready(call.actor, call.path["member"], False)
+    return _ok(member=call.path["member"], ready=False, **({"drain": drain} if drain else {}))

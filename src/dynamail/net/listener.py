@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import logging
 import ssl
@@ -24,6 +25,11 @@ from dynamail.net.connection import Connection, IdleTimeout, _Wire
 log = logging.getLogger("dynamail.net")
 
 Handler = Callable[[Connection], Awaitable[None]]
+
+# the client connection of the session running in the current task (set for
+# the handler's duration): lets lower layers (the cluster's drain) say goodbye
+current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
+    "current_connection", default=None)
 
 
 class TlsMode(enum.Enum):
@@ -51,6 +57,7 @@ class Listeners:
         self.port_offset = port_offset
         self.tls_context = tls_context
         self._servers: dict[str, asyncio.Server] = {}
+        self._specs: dict[str, ListenerSpec] = {}  # every listener started, for reopen_listener
         self._tasks: set[asyncio.Task[None]] = set()
         self._per_listener: collections.Counter[str] = collections.Counter()
         self._per_address: collections.Counter[tuple[str, str]] = collections.Counter()
@@ -86,6 +93,7 @@ class Listeners:
             ssl_handshake_timeout=30.0 if ctx else None,
         )
         self._servers[spec.name] = server
+        self._specs[spec.name] = spec
         log.info("listening %s on %s:%d", spec.name, self.host, port)
 
     async def _run(self, spec: ListenerSpec, wire: _Wire) -> None:
@@ -105,6 +113,7 @@ class Listeners:
             return
         self._per_listener[spec.name] += 1
         self._per_address[key] += 1
+        current_connection.set(conn)
         try:
             await spec.handler(conn)
         except (IdleTimeout, ConnectionError, ssl.SSLError):
@@ -125,6 +134,22 @@ class Listeners:
         if srv is not None:
             srv.close()
             await srv.wait_closed()
+
+    def listener_names(self) -> list[str]:
+        """Every listener started (open or closed by :meth:`close_listener`)."""
+        return list(self._specs)
+
+    def is_open(self, name: str) -> bool:
+        return name in self._servers
+
+    async def reopen_listener(self, name: str) -> bool:
+        """Open again a listener closed by :meth:`close_listener`; False when
+        it was never started or is open already."""
+        spec = self._specs.get(name)
+        if spec is None or name in self._servers or not self.accepting:
+            return False
+        await self.start(spec)
+        return True
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, then give running sessions ``grace`` seconds."""
