@@ -207,19 +207,18 @@ def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
         await flush_compaction_thread()
         assert sorted(p.name for p in d.iterdir()) == [f"data.{gen}", f"index.{gen}"]
 
+        running: list[asyncio.Task[int]] = []
         for stage_to_cancel in ("bulk", "switch"):
-            task: asyncio.Task[int] | None = None
 
             async def cancelling(stage: str, when: str = stage_to_cancel) -> None:
                 if stage == when:
-                    assert task is not None
-                    task.cancel()
+                    running[-1].cancel()
                     await asyncio.sleep(0)
 
             store._compact_hook = cancelling
-            task = asyncio.create_task(store.compact("INBOX"))
+            running.append(asyncio.create_task(store.compact("INBOX")))
             try:
-                await task
+                await running[-1]
             except asyncio.CancelledError:
                 pass
             await flush_compaction_thread()
