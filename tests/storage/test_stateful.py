@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from dynamail.storage import AppendRequest, FileMailStore
+from dynamail.storage import account as account_mod
 from dynamail.storage import records as R
 from dynamail.storage.mailbox import generations
 
@@ -177,6 +178,7 @@ class StorageMachine(RuleBasedStateMachine):
     def torn_append(self, mbox: str, items: list[tuple[bytes, frozenset[str]]], cut: float) -> None:
         """Power fails while an append is being written: the log keeps a
         random prefix of its bytes, and the append was never acknowledged."""
+        self.before_torn_write()
         d = self.mailbox_dir(mbox)
         data = d / f"data.{generations(d)[-1]}"
         before = data.stat().st_size
@@ -189,6 +191,9 @@ class StorageMachine(RuleBasedStateMachine):
         self.epoch += 1
         self.store = self.run(FileMailStore().open_account(self.path, self.epoch))
         self.new_watch()
+
+    def before_torn_write(self) -> None:
+        pass
 
     def mailbox_dir(self, mbox: str) -> Path:
         import json
@@ -212,6 +217,11 @@ class StorageMachine(RuleBasedStateMachine):
                 assert status.deleted == sum(1 for _b, f in self.model[mbox].values() if "\\Deleted" in f)
                 assert status.size == sum(len(b) for b, _f in self.model[mbox].values())
                 v.close()
+            used = await self.store.quota_usage()
+            assert used == (
+                sum(len(b) for m in self.model.values() for b, _f in m.values()),
+                sum(len(m) for m in self.model.values()),
+            )
 
         self.run(check())
 
@@ -220,4 +230,39 @@ StorageMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 TestStorage = StorageMachine.TestCase
+
+
+class BackgroundCompactionMachine(StorageMachine):
+    """The same with every expunge starting a background compaction that
+    catches up in the smallest steps, so compactions interleave with the
+    other operations (each rule lets pending tasks run a little)."""
+
+    def __init__(self) -> None:
+        self.saved = (account_mod.COMPACT_MIN_DEAD, account_mod.COMPACT_SHARE, account_mod.CATCH_UP_HOLD)
+        account_mod.COMPACT_MIN_DEAD, account_mod.COMPACT_SHARE, account_mod.CATCH_UP_HOLD = -1, -1.0, 0
+        super().__init__()
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        finally:
+            account_mod.COMPACT_MIN_DEAD, account_mod.COMPACT_SHARE, account_mod.CATCH_UP_HOLD = self.saved
+
+    @rule()
+    def let_compactions_finish(self) -> None:
+        async def wait() -> None:
+            for task in list(self.store._compactions.values()):
+                await task
+
+        self.run(wait())
+
+    def before_torn_write(self) -> None:
+        # the torn write is made in the log the append goes to: no switch meanwhile
+        self.let_compactions_finish()
+
+
+BackgroundCompactionMachine.TestCase.settings = settings(
+    max_examples=25, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+TestBackgroundCompaction = BackgroundCompactionMachine.TestCase
 

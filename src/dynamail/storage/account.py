@@ -447,7 +447,9 @@ class FileAccountStore:
     async def _background_compact(self, mbox_id: int) -> None:
         try:
             await self._compact_mailbox(mbox_id)
-        except (StorageError, OSError, CompactionAborted) as exc:
+        except CompactionAborted:
+            log.debug("compaction of %s/%s stopped (account closing or mailbox gone)", self.path, mbox_id)
+        except (StorageError, OSError) as exc:
             log.warning("compaction of %s/%s failed: %r", self.path, mbox_id, exc)
         finally:
             if self._compactions.get(mbox_id) is asyncio.current_task():

@@ -37,6 +37,7 @@ from typing import Any
 
 from dynamail.durable import fsync_dir
 from dynamail.storage import records as R
+from dynamail.storage.api import StorageError
 from dynamail.storage.mailbox import (
     COLUMNS,
     MailboxState,
@@ -55,7 +56,7 @@ IN_MEMORY = 256 << 10
 FLUSH_AT = 1 << 20
 
 
-class CompactionAborted(Exception):
+class CompactionAborted(StorageError):
     """The account is closing, or the mailbox went away."""
 
 
