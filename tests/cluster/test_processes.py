@@ -711,3 +711,29 @@ def test_nonready_drain_moves_idle_accounts_at_once_and_busy_ones_after_grace(
     login_select(c, "b3", "ann@shared.test")
     assert c.locate("bob@shared.test") in ("b1", "b3")
     assert c.locate("ann@shared.test") in ("b1", "b3")
+
+
+def test_nonready_frontend_closes_client_ports_but_the_http_admin_port(
+        cluster_factory: Any) -> None:
+    import socket
+
+    def is_open(host: str, port: int) -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=2):
+                return True
+        except OSError:
+            return False
+
+    c = cluster_factory(2, frontends=1)
+    f = c.member("f1")
+    client_ports = {n: p for n, p in f["ports"].items() if n != "http"}
+    assert client_ports and all(is_open(f["host"], p) for p in client_ports.values())
+    launcher.set_ready(c.dir, "f1", False)
+    c.wait(lambda: not any(is_open(f["host"], p) for p in client_ports.values()),
+           what="every client port of f1 closed")
+    assert is_open(f["host"], f["ports"]["http"])
+    assert not next(m for m in c.status()["members"] if m["name"] == "f1")["ready"]
+    launcher.set_ready(c.dir, "f1", True)
+    c.wait(lambda: all(is_open(f["host"], p) for p in client_ports.values()),
+           what="every client port of f1 open again")
+    assert next(m for m in c.status()["members"] if m["name"] == "f1")["ready"]
