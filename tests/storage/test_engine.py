@@ -386,3 +386,18 @@ def test_batch_of_many_records_written_whole(account_dir: Path) -> None:
         return [await v.read(u) for u in v.uids()]
 
     assert with_account(account_dir, check, epoch=2) == msgs
+
+
+def test_header_search_reads_only_the_header(account_dir: Path) -> None:
+    big = b"Subject: plain\r\nX-Tag: alpha\r\n\r\n" + b"Subject: needle\r\nX-Tag: needle\r\n" * 20000
+
+    async def body(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(big), AppendRequest(b"Subject: a needle here\r\n\r\nx\r\n")])
+        v = await store.select("INBOX")
+        assert await v.search_text([1, 2], "subject", "NEEDLE") == [2]
+        assert await v.search_text([1, 2], "x-tag", "needle") == []
+        assert await v.search_text([1, 2], "x-tag", "alpha") == [1]
+        assert await v.search_text([1, 2], "BODY", "x-tag: needle") == [1]
+        v.close()
+
+    with_account(account_dir, body)

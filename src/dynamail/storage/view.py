@@ -62,9 +62,12 @@ def search_many(todo: list[tuple[int, int, int, int, int, mime.Parsed | None]], 
     """UIDs among ``todo`` (uid, fd, offset, size, parse-result size, cached
     parse result) whose ``where`` contains ``text`` (reader thread)."""
     out = []
+    header_only = where.upper() not in ("BODY", "TEXT")
     for uid, fd, off, blen, mlen, parsed in todo:
         p = parsed or read_parsed(fd, off, blen, mlen)
-        if matches(os.pread(fd, blen, off), p, where, text):
+        # a header field search reads only the header, whatever the message's size
+        data = os.pread(fd, min(blen, p.header_end) if header_only else blen, off)
+        if matches(data, p, where, text):
             out.append(uid)
     return out
 
