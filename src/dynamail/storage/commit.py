@@ -120,7 +120,9 @@ def encode_message(data: bytes | BinaryIO, spool_dir: Path | None = None) -> tup
 def spool_message(data: BinaryIO, spool_dir: Path | None) -> tuple[Spooled, bytes]:
     """Canonicalise a message file into an unnamed temporary file (bounded
     chunks) and parse it through a memory map: no copy of it in memory."""
-    f = tempfile.TemporaryFile(dir=spool_dir)
+    # unnamed where the platform can (O_TMPFILE); else a ".*.tmp" name that
+    # the next open of the account removes should a crash leave it behind
+    f = tempfile.TemporaryFile(dir=spool_dir, prefix=".spool-", suffix=".tmp")
     try:
         length, _crc = mime.canonical_copy(data, f)  # type: ignore[arg-type]
         f.flush()
