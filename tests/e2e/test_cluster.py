@@ -159,8 +159,6 @@ def _client_ports_open(srv: Server) -> list[str]:
     return open_
 
 
-@pytest.mark.xfail(reason="a Non-Ready frontend keeps its client ports open (SPEC 2: it closes "
-                          "every client port except the HTTP admin port)", strict=False)
 def test_non_ready_frontend_closes_its_client_ports(cluster: Cluster) -> None:
     f1 = cluster.member("f1")
     r = _dynamail("cluster", "nonready", "--dir", str(cluster.dir), "f1")
