@@ -28,9 +28,6 @@ def test_multiappend_with_flags_on_every_message(server: Server) -> None:
     assert _append(server, b"() {12+}\r\nSubject: a\r\n () {12+}\r\nSubject: b\r\n").startswith(b"t OK")
 
 
-@pytest.mark.xfail(reason="IMAP APPEND takes a message literal followed by another literal for a "
-                          "date-time (imap/commands/mailboxes.py append(): literals and quoted "
-                          "strings are not told apart)", strict=False)
 @pytest.mark.parametrize("tail", [
     b"{12+}\r\nSubject: a\r\n {12+}\r\nSubject: b\r\n",
     b'{12+}\r\nSubject: a\r\n "01-Jan-2020 00:00:00 +0000" {12+}\r\nSubject: b\r\n',

@@ -484,3 +484,23 @@ def test_login_allowed_when_no_tls_is_configured(imap) -> None:
         assert "LOGINDISABLED" not in caps and "STARTTLS" not in caps
         await c.ok(f"LOGIN alice {PASSWORD}")
     imap(go)
+
+
+def test_multiappend_messages_without_flags_or_with_date_only(imap) -> None:
+    """RFC 3502: each message is [SP flag-list] [SP date-time] SP literal; a
+    literal following a literal is the next message, not a date-time."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        a, b, d = b"Subject: a\r\n", b"Subject: b\r\n", b"Subject: d\r\n"
+        lines = await c.ok(b"APPEND INBOX " + lit(a) + b" " + lit(b))
+        assert "[APPENDUID" in lines[-1] and " 1:2]" in lines[-1]
+        lines = await c.ok(b'APPEND INBOX (\\Seen) ' + lit(a) + b' "12-Jan-2020 00:00:00 +0000" ' + lit(d))
+        assert " 3:4]" in lines[-1]
+        await c.ok("EXAMINE INBOX")
+        got = "\r\n".join(await c.ok("FETCH 1:4 (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"))
+        assert '* 4 FETCH (FLAGS () INTERNALDATE "12-Jan-2020 00:00:00 +0000"' in got
+        assert "* 3 FETCH (FLAGS (\\Seen)" in got
+        assert got.count("Subject: b") == 1 and got.count("Subject: d") == 1
+        # a quoted string is still a date-time, so a bad one is BAD
+        assert tagged(await c.cmd(b'APPEND INBOX "not a date" ' + lit(a))).startswith("BAD")
+    imap(go)

@@ -29,6 +29,14 @@ class ParseError(Exception):
     """Malformed command; ``str(exc)`` is the text of the BAD reply."""
 
 
+class Literal(bytes):
+    """A string sent as a literal (``{n}``), told apart from a quoted string
+    where the grammar differs: a date-time is always quoted (RFC 3501
+    section 9), so in APPEND a literal is always a message."""
+
+    __slots__ = ()
+
+
 _ATOM_END = frozenset(b' ()"{\r\n')
 _QUOTED_SPECIALS = frozenset(b'"\\')
 
@@ -101,7 +109,7 @@ def tokenize(raw: bytes) -> list[Token]:
                 raise ParseError("Literal must end its line")
             if pos + size > n:
                 raise ParseError("Literal shorter than announced")
-            cur.append(raw[pos : pos + size])
+            cur.append(Literal(memoryview(raw)[pos : pos + size]))
             pos += size
         else:
             start = pos

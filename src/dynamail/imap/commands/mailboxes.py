@@ -13,6 +13,7 @@ from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.parser import (
     Args,
     Command,
+    Literal,
     ParseError,
     Token,
     date_time,
@@ -479,10 +480,10 @@ async def append(s: Session, cmd: Command) -> str:
         if isinstance(args.peek(), list):
             flags = flag_list(args.next())
         nxt = args.peek()
-        if isinstance(nxt, bytes) and args.pos + 1 < len(args.toks):
-            follow = args.toks[args.pos + 1]
-            if isinstance(follow, bytes) or (isinstance(follow, str) and follow.upper() == "UTF8"):
-                when = date_time(args.next())
+        # date-time is a quoted string; a literal here is the message itself
+        # (RFC 3502: [SP flag-list] [SP date-time] SP literal per message)
+        if isinstance(nxt, bytes) and not isinstance(nxt, Literal):
+            when = date_time(args.next())
         msg = args.next("message literal")
         if isinstance(msg, str) and msg.upper() == "UTF8":
             inner = args.list("UTF8 message")
