@@ -737,3 +737,25 @@ def test_nonready_frontend_closes_client_ports_but_the_http_admin_port(
     c.wait(lambda: all(is_open(f["host"], p) for p in client_ports.values()),
            what="every client port of f1 open again")
     assert next(m for m in c.status()["members"] if m["name"] == "f1")["ready"]
+
+
+@needs_imap
+def test_drain_through_the_json_api(cluster_factory: Any) -> None:
+    import base64
+    import json
+    import urllib.request
+
+    c = cluster_factory(2)
+    provision(c, "b1")
+    _place_on(c, "b2")
+    m, admin = c.member("b1"), c.data["admin"]
+    req = urllib.request.Request(
+        f"http://{m['host']}:{m['ports']['http']}/api/v1/cluster/members/b2/nonready?drain=30",
+        method="POST")
+    token = base64.b64encode(f"{admin['user']}:{admin['password']}".encode()).decode()
+    req.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.loads(resp.read()) == {"ok": True, "member": "b2", "ready": False, "drain": 30}
+    c.wait(lambda: c.locate("ann@shared.test") == "", what="ann released by the drained b2")
+    login_select(c, "b2")
+    assert c.locate("ann@shared.test") == "b1"

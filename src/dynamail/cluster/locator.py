@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dynamail.accounts import AccountRef
-from dynamail.storage.api import AccountStore, MailStore
+from dynamail.storage.api import AccountStore, FencedError, MailStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,20 @@ class _Open:
     epoch: int
     users: int = 0
     last_used: float = field(default_factory=time.monotonic)
+    fenced: bool = False
+
+
+def _fenced(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a FencedError (a
+    session may turn it into its own end-of-session exception)."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 16:
+        if isinstance(cur, FencedError):
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
 
 
 class StandaloneLocator:
@@ -126,9 +140,20 @@ class StandaloneLocator:
         entry = await self._acquire(ref)
         try:
             yield Local(ref=ref, store=entry.store, epoch=entry.epoch)
+        except BaseException as exc:
+            if _fenced(exc):
+                # another writer took the account: forget this handle so the
+                # next use re-opens the account with a fresh epoch
+                entry.fenced = True
+                if self._open.get(ref) is entry:
+                    del self._open[ref]
+            raise
         finally:
             entry.users -= 1
             entry.last_used = time.monotonic()
+            if entry.fenced and entry.users == 0:
+                with contextlib.suppress(Exception):
+                    await entry.store.close()
 
     def _start_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():

@@ -248,6 +248,7 @@ class ClusterLocator:
         while self._open and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         for ref, entry in list(self._open.items()):
+            ending = set()
             for task, conn in list(entry.sessions):
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -257,6 +258,9 @@ class ClusterLocator:
                             await asyncio.wait_for(conn.drain(), 1.0)
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+                    ending.add(task)
+            if ending:  # let them unwind (a write in flight finishes) before the store closes
+                await asyncio.wait(ending, timeout=2.0)
             await self.drop(ref, release=True)
         log.warning("drained: no account open here")
 
