@@ -206,3 +206,26 @@ def test_corrupt_account_file_refuses_without_crashing(auth: Authenticator, dire
     r = login(auth, "alice@d.example", "wonderland")
     assert (r.ok, r.reason) == (False, "bad-credentials")
     assert login(auth, "bob", "builder").ok
+
+
+@pytest.mark.parametrize("stored", ["{SHA512-CRYPT}" + SHA512, "{PLAIN}Hello world!"])
+def test_imported_hash_is_upgraded_to_argon2_on_login(
+    auth: Authenticator, directory: Directory, stored: str
+) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    directory.set_password_hash(ref, stored)
+    assert login(auth, "bob", "Hello world!").ok
+    upgraded = directory.password_hash(ref)
+    assert upgraded is not None and upgraded.startswith("$argon2")
+    auth.invalidate(ref)
+    assert login(auth, "bob", "Hello world!").ok
+    assert not login(auth, "bob", "builder").ok
+
+
+def test_failed_login_leaves_imported_hash(auth: Authenticator, directory: Directory) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    directory.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
+    assert not login(auth, "bob", "wrong").ok
+    assert directory.password_hash(ref) == "{SHA512-CRYPT}" + SHA512

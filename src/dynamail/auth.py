@@ -251,6 +251,16 @@ class Authenticator:
         if isinstance(password, str):
             passwords.verify(self._dummy_hash, password[: passwords.MAX_PASSWORD], self.directory.hasher)
 
+    def _upgrade(self, ref: AccountRef, stored: str, password: str) -> None:
+        """Re-hash an imported password with argon2id (best effort: a
+        failure leaves the imported hash, which still verifies)."""
+        try:
+            if self.directory.upgrade_password_hash(ref, stored, password):
+                log.info("password hash of %s upgraded from %s to argon2id",
+                         ref, passwords.split_scheme(stored)[0])
+        except DirectoryError:
+            log.exception("could not upgrade the password hash of %s", ref)
+
     def _verify(self, stored: str, password: str) -> bool:
         self.verifications += 1
         return passwords.verify(stored, password, self.directory.hasher)
@@ -280,6 +290,10 @@ class Authenticator:
         if not ok:
             ok = await loop.run_in_executor(None, self._verify, stored, password)
             if ok:
+                if passwords.needs_upgrade(stored):
+                    await loop.run_in_executor(None, self._upgrade, ref, stored, password)
+                    stored = self.directory.password_hash(ref) or stored
+                    key = self._cache_key(ref, stored, password)
                 self._cache_put(key, ref)
         if not ok:
             self._failed(login, remote, ref)

@@ -636,6 +636,19 @@ class Directory(AliasesMixin, AlertsMixin):
             rec.update(new)
             self._write_record(ref, rec)
 
+    def upgrade_password_hash(self, ref: AccountRef, old_stored: str, password: str) -> bool:
+        """Replace an imported hash with argon2id after ``password`` was
+        verified against it.  Only when the stored hash is still
+        ``old_stored`` (a password changed meanwhile is left alone); returns
+        whether it was replaced."""
+        with self._lock:
+            rec = self._record(ref)
+            if rec.get("password") != old_stored:
+                return False
+            rec.update(self._password_record(ref, password))
+            self._write_record(ref, rec)
+            return True
+
     def set_password_hash(self, ref: AccountRef, stored: str) -> None:
         """Store an imported hash as it is (``{SHA512-CRYPT}$6$…`` etc.)."""
         if not isinstance(stored, str) or not stored or "\x00" in stored or "\n" in stored:

@@ -91,6 +91,12 @@ def verify(stored: str, password: str, hasher: PasswordHasher | None = None) -> 
     return False
 
 
+def needs_upgrade(stored: str) -> bool:
+    """Whether ``stored`` is an imported (non-argon2) hash that a successful
+    login should replace with argon2id."""
+    return split_scheme(stored)[0] not in ("ARGON2", "ARGON2ID", "ARGON2I", "ARGON2D")
+
+
 def clear_from_hash(stored: str) -> str | None:
     """The clear password when the stored form holds it (``{PLAIN}``)."""
     scheme, rest = split_scheme(stored)
