@@ -276,6 +276,28 @@ def test_bdat_before_mail_discards_chunk() -> None:
     assert codes(h.send(b"BDAT 6\r\nRSET\r\nNOOP\r\n")) == [503, 250]
 
 
+def test_bdat_over_size_limit_refused_before_storing() -> None:
+    h = Harness(limits=SmtpLimits(max_message_size=100))
+    h.send(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\n")
+    out = h.send(b"BDAT 5000 LAST\r\n" + b"x" * 5000 + b"NOOP\r\n")
+    assert out.split(b"\r\n")[:2] == [b"552 5.3.4 Message size exceeds fixed maximum message size", b"250 2.0.0 OK"]
+    assert not [e for e in h.events if isinstance(e, (DataStart, BodyData))]
+    assert h.core.state is State.READY and h.core.recipients == []
+    # cumulative: a second chunk that would pass the limit is refused whole
+    h.send(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\n")
+    out = h.send(b"BDAT 60\r\n" + b"y" * 60 + b"BDAT 60\r\n" + b"z" * 30)
+    assert codes(out) == [250]
+    out = h.send(b"z" * 30 + b"BDAT 1 LAST\r\nw")
+    assert codes(out) == [552, 503]
+    stored = b"".join(e.data for e in h.events if isinstance(e, BodyData))
+    assert stored == b"y" * 60
+    assert isinstance(h.events[-1], MessageAborted) and h.bodies == []
+    # the next transaction works
+    h.send(b"MAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\n")
+    assert codes(h.send(b"BDAT 3 LAST\r\nabc")) == [250]
+    assert h.bodies == [b"abc"]
+
+
 def test_data_after_bdat_refused() -> None:
     h = Harness()
     h.send(b"EHLO c\r\nMAIL FROM:<a@b.c>\r\nRCPT TO:<alice@example.org>\r\nBDAT 2\r\nab")

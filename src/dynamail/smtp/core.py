@@ -126,6 +126,7 @@ class SmtpServer:
         self._chunk_left = 0
         self._chunk_last = False
         self._chunk_discard_reply: Reply | None = None
+        self._chunk_aborts = False  # the discarded chunk ends the transaction
         self._in_message = False
         self._end_due = False
         self._return_state = State.READY
@@ -461,6 +462,14 @@ class SmtpServer:
             self._chunk_discard_reply = R.NO_RECIPIENTS
             self.state = State.CHUNK
             return None
+        if self._size + size > self.limits.max_message_size:
+            # refused before a byte is stored; the chunk is still read (and
+            # discarded, a piece at a time) to keep the stream in step
+            # (RFC 3030 section 2), then the transaction ends with 552
+            self._chunk_discard_reply = R.TOO_BIG
+            self._chunk_aborts = True
+            self.state = State.CHUNK
+            return None
         self._chunk_discard_reply = None
         self.state = State.CHUNK
         if not self._in_message:
@@ -672,6 +681,13 @@ class SmtpServer:
             self._chunk_discard_reply = None
             self.state = self._return_state
             self._reply(reply)
+            if self._chunk_aborts:
+                self._chunk_aborts = False
+                started = self._in_message
+                self.state = State.READY
+                self._reset_transaction()
+                if started:
+                    return MessageAborted(reply)
             return self.next_event()
         if self._content_error is not None:
             return self._message_end_event()
