@@ -759,3 +759,32 @@ def test_drain_through_the_json_api(cluster_factory: Any) -> None:
     c.wait(lambda: c.locate("ann@shared.test") == "", what="ann released by the drained b2")
     login_select(c, "b2")
     assert c.locate("ann@shared.test") == "b1"
+
+
+@pytest.mark.skipif(not have("dynamail.pop3.adapter"), reason="POP3 server not built")
+def test_drain_ends_a_pop3_session_with_sys_temp(cluster_factory: Any) -> None:
+    import poplib
+
+    from dynamail.net.tls import client_context_insecure
+
+    c = cluster_factory(2)
+    provision(c, "b1")
+    _place_on(c, "b2")
+    m = c.member("b2")
+    p = poplib.POP3(m["host"], m["ports"]["pop3"], timeout=30)
+    p.stls(client_context_insecure())
+    p.user("ann@shared.test")
+    p.pass_(PASSWORD)
+    p.stat()
+    launcher.set_ready(c.dir, "b2", False, drain=0.5)
+    rest = b""
+    while True:
+        line = p.file.readline()
+        if not line:
+            break
+        rest += line
+    p.close()
+    assert rest.startswith(b"-ERR [SYS/TEMP]"), rest
+    c.wait(lambda: c.locate("ann@shared.test") != "b2", what="ann released by b2")
+    login_select(c, "b2")
+    assert c.locate("ann@shared.test") == "b1"
