@@ -4,6 +4,12 @@ placement speed and memory with simulated open accounts.
     .venv/bin/python bench/cluster.py controller [--accounts 1000000]
     .venv/bin/python bench/cluster.py failover [--runs 20]
     .venv/bin/python bench/cluster.py controller-failover [--runs 20]
+    .venv/bin/python bench/cluster.py links [--runs 500]
+
+``links`` measures the cluster link itself in one process on 127.0.15.1,
+plaintext against TLS (``[cluster] tls``): connection set-up (TCP, TLS 1.2,
+the bound handshake) and request/response round trips with a 1 KiB and a
+1 MiB payload (a delivery hand-off carries the whole message).
 
 Failover time is measured from the kill -9 of the account's owner to the
 first successful IMAP login and SELECT of that account through another
@@ -215,6 +221,60 @@ def _explain(directory: Path, members: dict) -> None:
             print(f"    {name}: {ln[:200]}")
 
 
+def bench_links(runs: int) -> None:
+    import asyncio
+
+    from dynamail.cluster import wire
+    from dynamail.cluster.peer import accept, client_tls, dial, server_tls
+    from dynamail.net.tls import ensure_self_signed
+
+    secret = b"bench-secret-" * 4
+    host = "127.0.15.1"
+
+    async def echo(peer: object, msg: wire.Message) -> wire.Message | None:
+        if isinstance(msg, wire.Deliver):
+            return wire.Delivered(msg.id, len(msg.data))
+        return None
+
+    async def run(tls: bool, cert: Path, key: Path) -> None:
+        sctx = server_tls(str(cert), str(key)) if tls else None
+        cctx = client_tls() if tls else None
+
+        async def on_accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await accept(r, w, "listener", secret, echo)
+
+        server = await asyncio.start_server(on_accept, host, 0, ssl=sctx)
+        port = server.sockets[0].getsockname()[1]
+        setup: list[float] = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            p = await dial(host, port, "dialer", secret, echo, tls=cctx)
+            setup.append(time.perf_counter() - t0)
+            p.close()
+        p = await dial(host, port, "dialer", secret, echo, tls=cctx)
+        label = "TLS 1.2" if tls else "plaintext"
+        print(f"{label}: connection set-up p50 {statistics.median(setup) * 1e3:.2f} ms, "
+              f"p99 {pct(setup, 99) * 1e3:.2f} ms")
+        for size, count in ((1024, runs * 4), (1 << 20, max(runs // 5, 20))):
+            data = b"x" * size
+            times: list[float] = []
+            for _ in range(count):
+                t0 = time.perf_counter()
+                reply = await p.request(wire.Deliver(p.next_id(), "d/a", "INBOX", (), data))
+                times.append(time.perf_counter() - t0)
+                assert isinstance(reply, wire.Delivered) and reply.uid == size
+            print(f"{label}: round trip with {size} bytes p50 {statistics.median(times) * 1e3:.3f} ms, "
+                  f"p99 {pct(times, 99) * 1e3:.3f} ms ({size / statistics.median(times) / 1e6:.0f} MB/s)")
+        p.close()
+        server.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+        ensure_self_signed(cert, key, "bench.test")
+        for tls in (False, True):
+            asyncio.run(run(tls, cert, key))
+
+
 def report(label: str, times: list[float]) -> None:
     print(f"{label}: runs {len(times)}, p50 {statistics.median(times):.3f} s, "
           f"p99 {pct(times, 99):.3f} s, max {max(times):.3f} s")
@@ -222,12 +282,14 @@ def report(label: str, times: list[float]) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["controller", "failover", "controller-failover"])
+    ap.add_argument("what", choices=["controller", "failover", "controller-failover", "links"])
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args(argv)
     if args.what == "controller":
         bench_controller(args.accounts)
+    elif args.what == "links":
+        bench_links(args.runs)
     elif args.what == "failover":
         report("backend failover (kill -9 to login elsewhere)", bench_failover(args.runs))
     else:
