@@ -570,3 +570,59 @@ async def test_every_route_answers_as_documented(ctx: ServerContext) -> None:
                 conforms(answer, documented["content"]["application/json"]["schema"], doc)
                 checked += resp.status < 300
         assert checked > 50  # the rest answer a documented error (e.g. not_cluster) or 204
+
+
+async def _raw_exchange(host: str, port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_every_error_is_json_without_echo_or_library_version(tmp_path: Any) -> None:
+    from http_support import free_port, make_context
+
+    from dynamail.http.app import start
+
+    host = "127.0.18.1"
+    ctx = make_context(tmp_path / "server", listen=host)
+    ctx.config.port_offset = 0
+    ctx.config.ports["http"] = free_port(host)
+    server = await start(ctx)
+    port = server.addresses[0][2]
+    probe = "<probe-7f3a>"
+    cases = [
+        # malformed requests that aiohttp's parser refuses itself
+        (f"{probe} / HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 400, "bad_request"),
+        (f"GET / HTTP/1.1\r\nHost: x\r\nBad{probe}: y\r\n\r\n".encode(), 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 20000 + b"\r\n\r\n", None, None),
+        # unknown routes and methods, outside and inside /api/
+        (f"GET /nothing/{probe} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(), 404, "not_found"),
+        (b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", 405, "method_not_allowed"),
+        (f"GET /api/v1/{probe} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode(), 404, "not_found"),
+    ]
+    try:
+        for request, status, code in cases:
+            got, headers, body = await _raw_exchange(host, port, request)
+            assert got >= 400, (request[:60], got)
+            if status is not None:
+                assert got == status, (request[:60], got, body)
+            assert headers.get("content-type", "").startswith("application/json"), (request[:60], headers)
+            error = json.loads(body)["error"]
+            assert set(error) == {"code", "message"}
+            if code is not None:
+                assert error["code"] == code
+            assert b"probe-7f3a" not in body and b"aaaa" not in body
+            assert headers.get("server") == "dynamail", headers
+            assert "aiohttp" not in json.dumps(headers).lower() and b"aiohttp" not in body.lower()
+    finally:
+        await server.close()

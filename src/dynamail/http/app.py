@@ -3,9 +3,12 @@
 ``build_app(ctx)`` assembles one aiohttp application; ``start(ctx)`` serves
 it on the configured HTTP port (8010 + offset) and, when the server has a
 TLS context, on the HTTPS port (9010 + offset), both on the listen address.
-Requests are bounded (``client_max_size``); every failure under ``/api/``
-is a JSON error with a stable code; every response carries headers that
-keep pages out of frames and scripts out of other origins.
+Requests are bounded (``client_max_size``); every failure is a JSON error
+with a stable code (the WebAdmin pages under ``/admin`` show an HTML error
+page instead), including requests aiohttp itself refuses as malformed, and
+no reply echoes the request or names the HTTP library; every response
+carries headers that keep pages out of frames and scripts out of other
+origins.
 """
 
 from __future__ import annotations
@@ -16,12 +19,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from dynamail import __version__
 from dynamail.http import webadmin
 from dynamail.http.api import ANONYMOUS, api
-from dynamail.http.errors import ApiError, error_response
+from dynamail.http.errors import ApiError, error_body, error_response
 from dynamail.http.identity import identify
 from dynamail.http.keys import CTX, LIFECYCLE, SESSIONS, Lifecycle
 from dynamail.http.limits import MAX_BODY
@@ -50,6 +53,33 @@ def _is_api(request: web.Request) -> bool:
     return request.path.startswith("/api/")
 
 
+def _is_page(request: web.Request) -> bool:
+    """A WebAdmin page: its errors are HTML pages, everything else's JSON."""
+    return request.path == "/admin" or request.path.startswith("/admin/")
+
+
+_CODE_OF_STATUS = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+    503: "unavailable",
+}
+_MESSAGE_OF_STATUS = {
+    400: "bad request", 404: "no such route", 405: "method not allowed",
+    413: f"the request body is larger than {MAX_BODY} bytes",
+    431: "request header fields too large", 500: "internal error", 504: "request timed out",
+}
+
+
+def status_error(status: int) -> web.Response:
+    """A JSON error for an HTTP status, with a fixed message (never any part
+    of the request)."""
+    code = _CODE_OF_STATUS.get(status, "internal" if status >= 500 else "bad_request")
+    message = _MESSAGE_OF_STATUS.get(status) or ("internal error" if status >= 500 else "bad request")
+    response = web.Response(status=status, text=json.dumps(error_body(code, message)), content_type="application/json")
+    response.headers["Server"] = "dynamail"
+    return response
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,23 +93,21 @@ async def error_middleware(
         else:
             response = webadmin.error_page(request, exc.status, exc.message)
     except web.HTTPException as exc:
-        if exc.status < 400 or not _is_api(request):
-            if exc.status >= 400 and exc.status != 405:
-                response = webadmin.error_page(request, exc.status, exc.reason)
-            else:
-                raise
+        if exc.status < 400:
+            exc.headers["Server"] = "dynamail"
+            raise
+        if _is_page(request):
+            response = webadmin.error_page(request, exc.status, _MESSAGE_OF_STATUS.get(exc.status, "error"))
         else:
-            code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "bad_request")
-            message = "no such route" if exc.status == 404 else exc.reason
-            if exc.status == 413:
-                message = f"the request body is larger than {MAX_BODY} bytes"
-            response = error_response(code, message)
+            response = status_error(exc.status)
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
     except Exception:
         log.exception("HTTP %s %s failed", request.method, request.path)
-        if _is_api(request):
-            response = error_response("internal", "internal error")
-        else:
+        if _is_page(request):
             response = webadmin.error_page(request, 500, "internal error")
+        else:
+            response = error_response("internal", "internal error")
     for key, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     if request.secure:
@@ -233,9 +261,41 @@ class HttpServer:
         await self.runner.cleanup()
 
 
+class _RequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, but a request it cannot parse (or a
+    failure outside the application) gets our JSON error: aiohttp's own
+    reply quotes the malformed request and names its version."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs; raises if a reply was begun
+        response = status_error(status)
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _Server
+        return server
+
+
 async def start(ctx: ServerContext) -> HttpServer:
     app = build_app(ctx)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = _Runner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     server = HttpServer(app=app, runner=runner)
     host = _listen(ctx)
