@@ -29,6 +29,7 @@ from dynamail.imap.parser import ParseError, parse_command, tag_of
 from dynamail.imap.session import Session
 from dynamail.imap.state import State
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
+from dynamail.net.listener import interruptible
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -217,7 +218,11 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
             if ev is NEED_DATA:
                 await io.flush()
                 timeout = login_timeout if session.state is State.NOT_AUTHENTICATED else idle_timeout
-                await io.read_more(timeout)
+                if framer.in_command:
+                    await io.read_more(timeout)
+                else:
+                    with interruptible():  # between commands: shutdown says BYE at once
+                        await io.read_more(timeout)
                 continue
             if isinstance(ev, Continue):
                 io.write(b"+ Ready for literal data\r\n")

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import enum
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from dynamail.net import memtrace
@@ -30,6 +31,28 @@ Handler = Callable[[Connection], Awaitable[None]]
 # the handler's duration): lets lower layers (the cluster's drain) say goodbye
 current_connection: contextvars.ContextVar[Connection | None] = contextvars.ContextVar(
     "current_connection", default=None)
+_current_listeners: contextvars.ContextVar[Listeners | None] = contextvars.ContextVar(
+    "current_listeners", default=None)
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Mark the session running in the current task as waiting for its
+    client's next command: on shutdown it is cancelled at once (instead of
+    after the grace period), so its handler should answer CancelledError
+    with the protocol's goodbye (IMAP ``* BYE``, SMTP 421, POP3 ``-ERR``)."""
+    listeners = _current_listeners.get()
+    task = asyncio.current_task()
+    if listeners is None or task is None:
+        yield
+        return
+    if listeners.stopping:
+        task.cancel()  # the next await raises CancelledError
+    listeners._interruptible.add(task)
+    try:
+        yield
+    finally:
+        listeners._interruptible.discard(task)
 
 
 class TlsMode(enum.Enum):
@@ -62,6 +85,8 @@ class Listeners:
         self._per_listener: collections.Counter[str] = collections.Counter()
         self._per_address: collections.Counter[tuple[str, str]] = collections.Counter()
         self.accepting = True
+        self.stopping = False  # close() has begun
+        self._interruptible: set[asyncio.Task[None]] = set()  # see interruptible()
 
     def port_of(self, name: str) -> int | None:
         srv = self._servers.get(name)
@@ -114,6 +139,7 @@ class Listeners:
         self._per_listener[spec.name] += 1
         self._per_address[key] += 1
         current_connection.set(conn)
+        _current_listeners.set(self)
         try:
             await spec.handler(conn)
         except (IdleTimeout, ConnectionError, ssl.SSLError):
@@ -152,11 +178,15 @@ class Listeners:
         return True
 
     async def close(self, grace: float = 5.0) -> None:
-        """Stop accepting, then give running sessions ``grace`` seconds."""
+        """Stop accepting, end the sessions waiting for a command (see
+        :func:`interruptible`), then give the others ``grace`` seconds."""
         self.accepting = False
+        self.stopping = True
         for srv in self._servers.values():
             srv.close()
         self._servers.clear()
+        for t in list(self._interruptible):
+            t.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace)
             for t in pending:

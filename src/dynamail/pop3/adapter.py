@@ -31,6 +31,7 @@ from typing import Any
 from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
+from dynamail.net.listener import interruptible
 from dynamail.pop3.core import (
     NEED_DATA,
     Closing,
@@ -115,7 +116,8 @@ class Pop3Session:
                     # log in within the login timeout, not the long idle timeout
                     timeout = max(self.login_deadline - time.monotonic(), 0.0)
                 try:
-                    data = await self.conn.read(timeout=timeout)
+                    with interruptible():  # between commands: shutdown ends the session at once
+                        data = await self.conn.read(timeout=timeout)
                 except IdleTimeout:
                     self.core.idle_timeout()
                     await self.flush()
@@ -133,6 +135,12 @@ class Pop3Session:
             metrics.sessions.labels(protocol="pop3").inc()
         try:
             await self._run()
+        except asyncio.CancelledError:  # server shutdown
+            if self.core.state is not State.CLOSED:
+                self.core.shutting_down()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.flush(), 5.0)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 metrics.sessions.labels(protocol="pop3").dec()

@@ -480,6 +480,10 @@ class Pop3Server:
     def idle_timeout(self) -> Closing:
         return self._close(err("Autologout; idle for too long"))
 
+    def shutting_down(self) -> Closing:
+        """The server is stopping: say so and end the session (no UPDATE)."""
+        return self._close(err("[SYS/TEMP] Server shutting down"))
+
 
 _AUTH = frozenset({State.AUTHORIZATION})
 _TRANS = frozenset({State.TRANSACTION})

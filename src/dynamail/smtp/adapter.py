@@ -44,6 +44,7 @@ from typing import Any
 
 from dynamail.accounts import AccountRef
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
+from dynamail.net.listener import interruptible
 from dynamail.server.context import ServerContext
 from dynamail.smtp import replies as R
 from dynamail.smtp.core import (
@@ -62,6 +63,7 @@ from dynamail.smtp.core import (
     SessionConfig,
     SmtpServer,
     StartTls,
+    State,
 )
 from dynamail.smtp.limits import (
     AUTH_FAILURE_DELAY,
@@ -196,7 +198,11 @@ class SmtpSession:
                 if ev is NEED_DATA:
                     await self.flush()
                     try:
-                        data = await self.conn.read()
+                        if self.core.between_commands:
+                            with interruptible():  # shutdown ends the session at once
+                                data = await self.conn.read()
+                        else:
+                            data = await self.conn.read()
                     except IdleTimeout:
                         self.core.idle_timeout()
                         await self.flush()
@@ -208,6 +214,12 @@ class SmtpSession:
                 handler = self.handlers.get(type(ev))
                 if handler is not None and not await handler(ev):
                     return
+        except asyncio.CancelledError:  # server shutdown (RFC 5321 section 3.8)
+            if self.core.state is not State.CLOSED:
+                self.core.shutting_down()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.flush(), 5.0)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 metrics.sessions.labels(protocol="smtp").dec()

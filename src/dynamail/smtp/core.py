@@ -709,6 +709,15 @@ class SmtpServer:
     def idle_timeout(self) -> Closing:
         return self._close(Reply(421, "4.4.2", f"{self.config.hostname} Idle timeout, closing connection"))
 
+    def shutting_down(self) -> Closing:
+        """The server is stopping (RFC 5321 section 3.8): 421, then close."""
+        return self._close(Reply(421, "4.3.2", f"{self.config.hostname} Service shutting down"))
+
+    @property
+    def between_commands(self) -> bool:
+        """Waiting for a command (not inside message content or a decision)."""
+        return self._pending is None and self.state not in (State.DATA, State.CHUNK, State.CLOSED)
+
 
 COMMANDS: dict[str, Command] = {
     c.name: c
