@@ -6,6 +6,7 @@ import asyncio
 import email
 import json
 from pathlib import Path
+from typing import Any
 
 from dynamail.smtp.outbound import OutboundQueue
 from dynamail.smtp.queue import (
@@ -275,3 +276,102 @@ def test_relayed_notice_when_the_next_server_has_no_dsn(tmp_path: Path) -> None:
         b"Action: relayed\r\nStatus: 2.0.0"
     ) in notice
     assert b"Action: failed" in notice and b"Original-Envelope-Id: env+2B7" in notice
+
+
+def _flaky_local(tmp_path: Path) -> tuple[Any, Any, Any]:
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    from argon2 import PasswordHasher
+
+    from dynamail.accounts import AccountRef
+    from dynamail.cluster.locator import AccountUnavailable, Placement, StandaloneLocator
+    from dynamail.directory import Directory
+    from dynamail.storage import FileMailStore
+
+    d = Directory(tmp_path / "base", main_domain="main.example", password_hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    d.create_domain("example.org")
+    alice = d.create_account("example.org", "alice")
+
+    class Flaky(StandaloneLocator):
+        down = True
+
+        @contextlib.asynccontextmanager
+        async def use(self, ref: AccountRef, *, relay_ok: bool = True) -> AsyncIterator[Placement]:
+            if self.down:
+                raise AccountUnavailable("owner unreachable")
+            async with super().use(ref, relay_ok=relay_ok) as p:
+                yield p
+
+    locator = Flaky(FileMailStore(), d.account_mail_path)
+    return d, alice, locator
+
+
+def test_local_copies_retry_on_a_short_schedule_then_back_off(tmp_path: Path) -> None:
+    """A copy for one of our accounts (a cluster hand-off whose owner was
+    unreachable) is retried after 1, 2, 4, 8, 15, 30 s, then with the usual
+    back-off; a remote recipient keeps the usual back-off."""
+    import time
+
+    from dynamail.delivery import Delivery
+
+    d, alice, locator = _flaky_local(tmp_path)
+    delivery = Delivery(d, locator)
+    q = OutboundQueue(tmp_path / "Queue", hostname="mx.test", retry_seconds=300.0, delivery=lambda: delivery,
+                      resolve_local=d.resolve_recipient)
+    assert [q.backoff(n, local=True) for n in range(1, 10)] == [1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 300.0, 600.0, 1200.0]
+    assert q.backoff(100, local=True) == MAX_BACKOFF and q.backoff(1) == 300.0
+
+    async def run() -> list[float]:
+        try:
+            q._load()
+            qid = await q.enqueue("s@outside.example", [], MSG, local=[alice.address])
+            delays = []
+            for _ in range(3):
+                before = time.time()
+                await q.attempt(q.entries[qid])
+                after = time.time()
+                env = q.entries[qid]
+                assert env.pending()[0].code == 451
+                delay = env.next_attempt - before
+                assert env.next_attempt - after <= delay
+                delays.append(round(delay))
+            return delays
+        finally:
+            await locator.close()
+
+    assert asyncio.run(run()) == [1, 2, 4]
+    on_disk = json.loads(next((tmp_path / "Queue").glob("*.env")).read_bytes())
+    assert on_disk["attempts"] == 3
+
+
+def test_local_copies_are_woken_when_their_account_is_reachable(tmp_path: Path) -> None:
+    """The running queue delivers a waiting local copy as soon as it is told
+    the account is reachable again, not at its next scheduled attempt."""
+    from dynamail.delivery import Delivery
+
+    d, alice, locator = _flaky_local(tmp_path)
+    delivery = Delivery(d, locator)
+    q = OutboundQueue(tmp_path / "Queue", hostname="mx.test", retry_seconds=300.0, delivery=lambda: delivery,
+                      resolve_local=d.resolve_recipient)
+
+    async def run() -> tuple[int, int, int, int]:
+        q.start()
+        try:
+            qid = await q.enqueue("s@outside.example", [], MSG, local=[alice.address])
+            while q.entries[qid].attempts == 0:  # the loop's first attempt, owner down
+                await asyncio.sleep(0.02)
+            q.entries[qid].next_attempt = 10**12  # as if far in the future
+            locator.down = False
+            other = q.wake_local(["bob@example.org"])
+            woken = q.wake_local([alice.address.upper()])
+            while qid in q.entries:
+                await asyncio.sleep(0.02)
+            async with locator.use(alice) as p:
+                count = (await p.store.status("INBOX")).messages
+            return other, woken, len(q.entries), count
+        finally:
+            await q.close()
+            await locator.close()
+
+    assert asyncio.run(run()) == (0, 1, 0, 1)

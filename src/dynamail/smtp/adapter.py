@@ -407,6 +407,10 @@ class SmtpSession:
             results = await ctx.delivery.deliver(self.local, path)
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
+            delivered = [r.ref.address for r in results if r.ok]
+            if delivered and queue is not None:
+                # these accounts are reachable: copies queued for them go now
+                queue.wake_local(delivered)
             if temporary and ctx.cluster is not None and queue is not None and all(
                 r.status in OWNER_UNREACHABLE for r in temporary
             ):

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,8 +138,24 @@ class OutboundQueue:
     def size(self) -> int:
         return len(self.entries)
 
-    def backoff(self, attempts: int) -> float:
-        return self.store.backoff(attempts)
+    def backoff(self, attempts: int, *, local: bool = False) -> float:
+        return self.store.backoff(attempts, local=local)
+
+    def wake_local(self, addresses: Collection[str] | None = None) -> int:
+        """Make the entries waiting for one of our accounts (all, or those
+        for ``addresses``) due now: the account can be opened again (a
+        delivery to it just succeeded, or ownership moved).  Returns how
+        many entries were woken."""
+        wanted = None if addresses is None else {a.lower() for a in addresses}
+        woken = 0
+        for env in self.entries.values():
+            if any(r.local and (wanted is None or r.address.lower() in wanted) for r in env.pending()):
+                if env.next_attempt > 0.0:
+                    env.next_attempt = 0.0
+                    woken += 1
+        if woken:
+            self._wake.set()
+        return woken
 
     def build_dsn(self, env: Envelope, failed: list[QueuedRecipient], message: Path | bytes) -> bytes:
         return self.store.build_dsn(env, failed, message)
@@ -204,7 +220,7 @@ class OutboundQueue:
             raise
         except Exception:
             log.exception("queue entry %s: attempt failed", env.id)
-            env.next_attempt = time.time() + self.store.retry_seconds
+            env.next_attempt = time.time() + self.store.backoff(max(env.attempts, 1), local=self.store.has_local(env))
         finally:
             self._busy.discard(env.id)
             self._wake.set()
@@ -268,6 +284,9 @@ class OutboundQueue:
         results = await delivery.deliver([ref for _, ref in todo], message)
         for (r, _), res in zip(todo, results, strict=True):
             self.store.record(r, res.code, f"{res.status} {res.text}")
+        reachable = [r.address for (r, _), res in zip(todo, results, strict=True) if res.ok]
+        if reachable:  # other copies waiting for these accounts can go now
+            self.wake_local(reachable)
 
     async def bounce_now(
         self,

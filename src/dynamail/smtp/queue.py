@@ -14,7 +14,10 @@ mid-enqueue) is removed.
 Attempts follow RFC 5321 4.5.4.1: per-recipient outcomes, 2xx done, 5xx
 failed, 4xx retried with exponential back-off (``retry_seconds`` doubling,
 at most ``MAX_BACKOFF``) until ``expire_seconds``, after which the remaining
-recipients fail.  Failed recipients produce one delivery status notification
+recipients fail.  An entry that still holds a copy for one of our own
+accounts (its owner was unreachable during a cluster fail-over, which takes
+seconds) is retried on the short ``LOCAL_RETRY_SCHEDULE`` first, then with
+the usual back-off.  Failed recipients produce one delivery status notification
 (RFC 3464, built here) to the sender unless the sender is null or the
 recipient asked NOTIFY=NEVER (RFC 3461); a notification is itself sent with
 the null sender, so bounces never loop.
@@ -45,6 +48,9 @@ log = logging.getLogger("dynamail.smtp.queue")
 QUEUE_DIR = "Queue"
 READ_CHUNK = 64 * 1024
 MAX_BACKOFF = 4 * 3600.0
+# seconds before the 1st, 2nd, ... retry of a copy for one of our accounts
+# (a cluster hand-off): an ownership fail-over completes within seconds
+LOCAL_RETRY_SCHEDULE: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
 DELAY_NOTICE_AFTER = 4 * 3600.0  # a NOTIFY=DELAY recipient still pending this long is told
 MAX_HEADER_IN_DSN = 64 * 1024
 MAX_FULL_RETURN = 10 * 1024 * 1024
@@ -204,8 +210,20 @@ class QueueStore:
         fsync_dir(self.directory)
         msg_path.unlink(missing_ok=True)
 
-    def backoff(self, attempts: int) -> float:
+    def backoff(self, attempts: int, *, local: bool = False) -> float:
+        """Seconds until the next attempt after ``attempts`` attempts; with
+        ``local`` (a copy for one of our accounts) the short schedule comes
+        first, then the usual back-off starting again at ``retry_seconds``."""
+        if local:
+            if attempts <= len(LOCAL_RETRY_SCHEDULE):
+                return LOCAL_RETRY_SCHEDULE[max(attempts, 1) - 1]
+            attempts -= len(LOCAL_RETRY_SCHEDULE)
         return float(min(self.retry_seconds * (2 ** max(attempts - 1, 0)), MAX_BACKOFF))
+
+    @staticmethod
+    def has_local(env: Envelope) -> bool:
+        """Whether a copy for one of our accounts is still pending."""
+        return any(r.local for r in env.pending())
 
     def expire_if_due(self, env: Envelope, now: float) -> None:
         """Past the maximum lifetime every pending recipient fails (4.4.7)."""
@@ -226,7 +244,7 @@ class QueueStore:
         """Count the attempt; True when the entry is complete (nothing pending)."""
         env.attempts += 1
         if env.pending():
-            env.next_attempt = now + self.backoff(env.attempts)
+            env.next_attempt = now + self.backoff(env.attempts, local=self.has_local(env))
             return False
         return True
 
