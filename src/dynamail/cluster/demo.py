@@ -74,7 +74,7 @@ def _banner(directory: Path, data: dict[str, Any], passwords: dict[str, str]) ->
                      f"SMTP {p['smtp']}  submission {p['submission']}  CLI {p['cli']}  HTTP {p['http']}")
     lines += ["", f"Shared domain {DEMO_DOMAIN} (served by every member):"]
     for name in DEMO_ACCOUNTS:
-        lines.append(f"  {name}@{DEMO_DOMAIN:18s} password {passwords[name]}")
+        lines.append(f"  {name + '@' + DEMO_DOMAIN:24s} password {passwords[name]}")
     admin = data["admin"]
     first = data["members"][0]
     lines += [
