@@ -30,6 +30,7 @@ from dynamail.pop3.limits import (
     MAX_SASL_LINE,
     MAX_UNAUTHENTICATED_COMMANDS,
 )
+from dynamail.sansio import NEED_DATA, PAUSED, Sentinel
 
 
 class State(enum.Enum):
@@ -37,18 +38,6 @@ class State(enum.Enum):
     SASL = "sasl"  # AUTH exchange in progress
     TRANSACTION = "transaction"
     CLOSED = "closed"
-
-
-class Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = Sentinel("NEED_DATA")
-PAUSED = Sentinel("PAUSED")
 
 
 @dataclass(frozen=True, slots=True)

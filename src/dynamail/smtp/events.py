@@ -9,20 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dynamail.sansio import NEED_DATA as NEED_DATA
+from dynamail.sansio import PAUSED as PAUSED
+from dynamail.sansio import Sentinel as Sentinel
 from dynamail.smtp.replies import Reply
 from dynamail.smtp.syntax import Address
-
-
-class Sentinel:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-NEED_DATA = Sentinel("NEED_DATA")
-PAUSED = Sentinel("PAUSED")
 
 
 @dataclass(frozen=True, slots=True)
