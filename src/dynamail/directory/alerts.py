@@ -8,13 +8,11 @@ only moves forward.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dynamail.accounts import AccountRef
 from dynamail.directory import model
-from dynamail.directory.files import JsonFiles
 from dynamail.directory.layout import (
     ALERTS_FILE,
     AlertScope,
@@ -23,26 +21,11 @@ from dynamail.directory.model import (
     Alert,
     BadSetting,
 )
+from dynamail.directory.parts import DirectoryParts
 
 
-class AlertsMixin:
+class AlertsMixin(DirectoryParts):
     """Part of :class:`dynamail.directory.Directory`."""
-
-    if TYPE_CHECKING:
-        files: JsonFiles
-        _lock: threading.RLock
-        main_domain: str
-        settings_dir: Path
-        cluster_dir: Path
-
-        def _domain_dir(self, name: str, shared: bool) -> Path: ...
-        def _real_domain(self, canon: str) -> tuple[str, bool] | None: ...
-        def _locate_domain(self, name: str) -> tuple[str, bool]: ...
-        def _dpath(self, name: str) -> Path: ...
-        def _existing(self, ref: AccountRef) -> Path: ...
-        def find_account(self, address: str) -> AccountRef | None: ...
-        def parse_address(self, address: str) -> tuple[str, str]: ...
-        def domain_exists(self, name: str) -> bool: ...
 
     def _alerts_path(self, scope: AlertScope) -> Path:
         if scope == "server":

@@ -11,14 +11,12 @@ shared ones) so resolving one costs one cached read.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dynamail import names
 from dynamail.accounts import AccountRef
-from dynamail.directory.files import JsonFiles
 from dynamail.directory.layout import (
     ALIASES_FILE,
     DOMAIN_ALIASES_FILE,
@@ -31,26 +29,11 @@ from dynamail.directory.model import (
     NoSuchDomain,
     Recipient,
 )
+from dynamail.directory.parts import DirectoryParts
 
 
-class AliasesMixin:
+class AliasesMixin(DirectoryParts):
     """Part of :class:`dynamail.directory.Directory`."""
-
-    if TYPE_CHECKING:
-        files: JsonFiles
-        _lock: threading.RLock
-        main_domain: str
-        settings_dir: Path
-        cluster_dir: Path
-
-        def _domain_dir(self, name: str, shared: bool) -> Path: ...
-        def _real_domain(self, canon: str) -> tuple[str, bool] | None: ...
-        def _locate_domain(self, name: str) -> tuple[str, bool]: ...
-        def _dpath(self, name: str) -> Path: ...
-        def _existing(self, ref: AccountRef) -> Path: ...
-        def find_account(self, address: str) -> AccountRef | None: ...
-        def parse_address(self, address: str) -> tuple[str, str]: ...
-        def domain_exists(self, name: str) -> bool: ...
 
     # -- domain aliases: the DomainAliases setting of a domain, indexed in
     # Settings/DomainAliases.json (local) and .cluster/DomainAliases.json
