@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.storage.test_kill import _verify, child
+from tests.storage.killing import run_iterations
 
 from dynamail.cluster.election import ControllerRecord, ElectionStore
 from dynamail.storage import AppendRequest, FencedError, FileMailStore, epochs_monotonic
@@ -206,52 +205,10 @@ def gluster() -> Iterator[Gluster]:
         _stop(g)
 
 
-def kill_iterations(path: Path, iterations: int, max_delay: float, seed: int) -> int:
-    """``test_kill``'s check with a longer life for each child: fsync on a
-    FUSE volume is far slower than on a local disk.  A forked child appends
-    from four writers and reports every acknowledged message; it is killed
-    with SIGKILL after a random delay; the account is reopened with a higher
-    epoch and every acknowledged message must be there, with the UIDs seen
-    before."""
-    rnd = random.Random(seed)
-    acked: dict[str, set[bytes]] = {"INBOX": set(), "Other": set()}
-    known: dict[str, dict[int, bytes]] = {"INBOX": {}, "Other": {}}
-    epoch = 0
-    for _ in range(iterations):
-        epoch += 1
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            child(path, epoch, w, rnd.randrange(1 << 30))
-        os.close(w)
-        buf = b""
-        while b"ready\n" not in buf:
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            buf += chunk
-        time.sleep(rnd.random() * max_delay)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        while chunk := os.read(r, 65536):
-            buf += chunk
-        os.close(r)
-        for line in buf.split(b"\n"):
-            parts = line.split(b" ")
-            if len(parts) == 2:
-                acked[parts[0].decode()].add(parts[1])
-        epoch += 1
-        asyncio.run(_verify(path, epoch, known))
-        for mbox, tags in acked.items():
-            missing = tags - set(known[mbox].values())
-            assert not missing, f"acknowledged but lost in {mbox}: {sorted(missing)[:5]}"
-    return sum(len(t) for t in acked.values())
-
-
 def test_sigkill_loses_no_acknowledged_message_on_glusterfs(gluster: Gluster) -> None:
     path = gluster.mounts[0] / "kill-acct"
-    total = kill_iterations(path, 15, 0.4, seed=7)
+    # a longer life for each child: fsync on a FUSE volume is far slower than on a local disk
+    total = run_iterations(path, 15, seed=7, max_delay=0.4)
     assert total >= 15  # the children did get work acknowledged
     assert epochs_monotonic(path)
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from tests.storage.killing import fork_and_kill
 
 from dynamail.storage import AppendRequest, FileAccountStore, FileMailStore
 
@@ -71,24 +70,7 @@ def test_sigkill_during_background_compaction(tmp_path: Path) -> None:
     epoch = 0
     for _ in range(ITERATIONS):
         epoch += 1
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(r)
-            child(path, epoch, w, rnd.randrange(1 << 30))
-        os.close(w)
-        buf = b""
-        while b"ready\n" not in buf:
-            chunk = os.read(r, 65536)
-            if not chunk:
-                break
-            buf += chunk
-        time.sleep(rnd.random() * 0.3)
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        while chunk := os.read(r, 65536):
-            buf += chunk
-        os.close(r)
+        buf = fork_and_kill(child, path, epoch, rnd, max_delay=0.3)
         for line in buf.split(b"\n"):
             kind, _, rest = line.partition(b" ")
             if kind == b"A":
