@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.cluster.clients import admin_cli
 
 from dynamail.cluster import launcher
 
@@ -75,22 +76,7 @@ class Cluster:
         return launcher.locate(self.dir, account)
 
     def cli(self, member: str, *commands: str) -> list[str]:
-        import socket
-
-        m = self.member(member)
-        admin = self.data["admin"]
-        with socket.create_connection((m["host"], m["ports"]["cli"]), timeout=10) as s:
-            f = s.makefile("rwb")
-            f.readline()
-            out = []
-            for c in (f"USER {admin['user']}", f"PASS {admin['password']}", *commands):
-                f.write(c.encode() + b"\r\n")
-                f.flush()
-                line = f.readline().decode().rstrip()
-                if line.startswith("200 data follow"):
-                    line = f.readline().decode().rstrip()
-                out.append(line)
-            return out[2:]
+        return admin_cli(self.member(member), self.data["admin"], *commands, timeout=10)
 
     def imap(self, member: str, user: str, password: str) -> imaplib.IMAP4:
         m = self.member(member)

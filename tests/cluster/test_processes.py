@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from tests.cluster.clients import count_when_available
 from tests.cluster.conftest import LEASE, Cluster, cut, have, set_member_env
 
 from dynamail.cluster import launcher
@@ -36,19 +37,7 @@ def provision(c: Cluster, member: str, accounts: tuple[str, ...] = ("ann",)) -> 
 
 def login_select(c: Cluster, member: str, account: str = "ann@shared.test") -> int:
     """Log in (retrying while the account moves) and return the message count."""
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = c.imap(member, account, PASSWORD)
-            typ, data = conn.select("INBOX")
-            conn.logout()
-            if typ == "OK":
-                return int(data[0] or 0)
-        except (imaplib.IMAP4.error, OSError, EOFError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{account} never became available on {member}")
-        time.sleep(0.1)
+    return count_when_available(lambda: c.imap(member, account, PASSWORD), account, member)
 
 
 def subjects(c: Cluster, member: str, account: str = "ann@shared.test") -> set[str]:

@@ -8,12 +8,12 @@ import contextlib
 import imaplib
 import random
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.cluster.clients import admin_cli, count_when_available
 from tests.migrate.corpus import make_maildir
 
 from dynamail.cluster import launcher
@@ -55,38 +55,18 @@ def member(d: Path, name: str) -> dict[str, Any]:
 
 
 def cli(d: Path, name: str, *commands: str) -> list[str]:
-    m = member(d, name)
-    admin = launcher.read_cluster(d)["admin"]
-    with socket.create_connection((m["host"], m["ports"]["cli"]), timeout=60) as s:
-        f = s.makefile("rwb")
-        f.readline()
-        out = []
-        for c in (f"USER {admin['user']}", f"PASS {admin['password']}", *commands):
-            f.write(c.encode() + b"\r\n")
-            f.flush()
-            line = f.readline().decode().rstrip()
-            if line.startswith("200 data follow"):
-                line = f.readline().decode().rstrip()
-            out.append(line)
-        return out[2:]
+    return admin_cli(member(d, name), launcher.read_cluster(d)["admin"], *commands, timeout=60)
 
 
 def message_count(d: Path, name: str) -> int:
     m = member(d, name)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=15)
-            conn.login("ann@shared.test", PASSWORD)
-            typ, data = conn.select("INBOX", readonly=True)
-            conn.logout()
-            if typ == "OK":
-                return int(data[0] or 0)
-        except (imaplib.IMAP4.error, OSError, EOFError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"ann never became available on {name}")
-        time.sleep(0.1)
+
+    def connect() -> imaplib.IMAP4:
+        conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=15)
+        conn.login("ann@shared.test", PASSWORD)
+        return conn
+
+    return count_when_available(connect, "ann", name, readonly=True)
 
 
 def test_import_into_shared_account(cluster: Path, tmp_path: Path) -> None:
