@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from tests.server.test_serve import free_offset
 
 from dynamail import __version__
 from dynamail.cli.main import main
@@ -51,32 +52,10 @@ def test_serve_reports_a_bad_settings_file(tmp_path: Path) -> None:
     assert "limits.max_connections" in result.output
 
 
-def _free_offset(host: str) -> int:
-    import random
-
-    from dynamail.server.config import DEFAULT_PORTS
-
-    for _ in range(200):
-        offset = random.randrange(20000, 50000)
-        socks: list[socket.socket] = []
-        try:
-            for port in DEFAULT_PORTS.values():
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, port + offset))
-            return offset
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no free port offset")
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("server")
 def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
-    offset = _free_offset("127.0.2.5")
+    offset = free_offset("127.0.2.5")
     cli_port = 106 + offset
     proc = subprocess.Popen(
         [sys.executable, "-m", "dynamail", "demo", str(tmp_path / "demo"),
@@ -129,7 +108,7 @@ def test_serve_reports_an_unusable_base(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     proc = subprocess.run(
         [sys.executable, "-m", "dynamail", "serve", "--base", str(blocker / "base"),
-         "--listen", "127.0.2.6", "--port-offset", str(_free_offset("127.0.2.6"))],
+         "--listen", "127.0.2.6", "--port-offset", str(free_offset("127.0.2.6"))],
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2

@@ -23,31 +23,6 @@ from dynamail.net.tls import client_context_insecure, ensure_self_signed, server
 HOST = "127.0.1.1"
 OTHER_HOST = "127.0.1.2"
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-    uvloop = None  # type: ignore[assignment]
-
-LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Callable[[Awaitable[Any]], Any]:
-    def runner(coro: Awaitable[Any]) -> Any:
-        async def wrap() -> Any:
-            return await asyncio.wait_for(coro, 30)
-
-        if request.param == "uvloop":
-            loop = uvloop.new_event_loop()
-        else:
-            loop = asyncio.new_event_loop()
-        try:
-            return loop.run_until_complete(wrap())
-        finally:
-            loop.close()
-
-    return runner
-
 
 @pytest.fixture(scope="module")
 def tls_ctx() -> ssl.SSLContext:

@@ -17,28 +17,6 @@ from dynamail.net import connection as connection_mod
 
 HOST = "127.0.13.1"
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-    uvloop = None  # type: ignore[assignment]
-
-LOOPS = ["asyncio"] + (["uvloop"] if uvloop is not None else [])
-
-
-@pytest.fixture(params=LOOPS)
-def run(request: pytest.FixtureRequest) -> Callable[[Awaitable[Any]], Any]:
-    def runner(coro: Awaitable[Any]) -> Any:
-        async def wrap() -> Any:
-            return await asyncio.wait_for(coro, 30)
-
-        loop = uvloop.new_event_loop() if request.param == "uvloop" else asyncio.new_event_loop()
-        try:
-            return loop.run_until_complete(wrap())
-        finally:
-            loop.close()
-
-    return runner
-
 
 Clients = list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]
 
