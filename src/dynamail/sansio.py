@@ -6,7 +6,7 @@ waits for the adapter's decision.  No I/O here.
 
 from __future__ import annotations
 
-__all__ = ["NEED_DATA", "PAUSED", "Sentinel"]
+__all__ = ["NEED_DATA", "PAUSED", "ByteBuffers", "Sentinel"]
 
 
 class Sentinel:
@@ -19,3 +19,26 @@ class Sentinel:
 
 NEED_DATA = Sentinel("NEED_DATA")
 PAUSED = Sentinel("PAUSED")
+
+
+class ByteBuffers:
+    """The byte interface of a core: input buffer, output buffer, end of input.
+
+    The core's ``__init__`` sets ``_in``, ``_out`` and ``_eof``.
+    """
+
+    _in: bytearray
+    _out: bytearray
+    _eof: bool
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the client; ``b""`` means the client closed."""
+        if data:
+            self._in += data
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out

@@ -30,7 +30,7 @@ from dynamail.pop3.limits import (
     MAX_SASL_LINE,
     MAX_UNAUTHENTICATED_COMMANDS,
 )
-from dynamail.sansio import NEED_DATA, PAUSED, Sentinel
+from dynamail.sansio import NEED_DATA, PAUSED, ByteBuffers, Sentinel
 
 
 class State(enum.Enum):
@@ -118,7 +118,7 @@ def err(text: str) -> bytes:
     return b"-ERR " + text.encode("utf-8", "replace") + b"\r\n"
 
 
-class Pop3Server:
+class Pop3Server(ByteBuffers):
     """One POP3 session, sans I/O."""
 
     def __init__(self, config: Pop3Config) -> None:
@@ -140,17 +140,6 @@ class Pop3Server:
     def greeting(self) -> None:
         stamp = f" {self.config.timestamp}" if self.config.timestamp else ""
         self._out += ok(f"dynamail POP3 server ready{stamp}")
-
-    def receive_data(self, data: bytes) -> None:
-        if data:
-            self._in += data
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     @property
     def plaintext_allowed(self) -> bool:

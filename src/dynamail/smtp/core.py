@@ -27,6 +27,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from dynamail.sansio import ByteBuffers
 from dynamail.smtp import replies as R
 from dynamail.smtp.dots import Unstuffer
 from dynamail.smtp.events import (
@@ -98,7 +99,7 @@ class SessionConfig:
     limits: SmtpLimits = field(default_factory=SmtpLimits)
 
 
-class SmtpServer:
+class SmtpServer(ByteBuffers):
     """One SMTP server session, sans I/O."""
 
     def __init__(self, config: SessionConfig) -> None:
@@ -139,18 +140,6 @@ class SmtpServer:
     # -- input and output ---------------------------------------------------
     def greeting(self) -> None:
         self._reply(Reply(220, "", f"{self.config.hostname} ESMTP dynamail"))
-
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the client; ``b""`` means the client closed."""
-        if data:
-            self._in += data
-        else:
-            self._eof = True
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
 
     def buffered(self) -> int:
         return len(self._in)
