@@ -17,8 +17,6 @@ States and the commands valid in each are data (:data:`COMMANDS`).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from dynamail.pop3.limits import (
     MAX_UNAUTHENTICATED_COMMANDS,
 )
 from dynamail.sansio import NEED_DATA, PAUSED, ByteBuffers, Sentinel
+from dynamail.sasl import decode_response, split_plain
 
 
 class State(enum.Enum):
@@ -319,17 +318,17 @@ class Pop3Server(ByteBuffers):
         if text == "*":
             self._out += err("Authentication cancelled")
             return None
-        try:
-            value = b"" if text == "=" else base64.b64decode(text, validate=True)
-            parts = value.decode("utf-8").split("\0")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        value = decode_response(text)
+        if value is None:
             self._out += err("Cannot decode response")
             return None
-        if len(parts) != 3 or not parts[1]:
+        plain = split_plain(value)
+        if plain is None:
             self._out += err("Malformed PLAIN response")
             return None
+        authzid, login, password = plain
         self._pending = "login"
-        return Login("sasl", parts[1], parts[2], parts[0])
+        return Login("sasl", login, password, authzid)
 
     def login_succeeded(self, maildrop: Sequence[MaildropEntry]) -> None:
         assert self._pending == "login"

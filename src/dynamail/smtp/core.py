@@ -21,13 +21,12 @@ one partial DATA line, one BDAT read); message content leaves the core as
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dynamail.sansio import ByteBuffers
+from dynamail.sasl import decode_response, split_plain
 from dynamail.smtp import replies as R
 from dynamail.smtp.dots import Unstuffer
 from dynamail.smtp.events import (
@@ -558,18 +557,16 @@ class SmtpServer(ByteBuffers):
         if text == "*":
             self._sasl_abort(R.AUTH_CANCELLED)
             return None
-        try:
-            decoded = b"" if text == "=" else base64.b64decode(text, validate=True)
-            value = decoded.decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
+        value = decode_response(text)
+        if value is None:
             self._sasl_abort(Reply(501, "5.5.2", "Cannot decode response"))
             return None
         if self._sasl_mech == "PLAIN":
-            parts = value.split("\0")
-            if len(parts) != 3 or not parts[1]:
+            plain = split_plain(value)
+            if plain is None:
                 self._sasl_abort(Reply(501, "5.5.2", "Malformed PLAIN response"))
                 return None
-            return self._credentials(parts[0], parts[1], parts[2])
+            return self._credentials(*plain)
         if self._sasl_step == 0:
             self._sasl_login = value
             self._sasl_step = 1
