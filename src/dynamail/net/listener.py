@@ -55,6 +55,15 @@ def interruptible() -> Iterator[None]:
         listeners._interruptible.discard(task)
 
 
+
+async def say_goodbye(shutting_down: Callable[[], object], flush: Callable[[], Awaitable[None]]) -> None:
+    """On shutdown (the session's CancelledError): queue the protocol's
+    goodbye with ``shutting_down`` and send it, giving up after 5 seconds."""
+    shutting_down()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(flush(), 5.0)
+
+
 class TlsMode(enum.Enum):
     PLAIN = "plain"  # cleartext; STARTTLS possible when a TLS context exists
     IMPLICIT = "implicit"  # TLS from the first byte (465, 993, 995, 9010)

@@ -31,7 +31,7 @@ from typing import Any
 from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
-from dynamail.net.listener import interruptible
+from dynamail.net.listener import interruptible, say_goodbye
 from dynamail.pop3.core import (
     NEED_DATA,
     Closing,
@@ -137,9 +137,7 @@ class Pop3Session:
             await self._run()
         except asyncio.CancelledError:  # server shutdown
             if self.core.state is not State.CLOSED:
-                self.core.shutting_down()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.flush(), 5.0)
+                await say_goodbye(self.core.shutting_down, self.flush)
             raise
         finally:
             with contextlib.suppress(Exception):

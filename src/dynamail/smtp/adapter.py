@@ -44,7 +44,7 @@ from typing import Any
 
 from dynamail.accounts import AccountRef
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
-from dynamail.net.listener import interruptible
+from dynamail.net.listener import interruptible, say_goodbye
 from dynamail.server.context import ServerContext
 from dynamail.smtp import replies as R
 from dynamail.smtp.core import (
@@ -216,9 +216,7 @@ class SmtpSession:
                     return
         except asyncio.CancelledError:  # server shutdown (RFC 5321 section 3.8)
             if self.core.state is not State.CLOSED:
-                self.core.shutting_down()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.flush(), 5.0)
+                await say_goodbye(self.core.shutting_down, self.flush)
             raise
         finally:
             with contextlib.suppress(Exception):
