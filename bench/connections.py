@@ -56,7 +56,6 @@ import multiprocessing as mp
 import os
 import resource
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -65,6 +64,8 @@ import time
 from multiprocessing.connection import Connection as Pipe
 from pathlib import Path
 from typing import Any
+
+from bench.server import dynamail_server
 
 DOMAIN = "conns.test"
 PASSWORD = "bench-pw"
@@ -282,55 +283,18 @@ def open_phase(workers: Workers, accounts: list[int], first: int, per_address: i
 # -- the server ----------------------------------------------------------------
 
 
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection((HOST, port), timeout=1) as s:
-                if s.recv(64).startswith(b"* OK"):
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError("server did not start")
-
-
 @contextlib.contextmanager
 def server(tmp: Path, accounts: int, offset: int, trace: Path | None):  # type: ignore[no-untyped-def]
-    from dynamail.directory import Directory
-
-    base = tmp / "dynamail"
-    d = Directory(base, main_domain=DOMAIN)
-    for i in range(accounts):
-        d.create_account(DOMAIN, user(i).split("@")[0], password=PASSWORD)
     env = dict(os.environ)
     if trace is not None:
         env["DYNAMAIL_TRACEMALLOC"] = str(trace)
         env["DYNAMAIL_TRACEMALLOC_FRAMES"] = "12"
-    log = open(tmp / "dynamail.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", HOST,
-         "--port-offset", str(offset), "--main-domain", DOMAIN, "--postmaster-password", "x",
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-    try:
-        try:
-            wait_port(143 + offset, proc)
-        except RuntimeError:
-            log.flush()
-            print((tmp / "dynamail.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        yield proc, 143 + offset
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with dynamail_server(
+        tmp, host=HOST, domain=DOMAIN, password=PASSWORD,
+        users=(user(i).split("@")[0] for i in range(accounts)), offset=offset, env=env,
+        start_timeout=60, poll=0.2, stop_timeout=60,
+    ) as running:
+        yield running
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -30,15 +30,16 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.server import dynamail_server as start_dynamail
+from bench.server import wait_port
 
 DOMAIN = "bench.test"
 PASSWORD = "bench-pw"
@@ -179,50 +180,11 @@ async def preload(host: str, port: int, users: list[str], messages: int) -> None
 # -- servers ------------------------------------------------------------------
 
 
-def wait_port(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=1) as s:
-                if s.recv(64).startswith(b"* OK"):
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not start")
-
-
 @contextlib.contextmanager
 def dynamail_server(tmp: Path, users: list[str], offset: int):  # type: ignore[no-untyped-def]
-    from dynamail.directory import Directory
-
-    base = tmp / "dynamail"
-    d = Directory(base, main_domain=DOMAIN)
-    for u in users:
-        d.create_account(DOMAIN, u, password=PASSWORD)
-    log = open(tmp / "dynamail.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", HOST,
-         "--port-offset", str(offset), "--main-domain", DOMAIN, "--postmaster-password", "x",
-         "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        try:
-            wait_port(HOST, 143 + offset, proc)
-        except RuntimeError:
-            log.flush()
-            print((tmp / "dynamail.log").read_text()[-3000:], file=sys.stderr)
-            raise
-        yield proc, 143 + offset
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with start_dynamail(tmp, host=HOST, domain=DOMAIN, password=PASSWORD, users=users,
+                         offset=offset) as running:
+        yield running
 
 
 DOVECOT_CONF = """\
