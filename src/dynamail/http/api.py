@@ -38,6 +38,33 @@ def _ok(**extra: Any) -> dict[str, Any]:
     return {"ok": True, **extra}
 
 
+def _settings_routes(stem: str, path: str, scope: str, tag: str, get: str, update: str, set_: str) -> None:
+    """GET/PATCH/PUT of one settings dictionary of the domain or account in the
+    path: ``get_<stem>``, ``update_<stem>``, ``set_<stem>`` of ``Admin``; PATCH
+    and PUT answer with the dictionary as it now is."""
+
+    def target(call: Call) -> str:
+        return call.domain if scope == "domain" else call.account
+
+    async def get_(call: Call) -> Any:
+        return await getattr(call.admin, f"get_{stem}")(call.actor, target(call))
+
+    async def update_(call: Call) -> Any:
+        await getattr(call.admin, f"update_{stem}")(call.actor, target(call), call.body)
+        return await getattr(call.admin, f"get_{stem}")(call.actor, target(call))
+
+    async def set_settings(call: Call) -> Any:
+        await getattr(call.admin, f"set_{stem}")(call.actor, target(call), call.body)
+        return await getattr(call.admin, f"get_{stem}")(call.actor, target(call))
+
+    get_.__name__ = f"get_{stem}"
+    update_.__name__ = f"update_{stem}"
+    set_settings.__name__ = f"set_{stem}"
+    route("GET", path, get, tag)(get_)
+    route("PATCH", path, update, tag, body=SETTINGS)(update_)
+    route("PUT", path, set_, tag, body=SETTINGS)(set_settings)
+
+
 # ---- session and server ---
 
 ANONYMOUS = AccountRef("", "")  # the actor of the two routes that need no authentication
@@ -152,21 +179,8 @@ async def put_domain(call: Call) -> Any:
     return await views.domain(call.ctx, call.actor, call.domain)
 
 
-@route("GET", D + "/settings", "A domain's own settings", "domains")
-async def get_domain_settings(call: Call) -> Any:
-    return await call.admin.get_domain_settings(call.actor, call.domain)
-
-
-@route("PATCH", D + "/settings", "Update some of a domain's settings", "domains", body=SETTINGS)
-async def update_domain_settings(call: Call) -> Any:
-    await call.admin.update_domain_settings(call.actor, call.domain, call.body)
-    return await call.admin.get_domain_settings(call.actor, call.domain)
-
-
-@route("PUT", D + "/settings", "Replace a domain's settings", "domains", body=SETTINGS)
-async def set_domain_settings(call: Call) -> Any:
-    await call.admin.set_domain_settings(call.actor, call.domain, call.body)
-    return await call.admin.get_domain_settings(call.actor, call.domain)
+_settings_routes("domain_settings", D + "/settings", "domain", "domains", "A domain's own settings",
+                 "Update some of a domain's settings", "Replace a domain's settings")
 
 
 @route("GET", D + "/settings/effective", "A domain's effective settings (with inherited values)", "domains")
@@ -174,21 +188,9 @@ async def get_domain_effective_settings(call: Call) -> Any:
     return await call.admin.get_domain_effective_settings(call.actor, call.domain)
 
 
-@route("GET", D + "/account-defaults", "The domain's Default Account Settings", "domains")
-async def get_account_defaults(call: Call) -> Any:
-    return await call.admin.get_account_defaults(call.actor, call.domain)
-
-
-@route("PATCH", D + "/account-defaults", "Update the domain's Default Account Settings", "domains", body=SETTINGS)
-async def update_account_defaults(call: Call) -> Any:
-    await call.admin.update_account_defaults(call.actor, call.domain, call.body)
-    return await call.admin.get_account_defaults(call.actor, call.domain)
-
-
-@route("PUT", D + "/account-defaults", "Replace the domain's Default Account Settings", "domains", body=SETTINGS)
-async def set_account_defaults(call: Call) -> Any:
-    await call.admin.set_account_defaults(call.actor, call.domain, call.body)
-    return await call.admin.get_account_defaults(call.actor, call.domain)
+_settings_routes("account_defaults", D + "/account-defaults", "domain", "domains",
+                 "The domain's Default Account Settings", "Update the domain's Default Account Settings",
+                 "Replace the domain's Default Account Settings")
 
 
 # ---- accounts ---------------------------------------------------------------------
@@ -277,21 +279,8 @@ async def verify_account_password(call: Call) -> Any:
     return {"valid": bool(ok)}
 
 
-@route("GET", A + "/settings", "An account's own settings", "accounts")
-async def get_account_settings(call: Call) -> Any:
-    return await call.admin.get_account_settings(call.actor, call.account)
-
-
-@route("PATCH", A + "/settings", "Update some of an account's settings", "accounts", body=SETTINGS)
-async def update_account_settings(call: Call) -> Any:
-    await call.admin.update_account_settings(call.actor, call.account, call.body)
-    return await call.admin.get_account_settings(call.actor, call.account)
-
-
-@route("PUT", A + "/settings", "Replace an account's settings", "accounts", body=SETTINGS)
-async def set_account_settings(call: Call) -> Any:
-    await call.admin.set_account_settings(call.actor, call.account, call.body)
-    return await call.admin.get_account_settings(call.actor, call.account)
+_settings_routes("account_settings", A + "/settings", "account", "accounts", "An account's own settings",
+                 "Update some of an account's settings", "Replace an account's settings")
 
 
 @route("GET", A + "/settings/effective", "An account's effective settings", "accounts")
