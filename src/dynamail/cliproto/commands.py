@@ -106,32 +106,60 @@ async def _delete_domain(a: Any, who: AccountRef, x: dict[str, Any], ctx: Server
     await a.delete_domain(who, x["name"], force=x.get("force", False))
 
 
-async def _get_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    return await a.get_domain_settings(who, x.get("domain") or who.domain)
+Target = Callable[[dict[str, Any], AccountRef], Any]
 
 
-async def _update_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.update_domain_settings(who, x["domain"], to_admin(x["settings"]))
+def _in_domain(x: dict[str, Any], who: AccountRef) -> Any:
+    """The optional domain argument, else the acting account's domain."""
+    return x.get("domain") or who.domain
 
 
-async def _set_domain_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.set_domain_settings(who, x["domain"], to_admin(x["settings"]))
+def _the_domain(x: dict[str, Any], who: AccountRef) -> Any:
+    return x["domain"]
+
+
+def _the_account(x: dict[str, Any], who: AccountRef) -> Any:
+    return x["account"]
+
+
+def _named(get: Callable[[Any, AccountRef, Any], Awaitable[Any]],
+           update: Callable[[Any, AccountRef, Any, Any], Awaitable[Any]],
+           set_: Callable[[Any, AccountRef, Any, Any], Awaitable[Any]],
+           target: Target, get_target: Target | None = None) -> tuple[Handler, Handler, Handler]:
+    """GET/UPDATE/SET handlers of the dictionary of one domain or account
+    (``target``; ``get_target`` for GET when it differs)."""
+    read_target = get_target or target
+
+    async def do_get(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        return await get(a, who, read_target(x, who))
+
+    async def do_update(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await update(a, who, target(x, who), to_admin(x["settings"]))
+
+    async def do_set(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+        await set_(a, who, target(x, who), to_admin(x["settings"]))
+
+    return do_get, do_update, do_set
+
+
+_get_domain_settings, _update_domain_settings, _set_domain_settings = _named(
+    lambda a, w, d: a.get_domain_settings(w, d),
+    lambda a, w, d, s: a.update_domain_settings(w, d, s),
+    lambda a, w, d, s: a.set_domain_settings(w, d, s),
+    _the_domain, get_target=_in_domain,
+)
 
 
 async def _get_domain_effective(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     return await a.get_domain_effective_settings(who, x.get("domain") or who.domain)
 
 
-async def _get_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    return await a.get_account_defaults(who, x.get("domain") or who.domain)
-
-
-async def _update_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.update_account_defaults(who, x.get("domain") or who.domain, to_admin(x["settings"]))
-
-
-async def _set_account_defaults(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.set_account_defaults(who, x.get("domain") or who.domain, to_admin(x["settings"]))
+_get_account_defaults, _update_account_defaults, _set_account_defaults = _named(
+    lambda a, w, d: a.get_account_defaults(w, d),
+    lambda a, w, d, s: a.update_account_defaults(w, d, s),
+    lambda a, w, d, s: a.set_account_defaults(w, d, s),
+    _in_domain,
+)
 
 
 def _scoped(get: str, update: str, set_: str) -> tuple[Handler, Handler, Handler]:
@@ -202,16 +230,12 @@ async def _list_accounts(a: Any, who: AccountRef, x: dict[str, Any], ctx: Server
     return {n: "macnt" for n in names}
 
 
-async def _get_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    return await a.get_account_settings(who, x["account"])
-
-
-async def _update_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.update_account_settings(who, x["account"], to_admin(x["settings"]))
-
-
-async def _set_account_settings(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.set_account_settings(who, x["account"], to_admin(x["settings"]))
+_get_account_settings, _update_account_settings, _set_account_settings = _named(
+    lambda a, w, acc: a.get_account_settings(w, acc),
+    lambda a, w, acc, s: a.update_account_settings(w, acc, s),
+    lambda a, w, acc, s: a.set_account_settings(w, acc, s),
+    _the_account,
+)
 
 
 async def _get_account_effective(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
@@ -263,16 +287,12 @@ def _alert_handlers(kind: str) -> dict[str, Handler]:
     return {"get": get, "set": set_, "post": post, "remove": remove}
 
 
-async def _get_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    return await a.get_account_prefs(who, x["account"])
-
-
-async def _update_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.update_account_prefs(who, x["account"], to_admin(x["settings"]))
-
-
-async def _set_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
-    await a.set_account_prefs(who, x["account"], to_admin(x["settings"]))
+_get_prefs, _update_prefs, _set_prefs = _named(
+    lambda a, w, acc: a.get_account_prefs(w, acc),
+    lambda a, w, acc, s: a.update_account_prefs(w, acc, s),
+    lambda a, w, acc, s: a.set_account_prefs(w, acc, s),
+    _the_account,
+)
 
 
 async def _get_effective_prefs(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
