@@ -42,6 +42,7 @@ log = logging.getLogger("dynamail.server")
 # Protocol modules whose ``listeners(ctx)`` the server opens, in this order.
 ADAPTER_MODULES = (
     "dynamail.smtp.adapter",
+    "dynamail.lmtp.adapter",
     "dynamail.imap.adapter",
     "dynamail.pop3.adapter",
     "dynamail.cliproto.adapter",

@@ -32,6 +32,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "smtp": 25,
     "submission": 587,
     "smtps": 465,
+    "lmtp": 24,
     "imap": 143,
     "imaps": 993,
     "pop3": 110,

@@ -163,6 +163,8 @@ class SmtpSession:
         self.remote: list[tuple[str, dict[str, str | None]]] = []
         # local recipients that asked NOTIFY=SUCCESS (RFC 3461): address, ORCPT, accounts
         self.success: list[tuple[str, str | None, list[AccountRef]]] = []
+        # every accepted RCPT in order: address, its accounts, its remote targets
+        self.accepted: list[tuple[str, list[AccountRef], list[str]]] = []
         self.sender: Address | None = None
         self.mail_params: dict[str, str | None] = {}
         self.identity: AccountRef | None = None  # the authenticated account (submission)
@@ -247,6 +249,7 @@ class SmtpSession:
         self.local = []
         self.remote = []
         self.success = []
+        self.accepted = []
         return True
 
     def _sender_allowed(self, sender: Address | None) -> bool:
@@ -319,6 +322,7 @@ class SmtpSession:
             return True
         if isinstance(target, str):
             self.remote.append((target, ev.params))
+            self.accepted.append((str(ev.address), [], [target]))
         else:
             full = await self._quota_problem(target.accounts)
             if full is not None:
@@ -326,6 +330,7 @@ class SmtpSession:
                 return True
             self.local.extend(target.accounts)
             self.remote.extend((fwd, {}) for fwd in target.forward)
+            self.accepted.append((str(ev.address), list(target.accounts), list(target.forward)))
             notify = {w.upper() for w in (ev.params.get("NOTIFY") or "").split(",")}
             if "SUCCESS" in notify and target.accounts:
                 self.success.append((str(ev.address), ev.params.get("ORCPT"), list(target.accounts)))
@@ -367,6 +372,8 @@ class SmtpSession:
     def _received_header(self) -> bytes:
         core = self.core
         proto = "ESMTP" if core.esmtp else "SMTP"
+        if self.mode is Mode.LMTP:
+            proto = "LMTP"  # RFC 3848
         if "SMTPUTF8" in self.mail_params:
             proto = "UTF8SMTP"
         if core.tls_active:
@@ -384,18 +391,19 @@ class SmtpSession:
             self.spool.write(self.completer.finish())
             self.completer = None
         content = self.spool.finish()
+        reply: Reply | list[Reply]
         try:
             reply = await self._store(content)
         except Exception:
             log.exception("%s storing a message failed", self.session_id)
-            reply = R.LOCAL_ERROR
+            reply = R.LOCAL_ERROR if self.mode is not Mode.LMTP else [R.LOCAL_ERROR] * len(self.core.recipients)
         finally:
             self.spool.discard()
             self.spool = None
         self.core.finish_message(reply)
         return True
 
-    async def _store(self, path: Path | bytes) -> Reply:
+    async def _store(self, path: Path | bytes) -> Reply | list[Reply]:
         ctx = self.ctx
         sender = "" if self.sender is None else str(self.sender)
         failed: list[tuple[str, Any]] = []

@@ -22,7 +22,7 @@ one partial DATA line, one BDAT read); message content leaves the core as
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dynamail.sansio import ByteBuffers
@@ -73,6 +73,7 @@ class State(enum.Enum):
 class Mode(enum.Enum):
     INBOUND = "inbound"  # port 25: local recipients only, no AUTH
     SUBMISSION = "submission"  # 587/465: AUTH required, may relay
+    LMTP = "lmtp"  # RFC 2033: LHLO instead of HELO/EHLO, one reply per recipient after DATA
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,8 @@ class SmtpServer(ByteBuffers):
 
     # -- input and output ---------------------------------------------------
     def greeting(self) -> None:
-        self._reply(Reply(220, "", f"{self.config.hostname} ESMTP dynamail"))
+        kind = "LMTP" if self.config.mode is Mode.LMTP else "ESMTP"
+        self._reply(Reply(220, "", f"{self.config.hostname} {kind} dynamail"))
 
     def buffered(self) -> int:
         return len(self._in)
@@ -161,6 +163,8 @@ class SmtpServer(ByteBuffers):
             "SMTPUTF8",
             "DSN",
         ]
+        if self.config.mode is Mode.LMTP:
+            caps = [c for c in caps if c not in ("CHUNKING", "BINARYMIME")]
         if self.config.tls_available and not self.tls_active:
             caps.append("STARTTLS")
         if self.auth_offered and self.identity is None:
@@ -268,10 +272,16 @@ class SmtpServer(ByteBuffers):
             self.state = State.READY
 
     # -- commands -------------------------------------------------------------
-    def _helo(self, arg: str, extended: bool) -> Event | None:
+    def _helo(self, arg: str, extended: bool, lmtp: bool = False) -> Event | None:
+        # RFC 2033 4.1: an LMTP server answers HELO and EHLO with 500, and
+        # LHLO is an LMTP command only
+        if lmtp != (self.config.mode is Mode.LMTP):
+            self._reply(Reply(500, "5.5.1", "Use LHLO" if not lmtp else "LHLO is an LMTP command"))
+            return None
         name = arg.strip()
         if not name or " " in name:
-            self._reply(Reply(501, "5.5.4", "Syntax: EHLO hostname" if extended else "Syntax: HELO hostname"))
+            verb = "LHLO" if lmtp else ("EHLO" if extended else "HELO")
+            self._reply(Reply(501, "5.5.4", f"Syntax: {verb} hostname"))
             return None
         self._reset_transaction()
         self.helo_name = name
@@ -639,7 +649,9 @@ class SmtpServer(ByteBuffers):
     def _message_end_event(self) -> Event:
         if self._content_error is not None:
             reply = self._content_error
-            self._reply(reply)
+            # LMTP: the refusal is repeated for every accepted recipient (RFC 2033 4.2)
+            for _ in self.recipients if self.config.mode is Mode.LMTP else (None,):
+                self._reply(reply)
             self._reset_transaction()
             self._commands_without_data = 0
             return MessageAborted(reply)
@@ -683,11 +695,20 @@ class SmtpServer(ByteBuffers):
         self._reply(Reply(250, "2.0.0", f"{self._size} octets received"))
         return self.next_event()
 
-    def finish_message(self, reply: Reply) -> None:
-        """The adapter's verdict on a complete message (250 only when stored)."""
+    def finish_message(self, reply: Reply | Sequence[Reply]) -> None:
+        """The adapter's verdict on a complete message (250 only when stored).
+
+        In LMTP mode the adapter gives one reply per accepted recipient, in
+        the order of their RCPT commands (RFC 2033 4.2)."""
         assert self._pending == "message"
+        replies = [reply] if isinstance(reply, Reply) else list(reply)
+        if self.config.mode is Mode.LMTP:
+            assert len(replies) == len(self.recipients), "LMTP: one reply per recipient"
+        else:
+            assert len(replies) == 1
         self._pending = None
-        self._reply(reply)
+        for r in replies:
+            self._reply(r)
         self._reset_transaction()
         self.state = State.READY
         self._commands_without_data = 0
@@ -710,6 +731,7 @@ COMMANDS: dict[str, Command] = {
     for c in (
         Command("HELO", _BEFORE_DATA, lambda s, a: s._helo(a, False)),
         Command("EHLO", _BEFORE_DATA, lambda s, a: s._helo(a, True)),
+        Command("LHLO", _BEFORE_DATA, lambda s, a: s._helo(a, True, lmtp=True)),
         Command("MAIL", frozenset({State.READY}), SmtpServer._mail),
         Command("RCPT", frozenset({State.MAIL, State.RCPT}), SmtpServer._rcpt),
         Command("DATA", frozenset({State.MAIL, State.RCPT, State.BDAT}), SmtpServer._data),

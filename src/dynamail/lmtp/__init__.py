@@ -1,0 +1,1 @@
+"""LMTP (RFC 2033): delivery into this server (or cluster) by another MTA."""
