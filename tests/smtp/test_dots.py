@@ -19,7 +19,7 @@ from dynamail.smtp.core import (
     SmtpServer,
     StartTls,
 )
-from dynamail.smtp.dots import Stuffer, Unstuffer
+from dynamail.smtp.dots import CanonicalStuffer, Stuffer, Unstuffer
 from dynamail.smtp.limits import SmtpLimits
 from dynamail.smtp.replies import Reply
 
@@ -55,6 +55,40 @@ def test_stuffer_adds_final_crlf() -> None:
     assert s.feed(b"no newline") + s.end() == b"no newline\r\n.\r\n"
     s = Stuffer()
     assert s.end() == b".\r\n"
+
+
+raw_pieces = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"..", b"x", b"MAIL FROM:<a@b>", b" "]), max_size=40)
+
+
+@given(raw_pieces, st.integers(min_value=1, max_value=9))
+def test_canonical_stuffer_sends_only_crlf_lines(pieces: list[bytes], step: int) -> None:
+    """Outbound: whatever line endings the stored message has, the wire holds
+    only CRLF lines, and the only line that is a lone dot is the terminator."""
+    content = b"".join(pieces)
+    s = CanonicalStuffer()
+    wire = b"".join(s.feed(content[i : i + step]) for i in range(0, len(content), step)) + s.end()
+    whole = CanonicalStuffer()
+    assert wire == whole.feed(content) + whole.end()  # chunk boundaries change nothing
+    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n"
+    lines = wire.split(b"\r\n")
+    assert lines[-1] == b""
+    for line in lines[:-1]:
+        assert b"\r" not in line and b"\n" not in line
+    assert [i for i, line in enumerate(lines) if line == b"."] == [len(lines) - 2]
+    u = Unstuffer()
+    r = u.feed(wire)
+    assert r.done and r.rest == b""
+    canonical = content.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if canonical and not canonical.endswith(b"\r\n"):
+        canonical += b"\r\n"
+    assert r.data == canonical
+
+
+def test_canonical_stuffer_defuses_smuggling_variants() -> None:
+    for sep in (b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n"):
+        s = CanonicalStuffer()
+        wire = s.feed(b"first" + sep + b"MAIL FROM:<ceo@ext.test>\r\n") + s.end()
+        assert wire == b"first\r\n..\r\nMAIL FROM:<ceo@ext.test>\r\n.\r\n"
 
 
 @settings(max_examples=300, deadline=None)

@@ -137,6 +137,34 @@ def test_submission_starttls_auth_local_and_remote(server: LiveServer, sink: Sin
     assert b"Subject: submitted" in data and b"with ESMTPSA" in data
 
 
+def test_outbound_never_passes_on_a_smuggled_message(server: LiveServer, sink: Sink) -> None:
+    """Issue 17 finding 1: bare-LF/bare-CR dots submitted in a body reach the
+    next hop as content on canonical CRLF lines, never as the end of DATA.
+    The sink reads lines up to LF, as a lenient next hop would."""
+    before = len(sink.messages)
+    smuggled = (
+        b"Subject: smuggle\r\n\r\nfirst\n.\nMAIL FROM:<ceo@ext.test>\r\nRCPT TO:<victim@remote.example>\r\n"
+        b"DATA\r\nSubject: forged\r\n\r\nsecond\r.\rthird\n.\r\nRCPT TO:<victim2@remote.example>\r\nend\r\n"
+    )
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(ALICE, ALICE_PW)
+        s.mail(ALICE)
+        assert s.rcpt("friend@remote.example")[0] == 250
+        assert s.docmd("DATA")[0] == 354
+        s.send(smuggled + b"\r\n.\r\n")  # raw: smtplib.data() would fix the line ends itself
+        assert s.getreply()[0] == 250
+    got = sink.wait_messages(before + 1)
+    time.sleep(1.0)  # a smuggled second message would arrive right behind the first
+    assert len(sink.messages) == before + 1
+    assert not [c for c in sink.commands if "ceo@ext.test" in c or "victim" in c]
+    _sender, rcpts, data = got[before]
+    assert rcpts == ["friend@remote.example"]
+    body = data.split(b"\r\n\r\n", 1)[1]
+    assert body.startswith(b"first\r\n.\r\nMAIL FROM:<ceo@ext.test>\r\n")  # the dot arrived stuffed, as content
+    assert b"second\r\n.\r\nthird\r\n.\r\nRCPT TO:<victim2@remote.example>" in body
+    assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+
+
 def test_submission_implicit_tls_465(server: LiveServer) -> None:
     with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
         s.login(BOB, BOB_PW)
@@ -328,6 +356,37 @@ def test_permanent_failure_bounces_to_sender(server: LiveServer, sink: Sink) -> 
     assert b"Final-Recipient: rfc822; reject-me@remote.example" in dsn
     assert b"Status: 5.1.1" in dsn
     assert b"Subject: will bounce" in dsn  # the original headers
+
+
+def test_dsn_parameters_are_xtext_and_cannot_inject_report_fields(server: LiveServer) -> None:
+    """Issue 17 finding 5: ENVID/ORCPT that are not xtext, or decode to a
+    control character, are refused at the port; valid ones reach the report
+    decoded (RFC 3461 4, RFC 3464 2.2.1/2.3.2)."""
+    with smtplib.SMTP_SSL(server.host, server.port("smtps"), context=client_tls(), timeout=20) as s:
+        s.login(ALICE, ALICE_PW)
+        for bad in ("env1\rX-Injected-Envid:yes", "env1+0DX-Injected:yes", "a+2", "a=b", "x" * 101):
+            s.send(f"MAIL FROM:<{ALICE}> ENVID={bad}\r\n".encode())  # raw: smtplib refuses a bare CR itself
+            code, text = s.getreply()
+            assert (code, text[:5]) == (501, b"5.5.4"), bad
+        assert s.docmd(f"MAIL FROM:<{ALICE}> RET=HDRS ENVID=env+2Bone")[0] == 250
+        for bad in ("rfc822;a@b\rX-Injected:yes", "rfc822;a+0Ab@c", "rfc822", ";a@b", "rfc822;"):
+            s.send(f"RCPT TO:<reject-dsn@remote.example> NOTIFY=FAILURE ORCPT={bad}\r\n".encode())
+            code, text = s.getreply()
+            assert (code, text[:5]) == (501, b"5.5.4"), bad
+        assert s.docmd("RCPT TO:<reject-dsn@remote.example> NOTIFY=FAILURE ORCPT=rfc822;orig+2Bx@remote.example")[0] == 250
+        assert s.docmd("DATA")[0] == 354
+        s.send(b"Subject: dsn params\r\n\r\nbody\r\n.\r\n")
+        assert s.getreply()[0] == 250
+
+    def report() -> bytes | None:
+        return next((m for m in pop3_messages(server, ALICE, ALICE_PW) if b"reject-dsn@remote.example" in m), None)
+
+    wait_for(lambda: report() is not None, 30)
+    dsn = report()
+    assert dsn is not None
+    assert b"Original-Envelope-Id: env+one\r\n" in dsn
+    assert b"Original-Recipient: rfc822;orig+x@remote.example\r\n" in dsn
+    assert b"X-Injected" not in dsn
 
 
 def test_queue_survives_kill_and_delivers_when_mx_is_up(tmp_path: Path) -> None:

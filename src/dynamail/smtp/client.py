@@ -10,10 +10,14 @@ transport (``dynamail.smtp.outbound``) only moves bytes.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+
+from dynamail.smtp.dsnparams import DsnParamError, check_envid, check_orcpt
 
 MAX_REPLY_LINE = 4096  # RFC 5321 4.5.3.1.5: 512; tolerate chatty servers
 MAX_REPLY_LINES = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ProtocolError(Exception):
@@ -57,7 +61,8 @@ class ReplyReader:
             del self._buf[: idx + 1]
             if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
                 raise ProtocolError(f"not an SMTP reply: {raw[:60]!r}")
-            self._lines.append(raw[4:].decode("utf-8", "replace"))
+            # a control character from the next hop never reaches a bounce or a log line
+            self._lines.append(_CONTROL.sub(" ", raw[4:].decode("utf-8", "replace")))
             if len(self._lines) > MAX_REPLY_LINES:
                 raise ProtocolError("reply has too many lines")
             if raw[3:4] != b"-":
@@ -239,11 +244,19 @@ class ClientTransaction:
 
 
 def _dsn_params(given: dict[str, str | None], keys: tuple[str, ...]) -> str:
-    """`` KEY=value`` for each of ``keys`` present; values are passed on as
-    received, so anything that could break the command line is dropped."""
+    """`` KEY=value`` for each of ``keys`` present; ENVID and ORCPT are
+    passed on in canonical xtext (RFC 3461 4), anything that could break the
+    command line is dropped."""
     out = ""
     for key in keys:
         value = given.get(key)
+        try:
+            if key == "ENVID":
+                value = check_envid(value)
+            elif key == "ORCPT":
+                value = check_orcpt(value, utf8=True)
+        except DsnParamError:
+            continue
         if value and value.isprintable() and value.isascii() and " " not in value:
             out += f" {key}={value}"
     return out

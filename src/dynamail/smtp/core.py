@@ -29,6 +29,7 @@ from dynamail.sansio import ByteBuffers
 from dynamail.sasl import decode_response, split_plain
 from dynamail.smtp import replies as R
 from dynamail.smtp.dots import Unstuffer
+from dynamail.smtp.dsnparams import DsnParamError, check_envid, check_orcpt
 from dynamail.smtp.events import (
     NEED_DATA,
     PAUSED,
@@ -351,7 +352,12 @@ class SmtpServer(ByteBuffers):
             elif key == "RET":
                 if value is None or value.upper() not in ("FULL", "HDRS"):
                     return Reply(501, "5.5.4", "Bad RET parameter")
-            elif key in ("ENVID", "AUTH"):
+            elif key == "ENVID":
+                try:
+                    params[key] = check_envid(value)  # RFC 3461 4.4: kept in canonical xtext
+                except DsnParamError as exc:
+                    return Reply(501, "5.5.4", f"Bad ENVID parameter: {exc}")
+            elif key == "AUTH":
                 if value is None:
                     return Reply(501, "5.5.4", f"Bad {key} parameter")
             else:
@@ -375,8 +381,10 @@ class SmtpServer(ByteBuffers):
                     self._reply(Reply(501, "5.5.4", "Bad NOTIFY parameter"))
                     return None
             elif key == "ORCPT":
-                if value is None or ";" not in value:
-                    self._reply(Reply(501, "5.5.4", "Bad ORCPT parameter"))
+                try:  # RFC 3461 4.2: kept in canonical xtext
+                    params[key] = check_orcpt(value, utf8="SMTPUTF8" in self.mail_params)
+                except DsnParamError as exc:
+                    self._reply(Reply(501, "5.5.4", f"Bad ORCPT parameter: {exc}"))
                     return None
             else:
                 self._reply(Reply(555, "5.5.4", f"Unsupported parameter {key}"))

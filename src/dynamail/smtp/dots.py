@@ -9,6 +9,14 @@ holds more than one chunk plus one partial line.
 The end of data is only ever ``CRLF . CRLF``: a bare LF before or after the
 dot does not end the message (this is what prevents "SMTP smuggling", where
 two servers disagree on where a message ends).
+
+Outbound, the same disagreement works the other way round: a stored message
+may hold a bare CR or bare LF (accepted inbound, where it never ends DATA),
+and a next hop that ends DATA on ``LF . LF`` would read what follows as new
+commands in our name (CVE-2023-51766 class).  :class:`CanonicalStuffer`
+therefore sends only canonical lines: every bare CR, bare LF and CRLF becomes
+one CRLF, and dots are stuffed on that canonical form, so no next hop,
+however lenient, can see a terminator before ours.
 """
 
 from __future__ import annotations
@@ -102,7 +110,11 @@ class Unstuffer:
 
 @dataclass(slots=True)
 class Stuffer:
-    """Encode content for sending: double every leading dot.
+    """Encode content for sending: double every leading dot (CRLF lines).
+
+    Line endings pass through as stored; POP3 (whose sizes count the stored
+    octets) uses it.  Anything sent to another SMTP server goes through
+    :class:`CanonicalStuffer`.
 
     Call :meth:`feed` with consecutive chunks and :meth:`end` once; the output
     concatenated is the dot-stuffed content followed by ``CRLF.CRLF``
@@ -127,6 +139,48 @@ class Stuffer:
         return out
 
     def end(self) -> bytes:
+        if self._empty or self._at_line_start:
+            return b".\r\n"
+        return b"\r\n.\r\n"
+
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(slots=True)
+class CanonicalStuffer:
+    """Encode content for another SMTP server: canonical CRLF lines, dots stuffed.
+
+    Every bare CR, bare LF and CRLF of the content becomes CRLF (RFC 5321
+    2.3.8: lines end only with CRLF), then a leading dot is doubled.  A CR at
+    the end of a chunk is held back until the next chunk shows whether an LF
+    follows it, so chunk boundaries never change the output.
+    """
+
+    _at_line_start: bool = True
+    _held_cr: bool = False
+    _empty: bool = True
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return b""
+        self._empty = False
+        if self._held_cr:
+            chunk = b"\r" + chunk
+        self._held_cr = chunk.endswith(b"\r")
+        if self._held_cr:
+            chunk = chunk[:-1]
+        if not chunk:
+            return b""
+        out = _LINE_END.sub(b"\r\n", chunk).replace(b"\r\n.", b"\r\n..")
+        if self._at_line_start and out.startswith(b"."):
+            out = b"." + out
+        self._at_line_start = out.endswith(b"\r\n")
+        return out
+
+    def end(self) -> bytes:
+        if self._held_cr:
+            return b"\r\n.\r\n"
         if self._empty or self._at_line_start:
             return b".\r\n"
         return b"\r\n.\r\n"

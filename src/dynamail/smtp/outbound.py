@@ -34,7 +34,7 @@ from dynamail.smtp.client import (
     ServerReply,
     Step,
 )
-from dynamail.smtp.dots import Stuffer
+from dynamail.smtp.dots import CanonicalStuffer
 from dynamail.smtp.queue import (
     QUEUE_DIR,
     Envelope,
@@ -417,7 +417,7 @@ async def send_to_host(host: str, port: int, tx: ClientTransaction, message: Pat
 
 
 async def _send_content(writer: asyncio.StreamWriter, message: Path) -> None:
-    stuffer = Stuffer()
+    stuffer = CanonicalStuffer()
     with open(message, "rb") as fh:
         while chunk := fh.read(SEND_CHUNK):
             writer.write(stuffer.feed(chunk))

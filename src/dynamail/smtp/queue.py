@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dynamail.durable import atomic_write, fsync_dir, make_dirs, remove_stale_temporaries
+from dynamail.smtp.dsnparams import envid_for_report, orcpt_for_report
 
 log = logging.getLogger("dynamail.smtp.queue")
 
@@ -308,15 +309,16 @@ class QueueStore:
                 lines += [f"  <{r.address}>: {r.code} {r.text}".rstrip() for r in group]
         lines += ["", f"--{boundary}", "Content-Type: message/delivery-status", ""]
         lines.append(f"Reporting-MTA: dns; {self.hostname}")
-        envid = env.params.get("ENVID")
+        envid = envid_for_report(env.params.get("ENVID"))
         if envid:
             lines.append(f"Original-Envelope-Id: {envid}")
         lines.append(f"Arrival-Date: {email.utils.formatdate(env.created, localtime=False)}")
         for r in recipients:
             lines.append("")
             lines.append(f"Final-Recipient: rfc822; {r.address}")
-            if r.orcpt:
-                lines.append(f"Original-Recipient: {r.orcpt}")
+            orcpt = orcpt_for_report(r.orcpt)
+            if orcpt:
+                lines.append(f"Original-Recipient: {orcpt}")
             lines.append(f"Action: {r.action}")
             if r.action == "failed":
                 status = enhanced_status(r.code if r.code >= 500 else 500, r.text)

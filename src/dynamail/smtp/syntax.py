@@ -180,28 +180,3 @@ def parse_rcpt_to(arg: str, postmaster_domain: str) -> tuple[Address, dict[str, 
     if path == "":
         raise _bad_path("Empty recipient")
     return parse_address(_strip_route(path)), params
-
-
-def decode_xtext(value: str) -> str:
-    """RFC 3461 4: ``+XX`` hex escapes."""
-    out: list[str] = []
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if ch == "+":
-            try:
-                out.append(chr(int(value[i + 1 : i + 3], 16)))
-            except ValueError:
-                raise _bad_param("Bad xtext") from None
-            i += 3
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
-
-
-def encode_xtext(value: str) -> str:
-    return "".join(
-        ch if 33 <= ord(ch) <= 126 and ch not in "+=" else "".join(f"+{b:02X}" for b in ch.encode())
-        for ch in value
-    )
