@@ -89,7 +89,7 @@ async def test_every_page_renders(ctx: ServerContext) -> None:
             "/admin/settings?scope=server": ["Server-wide", "Default Account Settings", "Default Domain Settings"],
             "/admin/settings?scope=cluster": ["Cluster-wide defaults apply"],
             "/admin/alerts?scope=cluster": ["Cluster-wide Alerts"],
-            "/admin/monitors": ["Sessions per protocol", "Queue size"],
+            "/admin/monitors": ["Sessions per listener", "Queue size"],
             "/admin/monitors/cluster": ["Ready", "standalone"],
         }
         for url, expected in pages.items():

@@ -125,9 +125,6 @@ class CliSession:
         cfg_limits = getattr(self.ctx.config, "limits", None)
         idle = getattr(cfg_limits, "cli_idle_timeout", limits.IDLE_TIMEOUT)
         login_timeout = getattr(cfg_limits, "login_timeout", limits.LOGIN_TIMEOUT)
-        metrics = self.ctx.metrics
-        metrics.sessions.labels("cli").inc()
-        metrics.sessions_total.labels("cli").inc()
         log.info("cli session from %s", self.remote)
         try:
             await conn.send(core.greeting())
@@ -149,7 +146,6 @@ class CliSession:
                 if await self._send(send):
                     break
         finally:
-            metrics.sessions.labels("cli").dec()
             log.info("cli session from %s closed", self.remote)
 
     async def _send(self, send: Send) -> bool:

@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web, web_protocol
@@ -201,6 +202,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=data, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+_FAVICON = Path(__file__).parent / "static" / "favicon.ico"
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(body=_FAVICON.read_bytes(), content_type="image/x-icon",
+                        headers={"Cache-Control": "max-age=86400"})
+
+
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(text=json.dumps(build_document(api), indent=1), content_type="application/json")
 
@@ -220,6 +229,7 @@ def build_app(ctx: ServerContext) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app.router.add_get("/health", health, allow_head=True)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_get("/api/openapi.json", openapi)
     for route in api.routes:
         app.router.add_route(route.method, route.full_path, _api_handler(route), name=route.operation_id)
@@ -264,9 +274,30 @@ class HttpServer:
 class _RequestHandler(web_protocol.RequestHandler):
     """aiohttp's connection handler, but a request it cannot parse (or a
     failure outside the application) gets our JSON error: aiohttp's own
-    reply quotes the malformed request and names its version."""
+    reply quotes the malformed request and names its version.  Each
+    connection counts as one session of the ``http`` or ``https`` listener
+    (``metrics`` is set on the subclass :func:`_counting_server` makes)."""
 
-    __slots__ = ()
+    __slots__ = ("_counted",)
+    metrics: Any = None
+
+    def _listener(self, transport: Any) -> str:
+        return "https" if transport.get_extra_info("sslcontext") is not None else "http"
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._counted: str | None = None
+        if self.metrics is not None:
+            name = self._listener(transport)
+            self.metrics.sessions_total.labels(protocol=name).inc()
+            self.metrics.sessions.labels(protocol=name).inc()
+            self._counted = name
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        name = self._counted
+        super().connection_lost(exc)
+        if name is not None and self.metrics is not None:
+            self.metrics.sessions.labels(protocol=name).dec()
 
     def handle_error(
         self,
@@ -282,14 +313,18 @@ class _RequestHandler(web_protocol.RequestHandler):
 
 
 class _Server(web.Server):
+    handler_class: type[_RequestHandler] = _RequestHandler
+
     def __call__(self) -> web_protocol.RequestHandler:
-        return _RequestHandler(self, loop=self._loop, **self._kwargs)
+        return self.handler_class(self, loop=self._loop, **self._kwargs)
 
 
 class _Runner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
-        server.__class__ = _Server
+        metrics = self.app[CTX].metrics
+        handler = type("_CountingRequestHandler", (_RequestHandler,), {"__slots__": (), "metrics": metrics})
+        server.__class__ = type("_CountingServer", (_Server,), {"handler_class": handler})
         return server
 
 

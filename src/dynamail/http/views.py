@@ -103,6 +103,10 @@ async def accounts_page(
     return page, int(total)
 
 
+# every client listener, in the order the Counters page shows them
+LISTENERS = ("smtp", "submission", "smtps", "imap", "imaps", "pop3", "pop3s", "cli", "http", "https")
+
+
 def _sample(metric: Any) -> list[tuple[dict[str, str], float]]:
     out: list[tuple[dict[str, str], float]] = []
     for family in metric.collect():
@@ -118,7 +122,7 @@ async def monitors(ctx: ServerContext, actor: AccountRef) -> dict[str, Any]:
     await ctx.admin.check_monitors(actor)
     m = ctx.metrics
     sessions: dict[str, dict[str, int]] = {
-        p: {"open": 0, "total": 0} for p in ("smtp", "submission", "imap", "pop3", "cli", "http")
+        p: {"open": 0, "total": 0} for p in LISTENERS
     }
     for labels, value in _sample(m.sessions):
         sessions.setdefault(labels.get("protocol", "?"), {"open": 0, "total": 0})["open"] = int(value)

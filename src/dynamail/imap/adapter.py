@@ -201,10 +201,6 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
     io = ConnectionIo(ctx, conn, framer)
     session = Session(ctx, io)
     framer.append_limit = session.settings.append_limit
-    metrics = getattr(ctx, "metrics", None)
-    if metrics is not None:
-        metrics.sessions.labels(protocol="imap").inc()
-        metrics.sessions_total.labels(protocol="imap").inc()
     idle_timeout = getattr(getattr(ctx.config, "limits", None), "idle_timeout", limits.IDLE_TIMEOUT)
     login_timeout = getattr(getattr(ctx.config, "limits", None), "login_timeout", limits.NOT_AUTHENTICATED_TIMEOUT)
     io.write(
@@ -253,8 +249,6 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
         with contextlib.suppress(Exception):
             await io.flush()
         await session.close()
-        if metrics is not None:
-            metrics.sessions.labels(protocol="imap").dec()
 
 
 def _counters(ctx: ServerContext) -> _Counters:

@@ -6,6 +6,11 @@ the configured address with the port offset, enforces the total and
 per-client-address connection limits (answering a refused client with the
 protocol's own "busy" line), applies TLS for implicit-TLS ports, and on
 shutdown stops accepting and gives running sessions a grace period.
+
+Every accepted session is counted here, once, under the name of the
+listener it came in on (``dynamail_sessions_total{protocol="submission"}``
+for port 587, ``"imaps"`` for 993, ...), so the counters add up to what
+clients used whatever the protocol adapter does.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from dynamail.metrics import Metrics
 from dynamail.net import memtrace
 from dynamail.net.connection import Connection, IdleTimeout, _Wire
 
@@ -84,8 +90,10 @@ class ListenerSpec:
 class Listeners:
     """Owns every listening socket of one server process."""
 
-    def __init__(self, host: str, port_offset: int, tls_context: ssl.SSLContext | None) -> None:
+    def __init__(self, host: str, port_offset: int, tls_context: ssl.SSLContext | None,
+                 metrics: Metrics | None = None) -> None:
         self.host = host
+        self.metrics = metrics
         self.port_offset = port_offset
         self.tls_context = tls_context
         self._servers: dict[str, asyncio.Server] = {}
@@ -147,6 +155,9 @@ class Listeners:
             return
         self._per_listener[spec.name] += 1
         self._per_address[key] += 1
+        if self.metrics is not None:
+            self.metrics.sessions_total.labels(protocol=spec.name).inc()
+            self.metrics.sessions.labels(protocol=spec.name).inc()
         current_connection.set(conn)
         _current_listeners.set(self)
         try:
@@ -158,6 +169,8 @@ class Listeners:
         except Exception:
             log.exception("%s session from %s failed", spec.name, conn.peer_host)
         finally:
+            if self.metrics is not None:
+                self.metrics.sessions.labels(protocol=spec.name).dec()
             self._per_listener[spec.name] -= 1
             self._per_address[key] -= 1
             if self._per_address[key] <= 0:

@@ -19,7 +19,6 @@ In a cluster, an account owned by another member is relayed there
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -129,19 +128,12 @@ class Pop3Session:
             return ev
 
     async def run(self) -> None:
-        metrics = self.ctx.metrics
-        with contextlib.suppress(Exception):
-            metrics.sessions_total.labels(protocol="pop3").inc()
-            metrics.sessions.labels(protocol="pop3").inc()
         try:
             await self._run()
         except asyncio.CancelledError:  # server shutdown
             if self.core.state is not State.CLOSED:
                 await say_goodbye(self.core.shutting_down, self.flush)
             raise
-        finally:
-            with contextlib.suppress(Exception):
-                metrics.sessions.labels(protocol="pop3").dec()
 
     async def _run(self) -> None:
         self.core.greeting()

@@ -234,7 +234,7 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
         )
     admin = _make_admin(directory, auth, locator)
     tls = _tls_context(cfg)
-    listeners = Listeners(cfg.listen, cfg.port_offset, tls)
+    listeners = Listeners(cfg.listen, cfg.port_offset, tls, metrics)
     ctx = ServerContext(
         config=cfg,
         hostname=cfg.main_domain,

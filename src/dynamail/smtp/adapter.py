@@ -188,10 +188,6 @@ class SmtpSession:
             await self.conn.send(out)
 
     async def run(self) -> None:
-        metrics = self.ctx.metrics
-        with contextlib.suppress(Exception):
-            metrics.sessions_total.labels(protocol="smtp").inc()
-            metrics.sessions.labels(protocol="smtp").inc()
         try:
             self.core.greeting()
             await self.flush()
@@ -221,8 +217,6 @@ class SmtpSession:
                 await say_goodbye(self.core.shutting_down, self.flush)
             raise
         finally:
-            with contextlib.suppress(Exception):
-                metrics.sessions.labels(protocol="smtp").dec()
             if self.spool is not None:
                 self.spool.discard()
                 self.spool = None
