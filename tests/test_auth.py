@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import threading
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,7 +11,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from dynamail.auth import Authenticator, AuthResult
-from dynamail.directory import Directory
+from dynamail.directory import Directory, passwords
 from dynamail.metrics import Metrics
 
 T = TypeVar("T")
@@ -229,3 +230,182 @@ def test_failed_login_leaves_imported_hash(auth: Authenticator, directory: Direc
     directory.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
     assert not login(auth, "bob", "wrong").ok
     assert directory.password_hash(ref) == "{SHA512-CRYPT}" + SHA512
+
+
+# ------------------------------------------------------------ hashing pool, rehash
+
+
+class CountingAuthenticator(Authenticator):
+    """Records how many hash verifications run at the same time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def _verify(self, stored: str, password: str) -> bool:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            threading.Event().wait(0.02)  # hold the slot, as a real argon2 hash does
+            return super()._verify(stored, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+def test_hash_concurrency_is_bounded(directory: Directory) -> None:
+    auth = CountingAuthenticator(directory, hash_concurrency=2)
+
+    async def storm() -> list[AuthResult]:
+        return await asyncio.gather(*(
+            auth.authenticate("alice@d.example", f"wrong{i}", protocol="imap", remote=f"192.0.2.{i}")
+            for i in range(12)
+        ))
+
+    results = run(storm())
+    assert all(r.reason == "bad-credentials" for r in results)
+    assert auth.verifications == 12 and auth.most == 2
+
+
+def test_a_cancelled_waiting_login_costs_no_hash(directory: Directory) -> None:
+    auth = CountingAuthenticator(directory, hash_concurrency=1)
+
+    async def go() -> None:
+        first = asyncio.create_task(auth.authenticate("bob", "builder", protocol="imap", remote="a"))
+        waiting = asyncio.create_task(auth.authenticate("alice@d.example", "x", protocol="imap", remote="b"))
+        while auth.hashing.waiting == 0:
+            await asyncio.sleep(0.001)
+        waiting.cancel()
+        assert (await first).ok
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    run(go())
+    assert auth.verifications == 1
+
+
+def test_hashes_with_other_parameters_verify_and_are_rehashed(directory: Directory) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    old = PasswordHasher(time_cost=2, memory_cost=16, parallelism=1)
+    directory.set_password_hash(ref, old.hash("builder"))
+    assert passwords.needs_rehash(directory.password_hash(ref) or "", FAST)
+    keep = Authenticator(directory, rehash=False)
+    assert login(keep, "bob", "builder").ok
+    assert (directory.password_hash(ref) or "").startswith("$argon2id$v=19$m=16,t=2")
+    auth = Authenticator(directory)
+    assert login(auth, "bob", "builder").ok
+    new = directory.password_hash(ref) or ""
+    assert new.startswith("$argon2id$v=19$m=8,t=1,p=1") and not passwords.needs_rehash(new, FAST)
+    auth.invalidate(ref)
+    assert login(auth, "bob", "builder").ok and not login(auth, "bob", "build").ok
+
+
+def test_imported_hash_is_kept_without_rehash(directory: Directory) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    directory.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
+    auth = Authenticator(directory, rehash=False)
+    assert login(auth, "bob", "Hello world!").ok
+    assert directory.password_hash(ref) == "{SHA512-CRYPT}" + SHA512
+
+
+# ------------------------------------------------------------ keyed verifiers
+
+KEY = bytes(range(32))
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def member(base: Path, wall: WallClock, key: bytes = KEY) -> tuple[Authenticator, Directory]:
+    """One cluster member's view: its own Directory and Authenticator on the shared base."""
+    d = Directory(base, main_domain="main.example", password_hasher=FAST)
+    return Authenticator(d, verifier_key=key, verifier_ttl=3600.0, wall_clock=wall), d
+
+
+def test_verifier_lets_another_member_skip_the_hash(directory: Directory) -> None:
+    wall = WallClock()
+    a, _ = member(directory.base, wall)
+    b, _ = member(directory.base, wall)
+    assert login(a, "alice@d.example", "wonderland").ok
+    assert a.verifications == 1
+    assert login(b, "alice@d.example", "wonderland").ok  # b never saw alice: no hash work
+    assert (b.verifications, b.verifier_hits) == (0, 1)
+    assert not login(b, "alice@d.example", "wonderlanD").ok  # a wrong password is still hashed
+    assert b.verifications == 1
+    other, _ = member(directory.base, wall, key=bytes(32))  # another cluster's key
+    assert login(other, "alice@d.example", "wonderland").ok
+    assert (other.verifications, other.verifier_hits) == (1, 0)
+
+
+def test_password_change_revokes_verifiers_and_caches_on_every_member(directory: Directory) -> None:
+    wall = WallClock()
+    a, da = member(directory.base, wall)
+    b, db = member(directory.base, wall)
+    assert login(a, "alice@d.example", "wonderland").ok
+    assert login(b, "alice@d.example", "wonderland").ok  # b: verifier hit, now in b's memory cache
+    ref = db.find_account("alice@d.example")
+    assert ref is not None
+    da.set_password(ref, "looking-glass")  # changed through member a
+    for m in (a, b):
+        r = login(m, "alice@d.example", "wonderland")
+        assert (r.ok, r.reason) == (False, "bad-credentials")
+    assert login(b, "alice@d.example", "looking-glass").ok
+    assert login(a, "alice@d.example", "looking-glass").ok
+    assert a.verifier_hits == 1  # a used the verifier b wrote for the new password
+
+
+def test_a_stale_verifier_written_after_a_change_does_not_verify(directory: Directory) -> None:
+    wall = WallClock()
+    a, da = member(directory.base, wall)
+    ref = da.find_account("alice@d.example")
+    assert ref is not None
+    old = da.password_hash(ref)
+    assert old is not None
+    da.set_password(ref, "looking-glass")
+    # a slow member writes the verifier of the old password after the change
+    da.set_credential_verifier(ref, passwords.make_verifier(KEY, ref.address, old, "wonderland", 1_900_000_000))
+    assert not login(a, "alice@d.example", "wonderland").ok
+    assert a.verifier_hits == 0
+
+
+def test_verifier_expires_and_tampering_is_refused(directory: Directory) -> None:
+    wall = WallClock()
+    a, da = member(directory.base, wall)
+    b, _ = member(directory.base, wall)
+    ref = da.find_account("alice@d.example")
+    assert ref is not None
+    assert login(a, "alice@d.example", "wonderland").ok
+    text = da.credential_verifier(ref)
+    assert text is not None and text.startswith("v1 ")
+    _, expires, mac = text.split(" ")
+    # a longer validity under the same MAC, garbage, an oversized file: all misses
+    for bad in (f"v1 {int(expires) + 10**6} {mac}", "v1 x y", "v2 1 2", "v1 " + "9" * 500 + " z", "v1 1 ???"):
+        da.set_credential_verifier(ref, bad)
+        b.reload()
+        assert login(b, "alice@d.example", "wonderland").ok
+    assert b.verifier_hits == 0
+    # the last login wrote a fresh verifier; past its expiry it is not used
+    b.reload()
+    wall.now += 3601
+    assert login(b, "alice@d.example", "wonderland").ok
+    assert b.verifier_hits == 0
+
+
+def test_no_verifier_for_a_wrong_password_or_without_a_key(directory: Directory) -> None:
+    ref = directory.find_account("alice@d.example")
+    assert ref is not None
+    assert login(Authenticator(directory), "alice@d.example", "wonderland").ok
+    assert directory.credential_verifier(ref) is None  # no key: nothing written
+    a, _ = member(directory.base, WallClock())
+    assert not login(a, "alice@d.example", "nope").ok
+    assert directory.credential_verifier(ref) is None

@@ -1,5 +1,5 @@
 """Password checks for every protocol: hashes, a verified-credentials cache,
-failed-login throttling and APOP.
+keyed verifiers that survive a failover, failed-login throttling and APOP.
 
 ``Authenticator.authenticate`` is what every login calls.  Order of checks:
 
@@ -12,15 +12,33 @@ failed-login throttling and APOP.
 2. The account (``user`` is an account of the Main Domain; aliases resolve).
 3. ``AccessModes`` (effective account setting) must allow the protocol
    (see ``dynamail.directory.model``); ``None`` means the account is disabled.
-4. The verified-credentials cache: an HMAC, under a random per-process key,
-   of (account, stored hash, presented password).  A hit skips the costly
-   argon2 verification; including the stored hash means a password changed
-   anywhere (another cluster member too) misses the cache at once, and
-   ``invalidate(ref)`` drops the account's entries.  Only successes are
-   cached, for ``cache_ttl`` seconds; the key never leaves the process, so
-   the cache reveals nothing about passwords.
-5. Verification (argon2 and the imported formats of
-   ``dynamail.directory.passwords``) runs in a thread pool, off the event loop.
+4. The in-memory verified-credentials cache: an HMAC, under a random
+   per-process key, of (account, stored hash, presented password).  Only
+   successes are cached, for ``cache_ttl`` seconds; ``invalidate(ref)``
+   drops the account's entries.
+5. The keyed verifier kept with the account (``Directory.credential_verifier``,
+   format in ``dynamail.directory.passwords``): an HMAC under a key every
+   cluster member holds (derived from the cluster secret; a standalone
+   server's ``Settings/verifier.key``) of (account, stored hash, expiry,
+   password), written by whichever member last verified the password and
+   valid for ``verifier_ttl`` seconds of wall-clock time.  After a failover
+   or a restart the surviving members check a returning user with one HMAC
+   instead of an argon2 hash.  The security trade-off is in
+   docs/deploying.md.
+6. Verification (argon2 and the imported formats of
+   ``dynamail.directory.passwords``) in ``HashPool``: a thread pool of its
+   own, at most ``hash_concurrency`` (default: the usable cores) hashes at
+   once behind a semaphore, so memory stays below that many times the
+   argon2 memory cost, and a client that leaves while waiting costs nothing.
+
+Both caches bind the stored hash: a password changed anywhere (another
+cluster member too) gives a new stored hash, and every cached entry and
+verifier of the old one stops matching at once, on every member.
+
+After a successful login, a stored hash that is imported (``{SHA512-CRYPT}``
+etc.) or made with other argon2 parameters is replaced by an argon2id hash
+with the current parameters (``rehash``), but only while no other hash
+waits for the pool: during a login storm the rehash is left to a later login.
 
 APOP (RFC 1939 section 7; the CLI protocol's ``APOP`` login too) compares
 ``md5hex(token + password)`` with the presented digest; it needs the clear
@@ -34,11 +52,14 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from dynamail.accounts import AccountRef
 from dynamail.directory import Directory, DirectoryError, NoSuchAccount, passwords
@@ -51,6 +72,57 @@ PROTOCOLS = frozenset({"imap", "pop3", "smtp", "cli", "http"})
 MAX_LOGIN = 400  # longer login names are refused before any lookup
 MAX_TRACKED = 100_000  # bound on throttling records kept in memory
 MAX_CACHED = 100_000  # bound on verified-credentials cache entries
+
+T = TypeVar("T")
+
+
+def usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class HashPool:
+    """Password hashing off the event loop, at most ``size`` at a time.
+
+    Each argon2 computation holds its memory cost for its duration, so the
+    semaphore bounds memory (``size`` x m) as well as CPU.  Waiting happens
+    on the semaphore, not in the executor's queue: a login whose client
+    goes away while it waits is cancelled before any hash work is done.
+    """
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size if size > 0 else usable_cores()
+        self.waiting = 0
+        self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="dynamail-hash")
+        self._sem: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
+
+    def _semaphore(self, loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+        if self._sem is None or self._sem[0] is not loop:
+            self._sem = (loop, asyncio.Semaphore(self.size))
+        return self._sem[1]
+
+    @property
+    def busy(self) -> bool:
+        """Whether logins are waiting for a hash slot."""
+        return self.waiting > 0
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        sem = self._semaphore(loop)
+        self.waiting += 1
+        try:
+            await sem.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        finally:
+            sem.release()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +209,23 @@ class Authenticator:
         base_delay: float = 2.0,
         max_delay: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        hash_concurrency: int = 0,
+        rehash: bool = True,
+        verifier_key: bytes | None = None,
+        verifier_ttl: float = 0.0,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.directory = directory
         self.metrics = metrics
         self.cache_ttl = cache_ttl
         self.clock = clock
+        self.hashing = HashPool(hash_concurrency)
+        self.rehash = rehash
+        # keyed verifiers: off unless a key shared by every member is given
+        self.verifier_key = verifier_key
+        self.verifier_ttl = verifier_ttl
+        self.wall_clock = wall_clock
+        self.verifier_hits = 0  # logins accepted by a keyed verifier (tests watch it)
         self.throttle = Throttle(
             max_failures=max_failures, base_delay=base_delay, max_delay=max_delay, clock=clock
         )
@@ -223,27 +307,52 @@ class Authenticator:
         self.throttle.success("addr:" + remote)
         self.throttle.success(self._login_key(login, ref))
 
-    def _lookup(self, login: str, protocol: str) -> tuple[AccountRef | None, str | None, bool]:
-        """(account, stored hash, protocol allowed) — runs in a worker thread."""
+    @property
+    def _verifiers_on(self) -> bool:
+        return self.verifier_key is not None and self.verifier_ttl > 0
+
+    def _lookup(self, login: str, protocol: str) -> tuple[AccountRef | None, str | None, bool, str | None]:
+        """(account, stored hash, protocol allowed, keyed verifier) — runs in a worker thread."""
         try:
             ref = self.directory.find_account(login)
         except DirectoryError:
             log.exception("account lookup of %r failed", login)
-            return None, None, False
+            return None, None, False, None
         if ref is None:
-            return None, None, False
+            return None, None, False, None
         try:
             stored = self.directory.password_hash(ref)
             allowed = dmodel.protocol_allowed(
                 self.directory.effective_account_settings(ref).get("AccessModes"), protocol
             )
+            verifier = self.directory.credential_verifier(ref) if self._verifiers_on else None
         except NoSuchAccount:
-            return None, None, False
-        except DirectoryError:
+            return None, None, False, None
+        except (DirectoryError, OSError):
             # An unreadable settings file: refuse the login, never crash the session.
             log.exception("settings of %s are unreadable", ref)
-            return ref, None, False
-        return ref, stored, allowed
+            return ref, None, False, None
+        return ref, stored, allowed, verifier
+
+    def _verifier_matches(self, ref: AccountRef, stored: str, password: str, verifier: str | None) -> bool:
+        if verifier is None or self.verifier_key is None or self.verifier_ttl <= 0:
+            return False
+        return passwords.check_verifier(
+            self.verifier_key, verifier, ref.address, stored, password, self.wall_clock()
+        )
+
+    def _store_verifier(self, ref: AccountRef, stored: str, password: str) -> None:
+        """Keep a fresh keyed verifier with the account (best effort: a
+        failure only costs the next member one hash verification)."""
+        if self.verifier_key is None or self.verifier_ttl <= 0:
+            return
+        expires = int(self.wall_clock() + self.verifier_ttl)
+        try:
+            self.directory.set_credential_verifier(
+                ref, passwords.make_verifier(self.verifier_key, ref.address, stored, password, expires)
+            )
+        except Exception:
+            log.warning("could not store the credentials verifier of %s", ref, exc_info=True)
 
     def _dummy_verify(self, password: str) -> None:
         if self._dummy_hash is None:
@@ -251,15 +360,18 @@ class Authenticator:
         if isinstance(password, str):
             passwords.verify(self._dummy_hash, password[: passwords.MAX_PASSWORD], self.directory.hasher)
 
-    def _upgrade(self, ref: AccountRef, stored: str, password: str) -> None:
-        """Re-hash an imported password with argon2id (best effort: a
-        failure leaves the imported hash, which still verifies)."""
+    def _upgrade(self, ref: AccountRef, stored: str, password: str) -> str | None:
+        """Re-hash an imported or differently-tuned password with the current
+        argon2id parameters; the new stored hash, or None (best effort: a
+        failure leaves the old hash, which still verifies)."""
         try:
             if self.directory.upgrade_password_hash(ref, stored, password):
-                log.info("password hash of %s upgraded from %s to argon2id",
+                log.info("password hash of %s rehashed from %s to argon2id with the current parameters",
                          ref, passwords.split_scheme(stored)[0])
+                return self.directory.password_hash(ref)
         except DirectoryError:
             log.exception("could not upgrade the password hash of %s", ref)
+        return None
 
     def _verify(self, stored: str, password: str) -> bool:
         self.verifications += 1
@@ -273,29 +385,19 @@ class Authenticator:
         if self._address_throttled(remote):
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
         loop = asyncio.get_running_loop()
-        ref, stored, allowed = await loop.run_in_executor(None, self._lookup, login, protocol)
+        ref, stored, allowed, verifier = await loop.run_in_executor(None, self._lookup, login, protocol)
         if self._account_throttled(login, ref):
             return self._refused(protocol, "throttled", "too many failed logins; try again later", ref)
         if ref is None:
             # Spend the same work as for a real account, so that response
             # times do not tell which accounts exist.
-            await loop.run_in_executor(None, self._dummy_verify, password)
+            await self.hashing.run(self._dummy_verify, password)
             self._failed(login, remote, None)
             return self._refused(protocol, "no-such-account", "invalid login or password")
         if stored is None or not isinstance(password, str) or len(password) > passwords.MAX_PASSWORD:
             self._failed(login, remote, ref)
             return self._refused(protocol, "bad-credentials", "invalid login or password", ref)
-        key = self._cache_key(ref, stored, password)
-        ok = self._cache_hit(key)
-        if not ok:
-            ok = await loop.run_in_executor(None, self._verify, stored, password)
-            if ok:
-                if passwords.needs_upgrade(stored):
-                    await loop.run_in_executor(None, self._upgrade, ref, stored, password)
-                    stored = self.directory.password_hash(ref) or stored
-                    key = self._cache_key(ref, stored, password)
-                self._cache_put(key, ref)
-        if not ok:
+        if not await self._check(loop, ref, stored, password, verifier):
             self._failed(login, remote, ref)
             return self._refused(protocol, "bad-credentials", "invalid login or password", ref)
         if not allowed:
@@ -303,6 +405,31 @@ class Authenticator:
         self._succeeded(login, remote, ref)
         self._count(protocol, "ok")
         return AuthResult(True, ref, "ok", "authenticated")
+
+    async def _check(
+        self, loop: asyncio.AbstractEventLoop, ref: AccountRef, stored: str, password: str, verifier: str | None
+    ) -> bool:
+        """Whether ``password`` is the account's: memory cache, keyed
+        verifier, then a hash verification in the pool."""
+        key = self._cache_key(ref, stored, password)
+        if self._cache_hit(key):
+            return True
+        fresh = False
+        if self._verifier_matches(ref, stored, password, verifier):
+            self.verifier_hits += 1
+        elif await self.hashing.run(self._verify, stored, password):
+            fresh = True
+        else:
+            return False
+        if self.rehash and not self.hashing.busy and passwords.needs_rehash(stored, self.directory.hasher):
+            new = await self.hashing.run(self._upgrade, ref, stored, password)
+            if new is not None:
+                stored, fresh = new, True
+                key = self._cache_key(ref, stored, password)
+        if fresh and self._verifiers_on:
+            loop.run_in_executor(None, self._store_verifier, ref, stored, password)
+        self._cache_put(key, ref)
+        return True
 
     async def verify_apop(self, login: str, token: str, digest: str, *, protocol: str, remote: str) -> AuthResult:
         """APOP: ``digest`` must be md5hex(``token`` + password) (RFC 1939 §7)."""
@@ -313,7 +440,7 @@ class Authenticator:
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
 
         def lookup() -> tuple[AccountRef | None, str | None, bool]:
-            ref, _, allowed = self._lookup(login, protocol)
+            ref, _, allowed, _ = self._lookup(login, protocol)
             if ref is None:
                 return None, None, False
             try:

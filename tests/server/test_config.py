@@ -89,6 +89,11 @@ def test_explicit_config_file(tmp_path: Path) -> None:
         ("log_level = 'LOUD'\n", "log_level"),
         ("limits = 5\n", "limits: expected a table"),
         ("this is not toml", "server.toml"),
+        ("[auth]\nargon2_memory_kib = 4\n", "auth.argon2_memory_kib"),
+        ("[auth]\nargon2_time_cost = 0\n", "auth.argon2_time_cost"),
+        ("[auth]\nhash_concurrency = -1\n", "auth.hash_concurrency"),
+        ("[auth]\nverifier_seconds = -5\n", "auth: cache_seconds and verifier_seconds"),
+        ("[auth]\nrounds = 3\n", "auth.rounds: unknown setting"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -203,6 +208,7 @@ def test_every_setting_is_documented() -> None:
     sections = {
         "tls": config_mod.TlsConfig, "limits": config_mod.LimitsConfig, "cluster": config_mod.ClusterConfig,
         "smtp": config_mod.SmtpConfig, "pop3": config_mod.Pop3Config, "imap": config_mod.ImapConfig,
+        "auth": config_mod.AuthConfig,
     }
     missing = []
     for name, cls in sections.items():
@@ -223,3 +229,26 @@ def test_imap_reads_its_section(tmp_path: Path) -> None:
     (settings / "server.toml").write_text("[imap]\nlogin_disabled_without_tls = true\nappend_limit = 1000\n")
     got = ImapSettings.from_config(config_mod.load(tmp_path))
     assert got == ImapSettings(login_disabled_without_tls=True, append_limit=1000)
+
+
+def test_auth_section_reaches_the_hasher_and_the_authenticator(tmp_path: Path) -> None:
+    settings = tmp_path / "Settings"
+    settings.mkdir()
+    (settings / "server.toml").write_text(
+        "main_domain = 'main.example'\n[auth]\nargon2_memory_kib = 1024\nargon2_time_cost = 1\n"
+        "hash_concurrency = 3\nrehash_on_login = false\ncache_seconds = 7\nverifier_seconds = 60\n"
+    )
+    from dynamail.server.app import build_context
+
+    cfg = config_mod.load(tmp_path)
+    ctx = build_context(cfg)
+    auth = ctx.auth
+    try:
+        h = ctx.directory.hasher
+        assert h is not None and (h.memory_cost, h.time_cost, h.parallelism) == (1024, 1, 1)
+        assert (auth.hashing.size, auth.rehash, auth.cache_ttl, auth.verifier_ttl) == (3, False, 7.0, 60.0)
+        assert auth.verifier_key is not None and len(auth.verifier_key) == 32
+        assert (settings / "verifier.key").stat().st_mode & 0o777 == 0o600
+        assert config_mod.load(tmp_path).auth == cfg.auth
+    finally:
+        auth.hashing.close()

@@ -37,6 +37,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -143,6 +145,13 @@ class ClusterSettings:
             idle_release=min(cfg.limits.account_idle_release, limits.IDLE_RELEASE),
             tls=bool(getattr(cc, "tls", True)), cert=str(cert), key=str(key),
         )
+
+
+def verifier_key(secret: bytes) -> bytes:
+    """The credentials-verifier key of the cluster (``dynamail.auth``): one
+    key every member derives from the cluster secret, kept apart from the
+    keys the secret authenticates members and relay tickets with."""
+    return hmac.new(secret, b"dynamail credentials verifier key v1", hashlib.sha256).digest()
 
 
 class ClusterMember(ControllerDuty, Handoffs):
@@ -668,6 +677,10 @@ async def attach(ctx: Any) -> ClusterMember:
     await member.start()
     ctx.cluster = member
     ctx.accounts = member.locator
+    auth = getattr(ctx, "auth", None)
+    if auth is not None and hasattr(auth, "verifier_key"):
+        # every member checks the keyed verifiers the others wrote
+        auth.verifier_key = verifier_key(settings.secret)
     admin = getattr(ctx, "admin", None)
     if admin is not None:
         if hasattr(admin, "accounts"):

@@ -38,6 +38,7 @@ Invariants:
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 import os
 import secrets
@@ -66,6 +67,7 @@ from dynamail.directory.layout import (
     MAIL_DIR,
     PREFS_FILE,
     SETTINGS_FILE,
+    VERIFIER_FILE,
     AlertScope,
     remove_stale,
     rename_new,
@@ -569,6 +571,8 @@ class Directory(AliasesMixin, AlertsMixin):
             if password is not None:
                 rec.update(self._password_record(ref, password, rec["settings"]))
             self._write_record(ref, rec)
+            if password is not None:
+                self.set_credential_verifier(ref, None)
 
     def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
         rest, password = split_password(settings)
@@ -579,6 +583,8 @@ class Directory(AliasesMixin, AlertsMixin):
             if password is not None:
                 rec.update(self._password_record(ref, password, cleaned))
             self._write_record(ref, rec)
+            if password is not None:
+                self.set_credential_verifier(ref, None)
 
     def effective_account_settings(self, ref: AccountRef) -> dict[str, Any]:
         own = self.account_settings(ref)
@@ -635,6 +641,7 @@ class Directory(AliasesMixin, AlertsMixin):
             rec = self._record(ref)
             rec.update(new)
             self._write_record(ref, rec)
+            self.set_credential_verifier(ref, None)
 
     def upgrade_password_hash(self, ref: AccountRef, old_stored: str, password: str) -> bool:
         """Replace an imported hash with argon2id after ``password`` was
@@ -647,6 +654,7 @@ class Directory(AliasesMixin, AlertsMixin):
                 return False
             rec.update(self._password_record(ref, password))
             self._write_record(ref, rec)
+            self.set_credential_verifier(ref, None)
             return True
 
     def set_password_hash(self, ref: AccountRef, stored: str) -> None:
@@ -660,10 +668,42 @@ class Directory(AliasesMixin, AlertsMixin):
             rec["password"] = stored
             rec["apop"] = None
             self._write_record(ref, rec)
+            self.set_credential_verifier(ref, None)
 
     def password_hash(self, ref: AccountRef) -> str | None:
         value = self._record(ref).get("password")
         return value if isinstance(value, str) else None
+
+    # A keyed verifier of the last verified password (``passwords``,
+    # ``dynamail.auth``).  It is a cache: any member that verified the
+    # password may replace it (atomic rename, no fsync: a lost or torn
+    # write only costs one argon2 verification), and what it holds is
+    # checked against the current stored hash before any use.
+    def credential_verifier(self, ref: AccountRef) -> str | None:
+        try:
+            with open(self._existing(ref) / VERIFIER_FILE, "rb") as fh:
+                raw = fh.read(passwords.VERIFIER_MAX + 1)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return raw.decode("ascii", "replace").strip()
+
+    def set_credential_verifier(self, ref: AccountRef, text: str | None) -> None:
+        path = self._existing(ref) / VERIFIER_FILE
+        if text is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        tmp = path.with_name(f".{VERIFIER_FILE}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, text.encode("ascii") + b"\n")
+        finally:
+            os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def apop_secret(self, ref: AccountRef) -> str | None:
         """The clear password for APOP, when kept (see ``passwords``)."""

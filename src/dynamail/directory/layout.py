@@ -31,6 +31,7 @@ ALIASES_FILE = "Aliases.json"
 FORWARDERS_FILE = "Forwarders.json"
 ACCOUNT_FILE = "Account.json"
 ACCOUNT_PREFS_FILE = "Prefs.json"
+VERIFIER_FILE = "Verifier"  # keyed verifier of the last verified password (a cache)
 MAIL_DIR = "Mail"
 DOMAIN_ALIASES_FILE = "DomainAliases.json"
 ACCOUNTS_DIR = "Accounts"

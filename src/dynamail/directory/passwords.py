@@ -37,8 +37,24 @@ MAX_PASSWORD = 1024  # longer presented passwords are refused before hashing
 _APOP_AAD = b"dynamail-apop-v1"
 
 
+# Default argon2id parameters of new hashes: OWASP's first recommended
+# minimum (m=19 MiB, t=2, p=1), about 30 ms of one core per hash.  RFC 9106
+# section 4 recommends m=64 MiB, t=3, p=4 ("second recommended option")
+# when memory allows; a server configures its own (``[auth]``), and hashes
+# made with other parameters keep verifying with theirs.
+ARGON2_MEMORY_KIB = 19456
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+
+
+def make_hasher(
+    memory_kib: int = ARGON2_MEMORY_KIB, time_cost: int = ARGON2_TIME_COST, parallelism: int = ARGON2_PARALLELISM
+) -> PasswordHasher:
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+
+
 def default_hasher() -> PasswordHasher:
-    return PasswordHasher()
+    return make_hasher()
 
 
 SUPPORTED_SCHEMES = frozenset({
@@ -95,6 +111,62 @@ def needs_upgrade(stored: str) -> bool:
     """Whether ``stored`` is an imported (non-argon2) hash that a successful
     login should replace with argon2id."""
     return split_scheme(stored)[0] not in ("ARGON2", "ARGON2ID", "ARGON2I", "ARGON2D")
+
+
+def needs_rehash(stored: str, hasher: PasswordHasher | None = None) -> bool:
+    """Whether ``stored`` differs from what ``hasher`` would store now: an
+    imported hash, another argon2 variant, or other argon2 parameters."""
+    scheme, rest = split_scheme(stored)
+    if scheme not in ("ARGON2", "ARGON2ID"):
+        return True
+    try:
+        return (hasher or _HASHER).check_needs_rehash(rest)
+    except (InvalidHashError, ValueError):
+        return True
+
+
+# -- keyed verifiers ---------------------------------------------------------
+# A verified-credentials record that any server holding ``key`` can check
+# with one HMAC instead of an argon2 verification (see ``dynamail.auth``):
+#
+#     "v1" SP expires SP base64(HMAC-SHA256(key, "dynamail-verifier-v1" NUL
+#                                address NUL stored hash NUL expires NUL password))
+#
+# It binds the stored hash, so a password change (any new stored hash)
+# revokes every verifier at once, wherever it is checked.
+
+VERIFIER_MAX = 128  # a longer verifier text is refused unread
+
+
+def _verifier_mac(key: bytes, address: str, stored: str, expires: int, password: str) -> bytes:
+    msg = b"\x00".join((
+        b"dynamail-verifier-v1", address.encode("utf-8"), stored.encode("utf-8", "replace"),
+        str(expires).encode(), password.encode("utf-8", "surrogatepass"),
+    ))
+    return hmac.new(key, msg, "sha256").digest()
+
+
+def make_verifier(key: bytes, address: str, stored: str, password: str, expires: int) -> str:
+    mac = _verifier_mac(key, address, stored, expires, password)
+    return f"v1 {expires} {base64.b64encode(mac).decode('ascii')}"
+
+
+def check_verifier(key: bytes, text: str, address: str, stored: str, password: str, now: float) -> bool:
+    """Whether ``text`` is an unexpired verifier of exactly this address,
+    stored hash and password under ``key``."""
+    if len(text) > VERIFIER_MAX:
+        return False
+    parts = text.split(" ")
+    if len(parts) != 3 or parts[0] != "v1" or not (parts[1].isascii() and parts[1].isdigit()):
+        return False
+    expires = int(parts[1])
+    if expires <= now:
+        return False
+    try:
+        mac = base64.b64decode(parts[2], validate=True)
+    except ValueError:
+        return False
+    return hmac.compare_digest(mac, _verifier_mac(key, address, stored, expires, password))
 
 
 def clear_from_hash(stored: str) -> str | None:

@@ -207,8 +207,8 @@ def release_base(base: Path) -> None:
 def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerContext:
     """Create (on first start) and open everything the adapters need.
 
-    ``password_hasher`` (an argon2 ``PasswordHasher``) replaces the default
-    hash parameters; tests pass cheap ones."""
+    ``password_hasher`` (an argon2 ``PasswordHasher``) replaces the hash
+    parameters of ``[auth]``; tests pass cheap ones."""
     from dynamail.cluster.locator import StandaloneLocator
     from dynamail.directory import Directory
 
@@ -217,6 +217,11 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
     shared = cfg.shared_base
     make_dirs(shared)
     _link_shared_base(cfg)
+    if password_hasher is None:
+        from dynamail.directory import passwords
+
+        a = cfg.auth
+        password_hasher = passwords.make_hasher(a.argon2_memory_kib, a.argon2_time_cost, a.argon2_parallelism)
     directory = Directory(
         cfg.base, main_domain=cfg.main_domain, shared_base=shared, password_hasher=password_hasher
     )
@@ -225,7 +230,7 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
         log.info("first start: base %s, Main Domain %s", cfg.base, cfg.main_domain)
 
     metrics = Metrics()
-    auth = _make_auth(directory, metrics)
+    auth = _make_auth(cfg, directory, metrics)
     mailstore = _make_mailstore(cfg)
     locator: Any = None
     if mailstore is not None:
@@ -253,10 +258,20 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
     return ctx
 
 
-def _make_auth(directory: Any, metrics: Metrics) -> Any:
+def _make_auth(cfg: ServerConfig, directory: Any, metrics: Metrics) -> Any:
+    """The authenticator; a cluster member replaces the verifier key by one
+    derived from the cluster secret (``dynamail.cluster.member.attach``)."""
     from dynamail.auth import Authenticator
+    from dynamail.directory import passwords
 
-    return Authenticator(directory, metrics=metrics)
+    a = cfg.auth
+    key = None
+    if a.verifier_seconds > 0 and not cfg.clustered:
+        key = passwords.ApopKeys(cfg.settings_dir / "verifier.key").key()
+    return Authenticator(
+        directory, metrics=metrics, cache_ttl=a.cache_seconds, hash_concurrency=a.hash_concurrency,
+        rehash=a.rehash_on_login, verifier_key=key, verifier_ttl=a.verifier_seconds,
+    )
 
 
 def _make_admin(directory: Any, auth: Any, locator: Any) -> Any:

@@ -101,6 +101,19 @@ class ImapConfig:
 
 
 @dataclass
+class AuthConfig:
+    # argon2id parameters of new hashes (RFC 9106; OWASP's minimum is
+    # m=19 MiB, t=2, p=1); existing hashes verify with their own parameters
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
+    hash_concurrency: int = 0  # hashes computed at once; 0 = the number of usable cores
+    rehash_on_login: bool = True  # replace imported or differently-tuned hashes at login
+    cache_seconds: float = 300.0  # in-memory verified-credentials cache
+    verifier_seconds: float = 7 * 86400.0  # keyed verifier kept with the account; 0 = none
+
+
+@dataclass
 class TlsConfig:
     cert: str = ""  # PEM certificate chain; "" = self-signed in Settings/
     key: str = ""  # PEM private key
@@ -120,6 +133,7 @@ class ServerConfig:
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
     imap: ImapConfig = field(default_factory=ImapConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     log_level: str = "INFO"
     config_file: Path | None = None  # the file read; None = <base>/Settings/server.toml
 
@@ -165,6 +179,7 @@ class ServerConfig:
             "pop3": dataclasses.asdict(self.pop3),
             # TOML has no null: an unset optional value is left out
             "imap": {k: v for k, v in dataclasses.asdict(self.imap).items() if v is not None},
+            "auth": dataclasses.asdict(self.auth),
         }
         return out
 
@@ -238,7 +253,7 @@ def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None)
     cfg = ServerConfig(base=base, config_file=config_file)
     sections = {
         "tls": TlsConfig, "limits": LimitsConfig, "cluster": ClusterConfig, "smtp": SmtpConfig,
-        "pop3": Pop3Config, "imap": ImapConfig,
+        "pop3": Pop3Config, "imap": ImapConfig, "auth": AuthConfig,
     }
     for key, value in data.items():
         if key in sections:
@@ -284,6 +299,20 @@ def validate(cfg: ServerConfig) -> None:
             raise ConfigError(f"main_domain: {exc}") from None
     if bool(cfg.tls.cert) != bool(cfg.tls.key):
         raise ConfigError("tls: give both cert and key, or neither")
+    _validate_auth(cfg.auth)
+
+
+def _validate_auth(a: AuthConfig) -> None:
+    if not 1 <= a.argon2_parallelism <= 64:
+        raise ConfigError("auth.argon2_parallelism: must be between 1 and 64")
+    if not 8 * a.argon2_parallelism <= a.argon2_memory_kib <= 4 * 1024 * 1024:
+        raise ConfigError("auth.argon2_memory_kib: must be between 8 x parallelism and 4194304 (4 GiB)")
+    if not 1 <= a.argon2_time_cost <= 100:
+        raise ConfigError("auth.argon2_time_cost: must be between 1 and 100")
+    if not 0 <= a.hash_concurrency <= 1024:
+        raise ConfigError("auth.hash_concurrency: must be between 0 (the number of cores) and 1024")
+    if a.cache_seconds < 0 or a.verifier_seconds < 0:
+        raise ConfigError("auth: cache_seconds and verifier_seconds must not be negative")
 
 
 def load(
