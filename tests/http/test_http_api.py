@@ -438,7 +438,6 @@ async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
         ("POST", "/domains/a.test/accounts", {"name": "x", "password": 5}),
         ("PATCH", "/domains/a.test/settings", {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": {"i": 1}}}}}}}}}),
         ("PATCH", "/domains/a.test/settings", {"": "x"}),
-        ("PATCH", "/domains/a.test/settings", {"Limit": float("inf")}),
         ("PATCH", "/domains/a.test/settings", "RealName"),
         ("PUT", "/domains/a.test/accounts/carol/rights", {"rights": "Master"}),
         ("POST", "/server/alerts", {"text": None}),
@@ -450,6 +449,8 @@ async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
         await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
                                        data=b"{not json"), 400, "bad_json")
         await _error(await client.post(V1 + "/domains", headers=PM), 400, "bad_request")  # no body
+        await _error(await client.patch(V1 + "/domains/a.test/settings", headers=PM, json={"Limit": float("inf")}),
+                     400, "bad_json")  # Infinity is not JSON (RFC 8259 6)
         deep = b"[" * 100_000 + b"]" * 100_000
         await _error(await client.post(V1 + "/domains", headers={**PM, "Content-Type": "application/json"},
                                        data=deep), 400, "bad_json")
@@ -458,6 +459,33 @@ async def test_wrong_types_are_refused(ctx: ServerContext) -> None:
         await _error(await client.get(V1 + "/domains/a.test/accounts?limit=\u00b2", headers=PM), 400, "bad_request")
         resp = await client.post(V1 + "/domains", headers={**PM, "Content-Type": "text/plain"}, data=b'{"name":"x.test"}')
         await _error(resp, 415, "unsupported_media_type")
+
+
+async def test_strict_json_lone_surrogates_duplicate_keys_nan(ctx: ServerContext) -> None:
+    """Issue 17 finding 6: a lone surrogate was a 500 with a traceback; a
+    duplicate key silently let the last one win."""
+    bodies = [
+        rb'{"name": "dave", "password": "\ud800"}',
+        rb'{"name": "dave", "password": "x", "settings": {"\udfff": "y"}}',
+        rb'{"name": "dave", "password": "a", "password": "b"}',
+        rb'{"name": "dave", "settings": {"RealName": "A", "RealName": "B"}}',
+        rb'{"name": "dave", "settings": {"MaxAccountSize": NaN}}',
+        rb'{"name": "dave", "settings": {"MaxAccountSize": -Infinity}}',
+    ]
+    async with client_for(ctx) as client:
+        for body in bodies:
+            resp = await client.post(V1 + "/domains/a.test/accounts", headers={**PM, "Content-Type": "application/json"},
+                                     data=body)
+            message = await _error(resp, 400, "bad_json")
+            assert "Traceback" not in message, body
+        resp = await client.patch(V1 + "/domains/a.test/accounts/carol/settings",
+                                  headers={**PM, "Content-Type": "application/json"}, data=rb'{"RealName": "\ud800x"}')
+        await _error(resp, 400, "bad_json")
+        assert ctx.directory.find_account("dave@a.test") is None
+        # a surrogate pair is one valid character
+        resp = await client.patch(V1 + "/domains/a.test/accounts/carol/settings",
+                                  headers={**PM, "Content-Type": "application/json"}, data=rb'{"RealName": "\ud83d\ude00"}')
+        await _json(resp, 200)
 
 
 async def test_hostile_names_are_refused(ctx: ServerContext) -> None:

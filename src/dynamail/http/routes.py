@@ -174,10 +174,56 @@ async def read_json(request: web.Request) -> Any:
         raise ApiError("too_large", f"the request body is larger than {MAX_BODY} bytes")
     if not raw.strip():
         return None
+    return parse_json(raw)
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _bad_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _check_strings(value: Any) -> None:
+    """Every string (keys too) is valid Unicode: no lone surrogate, which
+    ``json`` accepts as ``\\ud800`` but nothing downstream can encode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            item.encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Strict JSON (RFC 8259): :class:`ApiError` ``bad_json`` (400) for a
+    syntax error, a duplicate object key (RFC 8259 4: names SHOULD be unique;
+    "last one wins" would let two readers see different values), a lone
+    surrogate (RFC 8259 8.2) or NaN/Infinity."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        value = json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_bad_constant)
+        _check_strings(value)
+    except _DuplicateKey as exc:
+        raise ApiError("bad_json", f"duplicate key {str(exc)[:64]!r} in the request body") from None
+    except UnicodeError:
+        raise ApiError("bad_json", "the request body holds a string that is not valid Unicode") from None
+    except (ValueError, RecursionError):
         raise ApiError("bad_json", "the request body is not valid JSON") from None
+    return value
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -32,7 +32,7 @@ from dynamail.http.errors import ApiError, from_admin_error
 from dynamail.http.identity import binding_of, check_password, live_session
 from dynamail.http.keys import CTX, SESSIONS
 from dynamail.http.limits import WEB_PAGE
-from dynamail.http.routes import admin_error_type
+from dynamail.http.routes import admin_error_type, parse_json
 from dynamail.http.sessions import COOKIE, LOGIN_COOKIE, Session, new_token, same
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,8 @@ def parse_settings_form(form: MultiDictProxy[Any]) -> dict[str, Any]:
             value = "default"
         elif raw[0] in "[{":
             try:
-                value = json.loads(raw)
-            except (ValueError, RecursionError):
+                value = parse_json(raw)
+            except ApiError:
                 value = raw
         update[key] = value
     return update
