@@ -230,6 +230,7 @@ class Authenticator:
             max_failures=max_failures, base_delay=base_delay, max_delay=max_delay, clock=clock
         )
         self.verifications = 0  # hash verifications actually run (tests watch it)
+        self.decoy_verifications = 0  # verifications against the decoy hash (tests watch it)
         self._key = secrets.token_bytes(32)
         self._cache: OrderedDict[bytes, tuple[float, AccountRef]] = OrderedDict()
         self._by_account: dict[AccountRef, set[bytes]] = {}
@@ -357,6 +358,7 @@ class Authenticator:
     def _dummy_verify(self, password: str) -> None:
         if self._dummy_hash is None:
             self._dummy_hash = passwords.hash_password(secrets.token_urlsafe(16), self.directory.hasher)
+        self.decoy_verifications += 1
         if isinstance(password, str):
             passwords.verify(self._dummy_hash, password[: passwords.MAX_PASSWORD], self.directory.hasher)
 
@@ -395,6 +397,9 @@ class Authenticator:
             self._failed(login, remote, None)
             return self._refused(protocol, "no-such-account", "invalid login or password")
         if stored is None or not isinstance(password, str) or len(password) > passwords.MAX_PASSWORD:
+            # no password (or settings that cannot be read): the same work
+            # again, so a fast answer does not tell which accounts have none
+            await self.hashing.run(self._dummy_verify, password)
             self._failed(login, remote, ref)
             return self._refused(protocol, "bad-credentials", "invalid login or password", ref)
         if not await self._check(loop, ref, stored, password, verifier):

@@ -70,6 +70,49 @@ async def test_forms_need_the_csrf_token(ctx: ServerContext) -> None:
         assert "real.test" in [d.name for d in ctx.directory.list_domains()]
 
 
+async def test_a_valid_token_from_a_foreign_origin_is_refused(ctx: ServerContext) -> None:
+    """Issue 17 finding 8: the CSRF token is not enough when Origin or
+    Referer names another site (defence in depth)."""
+    async with client_for(ctx) as client:
+        csrf = await login(client)
+        host = f"{client.host}:{client.port}"
+        for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                        {"Referer": "https://evil.example/admin/domains"}, {"Origin": f"http://{host}.evil.example"},
+                        {"Origin": "https://evil.example", "Referer": f"http://{host}/admin/domains"}):
+            resp = await client.post("/admin/domains", data={"name": "forged.test", "csrf": csrf}, headers=headers,
+                                     allow_redirects=False)
+            assert resp.status == 403, headers
+            resp = await client.post("/api/v1/domains", json={"name": "forged.test"},
+                                     headers={**headers, "X-CSRF-Token": csrf})
+            assert resp.status == 403 and (await resp.json())["error"]["code"] == "csrf", headers
+        assert "forged.test" not in [d.name for d in ctx.directory.list_domains()]
+        page = await client.get("/admin/login")
+        resp = await client.post("/admin/login", data={"csrf": csrf_of(await page.text()), "user": "postmaster",
+                                                       "password": PM_PASSWORD}, headers={"Origin": "https://evil.example"},
+                                 allow_redirects=False)
+        assert resp.status == 403 and "dynamail_session" not in resp.cookies
+        for headers in ({"Origin": f"http://{host}"}, {"Referer": f"http://{host}/admin/domains"}, {}):
+            name = f"ok{len(headers)}{'o' if 'Origin' in headers else 'r'}.test"
+            resp = await client.post("/admin/domains", data={"name": name, "csrf": csrf, "shared": "no"},
+                                     headers=headers, allow_redirects=False)
+            assert resp.status == 303, headers
+
+
+async def test_a_passwordless_account_fails_with_the_same_work(ctx: ServerContext) -> None:
+    """Issue 17 finding 8: a wrong password for an account without one costs
+    a hash verification too, so response times do not single it out."""
+    ctx.directory.create_account("a.test", "nopass")
+    assert ctx.directory.password_hash(ctx.directory.ref("a.test", "nopass")) is None
+    async with client_for(ctx) as client:
+        for user in ("nopass@a.test", "nobody@a.test", "carol@a.test"):
+            before = ctx.auth.decoy_verifications + ctx.auth.verifications
+            page = await client.get("/admin/login")
+            resp = await client.post("/admin/login", data={"csrf": csrf_of(await page.text()), "user": user,
+                                                           "password": "wrong"})
+            assert resp.status == 401 and "wrong user name or password" in await resp.text()
+            assert ctx.auth.decoy_verifications + ctx.auth.verifications == before + 1, user
+
+
 async def test_oversize_forms_are_refused(ctx: ServerContext) -> None:
     async with client_for(ctx) as client:
         csrf = await login(client)

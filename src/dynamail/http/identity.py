@@ -4,7 +4,10 @@ Credentials go through ``ctx.auth.authenticate(..., protocol="http")`` —
 the same checks, credentials cache and failed-login throttling as every
 other protocol.  A cookie-authenticated request that changes anything must
 carry the session's CSRF token (header ``X-CSRF-Token``), so a foreign page
-cannot use a browser's cookie to call the API.
+cannot use a browser's cookie to call the API.  As a second line of
+defence, such a request (and every WebAdmin form) is refused when its
+``Origin`` (or, without one, its ``Referer``) names another site than the one
+it was sent to: a token that leaked cannot be replayed from a foreign page.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -71,6 +75,30 @@ async def live_session(ctx: ServerContext, sessions: SessionStore, token: str | 
     return session
 
 
+def same_origin(request: web.Request) -> bool:
+    """Whether a state-changing browser request comes from this site: the
+    host (and port) of ``Origin`` — or of ``Referer`` when there is no
+    ``Origin`` — must be the ``Host`` the request was sent to.  A request
+    with neither (a non-browser client, a privacy proxy) passes: the CSRF
+    token is the primary check.  ``Origin: null`` (a sandboxed or
+    cross-origin redirected page) never passes."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        origin = request.headers.get("Referer")
+        if origin is None:
+            return True
+    origin = origin.strip()
+    if origin.lower() == "null":
+        return False
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return False
+    return parts.netloc.lower() == (request.host or "").lower()
+
+
 async def identify(request: web.Request, ctx: ServerContext, sessions: SessionStore) -> Caller:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -93,7 +121,10 @@ async def identify(request: web.Request, ctx: ServerContext, sessions: SessionSt
         raise ApiError("unauthorized", "use HTTP Basic or a Bearer session token")
     session = await live_session(ctx, sessions, request.cookies.get(COOKIE))
     if session is not None:
-        if request.method not in SAFE_METHODS and not same(request.headers.get(CSRF_HEADER), session.csrf):
-            raise ApiError("csrf", "missing or wrong CSRF token")
+        if request.method not in SAFE_METHODS:
+            if not same(request.headers.get(CSRF_HEADER), session.csrf):
+                raise ApiError("csrf", "missing or wrong CSRF token")
+            if not same_origin(request):
+                raise ApiError("csrf", "the request comes from another site (Origin/Referer)")
         return Caller(session.ref, session)
     raise ApiError("unauthorized", "authentication required")

@@ -29,7 +29,7 @@ from dynamail import __version__, names
 from dynamail.directory import model
 from dynamail.http import views
 from dynamail.http.errors import ApiError, from_admin_error
-from dynamail.http.identity import binding_of, check_password, live_session
+from dynamail.http.identity import binding_of, check_password, live_session, same_origin
 from dynamail.http.keys import CTX, SESSIONS
 from dynamail.http.limits import WEB_PAGE
 from dynamail.http.routes import admin_error_type, parse_json
@@ -115,7 +115,7 @@ def page(handler: PageHandler) -> Callable[[web.Request], Awaitable[web.StreamRe
             raise _redirect("/admin/login")
         if request.method == "POST":
             form = await request.post()
-            if not same(_field(form, "csrf"), session.csrf):
+            if not same(_field(form, "csrf"), session.csrf) or not same_origin(request):
                 raise ApiError("csrf", "The form has expired or did not come from this server. Reload the page and try again.")
             flashed = len(session.flash)
             try:
@@ -238,7 +238,7 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
-    if not same(_field(form, "csrf"), request.cookies.get(LOGIN_COOKIE)):
+    if not same(_field(form, "csrf"), request.cookies.get(LOGIN_COOKIE)) or not same_origin(request):
         raise ApiError("csrf", "The login form has expired. Reload the page and try again.")
     target = _safe_next(_field(form, "next"))
     try:
