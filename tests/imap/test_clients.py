@@ -82,6 +82,7 @@ def test_imaplib_implicit_tls_and_idle(server: RealServer) -> None:
             assert m.readline().startswith(b"+")
             other.append("INBOX", "", None, message(99))
             assert m.readline().strip().endswith(b"EXISTS")
+            assert m.readline().strip() == b"* 1 RECENT"  # RFC 3501 7.3.2 (rev1 session)
             m.send(b"DONE\r\n")
             assert m.readline().startswith(tag.encode() + b" OK")
 
@@ -101,7 +102,7 @@ def test_imapclient_session(server: RealServer) -> None:
         assert len(uids) == 1
         data = c.fetch(uids, ["FLAGS", "ENVELOPE", "BODY[]", "MODSEQ"])
         entry = data[uids[0]]
-        assert set(entry[b"FLAGS"]) == {b"\\Seen", b"custom"}
+        assert set(entry[b"FLAGS"]) == {b"\\Seen", b"custom", b"\\Recent"}  # first session to see it
         assert entry[b"ENVELOPE"].subject == b"Test 200"
         c.add_flags(uids, [b"\\Answered"])
         assert b"\\Answered" in c.get_flags(uids)[uids[0]]

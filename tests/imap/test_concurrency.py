@@ -33,7 +33,10 @@ def test_exists_fetch_expunge_between_sessions(imap) -> None:
         lines = await a.ok("NOOP")
         assert "* 2 EXPUNGE" in lines
         assert "* 3 EXISTS" in lines
-        assert "* 1 FETCH (FLAGS (\\Flagged))" in lines
+        # a selected first: the three messages are \Recent to a (RFC 3501 2.3.2);
+        # the one b appended is not, as b was told of it first (its APPEND)
+        assert "* 2 RECENT" in lines
+        assert "* 1 FETCH (FLAGS (\\Flagged \\Recent))" in lines
         assert lines.index("* 2 EXPUNGE") < lines.index("* 3 EXISTS")
         lines = await a.ok("UID SEARCH ALL")
         assert lines[0] == "* SEARCH 1 3 4"
@@ -50,13 +53,14 @@ def test_idle_wakes_on_changes_from_another_session(imap) -> None:
         a = await h.login()
         b = await h.login()
         await a.ok("SELECT INBOX")
-        await b.ok("SELECT INBOX")
         await a.raw(b"i IDLE\r\n")
         assert await a.line() == "+ idling"
-        await append(b, MSG1)
+        await append(b, MSG1)  # b has not selected INBOX: a is told first
         assert await asyncio.wait_for(a.line(), 5) == "* 1 EXISTS"
+        assert await asyncio.wait_for(a.line(), 5) == "* 1 RECENT"
+        await b.ok("SELECT INBOX")
         await b.ok("STORE 1 +FLAGS (\\Seen)")
-        assert await asyncio.wait_for(a.line(), 5) == "* 1 FETCH (FLAGS (\\Seen))"
+        assert await asyncio.wait_for(a.line(), 5) == "* 1 FETCH (FLAGS (\\Recent \\Seen))"
         await b.ok("STORE 1 +FLAGS (\\Deleted)")
         await asyncio.wait_for(a.line(), 5)
         await b.ok("EXPUNGE")

@@ -46,7 +46,7 @@ def test_bracketed_atom_keeps_spaces() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"a (", b"a )", b'a "abc', b"a {5}\r\nab", b'a "a\\x"', b"a \x00", b"a [x", b"a {x}\r\n",
+    [b"a (", b"a )", b'a "abc', b"a {5}\r\nab", b'a "a\\x"', b"a \x00", b"a {x}\r\n",
      b'a "a\x00b"', b"a {3}x"],
 )
 def test_malformed_tokens(raw: bytes) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import quopri
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -91,8 +91,34 @@ def decode_cte(mime_header: bytes, body: bytes) -> bytes:
         except (binascii.Error, ValueError):
             raise CommandNo("Invalid base64 in message part", "PARSE") from None
     if cte == b"quoted-printable":
-        return quopri.decodestring(body)
+        return decode_qp(body)
     raise CommandNo("Unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+
+
+_QP_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def decode_qp(body: bytes) -> bytes:
+    """Quoted-printable as RFC 2045 section 6.7 decodes it: trailing
+    whitespace of each line is transport padding and goes (rule 3), ``=`` at
+    the end of a line (after that padding) is a soft line break (rule 5),
+    ``=XX`` in either case of hex is the octet, and an ``=`` not followed by
+    two hex digits stays as it is (the robust reading of section 6.7 note 1).
+    Line ends stay CRLF."""
+    lines = body.split(b"\n")
+    out = bytearray()
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        line = line.rstrip(b" \t")
+        soft = line.endswith(b"=") and not _QP_ESCAPE.search(line[-3:])
+        if soft:
+            line = line[:-1]
+        out += _QP_ESCAPE.sub(lambda m: bytes((int(m.group(1), 16),)), line)
+        if not soft and i < last:
+            out += b"\r\n"
+    return bytes(out)
 
 
 class FetchWriter:
@@ -168,6 +194,10 @@ class FetchWriter:
                 self.atts.append(FetchAtt("FLAGS"))
 
     @property
+    def wants_flags(self) -> bool:
+        return any(a.name == "FLAGS" for a in self.atts)
+
+    @property
     def flags_only(self) -> bool:
         """Only FLAGS, UID and MODSEQ requested: answered from the index alone."""
         return all(a.section is None and a.name in ("FLAGS", "UID", "MODSEQ") for a in self.atts)
@@ -182,7 +212,7 @@ class FetchWriter:
             parts = []
             for name in names:
                 if name == "FLAGS":
-                    parts.append(b"FLAGS " + response.flags(fl))
+                    parts.append(b"FLAGS " + sel.flags_out(u, fl))
                 elif name == "UID":
                     parts.append(b"UID %d" % u)
                 else:
@@ -208,7 +238,7 @@ class FetchWriter:
                 name = att.name
                 if att.section is None:
                     if name == "FLAGS":
-                        out.write(b"FLAGS " + response.flags(info.flags))
+                        out.write(b"FLAGS " + sel.flags_out(uid, info.flags))
                     elif name == "UID":
                         out.write(b"UID %d" % uid)
                     elif name == "RFC822.SIZE":
@@ -252,7 +282,7 @@ class FetchWriter:
             out.write(label + b" {%d}\r\n" % length)
             await out.send_file(fh, offset, length)
         else:
-            out.write(label + b" " + response.literal(await view.read(uid)))
+            out.write(label + b" " + response.literal(_no_nul(await view.read(uid))))
 
     async def _split(self, uid: int, info: MessageInfo) -> tuple[bytes, bytes] | None:
         """Header and text of a small message from one read (one storage
@@ -309,7 +339,7 @@ class FetchWriter:
                 return
             off, length = att.partial
             data = b"" if off >= info.size else await view.read_range(uid, off, min(length, info.size - off))
-            out.write(label + b" " + response.literal(data))
+            out.write(label + b" " + response.literal(_no_nul(data)))
             return
         if not sec.parts:
             if sec.text == "TEXT":
@@ -322,7 +352,14 @@ class FetchWriter:
         if sec.fields:
             data = header_fields(data, sec.fields, exclude=sec.text.endswith(".NOT"))
         data = _partial(data, att.partial)
-        out.write(label + b" " + response.literal(data))
+        out.write(label + b" " + response.literal(_no_nul(data)))
+
+
+def _no_nul(data: bytes) -> bytes:
+    """A BODY[...] literal may not carry NUL (RFC 9051 section 4.3, CHAR8);
+    like Dovecot we send 0x80 in its place (BINARY[...] sends the octets as
+    they are, in a literal8)."""
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
 
 
 def _pread_all(spans: list[tuple[int, int, int]]) -> list[bytes]:

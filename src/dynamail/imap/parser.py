@@ -132,13 +132,27 @@ def tokenize(raw: bytes) -> list[Token]:
                     raise ParseError("Invalid character in atom")
                 pos += 1
             if depth:
-                raise ParseError("Unbalanced brackets")
+                # Not a fetch item with a section: "[" and "}" are plain
+                # ATOM-CHARs of an astring (RFC 3501/9051 section 9), as in
+                # ``SELECT a[}``.  Read it again as a plain atom.
+                pos = _plain_atom_end(raw, start)
             if pos == start:
                 raise ParseError("Unexpected character")
             cur.append(raw[start:pos].decode("ascii"))
     if len(stack) != 1:
         raise ParseError("Unbalanced parentheses")
     return top
+
+
+def _plain_atom_end(raw: bytes, start: int) -> int:
+    pos = start
+    n = len(raw)
+    while pos < n and raw[pos] not in _ATOM_END:
+        c = raw[pos]
+        if c < 0x20 or c > 0x7E:
+            raise ParseError("Invalid character in atom")
+        pos += 1
+    return pos
 
 
 # -- the command envelope ----------------------------------------------
@@ -254,6 +268,11 @@ def number(s: str, what: str = "number", *, big: bool = False, nz: bool = False)
     return v
 
 
+class BadMailboxName(ParseError):
+    """A well-formed astring that no mailbox can have (invalid modified
+    UTF-7): the command is valid, so the answer is NO, not BAD."""
+
+
 def mailbox(raw: bytes, *, utf8: bool) -> str:
     """A mailbox argument as text (RFC 9051 5.1; modified UTF-7 for rev1)."""
     try:
@@ -270,7 +289,7 @@ def mailbox(raw: bytes, *, utf8: bool) -> str:
         try:
             text = utf7.decode(text)
         except ValueError as exc:
-            raise ParseError(f"Bad mailbox name: {exc}") from None
+            raise BadMailboxName(f"Mailbox name is not valid modified UTF-7: {exc}") from None
     if text[:6].upper() == "INBOX/":
         text = "INBOX" + text[5:]
     return text
@@ -301,6 +320,12 @@ def canonical_flag(f: str) -> str:
         return canon
     if any(ch in _FLAG_BAD for ch in f) or "\\" in f:
         raise ParseError("Invalid keyword")
+    if f.upper() == "NIL":
+        # NIL is the nil of the grammar, not an atom a client can tell apart
+        # from "no value" in a FETCH FLAGS list (RFC 3501/9051 section 9:
+        # flag-keyword is an atom, and a parser reading "NIL" there cannot
+        # know it is not nil); refused as Dovecot does.
+        raise ParseError("Invalid keyword NIL")
     return f
 
 
@@ -647,9 +672,14 @@ def search_key(args: Args, depth: int) -> SearchKey:
         b = search_key(args, depth + 1)
         return SearchKey(key, a, b)
     if key == "MODSEQ":
+        # RFC 7162 section 3.1.5: MODSEQ [SP entry-name SP entry-type-req]
+        # SP mod-sequence-valzer; entry-name is a quoted "/flags/<flag>"
+        # (an atom form is accepted too), entry-type-req priv/shared/all.
         nxt = args.next("MODSEQ")
-        if isinstance(nxt, bytes):  # entry name and type (RFC 7162 3.1.5)
-            args.atom("entry type")
+        if isinstance(nxt, bytes) or (isinstance(nxt, str) and nxt.startswith("/")):
+            kind = args.atom("MODSEQ entry type").lower()
+            if kind not in ("priv", "shared", "all"):
+                raise ParseError("Invalid MODSEQ entry type")
             nxt = args.next("MODSEQ")
         if not isinstance(nxt, str):
             raise ParseError("Invalid MODSEQ")

@@ -3,9 +3,10 @@
 A key is evaluated over a *universe* of UIDs and returns the matching
 subset; AND narrows the universe as it goes, cheapest keys first, so text
 keys (which read message data through ``MailboxView.search_text``) only see
-the messages every index-only key already accepted.  ``\\Recent`` is not
-kept by this server (RFC 9051 dropped it): RECENT and NEW match nothing,
-OLD matches everything.
+the messages every index-only key already accepted.  RECENT, NEW and OLD
+(RFC 3501 6.4.4) use the session's ``\\Recent`` record
+(:mod:`dynamail.imap.recent`); an IMAP4rev2 session has none (RFC 9051
+dropped ``\\Recent``), so RECENT and NEW match nothing and OLD everything.
 """
 
 from __future__ import annotations
@@ -57,10 +58,18 @@ class Searcher:
     async def _key(self, k: SearchKey, universe: list[int]) -> list[int]:
         name = k.name
         info = self.view.info
-        if name == "ALL" or name == "OLD":
+        if name == "ALL":
             return universe
-        if name in ("RECENT", "NEW"):
-            return []
+        if name in ("RECENT", "NEW", "OLD"):
+            recent = self.sel.recent
+            if name == "OLD":
+                return universe if recent is None else [u for u in universe if u not in recent]
+            if recent is None:
+                return []
+            hits = [u for u in universe if u in recent]
+            if name == "NEW":  # RFC 3501 6.4.4: RECENT UNSEEN
+                hits = [u for u, fl in zip(hits, flags_of(self.view, hits), strict=True) if "\\Seen" not in fl]
+            return hits
         if name in _FLAG_KEYS:
             flag, want = _FLAG_KEYS[name]
             return [u for u, fl in zip(universe, flags_of(self.view, universe), strict=True) if (flag in fl) == want]

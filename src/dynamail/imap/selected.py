@@ -12,6 +12,15 @@ the list before removal, highest first, so each stays valid as written.
 
 Flag changes this session made itself and already reported (STORE) are not
 reported again: ``reported`` remembers their modseq until the next sync.
+
+Keywords: the client learns the keywords of the mailbox from FLAGS and
+PERMANENTFLAGS at SELECT; a keyword first used later (by STORE here, by
+another session, or on a new message) is announced with a new untagged
+FLAGS (and PERMANENTFLAGS) before any FETCH carries it (RFC 3501 7.2.6,
+RFC 9051 7.3.5): :meth:`Selected.announce_keywords`.
+
+``recent`` is the session's \\Recent record (:mod:`dynamail.imap.recent`)
+for IMAP4rev1 sessions, None for IMAP4rev2 ones.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from dynamail.imap import response
 from dynamail.imap.parser import SequenceSet
+from dynamail.imap.recent import SessionRecent
 from dynamail.storage.api import MailboxView
 
 
@@ -54,10 +64,15 @@ def modseq_of(view: MailboxView, uid: int) -> int:
     return view.info(uid).modseq
 
 
-class Selected:
-    __slots__ = ("exists_sent", "name", "read_only", "reported", "uids", "view")
+SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
-    def __init__(self, view: MailboxView, name: str, read_only: bool) -> None:
+
+class Selected:
+    __slots__ = ("exists_sent", "keywords", "name", "read_only", "recent", "reported", "uids", "view")
+
+    def __init__(
+        self, view: MailboxView, name: str, read_only: bool, recent: SessionRecent | None = None
+    ) -> None:
         self.view = view
         self.name = name
         self.read_only = read_only
@@ -65,6 +80,40 @@ class Selected:
         self.uids: array[int] = array("I", view.uids())
         self.exists_sent = len(self.uids)
         self.reported: dict[int, int] = {}
+        self.keywords: set[str] = set()  # keywords the client was told of
+        self.recent = recent
+        if recent is not None:
+            recent.see(self.uids)
+
+    # -- flags as the client sees them ------------------------------------
+    def flags_out(self, uid: int, fl: frozenset[str]) -> bytes:
+        """``(flags)`` of a message, with \\Recent for a rev1 session."""
+        if self.recent is not None and uid in self.recent:
+            return response.flags(fl | {"\\Recent"})
+        return response.flags(fl)
+
+    def flags_lines(self) -> bytes:
+        """The untagged FLAGS and PERMANENTFLAGS of the mailbox."""
+        kw = "".join(" " + k for k in sorted(self.keywords))
+        out = f"* FLAGS ({SYSTEM_FLAGS}{kw})\r\n"
+        if self.read_only:
+            out += "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+        else:
+            out += f"* OK [PERMANENTFLAGS ({SYSTEM_FLAGS}{kw} \\*)] Flags permitted\r\n"
+        return out.encode("utf-8")
+
+    def announce_keywords(self, flag_sets: Iterable[frozenset[str]], write: Callable[[bytes], None]) -> None:
+        """Write FLAGS/PERMANENTFLAGS again if ``flag_sets`` hold a keyword
+        the client has not been told of (RFC 3501 7.2.6)."""
+        known = self.keywords
+        new: set[str] = set()
+        for fl in flag_sets:
+            for f in fl:
+                if f not in known and not f.startswith("\\"):
+                    new.add(f)
+        if new:
+            known.update(new)
+            write(self.flags_lines())
 
     # -- numbering ------------------------------------------------------
     def seq_of(self, uid: int) -> int:
@@ -137,9 +186,15 @@ class Selected:
         self.announce_expunged(changes.expunged, write, qresync=qresync)
         if changes.added or len(self.uids) != len(self.view.uids()):
             self.uids = array("I", self.view.uids())
+        if changes.added:
+            added = [u for u in changes.added if self.seq_of(u)]
+            self.announce_keywords(flags_of(self.view, added), write)
         if len(self.uids) != self.exists_sent or changes.added:
             write(b"* %d EXISTS\r\n" % len(self.uids))
             self.exists_sent = len(self.uids)
+            if self.recent is not None:  # RFC 3501 7.3.2
+                self.recent.see([u for u in changes.added if self.seq_of(u)])
+                write(b"* %d RECENT\r\n" % len(self.recent))
         if changes.flags_changed:
             self.announce_flags(changes.flags_changed, write, qresync=qresync, condstore=condstore)
         self.reported.clear()
@@ -161,11 +216,14 @@ class Selected:
                 write(b"* %d EXPUNGE\r\n" % seq)
                 del self.uids[seq - 1]
         self.exists_sent = len(self.uids)
+        if self.recent is not None:
+            self.recent.forget(gone)
 
     def announce_flags(
         self, uids: Iterable[int], write: Callable[[bytes], None], *, qresync: bool, condstore: bool
     ) -> None:
         view = self.view
+        todo: list[tuple[int, int, int, frozenset[str]]] = []
         for u in sorted(set(uids)):
             seq = self.seq_of(u)
             if not seq:
@@ -177,7 +235,10 @@ class Selected:
                 continue
             if self.reported.get(u) == modseq:
                 continue
-            items = [b"FLAGS " + response.flags(fl)]
+            todo.append((u, seq, modseq, fl))
+        self.announce_keywords((t[3] for t in todo), write)
+        for u, seq, modseq, fl in todo:
+            items = [b"FLAGS " + self.flags_out(u, fl)]
             if qresync:
                 items.insert(0, b"UID %d" % u)
             if condstore:

@@ -35,6 +35,7 @@ from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
 from dynamail.imap.parser import Command, ParseError
+from dynamail.imap.recent import RecentBook, book_of
 from dynamail.imap.selected import Selected
 from dynamail.imap.state import State, Transition, next_state
 from dynamail.storage.api import (
@@ -166,6 +167,13 @@ class Session:
     def qresync(self) -> bool:
         return "QRESYNC" in self.enabled
 
+    @property
+    def recent_book(self) -> RecentBook:
+        return book_of(self.ctx.extras)
+
+    def recent_key(self, name: str, uidvalidity: int) -> tuple[str, str, int]:
+        return (str(self.ref), name, uidvalidity)
+
     def login_disabled(self) -> bool:
         if self.io.is_tls:
             return False
@@ -212,10 +220,15 @@ class Session:
             raise CommandBad("No mailbox selected")
         return self.selected
 
-    def mailbox_arg(self, raw: bytes) -> str:
-        from dynamail.imap.parser import mailbox
+    def mailbox_arg(self, raw: bytes, *, creating: bool = False) -> str:
+        """A mailbox argument; a name no mailbox can have (not modified
+        UTF-7) is NO [NONEXISTENT], or NO [CANNOT] for a name being made."""
+        from dynamail.imap.parser import BadMailboxName, mailbox
 
-        name = mailbox(raw, utf8=self.utf8)
+        try:
+            name = mailbox(raw, utf8=self.utf8)
+        except BadMailboxName as exc:
+            raise CommandNo(str(exc), "CANNOT" if creating else "NONEXISTENT") from None
         try:
             return names.mailbox_name(name)
         except names.BadName as exc:

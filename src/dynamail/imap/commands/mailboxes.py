@@ -4,8 +4,10 @@ APPENDUID, RFC 7162 CONDSTORE/QRESYNC on SELECT, RFC 9208 QUOTA)."""
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from dynamail.imap import response
@@ -21,6 +23,7 @@ from dynamail.imap.parser import (
     number,
     sequence_set,
 )
+from dynamail.imap.recent import SessionRecent
 from dynamail.imap.selected import Selected, flags_of
 from dynamail.imap.state import State, Transition
 from dynamail.storage.api import (
@@ -35,7 +38,6 @@ if TYPE_CHECKING:
     from dynamail.imap.session import Session
 
 SEP = "/"
-PERMANENT = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
 
 # -- SELECT / EXAMINE ----------------------------------------------------
@@ -79,20 +81,22 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
         if s.state is State.SELECTED:
             s.transition(Transition.SELECT_FAILED)
         raise
-    sel = Selected(view, name, view.read_only)
+    recent = None
+    if not s.rev2:  # RFC 3501 2.3.2; EXAMINE does not claim (6.3.2)
+        recent = SessionRecent(s.recent_book, s.recent_key(name, view.uidvalidity), take=not view.read_only)
+    sel = Selected(view, name, view.read_only, recent)
     first_unseen, kw = _scan(s, sel)
-    s.write(f"* FLAGS ({PERMANENT}{kw})\r\n".encode())
+    sel.keywords.update(kw)
+    flags_line, permanent_line = sel.flags_lines().split(b"\r\n", 1)
+    s.write(flags_line + b"\r\n")
     s.write(b"* %d EXISTS\r\n" % len(sel.uids))
-    if not s.rev2:
-        s.write(b"* 0 RECENT\r\n")
+    if recent is not None:
+        s.write(b"* %d RECENT\r\n" % len(recent))
         if first_unseen:
             s.write(b"* OK [UNSEEN %d] First unseen\r\n" % first_unseen)
     s.write(b"* OK [UIDVALIDITY %d] UIDs valid\r\n" % view.uidvalidity)
     s.write(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uidnext())
-    if sel.read_only:
-        s.write(b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n")
-    else:
-        s.write(f"* OK [PERMANENTFLAGS ({PERMANENT}{kw} \\*)] Flags permitted\r\n".encode())
+    s.write(permanent_line)
     s.write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % view.highestmodseq())
     if s.rev2:
         s.write(b"* LIST () \"/\" " + s.mailbox_out(name) + b"\r\n")
@@ -108,11 +112,11 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
 
 # (account, mailbox, uidvalidity, highestmodseq, messages) -> (first unseen, keywords):
 # every change to a mailbox raises its HIGHESTMODSEQ, so an entry never goes stale.
-_SCAN_CACHE: collections.OrderedDict[tuple[object, ...], tuple[int, str]] = collections.OrderedDict()
+_SCAN_CACHE: collections.OrderedDict[tuple[object, ...], tuple[int, tuple[str, ...]]] = collections.OrderedDict()
 _SCAN_CACHE_MAX = 10000
 
 
-def _scan(s: Session, sel: Selected) -> tuple[int, str]:
+def _scan(s: Session, sel: Selected) -> tuple[int, tuple[str, ...]]:
     """First unseen message (RFC 3501 UNSEEN) and the keywords in use (FLAGS)."""
     view = sel.view
     key = (s.ref, sel.name, view.uidvalidity, view.highestmodseq(), len(sel.uids))
@@ -128,7 +132,7 @@ def _scan(s: Session, sel: Selected) -> tuple[int, str]:
         for f in fl:
             if not f.startswith("\\"):
                 keywords.add(f)
-    result = (first_unseen, "".join(" " + k for k in sorted(keywords)))
+    result = (first_unseen, tuple(sorted(keywords)))
     _SCAN_CACHE[key] = result
     if len(_SCAN_CACHE) > _SCAN_CACHE_MAX:
         _SCAN_CACHE.popitem(last=False)
@@ -172,7 +176,7 @@ def _qresync(s: Session, sel: Selected, params: list[Token]) -> None:
         if info.modseq > modseq:
             s.write(
                 b"* %d FETCH (UID %d FLAGS " % (i + 1, u)
-                + response.flags(info.flags)
+                + sel.flags_out(u, info.flags)
                 + b" MODSEQ (%d))\r\n" % info.modseq
             )
 
@@ -204,7 +208,7 @@ async def create(s: Session, cmd: Command) -> str:
                 raise CommandNo("Unsupported special-use attribute", "USEATTR")
     args.end()
     text = raw.decode("utf-8", "replace").rstrip(SEP) if raw.endswith(SEP.encode()) else None
-    name = s.mailbox_arg(text.encode() if text is not None else raw)
+    name = s.mailbox_arg(text.encode() if text is not None else raw, creating=True)
     if name == "INBOX":
         raise CommandNo("INBOX always exists", "ALREADYEXISTS")
     parts = name.split(SEP)
@@ -232,7 +236,7 @@ async def rename(s: Session, cmd: Command) -> str:
     store = s.need_store()
     args = Args(cmd.args)
     old = s.mailbox_arg(args.astring("mailbox"))
-    new = s.mailbox_arg(args.astring("new name"))
+    new = s.mailbox_arg(args.astring("new name"), creating=True)
     args.end()
     if new == "INBOX":
         raise CommandNo("Cannot rename to INBOX", "ALREADYEXISTS")
@@ -406,7 +410,7 @@ async def list_(s: Session, cmd: Command) -> str:
                 st = await store.status(name)
             except NoSuchMailbox:
                 continue
-            s.write(_status_line(s, name, st, status_items))
+            s.write(await _status_line(s, name, st, status_items))
     return "LIST completed"
 
 
@@ -444,10 +448,33 @@ def _status_items(toks: list[Token]) -> list[str]:
     return items
 
 
-def _status_line(s: Session, name: str, st: MailboxStatus, items: list[str]) -> bytes:
+async def _recent_count(s: Session, name: str, st: MailboxStatus) -> int:
+    """Messages of the mailbox no session has seen as \\Recent yet (RFC
+    3501 6.3.10); 0 for IMAP4rev2 sessions (RFC 9051 dropped RECENT)."""
+    if s.rev2:
+        return 0
+    mark = s.recent_book.mark(s.recent_key(name, st.uidvalidity))
+    if mark == 0:
+        return st.messages
+    if st.uidnext - 1 <= mark:
+        return 0
+    sel = s.selected
+    if sel is not None and sel.name == name:
+        uids: Sequence[int] = sel.view.uids()
+    else:
+        view = await s.need_store().select(name, True)
+        try:
+            uids = view.uids()
+        finally:
+            view.close()
+    return len(uids) - bisect.bisect_right(uids, mark)
+
+
+async def _status_line(s: Session, name: str, st: MailboxStatus, items: list[str]) -> bytes:
+    recent = await _recent_count(s, name, st) if "RECENT" in items else 0
     values = {
         "MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
-        "UNSEEN": st.unseen, "RECENT": 0, "SIZE": st.size, "HIGHESTMODSEQ": st.highestmodseq,
+        "UNSEEN": st.unseen, "RECENT": recent, "SIZE": st.size, "HIGHESTMODSEQ": st.highestmodseq,
         "DELETED": st.deleted, "APPENDLIMIT": s.settings.append_limit,
     }
     body = " ".join(f"{i} {values[i]}" for i in items)
@@ -462,7 +489,7 @@ async def status(s: Session, cmd: Command) -> str:
     args.end()
     st = await store.status(name)
     s.uidvalidity_cache[name] = st.uidvalidity
-    s.write(_status_line(s, name, st, items))
+    s.write(await _status_line(s, name, st, items))
     return "STATUS completed"
 
 

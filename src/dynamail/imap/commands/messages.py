@@ -202,6 +202,8 @@ async def fetch(s: Session, cmd: Command) -> str:
         sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8
     )
     await writer.mark_seen(uids)
+    if writer.wants_flags:
+        sel.announce_keywords(flags_of(sel.view, uids), s.write)
     if writer.flags_only:
         for i in range(0, len(uids), 1000):
             writer.flags_batch(uids[i : i + 1000])
@@ -270,6 +272,8 @@ async def store(s: Session, cmd: Command) -> str:
     modified = set(res.modified)
     condstore = s.condstore
     view = sel.view
+    if mode != "remove":  # RFC 3501 7.2.6: new keywords are announced before the FETCHes
+        sel.announce_keywords([flags], s.write)
     for u in uids:
         if u in failed:
             continue
@@ -282,7 +286,7 @@ async def store(s: Session, cmd: Command) -> str:
         if uid_mode:
             items.append(b"UID %d" % u)
         if not silent:
-            items.append(b"FLAGS " + response.flags(flags_of(view, [u])[0]))
+            items.append(b"FLAGS " + sel.flags_out(u, flags_of(view, [u])[0]))
         if condstore:
             items.append(b"MODSEQ (%d)" % modseq)
         s.write(b"* %d FETCH (" % sel.seq_of(u) + b" ".join(items) + b")\r\n")
@@ -329,8 +333,6 @@ async def move(s: Session, cmd: Command) -> str:
     dest = s.mailbox_arg(args.astring("mailbox"))
     args.end()
     _writable(sel)
-    if dest == sel.name:
-        raise CommandNo("Source and destination are the same mailbox", "CANNOT")
     if not uids:
         return "MOVE completed (no messages)"
     res = await sel.view.move(uids, dest)
@@ -338,4 +340,8 @@ async def move(s: Session, cmd: Command) -> str:
     s.write(f"* OK [COPYUID {_copyuid(res.uidvalidity, res.source_uids, res.dest_uids)}] Moved\r\n".encode())
     still = set(sel.view.uids())
     sel.announce_expunged([u for u in res.source_uids if u not in still], s.write, qresync=s.qresync)
+    if dest == sel.name:
+        # RFC 6851 section 3.3 allows a MOVE within one mailbox (the copies
+        # get new UIDs); this session learns of them at once, as from a COPY.
+        await s.sync_selected()
     return "MOVE completed"
