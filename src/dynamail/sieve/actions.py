@@ -55,6 +55,7 @@ class Outcome:
     implicit_keep: bool = True
     discarded: bool = False
     message: bytes = b""
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def deliveries(self) -> list[FileInto]:

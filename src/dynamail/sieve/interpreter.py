@@ -326,16 +326,22 @@ class Run:
 
     def _addheader(self, call: Call) -> None:
         name, value = self.s(call.args[0]), self.s(call.args[1])
-        if not _field_name_ok(name) or name.lower() in PROTECTED_HEADERS:
-            raise SieveRuntimeError(f"addheader: field {name!r} may not be added")
+        if not _field_name_ok(name):
+            raise SieveRuntimeError(f"addheader: field name {name!r} is not valid")
+        if name.lower() in PROTECTED_HEADERS:  # RFC 5293 6: refused, the run goes on
+            self.out.warnings.append(f"line {call.line}: adding {name} is not allowed; ignored")
+            return
         if len(name) + len(value) + 2 > limits.MAX_ADDED_HEADER:
             raise SieveRuntimeError("addheader: field too long")
         self.msg.add_header(name, value, bool(call.tags.get("last")))
 
     def _deleteheader(self, call: Call) -> None:
         name = self.s(call.args[0])
-        if not _field_name_ok(name) or name.lower() in PROTECTED_HEADERS:
-            raise SieveRuntimeError(f"deleteheader: field {name!r} may not be deleted")
+        if not _field_name_ok(name):
+            raise SieveRuntimeError(f"deleteheader: field name {name!r} is not valid")
+        if name.lower() in PROTECTED_HEADERS:
+            self.out.warnings.append(f"line {call.line}: deleting {name} is not allowed; ignored")
+            return
         patterns = self.sl(call.args[1]) if call.args[1] is not None else None
         m = self._matcher(call)
         low = name.lower()
