@@ -116,8 +116,9 @@ def demo(directory: Path, port_offset: int | None, listen: str | None, standalon
 
 
 def _attach_optional_groups() -> None:
-    """Attach command groups of other packages (``cluster``, ``admin``) when built."""
-    for module_name, attr in (("dynamail.cli.cluster", "cluster"), ("dynamail.cli.admin", "admin")):
+    """Attach command groups of other packages (``cluster``, ``admin``, ``chaos``) when built."""
+    for module_name, attr in (("dynamail.cli.cluster", "cluster"), ("dynamail.cli.admin", "admin"),
+                              ("dynamail.cli.chaos", "chaos")):
         try:
             mod = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

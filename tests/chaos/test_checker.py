@@ -1,0 +1,200 @@
+"""The checker on hand-written histories: every rule fires on a history that
+breaks it and stays quiet on one that keeps it."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dynamail.chaos.checker import Checker, Final, log_time, percentile, unavailability
+from dynamail.chaos.history import OK, REFUSED, UNKNOWN, Fault, History, Op, load
+
+A = "u1@chaos.test"
+UV = 7
+
+
+class Script:
+    """Builds a history with strictly increasing times."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+        self.ops: list[Op] = []
+        self.faults: list[Fault] = []
+
+    def op(self, kind: str, outcome: str = OK, mailbox: str = "INBOX", msgid: str = "", **kw: Any) -> Op:
+        self.t += 1
+        data = kw.pop("data", {})
+        op = Op(len(self.ops) + 1, kind, "w", "b1", account=kw.pop("account", A), mailbox=mailbox,
+                msgid=msgid, start=self.t, end=self.t + 0.5, outcome=outcome, data=data, **kw)
+        self.t += 1
+        self.ops.append(op)
+        return op
+
+    def fetch(self, mailbox: str, seen: list[list[Any]], uv: int = UV) -> Op:
+        return self.op("fetch", mailbox=mailbox, data={"uidvalidity": uv, "observed": seen})
+
+    def final(self, messages: dict[str, list[list[Any]]], **kw: Any) -> Final:
+        boxes = {"INBOX": [], "Work": [], "Archive": [], **messages}
+        return Final(time=self.t + 10, messages={A: boxes}, uidvalidity={A: dict.fromkeys(boxes, UV)},
+                     **kw)
+
+    def check(self, final: Final) -> set[str]:
+        return {v.kind for v in Checker(self.ops, self.faults, final).check()}
+
+
+def test_a_clean_history_has_no_violation() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.op("append", mailbox="Work", msgid="<a1>", data={"flags": ["$Chaos1"], "uid": 1, "uidvalidity": UV})
+    s.fetch("INBOX", [[1, "<d1>", []]])
+    s.op("store", msgid="<d1>", data={"flags": ["\\Flagged"], "uid": 1})
+    s.op("copy", msgid="<d1>", target="Work")
+    s.op("deliver", REFUSED, msgid="<d2>")
+    s.op("deliver", UNKNOWN, msgid="<d3>")
+    final = s.final({"INBOX": [[1, "<d1>", ["\\Flagged", "\\Seen"]], [2, "<d3>", []]],
+                     "Work": [[1, "<a1>", ["$Chaos1"]], [2, "<d1>", ["\\Flagged"]]]})
+    assert s.check(final) == set()
+
+
+def test_lost_and_duplicated_acknowledged_messages() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.op("deliver", msgid="<d2>")
+    assert s.check(s.final({"INBOX": [[1, "<d1>", []]]})) == {"lost"}
+    # (a duplicate also shows as one message with two UIDs)
+    assert "duplicate" in s.check(s.final({"INBOX": [[1, "<d1>", []], [2, "<d2>", []], [3, "<d2>", []]]}))
+
+
+def test_an_unknown_outcome_may_or_may_not_have_taken_effect_but_never_twice() -> None:
+    s = Script()
+    s.op("append", UNKNOWN, msgid="<a1>")
+    assert s.check(s.final({})) == set()
+    assert s.check(s.final({"INBOX": [[1, "<a1>", []]]})) == set()
+    assert "duplicate" in s.check(s.final({"INBOX": [[1, "<a1>", []], [2, "<a1>", []]]}))
+
+
+def test_refused_creation_must_not_take_effect() -> None:
+    s = Script()
+    s.op("deliver", REFUSED, msgid="<d1>", reply="not sent")
+    assert s.check(s.final({"INBOX": [[1, "<d1>", []]]})) == {"refused-took-effect"}
+    s.fetch("INBOX", [[1, "<d1>", []]])  # seen in the middle of the run
+    assert "refused-took-effect" in s.check(s.final({}))
+
+
+def test_expunged_or_moved_message_must_not_come_back() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.op("expunge", msgid="<d1>")
+    assert s.check(s.final({})) == set()
+    assert s.check(s.final({"INBOX": [[1, "<d1>", []]]})) == {"came-back"}
+    s.fetch("INBOX", [[1, "<d1>", []]])
+    assert s.check(s.final({})) == {"came-back"}
+    m = Script()
+    m.op("deliver", msgid="<d1>")
+    m.op("move", msgid="<d1>", target="Work")
+    assert m.check(m.final({"Work": [[1, "<d1>", []]]})) == set()
+    assert m.check(m.final({"Work": [[1, "<d1>", []]], "INBOX": [[1, "<d1>", []]]})) == {"came-back"}
+
+
+def test_unexplained_message() -> None:
+    s = Script()
+    assert s.check(s.final({"INBOX": [[1, "<nobody>", []]]})) == {"unexplained"}
+
+
+def test_uid_rules() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.op("deliver", msgid="<d2>")
+    s.op("deliver", msgid="<d3>")
+    s.fetch("INBOX", [[1, "<d1>", []], [5, "<d2>", []]])
+    # d3 appears later with a UID below one shown earlier
+    assert s.check(s.final({"INBOX": [[1, "<d1>", []], [3, "<d3>", []], [5, "<d2>", []]]})) == {"uid"}
+    r = Script()
+    r.op("deliver", msgid="<d1>")
+    r.op("deliver", msgid="<d2>")
+    r.op("expunge", msgid="<d1>")
+    r.fetch("INBOX", [[1, "<d1>", []]])
+    # UID 1 reused for another message, and not ascending within one answer
+    kinds = r.check(r.final({"INBOX": [[2, "<d2>", []], [1, "<d1>", []]]}))
+    assert "uid" in kinds
+    v = Script()
+    v.op("deliver", msgid="<d1>")
+    v.fetch("INBOX", [[1, "<d1>", []]], uv=3)
+    assert v.check(v.final({"INBOX": [[1, "<d1>", []]]})) == {"uid"}  # UIDVALIDITY 3 -> 7
+
+
+def test_appenduid_must_ascend() -> None:
+    s = Script()
+    s.op("append", msgid="<a1>", data={"uid": 4, "uidvalidity": UV, "flags": []})
+    s.op("append", msgid="<a2>", data={"uid": 3, "uidvalidity": UV, "flags": []})
+    assert "uid" in s.check(s.final({"INBOX": [[3, "<a2>", []], [4, "<a1>", []]]}))
+
+
+def test_flags_follow_the_last_acknowledged_store_unless_an_unknown_store_followed() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.op("store", msgid="<d1>", data={"flags": ["$Chaos1"]})
+    s.op("store", msgid="<d1>", data={"flags": ["\\Flagged"]})
+    assert s.check(s.final({"INBOX": [[1, "<d1>", ["\\Flagged", "\\Seen"]]]})) == set()
+    assert s.check(s.final({"INBOX": [[1, "<d1>", ["$Chaos1"]]]})) == {"flags"}
+    s.op("store", UNKNOWN, msgid="<d1>", data={"flags": []})
+    assert s.check(s.final({"INBOX": [[1, "<d1>", ["$Chaos1"]]]})) == set()
+
+
+def test_single_image_and_admin_state() -> None:
+    s = Script()
+    s.op("account-create", account="s1@chaos.test")
+    s.op("account-create", REFUSED, account="s2@chaos.test")
+    s.op("account-create", account="s3@chaos.test")
+    s.op("account-rename", account="s3@chaos.test", data={"new": "s3r@chaos.test"})
+    s.op("setting", account=A, data={"value": "Chaos 1"})
+    good = {"b1": ["s1", "s3r", "u1"], "b2": ["s1", "s3r", "u1"]}
+    names = {"b1": {A: "Chaos 1"}, "b2": {A: "Chaos 1"}}
+    boxes = {"b1": {A: ["Archive", "INBOX", "Work"]}, "b2": {A: ["Archive", "INBOX", "Work"]}}
+    assert s.check(s.final({}, accounts=good, realnames=names, mailboxes=boxes)) == set()
+    bad = {"b1": ["s1", "s2", "s3", "u1"], "b2": ["s1", "s3r", "u1"]}
+    assert s.check(s.final({}, accounts=bad, realnames=names, mailboxes=boxes)) == {"admin", "single-image"}
+    other = {"b1": {A: "Chaos 1"}, "b2": {A: "old"}}
+    assert s.check(s.final({}, accounts=good, realnames=other, mailboxes=boxes)) == {"admin", "single-image"}
+    split = {"b1": {A: ["Archive", "INBOX", "Work"]}, "b2": {A: ["INBOX", "Work"]}}
+    assert s.check(s.final({}, accounts=good, realnames=names, mailboxes=split)) == {"single-image"}
+
+
+def test_double_writer_logs_and_serverbug() -> None:
+    s = Script()
+    assert s.check(s.final({}, writer_epochs={A: {"INBOX": [3, 5, 3]}})) == {"double-writer"}
+    assert s.check(s.final({}, writer_epochs={A: {"INBOX": [3, 5]}})) == set()
+    t0 = s.t
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S,000", time.localtime(t0))
+    line = f"{stamp} WARNING dynamail.cluster: lease lost: closing 2 shared accounts"
+    assert s.check(s.final({}, logs={"b2": [line]})) == {"lease-lost"}
+    s.faults.append(Fault(1, "pause", ["b2"], start=s.t - 3, healed=s.t - 1))
+    assert s.check(s.final({}, logs={"b2": [line]})) == set()
+    err = f"{stamp} ERROR dynamail.imap: something broke"
+    assert s.check(s.final({}, logs={"b1": [err]})) == {"log-error"}
+    s.op("append", UNKNOWN, msgid="<a9>", reply="NO [SERVERBUG] Internal server error")
+    assert s.check(s.final({})) == {"serverbug"}
+    assert abs(log_time(stamp) - t0) < 1
+
+
+def test_unavailability_is_fault_to_first_acknowledged_operation() -> None:
+    s = Script()
+    s.faults.append(Fault(1, "kill", ["b1"], start=s.t + 0.5, healed=s.t + 2, affected=[A, "u2@chaos.test"]))
+    s.op("deliver", UNKNOWN, msgid="<d1>")
+    s.op("deliver", msgid="<d2>")  # ends 3.0 s after the fault
+    u = unavailability(s.ops, s.faults)
+    assert u["count"] == 1 and u["censored"] == 1
+    assert u["max"] == 3.0 and u["p99"] == 3.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) in (2.0, 3.0)
+
+
+def test_history_streams_and_loads(tmp_path: Any) -> None:
+    h = History(tmp_path / "h.jsonl")
+    op = h.begin("deliver", "w", "b1", account=A, mailbox="INBOX", msgid="<x>")
+    h.finish(op, OK, "250 ok")
+    f = h.fault("kill", ["b2"], affected=[A])
+    h.healed(f)
+    h.close()
+    ops, faults = load(tmp_path / "h.jsonl")
+    assert [o.msgid for o in ops] == ["<x>"] and ops[0].outcome == OK
+    assert faults[0].members == ["b2"] and faults[0].healed >= faults[0].start

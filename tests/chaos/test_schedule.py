@@ -1,0 +1,38 @@
+"""The fault plan is a pure function of the seed."""
+
+from __future__ import annotations
+
+import itertools
+
+from dynamail.chaos.schedule import GAP, STORAGE_POINTS, plan, process_state
+
+
+def test_same_seed_same_plan_other_seed_other_plan() -> None:
+    a = list(itertools.islice(plan(5, 1.5), 40))
+    b = list(itertools.islice(plan(5, 1.5), 40))
+    c = list(itertools.islice(plan(6, 1.5), 40))
+    assert a == b and a != c
+    assert {p.kind for p in a} == {"kill", "kill-two", "pause", "storage-pause"}
+
+
+def test_planned_faults_respect_their_bounds() -> None:
+    lease = 2.0
+    for p in itertools.islice(plan(9, lease), 200):
+        assert GAP[0] <= p.gap <= GAP[1]
+        if p.kind == "pause":
+            assert 1.5 * lease <= p.hold <= 4 * lease  # longer than the lease
+        if p.kind == "storage-pause":
+            assert p.point in STORAGE_POINTS and p.role in ("controller", "member")
+        if p.kind == "kill-two":
+            assert p.second_role and p.second > 0
+
+
+def test_only_the_chosen_kinds() -> None:
+    assert {p.kind for p in itertools.islice(plan(1, 1.0, ("pause",)), 30)} == {"pause"}
+
+
+def test_process_state() -> None:
+    import os
+
+    assert process_state(os.getpid()) in ("R", "S")
+    assert process_state(2**22 + 12345) == ""
