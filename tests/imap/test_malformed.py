@@ -175,7 +175,7 @@ def test_hostile_list_patterns(imap) -> None:
 
 
 def test_list_pattern_matching() -> None:
-    from dynamail.imap.commands.mailboxes import Pattern
+    from dynamail.imap.listing import Pattern
 
     assert Pattern("*").match("a/b/c")
     assert Pattern("%").match("abc") and not Pattern("%").match("a/b")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from dynamail.imap import response
 from dynamail.imap.errors import CommandBad, CommandNo
+from dynamail.imap.listing import SEP, Pattern, list_entries, lsub_entries
 from dynamail.imap.parser import (
     Args,
     Command,
@@ -37,7 +38,6 @@ from dynamail.storage.api import (
 if TYPE_CHECKING:
     from dynamail.imap.session import Session
 
-SEP = "/"
 
 
 # -- SELECT / EXAMINE ----------------------------------------------------
@@ -265,47 +265,6 @@ async def _subscribe(s: Session, cmd: Command, on: bool) -> str:
 # -- LIST / LSUB / NAMESPACE / STATUS --------------------------------------
 
 
-class Pattern:
-    """A LIST pattern (RFC 9051 6.3.9: ``*`` matches anything, ``%`` anything
-    but the hierarchy separator).  Matched by simulating the pattern as a
-    set of positions, so hostile patterns (``*a*a*a*…``) cost at most
-    len(pattern) × len(name) steps instead of exponential backtracking."""
-
-    __slots__ = ("pat",)
-
-    def __init__(self, pattern: str) -> None:
-        if pattern[:5].upper() == "INBOX" and pattern[5:6] in ("", SEP, "*", "%"):
-            pattern = "INBOX" + pattern[5:]
-        self.pat = pattern
-
-    def _closure(self, states: set[int]) -> set[int]:
-        pat = self.pat
-        out = set(states)
-        for i in states:
-            while i < len(pat) and pat[i] in "*%":
-                i += 1
-                out.add(i)
-        return out
-
-    def match(self, name: str) -> bool:
-        pat = self.pat
-        states = self._closure({0})
-        for ch in name:
-            nxt: set[int] = set()
-            for i in states:
-                if i >= len(pat):
-                    continue
-                p = pat[i]
-                if p == "*" or (p == "%" and ch != SEP):
-                    nxt.add(i)
-                elif p == ch:
-                    nxt.add(i + 1)
-            if not nxt:
-                return False
-            states = self._closure(nxt)
-        return len(pat) in states
-
-
 def _list_pattern(s: Session, ref: bytes, pat: bytes) -> str:
     text = (ref + pat).decode("utf-8", "replace")
     if not s.utf8:
@@ -366,52 +325,27 @@ async def list_(s: Session, cmd: Command) -> str:
         s.write(b'* LIST (\\Noselect) "/" ""\r\n')
         return "LIST completed"
     listings = await store.list_mailboxes()
-    regexes = [Pattern(_list_pattern(s, ref, p)) for p in pats]
-    by_name = {m.name: m for m in listings}
-    # parents that do not exist as mailboxes but have children
-    virtual: dict[str, bool] = {}
-    for listing in listings:
-        parts = listing.name.split(SEP)
-        for i in range(1, len(parts)):
-            parent = SEP.join(parts[:i])
-            if parent not in by_name:
-                virtual[parent] = virtual.get(parent, False) or listing.subscribed
-    subscribed_only = "SUBSCRIBED" in selection
-    for name in sorted(set(by_name) | set(virtual), key=lambda n: (n != "INBOX", n)):
-        if not any(rx.match(name) for rx in regexes):
-            continue
-        m = by_name.get(name)
-        attrs: list[str] = []
-        child_info = False
-        if m is None:
-            if subscribed_only:
-                if not ("RECURSIVEMATCH" in selection and virtual[name]):
-                    continue
-                child_info = True
-            attrs += ["\\Noselect", "\\HasChildren"]
-            if subscribed_only or "SPECIAL-USE" in selection:
-                continue
-        else:
-            if subscribed_only and not m.subscribed:
-                continue
-            if "SPECIAL-USE" in selection and not m.special_use:
-                continue
-            attrs.append("\\HasChildren" if m.has_children else "\\HasNoChildren")
-            if m.special_use:
-                attrs.append(m.special_use)
-            if m.subscribed and (subscribed_only or "SUBSCRIBED" in returns):
-                attrs.append("\\Subscribed")
-        line = b"* LIST (" + " ".join(attrs).encode() + b') "/" ' + s.mailbox_out(name)
-        if child_info:
+    patterns = [Pattern(_list_pattern(s, ref, p)) for p in pats]
+    entries = list_entries(listings, _subscriptions(store), patterns, frozenset(selection), frozenset(returns))
+    for e in entries:
+        line = b"* LIST (" + " ".join(e.attrs).encode() + b') "/" ' + s.mailbox_out(e.name)
+        if e.childinfo:
             line += b' ("CHILDINFO" ("SUBSCRIBED"))'
         s.write(line + b"\r\n")
-        if status_items and m is not None:
+        if status_items and e.exists:  # RFC 5819 section 2: only selectable names
             try:
-                st = await store.status(name)
+                st = await store.status(e.name)
             except NoSuchMailbox:
                 continue
-            s.write(await _status_line(s, name, st, status_items))
+            s.write(await _status_line(s, e.name, st, status_items))
     return "LIST completed"
+
+
+def _subscriptions(store: object) -> list[str]:
+    """Subscribed names, existing or not (the engine's ``subscriptions()``
+    when it has one; else the subscribed mailboxes of the listing)."""
+    subs = getattr(store, "subscriptions", None)
+    return list(subs()) if callable(subs) else []
 
 
 async def lsub(s: Session, cmd: Command) -> str:
@@ -421,9 +355,8 @@ async def lsub(s: Session, cmd: Command) -> str:
     pat = args.astring("pattern")
     args.end()
     rx = Pattern(_list_pattern(s, ref, pat))
-    for m in await store.list_mailboxes():
-        if m.subscribed and rx.match(m.name):
-            s.write(b'* LSUB () "/" ' + s.mailbox_out(m.name) + b"\r\n")
+    for e in lsub_entries(await store.list_mailboxes(), _subscriptions(store), rx):
+        s.write(b"* LSUB (" + " ".join(e.attrs).encode() + b') "/" ' + s.mailbox_out(e.name) + b"\r\n")
     return "LSUB completed"
 
 
