@@ -193,3 +193,29 @@ def test_properties(ops: list[tuple[str, int, str, float]]) -> None:
         # the per-member count of map entries is exact (it decides resync scans)
         for m in c.members():
             assert m.mapped == len(c.accounts_of(m.name)), m
+
+
+def test_stale_grant_of_an_older_controller_is_never_handed_out_again() -> None:
+    """Controller 7 adopts, from a member's resync, a grant of Controller 5
+    while the storage already records a grant of Controller 6 (the newer
+    owner has since gone).  The first OPEN that reports the recorded epoch
+    drops the stale grant, tells its holder to close, and grants above it."""
+    c = Controller("b1", 7, 0.0, member_lease=LEASE, member_margin=MARGIN)
+    c.resync("b2", 0.0, role=Role.BACKEND, ready=True, sessions=0, version="x",
+             accounts=[("d/a", (5 << 32) | 11)])
+    c.heartbeat("b3", 0.0, ready=True, sessions=0, open_accounts=0, lag_ms=0, cpu=0)
+    # without the recorded epoch nobody can tell: the adopted grant stands
+    assert c.locate("d/a") == ("b2", (5 << 32) | 11)
+    g = c.open("d/a", "b3", 0.1, recorded=(6 << 32) | 1)
+    assert g.new and g.epoch > (6 << 32) | 1 and g.epoch >> 32 == 7
+    assert c.take_revocations() == [("b2", "d/a", (5 << 32) | 11)]
+    assert c.locate("d/a") == (g.owner, g.epoch)
+    # every later OPEN, whatever it reports, gets the new grant, never the stale one
+    for who, recorded in (("b2", 0), ("b3", (6 << 32) | 1), ("b1", g.epoch)):
+        again = c.open("d/a", who, 0.2, recorded=recorded)
+        assert (again.owner, again.epoch, again.new) == (g.owner, g.epoch, False)
+    assert c.take_revocations() == []
+    # the stale holder's resync cannot bring it back
+    assert c.resync("b2", 0.3, role=Role.BACKEND, ready=True, sessions=0, version="x",
+                    accounts=[("d/a", (5 << 32) | 11)]) == [("d/a", (5 << 32) | 11)]
+    assert c.locate("d/a") == (g.owner, g.epoch)

@@ -93,6 +93,27 @@ def test_takeover_reasons() -> None:
     assert takeover_reason(now=2.25, is_backup=True, contacts=[], **kw) is None  # type: ignore[arg-type]
 
 
+def test_a_new_controller_listing_nobody_yet_is_not_cut_off() -> None:
+    """A Controller that has just taken over lists no backend (members are
+    resynchronising): that is no evidence of a partition, however long this
+    backend has not heard from a Controller (it may just have woken from a
+    pause).  Only once its epoch has been known for the whole window does
+    the network rule apply."""
+    from dynamail.cluster.election import takeover_reason
+
+    o = Observer()
+    o.observe(1, b"x", 0.0)
+    o.observe(2, b"n1", 10.0)  # epoch 2 appears
+    o.observe(2, b"n2", 10.3)  # and renews
+    kw = dict(observer=o, lease=1.5, head_start=0.5, last_contact=0.0, me="b1",
+              controller="b2", hear_other_backend=True, is_backup=False, contacts=[])
+    assert takeover_reason(now=10.4, **kw) is None  # type: ignore[arg-type]
+    o.observe(2, b"n3", 12.0)
+    assert takeover_reason(now=12.6, **kw) is None  # type: ignore[arg-type]
+    o.observe(2, b"n4", 12.7)
+    assert takeover_reason(now=12.75, **kw) == "cut off"  # type: ignore[arg-type]
+
+
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 

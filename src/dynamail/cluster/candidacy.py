@@ -46,6 +46,7 @@ class ControllerDuty:
     # state owned by ClusterMember
     s: ClusterSettings
     name: str
+    role: str
     version: str
     ready: bool
     election: ElectionStore | None
@@ -55,6 +56,9 @@ class ControllerDuty:
     controller_epoch: int
     backup_name: str
     lease_until: float
+    lease_epoch: int
+    hold_until: float
+    hold_epoch: int
     last_controller_contact: float
     resynced_epoch: int
     addresses: dict[str, tuple[str, int, int]]
@@ -83,6 +87,9 @@ class ControllerDuty:
     def _all_peers(self) -> list[Peer]:
         raise NotImplementedError
 
+    def _controller_changed(self) -> None:
+        raise NotImplementedError
+
     async def _io(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
@@ -90,8 +97,17 @@ class ControllerDuty:
         assert self.election is not None
         period = self.s.lease / 8
         last_renew = 0.0
+        prev = time.monotonic()
         while True:
             await asyncio.sleep(period)
+            now = time.monotonic()
+            if now - prev > period + self.s.lease / 4:
+                # this process was paused (SIGSTOP, a VM freeze) or starved:
+                # nothing measured across the gap says anything about the
+                # others; observe afresh before judging the Controller
+                self._observer = Observer()
+                self.last_controller_contact = now
+            prev = now
             try:
                 self._check_cut()
                 if self.controller is not None:
@@ -117,6 +133,7 @@ class ControllerDuty:
         hb = await self._io(self.election.read_heartbeat, rec.epoch)
         now = time.monotonic()
         self._observer.observe(rec.epoch, hb, now)
+        self._hold_through_election(rec.epoch, now)
         reason = takeover_reason(
             now=now, observer=self._observer, lease=self.s.lease,
             head_start=limits.BACKUP_HEAD_START, is_backup=self.backup_name == self.name,
@@ -125,6 +142,35 @@ class ControllerDuty:
             hear_other_backend=self._hear_other_backend(rec.member))
         if reason is not None:
             await self._claim(rec.epoch + 1, rec, hb, stale=reason == "stale")
+
+    def _hold_through_election(self, epoch: int, now: float) -> None:
+        """Keep this member's accounts through a change of Controller (the
+        rule and its argument: docs/cluster.md, "Members through a change of
+        Controller").  Only a member that holds them right now (a valid
+        lease, or a hold set by an earlier observation) extends:
+
+        * while the Controller that granted the lease is silent on the
+          shared storage (its record unchanged for ``3T/8``, longer than a
+          renewal period) and no newer epoch exists, the hold is extended by
+          ``T/4`` at each fresh observation, so it ends soon after this
+          process stops observing (a pause) or the record moves again (the
+          Controller is alive: a partition of this member, whose lease must
+          then lapse);
+        * once a newer epoch exists, the hold ends ``T - m`` after this member
+          first saw it: time to resynchronise and be renewed by the new
+          Controller, which grants nothing it does not know before every
+          expected member has resynchronised or ``T + m`` has passed.
+        """
+        if self.role != "backend" or not self.locator.held():
+            return
+        if not (now < self.lease_until or now < self.hold_until):
+            return
+        if epoch == self.lease_epoch:
+            if self._observer.unchanged_for(now) >= self.s.lease * 3 / 8:
+                self.hold_until = max(self.hold_until, now + self.s.lease / 4)
+        elif epoch > self.lease_epoch and epoch > self.hold_epoch:
+            self.hold_epoch = epoch
+            self.hold_until = max(self.hold_until, now + self.s.lease - self.s.margin)
 
     def _hear_other_backend(self, controller: str) -> bool:
         now = time.monotonic()
@@ -141,7 +187,7 @@ class ControllerDuty:
         self.controller_epoch = rec.epoch
         self.controller_name = rec.member
         self._learn(rec.member, (rec.host, rec.port_offset, rec.port))
-        self.last_controller_contact = time.monotonic()
+        self._controller_changed()
         if self.controller is not None and self.tenure is not None and rec.epoch > self.tenure.epoch:
             self.tenure.superseded = True
 
@@ -208,8 +254,10 @@ class ControllerDuty:
         self.controller = None
         self.tenure = None
         self.lease_until = 0.0
+        self.hold_until = 0.0
         self.resynced_epoch = 0
         self._observer = Observer()
+        self.last_controller_contact = time.monotonic()
         await self.locator.drop_all()
 
     def _tick(self) -> None:

@@ -20,6 +20,10 @@ Invariants:
   epochs strictly increase with every change of Controller, so a grant is
   above every grant any earlier Controller made: storage fencing refuses the
   older owner whatever the timing.
+* A grant whose epoch is below the one the storage records for the account
+  (the requester reads it and sends it with every OPEN) is stale: it is
+  dropped from the map and its holder is told to close; no grant of an
+  older epoch is ever handed out again.
 * After a change of Controller the map is rebuilt from the members' Resync
   messages.  Until every expected backend has resynchronised (or the grace
   period, one member lease plus margin, has passed so that any member that
@@ -252,10 +256,18 @@ class Controller:
         cur = self._open.get(account)
         if cur is not None:
             owner = self._by_index[cur & OWNER_MASK]
-            if owner.alive:
+            stale = recorded > cur >> OWNER_BITS
+            if owner.alive and not stale:
                 if local_only and owner.name != requester:
                     raise Refusal("busy", f"open on {owner.name}")
                 return GrantDecision(account, owner.name, cur >> OWNER_BITS, False)
+            if owner.alive:
+                # the storage holds a newer epoch than this grant (a grant of
+                # an earlier Controller, reported in a resync after a newer
+                # owner had opened the account): storage refuses every write
+                # of it, so it is never handed out again; its holder is told
+                # to close, and the account is granted afresh above it
+                self._notify_revoked.append((owner.name, account, cur >> OWNER_BITS))
             del self._open[account]
             owner.mapped = max(0, owner.mapped - 1)
         if self.in_grace(now):

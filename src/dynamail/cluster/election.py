@@ -165,15 +165,21 @@ class Observer:
 
     epoch: int = 0
     seen: bytes | None = None
-    since: float = 0.0
+    since: float = 0.0  # when the current content of the record was first seen
+    epoch_since: float = 0.0  # when this epoch was first seen
     extra: dict[str, Any] = field(default_factory=dict)
 
     def observe(self, epoch: int, record: bytes | None, now: float) -> None:
+        if epoch != self.epoch:
+            self.epoch_since = now
         if epoch != self.epoch or record != self.seen:
             self.epoch, self.seen, self.since = epoch, record, now
 
     def unchanged_for(self, now: float) -> float:
         return now - self.since
+
+    def epoch_age(self, now: float) -> float:
+        return now - self.epoch_since
 
 
 @dataclass
@@ -228,12 +234,19 @@ def takeover_reason(*, now: float, observer: Observer, lease: float, head_start:
     network for T/2 longer than that, the record lists no other backend as
     reachable by the Controller, and this backend hears from another backend.
     The extra T/2 lets a dead Controller be replaced by the "stale" rule,
-    whose successor need not wait for the old Controller's resync.
+    whose successor need not wait for the old Controller's resync.  A
+    Controller is judged cut off only once this backend has known its epoch
+    for that whole window: a Controller that has just taken over lists
+    nobody yet (members are still resynchronising), which is no evidence of
+    a partition.  The caller resets ``observer`` and ``last_contact`` when
+    its own process was paused, so a pause of the observer is never taken
+    for silence of the Controller.
     """
     wait = lease + (0.0 if is_backup else head_start)
     if observer.unchanged_for(now) >= wait:
         return "stale"
-    if (now - last_contact >= wait + lease / 2 and not (set(contacts) - {me, controller})
-            and hear_other_backend):
+    window = wait + lease / 2
+    if (now - last_contact >= window and observer.epoch_age(now) >= window
+            and not (set(contacts) - {me, controller}) and hear_other_backend):
         return "cut off"
     return None

@@ -79,7 +79,7 @@ class _Open:
     fenced: bool = False
 
 
-def _fenced(exc: BaseException) -> bool:
+def fenced_cause(exc: BaseException) -> bool:
     """Whether ``exc`` is, or was raised while handling, a FencedError (a
     session may turn it into its own end-of-session exception)."""
     seen = 0
@@ -141,7 +141,7 @@ class StandaloneLocator:
         try:
             yield Local(ref=ref, store=entry.store, epoch=entry.epoch)
         except BaseException as exc:
-            if _fenced(exc):
+            if fenced_cause(exc):
                 # another writer took the account: forget this handle so the
                 # next use re-opens the account with a fresh epoch
                 entry.fenced = True

@@ -171,8 +171,12 @@ class ClusterMember(ControllerDuty, Handoffs):
         self.backup_name = ""
         self.controller: Controller | None = None
         self.tenure: Tenure | None = None
-        self.lease_until = 0.0
+        self.lease_until = 0.0  # this member's lease, renewed by the Controller's acks
+        self.lease_epoch = 0  # the Controller epoch of the last renewal
+        self.hold_until = 0.0  # kept through a change of Controller (candidacy.py)
+        self.hold_epoch = 0
         self.last_controller_contact = time.monotonic()
+        self._wake_beat: asyncio.Event | None = None
         self.resynced_epoch = 0
         self.lag_ms = 0
         self.cut = False
@@ -232,8 +236,9 @@ class ClusterMember(ControllerDuty, Handoffs):
         if self.controller is not None and self.tenure is not None and self.tenure.valid(now):
             return True
         # a member's lease; on the Controller never past its tenure (see _beat),
-        # and while a new Controller waits to act, the lease its predecessor granted
-        return now < self.lease_until
+        # and while a new Controller waits to act, the lease its predecessor
+        # granted; through a change of Controller, the hold
+        return now < self.lease_until or now < self.hold_until
 
     async def _watchdog(self) -> None:
         while True:
@@ -409,6 +414,12 @@ class ClusterMember(ControllerDuty, Handoffs):
                                        self.backup_name,
                                        self.addresses.get(self.controller_name, NO_ADDRESS))
         if isinstance(msg, wire.Roles):
+            if msg.controller_epoch > self.controller_epoch:
+                if self.tenure is not None:
+                    self.tenure.superseded = True
+                self.controller_epoch = msg.controller_epoch
+                self.controller_name = msg.controller
+                self._controller_changed()
             if msg.controller_epoch >= self.controller_epoch:
                 self.controller_epoch = msg.controller_epoch
                 self.controller_name = msg.controller
@@ -523,18 +534,39 @@ class ClusterMember(ControllerDuty, Handoffs):
             metrics.cluster_ready.set(1 if self.ready else 0)
             metrics.open_accounts.set(len(self.locator.open_accounts()))
 
+    def _controller_changed(self) -> None:
+        """A newer Controller epoch became known: resynchronise with it now
+        (a beat still waiting for the previous Controller is abandoned)."""
+        self.last_controller_contact = time.monotonic()
+        if self._wake_beat is not None:
+            self._wake_beat.set()
+
     async def _heartbeat_loop(self) -> None:
+        self._wake_beat = wake = asyncio.Event()
         while True:
-            await asyncio.sleep(self.s.heartbeat)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.s.heartbeat)
+            wake.clear()
             self._export_metrics()
+            beat = asyncio.ensure_future(self._beat_once())
+            woken = asyncio.ensure_future(wake.wait())
             try:
-                await asyncio.gather(self._beat(), self._keep_backup())
-            except asyncio.CancelledError:
-                raise
-            except (PeerClosed, TimeoutError, ConnectionError, OSError) as exc:
-                log.debug("heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("heartbeat failed")
+                await asyncio.wait({beat, woken}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                woken.cancel()
+                if not beat.done():
+                    beat.cancel()
+                await asyncio.gather(beat, woken, return_exceptions=True)
+
+    async def _beat_once(self) -> None:
+        try:
+            await asyncio.gather(self._beat(), self._keep_backup())
+        except asyncio.CancelledError:
+            raise
+        except (PeerClosed, TimeoutError, ConnectionError, OSError) as exc:
+            log.debug("heartbeat failed: %s", exc)
+        except Exception:
+            log.exception("heartbeat failed")
 
     async def _beat(self) -> None:
         t0 = time.monotonic()
@@ -556,6 +588,10 @@ class ClusterMember(ControllerDuty, Handoffs):
         if peer is None:
             return
         if self.resynced_epoch != self.controller_epoch:
+            if self.locator.held() and not self.may_write():
+                # never report a grant this member may no longer hold (it was
+                # paused or cut off past its lease): a newer owner may have it
+                await self.locator.drop_all()
             epoch = self.controller_epoch
             reply = await peer.request(wire.Resync(peer.next_id(), self.name, self.role, self.ready,
                                                    self.version, self._sessions(),
@@ -567,12 +603,13 @@ class ClusterMember(ControllerDuty, Handoffs):
                              len(self.locator.held()), self.lag_ms, self._cpu())
         reply = await peer.request(msg, timeout=max(self.s.heartbeat * 2, 0.5))
         if isinstance(reply, wire.HeartbeatAck) and reply.controller_epoch == self.controller_epoch:
-            if time.monotonic() >= self.lease_until and self.locator.held():
+            if not self.may_write() and self.locator.held():
                 # the lease lapsed before this renewal (a pause, a cut): the
                 # Controller may have given our accounts away; never resume them
                 await self.locator.drop_all()
                 self.resynced_epoch = 0
             self.lease_until = t0 + self.s.lease - self.s.margin
+            self.lease_epoch = reply.controller_epoch
             self.last_controller_contact = time.monotonic()
             if reply.backup != self.backup_name:
                 self.backup_name = reply.backup

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamail.accounts import AccountRef
-from dynamail.cluster.locator import AccountUnavailable, Local, Placement, Relay
+from dynamail.cluster.locator import AccountUnavailable, Local, Placement, Relay, fenced_cause
 from dynamail.net.listener import current_connection
 from dynamail.storage.api import FencedError
 
@@ -164,6 +164,14 @@ class ClusterLocator:
             entry.sessions.append(token)
         try:
             yield placement
+        except BaseException as exc:
+            if entry is not None and fenced_cause(exc) and self._may_write() and self._open.get(ref) is entry:
+                # the storage refused this member's epoch: a newer owner has
+                # the account (this grant is stale); close it here and tell
+                # the Controller, so the next use goes to the newer owner
+                log.warning("%s: fenced by a newer owner; closing it here", ref)
+                await self.drop(ref, release=True)
+            raise
         finally:
             if entry is not None:
                 entry.users -= 1

@@ -1,0 +1,185 @@
+"""Controller failover that interrupts nobody but the Controller itself
+(issue: cluster failover without interruption).
+
+Real ``dynamail serve`` processes.  The Controller is killed (``kill -9``)
+or paused (SIGSTOP past its lease, then SIGCONT) while IMAP sessions and
+SMTP deliveries run on the other members, for accounts those members own.
+None of those sessions may be cut, every operation on them must succeed,
+and no member but the faulted one may log a lease loss.  A paused
+Controller that wakes never takes its role back: exactly one change of
+Controller in all.  No timed assertions: the tests wait for outcomes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import smtplib
+import threading
+import time
+from typing import Any
+
+import pytest
+from tests.cluster.clients import count_when_available
+from tests.cluster.conftest import LEASE, Cluster, have
+
+from dynamail.cluster import launcher
+from dynamail.cluster.election import ElectionStore
+
+pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.slow, pytest.mark.timeout(240),
+              pytest.mark.skipif(not (have("dynamail.imap.adapter") and have("dynamail.smtp.adapter")),
+                                 reason="IMAP and SMTP servers not built")]
+
+PASSWORD = "pw-Failover-1"
+
+
+def provision(c: Cluster, member: str, accounts: tuple[str, ...]) -> None:
+    out = c.cli(member, "CREATEDOMAIN shared.test SHARED")
+    assert out[0].startswith("200"), out
+    for a in accounts:
+        out = c.cli(member, f'CREATEACCOUNT {a}@shared.test {{Password="{PASSWORD}";}}')
+        assert out[0].startswith("200"), out
+
+
+def place(c: Cluster, account: str, owner: str) -> None:
+    """Open ``account`` on ``owner`` (every other member Non-Ready meanwhile)."""
+    others = [n for n in c.names() if n != owner]
+    for n in others:
+        launcher.set_ready(c.dir, n, False)
+    c.wait(lambda: [m["name"] for m in c.status()["members"] if m["ready"]] == [owner],
+           what=f"only {owner} ready")
+    count_when_available(lambda: c.imap(owner, account, PASSWORD), account, owner)
+    assert c.locate(account) == owner
+    for n in others:
+        launcher.set_ready(c.dir, n, True)
+    c.wait(lambda: all(m["ready"] for m in c.status()["members"]), what="every member ready")
+
+
+class Sessions:
+    """One IMAP session per (member, account) doing APPEND and NOOP in a
+    loop, and SMTP deliveries through chosen members, each in a thread.
+    Any failure is recorded: a session that is cut, a NO, a refused message."""
+
+    def __init__(self, c: Cluster, imap: list[tuple[str, str]], smtp: list[tuple[str, str]]) -> None:
+        self.c = c
+        self.stop = threading.Event()
+        self.failures: list[str] = []
+        self.ops = 0
+        self.delivered: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._imap, args=pair, daemon=True) for pair in imap]
+        self.threads += [threading.Thread(target=self._smtp, args=pair, daemon=True) for pair in smtp]
+
+    def __enter__(self) -> Sessions:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(60)
+
+    def _count(self) -> None:
+        with self._lock:
+            self.ops += 1
+
+    def _imap(self, member: str, account: str) -> None:
+        try:
+            conn = self.c.imap(member, account, PASSWORD)
+            typ, _ = conn.select("INBOX")
+            assert typ == "OK"
+        except Exception as exc:  # the session could not even start
+            self.failures.append(f"{member}/{account} login: {exc!r}")
+            return
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                typ, data = conn.append("INBOX", None, None,
+                                        f"Subject: {member}-{n}\r\n\r\nx\r\n".encode())
+                if typ != "OK":
+                    self.failures.append(f"{member}/{account} APPEND {n}: {typ} {data!r}")
+                typ, data = conn.noop()
+                if typ != "OK":
+                    self.failures.append(f"{member}/{account} NOOP {n}: {typ} {data!r}")
+                self._count()
+            except Exception as exc:
+                self.failures.append(f"{member}/{account} session cut at {n}: {exc!r}")
+                return
+            time.sleep(0.02)
+        with contextlib.suppress(Exception):
+            conn.logout()
+
+    def _smtp(self, member: str, account: str) -> None:
+        m = self.c.member(member)
+        n = 0
+        got = self.delivered.setdefault(account, set())
+        while not self.stop.is_set():
+            n += 1
+            subject = f"smtp-{member}-{n}"
+            try:
+                with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=30) as s:
+                    refused = s.sendmail("x@example.org", [account],
+                                         f"Subject: {subject}\r\n\r\ny\r\n".encode())
+                if refused:
+                    self.failures.append(f"{member} -> {account} refused: {refused}")
+                else:
+                    got.add(subject)
+                    self._count()
+            except Exception as exc:
+                self.failures.append(f"{member} -> {account} delivery {n}: {exc!r}")
+            time.sleep(0.05)
+
+    def wait_ops(self, more: int, timeout: float = 60.0) -> None:
+        target = self.ops + more
+        deadline = time.monotonic() + timeout
+        while self.ops < target and time.monotonic() < deadline and not self.failures:
+            time.sleep(0.05)
+        assert not self.failures, self.failures[:5]
+        assert self.ops >= target, f"only {self.ops} of {target} operations"
+
+
+def controller_changes(c: Cluster) -> int:
+    return sum(c.logs(n).count("became controller") for n in c.names())
+
+
+@pytest.mark.parametrize("fault", ["KILL", "STOP"])
+def test_controller_fault_cuts_no_other_member(cluster_factory: Any, fault: str) -> None:
+    c = cluster_factory(3)
+    ctl = c.wait_controller()["controller"]
+    x, y = [n for n in c.names() if n != ctl]
+    provision(c, x, ("ann", "bob"))
+    place(c, "ann@shared.test", x)
+    place(c, "bob@shared.test", y)
+    # sessions on both other members, direct and relayed, and deliveries
+    # handed from one to the other
+    imap = [(x, "ann@shared.test"), (y, "ann@shared.test"), (y, "bob@shared.test"),
+            (x, "bob@shared.test")]
+    smtp = [(y, "ann@shared.test"), (x, "bob@shared.test")]
+    with Sessions(c, imap, smtp) as s:
+        s.wait_ops(20)
+        c.kill(ctl, fault)
+        new = c.wait_controller(exclude=(ctl,))["controller"]
+        assert new in (x, y)
+        s.wait_ops(30)  # operations go on after the election, on the same sessions
+        if fault == "STOP":
+            time.sleep(2 * LEASE)
+            c.kill(ctl, "CONT")
+            c.wait(lambda: "stepping down" in c.logs(ctl), what="the old controller to step down")
+            c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == ctl)["alive"],
+                   what="the old controller to re-join as a member")
+            time.sleep(3 * LEASE)  # room for a wrong claim to happen
+            s.wait_ops(20)
+        s.stop.set()
+    assert not s.failures, s.failures[:5]
+    for name in (x, y):
+        assert "lease lost" not in c.logs(name), name
+        assert "fenced by a newer owner" not in c.logs(name), name
+    # the accounts never moved
+    assert c.locate("ann@shared.test") == x and c.locate("bob@shared.test") == y
+    # exactly one change of Controller: epoch 1 at the cold start, epoch 2 after the fault
+    assert ElectionStore(c.dir / "shared").highest_epoch() == 2
+    assert controller_changes(c) == 2
+    if fault == "STOP":
+        assert c.status()["controller"] == new
