@@ -13,7 +13,6 @@ Controller in all.  No timed assertions: the tests wait for outcomes.
 from __future__ import annotations
 
 import contextlib
-import imaplib
 import smtplib
 import threading
 import time
