@@ -175,3 +175,47 @@ def test_missing_user_and_password_prompt(live: _Live) -> None:
 def test_table_layout() -> None:
     assert table(["name", "n"], [["a", 1], ["bbb", None], ["c", True]]).splitlines() == [
         "NAME  N", "a     1", "bbb", "c     yes"]
+
+
+# ---- finding the server ---------------------------------------------------------------
+
+
+def test_locate_order_server_env_dir_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dynamail.cli.admin import locate
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DYNAMAIL_ADMIN_URL", raising=False)
+    assert locate(None, None, False).url == "http://127.0.0.1:8010"
+    # the demo's directory in the current directory: its cluster.json, a running member
+    demo = tmp_path / "demo-server"
+    demo.mkdir()
+    members = [
+        {"name": "b1", "role": "backend", "pid": 2**22 + 7, "host": "127.0.7.1",
+         "ports": {"http": 18010, "https": 19010}},
+        {"name": "b2", "role": "backend", "pid": os.getpid(), "host": "127.0.7.2",
+         "ports": {"http": 18010, "https": 19010}},
+    ]
+    (demo / "cluster.json").write_text(json.dumps(
+        {"members": members, "admin": {"user": "postmaster", "password": "pw1"}}))
+    found = locate(None, None, False)
+    assert (found.url, found.user, found.password) == ("http://127.0.7.2:18010", "postmaster", "pw1")
+    assert locate(None, None, True).url == "https://127.0.7.2:19010"
+    # a server's base directory: the admin.url it wrote, its postmaster.password
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "admin.url").write_text("http://127.0.0.9:8010\nhttps://127.0.0.9:9010\n")
+    (base / "postmaster.password").write_text("pw2\n")
+    found = locate(None, base, False)
+    assert (found.url, found.user, found.password) == ("http://127.0.0.9:8010", "postmaster", "pw2")
+    assert locate(None, base, True).url == "https://127.0.0.9:9010"
+    # the environment beats --dir; --server beats both
+    monkeypatch.setenv("DYNAMAIL_ADMIN_URL", "https://mail.example:9443/")
+    assert locate(None, base, False).url == "https://mail.example:9443"
+    assert locate("10.0.0.1:8011", base, False).url == "http://10.0.0.1:8011"
+
+
+def test_dir_without_a_server_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DYNAMAIL_ADMIN_URL", raising=False)
+    result = CliRunner().invoke(main, ["admin", "--dir", str(tmp_path), "domain", "list"])
+    assert result.exit_code == 2
+    assert "no running cluster or server found" in result.output

@@ -146,6 +146,9 @@ def test_first_start_password_file(server: ServerProcess) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert len(_password(server)) >= 12
     assert tomllib.loads((server.base / "Settings/server.toml").read_text())["main_domain"] == "main.test"
+    # where `dynamail admin --dir BASE` finds the HTTP admin port
+    urls = (server.base / "admin.url").read_text().split()
+    assert f"http://{server.host}:{server.port(8010)}" in urls
 
 
 def test_session_over_a_socket(server: ServerProcess) -> None:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
@@ -154,20 +155,17 @@ class State:
 pass_state = click.make_pass_decorator(State)
 
 
-@click.group()
-@click.option("--server", default="127.0.0.1", metavar="HOST[:PORT]",
-              help="The server's HTTP admin address (port 8010, or 9010 with --tls).")
-@click.option("--user", envvar="DYNAMAIL_USER", default="",
-              help="Administrator account (name@domain, or name in the Main Domain); or set DYNAMAIL_USER.")
-@click.option("--password", envvar="DYNAMAIL_PASSWORD", default=None,
-              help="Password (or set DYNAMAIL_PASSWORD; asked for when missing).")
-@click.option("--tls/--no-tls", default=False, help="Use HTTPS.")
-@click.option("--insecure", is_flag=True, help="With --tls: accept any certificate (self-signed servers).")
-@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of tables.")
-@click.pass_context
-def admin(ctx: click.Context, server: str, user: str, password: str | None, tls: bool, insecure: bool,
-          as_json: bool) -> None:
-    """Administer domains, accounts, alerts and the cluster through the JSON API."""
+@dataclass
+class Found:
+    """Where ``dynamail admin`` found a server by itself, and as whom to log in."""
+
+    url: str
+    user: str = ""
+    password: str = ""
+    source: str = ""
+
+
+def _base_url(server: str, tls: bool) -> str:
     host, port = server, DEFAULT_HTTPS_PORT if tls else DEFAULT_HTTP_PORT
     if server.startswith("[") and "]" in server:  # [ipv6]:port
         inner, _, rest = server[1:].partition("]")
@@ -179,14 +177,100 @@ def admin(ctx: click.Context, server: str, user: str, password: str | None, tls:
         if not p.isdigit():
             raise click.BadParameter("the port must be a number", param_hint="--server")
         host, port = h, int(p)
+    return f"{'https' if tls else 'http'}://{host}:{port}"
+
+
+def find_in_dir(directory: Path, tls: bool = False) -> Found | None:
+    """A local cluster's directory (its ``cluster.json``: a running member's
+    HTTP port and the administrator) or a server's base directory (the
+    ``admin.url`` the running server wrote, and ``postmaster.password`` when
+    this user may read it)."""
+    from dynamail.cluster import launcher
+    from dynamail.server.app import ADMIN_URL_FILE, read_password_file
+
+    scheme = "https" if tls else "http"
+    cluster_json = directory / "cluster.json"
+    if cluster_json.exists():
+        data = json.loads(cluster_json.read_text())
+        members = sorted(data.get("members", []), key=lambda m: m.get("role") != "backend")
+        running = [m for m in members if launcher.alive(int(m.get("pid", 0)))] or members
+        if not running:
+            return None
+        m = running[0]
+        port = m["ports"].get(scheme) or m["ports"]["http"]
+        admin_data = data.get("admin", {})
+        return Found(f"{scheme}://{m['host']}:{port}", str(admin_data.get("user", "")),
+                     str(admin_data.get("password", "")), f"{cluster_json} (member {m['name']})")
+    url_file = directory / ADMIN_URL_FILE
+    if url_file.exists():
+        urls = url_file.read_text().split()
+        url = next((u for u in urls if u.startswith(scheme + "://")), urls[0] if urls else "")
+        if not url:
+            return None
+        try:
+            password = read_password_file(directory) or ""
+        except OSError:  # e.g. not readable by this user (mode 0600, another owner)
+            password = ""
+        return Found(url, "postmaster" if password else "", password, str(url_file))
+    return None
+
+
+DEMO_DIR = Path("demo-server")  # where `./dev demo` and `dynamail demo` put the demo
+
+
+def locate(server: str | None, directory: Path | None, tls: bool) -> Found:
+    """The server to talk to: ``--server``; else ``DYNAMAIL_ADMIN_URL``; else
+    ``--dir``; else the demo in ``./demo-server``; else 127.0.0.1:8010."""
+    if server:
+        return Found(_base_url(server, tls), source="--server")
+    env_url = os.environ.get("DYNAMAIL_ADMIN_URL", "").strip().rstrip("/")
+    if env_url:
+        if not env_url.startswith(("http://", "https://")):
+            _fail("DYNAMAIL_ADMIN_URL must start with http:// or https://", 2)
+        return Found(env_url, source="DYNAMAIL_ADMIN_URL")
+    if directory is not None:
+        found = find_in_dir(directory, tls)
+        if found is None:
+            _fail(f"no running cluster or server found in {directory} "
+                  "(no cluster.json, no admin.url)", 2)
+        return found
+    if DEMO_DIR.is_dir():
+        found = find_in_dir(DEMO_DIR, tls)
+        if found is not None:
+            return found
+    return Found(_base_url("127.0.0.1", tls), source="default")
+
+
+@click.group()
+@click.option("--server", default=None, metavar="HOST[:PORT]",
+              help="The server's HTTP admin address (port 8010, or 9010 with --tls). Default: "
+                   "DYNAMAIL_ADMIN_URL, else --dir, else the demo in ./demo-server, else 127.0.0.1.")
+@click.option("--dir", "directory", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="A local cluster's directory (cluster.json) or a server's base directory: "
+                   "find the server (and the administrator's password) there.")
+@click.option("--user", envvar="DYNAMAIL_USER", default="",
+              help="Administrator account (name@domain, or name in the Main Domain); or set DYNAMAIL_USER.")
+@click.option("--password", envvar="DYNAMAIL_PASSWORD", default=None,
+              help="Password (or set DYNAMAIL_PASSWORD; asked for when missing).")
+@click.option("--tls/--no-tls", default=False, help="Use HTTPS.")
+@click.option("--insecure", is_flag=True, help="With --tls: accept any certificate (self-signed servers).")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON instead of tables.")
+@click.pass_context
+def admin(ctx: click.Context, server: str | None, directory: Path | None, user: str,
+          password: str | None, tls: bool, insecure: bool, as_json: bool) -> None:
+    """Administer domains, accounts, alerts and the cluster through the JSON API."""
+    found = locate(server, directory, tls)
+    if not user and found.user:
+        user = found.user
+    if password is None and found.password and user == found.user:
+        password = found.password
     ssl_context = None
-    if tls:
+    if found.url.startswith("https://"):
         ssl_context = ssl.create_default_context()
         if insecure:
             ssl_context.check_hostname = False
             ssl_context.verify_mode = ssl.CERT_NONE
-    scheme = "https" if tls else "http"
-    ctx.obj = State(Client(f"{scheme}://{host}:{port}", user, password or "", ssl_context), as_json)
+    ctx.obj = State(Client(found.url, user, password or "", ssl_context), as_json)
 
 
 # ---- domains --------------------------------------------------------------------------

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shlex
 import signal
 from pathlib import Path
 from typing import Any
 
 import click
+
+from dynamail.cluster.demo import program, shown
 
 DEMO_DOMAIN = "example.test"
 DEMO_ACCOUNTS = ("alice", "bob")
@@ -82,8 +85,12 @@ def _print_banner(ctx: Any, directory: Path, passwords: dict[str, str], http_run
         port = ctx.listeners.port_of(name)
         if port is not None:
             lines.append(f"  {label:26s} {port}")
+    https = None
     if http_running:
         lines.append(f"  {'HTTP admin / JSON API':26s} {cfg.port('http')}")
+        if ctx.tls is not None:
+            https = cfg.port("https")
+            lines.append(f"  {'HTTPS admin / JSON API':26s} {https}")
     lines += ["", "Accounts:"]
     for name in DEMO_ACCOUNTS:
         lines.append(f"  {name + '@' + DEMO_DOMAIN:24s} password {passwords[name]}")
@@ -94,6 +101,13 @@ def _print_banner(ctx: Any, directory: Path, passwords: dict[str, str], http_run
         lines += ["", f"Admin CLI: nc {host} {cli}, then USER postmaster / PASS {pm} / LISTDOMAINS"]
     if http_running:
         lines.append(f"WebAdmin:  http://{host}:{cfg.port('http')}/ (postmaster and its password)")
+        if https is not None:
+            lines.append(f"           https://{host}:{https}/ (self-signed certificate)")
+        prog = program()
+        where = shlex.quote(shown(directory))
+        lines += ["", "Try (from this directory):",
+                  f"  {prog} admin --dir {where} account list {DEMO_DOMAIN}",
+                  f"  {prog} admin --dir {where} domain list"]
     lines += ["", "Stop with Ctrl-C.", ""]
     click.echo("\n".join(lines))
 

@@ -101,14 +101,23 @@ def serve(
               help="Run one standalone server on this address (default 127.0.0.1 with "
                    "--standalone) instead of the local cluster.")
 @click.option("--standalone", is_flag=True,
-              help="One standalone server instead of a local three-backend cluster.")
-def demo(directory: Path, port_offset: int | None, listen: str | None, standalone: bool) -> None:
-    """Run a demonstration: a local three-backend cluster on 127.0.7.1-3 (or, with
-    --standalone or --listen, one server) with domain example.test (alice, bob)."""
+              help="One standalone server instead of a local cluster.")
+@click.option("--backends", default=3, show_default=True, type=click.IntRange(1, 50))
+@click.option("--frontends", default=1, show_default=True, type=click.IntRange(0, 50))
+@click.option("--prefix", default="127.0.7", show_default=True,
+              help="First three octets of the members' loopback addresses.")
+@click.option("--restart/--no-restart", default=True, show_default=True,
+              help="Start a crashed member again after a few seconds.")
+def demo(directory: Path, port_offset: int | None, listen: str | None, standalone: bool,
+         backends: int, frontends: int, prefix: str, restart: bool) -> None:
+    """Run a demonstration: a local cluster of three backends (127.0.7.1-3) and a
+    frontend (127.0.7.4) or, with --standalone or --listen, one server; with the
+    domain example.test (alice, bob)."""
     if not standalone and listen is None:
         from dynamail.cluster.demo import run_cluster_demo
 
-        run_cluster_demo(directory, port_offset=port_offset)
+        run_cluster_demo(directory, backends=backends, frontends=frontends, port_offset=port_offset,
+                         prefix=prefix, restart=restart)
         return
     from dynamail.cli.demo import run_demo
 

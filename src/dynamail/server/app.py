@@ -50,6 +50,7 @@ ADAPTER_MODULES = (
 HTTP_MODULE = "dynamail.http.app"
 CLUSTER_MODULE = "dynamail.cluster.member"
 PASSWORD_FILE = "postmaster.password"
+ADMIN_URL_FILE = "admin.url"  # the HTTP admin URLs of the running server, for `dynamail admin --dir`
 RUNNING_FILE = "server.pid"  # which process serves this base directory now
 
 
@@ -373,6 +374,9 @@ class Server:
                 await ctx.listeners.start(spec)
             if http_mod is not None and hasattr(http_mod, "start"):
                 self.http = await http_mod.start(ctx)
+                urls = "".join(f"{s}://{h}:{p}\n" for s, h, p in self.http.addresses)
+                with contextlib.suppress(OSError):
+                    atomic_write(cfg.base / ADMIN_URL_FILE, urls.encode(), mode=0o644)
         except PermissionError as exc:
             await self.close()
             raise StartupError(
