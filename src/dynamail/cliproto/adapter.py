@@ -127,11 +127,15 @@ class CliSession:
         login_timeout = getattr(cfg_limits, "login_timeout", limits.LOGIN_TIMEOUT)
         log.info("cli session from %s", self.remote)
         try:
+            # the time to log in counts from the connection: a command
+            # answered before login (NOOP) or a trickled line never extends it
+            login_deadline = time.monotonic() + login_timeout
             await conn.send(core.greeting())
             while core.state is not State.CLOSED and not conn.closed:
-                timeout = idle if core.state is State.READY else login_timeout
+                # a line must be whole within the timeout, however it trickles in
+                deadline = time.monotonic() + idle if core.state is State.READY else login_deadline
                 try:
-                    line = await conn.readline(limits.MAX_LINE, timeout=timeout)
+                    line = await conn.readline(limits.MAX_LINE, deadline=deadline)
                 except LineTooLong:
                     if await self._send(core.line_too_long()):
                         break

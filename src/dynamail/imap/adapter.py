@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynamail.imap import limits
@@ -50,6 +51,10 @@ class ConnectionIo:
         self.conn = conn
         self.framer = framer
         self._out = bytearray()
+        # RFC 9051 5.4: the time to log in counts from the connection, and
+        # nothing the client sends (NOOP, a trickled line, an unfinished
+        # literal) extends it
+        self.login_deadline = time.monotonic() + limits.NOT_AUTHENTICATED_TIMEOUT
 
     @property
     def peer_host(self) -> str:
@@ -82,6 +87,8 @@ class ConnectionIo:
         await self.conn.sendfile(file, offset, length)
 
     async def read_more(self, timeout: float) -> None:
+        if timeout <= 0:
+            raise SessionEnd("Autologout; idle for too long")
         try:
             data = await self.conn.read(READ_SIZE, timeout=timeout)
         except IdleTimeout:
@@ -96,7 +103,7 @@ class ConnectionIo:
             if isinstance(ev, Frame):
                 return ev.raw
             if ev is NEED_DATA:
-                await self.read_more(limits.NOT_AUTHENTICATED_TIMEOUT)
+                await self.read_more(self.login_deadline - time.monotonic())
                 continue
             raise CommandBad("Unexpected data in authentication exchange")
 
@@ -203,6 +210,8 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
     framer.append_limit = session.settings.append_limit
     idle_timeout = getattr(getattr(ctx.config, "limits", None), "idle_timeout", limits.IDLE_TIMEOUT)
     login_timeout = getattr(getattr(ctx.config, "limits", None), "login_timeout", limits.NOT_AUTHENTICATED_TIMEOUT)
+    io.login_deadline = time.monotonic() + login_timeout
+    command_deadline: float | None = None  # an unfinished command must end by then
     io.write(
         b"* OK [CAPABILITY " + " ".join(session.capabilities()).encode() + b"] "
         + ctx.hostname.encode("ascii", "replace") + b" dynamail IMAP ready\r\n"
@@ -213,7 +222,17 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
             ev = framer.next_event()
             if ev is NEED_DATA:
                 await io.flush()
-                timeout = login_timeout if session.state is State.NOT_AUTHENTICATED else idle_timeout
+                now = time.monotonic()
+                if session.state is State.NOT_AUTHENTICATED:
+                    timeout = io.login_deadline - now
+                elif framer.in_command:
+                    # a trickled line or literal cannot hold the session past
+                    # one idle timeout, however slowly it arrives
+                    if command_deadline is None:
+                        command_deadline = now + idle_timeout
+                    timeout = command_deadline - now
+                else:
+                    timeout = idle_timeout
                 if framer.in_command:
                     await io.read_more(timeout)
                 else:
@@ -225,9 +244,11 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
                 await io.flush()
                 continue
             if isinstance(ev, FrameError):
+                command_deadline = None
                 session.bad_frame(ev.tag, ev.reply)
                 continue
             assert isinstance(ev, Frame)
+            command_deadline = None
             try:
                 cmd = parse_command(ev.raw)
             except ParseError as exc:

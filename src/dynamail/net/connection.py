@@ -21,6 +21,7 @@ import math
 import os
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from typing import BinaryIO, cast
 
@@ -344,13 +345,18 @@ class Connection:
                 break
         return self._take(n)
 
-    async def readline(self, limit: int, *, timeout: float | None = None) -> bytes:
+    async def readline(self, limit: int, *, timeout: float | None = None, deadline: float | None = None) -> bytes:
         """Return one line including its LF; ``b""`` at end of stream.
 
         A line longer than ``limit`` raises :class:`LineTooLong` after the
         rest of it has been read and discarded (in bounded memory).  A final
-        line without LF is returned as is at end of stream.
+        line without LF is returned as is at end of stream.  ``timeout``
+        bounds each wait for more data; ``deadline`` (``time.monotonic()``)
+        bounds the whole line, so one trickled in a byte at a time still
+        raises :class:`IdleTimeout` when it passes.
         """
+        if deadline is not None:
+            return await self._readline_by(limit, deadline)
         start = 0
         while True:
             buf = self._wire.buffer
@@ -372,6 +378,26 @@ class Connection:
                         raise LineTooLong()
             start = len(buf)
             if not await self._fill(timeout):
+                return self._take(len(self._wire.buffer))
+
+    async def _readline_by(self, limit: int, deadline: float) -> bytes:
+        start = 0
+        too_long = False
+        while True:
+            buf = self._wire.buffer
+            idx = buf.find(b"\n", start)
+            if idx >= 0:
+                if too_long or idx + 1 > limit:
+                    del buf[: idx + 1]
+                    raise LineTooLong()
+                return self._take(idx + 1)
+            if len(buf) > limit:  # too long: keep discarding up to the LF, in bounded memory
+                too_long = True
+                buf.clear()
+            start = len(buf)
+            if not await self._fill(max(0.0, deadline - time.monotonic())):
+                if too_long:
+                    raise LineTooLong()
                 return self._take(len(self._wire.buffer))
 
     # -- writing --------------------------------------------------------

@@ -38,6 +38,7 @@ import functools
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,13 @@ class SmtpSession:
         self.mail_params: dict[str, str | None] = {}
         self.identity: AccountRef | None = None  # the authenticated account (submission)
         self.completer: HeaderCompleter | None = None
+        # submission: the time to authenticate counts from the connection
+        # (as for IMAP, POP3 and the admin CLI); NOOP, RSET or a trickled
+        # line do not extend it
+        self.login_deadline: float | None = None
+        if mode is Mode.SUBMISSION:
+            login_timeout = float(getattr(ctx.config.limits, "login_timeout", IDLE_TIMEOUT))
+            self.login_deadline = time.monotonic() + min(login_timeout, conn.idle_timeout)
         self.handlers: dict[type, Callable[[Any], Awaitable[bool]]] = {
             MailFrom: self._on_mail,
             RcptTo: self._on_rcpt,
@@ -195,12 +203,15 @@ class SmtpSession:
                 ev = self.core.next_event()
                 if ev is NEED_DATA:
                     await self.flush()
+                    timeout: float | None = None
+                    if self.login_deadline is not None and self.identity is None:
+                        timeout = max(0.0, self.login_deadline - time.monotonic())
                     try:
                         if self.core.between_commands:
                             with interruptible():  # shutdown ends the session at once
-                                data = await self.conn.read()
+                                data = await self.conn.read(timeout=timeout)
                         else:
-                            data = await self.conn.read()
+                            data = await self.conn.read(timeout=timeout)
                     except IdleTimeout:
                         self.core.idle_timeout()
                         await self.flush()
