@@ -349,19 +349,32 @@ def _unquote(b: bytes) -> bytes:
     return b
 
 
+_FWS_RE = re.compile(rb"\s+")
+
+
+def _no_fws(b: bytes) -> bytes:
+    """An unquoted dot-atom or domain without the folding white space RFC
+    5322 §3.4.1 (obs-local-part, obs-domain) allows between its pieces."""
+    return _FWS_RE.sub(b"", b)
+
+
 def _mailbox(piece: bytes) -> list[Value] | None:
     piece = piece.strip()
     if not piece:
         return None
     lt = piece.rfind(b"<")
     gt = piece.rfind(b">")
-    if lt >= 0 and gt > lt:
-        name_part = _COMMENT_RE.sub(b"", piece[:lt]).strip()
-        addr = piece[lt + 1 : gt].strip()
+    if lt >= 0 and (gt > lt or gt < 0):  # a missing ">" ends at the end
+        name_part = _COMMENT_RE.sub(b" ", piece[:lt]).strip()
+        addr = _COMMENT_RE.sub(b"", piece[lt + 1 : gt if gt > lt else len(piece)]).strip()
         name: bytes | None = _unquote(name_part) or None
+        if name is not None and not name_part.startswith(b'"'):
+            name = b" ".join(name.split())
     else:
-        comment = _COMMENT_RE.search(piece)
-        name = comment.group(0)[1:-1].strip() or None if comment else None
+        # addr-spec (comment): the comment names the owner (the last one, as
+        # written after the address by convention)
+        comments = _COMMENT_RE.findall(piece)
+        name = b" ".join(comments[-1][1:-1].split()) or None if comments else None
         addr = _COMMENT_RE.sub(b"", piece).strip()
     adl: bytes | None = None
     if addr.startswith(b"@") and b":" in addr:
@@ -369,7 +382,9 @@ def _mailbox(piece: bytes) -> list[Value] | None:
     local, at, domain = addr.rpartition(b"@")
     if not at:
         local, domain = addr, b""
-    local = _unquote(local) if local.startswith(b'"') else local
+    local = local.strip()
+    local = _unquote(local) if local.startswith(b'"') else _no_fws(local)
+    domain = _no_fws(domain)
     return [_nstr(name), _nstr(adl), _nstr(local) if local else None, _nstr(domain) if at else None]
 
 

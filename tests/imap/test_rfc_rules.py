@@ -263,3 +263,67 @@ def test_astring_atom_with_brackets_and_brace(imap) -> None:
         assert lines[0] == f'* LIST (\\HasNoChildren) "/" "{plain}"'
         await c.ok("NOOP")  # the connection stays up
     imap(go)
+
+
+# -- RFC 3501 6.4.4: SEARCH FROM/TO/CC/BCC match the address ------------------
+
+FROMS = [
+    b"user-from@domain.org",
+    b'"Real Name" <user-from@domain.org>',
+    b"(comment) user-from@domain.org",
+    b"user-from (comment) @ domain.org",
+    b"user-from@\r\n domain.org",
+    b"group: user-from@domain.org;",
+    b"=?utf-8?q?R=C3=A9al?= <user-from@domain.org>",
+    b"Name <user-from@domain.org",
+    b"other@domain.org",
+]
+
+
+def test_search_from_matches_every_form_of_the_address(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        for f in FROMS:
+            await append(c, b"From: " + f + b"\r\nTo: x@y.z\r\nSubject: s\r\n\r\nbody\r\n")
+        await c.ok("SELECT INBOX")
+        assert (await c.ok("SEARCH FROM user-from@domain.org"))[0] == "* SEARCH 1 2 3 4 5 6 7 8"
+        assert (await c.ok("SEARCH FROM USER-FROM@Domain.Org"))[0] == "* SEARCH 1 2 3 4 5 6 7 8"
+        assert (await c.ok('SEARCH FROM "Real Name"'))[0] == "* SEARCH 2"
+        assert (await c.ok(b"SEARCH CHARSET UTF-8 FROM " + lit("Réal".encode())))[0] == "* SEARCH 7"
+        assert (await c.ok("SEARCH NOT FROM user-from"))[0] == "* SEARCH 9"
+        assert (await c.ok("SEARCH TO user-from"))[0] == "* SEARCH"
+    imap(go)
+
+
+# -- RFC 3501 7.4.2 / RFC 9051 7.5.2: ENVELOPE of groups and odd addresses -----
+
+
+def test_envelope_groups_and_display_names() -> None:
+    from dynamail import mime
+
+    assert mime.addresses(b'group: g1@d1.org, "Name" <g2@d2.org>;, empty:;, "Real, Name" <a@b.c>') == [
+        [None, None, "group", None],  # group start: (NIL NIL "group" NIL)
+        [None, None, "g1", "d1.org"],
+        ["Name", None, "g2", "d2.org"],  # a display name inside a group
+        [None, None, None, None],  # group end: (NIL NIL NIL NIL)
+        [None, None, "empty", None],
+        [None, None, None, None],
+        ["Real, Name", None, "a", "b.c"],
+    ]
+    # white space and comments inside an address are not part of it (RFC 5322 3.4.1)
+    assert mime.addresses(b"user (c) @ domain.org (Owner)") == [["Owner", None, "user", "domain.org"]]
+    assert mime.addresses(b"Real (x)  Name <a@b>") == [["Real Name", None, "a", "b"]]
+    assert mime.addresses(b"Name <a@b") == [["Name", None, "a", "b"]]
+
+
+def test_envelope_of_group_in_fetch(imap) -> None:
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await append(c, b'From: a@b.c\r\nTo: group: g1@d1.org, "Name" <g2@d2.org>;\r\nCc: undisclosed:;\r\n\r\nx\r\n')
+        await c.ok("EXAMINE INBOX")
+        line = (await c.ok("FETCH 1 ENVELOPE"))[0]
+        assert (
+            '((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")("Name" NIL "g2" "d2.org")(NIL NIL NIL NIL))'
+            ' ((NIL NIL "undisclosed" NIL)(NIL NIL NIL NIL)) NIL NIL NIL))'
+        ) in line
+    imap(go)

@@ -12,6 +12,7 @@ dropped ``\\Recent``), so RECENT and NEW match nothing and OLD everything.
 from __future__ import annotations
 
 import datetime
+import email.header
 import email.utils
 import re
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ _FLAG_KEYS = {
 }
 _TEXT_KEYS = {"BODY": "BODY", "TEXT": "TEXT", "FROM": "From", "TO": "To", "CC": "Cc",
               "BCC": "Bcc", "SUBJECT": "Subject"}
+_ADDRESS_FIELDS = {"FROM": 2, "TO": 5, "CC": 6, "BCC": 7}  # ENVELOPE positions
 _COST = {"AND": 3, "OR": 3, "NOT": 3, "HEADER": 4, "SENTBEFORE": 4, "SENTON": 4, "SENTSINCE": 4}
 
 
@@ -115,7 +117,10 @@ class Searcher:
             text = str(k.value)
             if text == "":
                 return universe if name in ("BODY", "TEXT") else await self._has_header(_TEXT_KEYS[name], universe)
-            return sorted(await self.view.search_text(universe, _TEXT_KEYS[name], text))
+            hits = await self.view.search_text(universe, _TEXT_KEYS[name], text)
+            if name in _ADDRESS_FIELDS:
+                hits = await self._addresses(universe, set(hits), _ADDRESS_FIELDS[name], text)
+            return sorted(hits)
         if name == "HEADER":
             field, text = str(k.value), str(k.value2)
             if text == "":
@@ -132,12 +137,49 @@ class Searcher:
             return out
         return []
 
+    async def _addresses(self, universe: list[int], hits: set[int], index: int, text: str) -> list[int]:
+        """Also the messages whose parsed addresses contain ``text``, written
+        as ``name <mailbox@host>``: an address written with comments or
+        folding inside it (``user (x) @ domain``) still matches
+        ``user@domain``, as it does in Dovecot."""
+        needle = text.casefold()
+        out = set(hits)
+        for u in universe:
+            if u in out:
+                continue
+            env = await self.view.envelope(u)
+            field = env[index] if isinstance(env, list) and len(env) > index else None
+            if isinstance(field, list) and needle in address_text(field).casefold():
+                out.add(u)
+        return sorted(out)
+
     async def _has_header(self, field: str, universe: list[int]) -> list[int]:
         pat = re.compile(rb"(?im)^" + re.escape(field.encode()) + rb"[ \t]*:")
         return [u for u in universe if pat.search(await self.view.header(u))]
 
     async def _sent_date(self, uid: int) -> datetime.date | None:
         return parse_date_header(await self.view.header(uid))
+
+
+def address_text(addresses: list[object]) -> str:
+    """An ENVELOPE address list as text (``name <mailbox@host>, ...``; group
+    markers give their name), with RFC 2047 words in names decoded."""
+    out = []
+    for a in addresses:
+        if not isinstance(a, list) or len(a) < 4:
+            continue
+        name, _adl, mailbox, host = (_text(x) for x in a[:4])
+        if "=?" in name:
+            try:
+                name = str(email.header.make_header(email.header.decode_header(name)))
+            except (ValueError, LookupError, UnicodeError, AssertionError):
+                pass
+        if not host:
+            if mailbox:
+                out.append(mailbox + ":")
+            continue
+        out.append(f"{name} <{mailbox}@{host}>" if name else f"<{mailbox}@{host}>")
+    return ", ".join(out)
 
 
 def parse_date_header(header: bytes) -> datetime.date | None:
