@@ -19,7 +19,7 @@ def test_every_message_type_has_a_sample() -> None:
     assert {type(m) for m in SAMPLES} == set(wire.REGISTRY.values())
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_golden_frames(version: int, msg: wire.Message) -> None:
     golden = golden_path(version, msg).read_bytes()

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from dynamail.cluster import limits, wire
@@ -67,6 +68,7 @@ class ControllerDuty:
     _observer: Observer
     _hb_seq: int
     _inbound: set[Peer]
+    _election_pool: ThreadPoolExecutor | None = None
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -90,8 +92,13 @@ class ControllerDuty:
     def _controller_changed(self) -> None:
         raise NotImplementedError
 
-    async def _io(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    async def _eio(self, fn: Any, *args: Any) -> Any:
+        """Election I/O on threads of its own: a default executor busy with
+        mail (reads, fsyncs) must never delay a renewal past the tenure."""
+        pool = getattr(self, "_election_pool", None)
+        if pool is None:
+            pool = self._election_pool = ThreadPoolExecutor(2, thread_name_prefix="election")
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
     async def _election_loop(self) -> None:
         assert self.election is not None
@@ -123,14 +130,14 @@ class ControllerDuty:
 
     async def _observe(self) -> None:
         assert self.election is not None
-        rec: ControllerRecord | None = await self._io(self.election.current)
+        rec: ControllerRecord | None = await self._eio(self.election.current)
         now = time.monotonic()
         if rec is None:
             await self._claim(1, None, None, stale=True)
             return
         if rec.epoch > self.controller_epoch:
             self._learn_controller(rec)
-        hb = await self._io(self.election.read_heartbeat, rec.epoch)
+        hb = await self._eio(self.election.read_heartbeat, rec.epoch)
         now = time.monotonic()
         self._observer.observe(rec.epoch, hb, now)
         self._hold_through_election(rec.epoch, now)
@@ -196,7 +203,7 @@ class ControllerDuty:
         assert self.election is not None
         t0 = time.monotonic()
         record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
-        if not await self._io(self.election.claim, record):
+        if not await self._eio(self.election.claim, record):
             return
         expected = set(self.election.contacts_of(hb)) - {self.name}
         if old is not None:
@@ -206,7 +213,7 @@ class ControllerDuty:
                 expected.add(old.member)
         starts = time.monotonic()
         if old is not None:
-            current = await self._io(self.election.read_heartbeat, old.epoch)
+            current = await self._eio(self.election.read_heartbeat, old.epoch)
             starts = first_act(starts, hb, current, self.s.lease, self.s.margin)
         log.warning("became controller with epoch %d (%s)%s", epoch,
                     "cold start" if old is None else "controller stale" if stale else "controller cut off",
@@ -232,20 +239,20 @@ class ControllerDuty:
         if self.tenure.lapsed(t0):
             await self._step_down("tenure lapsed before renewal")
             return
-        if await self._io(self.election.exists, epoch + 1):
+        if await self._eio(self.election.exists, epoch + 1):
             await self._step_down("a newer controller epoch exists")
             return
         self._hb_seq += 1
         contacts = [m.name for m in self.controller.members()
                     if m.alive and m.role is Role.BACKEND and m.name != self.name]
-        await self._io(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
-        if await self._io(self.election.exists, epoch + 1):
+        await self._eio(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
+        if await self._eio(self.election.exists, epoch + 1):
             await self._step_down("a newer controller epoch exists")
             return
         if self.tenure is not None:
             self.tenure.renewed(t0)
         if self._hb_seq % 40 == 1:
-            await self._io(self.election.prune, epoch)
+            await self._eio(self.election.prune, epoch)
 
     async def _step_down(self, why: str) -> None:
         if self.controller is None:

@@ -206,7 +206,7 @@ class ClusterMember(ControllerDuty, Handoffs):
             ssl=self.server_tls, ssl_handshake_timeout=5.0 if self.server_tls else None)
         loop = asyncio.get_running_loop()
         if self.election is not None:
-            await loop.run_in_executor(None, self.election.ensure)
+            await self._eio(self.election.ensure)
             self._tasks.append(loop.create_task(self._election_loop()))
         self._tasks.append(loop.create_task(self._heartbeat_loop()))
         self._tasks.append(loop.create_task(self._watchdog()))
@@ -224,6 +224,8 @@ class ClusterMember(ControllerDuty, Handoffs):
         await self.locator.close()
         for p in list(self.peers.values()) + list(self._inbound):
             p.close()
+        if self._election_pool is not None:
+            self._election_pool.shutdown(wait=False)
 
     # -- leases ----------------------------------------------------------------
     def is_controller(self) -> bool:

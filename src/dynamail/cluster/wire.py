@@ -26,6 +26,8 @@ it is encoded only when the negotiated version is at least N, and takes its
 default when decoding an older frame.  Codes are never reused.  Version 2 is
 a test-only bump (one extra heartbeat field) that exists to prove
 negotiation; it is offered only when :func:`supported_versions` is told so.
+Version 3 adds the delivery id of a hand-off (``Deliver.delivery_id``), which
+makes a repeated hand-off store nothing twice.
 """
 
 from __future__ import annotations
@@ -45,15 +47,18 @@ import msgpack
 from dynamail.cluster import limits
 
 HEADER = struct.Struct(">I")
-RELEASED_VERSIONS = (1,)
-TEST_VERSIONS = (1, 2)
+RELEASED_VERSIONS = (1, 3)
+TEST_VERSION = 2  # one extra heartbeat field, offered only when asked for
 
 
 def supported_versions() -> tuple[int, ...]:
-    """Versions this build offers.  ``DYNAMAIL_CLUSTER_PROTOCOL_MAX=2``
-    enables the test-only version 2 (rolling-upgrade tests)."""
-    top = int(os.environ.get("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "1") or 1)
-    return tuple(v for v in TEST_VERSIONS if v <= top) or RELEASED_VERSIONS
+    """Versions this build offers: the released ones, or up to
+    ``DYNAMAIL_CLUSTER_PROTOCOL_MAX``; ``=2`` offers exactly versions 1 and
+    the test-only 2 (rolling-upgrade tests)."""
+    top = int(os.environ.get("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "0") or max(RELEASED_VERSIONS))
+    if top == TEST_VERSION:
+        return (1, TEST_VERSION)
+    return tuple(v for v in RELEASED_VERSIONS if v <= top) or RELEASED_VERSIONS[:1]
 
 
 class ProtocolError(Exception):
@@ -291,6 +296,10 @@ class Deliver(Message):
     mailbox: str
     flags: tuple[str, ...]
     data: bytes
+    # the queue entry (or message) id and the account: an owner that already
+    # stored this id answers with the first copy's UID instead of storing
+    # the message again (exactly-once hand-off); "" for none
+    delivery_id: str = field(default="", metadata=_since(3))
 
 
 @message(36)
