@@ -12,9 +12,13 @@ concurrent asyncio clients against each in turn for ``--duration`` seconds.
 Each client repeats a session with a realistic mix: LOGIN, SELECT,
 UID FETCH 1:* FLAGS, two body fetches, a header fetch, APPEND, STORE flags,
 SEARCH UNSEEN, STORE \\Deleted on the appended message + EXPUNGE, LOGOUT.
-Every command counts as one operation; its latency is recorded.  dynamail
-users have argon2 hashes and the verified-credentials cache is warmed
-before the run; Dovecot users have ``{PLAIN}`` passwords.
+Every command counts as one operation; its latency is recorded.  Both
+servers store the same password scheme (``--scheme``: ``{PLAIN}`` or
+``{SHA512-CRYPT}``, one hash shared by every user; dynamail keeps it as
+imported, ``[auth] rehash_on_login = false``); one session per user warms
+both before the run (dynamail's verified-credentials cache, Dovecot's
+processes).  ``--scheme argon2`` gives dynamail users argon2id hashes of
+the default parameters and Dovecot ``{PLAIN}``.
 
 ``--profile`` records the dynamail server with py-spy (when installed) and
 prints the functions with the most samples.
@@ -180,10 +184,23 @@ async def preload(host: str, port: int, users: list[str], messages: int) -> None
 # -- servers ------------------------------------------------------------------
 
 
+def stored_hash(scheme: str) -> str | None:
+    """The stored form of PASSWORD under ``scheme`` (None: dynamail's own argon2id)."""
+    if scheme == "plain":
+        return "{PLAIN}" + PASSWORD
+    if scheme == "sha512-crypt":
+        from dynamail.directory import shacrypt
+
+        return "{SHA512-CRYPT}" + shacrypt.sha_crypt(PASSWORD.encode(), "$6$benchSaltValue1")
+    return None
+
+
 @contextlib.contextmanager
-def dynamail_server(tmp: Path, users: list[str], offset: int):  # type: ignore[no-untyped-def]
+def dynamail_server(tmp: Path, users: list[str], offset: int, scheme: str = "argon2"):  # type: ignore[no-untyped-def]
+    stored = stored_hash(scheme)
+    settings = "[auth]\nrehash_on_login = false\n" if stored else ""
     with start_dynamail(tmp, host=HOST, domain=DOMAIN, password=PASSWORD, users=users,
-                         offset=offset) as running:
+                         offset=offset, stored_hash=stored, settings=settings) as running:
         yield running
 
 
@@ -241,11 +258,12 @@ protocol imap {{
 
 
 @contextlib.contextmanager
-def dovecot_server(tmp: Path, users: list[str], port: int):  # type: ignore[no-untyped-def]
+def dovecot_server(tmp: Path, users: list[str], port: int, scheme: str = "plain"):  # type: ignore[no-untyped-def]
     root = tmp / "dovecot"
     for sub in ("run", "state", "mail"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    (root / "passwd").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}::::::\n" for u in users))
+    stored = stored_hash(scheme) or "{PLAIN}" + PASSWORD
+    (root / "passwd").write_text("".join(f"{u}:{stored}::::::\n" for u in users))
     conf = root / "dovecot.conf"
     import pwd
 
@@ -424,6 +442,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=200)
     ap.add_argument("--duration", type=float, default=20.0)
     ap.add_argument("--only", choices=("dynamail", "dovecot"))
+    ap.add_argument("--scheme", choices=("plain", "sha512-crypt", "argon2"), default="plain",
+                    help="password scheme stored on both servers (argon2: dynamail only, Dovecot PLAIN)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--idle-conns", type=int, default=0, help="measure memory of N IDLE sessions instead")
     args = ap.parse_args()
@@ -437,7 +457,7 @@ def main() -> None:
                 asyncio.run(idle_memory(proc.pid, port, users, args.idle_conns))
             return
         if args.only != "dovecot":
-            with dynamail_server(tmp, users, offset) as (proc, port):
+            with dynamail_server(tmp, users, offset, args.scheme) as (proc, port):
                 spy = None
                 if args.profile and shutil.which("py-spy"):
                     spy = subprocess.Popen(
@@ -453,7 +473,7 @@ def main() -> None:
                     if (tmp / "profile.txt").exists():
                         profile_summary(tmp / "profile.txt")
         if args.only != "dynamail" and os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0:
-            with dovecot_server(tmp, users, offset + 1000) as (dproc, port):
+            with dovecot_server(tmp, users, offset + 1000, args.scheme) as (dproc, port):
                 results["dovecot"] = asyncio.run(run_one("dovecot", dproc.pid, port, users, args))
     print("\n| server | ops/s | p50 ms | p99 ms | server CPU µs/command | IDLE wake p50 / max ms |")
     print("|---|---|---|---|---|---|")

@@ -285,6 +285,10 @@ class Authenticator:
         if self.metrics is not None:
             self.metrics.logins.labels(protocol=protocol, result=result).inc()
 
+    def _checked(self, how: str) -> None:
+        if self.metrics is not None:
+            self.metrics.auth_checks.labels(how=how).inc()
+
     def _refused(self, protocol: str, reason: str, message: str, ref: AccountRef | None = None) -> AuthResult:
         self._count(protocol, reason)
         return AuthResult(False, ref, reason, message)
@@ -418,12 +422,15 @@ class Authenticator:
         verifier, then a hash verification in the pool."""
         key = self._cache_key(ref, stored, password)
         if self._cache_hit(key):
+            self._checked("cache")
             return True
         fresh = False
         if self._verifier_matches(ref, stored, password, verifier):
             self.verifier_hits += 1
+            self._checked("verifier")
         elif await self.hashing.run(self._verify, stored, password):
             fresh = True
+            self._checked("hash")
         else:
             return False
         if self.rehash and not self.hashing.busy and passwords.needs_rehash(stored, self.directory.hasher):

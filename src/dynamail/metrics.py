@@ -24,6 +24,11 @@ class Metrics:
         self.logins = Counter(
             "dynamail_logins_total", "Login attempts", ["protocol", "result"], registry=r
         )
+        self.auth_checks = Counter(
+            "dynamail_auth_checks_total",
+            "Accepted passwords by what decided: memory cache, keyed verifier, or a hash verification",
+            ["how"], registry=r,
+        )
         self.deliveries = Counter(
             "dynamail_deliveries_total", "Message deliveries", ["result"], registry=r
         )

@@ -108,3 +108,19 @@ def test_shared_accounts_use_cluster_key(directory: Directory) -> None:
     twin = Directory(directory.base.parent / "twin", main_domain="twin.example",
                      shared_base=directory.shared_base)
     assert twin.apop_secret(ref) == "pw"
+
+
+@pytest.mark.skipif(not shacrypt._lib().available, reason="the system has no libcrypt with crypt_r")
+@pytest.mark.parametrize("setting", ["$6$saltstring", "$5$rounds=1000$abc", "$6$rounds=1200$a.b/c", "$6$$", "$5$x"])
+@pytest.mark.parametrize("password", [b"", b"p", b"Hello world!", "p\u00e4ss w\u00f6rd".encode(), b"x" * 300])
+def test_system_crypt_agrees_with_the_python_implementation(setting: str, password: bytes) -> None:
+    expected = shacrypt.sha_crypt(password, setting)
+    assert shacrypt._lib().crypt(password, setting) == expected
+    assert shacrypt.verify(password, expected)
+    assert not shacrypt.verify(password + b"!", expected)
+
+
+def test_nul_in_a_password_never_reaches_the_system_crypt() -> None:
+    hashed = shacrypt.sha_crypt(b"a\x00b", "$6$salt")
+    assert shacrypt._lib().crypt(b"a\x00b", hashed) is None
+    assert shacrypt.verify(b"a\x00b", hashed) and not shacrypt.verify(b"a", hashed)
