@@ -249,7 +249,7 @@ class CountingAuthenticator(Authenticator):
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            threading.Event().wait(0.02)  # hold the slot, as a real argon2 hash does
+            threading.Event().wait(0.2)  # hold the slot, as a real argon2 hash does
             return super()._verify(stored, password)
         finally:
             with self._lock:
@@ -257,7 +257,7 @@ class CountingAuthenticator(Authenticator):
 
 
 def test_hash_concurrency_is_bounded(directory: Directory) -> None:
-    auth = CountingAuthenticator(directory, hash_concurrency=2)
+    auth = CountingAuthenticator(directory, hash_concurrency=2, max_failures=1000)
 
     async def storm() -> list[AuthResult]:
         return await asyncio.gather(*(
@@ -275,6 +275,8 @@ def test_a_cancelled_waiting_login_costs_no_hash(directory: Directory) -> None:
 
     async def go() -> None:
         first = asyncio.create_task(auth.authenticate("bob", "builder", protocol="imap", remote="a"))
+        while auth.running == 0:  # bob's hash holds the only slot
+            await asyncio.sleep(0.001)
         waiting = asyncio.create_task(auth.authenticate("alice@d.example", "x", protocol="imap", remote="b"))
         while auth.hashing.waiting == 0:
             await asyncio.sleep(0.001)
