@@ -30,17 +30,21 @@ import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountLocator, AccountUnavailable, Local, Relay
 from dynamail.storage.api import (
     AppendRequest,
     FencedError,
+    MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StorageError,
 )
+
+if TYPE_CHECKING:
+    from dynamail.sieve.filter import SieveFilter
 
 log = logging.getLogger("dynamail.delivery")
 
@@ -116,6 +120,8 @@ class Delivery:
         self.metrics = metrics
         #: Hand-off to the member that owns an account; the cluster layer sets it.
         self.remote: RemoteHook = _no_remote
+        #: The account's Sieve script, run by the owner for deliveries to INBOX.
+        self.sieve: SieveFilter | None = None
 
     async def deliver(
         self,
@@ -124,13 +130,17 @@ class Delivery:
         *,
         mailbox: str = "INBOX",
         flags: frozenset[str] = frozenset(),
+        sender: str | None = None,
     ) -> list[DeliveryResult]:
         """Append one copy of ``message`` per distinct account; one result per
-        entry of ``recipients`` (duplicates get the result of the first)."""
+        entry of ``recipients`` (duplicates get the result of the first).
+
+        ``sender`` is the envelope sender ("" for ``<>``, None when unknown);
+        the account's Sieve script sees it as ``envelope "from"``."""
         distinct = list(dict.fromkeys(recipients))
         size = message_size(message)
         results = await asyncio.gather(
-            *(self._deliver_one(ref, message, size, mailbox, flags) for ref in distinct)
+            *(self._deliver_one(ref, message, size, mailbox, flags, sender) for ref in distinct)
         )
         by_ref = dict(zip(distinct, results, strict=True))
         for r in results:
@@ -143,13 +153,17 @@ class Delivery:
                 self.metrics.deliveries.labels(result=result).inc()
 
     async def _deliver_one(
-        self, ref: AccountRef, message: Message, size: int, mailbox: str, flags: frozenset[str]
+        self, ref: AccountRef, message: Message, size: int, mailbox: str, flags: frozenset[str],
+        sender: str | None = None,
     ) -> DeliveryResult:
         try:
             async with self.accounts.use(ref) as placement:
                 if isinstance(placement, Relay):
+                    # the owner runs the account's Sieve script (it does not learn the sender)
                     return await self.remote(placement, message, mailbox)
                 assert isinstance(placement, Local)
+                if self.sieve is not None and mailbox == "INBOX":
+                    return await self._filtered(placement, message, size, flags, sender)
                 return await self._append(placement, message, size, mailbox, flags)
         except AccountUnavailable as exc:
             return temporary_failure(ref, f"account unavailable: {exc}", "4.2.1")
@@ -185,6 +199,32 @@ class Delivery:
             with open(message, "rb") as fh:
                 uids = await self._append_to(store, mailbox, AppendRequest(fh, flags))
         return DeliveryResult(ref, True, 250, "2.0.0", "delivered", uids[0] if uids else None)
+
+    async def _filtered(
+        self, placement: Local, message: Message, size: int, flags: frozenset[str], sender: str | None
+    ) -> DeliveryResult:
+        """Delivery through the account's Sieve script (``dynamail.sieve.filter``)."""
+        assert self.sieve is not None
+        ref = placement.ref
+        plan = await self.sieve.plan(ref, placement.store, message, sender)
+        if plan.refuse is not None:
+            # RFC 5429 2.1: refuse at the protocol level where possible (SMTP
+            # answers 550 or sends a delivery status notification)
+            return DeliveryResult(ref, False, 550, "5.7.1", _reply_text(plan.refuse))
+        uid: int | None = None
+        for copy in plan.copies:
+            if copy.create and copy.mailbox != "INBOX":
+                with contextlib.suppress(MailboxExists):
+                    await placement.store.create_mailbox(copy.mailbox)
+            data: Message = plan.data if plan.data is not None else message
+            result = await self._append(placement, data, len(data) if isinstance(data, bytes) else size,
+                                        copy.mailbox, flags | copy.flags)
+            if not result.ok:
+                return result
+            uid = uid if uid is not None else result.uid
+        await self.sieve.send_all(ref, plan)
+        text = "delivered" if plan.copies else "delivered (no copy kept by the Sieve script)"
+        return DeliveryResult(ref, True, 250, "2.0.0", text, uid)
 
     async def precheck(self, ref: AccountRef, size: int = 0) -> DeliveryResult | None:
         """Quota check before a message is accepted (SMTP RCPT, RFC 5321
@@ -239,6 +279,13 @@ class Delivery:
         if not isinstance(settings, dict):
             return None
         return parse_size(settings.get("MaxAccountSize"))
+
+
+def _reply_text(reason: str) -> str:
+    """A reject reason as one line of an SMTP reply (ASCII, bounded)."""
+    line = " ".join(reason.split())
+    text = "".join(c if 32 <= ord(c) < 127 else "?" for c in line)[:200]
+    return text or "rejected by the recipient's filter"
 
 
 def _rewind(fh: BinaryIO) -> None:

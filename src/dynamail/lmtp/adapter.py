@@ -90,7 +90,7 @@ class LmtpSession(SmtpSession):
         if self.local:
             if ctx.delivery is None:
                 return [R.LOCAL_ERROR] * len(self.accepted)
-            results = await ctx.delivery.deliver(self.local, path)
+            results = await ctx.delivery.deliver(self.local, path, sender=sender)
             by_ref = {r.ref: r for r in results}
             delivered = [r.ref.address for r in results if r.ok]
             queue = ctx.extras.get("smtp_queue")

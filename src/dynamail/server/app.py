@@ -293,7 +293,40 @@ def _make_delivery(ctx: ServerContext) -> Any:
     mod = _optional_module("dynamail.delivery")
     if mod is None or not hasattr(mod, "Delivery") or ctx.accounts is None:
         return None
-    return mod.Delivery(ctx.directory, ctx.accounts, ctx.metrics)
+    delivery = mod.Delivery(ctx.directory, ctx.accounts, ctx.metrics)
+    _attach_sieve(ctx, delivery)
+    return delivery
+
+
+def _attach_sieve(ctx: ServerContext, delivery: Any) -> None:
+    """Sieve at delivery; its redirects and vacation replies leave through the
+    outbound queue (local addresses as local copies of the queue entry)."""
+    mod = _optional_module("dynamail.sieve.filter")
+    if mod is None:
+        return
+    directory = ctx.directory
+
+    def is_local(address: str) -> bool:
+        try:
+            domain = address.rsplit("@", 1)[1].lower()
+            if not directory.domain_exists(domain):
+                return False
+            target = directory.resolve_recipient(address)
+        except Exception:
+            return False
+        return bool(target is not None and getattr(target, "accounts", None))
+
+    async def send(sender: str, recipient: str, data: bytes) -> None:
+        queue = ctx.extras.get("smtp_queue")
+        if queue is None:
+            raise RuntimeError("the outbound queue is not running")
+        local = await asyncio.get_running_loop().run_in_executor(None, is_local, recipient)
+        if local:
+            await queue.enqueue(sender, [], data, local=[recipient])
+        else:
+            await queue.enqueue(sender, [recipient], data)
+
+    delivery.sieve = mod.SieveFilter(ctx.hostname, send)
 
 
 def collect_listeners(ctx: ServerContext) -> list[ListenerSpec]:

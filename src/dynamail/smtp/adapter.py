@@ -415,7 +415,7 @@ class SmtpSession:
         if self.local:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
-            results = await ctx.delivery.deliver(self.local, path)
+            results = await ctx.delivery.deliver(self.local, path, sender=sender)
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
             delivered = [r.ref.address for r in results if r.ok]

@@ -232,7 +232,7 @@ class OutboundQueue:
         pending = env.pending()
         local = [r for r in pending if r.local]
         if local:
-            await self._attempt_local(local, msg_path)
+            await self._attempt_local(local, msg_path, env.sender)
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for r in pending:
             if not r.local:
@@ -266,7 +266,7 @@ class OutboundQueue:
         self._gauge()
         log.info("queue entry %s done: %d sent, %d failed", env.id, sum(r.state == "sent" for r in env.recipients), len(failed))
 
-    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path) -> None:
+    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path, sender: str | None = None) -> None:
         delivery = self._delivery()
         todo: list[tuple[QueuedRecipient, AccountRef]] = []
         for r in recipients:
@@ -281,7 +281,7 @@ class OutboundQueue:
             for r, _ in todo:
                 self.store.record(r, 451, "4.3.0 local delivery not available")
             return
-        results = await delivery.deliver([ref for _, ref in todo], message)
+        results = await delivery.deliver([ref for _, ref in todo], message, sender=sender)
         for (r, _), res in zip(todo, results, strict=True):
             self.store.record(r, res.code, f"{res.status} {res.text}")
         reachable = [r.address for (r, _), res in zip(todo, results, strict=True) if res.ok]

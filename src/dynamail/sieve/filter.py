@@ -1,0 +1,211 @@
+"""Sieve at delivery: the owner of an account runs its active script over
+each message it delivers to that account, and carries out the result.
+
+:meth:`SieveFilter.plan` runs on the member that owns the account (the
+delivery layer calls it only for a local placement, after any cluster
+hand-off), with the account's store open.  It reads the active script,
+runs it in a worker thread within the CPU budget, and returns a
+:class:`Plan`: the copies to append (mailbox, flags), the message with
+header edits, a refusal (``reject``/``ereject``: a permanent ``550 5.7.1``
+result, which SMTP turns into a refusal at DATA or a delivery status
+notification), and the messages to send afterwards (redirects and vacation
+replies), which go out through the outbound queue only after the copies are
+durable.
+
+Failure policy (RFC 5228 2.10.6): a script that does not compile, crosses a
+limit or fails at run time files the message into INBOX, and the reason is
+logged.  A message larger than ``MAX_FILTERED_MESSAGE`` is not filtered.
+
+Loops: a redirected copy carries ``X-Sieve-Redirected-From: <account>``; a
+message that already names this account there is not redirected again
+(kept instead), nor is one with more than ``MAX_RECEIVED_FOR_REDIRECT``
+Received fields.  Vacation replies use the null sender (RFC 5230 5.1) and
+``Auto-Submitted``, so they never trigger another vacation or a bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dynamail import names
+from dynamail.accounts import AccountRef
+from dynamail.sieve import limits
+from dynamail.sieve.actions import Envelope, FileInto, Outcome, Redirect, Reject, Vacation
+from dynamail.sieve.commands import Script, compile_script
+from dynamail.sieve.grammar import SieveError
+from dynamail.sieve.interpreter import Run
+from dynamail.sieve.message import SieveMessage
+from dynamail.sieve.scripts import VACATION_KEY, ScriptStore, blobs_of
+from dynamail.sieve.vacation import ResponseLog, build_reply, refusal
+
+log = logging.getLogger("dynamail.sieve")
+
+#: Messages larger than this are delivered to INBOX without running the script.
+MAX_FILTERED_MESSAGE = 32 * 1024 * 1024
+#: Compiled scripts kept in memory, keyed by the hash of their text.
+COMPILED_CACHE = 256
+LOOP_HEADER = "X-Sieve-Redirected-From"
+
+#: send(sender, recipient, message): hands one message to the outbound queue.
+Sender = Callable[[str, str, bytes], Awaitable[None]]
+
+_SYSTEM_FLAGS = {f.lower(): f for f in ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")}
+
+
+@dataclass
+class Copy:
+    mailbox: str
+    flags: frozenset[str]
+    create: bool = False
+
+
+@dataclass
+class Plan:
+    copies: list[Copy]
+    data: bytes | None = None  # the edited message; None: the original
+    refuse: str | None = None  # reject/ereject reason
+    outgoing: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sender, recipient, message)
+    note: str = ""
+
+
+def keep_plan(note: str = "") -> Plan:
+    return Plan([Copy("INBOX", frozenset())], note=note)
+
+
+def _canonical_flags(flags: frozenset[str]) -> frozenset[str]:
+    """System flags in their canonical case; keywords that are IMAP atoms (RFC 9051 9)."""
+    out: set[str] = set()
+    for f in flags:
+        if f.startswith("\\"):
+            if f.lower() in _SYSTEM_FLAGS:
+                out.add(_SYSTEM_FLAGS[f.lower()])
+        elif f and len(f) <= 128 and all(33 <= ord(c) < 127 and c not in '(){%*"\\]' for c in f):
+            out.add(f)
+    return frozenset(out)
+
+
+class SieveFilter:
+    def __init__(self, hostname: str, send: Sender | None = None) -> None:
+        self.hostname = hostname
+        self.send = send
+        self._compiled: collections.OrderedDict[str, Script] = collections.OrderedDict()
+
+    def compile(self, text: str) -> Script:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        script = self._compiled.get(digest)
+        if script is None:
+            script = compile_script(text)
+            self._compiled[digest] = script
+            while len(self._compiled) > COMPILED_CACHE:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(digest)
+        return script
+
+    async def plan(self, ref: AccountRef, store: Any, message: Path | bytes, sender: str | None) -> Plan:
+        """What to do with ``message`` for ``ref``; never raises for a script's fault."""
+        scripts = ScriptStore(blobs_of(store))
+        try:
+            active = await scripts.active()
+        except (OSError, ValueError) as exc:
+            log.warning("sieve: scripts of %s unreadable (%s); message kept in INBOX", ref, exc)
+            return keep_plan("scripts unreadable")
+        if active is None:
+            return keep_plan()
+        name, text = active
+        loop = asyncio.get_running_loop()
+        if isinstance(message, bytes):
+            data = message
+        else:
+            size = await loop.run_in_executor(None, lambda: Path(message).stat().st_size)
+            if size > MAX_FILTERED_MESSAGE:
+                log.info("sieve: message of %d octets for %s not filtered (limit %d)", size, ref, MAX_FILTERED_MESSAGE)
+                return keep_plan("message too large to filter")
+            data = await loop.run_in_executor(None, Path(message).read_bytes)
+        if len(data) > MAX_FILTERED_MESSAGE:
+            return keep_plan("message too large to filter")
+        try:
+            script = self.compile(text)
+            mailboxes = frozenset(m.name for m in await store.list_mailboxes())
+            envelope = Envelope(sender, ref.address)
+            msg = SieveMessage.parse(data)
+            outcome = await loop.run_in_executor(
+                None, lambda: Run(script, msg, envelope, mailboxes=mailboxes).execute()
+            )
+        except SieveError as exc:
+            log.warning("sieve: script %r of %s failed: %s; message kept in INBOX", name, ref, exc)
+            return keep_plan(f"script failed: {exc}")
+        for warning in outcome.warnings:
+            log.info("sieve: script %r of %s: %s", name, ref, warning)
+        return await self._carry_out(ref, store, msg, outcome, sender)
+
+    async def _carry_out(self, ref: AccountRef, store: Any, msg: SieveMessage, outcome: Outcome,
+                         sender: str | None) -> Plan:
+        plan = Plan([], outcome.message if outcome.message != msg.data else None)
+        for action in outcome.actions:
+            if isinstance(action, FileInto):
+                box = action.mailbox
+                try:
+                    names.mailbox_name(box, "/")
+                except names.BadName:
+                    log.warning("sieve: %s: fileinto %r: not a mailbox name; filed into INBOX", ref, box)
+                    box = "INBOX"
+                if any(c.mailbox == box for c in plan.copies):
+                    continue
+                plan.copies.append(Copy(box, _canonical_flags(action.flags), action.create))
+            elif isinstance(action, Reject):
+                plan.refuse = action.reason
+            elif isinstance(action, Redirect):
+                self._redirect(ref, msg, outcome, action, sender, plan)
+            elif isinstance(action, Vacation):
+                await self._vacation(ref, store, msg, action, sender, plan)
+        return plan
+
+    def _redirect(self, ref: AccountRef, msg: SieveMessage, outcome: Outcome, action: Redirect,
+                  sender: str | None, plan: Plan) -> None:
+        seen = {v.strip().lower() for v in msg.values(LOOP_HEADER)}
+        hops = len(msg.values("received"))
+        if ref.address.lower() in seen or hops > limits.MAX_RECEIVED_FOR_REDIRECT:
+            log.warning("sieve: %s: redirect to %s refused (mail loop); message kept", ref, action.address)
+            if not any(c.mailbox == "INBOX" for c in plan.copies):
+                plan.copies.append(Copy("INBOX", frozenset()))
+            return
+        head = f"{LOOP_HEADER}: {ref.address}\r\n".encode()
+        # RFC 5228 4.2: the envelope sender is kept; the message as edited
+        plan.outgoing.append((sender or "", action.address, head + outcome.message))
+
+    async def _vacation(self, ref: AccountRef, store: Any, msg: SieveMessage, action: Vacation,
+                        sender: str | None, plan: Plan) -> None:
+        why = refusal(msg, sender, ref.address, action)
+        if why is not None:
+            log.info("sieve: %s: no vacation reply: %s", ref, why)
+            return
+        assert sender
+        blobs = blobs_of(store)
+        responses = ResponseLog.load(await blobs.get_meta(VACATION_KEY))
+        if not responses.due(sender, action.handle):
+            log.info("sieve: %s: no vacation reply to %s: already answered within the period", ref, sender)
+            return
+        responses.record(sender, action.handle, action.period)
+        await blobs.put_meta(VACATION_KEY, responses.dump())
+        reply = build_reply(msg, sender, ref.address, action, self.hostname)
+        plan.outgoing.append(("", sender, reply))  # RFC 5230 5.1: null envelope sender
+
+    async def send_all(self, ref: AccountRef, plan: Plan) -> None:
+        """Hand the plan's redirects and replies to the outbound queue."""
+        for sender, recipient, data in plan.outgoing:
+            if self.send is None:
+                log.warning("sieve: %s: no outbound queue; message to %s not sent", ref, recipient)
+                continue
+            try:
+                await self.send(sender, recipient, data)
+                log.info("sieve: %s: queued a message to %s", ref, recipient)
+            except Exception:
+                log.exception("sieve: %s: queuing a message to %s failed", ref, recipient)
