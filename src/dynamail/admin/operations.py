@@ -205,6 +205,33 @@ class Admin:
         canon, shared = await self._domain(domain)
         await self._mutate(shared, "set_domain_settings", canon, dict(settings))
 
+    # -- a domain's DKIM keys (dynamail.directory.dkim)
+    async def get_dkim_keys(self, actor: AccountRef, domain: str) -> list[dict[str, Any]]:
+        canon, _ = await self._domain(domain)
+        if not (await self._actor(actor)).reads_domain(canon):
+            raise _forbidden()
+        return await self._run(self.directory.dkim_keys, canon)
+
+    async def create_dkim_key(
+        self, actor: AccountRef, domain: str, algorithm: str = "rsa", selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        await self._need(actor, model.SETTINGS)
+        canon, shared = await self._domain(domain)
+        result: list[dict[str, Any]] = await self._mutate(shared, "create_dkim_key", canon, algorithm, selector)
+        return result
+
+    async def rotate_dkim_keys(self, actor: AccountRef, domain: str) -> list[dict[str, Any]]:
+        await self._need(actor, model.SETTINGS)
+        canon, shared = await self._domain(domain)
+        result: list[dict[str, Any]] = await self._mutate(shared, "rotate_dkim_keys", canon)
+        return result
+
+    async def remove_dkim_key(self, actor: AccountRef, domain: str, selector: str) -> list[dict[str, Any]]:
+        await self._need(actor, model.SETTINGS)
+        canon, shared = await self._domain(domain)
+        result: list[dict[str, Any]] = await self._mutate(shared, "remove_dkim_key", canon, selector)
+        return result
+
     # -- a domain's Default Account Settings
     async def get_account_defaults(self, actor: AccountRef, domain: str) -> dict[str, Any]:
         canon, _ = await self._domain(domain)

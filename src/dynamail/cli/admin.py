@@ -314,6 +314,54 @@ def domain_delete(state: State, name: str, force: bool) -> None:
     state.show({"ok": True, "deleted": name}, text=f"deleted domain {name}")
 
 
+@domain.group("dkim")
+def dkim_group() -> None:
+    """A domain's DKIM keys: show, create, rotate (each prints the DNS records)."""
+
+
+def _show_dkim(state: State, data: Any) -> None:
+    rows = [[k["selector"], k["algorithm"], "active" if k["active"] else "retired", k["created"]]
+            for k in data["keys"]]
+    if state.as_json:
+        state.show(data)
+        return
+    state.show(data, ["selector", "algorithm", "state", "created"], rows)
+    if data["keys"]:
+        click.echo("\nDNS records to publish (keep retired ones until mail signed with them is delivered):")
+        for k in data["keys"]:
+            click.echo(k["zone"])
+
+
+@dkim_group.command("show")
+@click.argument("name", metavar="DOMAIN")
+@pass_state
+def dkim_show(state: State, name: str) -> None:
+    """List the keys and the DNS TXT record of each."""
+    _show_dkim(state, state.call("GET", f"/domains/{quote(name, safe='')}/dkim"))
+
+
+@dkim_group.command("create")
+@click.argument("name", metavar="DOMAIN")
+@click.option("--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True,
+              help="rsa: RSA-2048; ed25519: RFC 8463 (sign with both for the widest reach).")
+@click.option("--selector", default=None, help="Selector (default: algorithm and today's date).")
+@pass_state
+def dkim_create(state: State, name: str, algorithm: str, selector: str | None) -> None:
+    """Create a key and sign with it (an active key of the same algorithm retires)."""
+    body: dict[str, Any] = {"algorithm": algorithm}
+    if selector:
+        body["selector"] = selector
+    _show_dkim(state, state.call("POST", f"/domains/{quote(name, safe='')}/dkim", body))
+
+
+@dkim_group.command("rotate")
+@click.argument("name", metavar="DOMAIN")
+@pass_state
+def dkim_rotate(state: State, name: str) -> None:
+    """New keys under new selectors for every active key; the old ones retire."""
+    _show_dkim(state, state.call("POST", f"/domains/{quote(name, safe='')}/dkim/rotate", {}))
+
+
 # ---- accounts -------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ DIRECTORY_OPS = frozenset({
     "set_account_settings", "update_account_prefs", "set_account_prefs", "set_password",
     "set_password_hash", "set_account_rights", "set_account_aliases", "set_forwarder",
     "post_alert", "remove_alert", "set_alerts", "mark_alerts_seen",
+    "create_dkim_key", "rotate_dkim_keys", "remove_dkim_key",
 })
 MAILBOX_OPS = frozenset({"list_mailboxes", "create_mailbox", "delete_mailbox", "rename_mailbox",
                          "subscribe", "status", "quota_usage"})

@@ -9,7 +9,8 @@ Layout under the base directory (every file JSON, see ``files.py``)::
                          ``shared_base`` path); ``.cluster/`` holds the
                          cluster-wide defaults, prefs, alerts and apop.key
     <domain>/            Settings.json AccountDefaults.json Alerts.json
-                         Aliases.json Forwarders.json
+                         Aliases.json Forwarders.json DKIM.json (0600,
+                         the domain's DKIM keys: ``dkim.py``)
                          Accounts/<shard>/<account>/
     <account>/           Account.json (settings, password, rights)
                          Prefs.json Alerts.json Mail/ (the storage engine's)
@@ -56,6 +57,7 @@ from dynamail.accounts import AccountRef
 from dynamail.directory import model, passwords
 from dynamail.directory.alerts import AlertsMixin
 from dynamail.directory.aliases import AliasesMixin
+from dynamail.directory.dkim import DkimMixin
 from dynamail.directory.files import JsonFiles
 from dynamail.directory.layout import (
     ACCOUNT_DEFAULTS_FILE,
@@ -100,7 +102,7 @@ class _Listing:
     merged: list[str] = field(default_factory=list)
 
 
-class Directory(AliasesMixin, AlertsMixin):
+class Directory(AliasesMixin, AlertsMixin, DkimMixin):
     """Domains and accounts of one server (and the shared ones of its cluster)."""
 
     def __init__(

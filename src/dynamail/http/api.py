@@ -361,6 +361,37 @@ async def remove_forwarder(call: Call) -> Any:
     await call.admin.set_forwarder(call.actor, address, None)
 
 
+# ---- DKIM keys of a domain ----------------------------------------------------------
+
+
+@route("GET", D + "/dkim", "A domain's DKIM keys with the DNS TXT record of each (no private keys)", "domains")
+async def get_dkim(call: Call) -> Any:
+    return {"keys": await call.admin.get_dkim_keys(call.actor, call.domain)}
+
+
+@route(
+    "POST", D + "/dkim", "Create a DKIM key (rsa: RSA-2048, or ed25519) and sign with it", "domains", status=201,
+    body=Body({
+        "algorithm": Str("rsa or ed25519 (default rsa)", max_length=16),
+        "selector": Str("the selector (default: algorithm and date)", max_length=63),
+    }),
+)
+async def create_dkim(call: Call) -> Any:
+    b = call.body
+    keys = await call.admin.create_dkim_key(call.actor, call.domain, b.get("algorithm") or "rsa", b.get("selector"))
+    return {"keys": keys}
+
+
+@route("POST", D + "/dkim/rotate", "Replace every active DKIM key by a new one under a new selector", "domains")
+async def rotate_dkim(call: Call) -> Any:
+    return {"keys": await call.admin.rotate_dkim_keys(call.actor, call.domain)}
+
+
+@route("DELETE", D + "/dkim/{selector}", "Remove a retired DKIM key", "domains")
+async def remove_dkim(call: Call) -> Any:
+    return {"keys": await call.admin.remove_dkim_key(call.actor, call.domain, call.path["selector"])}
+
+
 # ---- mailboxes --------------------------------------------------------------------
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.accounts import AccountRef
+from dynamail.mailauth.signing import Signer
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
 from dynamail.net.listener import interruptible, say_goodbye
 from dynamail.server.context import ServerContext
@@ -130,6 +131,14 @@ def start_queue(ctx: ServerContext) -> OutboundQueue:
     with contextlib.suppress(RuntimeError):  # no running loop yet: a later call starts it
         queue.start()
     return queue
+
+
+def signer_for(ctx: ServerContext) -> Signer:
+    """This server's DKIM signer (one per context, kept in ctx.extras)."""
+    signer: Signer | None = ctx.extras.get("dkim_signer")
+    if signer is None:
+        signer = ctx.extras["dkim_signer"] = Signer(ctx.directory)
+    return signer
 
 
 def limits_for(ctx: ServerContext) -> SmtpLimits:
@@ -396,6 +405,8 @@ class SmtpSession:
             self.spool.write(self.completer.finish())
             self.completer = None
         content = self.spool.finish()
+        if self.mode is Mode.SUBMISSION:
+            content = await self._dkim_sign(content)
         reply: Reply | list[Reply]
         try:
             reply = await self._store(content)
@@ -407,6 +418,18 @@ class SmtpSession:
             self.spool = None
         self.core.finish_message(reply)
         return True
+
+    async def _dkim_sign(self, content: Path | bytes) -> Path | bytes:
+        """Sign submitted mail once, before any copy is stored or queued
+        (dynamail.mailauth.signing); a failure is logged and the message
+        goes unsigned rather than not at all."""
+        assert self.spool is not None
+        try:
+            fields = await asyncio.get_running_loop().run_in_executor(None, signer_for(self.ctx).signature, content)
+        except Exception:
+            log.exception("%s DKIM signing failed; sent unsigned", self.session_id)
+            return content
+        return self.spool.prepend(fields) if fields else content
 
     async def _store(self, path: Path | bytes) -> Reply | list[Reply]:
         ctx = self.ctx

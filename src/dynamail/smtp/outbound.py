@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.accounts import AccountRef
+from dynamail.mailauth.signing import Signer
 from dynamail.server.context import ServerContext
 from dynamail.smtp.client import (
     ClientTransaction,
@@ -71,7 +72,10 @@ class OutboundQueue:
         delivery: Callable[[], Any] = lambda: None,
         resolve_local: Callable[[str], Any] = lambda address: None,
         metrics: Any = None,
+        signer: Callable[[Path | bytes], bytes] | None = None,
     ) -> None:
+        #: DKIM signature fields for a message (dynamail.mailauth.signing)
+        self.signer = signer
         self.store = QueueStore(directory, hostname=hostname, retry_seconds=retry_seconds, expire_seconds=expire_seconds)
         self.hostname = hostname
         self.relay_host = relay_host
@@ -111,6 +115,7 @@ class OutboundQueue:
             delivery=lambda: ctx.delivery,
             resolve_local=resolve_local,
             metrics=ctx.metrics,
+            signer=Signer(directory).signature,
         )
 
     def start(self) -> None:
@@ -180,12 +185,23 @@ class OutboundQueue:
         *,
         params: dict[str, str | None] | None = None,
         local: Sequence[str] = (),
+        sign: bool = False,
     ) -> str:
-        """Queue ``message``; durable on return; the queue id."""
+        """Queue ``message``; durable on return; the queue id.
+
+        ``sign``: a message this server writes (a notice, a vacation
+        answer, a redirect) is DKIM-signed here, once, before the first
+        attempt, so every retry sends the same bytes."""
         if not self._loaded:
             await self._io(self._load)  # never race the start-up scan
+        prefix = b""
+        if sign and self.signer is not None:
+            try:
+                prefix = await self._io(self.signer, message)
+            except Exception:
+                log.exception("DKIM signing of a queued message failed; sent unsigned")
         env = self.store.new_envelope(sender, recipients, params, local)
-        await self._io(self.store.write_entry, env, message)
+        await self._io(self.store.write_entry, env, message, prefix)
         self.entries[env.id] = env
         self._gauge()
         self._wake.set()
@@ -323,13 +339,13 @@ class OutboundQueue:
                 results = await delivery.deliver(list(target.accounts), dsn)
                 waiting = [r.ref.address for r in results if r.temporary]
                 if waiting:  # keep the notice until the account can take it
-                    await self.enqueue("", [], dsn, local=waiting)
+                    await self.enqueue("", [], dsn, local=waiting, sign=True)
                 if any(r.permanent for r in results):
                     log.warning("notice to %s refused by its mailbox", env.sender)
             if target.forward:
-                await self.enqueue("", list(target.forward), dsn)
+                await self.enqueue("", list(target.forward), dsn, sign=True)
             return
-        await self.enqueue("", [env.sender], dsn)
+        await self.enqueue("", [env.sender], dsn, sign=True)
 
 
 # -- sending to a remote domain (RFC 5321 5.1) -----------------------------------------

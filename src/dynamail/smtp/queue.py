@@ -186,12 +186,14 @@ class QueueStore:
         kept = {k: v for k, v in (params or {}).items() if k in ("RET", "ENVID", "BODY", "SMTPUTF8")}
         return Envelope(qid, sender, rcpts, now, now, 0, kept)
 
-    def write_entry(self, env: Envelope, message: Path | bytes) -> None:
-        """Make the entry durable: message file, then the envelope (commit point)."""
+    def write_entry(self, env: Envelope, message: Path | bytes, prefix: bytes = b"") -> None:
+        """Make the entry durable: message file (``prefix``, e.g. DKIM
+        signature fields, in front), then the envelope (commit point)."""
         make_dirs(self.directory)
         msg_path, env_path = self.paths(env.id)
         tmp = self.directory / f".{env.id}.msg.{secrets.token_hex(4)}.tmp"
         with open(tmp, "wb") as out:
+            out.write(prefix)
             if isinstance(message, bytes):
                 out.write(message)
             else:

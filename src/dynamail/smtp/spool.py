@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import IO
@@ -63,6 +64,20 @@ class Spool:
         if self.path is not None:
             return self.path
         return bytes(self.buffer)
+
+    def prepend(self, data: bytes) -> Path | bytes:
+        """Put ``data`` (trace or signature fields) in front of the finished
+        message; returns the content as :meth:`finish` does."""
+        if self.path is None:
+            self.buffer[:0] = data
+            return bytes(self.buffer)
+        old = self.path
+        self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
+        with open(self.path, "wb") as out, open(old, "rb") as src:
+            out.write(data)
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        old.unlink(missing_ok=True)
+        return self.path
 
     def discard(self) -> None:
         self.buffer = bytearray()
