@@ -316,10 +316,19 @@ class Authenticator:
     def _verifiers_on(self) -> bool:
         return self.verifier_key is not None and self.verifier_ttl > 0
 
-    def _lookup(self, login: str, protocol: str) -> tuple[AccountRef | None, str | None, bool, str | None]:
-        """(account, stored hash, protocol allowed, keyed verifier) — runs in a worker thread."""
+    def _lookup(
+        self, login: str, protocol: str, local: str = ""
+    ) -> tuple[AccountRef | None, str | None, bool, str | None]:
+        """(account, stored hash, protocol allowed, keyed verifier) — runs in a
+        worker thread.  A plain user name is resolved by the directory's
+        login rules (``dynamail.directory.logins``: the domain of the local
+        address ``local``, the default login domain, the Main Domain)."""
         try:
-            ref = self.directory.find_account(login)
+            ref = None
+            for address in self.directory.login_addresses(login, local):
+                ref = self.directory.find_account(address)
+                if ref is not None:
+                    break
         except DirectoryError:
             log.exception("account lookup of %r failed", login)
             return None, None, False, None
@@ -384,14 +393,18 @@ class Authenticator:
         return passwords.verify(stored, password, self.directory.hasher)
 
     # ------------------------------------------------------------ logins
-    async def authenticate(self, login: str, password: str, *, protocol: str, remote: str) -> AuthResult:
+    async def authenticate(
+        self, login: str, password: str, *, protocol: str, remote: str, local: str = ""
+    ) -> AuthResult:
+        """Check a login; ``local`` is the server address the client connected
+        to (it selects the domain of a plain user name)."""
         protocol = protocol.lower()
         if not isinstance(login, str) or not login or len(login) > MAX_LOGIN:
             return self._refused(protocol, "bad-credentials", "invalid login name")
         if self._address_throttled(remote):
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
         loop = asyncio.get_running_loop()
-        ref, stored, allowed, verifier = await loop.run_in_executor(None, self._lookup, login, protocol)
+        ref, stored, allowed, verifier = await loop.run_in_executor(None, self._lookup, login, protocol, local)
         if self._account_throttled(login, ref):
             return self._refused(protocol, "throttled", "too many failed logins; try again later", ref)
         if ref is None:
@@ -443,7 +456,9 @@ class Authenticator:
         self._cache_put(key, ref)
         return True
 
-    async def verify_apop(self, login: str, token: str, digest: str, *, protocol: str, remote: str) -> AuthResult:
+    async def verify_apop(
+        self, login: str, token: str, digest: str, *, protocol: str, remote: str, local: str = ""
+    ) -> AuthResult:
         """APOP: ``digest`` must be md5hex(``token`` + password) (RFC 1939 §7)."""
         protocol = protocol.lower()
         if not isinstance(login, str) or not login or len(login) > MAX_LOGIN:
@@ -452,7 +467,7 @@ class Authenticator:
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
 
         def lookup() -> tuple[AccountRef | None, str | None, bool]:
-            ref, _, allowed, _ = self._lookup(login, protocol)
+            ref, _, allowed, _ = self._lookup(login, protocol, local)
             if ref is None:
                 return None, None, False
             try:

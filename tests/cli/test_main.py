@@ -88,6 +88,13 @@ def test_demo_runs_and_prints_how_to_connect(tmp_path: Path) -> None:
             assert f.readline().startswith(b"200 OK")
             s.sendall(b"USER x\r\n")
         with socket.create_connection(("127.0.2.5", cli_port), timeout=10) as s:
+            # the demo domain is the default login domain: the plain name works
+            f = s.makefile("rb")
+            assert f.readline().startswith(b"200 ")
+            s.sendall(b"USER alice\r\nPASS " + alice.group(1).encode() + b"\r\n")
+            assert f.readline().startswith(b"300 ")
+            assert f.readline().startswith(b"200 OK")
+        with socket.create_connection(("127.0.2.5", cli_port), timeout=10) as s:
             f = s.makefile("rb")
             f.readline()
             s.sendall(b"USER postmaster\r\nPASS " + pm.group(1).encode() + b"\r\nINLINE\r\nLISTDOMAINS\r\n")

@@ -5,6 +5,7 @@ Ctrl-C stops every member."""
 
 from __future__ import annotations
 
+import imaplib
 import json
 import os
 import random
@@ -95,6 +96,12 @@ def test_demo_whole_cluster_crash_restart_and_ctrl_c(tmp_path: Path) -> None:
                 label = {"submission": "submission"}.get(name, name.upper())
                 assert f"{label} {port}" in line, (name, line)
                 socket.create_connection((m["host"], port), timeout=10).close()
+        # the shared domain is the default login domain: plain "bob" logs in
+        bob = out.wait_for(r"bob@example.test\s+password (\S+)").group(1)
+        front = data["members"][-1]
+        with imaplib.IMAP4(front["host"], front["ports"]["imap"]) as m:
+            assert m.login("bob", bob)[0] == "OK"
+            assert m.select("INBOX")[0] == "OK"
         # the printed commands work as printed (from the directory the demo ran in)
         block = out.wait_for(r"Try \(from this directory\):\n((?:  .*\n)+)").group(1)
         commands = [c.strip().split("  (")[0].strip() for c in block.splitlines()]

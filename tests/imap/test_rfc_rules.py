@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.imap.conftest import Harness
+from tests.imap.conftest import PASSWORD, Harness
 from tests.imap.test_commands import MSG1, append, claim_recent, lit, tagged
 
 SYSTEM = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
@@ -326,4 +326,29 @@ def test_envelope_of_group_in_fetch(imap) -> None:
             '((NIL NIL "group" NIL)(NIL NIL "g1" "d1.org")("Name" NIL "g2" "d2.org")(NIL NIL NIL NIL))'
             ' ((NIL NIL "undisclosed" NIL)(NIL NIL NIL NIL)) NIL NIL NIL))'
         ) in line
+    imap(go)
+
+
+# -- logins by plain user name (directory/logins.py) ---------------------------
+
+
+def test_login_by_plain_name_in_the_default_login_domain(imap) -> None:
+    async def go(h: Harness) -> None:
+        directory = h.ctx.directory
+        directory.create_domain("shared.test", shared=True)
+        directory.create_account("shared.test", "carol", password=PASSWORD)
+        assert tagged(await (await h.connect()).cmd(f"LOGIN carol {PASSWORD}")).startswith("NO")
+        directory.update_cluster_domain_defaults({"DefaultLoginDomain": "shared.test"})
+        c = await h.connect()
+        await c.ok(f"LOGIN carol {PASSWORD}")
+        await c.ok("SELECT INBOX")
+        c = await h.connect()
+        await c.ok(f"LOGIN carol%shared.test {PASSWORD}")
+        c = await h.connect()
+        await c.ok(f"LOGIN alice {PASSWORD}")  # a Main Domain account by plain name still
+        # the domain of the address the client connected to (IPAddresses) comes first
+        directory.create_domain("ip.test", settings={"IPAddresses": ["127.0.0.1"]})
+        directory.create_account("ip.test", "carol", password="other-pw")
+        c = await h.connect()
+        await c.ok("LOGIN carol other-pw")
     imap(go)

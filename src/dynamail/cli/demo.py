@@ -50,6 +50,8 @@ def _ensure_demo_objects(ctx: Any, passwords: dict[str, str]) -> None:
     directory = ctx.directory
     if not directory.domain_exists(DEMO_DOMAIN):
         directory.create_domain(DEMO_DOMAIN)
+    # plain user names (bob) log in to the demo domain
+    directory.update_server_domain_defaults({"DefaultLoginDomain": DEMO_DOMAIN})
     for name in DEMO_ACCOUNTS:
         ref = directory.ref(DEMO_DOMAIN, name)
         if directory.find_account(ref.address) is None:

@@ -61,10 +61,11 @@ class CliExecutor:
     Separate from the I/O loop so transcript tests can drive a core and an
     executor without any socket."""
 
-    def __init__(self, ctx: ServerContext, core: CliCore, remote: str) -> None:
+    def __init__(self, ctx: ServerContext, core: CliCore, remote: str, local: str = "") -> None:
         self.ctx = ctx
         self.core = core
         self.remote = remote
+        self.local = local  # the server address the client connected to
 
     async def perform(self, action: Send | Authenticate | Execute) -> Send:
         if isinstance(action, Authenticate):
@@ -79,11 +80,12 @@ class CliExecutor:
             return self.core.login_done(None, "logins are not available")
         if action.apop_digest:
             result = await auth.verify_apop(
-                action.login, action.token, action.apop_digest, protocol="cli", remote=self.remote
+                action.login, action.token, action.apop_digest, protocol="cli", remote=self.remote,
+                local=self.local,
             )
         else:
             result = await auth.authenticate(
-                action.login, action.password, protocol="cli", remote=self.remote
+                action.login, action.password, protocol="cli", remote=self.remote, local=self.local
             )
         if result.ok:
             log.info("cli login %s from %s", result.ref, self.remote)
@@ -118,7 +120,8 @@ class CliSession:
         self.conn = conn
         self.core = CliCore(ctx.hostname, make_token(ctx.hostname), version=__version__)
         self.remote = conn.peer_host
-        self.executor = CliExecutor(ctx, self.core, self.remote)
+        self.local = str(getattr(conn, "local_host", "") or "")
+        self.executor = CliExecutor(ctx, self.core, self.remote, self.local)
 
     async def run(self) -> None:
         conn, core = self.conn, self.core

@@ -101,7 +101,8 @@ def _cli(member: dict[str, Any], admin: dict[str, str], *commands: str) -> list[
 
 def _provision(data: dict[str, Any], passwords: dict[str, str]) -> None:
     member = next(m for m in data["members"] if m["role"] == "backend")
-    cmds = [f"CREATEDOMAIN {DEMO_DOMAIN} SHARED"]
+    # plain user names (bob) log in to the shared domain on every member
+    cmds = [f"CREATEDOMAIN {DEMO_DOMAIN} SHARED", f'UPDATECLUSTERDOMAINDEFAULTS {{DefaultLoginDomain="{DEMO_DOMAIN}";}}']
     for name in DEMO_ACCOUNTS:
         cmds.append(f'CREATEACCOUNT {name}@{DEMO_DOMAIN} {{Password="{passwords[name]}";'
                     f'RealName="{name.capitalize()}";}}')

@@ -76,6 +76,7 @@ from dynamail.directory.layout import (
     shard_of,
     split_password,
 )
+from dynamail.directory.logins import LoginsMixin
 from dynamail.directory.model import (
     AlreadyExists,
     BadSetting,
@@ -102,7 +103,7 @@ class _Listing:
     merged: list[str] = field(default_factory=list)
 
 
-class Directory(AliasesMixin, AlertsMixin, DkimMixin):
+class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
     """Domains and accounts of one server (and the shared ones of its cluster)."""
 
     def __init__(
@@ -236,6 +237,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin):
             fsync_dir(root)
             if wanted:
                 self._write_domain_aliases(canon, shared, wanted)
+        self.forget_login_domains()
 
     def delete_domain(self, name: str, *, force: bool = False) -> None:
         canon, shared = self._locate_domain(name)
@@ -254,6 +256,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin):
             shutil.rmtree(grave, ignore_errors=True)
             self._listings.pop(canon, None)
             self.files.forget(path)
+        self.forget_login_domains()
 
     def domain_settings(self, name: str) -> dict[str, Any]:
         return dict(self.files.read(self._dpath(name) / SETTINGS_FILE, {}))
@@ -267,12 +270,14 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin):
         with self._lock:
             current = self.files.read(self._domain_dir(canon, shared) / SETTINGS_FILE, {})
             self._write_domain_settings(canon, shared, model.apply_changes(current, changes))
+        self.forget_login_domains()
 
     def set_domain_settings(self, name: str, settings: Mapping[str, Any]) -> None:
         canon, shared = self._locate_domain(name)
         cleaned = model.clean_settings(settings)
         with self._lock:
             self._write_domain_settings(canon, shared, cleaned)
+        self.forget_login_domains()
 
     def effective_domain_settings(self, name: str) -> dict[str, Any]:
         canon, shared = self._locate_domain(name)

@@ -61,6 +61,10 @@ class ConnectionIo:
         return self.conn.peer_host
 
     @property
+    def local_host(self) -> str:
+        return str(getattr(self.conn, "local_host", "") or "")
+
+    @property
     def is_tls(self) -> bool:
         return self.conn.is_tls
 

@@ -64,6 +64,10 @@ class Io(Protocol):
     def peer_host(self) -> str: ...
 
     @property
+    def local_host(self) -> str:
+        """The server address the client connected to."""
+
+    @property
     def is_tls(self) -> bool: ...
 
     @property
@@ -245,7 +249,7 @@ class Session:
     async def login(self, tag: str, login: str, password: str) -> str:
         """Check credentials, open the account; returns the tagged OK text."""
         res = await self.ctx.auth.authenticate(
-            login, password, protocol="imap", remote=self.io.peer_host
+            login, password, protocol="imap", remote=self.io.peer_host, local=self.io.local_host
         )
         if not res.ok or res.ref is None:
             log.info("imap login refused for %r from %s: %s", login[:100], self.io.peer_host, res.reason)

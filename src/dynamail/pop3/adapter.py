@@ -173,12 +173,15 @@ class Pop3Session:
             return ref, True
         if ev.kind == "apop":
             result = await ctx.auth.verify_apop(
-                ev.user, self.core.config.timestamp, ev.secret, protocol="pop3", remote=remote
+                ev.user, self.core.config.timestamp, ev.secret, protocol="pop3", remote=remote,
+                local=self.conn.local_host,
             )
         elif ev.authzid and ev.authzid != ev.user:
             result = None
         else:
-            result = await ctx.auth.authenticate(ev.user, ev.secret, protocol="pop3", remote=remote)
+            result = await ctx.auth.authenticate(
+                ev.user, ev.secret, protocol="pop3", remote=remote, local=self.conn.local_host
+            )
         if result is not None and result.ok and result.ref is not None:
             return result.ref, False
         await asyncio.sleep(AUTH_FAILURE_DELAY)

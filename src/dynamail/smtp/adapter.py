@@ -485,7 +485,9 @@ class SmtpSession:
         auth = self.ctx.auth
         result = None
         if not ev.authzid or ev.authzid == ev.login:
-            result = await auth.authenticate(ev.login, ev.password, protocol="smtp", remote=self.conn.peer_host)
+            result = await auth.authenticate(
+                ev.login, ev.password, protocol="smtp", remote=self.conn.peer_host, local=self.conn.local_host
+            )
         if result is not None and result.ok and result.ref is not None:
             self.identity = result.ref
             self.core.auth_succeeded(result.ref.address)
