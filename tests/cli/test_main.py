@@ -121,3 +121,30 @@ def test_serve_reports_an_unusable_base(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr or "cannot set up the base directory" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_systemd_unit_has_this_installs_paths(tmp_path: Path) -> None:
+    from dynamail.cli.deploy import render, shipped_unit
+
+    assert "ExecStart=/opt/dynamail/bin/dynamail serve" in shipped_unit()
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('base = "/srv/mail-base"\n[cluster]\nrole = "backend"\nshared_base = "/mnt/shared"\n')
+    unit = render(cfg, "mailsvc", "/venv/bin/dynamail")
+    assert "User=mailsvc\n" in unit and "Group=mailsvc\n" in unit
+    assert f"Environment=DYNAMAIL_CONFIG={cfg}\n" in unit
+    assert "ExecStart=/venv/bin/dynamail serve\n" in unit
+    assert "ReadWritePaths=/srv/mail-base /mnt/shared\n" in unit
+    assert "RequiresMountsFor=/srv/mail-base /mnt/shared\n" in unit
+    result = CliRunner().invoke(main, ["systemd-unit", "--config", str(cfg), "--user", "mailsvc"])
+    assert result.exit_code == 0 and "User=mailsvc" in result.output
+
+
+def test_serve_needs_a_base_from_the_option_or_the_settings_file(tmp_path: Path) -> None:
+    from dynamail.server.config import base_in_file
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text('listen = "127.0.0.1"\n')
+    result = CliRunner().invoke(main, ["serve", "--config", str(cfg)])
+    assert result.exit_code == 2 and "--base" in result.output
+    cfg.write_text('base = "/var/lib/x"\nlisten = "127.0.0.1"\n')
+    assert base_in_file(cfg) == Path("/var/lib/x")

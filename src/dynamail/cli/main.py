@@ -23,8 +23,9 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--base", "base", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Base directory (settings, domains, accounts); created on first start.")
+@click.option("--base", "base", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Base directory (settings, domains, accounts); created on first start. "
+                   "May instead be the `base` setting of the --config file.")
 @click.option("--listen", default=None, metavar="ADDRESS",
               help="Address every listener binds to (default 127.0.0.1).")
 @click.option("--port-offset", "port_offset", type=click.IntRange(0, 65535), default=None,
@@ -41,13 +42,13 @@ def main() -> None:
 @click.option("--SharedBase", "shared_base", default=None,
               type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
               help="Directory on shared storage holding the shared domains.")
-@click.option("--config", "config_file", default=None,
+@click.option("--config", "config_file", default=None, envvar="DYNAMAIL_CONFIG",
               type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Settings file (default BASE/Settings/server.toml).")
+              help="Settings file (default BASE/Settings/server.toml; or set DYNAMAIL_CONFIG).")
 @click.option("--log-level", "log_level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 def serve(
-    base: Path,
+    base: Path | None,
     listen: str | None,
     port_offset: int | None,
     main_domain: str | None,
@@ -66,6 +67,10 @@ def serve(
         raise click.UsageError("--ClusterBackend and --ClusterFrontend exclude each other")
     role = "backend" if cluster_backend else "frontend" if cluster_frontend else None
     try:
+        if base is None and config_file is not None:
+            base = config_mod.base_in_file(config_file)
+        if base is None:
+            raise click.UsageError("give --base DIR, or a --config FILE that sets base")
         cfg = config_mod.load(
             base,
             config_file=config_file,
@@ -140,3 +145,12 @@ def _attach_optional_groups() -> None:
 
 
 _attach_optional_groups()
+
+
+def _attach_deploy() -> None:
+    from dynamail.cli.deploy import systemd_unit
+
+    main.add_command(systemd_unit)
+
+
+_attach_deploy()

@@ -249,6 +249,19 @@ def read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def base_in_file(path: Path) -> Path | None:
+    """The ``base`` setting of a settings file given with ``--config`` (so a
+    host's unit can say only ``dynamail serve --config FILE``)."""
+    if not Path(path).exists():
+        raise ConfigError(f"{path}: no such settings file")
+    value = read_file(Path(path)).get("base")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}: base: expected a directory path")
+    return Path(value)
+
+
 def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None) -> ServerConfig:
     cfg = ServerConfig(base=base, config_file=config_file)
     sections = {
@@ -267,6 +280,9 @@ def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None)
                 if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
                     raise ConfigError(f"ports.{name}: expected a port number")
                 cfg.ports[name] = port
+        elif key == "base":  # read by `dynamail serve --config FILE` without --base
+            if not isinstance(value, str) or not value:
+                raise ConfigError("base: expected a directory path")
         elif key in ("listen", "main_domain", "log_level"):
             if not isinstance(value, str):
                 raise ConfigError(f"{key}: expected a string")
