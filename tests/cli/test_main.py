@@ -148,3 +148,9 @@ def test_serve_needs_a_base_from_the_option_or_the_settings_file(tmp_path: Path)
     assert result.exit_code == 2 and "--base" in result.output
     cfg.write_text('base = "/var/lib/x"\nlisten = "127.0.0.1"\n')
     assert base_in_file(cfg) == Path("/var/lib/x")
+
+
+def test_installed_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    assert version("dynamail") == __version__
