@@ -28,11 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamail.chaos import workers
+from dynamail.chaos import netns, workers
 from dynamail.chaos.checker import Checker, Final, Violation, unavailability
 from dynamail.chaos.history import History, Op, load
+from dynamail.chaos.netns import Topology
 from dynamail.chaos.schedule import FAULTS_ENV, Injector, faults_dir
-from dynamail.chaos.workers import DOMAIN, MAILBOXES, Env, cli_session, parse_fetch
+from dynamail.chaos.workers import DOMAIN, MAILBOXES, Env, cli_session, imap_connect, parse_fetch
 from dynamail.cluster import launcher
 
 PASSWORD = "chaos-Password-1"
@@ -62,6 +63,7 @@ class Options:
     port_offset: int = OFFSET
     kinds: tuple[str, ...] = ()
     keep: bool = False
+    netns: bool = False
     command: list[str] = field(default_factory=list)
 
 
@@ -82,7 +84,7 @@ def free_first_host(prefix: str, count: int, port: int, rng: random.Random) -> i
     raise launcher.LauncherError(f"no {count} free addresses in {prefix}.x")
 
 
-def start_cluster(o: Options) -> dict[str, Any]:
+def start_cluster(o: Options, topology: Topology | None) -> dict[str, Any]:
     directory = o.directory.absolute()
     directory.mkdir(parents=True, exist_ok=True)
     if o.shared_dir is not None:
@@ -95,13 +97,14 @@ def start_cluster(o: Options) -> dict[str, Any]:
     for name in names:
         d = faults_dir(directory, name)
         d.mkdir(parents=True, exist_ok=True)
-        wrappers[name] = ["env", f"{FAULTS_ENV}={d}"]
-    first = free_first_host(o.prefix, len(names), launcher.CLUSTER_PORT + o.port_offset,
-                            random.Random())
+        wrappers[name] = [*(topology.wrapper(name) if topology else []), "env", f"{FAULTS_ENV}={d}"]
+    hosts = topology.hosts() if topology else None
+    first = 1 if topology else free_first_host(o.prefix, len(names),
+                                               launcher.CLUSTER_PORT + o.port_offset, random.Random())
     return launcher.up(directory, o.backends, o.frontends, port_offset=o.port_offset,
                        prefix=o.prefix, first_host=first, lease=o.lease, margin=o.margin,
                        heartbeat=o.heartbeat, timeout=READY_TIMEOUT, extra_settings=EXTRA_SETTINGS,
-                       wrappers=wrappers)
+                       wrappers=wrappers, hosts=hosts)
 
 
 def retry(what: str, fn: Any, timeout: float = 60.0) -> Any:
@@ -128,7 +131,7 @@ def provision(data: dict[str, Any], accounts: list[str]) -> None:
         retry(f"create {a}", lambda a=a: cli(f'CREATEACCOUNT {a} {{Password="{PASSWORD}";}}'))
 
     def mailboxes(account: str) -> None:
-        conn = imaplib.IMAP4(member["host"], member["ports"]["imap"], timeout=15)
+        conn = imap_connect(member, timeout=15)
         try:
             conn.login(account, PASSWORD)
             for box in MAILBOXES[1:]:
@@ -145,7 +148,7 @@ def provision(data: dict[str, Any], accounts: list[str]) -> None:
 
 # -- the final state --------------------------------------------------------------
 def _imap(member: dict[str, Any], account: str) -> imaplib.IMAP4:
-    conn = imaplib.IMAP4(member["host"], member["ports"]["imap"], timeout=15)
+    conn = imap_connect(member, timeout=15)
     typ, data = conn.login(account, PASSWORD)
     if typ != "OK":
         raise RuntimeError(f"login {account}: {data}")
@@ -274,6 +277,13 @@ def missing_acknowledged(ops: list[Op], final: Final) -> list[str]:
             and (o.account, "INBOX", o.msgid) not in present and (o.account, "INBOX", o.msgid) not in moved]
 
 
+def settled(final: Final) -> bool:
+    """Whether every member showed the same STATUS: a copy still moving from
+    a member's queue while the members were read makes them differ."""
+    seen = list(final.status.values())
+    return all(s == seen[0] for s in seen)
+
+
 def search_everywhere(data: dict[str, Any], account: str, msgid: str) -> list[str]:
     """Evidence for a missing message: UID SEARCH HEADER Message-ID on every
     member, every mailbox."""
@@ -310,7 +320,19 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
     accounts = [f"u{i}@{DOMAIN}" for i in range(1, o.accounts + 1)]
     say(f"chaos: seed {o.seed}, {o.duration:g} s, {o.backends} backends, {o.frontends} frontends, "
         f"in {directory}")
-    data = start_cluster(o)
+    topology: Topology | None = None
+    if o.netns:
+        why = netns.unavailable()
+        if why:
+            raise RuntimeError(f"--netns: {why}")
+        names = [f"b{i}" for i in range(1, o.backends + 1)] + [f"f{j}" for j in range(1, o.frontends + 1)]
+        topology = Topology(names)
+    try:
+        data = start_cluster(o, topology)
+    except BaseException:
+        if topology is not None:
+            topology.remove()
+        raise
     history = History(directory / "history.jsonl")
     report: dict[str, Any] = {"seed": o.seed, "duration": o.duration, "backends": o.backends,
                               "frontends": o.frontends, "reproduce": reproduce(o),
@@ -327,7 +349,7 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         pool += [workers.Pop3Worker(env, "pop3", rng.randrange(2**32)),
                  workers.AdminWorker(env, "admin", rng.randrange(2**32))]
         injector = Injector(directory, history, o.seed, o.lease, o.duration, accounts, env.stop,
-                            kinds=o.kinds, say=say)
+                            kinds=o.kinds, say=say, topology=topology)
         started = time.time()
         for w in pool:
             w.start()
@@ -351,7 +373,7 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         while True:
             final = read_final(data, directory, accounts, reader)
             missing = missing_acknowledged(ops, final)
-            if not missing or time.monotonic() > deadline:
+            if (not missing and settled(final)) or time.monotonic() > deadline:
                 break
             time.sleep(2.0)
         (directory / "final.json").write_text(json.dumps(asdict(final)) + "\n")
@@ -368,6 +390,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         if not o.keep:
             with contextlib.suppress(Exception):
                 launcher.down(directory)
+            if topology is not None:
+                topology.remove()
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 

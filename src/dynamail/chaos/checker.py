@@ -57,6 +57,7 @@ class Violation:
     kind: str
     text: str
     evidence: list[str] = field(default_factory=list)
+    repeats: int = 0
 
 
 @dataclass(slots=True)
@@ -88,6 +89,7 @@ class Checker:
         self.faults = faults
         self.final = final
         self.violations: list[Violation] = []
+        self._seen: dict[tuple[str, str], Violation] = {}
 
     def check(self) -> list[Violation]:
         self.messages()
@@ -101,7 +103,15 @@ class Checker:
         return self.violations
 
     def add(self, kind: str, text: str, *evidence: str) -> None:
-        self.violations.append(Violation(kind, text, list(evidence)))
+        """Record a violation once; the same finding seen again (a duplicate
+        in every later FETCH, say) only counts its repeats."""
+        key = (kind, text)
+        if key in self._seen:
+            self._seen[key].repeats += 1
+            return
+        v = Violation(kind, text, list(evidence))
+        self._seen[key] = v
+        self.violations.append(v)
 
     # -- messages ----------------------------------------------------------------
     def _creators(self) -> dict[tuple[str, str, str], list[Op]]:
@@ -173,8 +183,8 @@ class Checker:
             for start, _end, _uv, seen, label in series:
                 ids = [s[1] for s in seen]
                 for msgid in {i for i in ids if ids.count(i) > 1}:
-                    self.add("duplicate", f"{account}/{box} {msgid} seen {ids.count(msgid)} times",
-                             label)
+                    self.add("duplicate", f"{account}/{box} {msgid} seen {ids.count(msgid)} times "
+                             "in one answer", label)
                 if label == "final state":
                     continue  # judged by messages()
                 for msgid in set(ids):
@@ -222,9 +232,10 @@ class Checker:
             uids = [s[0] for s in seen]
             if any(b <= a for a, b in itertools.pairwise(uids)):
                 self.add("uid", f"{where} UIDs do not strictly ascend in one answer: {uids[:50]}", label)
+            ids = [s[1] for s in seen]
             for uid, msgid, _flags in seen:
                 prev = uid_of.setdefault((uv, msgid), uid)
-                if prev != uid:
+                if prev != uid and ids.count(msgid) == 1:  # (a duplicate is reported as such)
                     self.add("uid", f"{where} {msgid} changed UID {prev} -> {uid}", label)
                 other = msg_of.setdefault((uv, uid), msgid)
                 if other != msgid:
@@ -248,9 +259,10 @@ class Checker:
                 stores[(op.account, op.mailbox, op.msgid)].append(op)
         for account, boxes in self.final.messages.items():
             for box, seen in boxes.items():
+                ids = [s[1] for s in seen]
                 for _uid, msgid, flags in seen:
                     history = stores.get((account, box, msgid))
-                    if not history:
+                    if not history or ids.count(msgid) > 1:  # a duplicate is reported as such
                         continue
                     acked = [o for o in history if o.outcome == OK]
                     if not acked:

@@ -13,6 +13,9 @@ Kinds:
 ``kill-two``      kill -9 one member, ``second`` seconds later another
                   (at least one backend stays alive), restart both;
 ``pause``         SIGSTOP for ``hold`` (1.5-4 leases), then SIGCONT;
+``isolate``       (with ``--netns``) take the member's network link down for
+                  ``hold`` (1.5-4 leases): it loses its peers and its clients,
+                  not its storage;
 ``storage-pause`` arm a storage fault point (``DYNAMAIL_FAULTS_DIR``) of a
                   backend: the member stops itself with SIGSTOP inside its
                   next matching mutation of shared storage; SIGCONT after
@@ -23,8 +26,8 @@ Kinds:
 Not injected (see docs/chaos.md): clock steps (stepping the wall clock of
 one process needs a time namespace for CLOCK_REALTIME, which Linux does not
 offer, or libfaketime, which is not installed; stepping the machine's clock
-would hit every process on it), network partitions, slow storage and a full
-file system.
+would hit every process on it), partitions between two chosen members (only
+a whole member is isolated), slow storage and a full file system.
 """
 
 from __future__ import annotations
@@ -41,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.chaos.history import History
+from dynamail.chaos.netns import Topology
 from dynamail.cluster import launcher
 
 KINDS = (("kill", 4), ("kill-two", 2), ("pause", 3), ("storage-pause", 2))
+PARTITION = ("isolate", 3)  # only with network namespaces (--netns)
 ROLES = (("controller", 3), ("backup", 2), ("member", 4))
 STORAGE_POINTS = ("write", "rename", "link", "unlink", "mkdir", "create", "truncate", "*")
 ARM_WAIT = 5.0  # seconds an armed storage fault point may wait for a mutation
@@ -66,11 +71,12 @@ def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
 
 
-def plan(seed: int, lease: float, kinds: tuple[str, ...] = ()) -> Any:
+def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool = False) -> Any:
     """The endless, reproducible sequence of faults for ``seed`` (optionally
-    only of ``kinds``)."""
+    only of ``kinds``; ``isolate`` only with ``partitions``)."""
     rng = random.Random(seed)
-    table = tuple((k, w) for k, w in KINDS if not kinds or k in kinds) or KINDS
+    every = (*KINDS, PARTITION) if partitions else KINDS
+    table = tuple((k, w) for k, w in every if not kinds or k in kinds) or every
     while True:
         kind = _weighted(rng, table)
         role = _weighted(rng, ROLES)
@@ -81,7 +87,7 @@ def plan(seed: int, lease: float, kinds: tuple[str, ...] = ()) -> Any:
             yield Planned(gap, kind, role, hold=rng.uniform(0.5, 3.0),
                           second_role=rng.choice(("controller", "member")),
                           second=rng.uniform(0.3, 2.0))
-        elif kind == "pause":
+        elif kind in ("pause", "isolate"):
             yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0))
         else:
             yield Planned(gap, kind, rng.choice(("controller", "member")),
@@ -108,11 +114,12 @@ class Injector(threading.Thread):
     def __init__(self, directory: Path, history: History, seed: int, lease: float,
                  duration: float, accounts: list[str], stop: threading.Event,
                  kinds: tuple[str, ...] = (), warmup: float = 3.0,
-                 say: Callable[[str], None] | None = None) -> None:
+                 say: Callable[[str], None] | None = None, topology: Topology | None = None) -> None:
         super().__init__(name="faults", daemon=True)
         self.dir = Path(directory)
         self.history = history
-        self.plan = plan(seed, lease, kinds)
+        self.plan = plan(seed, lease, kinds, partitions=topology is not None)
+        self.topology = topology
         self.rng = random.Random(seed ^ 0x5EED)
         self.lease = lease
         self.duration = duration
@@ -223,6 +230,16 @@ class Injector(threading.Thread):
             self.stop.wait(p.hold)
             self._cont(first)
             self.history.healed(f)
+        elif p.kind == "isolate" and self.topology is not None:
+            f = self.history.fault("isolate", [first], controller=first == controller,
+                                   affected=self._affected(owners, [first], first == controller),
+                                   note=f"{p.hold:.2f} s")
+            self.topology.isolate(first, True)
+            try:
+                self.stop.wait(p.hold)
+            finally:
+                self.topology.isolate(first, False)
+            self.history.healed(f)
         else:
             self.storage_pause(p, first, owners, controller)
 
@@ -267,6 +284,9 @@ class Injector(threading.Thread):
         """Resume every stopped member, disarm every fault point and start
         every member that is not running."""
         for m in self._data()["members"]:
+            if self.topology is not None:
+                with contextlib.suppress(Exception):
+                    self.topology.isolate(m["name"], False)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(faults_dir(self.dir, m["name"]) / "arm")
             if launcher.alive(m["pid"]):

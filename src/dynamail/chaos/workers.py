@@ -83,6 +83,15 @@ def insecure_tls() -> ssl.SSLContext:
     return ctx
 
 
+def imap_connect(member: dict[str, Any], timeout: float = IO_TIMEOUT) -> imaplib.IMAP4:
+    """An IMAP connection to ``member``; STARTTLS first unless on loopback
+    (the server refuses a plaintext LOGIN elsewhere)."""
+    conn = imaplib.IMAP4(member["host"], member["ports"]["imap"], timeout=timeout)
+    if not member["host"].startswith("127."):
+        conn.starttls(insecure_tls())
+    return conn
+
+
 def message(msgid: str, account: str, subject: str, rng: random.Random) -> bytes:
     body = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz \r\n") for _ in range(rng.randint(40, 2000)))
     body = body.replace("\r\n", "\n").replace("\r", "").replace("\n", "\r\n")
@@ -218,7 +227,7 @@ class ImapWorker(Worker):
         h = self.env.history
         op = h.begin("login", self.name, m["name"], account=self.account)
         try:
-            conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=IO_TIMEOUT)
+            conn = imap_connect(m)
             _typ, data = conn.login(self.account, self.env.password)
         except (OSError, imaplib.IMAP4.error, EOFError) as exc:
             h.finish(op, UNKNOWN, repr(exc))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause")
+KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
 
 
 @click.command()
@@ -33,6 +33,9 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause")
               type=click.IntRange(0, 55000))
 @click.option("--prefix", default="127.0.12", show_default=True,
               help="First three octets of the members' loopback addresses.")
+@click.option("--netns", is_flag=True,
+              help="Run every member in its own network namespace (root, iproute2) and add "
+                   "the partition fault: a member's network link taken down.")
 @click.option("--keep", is_flag=True, help="Leave the cluster running at the end.")
 @click.option("--recheck", "recheck_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run no campaign: check the history.jsonl and final.json a campaign left in "
@@ -40,8 +43,8 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause")
 @click.option("--report", "report_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the JSON report here.")
 def chaos(seed: int | None, duration: float, backends: int, frontends: int, shared_dir: Path | None,
-          directory: Path | None, accounts: int, kinds: str, port_offset: int, prefix: str, keep: bool,
-          recheck_dir: Path | None, report_path: Path | None) -> None:
+          directory: Path | None, accounts: int, kinds: str, port_offset: int, prefix: str,
+          netns: bool, keep: bool, recheck_dir: Path | None, report_path: Path | None) -> None:
     """Run a fault campaign against a local cluster and check its history.
 
     Exits 1 when the checker finds a violation (and prints how to reproduce
@@ -63,9 +66,11 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         command += ["--faults", ",".join(chosen)]
     if shared_dir is not None:
         command += ["--shared-dir", str(shared_dir)]
+    if netns:
+        command += ["--netns"]
     opts = Options(seed=seed, duration=duration, directory=directory, backends=backends,
                    frontends=frontends, shared_dir=shared_dir, accounts=accounts, kinds=chosen,
-                   port_offset=port_offset, prefix=prefix, keep=keep, command=command)
+                   port_offset=port_offset, prefix=prefix, keep=keep, netns=netns, command=command)
     try:
         if recheck_dir is not None:
             report = recheck(recheck_dir)
@@ -90,7 +95,8 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         return
     click.echo(f"VIOLATIONS: {report['violations_by_kind']}")
     for v in report["violations"][:20]:
-        click.echo(f"  [{v['kind']}] {v['text']}")
+        again = f" (and {v['repeats']} more times)" if v.get("repeats") else ""
+        click.echo(f"  [{v['kind']}] {v['text']}{again}")
         for e in v["evidence"][:4]:
             click.echo(f"      {e}")
     click.echo(f"reproduce: {report['reproduce']}")
