@@ -37,7 +37,7 @@ from dynamail.chaos.workers import DOMAIN, MAILBOXES, Env, cli_session, imap_con
 from dynamail.cluster import launcher
 
 PASSWORD = "chaos-Password-1"
-PREFIX = "127.0.12"
+PREFIX = "127.0.21"
 OFFSET = 40000
 SETTLE = 60.0  # seconds the final check waits for queued deliveries to land
 READY_TIMEOUT = 90.0

@@ -31,7 +31,7 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
               help=f"Only these kinds of fault ({', '.join(KIND_NAMES)}); default all.")
 @click.option("--port-offset", "port_offset", default=40000, show_default=True,
               type=click.IntRange(0, 55000))
-@click.option("--prefix", default="127.0.12", show_default=True,
+@click.option("--prefix", default="127.0.21", show_default=True,
               help="First three octets of the members' loopback addresses.")
 @click.option("--netns", is_flag=True,
               help="Run every member in its own network namespace (root, iproute2) and add "
