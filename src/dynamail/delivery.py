@@ -27,7 +27,7 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -74,6 +74,12 @@ class DeliveryResult:
 def temporary_failure(ref: AccountRef, text: str, status: str = "4.3.0") -> DeliveryResult:
     return DeliveryResult(ref, False, 451, status, text)
 
+
+class Unknown:
+    """A quota limit not read yet (``None`` is a real value: unlimited)."""
+
+
+UNKNOWN = Unknown()
 
 RemoteHook = Callable[[Relay, Message, str], Awaitable[DeliveryResult]]
 
@@ -131,16 +137,21 @@ class Delivery:
         mailbox: str = "INBOX",
         flags: frozenset[str] = frozenset(),
         sender: str | None = None,
+        limits: Mapping[AccountRef, int | None] | None = None,
     ) -> list[DeliveryResult]:
         """Append one copy of ``message`` per distinct account; one result per
         entry of ``recipients`` (duplicates get the result of the first).
 
         ``sender`` is the envelope sender ("" for ``<>``, None when unknown);
-        the account's Sieve script sees it as ``envelope "from"``."""
+        the account's Sieve script sees it as ``envelope "from"``.
+        ``limits`` are quota limits the caller read already in this
+        transaction (``quota_limit_sync``), so they are not read again."""
         distinct = list(dict.fromkeys(recipients))
         size = message_size(message)
+        known = limits or {}
         results = await asyncio.gather(
-            *(self._deliver_one(ref, message, size, mailbox, flags, sender) for ref in distinct)
+            *(self._deliver_one(ref, message, size, mailbox, flags, sender, known.get(ref, UNKNOWN))
+              for ref in distinct)
         )
         by_ref = dict(zip(distinct, results, strict=True))
         for r in results:
@@ -154,7 +165,7 @@ class Delivery:
 
     async def _deliver_one(
         self, ref: AccountRef, message: Message, size: int, mailbox: str, flags: frozenset[str],
-        sender: str | None = None,
+        sender: str | None = None, limit: int | Unknown | None = UNKNOWN,
     ) -> DeliveryResult:
         try:
             async with self.accounts.use(ref) as placement:
@@ -162,9 +173,11 @@ class Delivery:
                     # the owner runs the account's Sieve script (it does not learn the sender)
                     return await self.remote(placement, message, mailbox)
                 assert isinstance(placement, Local)
+                if isinstance(limit, Unknown):
+                    limit = await self.quota_limit(ref)
                 if self.sieve is not None and mailbox == "INBOX":
-                    return await self._filtered(placement, message, size, flags, sender)
-                return await self._append(placement, message, size, mailbox, flags)
+                    return await self._filtered(placement, message, size, flags, sender, limit)
+                return await self._append(placement, message, size, mailbox, flags, limit)
         except AccountUnavailable as exc:
             return temporary_failure(ref, f"account unavailable: {exc}", "4.2.1")
         except FencedError:
@@ -179,10 +192,10 @@ class Delivery:
             return temporary_failure(ref, "local I/O error")
 
     async def _append(
-        self, placement: Local, message: Message, size: int, mailbox: str, flags: frozenset[str]
+        self, placement: Local, message: Message, size: int, mailbox: str, flags: frozenset[str],
+        limit: int | None,
     ) -> DeliveryResult:
         ref = placement.ref
-        limit = await self.quota_limit(ref)
         if limit is not None:
             if size > limit:
                 # the message alone exceeds the account's whole allocation:
@@ -201,7 +214,8 @@ class Delivery:
         return DeliveryResult(ref, True, 250, "2.0.0", "delivered", uids[0] if uids else None)
 
     async def _filtered(
-        self, placement: Local, message: Message, size: int, flags: frozenset[str], sender: str | None
+        self, placement: Local, message: Message, size: int, flags: frozenset[str], sender: str | None,
+        limit: int | None,
     ) -> DeliveryResult:
         """Delivery through the account's Sieve script (``dynamail.sieve.filter``)."""
         assert self.sieve is not None
@@ -218,7 +232,7 @@ class Delivery:
                     await placement.store.create_mailbox(copy.mailbox)
             data: Message = plan.data if plan.data is not None else message
             result = await self._append(placement, data, len(data) if isinstance(data, bytes) else size,
-                                        copy.mailbox, flags | copy.flags)
+                                        copy.mailbox, flags | copy.flags, limit)
             if not result.ok:
                 return result
             uid = uid if uid is not None else result.uid
@@ -226,12 +240,16 @@ class Delivery:
         text = "delivered" if plan.copies else "delivered (no copy kept by the Sieve script)"
         return DeliveryResult(ref, True, 250, "2.0.0", text, uid)
 
-    async def precheck(self, ref: AccountRef, size: int = 0) -> DeliveryResult | None:
+    async def precheck(
+        self, ref: AccountRef, size: int = 0, limit: int | Unknown | None = UNKNOWN
+    ) -> DeliveryResult | None:
         """Quota check before a message is accepted (SMTP RCPT, RFC 5321
         4.5.3.1.10): a failure result when the account cannot take a message
         of ``size`` bytes now, None when it can (or when its owner is another
-        member, which checks again at delivery)."""
-        limit = await self.quota_limit(ref)
+        member, which checks again at delivery).  ``limit``: the quota limit
+        when the caller read it already (``quota_limit_sync``)."""
+        if isinstance(limit, Unknown):
+            limit = await self.quota_limit(ref)
         if limit is None:
             return None
         if size > limit:
@@ -258,6 +276,18 @@ class Delivery:
             if not isinstance(data, bytes):
                 _rewind(data)
             return list(await store.append("INBOX", [req]))
+
+    def quota_limit_sync(self, ref: AccountRef) -> int | None:
+        """``quota_limit`` for a caller already off the event loop (the SMTP
+        adapter reads it in the same worker-thread job as the recipient)."""
+        getter = getattr(self.directory, "effective_account_settings", None)
+        if getter is None or inspect.iscoroutinefunction(getter):
+            return None
+        try:
+            settings = getter(ref)
+        except Exception:
+            return None
+        return parse_size(settings.get("MaxAccountSize")) if isinstance(settings, dict) else None
 
     async def quota_limit(self, ref: AccountRef) -> int | None:
         """The account's effective ``MaxAccountSize`` in bytes (None: unlimited)."""

@@ -170,6 +170,8 @@ class SmtpSession:
         self.session_id = secrets.token_hex(6)
         self.spool: Spool | None = None
         self.local: list[AccountRef] = []
+        # quota limits of the local recipients, read with their lookup (one thread job)
+        self.limits: dict[AccountRef, int | None] = {}
         self.remote: list[tuple[str, dict[str, str | None]]] = []
         # local recipients that asked NOTIFY=SUCCESS (RFC 3461): address, ORCPT, accounts
         self.success: list[tuple[str, str | None, list[AccountRef]]] = []
@@ -261,6 +263,7 @@ class SmtpSession:
         self.sender = ev.sender
         self.mail_params = ev.params
         self.local = []
+        self.limits = {}
         self.remote = []
         self.success = []
         self.accepted = []
@@ -279,6 +282,17 @@ class SmtpSession:
             return False
         ref = self.ctx.directory.find_account(f"{sender.local}@{domain}")
         return ref is not None and ref == self.identity
+
+    def _rcpt_lookup(self, address: Address) -> tuple[Reply | None, Any, dict[AccountRef, int | None]]:
+        """The RCPT decision and the quota limits of its local accounts, in
+        one worker-thread job (each hand-off to a thread costs CPU)."""
+        problem, target = self._rcpt_decision(address)
+        limits: dict[AccountRef, int | None] = {}
+        delivery = self.ctx.delivery
+        if problem is None and not isinstance(target, str) and hasattr(delivery, "quota_limit_sync"):
+            for ref in target.accounts:
+                limits[ref] = delivery.quota_limit_sync(ref)
+        return problem, target, limits
 
     def _rcpt_decision(self, address: Address) -> tuple[Reply | None, Any]:
         directory = self.ctx.directory
@@ -325,7 +339,7 @@ class SmtpSession:
     async def _on_rcpt(self, ev: RcptTo) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            problem, target = await loop.run_in_executor(None, self._rcpt_decision, ev.address)
+            problem, target, limits = await loop.run_in_executor(None, self._rcpt_lookup, ev.address)
         except Exception:
             log.exception("recipient lookup failed")
             self.core.reject_recipient(Reply(451, "4.3.0", "Temporary lookup failure"))
@@ -338,11 +352,12 @@ class SmtpSession:
             self.remote.append((target, ev.params))
             self.accepted.append((str(ev.address), [], [target]))
         else:
-            full = await self._quota_problem(target.accounts)
+            full = await self._quota_problem(target.accounts, limits)
             if full is not None:
                 self.core.reject_recipient(full)
                 return True
             self.local.extend(target.accounts)
+            self.limits.update(limits)
             self.remote.extend((fwd, {}) for fwd in target.forward)
             self.accepted.append((str(ev.address), list(target.accounts), list(target.forward)))
             notify = {w.upper() for w in (ev.params.get("NOTIFY") or "").split(",")}
@@ -351,14 +366,15 @@ class SmtpSession:
         self.core.accept_recipient()
         return True
 
-    async def _quota_problem(self, refs: list[AccountRef]) -> Reply | None:
+    async def _quota_problem(self, refs: list[AccountRef], limits: dict[AccountRef, int | None]) -> Reply | None:
         delivery = self.ctx.delivery
         if delivery is None or not hasattr(delivery, "precheck"):
             return None
         declared = self.mail_params.get("SIZE")
         size = int(declared) if declared and declared.isdigit() else 0
         for ref in refs:
-            problem = await delivery.precheck(ref, size)
+            problem = await (delivery.precheck(ref, size, limits[ref]) if ref in limits
+                             else delivery.precheck(ref, size))
             if problem is not None:
                 return Reply(problem.code, problem.status, problem.text[:1].upper() + problem.text[1:])
         return None
@@ -438,7 +454,7 @@ class SmtpSession:
         if self.local:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
-            results = await ctx.delivery.deliver(self.local, path, sender=sender)
+            results = await ctx.delivery.deliver(self.local, path, sender=sender, limits=self.limits)
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
             delivered = [r.ref.address for r in results if r.ok]
