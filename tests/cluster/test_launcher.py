@@ -40,6 +40,13 @@ def test_up_status_locate_ready_kill_start_down(tmp_path: Path) -> None:
         assert [m["host"] for m in data["members"]] == [f"{PREFIX}.{first}", f"{PREFIX}.{first + 1}"]
         secret = Path(d) / "shared" / "cluster.secret"
         assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+        # the admin password is passed by a private file, never on a command line (issue 17)
+        password = data["admin"]["password"].encode()
+        for private in (Path(d) / "cluster.json", Path(d) / "admin.password"):
+            assert stat.S_IMODE(os.stat(private).st_mode) == 0o600, private
+        for m in data["members"]:
+            assert password not in Path(f"/proc/{m['pid']}/cmdline").read_bytes()
+            assert password not in (Path(d) / "members" / m["name"] / "argv.json").read_bytes()
 
         st = json.loads(run("status", "--dir", d, "--json"))
         assert {st["controller"], st["backup"]} == {"b1", "b2"}

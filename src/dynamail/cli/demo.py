@@ -121,8 +121,11 @@ def run_demo(directory: Path, *, port_offset: int | None = None, listen: str = "
 
     if port_offset is None:
         port_offset = DEMO_PORT_OFFSET
+    from dynamail.filemodes import private_dirs, restrict_umask
+
+    restrict_umask()  # as `dynamail serve`: everything the demo server writes is private
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dirs(directory)
     cfg = config_mod.load(
         directory,
         overrides={"listen": listen, "port_offset": port_offset, "main_domain": "demo.test"},

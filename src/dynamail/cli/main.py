@@ -8,6 +8,7 @@ set-up that ``./dev demo`` starts.  Other command groups (``cluster``,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,11 @@ def main() -> None:
               help="Main Domain name on first start (default: the host name).")
 @click.option("--postmaster-password", "postmaster_password", default=None, metavar="P",
               help="postmaster password on first start (default: generated, written to "
-                   "BASE/postmaster.password).")
+                   "BASE/postmaster.password).  Visible to every local user in ps: prefer "
+                   "--postmaster-password-file or DYNAMAIL_POSTMASTER_PASSWORD.")
+@click.option("--postmaster-password-file", "postmaster_password_file", default=None,
+              type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Read the postmaster password (first line) from FILE (keep it mode 0600).")
 @click.option("--ClusterBackend", "cluster_backend", is_flag=True,
               help="Run as a backend member of a Dynamic Cluster.")
 @click.option("--ClusterFrontend", "cluster_frontend", is_flag=True,
@@ -53,6 +58,7 @@ def serve(
     port_offset: int | None,
     main_domain: str | None,
     postmaster_password: str | None,
+    postmaster_password_file: Path | None,
     cluster_backend: bool,
     cluster_frontend: bool,
     shared_base: Path | None,
@@ -66,6 +72,7 @@ def serve(
     if cluster_backend and cluster_frontend:
         raise click.UsageError("--ClusterBackend and --ClusterFrontend exclude each other")
     role = "backend" if cluster_backend else "frontend" if cluster_frontend else None
+    postmaster_password = _postmaster_password(postmaster_password, postmaster_password_file)
     try:
         if base is None and config_file is not None:
             base = config_mod.base_in_file(config_file)
@@ -95,6 +102,36 @@ def serve(
         sys.exit(2)
     except KeyboardInterrupt:
         pass
+
+
+#: The environment variable ``dynamail serve`` reads the postmaster password from.
+PASSWORD_ENV = "DYNAMAIL_POSTMASTER_PASSWORD"
+
+
+def _postmaster_password(given: str | None, file: Path | None) -> str | None:
+    """The postmaster password from the command line, a file or the
+    environment (in that order; the first two exclude each other).  The
+    variable is removed from this process's environment once read, so no
+    child process inherits it."""
+    env = os.environ.pop(PASSWORD_ENV, None)
+    if given is not None and file is not None:
+        raise click.UsageError("--postmaster-password and --postmaster-password-file exclude each other")
+    if file is not None:
+        try:
+            st = file.stat()
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.UsageError(f"cannot read the postmaster password file {file}: {exc}") from None
+        if st.st_mode & 0o077:
+            click.echo(f"dynamail: warning: {file} is readable by other users (mode {st.st_mode & 0o777:04o}); "
+                       "chmod 600 it", err=True)
+        password = text.split("\n", 1)[0].rstrip("\r")
+        if not password:
+            raise click.UsageError(f"the postmaster password file {file} is empty")
+        return password
+    if given is not None:
+        return given
+    return env or None
 
 
 @main.command()

@@ -50,7 +50,8 @@ from typing import Any
 
 import msgpack
 
-from dynamail.durable import atomic_write, fsync_dir, make_dirs
+from dynamail.durable import atomic_write, fsync_dir
+from dynamail.filemodes import create_private, private_dirs
 
 _EPOCH_RE = re.compile(r"^epoch-(\d+)$")
 KEEP_EPOCHS = 8  # older epoch files are removed by the Controller
@@ -83,7 +84,7 @@ class ElectionStore:
         self.dir = Path(shared_base) / ".cluster" / "controller"
 
     def ensure(self) -> None:
-        make_dirs(self.dir)
+        private_dirs(self.dir)
 
     def highest_epoch(self) -> int:
         best = 0
@@ -112,7 +113,7 @@ class ElectionStore:
         """Try to become Controller with ``record.epoch``; True if this call won."""
         self.ensure()
         tmp = self.dir / f".claim-{record.epoch}-{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = create_private(tmp)
         try:
             os.write(fd, record.encode())
             os.fsync(fd)

@@ -39,7 +39,8 @@ from dynamail.cluster import wire
 from dynamail.cluster.handoff import status_dict
 from dynamail.cluster.member import load_secret
 from dynamail.cluster.peer import Peer, PeerClosed, client_tls, dial
-from dynamail.durable import atomic_write, make_dirs
+from dynamail.durable import atomic_write
+from dynamail.filemodes import open_private, private_dirs
 
 DEFAULT_OFFSET = 10000
 DEFAULT_PREFIX = "127.0.7"
@@ -67,7 +68,8 @@ def read_cluster(directory: Path) -> dict[str, Any]:
 
 
 def write_cluster(directory: Path, data: dict[str, Any]) -> None:
-    atomic_write(cluster_file(directory), (json.dumps(data, indent=2) + "\n").encode())
+    # holds the admin password: private to the owner
+    atomic_write(cluster_file(directory), (json.dumps(data, indent=2) + "\n").encode(), mode=0o600)
 
 
 def _member(data: dict[str, Any], name: str) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def alive(pid: int) -> bool:
 def _write_member_settings(base: Path, name: str, role: str, backends: list[str], secret_file: Path,
                            lease: float, margin: float, heartbeat: float, extra: str = "") -> None:
     settings = base / "Settings"
-    make_dirs(settings)
+    private_dirs(settings)
     path = settings / "server.toml"
     lines = [f'main_domain = "{name}.cluster.test"', "", "[cluster]", f'name = "{name}"',
              f'role = "{role}"', "backends = [" + ", ".join(f'"{b}"' for b in backends) + "]",
@@ -109,7 +111,7 @@ def _write_member_settings(base: Path, name: str, role: str, backends: list[str]
 
 
 def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
-    out = open(log, "ab")
+    out = open_private(log, "ab")  # logs name accounts and addresses
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, **(env or {})})
@@ -137,7 +139,7 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
     if backends < 1:
         raise LauncherError("a cluster needs at least one backend")
     shared = directory / "shared"
-    make_dirs(shared)
+    private_dirs(shared)
     secret_file = shared / "cluster.secret"
     load_secret(secret_file, create=True)
     pw_file = directory / "admin.password"
@@ -166,8 +168,8 @@ def up(directory: Path, backends: int = 3, frontends: int = 0, *, port_offset: i
         argv = [*(wrappers or {}).get(name, []),
                 sys.executable, "-m", "dynamail", "serve", "--base", str(base), "--listen", host,
                 "--port-offset", str(port_offset), flag, "--SharedBase", str(shared),
-                "--postmaster-password", password]
-        atomic_write(base / "argv.json", json.dumps({"argv": argv, "env": env or {}}).encode())
+                "--postmaster-password-file", str(pw_file)]  # never on argv (ps shows it)
+        atomic_write(base / "argv.json", json.dumps({"argv": argv, "env": env or {}}).encode(), mode=0o600)
         pid = _spawn(argv, base / "serve.log", env)
         members.append({"name": name, "role": role, "pid": pid, "host": host,
                         "ports": {k: v + port_offset for k, v in PORT_NAMES.items()},

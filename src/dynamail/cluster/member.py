@@ -60,6 +60,7 @@ from dynamail.cluster.ownership import ClusterLocator, GrantInfo, account_key
 from dynamail.cluster.peer import Peer, PeerClosed, accept, client_tls, dial, server_tls
 from dynamail.cluster.relay import TicketBook
 from dynamail.durable import fsync_dir
+from dynamail.filemodes import create_private, private_dirs
 from dynamail.net.tls import client_context_insecure
 
 log = logging.getLogger("dynamail.cluster")
@@ -79,9 +80,9 @@ def load_secret(path: Path, create: bool) -> bytes:
     if not path.exists():
         if not create:
             raise ClusterConfigError(f"cluster secret {path} does not exist")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dirs(path.parent)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private(tmp)
         try:
             os.write(fd, secrets.token_hex(32).encode() + b"\n")
             os.fsync(fd)

@@ -86,7 +86,8 @@ from dynamail.directory.model import (
     NoSuchDomain,
     NotEmpty,
 )
-from dynamail.durable import fsync_dir, make_dirs
+from dynamail.durable import fsync_dir
+from dynamail.filemodes import create_private, private_dirs, private_mkdir
 
 __all__ = ["AlertScope", "Directory", "shard_of"]
 
@@ -128,7 +129,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         self._apop_local = passwords.ApopKeys(self.settings_dir / "apop.key")
         self._apop_cluster = passwords.ApopKeys(self.cluster_dir / "apop.key")
         for d in (self.settings_dir, self.domains_dir, self.shared_base, self.cluster_dir):
-            make_dirs(d)
+            private_dirs(d)
         if not self.domain_exists(self.main_domain):
             self.create_domain(self.main_domain)
 
@@ -223,10 +224,10 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 own["DomainAliases"] = wanted
             root = self.shared_base if shared else self.domains_dir
             tmp = root / f".new-{canon}-{secrets.token_hex(4)}"
-            tmp.mkdir()
+            private_mkdir(tmp)
             try:
                 self.files.write(tmp / SETTINGS_FILE, own)
-                (tmp / ACCOUNTS_DIR).mkdir()
+                private_mkdir(tmp / ACCOUNTS_DIR)
                 fsync_dir(tmp)
                 if (root / canon).exists():
                     raise AlreadyExists(f"domain already exists: {canon}")
@@ -485,9 +486,9 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 raise AlreadyExists(f"account already exists: {ref.address}")
             self._check_room(ref.domain)
             final = self.account_dir(ref)
-            make_dirs(final.parent)
+            private_dirs(final.parent)
             tmp = final.parent / f".new-{ref.name}-{secrets.token_hex(4)}"
-            tmp.mkdir()
+            private_mkdir(tmp)
             try:
                 record: dict[str, Any] = {"settings": own, "rights": []}
                 if password is not None:
@@ -520,7 +521,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             if new.domain != ref.domain:
                 self._check_room(new.domain)
             new_dir = self.account_dir(new)
-            make_dirs(new_dir.parent)
+            private_dirs(new_dir.parent)
             exists = f"account already exists: {new.address}"
             try:
                 rename_new(old_dir, new_dir, exists)
@@ -701,7 +702,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 path.unlink()
             return
         tmp = path.with_name(f".{VERIFIER_FILE}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = create_private(tmp)
         try:
             os.write(fd, text.encode("ascii") + b"\n")
         finally:

@@ -26,6 +26,7 @@ from typing import Any
 
 from dynamail.directory.model import DirectoryError
 from dynamail.durable import atomic_write
+from dynamail.filemodes import PRIVATE_FILE, write_private
 
 Identity = tuple[int, int, int]
 MAX_CACHED_FILES = 20_000  # least recently used documents beyond this are dropped
@@ -87,8 +88,11 @@ class JsonFiles:
                 self._cache.popitem(last=False)
         return copy.deepcopy(value)
 
-    def write(self, path: Path, value: Any, mode: int = 0o644) -> None:
-        atomic_write(path, encode(value), mode)
+    def write(self, path: Path, value: Any, mode: int = PRIVATE_FILE) -> None:
+        if mode == PRIVATE_FILE:
+            write_private(path, encode(value))
+        else:
+            atomic_write(path, encode(value), mode)
         with self._lock:
             self._cache.pop(path, None)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
 
-from dynamail.durable import atomic_write
+from dynamail.filemodes import private_dirs, write_private
 
 
 def ensure_self_signed(
@@ -58,10 +57,9 @@ def ensure_self_signed(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(key_path, key_bytes, mode=0o600)
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
-    os.chmod(key_path, 0o600)
+    private_dirs(cert_path.parent)
+    write_private(key_path, key_bytes)
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:

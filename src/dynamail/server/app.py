@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dynamail import __version__
-from dynamail.durable import atomic_write, make_dirs
+from dynamail.filemodes import private_dirs, restrict_umask, warn_exposed, write_private
 from dynamail.metrics import Metrics
 from dynamail.net import Listeners, ListenerSpec, TlsMode
 from dynamail.net.tls import ensure_self_signed, server_context
@@ -130,8 +130,7 @@ def _first_start_password(cfg: ServerConfig, directory: Any) -> str | None:
     password: str | None = directory.ensure_postmaster(cfg.postmaster_password)
     if password is not None and cfg.postmaster_password is None:
         path = cfg.base / PASSWORD_FILE
-        atomic_write(path, (password + "\n").encode("utf-8"), mode=0o600)
-        os.chmod(path, 0o600)
+        write_private(path, (password + "\n").encode("utf-8"))
         log.info("postmaster password written to %s", path)
     return password
 
@@ -195,7 +194,7 @@ def claim_base(base: Path) -> None:
                 f"another dynamail server (pid {pid}) is serving the base directory {base}; "
                 f"stop it first, or remove {path} if that process is not a dynamail server"
             )
-    atomic_write(path, f"{os.getpid()} {host}\n".encode())
+    write_private(path, f"{os.getpid()} {host}\n".encode())
 
 
 def release_base(base: Path) -> None:
@@ -213,10 +212,10 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
     from dynamail.cluster.locator import StandaloneLocator
     from dynamail.directory import Directory
 
-    make_dirs(cfg.base)
+    private_dirs(cfg.base)
     first = config_mod.first_start_settings(cfg)
     shared = cfg.shared_base
-    make_dirs(shared)
+    private_dirs(shared)
     _link_shared_base(cfg)
     if password_hasher is None:
         from dynamail.directory import passwords
@@ -373,10 +372,12 @@ class Server:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         try:
-            make_dirs(cfg.base)
+            private_dirs(cfg.base)
             claim_base(cfg.base)
         except OSError as exc:
             raise StartupError(f"cannot set up the base directory {cfg.base}: {exc}") from None
+        for tree in dict.fromkeys((cfg.base, cfg.shared_base)):  # warn about trees others can read
+            await loop.run_in_executor(None, warn_exposed, tree)
         try:
             ctx = await loop.run_in_executor(None, build_context, cfg)
         except OSError as exc:
@@ -409,7 +410,7 @@ class Server:
                 self.http = await http_mod.start(ctx)
                 urls = "".join(f"{s}://{h}:{p}\n" for s, h, p in self.http.addresses)
                 with contextlib.suppress(OSError):
-                    atomic_write(cfg.base / ADMIN_URL_FILE, urls.encode(), mode=0o644)
+                    write_private(cfg.base / ADMIN_URL_FILE, urls.encode())
         except PermissionError as exc:
             await self.close()
             raise StartupError(
@@ -521,6 +522,7 @@ async def serve(cfg: ServerConfig, *, ready: Any = None) -> None:
 def run(cfg: ServerConfig) -> None:
     """Blocking entry point: asyncio (uvloop when installed)."""
     setup_logging(cfg.log_level)
+    restrict_umask()  # whatever creates a file from here on, it is private (filemodes)
     try:
         import uvloop
     except ImportError:

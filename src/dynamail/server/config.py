@@ -22,7 +22,7 @@ from typing import Any
 import tomli_w
 
 from dynamail import names
-from dynamail.durable import atomic_write, make_dirs
+from dynamail.filemodes import private_dirs, write_private
 from dynamail.imap.limits import APPEND_LIMIT as IMAP_APPEND_LIMIT
 
 SETTINGS_DIR = "Settings"
@@ -363,8 +363,8 @@ def load(
 
 def save(cfg: ServerConfig) -> None:
     """Write the file form atomically (used on first start)."""
-    make_dirs(cfg.settings_file.parent)
-    atomic_write(cfg.settings_file, tomli_w.dumps(cfg.to_toml()).encode("utf-8"))
+    private_dirs(cfg.settings_file.parent)
+    write_private(cfg.settings_file, tomli_w.dumps(cfg.to_toml()).encode("utf-8"))
 
 
 def first_start_settings(cfg: ServerConfig) -> bool:
@@ -383,7 +383,7 @@ def first_start_settings(cfg: ServerConfig) -> bool:
         return False
     if not cfg.main_domain:
         cfg.main_domain = default_main_domain()
-    make_dirs(cfg.settings_file.parent)
+    private_dirs(cfg.settings_file.parent)
     data = {"main_domain": cfg.main_domain}
-    atomic_write(cfg.settings_file, tomli_w.dumps(data).encode("utf-8"))
+    write_private(cfg.settings_file, tomli_w.dumps(data).encode("utf-8"))
     return True

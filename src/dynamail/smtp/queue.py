@@ -41,7 +41,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dynamail.durable import atomic_write, fsync_dir, make_dirs, remove_stale_temporaries
+from dynamail.durable import fsync_dir, remove_stale_temporaries
+from dynamail.filemodes import open_private, private_dirs, write_private
 from dynamail.smtp.dsnparams import envid_for_report, orcpt_for_report
 
 log = logging.getLogger("dynamail.smtp.queue")
@@ -143,7 +144,7 @@ class QueueStore:
 
     def load(self) -> dict[str, Envelope]:
         """Every committed entry, due at once; debris of crashes removed."""
-        make_dirs(self.directory)
+        private_dirs(self.directory)
         remove_stale_temporaries(self.directory)
         envs = {p.stem for p in self.directory.glob("*.env")}
         for msg in self.directory.glob("*.msg"):
@@ -189,10 +190,10 @@ class QueueStore:
     def write_entry(self, env: Envelope, message: Path | bytes, prefix: bytes = b"") -> None:
         """Make the entry durable: message file (``prefix``, e.g. DKIM
         signature fields, in front), then the envelope (commit point)."""
-        make_dirs(self.directory)
+        private_dirs(self.directory)
         msg_path, env_path = self.paths(env.id)
         tmp = self.directory / f".{env.id}.msg.{secrets.token_hex(4)}.tmp"
-        with open(tmp, "wb") as out:
+        with open_private(tmp, "xb") as out:
             out.write(prefix)
             if isinstance(message, bytes):
                 out.write(message)
@@ -202,10 +203,10 @@ class QueueStore:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, msg_path)
-        atomic_write(env_path, env.to_json())  # fsyncs the directory too
+        write_private(env_path, env.to_json())  # fsyncs the directory too
 
     def save(self, env: Envelope) -> None:
-        atomic_write(self.paths(env.id)[1], env.to_json())
+        write_private(self.paths(env.id)[1], env.to_json())
 
     def remove(self, env: Envelope) -> None:
         msg_path, env_path = self.paths(env.id)

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from dynamail.filemodes import open_private, private_dirs
+
 #: Messages up to this size are received into memory, larger ones into a file.
 SPOOL_IN_MEMORY = 1024 * 1024
 
@@ -51,9 +53,9 @@ class Spool:
             return
         self.buffer += data
         if len(self.buffer) > SPOOL_IN_MEMORY:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_dirs(self.directory)
             self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
-            self.fh = open(self.path, "wb")
+            self.fh = open_private(self.path, "xb")
             self.fh.write(self.buffer)
             self.buffer = bytearray()
 
