@@ -28,7 +28,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from dynamail.durable import atomic_write, make_dirs
+from dynamail.filemodes import private_dirs, write_private
 from dynamail.sieve import limits
 
 INDEX_KEY = "sieve.index"
@@ -80,8 +80,8 @@ class FileBlobs:
             if value is None:
                 path.unlink(missing_ok=True)
                 return
-            make_dirs(self.directory)
-            atomic_write(path, value)
+            private_dirs(self.directory)
+            write_private(path, value)
 
         await asyncio.get_running_loop().run_in_executor(None, write)
 
