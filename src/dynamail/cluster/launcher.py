@@ -45,7 +45,7 @@ from dynamail.filemodes import open_private, private_dirs
 DEFAULT_OFFSET = 10000
 DEFAULT_PREFIX = "127.0.7"
 PORT_NAMES = {"smtp": 25, "submission": 587, "smtps": 465, "lmtp": 24, "imap": 143, "imaps": 993,
-              "pop3": 110, "pop3s": 995, "cli": 106, "http": 8010, "https": 9010}
+              "pop3": 110, "pop3s": 995, "cli": 106, "managesieve": 4190, "http": 8010, "https": 9010}
 CLUSTER_PORT = 7070
 SIGNALS = {"KILL": signal.SIGKILL, "STOP": signal.SIGSTOP, "CONT": signal.SIGCONT,
            "TERM": signal.SIGTERM}

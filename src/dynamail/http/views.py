@@ -104,7 +104,7 @@ async def accounts_page(
 
 
 # every client listener, in the order the Counters page shows them
-LISTENERS = ("smtp", "submission", "smtps", "lmtp", "imap", "imaps", "pop3", "pop3s", "cli", "http", "https")
+LISTENERS = ("smtp", "submission", "smtps", "lmtp", "imap", "imaps", "pop3", "pop3s", "cli", "managesieve", "http", "https")
 
 
 def _sample(metric: Any) -> list[tuple[dict[str, str], float]]:

@@ -46,6 +46,7 @@ ADAPTER_MODULES = (
     "dynamail.imap.adapter",
     "dynamail.pop3.adapter",
     "dynamail.cliproto.adapter",
+    "dynamail.managesieve.adapter",
 )
 HTTP_MODULE = "dynamail.http.app"
 CLUSTER_MODULE = "dynamail.cluster.member"

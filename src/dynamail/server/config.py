@@ -38,6 +38,7 @@ DEFAULT_PORTS: dict[str, int] = {
     "pop3": 110,
     "pop3s": 995,
     "cli": 106,
+    "managesieve": 4190,
     "http": 8010,
     "https": 9010,
     "cluster": 7070,
