@@ -36,7 +36,7 @@ log = logging.getLogger("dynamail.cluster")
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 MAILBOX_OPS_SET = image.MAILBOX_OPS
-DEFAULT_RELAY_PORTS = {"imap": 143, "pop3": 110, "imaps": 993, "pop3s": 995}
+DEFAULT_RELAY_PORTS = {"imap": 143, "pop3": 110, "imaps": 993, "pop3s": 995, "managesieve": 4190}
 
 
 class Handoffs:
@@ -135,7 +135,7 @@ class Handoffs:
         answer it with a temporary failure)."""
         tls = self.relay_tls if self.s.tls else None
         # over TLS: the owner's implicit-TLS port (IMAPS 993, POP3S 995 plus its offset)
-        name = protocol + "s" if tls is not None else protocol
+        name = protocol + "s" if tls is not None and protocol != "managesieve" else protocol
         port = self.s.ports.get(name, DEFAULT_RELAY_PORTS[name]) + placement.port_offset
         ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
         return await relay(conn, placement.host, port, ticket, protocol, client_reply, tls=tls)

@@ -112,6 +112,42 @@ async def _pump_owner_to_client(reader: asyncio.StreamReader, conn: Any) -> None
         await conn.send(data)
 
 
+async def _managesieve_lines(reader: asyncio.StreamReader, first: bytes, timeout: float) -> bytes | None:
+    """Read a ManageSieve response up to its OK/NO/BYE line; that line, or None."""
+    line, total = first, 0
+    while True:
+        if not line:
+            return None
+        total += len(line)
+        if total > RELAY_EARLY_LIMIT:
+            return None
+        if line[:2].upper() == b"OK" or line[:2].upper() == b"NO" or line[:3].upper() == b"BYE":
+            return line
+        line = await asyncio.wait_for(reader.readline(), timeout)
+
+
+async def _managesieve_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, greeting: bytes,
+                             ticket: str, tls: ssl.SSLContext | None, host: str, timeout: float
+                             ) -> tuple[bool, asyncio.StreamReader, asyncio.StreamWriter]:
+    """RFC 5804: greeting (capabilities, OK), STARTTLS when the cluster runs
+    TLS (capabilities again), then ``XDYNAMAIL-RELAY "<ticket>"``."""
+    end = await _managesieve_lines(reader, greeting, timeout)
+    if end is None or not end.upper().startswith(b"OK"):
+        return False, reader, writer
+    if tls is not None:
+        writer.write(b"STARTTLS\r\n")
+        end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
+        if end is None or not end.upper().startswith(b"OK"):
+            return False, reader, writer
+        await writer.start_tls(tls, server_hostname=host)
+        end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
+        if end is None or not end.upper().startswith(b"OK"):
+            return False, reader, writer
+    writer.write(b'XDYNAMAIL-RELAY "' + ticket.encode() + b'"\r\n')
+    end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
+    return end is not None and end.upper().startswith(b"OK"), reader, writer
+
+
 async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
                 client_reply: bytes, connect_timeout: float = 3.0,
                 tls: ssl.SSLContext | None = None) -> bool:
@@ -119,8 +155,10 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
     (the caller then answers the client with a temporary failure).  With
     ``tls``, ``port`` is the owner's implicit-TLS port (IMAPS, POP3S)."""
     try:
+        # ManageSieve has no implicit-TLS port: its relay upgrades with STARTTLS
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=tls), connect_timeout)
+            asyncio.open_connection(host, port, ssl=None if protocol == "managesieve" else tls),
+            connect_timeout)
     except (OSError, TimeoutError, ssl.SSLError):
         return False
     try:
@@ -140,6 +178,9 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
                 if len(line) > RELAY_LINE_LIMIT or len(early) > RELAY_EARLY_LIMIT:
                     return False
                 early += line
+        elif protocol == "managesieve":
+            ok, reader, writer = await _managesieve_relay(reader, writer, greeting, ticket, tls, host,
+                                                          connect_timeout)
         else:
             writer.write(b"XDYNAMAIL-RELAY " + ticket.encode() + b"\r\n")
             line = await asyncio.wait_for(reader.readline(), connect_timeout)
