@@ -65,6 +65,17 @@ def test_lost_and_duplicated_acknowledged_messages() -> None:
     assert "duplicate" in s.check(s.final({"INBOX": [[1, "<d1>", []], [2, "<d2>", []], [3, "<d2>", []]]}))
 
 
+def test_a_duplicate_delivery_carries_the_members_log_lines_of_its_transaction() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>", reply="250 2.0.0 Message accepted as abc123def456-7")
+    logs = {"b2": ["2026-12-03 20:00:08,987 INFO dynamail.smtp: abc123def456 1 local copies queued",
+                   "2026-12-03 20:00:09,000 INFO dynamail.smtp: other"]}
+    final = s.final({"INBOX": [[1, "<d1>", []], [2, "<d1>", []]]}, logs=logs)
+    dup = next(v for v in Checker(s.ops, s.faults, final).check() if v.kind == "duplicate")
+    assert any("b2:" in e and "queued" in e for e in dup.evidence)
+    assert not any("other" in e for e in dup.evidence)
+
+
 def test_an_unknown_outcome_may_or_may_not_have_taken_effect_but_never_twice() -> None:
     s = Script()
     s.op("append", UNKNOWN, msgid="<a1>")

@@ -49,6 +49,7 @@ CREATES = ("deliver", "append", "copy", "move")
 REMOVES = ("move", "expunge")
 AVAILABILITY_KINDS = ("deliver", "append", "store", "copy", "move", "expunge", "fetch", "pop3")
 LEASE_GRACE = 5.0  # seconds after a fault heals in which its member may still log a lease loss
+_ACCEPTED = re.compile(r"accepted as ([0-9a-f]{6,})")
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ")
 
 
@@ -141,7 +142,7 @@ class Checker:
             made = creators.get(key, [])
             gone = removers.get(key, [])
             where = f"{key[0]}/{key[1]} {key[2]}"
-            ev = [describe(o) for o in made + gone]
+            ev = [describe(o) for o in made + gone] + self._delivery_logs(made)
             if c > 1:
                 self.add("duplicate", f"{where} present {c} times at the end", *ev)
             if not made:
@@ -158,6 +159,18 @@ class Checker:
                 self.add("lost", f"{where} acknowledged but absent at the end", *ev)
             elif outcomes == {REFUSED} and c:
                 self.add("refused-took-effect", f"{where} refused but present at the end", *ev)
+
+    def _delivery_logs(self, ops: list[Op]) -> list[str]:
+        """The members' log lines about the SMTP transactions of ``ops`` (the
+        id in "Message accepted as ID-n")."""
+        out: list[str] = []
+        for op in ops:
+            m = _ACCEPTED.search(op.reply) if op.kind == "deliver" else None
+            if not m:
+                continue
+            for member, lines in sorted(self.final.logs.items()):
+                out += [f"{member}: {line[:300]}" for line in lines if m.group(1) in line][:10]
+        return out
 
     def observations(self) -> None:
         creators, removers = self._creators(), self._removers()
