@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dynamail.delivery")
 
 Message = Path | bytes
+JUNK = "Junk"  # where mail judged as spam is filed (created on first use, \Junk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +272,13 @@ class Delivery:
         except NoSuchMailbox:
             if mailbox == "INBOX":
                 raise
+            if mailbox == JUNK:
+                # filed as spam before the account ever had a Junk mailbox
+                with contextlib.suppress(MailboxExists):
+                    await store.create_mailbox(JUNK, special_use="\\Junk")
+                if not isinstance(req.data, bytes):
+                    _rewind(req.data)
+                return list(await store.append(JUNK, [req]))
             # a filing target that vanished: keep the mail in INBOX
             data = req.data
             if not isinstance(data, bytes):

@@ -43,6 +43,9 @@ BUILTIN_DOMAIN_SETTINGS: dict[str, Any] = {
     "MailToUnknown": "Rejected",
     "DomainAliases": [],
     "RealName": "",
+    # what mail failing DMARC gets (dynamail.mailauth.policy): Reject, Junk or Mark
+    "DMARCRejectAction": "Reject",
+    "DMARCQuarantineAction": "Junk",
 }
 
 BUILTIN_ACCOUNT_PREFS: dict[str, Any] = {

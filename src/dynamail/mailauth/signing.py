@@ -74,6 +74,14 @@ def read_message(message: Path | bytes) -> bytes:
     return message if isinstance(message, bytes) else message.read_bytes()
 
 
+def read_head(message: Path | bytes) -> bytes:
+    """The start of the message, enough for its header section."""
+    if isinstance(message, bytes):
+        return message[:MAX_HEADER_SCAN]
+    with open(message, "rb") as fh:
+        return fh.read(MAX_HEADER_SCAN)
+
+
 class Signer:
     """Signs messages with the keys of our domains (read from the directory)."""
 
@@ -89,12 +97,13 @@ class Signer:
 
     def signature(self, message: Path | bytes) -> bytes:
         """The ``DKIM-Signature`` fields for ``message`` (``b""`` when none)."""
+        domain = from_domain(read_head(message))
+        keys = self.keys_for(domain) if domain is not None else []
+        if not keys:
+            return b""  # the body is never read for nothing
         data = read_message(message)
-        domain = from_domain(data)
-        if domain is None:
-            return b""
         out = b""
-        for key in self.keys_for(domain):
+        for key in keys:
             algorithm = b"ed25519-sha256" if key.algorithm == "ed25519" else b"rsa-sha256"
             out += dkim.sign(
                 data, key.selector.encode("ascii"), key.domain.encode("ascii"), key.private,

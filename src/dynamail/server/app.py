@@ -321,10 +321,11 @@ def _attach_sieve(ctx: ServerContext, delivery: Any) -> None:
         if queue is None:
             raise RuntimeError("the outbound queue is not running")
         local = await asyncio.get_running_loop().run_in_executor(None, is_local, recipient)
+        # signed (DKIM) when the From: domain is ours with keys: vacation answers
         if local:
-            await queue.enqueue(sender, [], data, local=[recipient])
+            await queue.enqueue(sender, [], data, local=[recipient], sign=True)
         else:
-            await queue.enqueue(sender, [recipient], data)
+            await queue.enqueue(sender, [recipient], data, sign=True)
 
     delivery.sieve = mod.SieveFilter(ctx.hostname, send)
 

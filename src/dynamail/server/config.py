@@ -86,6 +86,10 @@ class SmtpConfig:
     queue_expire_seconds: float = 5 * 24 * 3600.0
     allow_plaintext_auth: bool = False  # AUTH on submission (587) before STARTTLS
     allow_any_sender: bool = False  # submission: any MAIL FROM, not only the user's own addresses
+    check_senders: bool = False  # port 25: SPF, DKIM, DMARC and ARC, Authentication-Results
+    authserv_id: str = ""  # the Authentication-Results id; "" = the host name
+    dns_resolver: str = ""  # DNS server for the sender checks: host[:port]; "" = the system's
+    dns_timeout: float = 5.0  # seconds per lookup; a timeout answers 451
 
 
 @dataclass

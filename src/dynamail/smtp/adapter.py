@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.accounts import AccountRef
+from dynamail.delivery import JUNK
+from dynamail.mailauth.gate import InboundGate
 from dynamail.mailauth.signing import Signer
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
 from dynamail.net.listener import interruptible, say_goodbye
@@ -177,6 +179,7 @@ class SmtpSession:
         self.success: list[tuple[str, str | None, list[AccountRef]]] = []
         # every accepted RCPT in order: address, its accounts, its remote targets
         self.accepted: list[tuple[str, list[AccountRef], list[str]]] = []
+        self.junk: frozenset[Any] = frozenset()  # local recipients whose copy goes to Junk
         self.sender: Address | None = None
         self.mail_params: dict[str, str | None] = {}
         self.identity: AccountRef | None = None  # the authenticated account (submission)
@@ -421,11 +424,14 @@ class SmtpSession:
             self.spool.write(self.completer.finish())
             self.completer = None
         content = self.spool.finish()
+        reply: Reply | list[Reply] | None = None
         if self.mode is Mode.SUBMISSION:
             content = await self._dkim_sign(content)
-        reply: Reply | list[Reply]
+        elif self.mode is Mode.INBOUND:
+            content, reply = await self._examine(content)
         try:
-            reply = await self._store(content)
+            if reply is None:
+                reply = await self._store(content)
         except Exception:
             log.exception("%s storing a message failed", self.session_id)
             reply = R.LOCAL_ERROR if self.mode is not Mode.LMTP else [R.LOCAL_ERROR] * len(self.core.recipients)
@@ -434,6 +440,47 @@ class SmtpSession:
             self.spool = None
         self.core.finish_message(reply)
         return True
+
+    async def _examine(self, content: Path | bytes) -> tuple[Path | bytes, Reply | None]:
+        """Port 25: SPF, DKIM, DMARC and ARC (dynamail.mailauth.gate) before
+        anything is stored: the content with our Authentication-Results
+        field, or the refusal (451 when DNS failed now, 550 by DMARC policy)."""
+        self.junk = frozenset()
+        gate = InboundGate.for_context(self.ctx)
+        if gate is None:
+            return content, None
+        assert self.spool is not None
+        try:
+            outcome = await gate.examine(
+                content, ip=self.conn.peer_host, helo=self.core.helo_name or "",
+                mail_from="" if self.sender is None else str(self.sender),
+                local=self.local, others=bool(self.remote),
+            )
+        except Exception:
+            log.exception("%s sender checks failed", self.session_id)
+            return content, Reply(451, "4.3.0", "Sender checks failed; try again later")
+        if outcome.defer is not None:
+            log.info("%s deferred: %s", self.session_id, outcome.defer)
+            return content, Reply(451, "4.4.3", "DNS lookup failed temporarily; try again later")
+        if outcome.reject is not None:
+            log.info("%s refused: %s", self.session_id, outcome.reject)
+            return content, Reply(550, "5.7.1", outcome.reject)
+        self.junk = outcome.junk
+        return self.spool.rewrite_head(functools.partial(gate.rewrite, outcome)), None
+
+    async def _deliver_local(self, path: Path | bytes, sender: str) -> list[Any]:
+        """Deliver to the local recipients, those in ``self.junk`` into Junk;
+        one result per entry of ``self.local``."""
+        delivery = self.ctx.delivery
+        assert delivery is not None
+        if not self.junk:
+            return list(await delivery.deliver(self.local, path, sender=sender, limits=self.limits))
+        inbox = [r for r in self.local if r not in self.junk]
+        junk = [r for r in self.local if r in self.junk]
+        results = await delivery.deliver(inbox, path, sender=sender, limits=self.limits) if inbox else []
+        results += await delivery.deliver(junk, path, sender=sender, mailbox=JUNK, limits=self.limits) if junk else []
+        by_ref = {r.ref: r for r in results}
+        return [by_ref[ref] for ref in self.local]
 
     async def _dkim_sign(self, content: Path | bytes) -> Path | bytes:
         """Sign submitted mail once, before any copy is stored or queued
@@ -454,7 +501,7 @@ class SmtpSession:
         if self.local:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
-            results = await ctx.delivery.deliver(self.local, path, sender=sender, limits=self.limits)
+            results = await self._deliver_local(path, sender)
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
             delivered = [r.ref.address for r in results if r.ok]

@@ -14,6 +14,7 @@ import contextlib
 import secrets
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -30,6 +31,18 @@ def clean_spool(directory: Path) -> None:
             if entry.is_file():
                 entry.unlink(missing_ok=True)
 
+
+
+HEAD_LIMIT = 256 * 1024  # header sections longer than this are only partly rewritten
+
+
+def _head_end(data: bytes) -> int:
+    """Where the header section ends (after its last field's line break)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        i = data.find(sep)
+        if i >= 0:
+            return i + len(sep) // 2
+    return len(data)
 
 
 class Spool:
@@ -77,6 +90,26 @@ class Spool:
         self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
         with open_private(self.path, "xb") as out, open(old, "rb") as src:
             out.write(data)
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        old.unlink(missing_ok=True)
+        return self.path
+
+    def rewrite_head(self, change: Callable[[bytes], bytes], limit: int = HEAD_LIMIT) -> Path | bytes:
+        """Replace the header section (at most ``limit`` bytes of it) of the
+        finished message by ``change(header)``; the body is copied, never
+        held in memory when the message is in a file."""
+        if self.path is None:
+            data = bytes(self.buffer)
+            end = _head_end(data[:limit])
+            self.buffer = bytearray(change(data[:end]) + data[end:])
+            return bytes(self.buffer)
+        old = self.path
+        self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
+        with open(self.path, "wb") as out, open(old, "rb") as src:
+            head = src.read(limit)
+            end = _head_end(head)
+            out.write(change(head[:end]))
+            out.write(head[end:])
             shutil.copyfileobj(src, out, 1024 * 1024)
         old.unlink(missing_ok=True)
         return self.path
