@@ -462,7 +462,7 @@ def main() -> None:
                 if args.profile and shutil.which("py-spy"):
                     spy = subprocess.Popen(
                         ["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
-                         "--output", str(tmp / "profile.txt"), "--rate", "200", "--gil",
+                         "--output", str(tmp / "profile.txt"), "--rate", "200", "--gil", "--nonblocking",
                          "--duration", str(int(args.duration + args.messages / 50 + 10))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )

@@ -317,12 +317,15 @@ class Authenticator:
         return self.verifier_key is not None and self.verifier_ttl > 0
 
     def _lookup(
-        self, login: str, protocol: str, local: str = ""
+        self, login: str, protocol: str, local: str = "", password: str | None = None
     ) -> tuple[AccountRef | None, str | None, bool, str | None]:
         """(account, stored hash, protocol allowed, keyed verifier) — runs in a
         worker thread.  A plain user name is resolved by the directory's
         login rules (``dynamail.directory.logins``: the domain of the local
-        address ``local``, the default login domain, the Main Domain)."""
+        address ``local``, the default login domain, the Main Domain).  The
+        verifier is read only for a ``password`` the memory cache does not
+        hold (a read-only look from this thread: a stale answer costs at
+        most one file read or one hash verification)."""
         try:
             ref = None
             for address in self.directory.login_addresses(login, local):
@@ -339,7 +342,11 @@ class Authenticator:
             allowed = dmodel.protocol_allowed(
                 self.directory.effective_account_settings(ref).get("AccessModes"), protocol
             )
-            verifier = self.directory.credential_verifier(ref) if self._verifiers_on else None
+            verifier = None
+            if self._verifiers_on and password is not None and stored is not None:
+                entry = self._cache.get(self._cache_key(ref, stored, password))
+                if entry is None or entry[0] < self.clock():
+                    verifier = self.directory.credential_verifier(ref)
         except NoSuchAccount:
             return None, None, False, None
         except (DirectoryError, OSError):
@@ -404,7 +411,10 @@ class Authenticator:
         if self._address_throttled(remote):
             return self._refused(protocol, "throttled", "too many failed logins; try again later")
         loop = asyncio.get_running_loop()
-        ref, stored, allowed, verifier = await loop.run_in_executor(None, self._lookup, login, protocol, local)
+        pw = password if isinstance(password, str) and len(password) <= passwords.MAX_PASSWORD else None
+        ref, stored, allowed, verifier = await loop.run_in_executor(
+            None, self._lookup, login, protocol, local, pw
+        )
         if self._account_throttled(login, ref):
             return self._refused(protocol, "throttled", "too many failed logins; try again later", ref)
         if ref is None:
