@@ -440,10 +440,12 @@ def envelope(fields: list[tuple[str, bytes]]) -> list[Value]:
 
 
 def _lines(msg: Buf, start: int, end: int) -> int:
+    """body-fld-lines: the line breaks in the body.  A part's body ends
+    before the CRLF that precedes its boundary, so its last line has no
+    break and is not counted; Dovecot counts the same way."""
     if end <= start:
         return 0
-    n = msg.count(b"\n", start, end)
-    return n + (0 if msg[end - 1 : end] == b"\n" else 1)
+    return msg.count(b"\n", start, end)
 
 
 class _Budget:

@@ -65,6 +65,7 @@ def test_idle_wakes_on_changes_from_another_session(imap) -> None:
         await asyncio.wait_for(a.line(), 5)
         await b.ok("EXPUNGE")
         assert await asyncio.wait_for(a.line(), 5) == "* 1 EXPUNGE"
+        assert await asyncio.wait_for(a.line(), 5) == "* 0 RECENT"  # the count changed
         await a.raw(b"DONE\r\n")
         assert await a.until_tagged("i") == ["i OK IDLE terminated"]
         await a.ok("NOOP")

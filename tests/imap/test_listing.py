@@ -38,7 +38,7 @@ def _lines(entries: list) -> list[str]:  # type: ignore[type-arg]
 def test_subscribed_selection_returns_nonexistent_names() -> None:
     """RFC 5258 3.1 and 3.4: (SUBSCRIBED) returns every subscribed name; one
     that is no mailbox is \\NonExistent."""
-    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("*")], frozenset({"SUBSCRIBED"})))
+    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("*")], frozenset({"SUBSCRIBED"}), frozenset({"CHILDREN"})))
     assert got == [
         "(\\HasNoChildren \\Subscribed) INBOX",
         "(\\HasNoChildren \\Subscribed) Fruit/Apple",
@@ -47,6 +47,9 @@ def test_subscribed_selection_returns_nonexistent_names() -> None:
         "(\\HasNoChildren \\Sent \\Subscribed) Sent",
         "(\\HasNoChildren \\Subscribed) Tofu/Extra-firm",
     ]
+    # without RETURN (CHILDREN) an extended LIST leaves the child attributes out
+    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("Fruit/*")], frozenset({"SUBSCRIBED"})))
+    assert got == ["(\\Subscribed) Fruit/Apple", "(\\NonExistent \\Subscribed) Fruit/Banana"]
 
 
 def test_recursivematch_reports_subscribed_children_with_childinfo() -> None:
@@ -55,34 +58,34 @@ def test_recursivematch_reports_subscribed_children_with_childinfo() -> None:
     it is a mailbox (Fruit), only a parent of one (Tofu) or subscribed."""
     got = _lines(list_entries(LISTINGS, SUBS, [Pattern("%")], frozenset({"SUBSCRIBED", "RECURSIVEMATCH"})))
     assert got == [
-        "(\\HasNoChildren \\Subscribed) INBOX",
-        '(\\HasChildren) Fruit ("CHILDINFO" ("SUBSCRIBED"))',
+        "(\\Subscribed) INBOX",
+        '() Fruit ("CHILDINFO" ("SUBSCRIBED"))',
         "(\\NonExistent \\Subscribed) Gone",
-        "(\\HasNoChildren \\Sent \\Subscribed) Sent",
-        '(\\Noselect \\HasChildren) Tofu ("CHILDINFO" ("SUBSCRIBED"))',
+        "(\\Sent \\Subscribed) Sent",
+        '(\\NonExistent) Tofu ("CHILDINFO" ("SUBSCRIBED"))',
     ]
     # without RECURSIVEMATCH, % through subscribed children finds nothing more
     got = _lines(list_entries(LISTINGS, SUBS, [Pattern("%")], frozenset({"SUBSCRIBED"})))
-    assert got == [
-        "(\\HasNoChildren \\Subscribed) INBOX",
-        "(\\NonExistent \\Subscribed) Gone",
-        "(\\HasNoChildren \\Sent \\Subscribed) Sent",
-    ]
+    assert got == ["(\\Subscribed) INBOX", "(\\NonExistent \\Subscribed) Gone", "(\\Sent \\Subscribed) Sent"]
     # with *, the descendants are returned themselves: no CHILDINFO
     got = list_entries(LISTINGS, SUBS, [Pattern("*")], frozenset({"SUBSCRIBED", "RECURSIVEMATCH"}))
     assert not any(e.childinfo for e in got)
 
 
 def test_plain_list_and_return_subscribed() -> None:
-    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("%")], returns=frozenset({"SUBSCRIBED"})))
+    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("%")], returns=frozenset({"SUBSCRIBED", "CHILDREN"})))
     assert got == [
         "(\\HasNoChildren \\Subscribed) INBOX",
         "(\\HasChildren) Fruit",
         "(\\HasNoChildren \\Sent \\Subscribed) Sent",
-        "(\\Noselect \\HasChildren) Tofu",
+        "(\\NonExistent \\HasChildren) Tofu",
     ]
+    # the RFC 3501 form: \Noselect for a name that is only a parent, children always
+    got = _lines(list_entries(LISTINGS, SUBS, [Pattern("%")]))
+    assert got == ["(\\HasNoChildren) INBOX", "(\\HasChildren) Fruit", "(\\HasNoChildren \\Sent) Sent",
+                   "(\\Noselect \\HasChildren) Tofu"]
     got = _lines(list_entries(LISTINGS, SUBS, [Pattern("*")], frozenset({"SPECIAL-USE"})))
-    assert got == ["(\\HasNoChildren \\Sent) Sent"]
+    assert got == ["(\\Sent) Sent"]
 
 
 def test_lsub_percent_stops_at_noselect_parents() -> None:
@@ -106,14 +109,14 @@ def test_list_extended_transcript(imap) -> None:
         lines = await c.ok('LIST (SUBSCRIBED RECURSIVEMATCH) "" "%" RETURN (CHILDREN)')
         assert lines[:-1] == [
             '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
-            '* LIST (\\Noselect \\HasChildren) "/" a ("CHILDINFO" ("SUBSCRIBED"))',
+            '* LIST (\\NonExistent \\HasChildren) "/" a ("CHILDINFO" ("SUBSCRIBED"))',
             '* LIST (\\NonExistent \\Subscribed) "/" gone',
         ]
         lines = await c.ok('LIST (SUBSCRIBED) "" "*" RETURN (STATUS (MESSAGES))')
         assert lines[:-1] == [
-            '* LIST (\\HasNoChildren \\Subscribed) "/" INBOX',
+            '* LIST (\\Subscribed) "/" INBOX',
             "* STATUS INBOX (MESSAGES 0)",
-            '* LIST (\\HasNoChildren \\Subscribed) "/" a/b',
+            '* LIST (\\Subscribed) "/" a/b',
             '* STATUS a/b (MESSAGES 0)',
             '* LIST (\\NonExistent \\Subscribed) "/" gone',  # RFC 5819 2: no STATUS for it
         ]

@@ -15,7 +15,12 @@ rules are tested without a session:
   well, with ``("CHILDINFO" ("SUBSCRIBED"))``, whether or not it is itself
   subscribed or exists (RFC 5258 3.5, examples 5 and 8).
 * ``\\HasChildren`` / ``\\HasNoChildren`` count existing mailboxes only
-  (RFC 5258 4: a child that is only subscribed is no child).
+  (RFC 5258 4: a child that is only subscribed is no child).  An extended
+  LIST (selection or return options given) reports them only when asked
+  (``RETURN (CHILDREN)``) and calls a name that is only a parent
+  ``\\NonExistent`` (RFC 5258 3.4), as Dovecot does; the plain RFC 3501
+  form keeps ``\\Noselect \\HasChildren`` for it and reports children always
+  (RFC 3348).
 """
 
 from __future__ import annotations
@@ -93,8 +98,15 @@ def list_entries(
     patterns: Sequence[Pattern],
     selection: frozenset[str] = frozenset(),
     returns: frozenset[str] = frozenset(),
+    *,
+    extended: bool | None = None,
 ) -> list[Entry]:
-    """The LIST responses, in order (INBOX first, then by name)."""
+    """The LIST responses, in order (INBOX first, then by name).
+    ``extended``: the command had selection or return options (default:
+    whether ``selection`` or ``returns`` is non-empty)."""
+    if extended is None:
+        extended = bool(selection or returns)
+    children = not extended or "CHILDREN" in returns
     by_name = {m.name: m for m in listings}
     subs = set(subscriptions) | {m.name for m in listings if m.subscribed}
     parents_of_existing: set[str] = set()
@@ -132,11 +144,11 @@ def list_entries(
             continue
         attrs: list[str] = []
         if m is None:
-            if name in parents_of_existing:
+            if name in parents_of_existing and not extended:
                 attrs.append("\\Noselect")
             else:
                 attrs.append("\\NonExistent")
-        if m is not None or name in parents_of_existing:
+        if children and (m is not None or name in parents_of_existing):
             attrs.append("\\HasChildren" if has_children(name) else "\\HasNoChildren")
         if m is not None and m.special_use:
             attrs.append(m.special_use)

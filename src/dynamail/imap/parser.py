@@ -29,6 +29,11 @@ class ParseError(Exception):
     """Malformed command; ``str(exc)`` is the text of the BAD reply."""
 
 
+class ParseNo(ParseError):
+    """The command parsed far enough to know it cannot be done: answered
+    NO (``str(exc)`` may start with a response code), not BAD."""
+
+
 class Literal(bytes):
     """A string sent as a literal (``{n}``), told apart from a quoted string
     where the grammar differs: a date-time is always quoted (RFC 3501
@@ -268,7 +273,7 @@ def number(s: str, what: str = "number", *, big: bool = False, nz: bool = False)
     return v
 
 
-class BadMailboxName(ParseError):
+class BadMailboxName(ParseNo):
     """A well-formed astring that no mailbox can have (invalid modified
     UTF-7): the command is valid, so the answer is NO, not BAD."""
 
@@ -611,7 +616,8 @@ def search_program(args: Args, *, esearch_ok: bool = True) -> SearchProgram:
         args.next()
         cs = args.astring("charset").decode("ascii", "replace").upper()
         if cs not in ("US-ASCII", "UTF-8"):
-            raise ParseError("[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
+            # RFC 3501 6.4.4 / RFC 9051 6.4.4: an unknown charset is NO, not BAD
+            raise ParseNo("[BADCHARSET (US-ASCII UTF-8)] Unsupported charset")
         charset = cs
     keys = []
     while args.more():

@@ -22,6 +22,7 @@ not use it (RFC 9051 removed \\Recent).
 from __future__ import annotations
 
 import collections
+import weakref
 from collections.abc import Iterable, Sequence
 
 # Mailboxes remembered per process (an entry is a few dozen bytes).
@@ -36,6 +37,31 @@ class RecentBook:
     def __init__(self, max_mailboxes: int = MAX_MAILBOXES) -> None:
         self._claimed: collections.OrderedDict[Key, int] = collections.OrderedDict()
         self._max = max_mailboxes
+        # the sessions that have the mailbox selected now (for STATUS RECENT)
+        self._live: dict[Key, weakref.WeakSet[SessionRecent]] = {}
+
+    def attach(self, s: SessionRecent) -> None:
+        self._live.setdefault(s.key, weakref.WeakSet()).add(s)
+
+    def detach(self, s: SessionRecent) -> None:
+        live = self._live.get(s.key)
+        if live is not None:
+            live.discard(s)
+            if not live:
+                del self._live[s.key]
+
+    def count(self, key: Key, uids: Sequence[int]) -> int:
+        """How many of ``uids`` (the mailbox now) are \\Recent: unclaimed, or
+        \\Recent in a session that has the mailbox selected (RFC 3501 6.3.10
+        STATUS RECENT; the same count Dovecot gives)."""
+        mark = self.mark(key)
+        n = sum(1 for u in uids if u > mark)
+        live = self._live.get(key)
+        if live:
+            present = set(uids)
+            for s in list(live):
+                n += sum(1 for u in s.uids if u <= mark and u in present)
+        return n
 
     def mark(self, key: Key) -> int:
         """The highest UID already shown to a session (0: none yet)."""
@@ -65,13 +91,20 @@ class RecentBook:
 class SessionRecent:
     """The \\Recent messages of one rev1 session's selected mailbox."""
 
-    __slots__ = ("book", "key", "take", "uids")
+    __slots__ = ("__weakref__", "book", "key", "take", "uids")
 
     def __init__(self, book: RecentBook, key: Key, *, take: bool) -> None:
         self.book = book
         self.key = key
         self.take = take  # read-write: claims what it sees
         self.uids: set[int] = set()
+        if take:
+            book.attach(self)
+
+    def close(self) -> None:
+        """The session leaves the mailbox: its messages are \\Recent nowhere now."""
+        self.book.detach(self)
+        self.uids.clear()
 
     def see(self, uids: Sequence[int]) -> None:
         """Messages this session is being told about (ascending UIDs)."""

@@ -68,7 +68,9 @@ SYSTEM_FLAGS = "\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 
 
 class Selected:
-    __slots__ = ("exists_sent", "keywords", "name", "read_only", "recent", "reported", "uids", "view")
+    __slots__ = (
+        "exists_sent", "keywords", "name", "read_only", "recent", "recent_sent", "reported", "uids", "view",
+    )
 
     def __init__(
         self, view: MailboxView, name: str, read_only: bool, recent: SessionRecent | None = None
@@ -82,8 +84,23 @@ class Selected:
         self.reported: dict[int, int] = {}
         self.keywords: set[str] = set()  # keywords the client was told of
         self.recent = recent
+        self.recent_sent = 0
         if recent is not None:
             recent.see(self.uids)
+            self.recent_sent = len(recent)
+
+    def close(self) -> None:
+        """Release the view and this session's \\Recent messages."""
+        self.view.close()
+        if self.recent is not None:
+            self.recent.close()
+
+    def announce_recent(self, write: Callable[[bytes], None]) -> None:
+        """``* n RECENT`` when the number of \\Recent messages changed (RFC
+        3501 7.3.2: new mail, and expunges of \\Recent messages, as Dovecot)."""
+        if self.recent is not None and len(self.recent) != self.recent_sent:
+            self.recent_sent = len(self.recent)
+            write(b"* %d RECENT\r\n" % self.recent_sent)
 
     # -- flags as the client sees them ------------------------------------
     def flags_out(self, uid: int, fl: frozenset[str]) -> bytes:
@@ -194,7 +211,7 @@ class Selected:
             self.exists_sent = len(self.uids)
             if self.recent is not None:  # RFC 3501 7.3.2
                 self.recent.see([u for u in changes.added if self.seq_of(u)])
-                write(b"* %d RECENT\r\n" % len(self.recent))
+        self.announce_recent(write)
         if changes.flags_changed:
             self.announce_flags(changes.flags_changed, write, qresync=qresync, condstore=condstore)
         self.reported.clear()

@@ -34,7 +34,7 @@ from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
-from dynamail.imap.parser import Command, ParseError
+from dynamail.imap.parser import Command, ParseError, ParseNo
 from dynamail.imap.recent import RecentBook, book_of
 from dynamail.imap.selected import Selected
 from dynamail.imap.state import State, Transition, next_state
@@ -335,6 +335,8 @@ class Session:
             if self.state is State.SELECTED and not (spec.flags & Flags.USES_SEQNUMS):
                 await self.sync_selected()
             self.write(response.tagged(tag, "OK", text))
+        except ParseNo as exc:
+            self.write(response.tagged(tag, "NO", str(exc)))
         except ParseError as exc:
             self._bad(tag, str(exc) or "Syntax error")
         except CommandBad as exc:
@@ -379,7 +381,7 @@ class Session:
 
     async def close(self) -> None:
         if self.selected is not None:
-            self.selected.view.close()
+            self.selected.close()
             self.selected = None
         self.store = None
         hold, self._holding = self._holding, None

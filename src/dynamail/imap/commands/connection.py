@@ -34,7 +34,7 @@ async def logout(s: Session, cmd: Command) -> str:
     Args(cmd.args).end()
     s.write(b"* BYE Logging out\r\n")
     if s.selected is not None:
-        s.selected.view.close()
+        s.selected.close()
         s.selected = None
     s.transition(Transition.LOGOUT)
     return "LOGOUT completed"

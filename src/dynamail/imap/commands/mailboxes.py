@@ -4,7 +4,6 @@ APPENDUID, RFC 7162 CONDSTORE/QRESYNC on SELECT, RFC 9208 QUOTA)."""
 
 from __future__ import annotations
 
-import bisect
 import collections
 import contextlib
 from collections.abc import Sequence
@@ -71,7 +70,7 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
                 raise CommandBad(f"Unknown SELECT parameter {key}")
     args.end()
     if s.selected is not None:
-        s.selected.view.close()
+        s.selected.close()
         s.selected = None
         if s.rev2 or s.condstore:
             s.write(b"* OK [CLOSED] Previous mailbox closed\r\n")
@@ -326,7 +325,10 @@ async def list_(s: Session, cmd: Command) -> str:
         return "LIST completed"
     listings = await store.list_mailboxes()
     patterns = [Pattern(_list_pattern(s, ref, p)) for p in pats]
-    entries = list_entries(listings, _subscriptions(store), patterns, frozenset(selection), frozenset(returns))
+    entries = list_entries(
+        listings, _subscriptions(store), patterns, frozenset(selection), frozenset(returns),
+        extended=bool(selection or returns or status_items),
+    )
     for e in entries:
         line = b"* LIST (" + " ".join(e.attrs).encode() + b') "/" ' + s.mailbox_out(e.name)
         if e.childinfo:
@@ -386,11 +388,9 @@ async def _recent_count(s: Session, name: str, st: MailboxStatus) -> int:
     3501 6.3.10); 0 for IMAP4rev2 sessions (RFC 9051 dropped RECENT)."""
     if s.rev2:
         return 0
-    mark = s.recent_book.mark(s.recent_key(name, st.uidvalidity))
-    if mark == 0:
+    book, key = s.recent_book, s.recent_key(name, st.uidvalidity)
+    if book.mark(key) == 0:
         return st.messages
-    if st.uidnext - 1 <= mark:
-        return 0
     sel = s.selected
     if sel is not None and sel.name == name:
         uids: Sequence[int] = sel.view.uids()
@@ -400,7 +400,7 @@ async def _recent_count(s: Session, name: str, st: MailboxStatus) -> int:
             uids = view.uids()
         finally:
             view.close()
-    return len(uids) - bisect.bisect_right(uids, mark)
+    return book.count(key, uids)
 
 
 async def _status_line(s: Session, name: str, st: MailboxStatus, items: list[str]) -> bytes:

@@ -11,10 +11,12 @@ from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.fetch import FetchWriter
 from dynamail.imap.parser import (
+    STAR,
     Args,
     Command,
     ParseError,
     SearchKey,
+    SequenceSet,
     count_keys,
     fetch_atts,
     flag_list,
@@ -39,7 +41,20 @@ def _uids(s: Session, sel: Selected, cmd: Command, tok: object) -> list[int]:
     seqset = sequence_set(tok)  # type: ignore[arg-type]
     if cmd.name.startswith("UID "):
         return sel.by_uid(seqset, s.saved_search)
+    _check_seqnums(seqset, len(sel.uids))
     return sel.by_seq(seqset, s.saved_search)
+
+
+def _check_seqnums(seqset: SequenceSet, exists: int) -> None:
+    """RFC 9051 section 9 (seq-number): a sequence number above the number
+    of messages, or ``*`` in an empty mailbox, is a client error (BAD), as in
+    Dovecot."""
+    if seqset.saved:
+        return
+    for lo, hi in seqset.ranges:
+        for v in (lo, hi):
+            if (v == STAR and exists == 0) or v > exists:
+                raise CommandBad("Invalid message sequence number")
 
 
 def _writable(sel: Selected) -> None:
@@ -55,7 +70,7 @@ async def close(s: Session, cmd: Command) -> str:
     sel = s.need_selected()
     if not sel.read_only:
         await sel.view.expunge()
-    sel.view.close()
+    sel.close()
     s.selected = None
     s.transition(Transition.CLOSED)
     return "CLOSE completed"
@@ -64,7 +79,7 @@ async def close(s: Session, cmd: Command) -> str:
 async def unselect(s: Session, cmd: Command) -> str:
     Args(cmd.args).end()
     sel = s.need_selected()
-    sel.view.close()
+    sel.close()
     s.selected = None
     s.transition(Transition.CLOSED)
     return "UNSELECT completed"
@@ -76,6 +91,7 @@ async def expunge(s: Session, cmd: Command) -> str:
     _writable(sel)
     gone = await sel.view.expunge()
     sel.announce_expunged(gone, s.write, qresync=s.qresync)
+    sel.announce_recent(s.write)
     return "EXPUNGE completed"
 
 
@@ -88,6 +104,7 @@ async def uid_expunge(s: Session, cmd: Command) -> str:
     if uids:
         gone = await sel.view.expunge(uids)
         sel.announce_expunged(gone, s.write, qresync=s.qresync)
+        sel.announce_recent(s.write)
     return "UID EXPUNGE completed"
 
 
@@ -344,4 +361,5 @@ async def move(s: Session, cmd: Command) -> str:
         # RFC 6851 section 3.3 allows a MOVE within one mailbox (the copies
         # get new UIDs); this session learns of them at once, as from a COPY.
         await s.sync_selected()
+    sel.announce_recent(s.write)
     return "MOVE completed"
