@@ -5,6 +5,17 @@ placement speed and memory with simulated open accounts.
     .venv/bin/python bench/cluster.py failover [--runs 20]
     .venv/bin/python bench/cluster.py controller-failover [--runs 20]
     .venv/bin/python bench/cluster.py links [--runs 500]
+    .venv/bin/python bench/cluster.py controller-failover-load [--runs 10]
+    .venv/bin/python bench/cluster.py failover-load [--runs 50]
+
+``controller-failover-load`` kills the Controller while six accounts are
+busy (APPEND + NOOP in a loop on persistent IMAP sessions) on the other
+members, and reports the latency of those operations from 0.5 s before the
+kill to 6 s after it, and how many failed (target: none).
+``failover-load`` kills (-9) a backend that owns accounts while all six are
+busy through random members, ``--runs`` times, and reports per (fault,
+account) the time from the kill to the end of the first successful
+operation started after it (p50, p99, max; target p99 < 3 s).
 
 ``links`` measures the cluster link itself in one process on 127.0.15.1,
 plaintext against TLS (``[cluster] tls``): connection set-up (TCP, TLS 1.2,
@@ -23,6 +34,7 @@ defaults (T = 1.5 s, m = 0.3 s, heartbeat 0.25 s) on 127.0.9.x.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import imaplib
 import socket
@@ -32,6 +44,7 @@ import tempfile
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 from dynamail.cluster import launcher
 from dynamail.cluster.controller import Controller
@@ -275,6 +288,165 @@ def bench_links(runs: int) -> None:
             asyncio.run(run(tls, cert, key))
 
 
+class _Load:
+    """One thread per account: a persistent IMAP session through a member
+    chosen by ``via(account)``, doing APPEND then NOOP in a loop.  Every
+    operation is recorded as (account, start, end, ok); a failed one ends
+    the session and the next one starts on a fresh connection."""
+
+    def __init__(self, directory: Path, accounts: list[str], via: Any) -> None:
+        import threading
+
+        self.dir = directory
+        self.via = via
+        self.ops: list[tuple[str, float, float, bool]] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(a,), daemon=True) for a in accounts]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, account: str) -> None:
+        conn: imaplib.IMAP4 | None = None
+        n = 0
+        while not self.stop.is_set():
+            t0 = time.monotonic()
+            ok = False
+            try:
+                if conn is None:
+                    m = self.via(account)
+                    conn = imaplib.IMAP4(m["host"], m["ports"]["imap"], timeout=10)
+                    conn.login(account, PASSWORD)
+                    conn.select("INBOX")
+                n += 1
+                typ, _ = conn.append("INBOX", None, None, f"Subject: load {n}\r\n\r\nx\r\n".encode())
+                ok = typ == "OK" and conn.noop()[0] == "OK"
+            except (imaplib.IMAP4.error, OSError, EOFError):
+                ok = False
+            self.ops.append((account, t0, time.monotonic(), ok))
+            if not ok:
+                with contextlib.suppress(Exception):
+                    if conn is not None:
+                        conn.shutdown()
+                conn = None
+                time.sleep(0.02)
+            else:
+                time.sleep(0.01)
+
+    def close(self) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(15)
+
+
+def _members(directory: Path) -> dict[str, Any]:
+    return {m["name"]: m for m in launcher.read_cluster(directory)["members"]}
+
+
+def bench_controller_failover_load(runs: int, accounts: int = 6) -> None:
+    """kill -9 of the Controller while every account is busy on the other
+    members: latency and failures of their operations during the election."""
+    import random
+
+    lat: list[float] = []
+    failures = total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "c"
+        _setup(d, accounts)
+        names = [f"u{i}@bench.test" for i in range(accounts)]
+        try:
+            for run in range(runs):
+                st = launcher.status(d)
+                ctl = st["controller"]
+                members = _members(d)
+                others = [n for n in members if n != ctl]
+                # the Controller owns nothing of the load: it is Non-Ready
+                # while the accounts are placed, and they stay where placed
+                launcher.set_ready(d, ctl, False, drain=0.5)
+                time.sleep(1.5)
+                for a in names:
+                    m = members[random.choice(others)]
+                    if not _imap_ok(m["host"], m["ports"]["imap"], a):
+                        raise SystemExit(f"cannot log in {a}")
+                owners = {a: launcher.locate(d, a) for a in names}
+                if ctl in owners.values():
+                    raise SystemExit(f"the Controller owns an account: {owners}")
+                load = _Load(d, names, lambda a, m=members, o=others: m[random.choice(o)])
+                time.sleep(2.0)
+                t0 = time.monotonic()
+                launcher.kill(d, ctl, "KILL")
+                time.sleep(6.0)
+                load.close()
+                window = [o for o in load.ops if o[1] >= t0 - 0.5 and o[1] <= t0 + 6.0]
+                run_lat = [o[2] - o[1] for o in window if o[3]]
+                run_fail = sum(1 for o in window if not o[3])
+                lat += run_lat
+                failures += run_fail
+                total += len(window)
+                print(f"run {run + 1}: controller {ctl} killed; {len(window)} operations on the other "
+                      f"members, p99 {pct(run_lat, 99) * 1e3:.0f} ms, max {max(run_lat) * 1e3:.0f} ms, "
+                      f"{run_fail} failed", flush=True)
+                launcher.start(d, ctl)
+                _wait_alive(d, ctl)
+                launcher.set_ready(d, ctl, True)
+        finally:
+            launcher.down(d)
+    print(f"controller failover under load: runs {runs}, operations {total}, "
+          f"latency p50 {statistics.median(lat) * 1e3:.0f} ms, p99 {pct(lat, 99) * 1e3:.0f} ms, "
+          f"max {max(lat) * 1e3:.0f} ms, failed {failures}")
+
+
+def bench_failover_load(faults: int, accounts: int = 6) -> None:
+    """kill -9 of a backend that owns accounts while every account is busy
+    (sessions through random members): per affected account, the time from
+    the kill to the end of the first successful operation started after it."""
+    import random
+
+    gaps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp) / "c"
+        _setup(d, accounts)
+        names = [f"u{i}@bench.test" for i in range(accounts)]
+        down: set[str] = set()
+        try:
+            members = _members(d)
+            load = _Load(d, names, lambda a: members[random.choice([n for n in members if n not in down])])
+            time.sleep(3.0)
+            for fault in range(faults):
+                ctl = launcher.status(d)["controller"]
+                owners = {a: launcher.locate(d, a) for a in names}
+                candidates = [n for n in members if n != ctl and n in owners.values()]
+                if not candidates:
+                    time.sleep(0.5)
+                    continue
+                victim = random.choice(candidates)
+                affected = [a for a, o in owners.items() if o == victim]
+                down.add(victim)
+                t0 = time.monotonic()
+                launcher.kill(d, victim, "KILL")
+                deadline = t0 + 20.0
+                got: dict[str, float] = {}
+                while len(got) < len(affected) and time.monotonic() < deadline:
+                    for a in affected:
+                        ends = [o[2] for o in load.ops if o[0] == a and o[3] and o[1] >= t0]
+                        if a not in got and ends:
+                            got[a] = min(ends) - t0
+                    time.sleep(0.05)
+                gaps += list(got.values())
+                gaps += [20.0] * (len(affected) - len(got))  # censored at the deadline
+                print(f"fault {fault + 1}: {victim} killed, {len(affected)} accounts back after "
+                      + ", ".join(f"{v:.2f}" for v in sorted(got.values())) + " s", flush=True)
+                launcher.start(d, victim)
+                _wait_alive(d, victim)
+                down.discard(victim)
+                time.sleep(1.0)
+            load.close()
+        finally:
+            launcher.down(d)
+    print(f"backend failover under load: faults {faults}, (fault, account) pairs {len(gaps)}, "
+          f"unavailability p50 {statistics.median(gaps):.2f} s, p99 {pct(gaps, 99):.2f} s, "
+          f"max {max(gaps):.2f} s")
+
+
 def report(label: str, times: list[float]) -> None:
     print(f"{label}: runs {len(times)}, p50 {statistics.median(times):.3f} s, "
           f"p99 {pct(times, 99):.3f} s, max {max(times):.3f} s")
@@ -282,7 +454,8 @@ def report(label: str, times: list[float]) -> None:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["controller", "failover", "controller-failover", "links"])
+    ap.add_argument("what", choices=["controller", "failover", "controller-failover", "links",
+                                     "controller-failover-load", "failover-load"])
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=20)
     args = ap.parse_args(argv)
@@ -290,6 +463,10 @@ def main(argv: list[str]) -> None:
         bench_controller(args.accounts)
     elif args.what == "links":
         bench_links(args.runs)
+    elif args.what == "controller-failover-load":
+        bench_controller_failover_load(args.runs)
+    elif args.what == "failover-load":
+        bench_failover_load(args.runs)
     elif args.what == "failover":
         report("backend failover (kill -9 to login elsewhere)", bench_failover(args.runs))
     else:

@@ -13,6 +13,7 @@ Controller in all.  No timed assertions: the tests wait for outcomes.
 from __future__ import annotations
 
 import contextlib
+import imaplib
 import smtplib
 import threading
 import time
@@ -139,6 +140,11 @@ class Sessions:
         assert self.ops >= target, f"only {self.ops} of {target} operations"
 
 
+def stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def controller_changes(c: Cluster) -> int:
     return sum(c.logs(n).count("became controller") for n in c.names())
 
@@ -182,3 +188,35 @@ def test_controller_fault_cuts_no_other_member(cluster_factory: Any, fault: str)
     assert controller_changes(c) == 2
     if fault == "STOP":
         assert c.status()["controller"] == new
+
+
+def test_relay_to_a_paused_owner_ends_once_the_account_is_freed(cluster_factory: Any) -> None:
+    """A session relayed to an owner that is paused past its lease is told
+    ``* BYE [UNAVAILABLE]`` by the relaying member as soon as the Controller
+    has freed the account, while the owner is still stopped: the client
+    reconnects and reaches the account on its next owner at once."""
+    c = cluster_factory(3)
+    ctl = c.wait_controller()["controller"]
+    x, y = [n for n in c.names() if n != ctl]
+    provision(c, x, ("ann",))
+    place(c, "ann@shared.test", x)
+    conn = c.imap(y, "ann@shared.test", PASSWORD)  # relayed to x
+    assert conn.select("INBOX")[0] == "OK"
+    pid = c.member(x)["pid"]
+    c.kill(x, "STOP")
+    try:
+        bye = None
+        try:
+            conn.noop()  # waits on the stopped owner until the relay is ended
+        except imaplib.IMAP4.abort as exc:
+            bye = str(exc)
+        assert bye is not None and "UNAVAILABLE" in bye, bye
+        assert stopped(pid)
+        again = c.imap(y, "ann@shared.test", PASSWORD)
+        assert again.select("INBOX")[0] == "OK"
+        assert again.append("INBOX", None, None, b"Subject: elsewhere\r\n\r\nz\r\n")[0] == "OK"
+        again.logout()
+        assert stopped(pid)
+        assert c.locate("ann@shared.test") in (ctl, y)
+    finally:
+        c.kill(x, "CONT")

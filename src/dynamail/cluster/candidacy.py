@@ -68,6 +68,7 @@ class ControllerDuty:
     _observer: Observer
     _hb_seq: int
     _inbound: set[Peer]
+    refused: dict[str, float]
     _election_pool: ThreadPoolExecutor | None = None
 
     # provided by ClusterMember
@@ -91,6 +92,15 @@ class ControllerDuty:
 
     def _controller_changed(self) -> None:
         raise NotImplementedError
+
+    async def peer_to(self, name: str) -> Peer | None:
+        raise NotImplementedError
+
+    def gone(self, name: str, now: float) -> bool:
+        """Member ``name``'s cluster port refused a connection within the last
+        T: its host is up but the process is not (killed, restarting).  A
+        paused or cut-off member is never "gone" (it does not refuse)."""
+        return now - self.refused.get(name, float("-inf")) < self.s.lease
 
     async def _eio(self, fn: Any, *args: Any) -> Any:
         """Election I/O on threads of its own: a default executor busy with
@@ -143,7 +153,9 @@ class ControllerDuty:
         self._hold_through_election(rec.epoch, now)
         reason = takeover_reason(
             now=now, observer=self._observer, lease=self.s.lease,
-            head_start=limits.BACKUP_HEAD_START, is_backup=self.backup_name == self.name,
+            # the Backup's head start is not waited for when the Backup is gone too
+            head_start=limits.BACKUP_HEAD_START,
+            is_backup=self.backup_name == self.name or self.gone(self.backup_name, now),
             last_contact=self.last_controller_contact, contacts=self.election.contacts_of(hb),
             me=self.name, controller=rec.member,
             hear_other_backend=self._hear_other_backend(rec.member))
@@ -231,6 +243,15 @@ class ControllerDuty:
         self.backup_name = ""
         await self._renew()
         self._broadcast_roles()
+        for name in expected:
+            asyncio.get_running_loop().create_task(self._expect_unless_gone(c, name))
+
+    async def _expect_unless_gone(self, c: Controller, name: str) -> None:
+        """An expected member whose process is gone will never resynchronise:
+        stop waiting for it (its accounts are free at once)."""
+        await self.peer_to(name)
+        if self.gone(name, time.monotonic()) and c is self.controller:
+            c.not_expected(name)
 
     async def _renew(self) -> None:
         assert self.election is not None and self.tenure is not None and self.controller is not None

@@ -200,6 +200,10 @@ class Controller:
         self._expected.discard(name)
         return revoked
 
+    def not_expected(self, name: str) -> None:
+        """Stop waiting for ``name``'s resync (its process is known gone)."""
+        self._expected.discard(name)
+
     def take_revocations(self) -> list[tuple[str, str, int]]:
         """(member, account, epoch) pairs a resync took away from a member."""
         out, self._notify_revoked = self._notify_revoked, []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from dynamail.accounts import AccountRef
 from dynamail.cluster import image, wire
 from dynamail.cluster.locator import AccountUnavailable, Relay
-from dynamail.cluster.ownership import LOCAL_ONLY, account_key
+from dynamail.cluster.ownership import LOCAL_ONLY, account_key, goodbye_for
 from dynamail.cluster.peer import PeerClosed
 from dynamail.cluster.relay import TicketBook, relay
 
@@ -37,6 +37,7 @@ log = logging.getLogger("dynamail.cluster")
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 MAILBOX_OPS_SET = image.MAILBOX_OPS
 DEFAULT_RELAY_PORTS = {"imap": 143, "pop3": 110, "imaps": 993, "pop3s": 995, "managesieve": 4190}
+HANDOFF_TIMEOUT = 60.0  # a hand-off to an owner that keeps the account but stays silent
 
 
 class Handoffs:
@@ -54,6 +55,7 @@ class Handoffs:
     locator: ClusterLocator
     tickets: TicketBook
     _inbound: set[Peer]
+    _where_cache: dict[str, tuple[float, str | None]]
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -94,8 +96,22 @@ class Handoffs:
             return temporary_failure(ref, f"owner {placement.member} not reachable", "4.4.1")
         data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
         try:
-            reply = await peer.request(wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
-                                       timeout=60.0)
+            handoff = asyncio.ensure_future(peer.request(
+                wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
+                timeout=HANDOFF_TIMEOUT))
+            gone = asyncio.ensure_future(self.owner_gone(ref, placement.member))
+            try:
+                await asyncio.wait({handoff, gone}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                gone.cancel()
+                if not handoff.done():
+                    # the owner is dead or paused past its lease: the copy
+                    # goes to the next owner
+                    handoff.cancel()
+                await asyncio.gather(gone, return_exceptions=True)
+            if handoff.cancelled():
+                return temporary_failure(ref, f"owner {placement.member} lost the account", "4.4.1")
+            reply = handoff.result()
         except (PeerClosed, TimeoutError):
             return temporary_failure(ref, f"owner {placement.member} did not answer", "4.4.1")
         if isinstance(reply, wire.Delivered):
@@ -138,7 +154,46 @@ class Handoffs:
         name = protocol + "s" if tls is not None and protocol != "managesieve" else protocol
         port = self.s.ports.get(name, DEFAULT_RELAY_PORTS[name]) + placement.port_offset
         ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
-        return await relay(conn, placement.host, port, ticket, protocol, client_reply, tls=tls)
+        return await relay(conn, placement.host, port, ticket, protocol, client_reply, tls=tls,
+                           owner_gone=lambda: self.owner_gone(placement.ref, placement.member),
+                           goodbye=goodbye_for(protocol))
+
+    async def owner_gone(self, ref: AccountRef, member: str) -> None:
+        """Return once the Controller says, definitely, that ``member`` no
+        longer holds ``ref`` (it was declared dead and the account freed or
+        moved).  Asked every T/2; answers for one account are shared between
+        concurrent waiters for T/4; a Controller that cannot answer (an
+        election, a resynchronisation) proves nothing and is asked again."""
+        key = account_key(ref)
+        while True:
+            await asyncio.sleep(self.s.lease / 2)
+            owner = await self._where(key)
+            if owner is not None and owner != member:
+                return
+
+    async def _where(self, key: str) -> str | None:
+        """The account's owner ("" when open nowhere) as the acting
+        Controller knows it, None when it cannot say now."""
+        now = time.monotonic()
+        hit = self._where_cache.get(key)
+        if hit is not None and now - hit[0] < self.s.lease / 4:
+            return hit[1]
+        owner: str | None = None
+        if self.is_controller():
+            assert self.controller is not None
+            loc = self.controller.locate(key)
+            owner = loc[0] if loc else None if self.controller.in_grace(now) else ""
+        else:
+            peer = await self.peer_to(self.controller_name)
+            if peer is not None:
+                with contextlib.suppress(PeerClosed, TimeoutError):
+                    reply = await peer.request(wire.Locate(peer.next_id(), key), timeout=self.s.lease / 2)
+                    if isinstance(reply, wire.Location):
+                        owner = reply.owner
+        if len(self._where_cache) > 10_000:
+            self._where_cache.clear()
+        self._where_cache[key] = (time.monotonic(), owner)
+        return owner
 
     def changed(self, kind: str, key: str) -> None:
         """A shared object changed here: tell every member (through the Controller)."""
@@ -211,7 +266,12 @@ class Handoffs:
             if peer is not None:
                 call = wire.AdminCall(peer.next_id(), f"directory:{op}", "",
                                       (image.pack_value([list(args), dict(kwargs)]),))
-                reply = await peer.request(call, timeout=30.0)
+                try:
+                    reply = await peer.request(call, timeout=30.0)
+                except (PeerClosed, TimeoutError):
+                    # the Controller died or stalled with the call in flight: it
+                    # may or may not have run; the caller gets a temporary failure
+                    raise AccountUnavailable("the controller did not answer") from None
                 if isinstance(reply, wire.AdminResult):
                     if reply.ok:
                         self._apply_change(wire.Changed("directory", "", self.name))
@@ -233,7 +293,10 @@ class Handoffs:
             raise AccountUnavailable(f"owner {placement.member} not reachable")
         call = wire.AdminCall(peer.next_id(), f"mailbox:{op}", "",
                               (account_key(placement.ref), *image.pack_value(list(args))))
-        reply = await peer.request(call, timeout=30.0)
+        try:
+            reply = await peer.request(call, timeout=30.0)
+        except (PeerClosed, TimeoutError):
+            raise AccountUnavailable(f"owner {placement.member} did not answer") from None
         if isinstance(reply, wire.AdminResult) and reply.ok:
             return image.unpack_value(reply.value)
         if isinstance(reply, wire.AdminResult):
@@ -264,7 +327,11 @@ class Handoffs:
             if peer is None:
                 return {"controller": self.controller_name, "backup": self.backup_name,
                         "controller_epoch": self.controller_epoch, "members": []}
-            reply = await peer.request(wire.StatusRequest(peer.next_id()))
+            try:
+                reply = await peer.request(wire.StatusRequest(peer.next_id()))
+            except (PeerClosed, TimeoutError):
+                return {"controller": self.controller_name, "backup": self.backup_name,
+                        "controller_epoch": self.controller_epoch, "members": []}
         return status_dict(reply)
 
     async def set_ready(self, member: str, ready: bool, drain: float | None = None) -> bool:

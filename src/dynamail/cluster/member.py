@@ -178,6 +178,8 @@ class ClusterMember(ControllerDuty, Handoffs):
         self.hold_epoch = 0
         self.last_controller_contact = time.monotonic()
         self._wake_beat: asyncio.Event | None = None
+        self._where_cache: dict[str, tuple[float, str | None]] = {}
+        self.refused: dict[str, float] = {}  # member -> when its cluster port last refused us
         self.resynced_epoch = 0
         self.lag_ms = 0
         self.cut = False
@@ -303,7 +305,11 @@ class ClusterMember(ControllerDuty, Handoffs):
                                role=self.role, address=self.s.address, tls=self.client_tls)
             except (OSError, TimeoutError, wire.ProtocolError, PeerClosed) as exc:
                 log.debug("cannot reach %s at %s: %s", name, addr, exc)
+                if isinstance(exc, ConnectionRefusedError):
+                    # its host answers but nothing listens: the process is gone
+                    self.refused[name] = time.monotonic()
                 return None
+            self.refused.pop(name, None)
             self.peers[name] = p
             return p
 
@@ -408,6 +414,9 @@ class ClusterMember(ControllerDuty, Handoffs):
             if c is None:
                 return await self._forward(msg)
             loc = c.locate(msg.account)
+            if loc is None and c.in_grace(now):
+                # resynchronising: an account may be open on a member not yet heard
+                return wire.Error(msg.id, "unavailable", "controller is resynchronising")
             if loc is None:
                 return wire.Location(msg.id, msg.account, "", 0, NO_ADDRESS)
             return wire.Location(msg.id, msg.account, loc[0], loc[1],
@@ -454,7 +463,10 @@ class ClusterMember(ControllerDuty, Handoffs):
         peer = await self.peer_to(self.controller_name)
         if peer is None:
             return wire.Error(msg.id, "unavailable", "no controller reachable")
-        reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
+        try:
+            reply = await peer.request(dataclasses.replace(msg, id=peer.next_id()))
+        except (PeerClosed, TimeoutError):
+            return wire.Error(msg.id, "unavailable", "the controller did not answer")
         return dataclasses.replace(reply, id=msg.id)  # type: ignore[type-var]
 
     async def _set_ready(self, msg: wire.SetReady | wire.Drain) -> wire.Message:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,49 +43,71 @@ LOCAL_ONLY: contextvars.ContextVar[bool] = contextvars.ContextVar("dynamail_loca
 
 _STORE_WRITES = frozenset({"append", "create_mailbox", "delete_mailbox", "rename_mailbox", "subscribe"})
 _VIEW_WRITES = frozenset({"store", "expunge", "copy", "move"})
+_UNGUARDED = frozenset({"close", "wait_for_change"})  # closing, and IDLE's wait, always work
 
 
 def account_key(ref: AccountRef) -> str:
     return f"{ref.domain}/{ref.name}"
 
 
+MOVED = "the account is no longer open on this member (it is moving to another server)"
+
+
 class _GuardedView:
-    def __init__(self, view: Any, may_write: Callable[[], bool]) -> None:
+    def __init__(self, view: Any, store: GuardedStore) -> None:
         self._view = view
-        self._may_write = may_write
+        self._guard = store
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._view, name)
         if name in _VIEW_WRITES:
             async def guarded(*a: Any, **kw: Any) -> Any:
-                if not self._may_write():
-                    raise FencedError("this member's ownership lease has lapsed")
+                self._guard.check(write=True)
                 return await attr(*a, **kw)
             return guarded
+        if name not in _UNGUARDED and inspect.iscoroutinefunction(attr):
+            async def read(*a: Any, **kw: Any) -> Any:
+                self._guard.check(write=False)
+                return await attr(*a, **kw)
+            return read
         return attr
 
 
 class GuardedStore:
     """An AccountStore that refuses writes once the member's lease is not
-    safely valid.  Reads pass through."""
+    safely valid, and every operation (reads too) once the member dropped
+    the account: a session still holding it gets the temporary failure of
+    a moving account (FencedError), never an error of a closed store."""
 
     def __init__(self, store: Any, may_write: Callable[[], bool]) -> None:
         self._store = store
         self._may_write = may_write
         self.epoch = store.epoch
+        self.dropped = False
+
+    def check(self, *, write: bool) -> None:
+        if self.dropped:
+            raise FencedError(MOVED)
+        if write and not self._may_write():
+            raise FencedError("this member's ownership lease has lapsed")
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._store, name)
         if name in _STORE_WRITES:
             async def guarded(*a: Any, **kw: Any) -> Any:
-                if not self._may_write():
-                    raise FencedError("this member's ownership lease has lapsed")
+                self.check(write=True)
                 return await attr(*a, **kw)
             return guarded
         if name == "select":
             async def select(*a: Any, **kw: Any) -> Any:
-                return _GuardedView(await attr(*a, **kw), self._may_write)
+                self.check(write=False)
+                return _GuardedView(await attr(*a, **kw), self)
             return select
+        if name not in _UNGUARDED and inspect.iscoroutinefunction(attr):
+            async def read(*a: Any, **kw: Any) -> Any:
+                self.check(write=False)
+                return await attr(*a, **kw)
+            return read
         return attr
 
 
@@ -276,6 +299,8 @@ class ClusterLocator:
         entry = self._open.pop(ref, None)
         if entry is None:
             return
+        if isinstance(entry.store, GuardedStore):
+            entry.store.dropped = True  # sessions still using it get FencedError
         with contextlib.suppress(Exception):
             await entry.raw.close()
         if release:

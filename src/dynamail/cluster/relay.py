@@ -27,6 +27,7 @@ import hmac
 import secrets
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -150,10 +151,17 @@ async def _managesieve_relay(reader: asyncio.StreamReader, writer: asyncio.Strea
 
 async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
                 client_reply: bytes, connect_timeout: float = 3.0,
-                tls: ssl.SSLContext | None = None) -> bool:
+                tls: ssl.SSLContext | None = None,
+                owner_gone: Callable[[], Awaitable[None]] | None = None,
+                goodbye: bytes = b"") -> bool:
     """Open the relayed session at the owner; False if the owner refused
     (the caller then answers the client with a temporary failure).  With
-    ``tls``, ``port`` is the owner's implicit-TLS port (IMAPS, POP3S)."""
+    ``tls``, ``port`` is the owner's implicit-TLS port (IMAPS, POP3S).
+    ``owner_gone`` returns once the owner no longer holds the account (it
+    died or was paused past its lease and the account was freed): the
+    client is then told ``goodbye`` and the relay ends, so that it
+    reconnects to the account's next owner at once instead of waiting on a
+    silent one."""
     try:
         # ManageSieve has no implicit-TLS port: its relay upgrades with STARTTLS
         reader, writer = await asyncio.wait_for(
@@ -191,16 +199,24 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
         await conn.send(early + client_reply)
         up = asyncio.ensure_future(_pump_client_to_owner(conn, writer))
         down = asyncio.ensure_future(_pump_owner_to_client(reader, conn))
+        tasks = {up, down}
+        gone = asyncio.ensure_future(owner_gone()) if owner_gone is not None else None
+        if gone is not None:
+            tasks.add(gone)
         try:
-            await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-            if up.done() and not down.done():
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if gone is not None and gone.done() and not gone.cancelled() and gone.exception() is None:
+                if goodbye:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.send(goodbye), 1.0)
+            elif up.done() and not down.done():
                 # client finished sending: let the owner's last replies through
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(down), 5.0)
         finally:
-            for t in (up, down):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(up, down, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
         return True
     except (OSError, TimeoutError, ConnectionError):
         return False
