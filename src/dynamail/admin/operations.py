@@ -30,6 +30,7 @@ from dynamail import __version__ as _version
 from dynamail.accounts import AccountRef
 from dynamail.admin.errors import AdminError, translated
 from dynamail.admin.rights import Actor, actor_of
+from dynamail.admin.scripts import SieveScriptOps
 from dynamail.auth import Authenticator
 from dynamail.cluster.locator import AccountLocator, AccountUnavailable, Local
 from dynamail.directory import Alert, Directory, DomainInfo, model
@@ -46,7 +47,7 @@ def _forbidden(what: str = "you do not have the rights for this operation") -> A
     return AdminError("forbidden", what)
 
 
-class Admin:
+class Admin(SieveScriptOps):
     def __init__(
         self,
         directory: Directory,

@@ -375,6 +375,26 @@ async def _import_mail(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerCo
     return await a.import_mail(who, x["account"], x["path"], x.get("format") or "auto")
 
 
+async def _list_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return {s["name"]: "YES" if s["active"] else "NO" for s in await a.list_sieve_scripts(who, x["account"])}
+
+
+async def _get_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return await a.get_sieve_script(who, x["account"], x["name"])
+
+
+async def _put_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.put_sieve_script(who, x["account"], x["name"], x["script"], activate=bool(x.get("activate")))
+
+
+async def _activate_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.activate_sieve_script(who, x["account"], x.get("name") or "")
+
+
+async def _delete_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    await a.delete_sieve_script(who, x["account"], x["name"])
+
+
 async def _get_version(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     return await a.version(who)
 
@@ -484,6 +504,18 @@ def _build() -> dict[str, CommandSpec]:
     # dynamail extension: import Maildir/mbox mail from a path on the server (SPEC §5)
     add("IMPORTMAIL", (_ACCOUNT, Arg("path", after=("FROM",)), Arg("format", optional=True, after=("FORMAT",))),
         _import_mail, "import_mail", True, "import Maildir or mbox mail from a server path (Master)")
+    # dynamail extensions: an account's Sieve scripts (docs/sieve.md)
+    script_name = Arg("name", after=("NAME",))
+    add("LISTSIEVESCRIPTS", (_ACCOUNT,), _list_sieve, "list_sieve_scripts",
+        summary="the account's Sieve scripts: {name=YES (active) or NO}")
+    add("GETSIEVESCRIPT", (_ACCOUNT, script_name), _get_sieve, "get_sieve_script", summary="one script's text")
+    add("PUTSIEVESCRIPT", (_ACCOUNT, script_name, Arg("script", after=("SCRIPT",)),
+                           Arg("activate", Kind.KEYWORD, optional=True, word="ACTIVATE")),
+        _put_sieve, "put_sieve_script", True, "store a script (checked), ACTIVATE: make it active")
+    add("ACTIVATESIEVESCRIPT", (_ACCOUNT, Arg("name", optional=True, after=("NAME",))), _activate_sieve,
+        "activate_sieve_script", True, "make a script active (no NAME: none)")
+    add("DELETESIEVESCRIPT", (_ACCOUNT, script_name), _delete_sieve, "delete_sieve_script", True,
+        "delete a script that is not active")
     add("GETVERSION", (), _get_version, "version", summary="server version")
     add("GETCURRENTCONTROLLER", (), _get_controller, "get_current_controller")
     # dynamail extensions: cluster members and their Ready state (SPEC §2)

@@ -34,7 +34,8 @@ DIRECTORY_OPS = frozenset({
     "create_dkim_key", "rotate_dkim_keys", "remove_dkim_key",
 })
 MAILBOX_OPS = frozenset({"list_mailboxes", "create_mailbox", "delete_mailbox", "rename_mailbox",
-                         "subscribe", "status", "quota_usage"})
+                         "subscribe", "status", "quota_usage",
+                         "get_meta", "put_meta"})  # the account's small blobs (Sieve scripts)
 
 _TAG = "\x00t"
 

@@ -20,6 +20,7 @@ from dynamail.http.keys import SESSIONS
 from dynamail.http.limits import DEFAULT_PAGE, MAX_ALERT, MAX_OFFSET, MAX_PAGE, MAX_PASSWORD
 from dynamail.http.routes import Call, Query, Registry
 from dynamail.http.schema import AlertList, Body, Bool, Settings, SettingsBody, Str, StrList
+from dynamail.sieve import limits as sieve_limits
 
 api = Registry()
 route = api.add
@@ -423,6 +424,52 @@ async def rename_mailbox(call: Call) -> Any:
 @route("DELETE", A + "/mailboxes/{mailbox:.+}", "Delete a mailbox", "mailboxes", status=204)
 async def delete_mailbox(call: Call) -> Any:
     await call.admin.delete_mailbox(call.actor, call.account, call.path["mailbox"])
+
+
+# ---- Sieve scripts (docs/sieve.md) --------------------------------------------------
+
+
+@route("GET", A + "/sieve", "List the account's Sieve scripts and which one is active", "sieve")
+async def list_sieve_scripts(call: Call) -> Any:
+    return {"scripts": await call.admin.list_sieve_scripts(call.actor, call.account)}
+
+
+@route("GET", A + "/sieve/{script}", "One Sieve script's text", "sieve")
+async def get_sieve_script(call: Call) -> Any:
+    name = call.path["script"]
+    return {"name": name, "script": await call.admin.get_sieve_script(call.actor, call.account, name)}
+
+
+@route(
+    "PUT", A + "/sieve/{script}", "Store a Sieve script (refused with the compiler's message when wrong)",
+    "sieve",
+    body=Body({
+        "script": Str("the script text (RFC 5228)", required=True, max_length=sieve_limits.MAX_SCRIPT_SIZE),
+        "active": Bool("make it the active script"),
+    }),
+)
+async def put_sieve_script(call: Call) -> Any:
+    name = call.path["script"]
+    await call.admin.put_sieve_script(call.actor, call.account, name, call.body["script"],
+                                      activate=bool(call.body.get("active")))
+    return {"name": name}
+
+
+@route("POST", A + "/sieve/{script}/activate", "Make a Sieve script the active one", "sieve")
+async def activate_sieve_script(call: Call) -> Any:
+    await call.admin.activate_sieve_script(call.actor, call.account, call.path["script"])
+    return {"active": call.path["script"]}
+
+
+@route("POST", A + "/sieve-deactivate", "Deactivate the account's Sieve scripts", "sieve")
+async def deactivate_sieve_scripts(call: Call) -> Any:
+    await call.admin.activate_sieve_script(call.actor, call.account, "")
+    return {"active": None}
+
+
+@route("DELETE", A + "/sieve/{script}", "Delete a Sieve script that is not active", "sieve", status=204)
+async def delete_sieve_script(call: Call) -> Any:
+    await call.admin.delete_sieve_script(call.actor, call.account, call.path["script"])
 
 
 @route(

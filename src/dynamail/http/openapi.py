@@ -23,6 +23,7 @@ PARAM_DOCS = {
     "member": "cluster member name",
     "alert": "the alert's time stamp, as listed",
     "name": "forwarder name (without the domain)",
+    "script": "Sieve script name",
 }
 
 # Routes outside /api/v1 (no authentication).
