@@ -160,7 +160,7 @@ class ManageSieveSession:
         result = None
         if not ev.authzid or ev.authzid == ev.user:
             result = await ctx.auth.authenticate(ev.user, ev.secret, protocol="managesieve",
-                                                 remote=self.conn.peer_host)
+                                                 remote=self.conn.peer_host, local=self.conn.local_host)
         if result is not None and result.ok and result.ref is not None:
             return result.ref, False
         await asyncio.sleep(AUTH_FAILURE_DELAY)
