@@ -11,7 +11,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from dynamail.auth import Authenticator, AuthResult
-from dynamail.directory import Directory, passwords
+from dynamail.directory import BadSetting, Directory, passwords
 from dynamail.metrics import Metrics
 
 T = TypeVar("T")
@@ -411,3 +411,48 @@ def test_no_verifier_for_a_wrong_password_or_without_a_key(directory: Directory)
     a, _ = member(directory.base, WallClock())
     assert not login(a, "alice@d.example", "nope").ok
     assert directory.credential_verifier(ref) is None
+
+
+def test_shared_account_rehash_goes_to_the_shared_writer(tmp_path: Path) -> None:
+    """In a cluster, a rehash of a shared account is a compare-and-set run by
+    the Controller: here the writer runs the directory operation the way the
+    Controller does, after the argument round trip of the cluster wire."""
+    from dynamail.cluster import image
+
+    d = Directory(tmp_path / "base", main_domain="main.example", password_hasher=FAST)
+    d.create_domain("s.example", shared=True)
+    ref = d.create_account("s.example", "sue")
+    d.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
+    calls: list[str] = []
+
+    async def controller(op: str, args: tuple[Any, ...]) -> Any:
+        assert op in image.DIRECTORY_OPS
+        calls.append(op)
+        unpacked = image.unpack_value(image.pack_value(list(args)))
+        return getattr(d, op)(*unpacked)
+
+    auth = Authenticator(d)
+    auth.shared_writer = controller
+    assert login(auth, "sue@s.example", "Hello world!").ok
+    assert calls == ["replace_password_record"]
+    assert (d.password_hash(ref) or "").startswith("$argon2id$")
+    auth.invalidate(ref)
+    assert login(auth, "sue@s.example", "Hello world!").ok and calls == ["replace_password_record"]
+
+
+def test_replace_password_record_is_a_compare_and_set(directory: Directory) -> None:
+    ref = directory.find_account("bob")
+    assert ref is not None
+    old = directory.password_hash(ref)
+    assert old is not None
+    new = directory.password_record(ref, "builder")
+    directory.set_password(ref, "changed-meanwhile")
+    assert not directory.replace_password_record(ref, old, new)  # the change wins
+    assert not login(Authenticator(directory), "bob", "builder").ok
+    current = directory.password_hash(ref)
+    assert current is not None
+    for bad in ({"password": "{PLAIN}x"}, {"password": 5}, {"password": new["password"], "apop": 3}, "x"):
+        with pytest.raises(BadSetting):
+            directory.replace_password_record(ref, current, bad)  # type: ignore[arg-type]
+    assert directory.replace_password_record(ref, current, directory.password_record(ref, "again"))
+    assert login(Authenticator(directory), "bob", "again").ok

@@ -56,7 +56,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -226,6 +226,9 @@ class Authenticator:
         self.verifier_ttl = verifier_ttl
         self.wall_clock = wall_clock
         self.verifier_hits = 0  # logins accepted by a keyed verifier (tests watch it)
+        # a cluster member routes rehashes of shared accounts to the Controller
+        # (``dynamail.cluster.member.attach``): (operation, arguments) -> result
+        self.shared_writer: Callable[[str, tuple[Any, ...]], Awaitable[Any]] | None = None
         self.throttle = Throttle(
             max_failures=max_failures, base_delay=base_delay, max_delay=max_delay, clock=clock
         )
@@ -382,18 +385,28 @@ class Authenticator:
         if isinstance(password, str):
             passwords.verify(self._dummy_hash, password[: passwords.MAX_PASSWORD], self.directory.hasher)
 
-    def _upgrade(self, ref: AccountRef, stored: str, password: str) -> str | None:
+    async def _upgrade(self, ref: AccountRef, stored: str, password: str) -> str | None:
         """Re-hash an imported or differently-tuned password with the current
         argon2id parameters; the new stored hash, or None (best effort: a
-        failure leaves the old hash, which still verifies)."""
+        failure leaves the old hash, which still verifies).  The hash is
+        computed here, in the pool; only the compare-and-set of the record
+        goes to the account's single writer: the Controller for a shared
+        account of a cluster (``shared_writer``), else this directory."""
+        loop = asyncio.get_running_loop()
         try:
-            if self.directory.upgrade_password_hash(ref, stored, password):
-                log.info("password hash of %s rehashed from %s to argon2id with the current parameters",
-                         ref, passwords.split_scheme(stored)[0])
-                return self.directory.password_hash(ref)
-        except DirectoryError:
-            log.exception("could not upgrade the password hash of %s", ref)
-        return None
+            new = await self.hashing.run(self.directory.password_record, ref, password)
+            if ref.shared and self.shared_writer is not None:
+                done = await self.shared_writer("replace_password_record", (ref, stored, new))
+            else:
+                done = await loop.run_in_executor(None, self.directory.replace_password_record, ref, stored, new)
+        except Exception:
+            log.warning("could not upgrade the password hash of %s", ref, exc_info=True)
+            return None
+        if not done:
+            return None
+        log.info("password hash of %s rehashed from %s to argon2id with the current parameters",
+                 ref, passwords.split_scheme(stored)[0])
+        return str(new["password"])
 
     def _verify(self, stored: str, password: str) -> bool:
         self.verifications += 1
@@ -457,7 +470,7 @@ class Authenticator:
         else:
             return False
         if self.rehash and not self.hashing.busy and passwords.needs_rehash(stored, self.directory.hasher):
-            new = await self.hashing.run(self._upgrade, ref, stored, password)
+            new = await self._upgrade(ref, stored, password)
             if new is not None:
                 stored, fresh = new, True
                 key = self._cache_key(ref, stored, password)

@@ -57,3 +57,24 @@ def test_verifier_is_shared_and_revoked_by_a_password_change(cluster_factory: An
     for m in ("b1", "b2"):  # no wait: the change is in effect on both at once
         assert not login(c, m, OLD), m
     assert login(c, "b2", NEW) and login(c, "b1", NEW)
+
+
+def test_imported_hash_of_a_shared_account_is_rehashed_through_the_controller(cluster_factory: Any) -> None:
+    from dynamail.directory import Directory, shacrypt
+
+    c = cluster_factory(2)
+    controller = c.wait_controller()["controller"]
+    other = next(n for n in c.names() if n != controller)
+    assert c.cli(controller, "CREATEDOMAIN shared.test SHARED")[0].startswith("200")
+    assert c.cli(controller, f'CREATEACCOUNT kim@shared.test {{Password="{OLD}";}}')[0].startswith("200")
+    # an import tool puts a Dovecot hash in place (as `set_password_hash` does)
+    d = Directory(c.dir / "import-tool", main_domain="tool.test", shared_base=Path(c.data["shared"]))
+    ref = d.find_account("kim@shared.test")
+    assert ref is not None
+    imported = "{SHA512-CRYPT}" + shacrypt.sha_crypt(NEW.encode(), "$6$importedSalt")
+    d.set_password_hash(ref, imported)
+
+    assert login(c, other, NEW)  # verified as imported, then rehashed by the Controller
+    assert c.wait(lambda: (d.password_hash(ref) or "").startswith("$argon2id$"), what="argon2id hash")
+    assert login(c, other, NEW) and login(c, controller, NEW)
+    assert not login(c, controller, OLD)

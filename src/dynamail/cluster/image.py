@@ -29,7 +29,7 @@ DIRECTORY_OPS = frozenset({
     "update_cluster_account_prefs", "set_cluster_account_prefs",
     "create_account", "rename_account", "delete_account", "update_account_settings",
     "set_account_settings", "update_account_prefs", "set_account_prefs", "set_password",
-    "set_password_hash", "set_account_rights", "set_account_aliases", "set_forwarder",
+    "set_password_hash", "replace_password_record", "set_account_rights", "set_account_aliases", "set_forwarder",
     "post_alert", "remove_alert", "set_alerts", "mark_alerts_seen",
     "create_dkim_key", "rotate_dkim_keys", "remove_dkim_key",
 })

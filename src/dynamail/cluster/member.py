@@ -733,6 +733,8 @@ async def attach(ctx: Any) -> ClusterMember:
     if auth is not None and hasattr(auth, "verifier_key"):
         # every member checks the keyed verifiers the others wrote
         auth.verifier_key = verifier_key(settings.secret)
+        # shared account records have one writer, the Controller
+        auth.shared_writer = lambda op, args: member.forward_directory_op(op, args, {})
     admin = getattr(ctx, "admin", None)
     if admin is not None:
         if hasattr(admin, "accounts"):

@@ -656,11 +656,32 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         verified against it.  Only when the stored hash is still
         ``old_stored`` (a password changed meanwhile is left alone); returns
         whether it was replaced."""
+        return self.replace_password_record(ref, old_stored, self.password_record(ref, password))
+
+    def password_record(self, ref: AccountRef, password: str) -> dict[str, Any]:
+        """The stored form of ``password`` (hash with the current parameters,
+        and the sealed APOP secret when ``AllowAPOP``), computed without
+        writing anything: the costly hash runs outside any lock."""
+        return self._password_record(ref, password)
+
+    def replace_password_record(self, ref: AccountRef, old_stored: str, new: Mapping[str, Any]) -> bool:
+        """Compare-and-set of a rehash: store ``new`` (from
+        ``password_record``) only while the stored hash is still
+        ``old_stored``.  In a cluster the Controller runs it for shared
+        accounts, one mutation at a time with every other change of the
+        account record; returns whether it was replaced."""
+        if not isinstance(new, Mapping):
+            raise BadSetting("invalid password record")
+        stored, apop = new.get("password"), new.get("apop")
+        if not isinstance(stored, str) or passwords.split_scheme(stored)[0] not in ("ARGON2", "ARGON2ID"):
+            raise BadSetting("invalid password record")
+        if apop is not None and not isinstance(apop, str):
+            raise BadSetting("invalid password record")
         with self._lock:
             rec = self._record(ref)
             if rec.get("password") != old_stored:
                 return False
-            rec.update(self._password_record(ref, password))
+            rec["password"], rec["apop"] = stored, apop
             self._write_record(ref, rec)
             self.set_credential_verifier(ref, None)
             return True
