@@ -11,12 +11,12 @@ notification), ``search`` (text search).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
+from dynamail.storage import fence
 from dynamail.storage import records as R
-from dynamail.storage.account import MAIL_DIR, META_FILE, FileAccountStore, read_epoch
+from dynamail.storage.account import MAIL_DIR, FileAccountStore, read_epoch
 from dynamail.storage.api import (
     AccountStore,
     AppendRequest,
@@ -32,9 +32,10 @@ from dynamail.storage.api import (
     NoSuchMailbox,
     QuotaExceeded,
     StorageError,
+    StoreClosed,
     StoreResult,
+    Unavailable,
 )
-from dynamail.storage.mailbox import data_path, generations
 from dynamail.storage.view import FileMailboxView
 
 __all__ = [
@@ -55,7 +56,9 @@ __all__ = [
     "NoSuchMailbox",
     "QuotaExceeded",
     "StorageError",
+    "StoreClosed",
     "StoreResult",
+    "Unavailable",
     "writer_epochs",
 ]
 
@@ -77,31 +80,36 @@ class FileMailStore:
 
 
 def writer_epochs(path: Path) -> dict[str, list[int]]:
-    """For each mailbox of an account, the epochs of the writers of its data
-    log in the order they appear, consecutive repeats collapsed (``[3, 5]``:
-    written by epoch 3, then by epoch 5).  A log in which two owners wrote at
-    once shows a lower epoch after a higher one (``[3, 5, 3]``).  Reads only
-    record headers; safe while the account is open elsewhere."""
+    """For each mailbox of an account, the epochs of the writers of the
+    records its current owner reads (its chain, each file up to its seal),
+    in order, consecutive repeats collapsed (``[3, 5]``: written by epoch 3,
+    then by epoch 5).  Records of two owners interleaved would show a lower
+    epoch after a higher one (``[3, 5, 3]``).  Reads only record headers;
+    safe while the account is open elsewhere."""
     path = Path(path)
-    try:
-        doc = json.loads((path / META_FILE).read_text("utf-8"))
-    except (OSError, ValueError):
+    mans = fence.manifest_epochs(path)
+    doc = None
+    for e in reversed(mans):
+        try:
+            doc = fence.read_manifest(path, e)
+            break
+        except (OSError, ValueError, StorageError):
+            continue
+    if doc is None:
         return {}
     out: dict[str, list[int]] = {}
     for name, m in doc.get("mailboxes", {}).items():
         d = path / MAIL_DIR / str(m["id"])
-        try:
-            gens = generations(d)
-        except OSError:
-            continue
         seq: list[int] = []
-        for gen in gens[-1:]:
+        for entry in m.get("chain", []):
             try:
-                fd = os.open(data_path(d, gen), os.O_RDONLY)
+                fd = os.open(d / entry["name"], os.O_RDONLY)
             except OSError:
                 continue
             try:
                 size = os.fstat(fd).st_size
+                if entry.get("seal") is not None:
+                    size = min(size, int(entry["seal"]))
                 pos = 0
                 while pos + R.HEADER_SIZE <= size:
                     hdr = R.parse_header(os.pread(fd, R.HEADER_SIZE, pos))
@@ -117,8 +125,5 @@ def writer_epochs(path: Path) -> dict[str, list[int]]:
 
 
 def epochs_monotonic(path: Path) -> bool:
-    """Whether no mailbox log of the account shows an older writer after a newer one."""
+    """Whether no mailbox chain of the account shows an older writer after a newer one."""
     return all(seq == sorted(seq) for seq in writer_epochs(path).values())
-
-
-

@@ -2,51 +2,58 @@
 
 Layout of an account directory::
 
-    epoch            the owner's epoch (decimal), replaced atomically
-    mailboxes.json   mailbox names → id, UIDVALIDITY, special use; subscriptions
-    mail/<id>/       one directory per mailbox (``mailbox.py``): data.g, index.g
+    owners/<epoch>      one empty file per ownership claim (created exclusively)
+    manifest.<epoch>    the account as that epoch's owner sees it: mailboxes
+                        (name, id, UIDVALIDITY, special use, chain of log
+                        files with seals), subscriptions, small blobs
+    mail/<id>/          one directory per mailbox (``mailbox.py``):
+                        log.<epoch>.<slot>, index.<epoch>
 
 Mailbox directories are named by a number, never by the mailbox name, so a
-rename (with all its children) is one atomic replacement of
-``mailboxes.json``.
+rename (with all its children) is one change of the manifest.
+
+**Fencing** (``fence.py``, docs/storage.md).  No file is mutated by two
+ownership epochs.  Opening claims the account (``owners/<epoch>``, created
+exclusively), adopts the predecessor's manifest — every file it names is
+hard-linked under a name of this epoch, its open log files are sealed at
+their last complete write — and writes this epoch's manifest before
+anything else changes.  Every change is followed by a check of the claims
+before anyone is answered; a change found superseded counts exactly when
+the successor sealed it in.
 
 **Group commit** (``commit.py``).  Every change (append, flag store,
-expunge, copy, move, compaction) becomes an operation in a queue.  One committer task takes all
-queued operations at once, decides their effects on the loop thread (UIDs,
-MODSEQs, resulting flags, against the index plus the earlier operations of
-the same batch), then runs one job on the account's I/O thread that encodes
-the records, re-checks the epoch, writes each touched data file once,
-fdatasyncs each once, and re-checks the epoch.  Only then are the effects
-applied to the in-memory index, the change feed told, and the callers
-answered.  Operations arriving meanwhile form the next batch: with N
-concurrent writers one fsync serves up to N messages.
-
-**Fencing.**  ``epoch`` holds the highest epoch that opened the account.
-Every write job reads it before writing and again after the fsync, and fails
-with FencedError when it is no longer this store's epoch; every record
-written carries the writer's epoch.  See docs/storage.md for the remaining
-race and how it is bounded.
+expunge, copy, move, compaction) becomes an operation in a queue.  One
+committer task takes all queued operations at once, decides their effects
+on the loop thread (UIDs, MODSEQs, resulting flags, against the index plus
+the earlier operations of the same batch), then runs one job on the
+account's I/O thread that encodes the records, writes each touched
+mailbox's own log file once, fdatasyncs each once, and checks the claims.
+Only then are the effects applied to the in-memory index, the change feed
+told, and the callers answered.  Operations arriving meanwhile form the
+next batch: with N concurrent writers one fsync serves up to N messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import itertools
 import json
 import logging
 import os
-import shutil
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dynamail import names
-from dynamail.durable import atomic_write, fsync_dir, make_dirs, remove_stale_temporaries
+from dynamail.durable import fsync_dir, make_dirs
+from dynamail.storage import faults, fence
 from dynamail.storage.api import (
     AppendRequest,
     CopyResult,
@@ -56,6 +63,7 @@ from dynamail.storage.api import (
     MailboxStatus,
     NoSuchMailbox,
     StorageError,
+    StoreClosed,
 )
 from dynamail.storage.commit import (
     Op,
@@ -70,6 +78,7 @@ from dynamail.storage.compaction import (
     Abort,
     CompactionAborted,
     Job,
+    adopt_new_file,
     bulk,
     catch_up,
     switch,
@@ -78,7 +87,11 @@ from dynamail.storage.compaction import (
 from dynamail.storage.feed import MailboxFeed
 from dynamail.storage.mailbox import (
     MailboxState,
-    create_generation,
+    create_log,
+    generations,
+    index_name,
+    log_name,
+    name_epoch,
     read_summary,
 )
 
@@ -105,6 +118,10 @@ COMPACT_SHARE = 0.25
 # (reads already handed to a reader thread finish first) once no ghost uses it.
 RETIRED_GRACE = 30.0
 COMPACT_AT_CLOSE_MAX = 256 << 20
+# A mailbox whose chain has more files than this (one per owner that wrote
+# to it) is compacted into one file, so an account's file count stays
+# bounded however often it changes owner.
+MAX_CHAIN = 6
 
 # Reads of message data run here (several at once); writes run on the
 # account's own single I/O thread.
@@ -130,11 +147,11 @@ _view_ids = itertools.count(1)
 
 
 def read_epoch(path: Path) -> int:
-    """The recorded epoch (0 if none).  Read on every write, twice: plain
-    open/read/close (no file object; a tenth of the cost), and deliberately
-    not cached by a stat() check — on NFS open() revalidates the file
-    (close-to-open consistency) where stat() may answer from the attribute
-    cache for seconds."""
+    """The highest epoch that claimed the account (0 if none); for an
+    account of the 0.1 layout not yet converted, its ``epoch`` file."""
+    top = fence.highest_claim(path)
+    if top:
+        return top
     try:
         fd = os.open(os.path.join(path, EPOCH_FILE), os.O_RDONLY)
     except OSError:
@@ -152,6 +169,59 @@ class MailboxMeta:
     id: int
     uidvalidity: int
     special_use: str | None = None
+    gen: int = 1
+    next_slot: int = 1
+    chain: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "uidvalidity": self.uidvalidity, "special_use": self.special_use,
+            "gen": self.gen, "next_slot": self.next_slot, "chain": self.chain,
+        }
+
+
+def _slot_of(name: str) -> int:
+    parts = name.split(".")
+    return int(parts[2]) if len(parts) == 3 and parts[0] == "log" and parts[2].isdigit() else 0
+
+
+def legacy_doc(path: Path) -> dict[str, Any] | None:
+    """The manifest equivalent of an account in the 0.1 layout
+    (``mailboxes.json``, ``mail/<id>/data.<g>``): each mailbox's chain is its
+    current data file, unsealed (the converting owner seals it)."""
+    try:
+        doc = json.loads((path / META_FILE).read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    boxes: dict[str, Any] = {}
+    for name, m in doc.get("mailboxes", {}).items():
+        d = path / MAIL_DIR / str(m["id"])
+        try:
+            gens = generations(d)
+        except OSError:
+            gens = []
+        if not gens:
+            continue  # created but never given a file: it comes back empty
+        g = gens[-1]
+        boxes[name] = {
+            "id": m["id"], "uidvalidity": m["uidvalidity"], "special_use": m.get("special_use"),
+            "gen": g, "next_slot": 1, "chain": [{"name": f"data.{g}", "origin": f"data.{g}", "seal": None}],
+        }
+    return {
+        "version": fence.MANIFEST_VERSION, "seq": 0, "next_id": int(doc.get("next_id", 1)),
+        "last_uidvalidity": int(doc.get("last_uidvalidity", 0)), "mailboxes": boxes,
+        "subscribed": doc.get("subscribed", []), "meta": {},
+    }
+
+
+META_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# All blobs of an account together (base64 form), in its manifest.
+MAX_BLOBS = 1 << 20
+
+
+def _check_meta_key(key: str) -> None:
+    if not META_KEY.fullmatch(key):
+        raise StorageError(f"bad per-account data key {key!r}")
 
 
 def _now_parts(when: datetime.datetime | None) -> tuple[int, int]:
@@ -199,46 +269,157 @@ class FileAccountStore:
         # (message bytes, messages) of mailboxes not loaded, from their
         # checkpoint headers; they cannot change while not loaded
         self._summaries: dict[int, tuple[int, int]] = {}
+        self._seq = 0  # version of this epoch's manifest
+        self._lineage: dict[str, int] = {}
+        self._blobs: dict[str, str] = {}  # get_meta / put_meta (base64)
+        self._own_seq = 0
+        self._closed_clean = False
 
     # -- opening ---------------------------------------------------------------
     def open_sync(self) -> None:
-        """Record the epoch and load the mailbox list (I/O thread)."""
+        """Claim the account, adopt the predecessor's manifest, write our own
+        (I/O thread)."""
         make_dirs(self.path)
-        recorded = read_epoch(self.path)
-        if recorded > self.epoch:
-            raise FencedError(f"account {self.path} is owned by epoch {recorded} > {self.epoch}")
-        if recorded < self.epoch:
-            atomic_write(self.path / EPOCH_FILE, f"{self.epoch}\n".encode())
-        # only the owner may clean up (a temporary may be the owner's write in progress)
-        remove_stale_temporaries(self.path)
+        fence.claim(self.path, self.epoch)
+        for _attempt in range(50):
+            mine = [e for e in fence.manifest_epochs(self.path) if e <= self.epoch]
+            if mine and mine[-1] == self.epoch:
+                self._load_doc(fence.read_manifest(self.path, self.epoch))
+                self._seq = self._own_seq
+                break
+            pred = mine[-1] if mine else 0
+            try:
+                doc = fence.read_manifest(self.path, pred) if pred else legacy_doc(self.path)
+                self._adopt(doc, pred)
+            except FileNotFoundError:
+                # the predecessor (a stale owner, still running) replaced a
+                # file meanwhile: start again from its newer manifest
+                self._states.clear()
+                continue
+            break
+        else:
+            raise StorageError(f"account {self.path}: the previous owner's files keep changing")
+        if "INBOX" not in self._meta:
+            self._create_box("INBOX", None)
+            self._subscribed.add("INBOX")
+            self._save_manifest()
+        self._collect_garbage()
+
+    def _load_doc(self, doc: dict[str, Any]) -> None:
+        self._meta = {
+            n: MailboxMeta(m["id"], m["uidvalidity"], m.get("special_use"), int(m.get("gen", 1)), int(m.get("next_slot", 1)), list(m["chain"]))
+            for n, m in doc.get("mailboxes", {}).items()
+        }
+        self._subscribed = set(doc.get("subscribed", []))
+        self._next_id = int(doc.get("next_id", 1))
+        self._last_uidvalidity = int(doc.get("last_uidvalidity", 0))
+        self._blobs = dict(doc.get("meta", {}))
+        self._own_seq = int(doc.get("seq", 0))
+        self._lineage = dict(doc.get("lineage", {}))
+
+    def _adopt(self, doc: dict[str, Any] | None, pred: int) -> None:
+        """Take the predecessor's state over under names of our own: link
+        every file its manifest names, seal its open files, write our
+        manifest.  FileNotFoundError: a file was gone (retry)."""
+        self._lineage = fence.lineage(doc, pred) if pred else {}
+        if doc is None:
+            self._meta, self._subscribed, self._blobs = {}, set(), {}
+        else:
+            self._load_doc(doc)
+            self._lineage = fence.lineage(doc, pred) if pred else {}
+        for meta in self._meta.values():
+            d = self._dir(meta.id)
+            adopted = []
+            for entry in meta.chain:
+                slot = _slot_of(entry["name"])
+                mine = log_name(self.epoch, slot)
+                self._link(d / entry["name"], d / mine)
+                adopted.append({"name": mine, "origin": entry["origin"], "seal": entry["seal"]})
+            meta.chain = adopted
+            meta.next_slot = max(meta.next_slot, 1 + max((_slot_of(e["name"]) for e in adopted), default=0))
+            if pred:
+                with contextlib.suppress(FileNotFoundError):
+                    self._link(d / index_name(pred), d / index_name(self.epoch))
+        # seal the predecessor's open files at their last complete write
+        for meta in self._meta.values():
+            if any(e["seal"] is None for e in meta.chain):
+                st = MailboxState(
+                    self._dir(meta.id), meta.uidvalidity, writable=True, epoch=self.epoch, chain=meta.chain, gen=meta.gen
+                )
+                st.open(seal_foreign=True)
+                self._states[meta.id] = st
+                self._feeds.setdefault(meta.id, MailboxFeed())
+        self._seq = 0
+        self._save_manifest(resolve=False)
+
+    def _link(self, src: Path, dst: Path) -> None:
+        faults.point("link")
+        try:
+            os.link(src, dst)
+        except FileExistsError:
+            # ours, from an earlier attempt of this open: link afresh
+            faults.point("unlink")
+            os.unlink(dst)
+            os.link(src, dst)
+
+    def _collect_garbage(self) -> None:
+        """Remove what no manifest of this epoch names: files of lower
+        epochs, mailbox directories no mailbox uses, older manifests and
+        claims, the files of the 0.1 layout.  Never a name of a higher
+        epoch (a newer owner's)."""
         mail = self.path / MAIL_DIR
         if not mail.is_dir():
+            faults.point("mkdir")
             make_dirs(mail)
-        meta_file = self.path / META_FILE
-        if meta_file.exists():
-            doc = json.loads(meta_file.read_text("utf-8"))
-            self._meta = {n: MailboxMeta(m["id"], m["uidvalidity"], m.get("special_use")) for n, m in doc["mailboxes"].items()}
-            self._subscribed = set(doc.get("subscribed", []))
-            self._next_id = int(doc.get("next_id", 1))
-            self._last_uidvalidity = int(doc.get("last_uidvalidity", 0))
-        if "INBOX" not in self._meta:
-            meta = self._new_meta(None)
-            create_generation(self._dir(meta.id), 1, meta.uidvalidity, 1, 0, self.epoch)
-            fsync_dir(mail)
-            self._meta["INBOX"] = meta
-            self._subscribed.add("INBOX")
-            self._save_meta()
         live = {str(m.id) for m in self._meta.values()}
-        removed = False
-        for entry in mail.iterdir():
-            if entry.name not in live:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed = True
-        if removed:
-            fsync_dir(mail)
+        for entry in os.listdir(mail):
+            d = mail / entry
+            try:
+                names = os.listdir(d)
+            except OSError:
+                continue
+            changed = False
+            for name in names:
+                e = name_epoch(name)
+                legacy = name.lstrip(".").split(".")[0] in ("data", "index") and e is None
+                if (e is not None and e < self.epoch) or legacy:
+                    faults.point("unlink")
+                    with contextlib.suppress(OSError):
+                        os.unlink(d / name)
+                    changed = True
+            if entry not in live:
+                with contextlib.suppress(OSError):
+                    faults.point("unlink")
+                    os.rmdir(d)
+                    changed = False
+                    fsync_dir(mail)
+            if changed:
+                with contextlib.suppress(OSError):
+                    fsync_dir(d)
+        for name in os.listdir(self.path):
+            e = name_epoch(name)
+            old_manifest = name.lstrip(".").split(".")[0] == fence.MANIFEST and any(
+                p.isdigit() and int(p) < self.epoch for p in name.lstrip(".").split(".")[1:2]
+            )
+            legacy = name in (EPOCH_FILE, META_FILE) or (name.startswith(f".{META_FILE}.") or name.startswith(f".{EPOCH_FILE}."))
+            if (e is not None and e < self.epoch) or old_manifest or legacy:
+                faults.point("unlink")
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / name)
+        for e in fence.claims(self.path):
+            if e < self.epoch:
+                faults.point("unlink")
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / fence.OWNERS_DIR / str(e))
 
     def _dir(self, mbox_id: int) -> Path:
         return self.path / MAIL_DIR / str(mbox_id)
+
+    def _meta_of(self, mbox_id: int) -> MailboxMeta:
+        for meta in self._meta.values():
+            if meta.id == mbox_id:
+                return meta
+        raise NoSuchMailbox("the mailbox was deleted")
 
     def _new_meta(self, special_use: str | None) -> MailboxMeta:
         uv = max(int(time.time()), self._last_uidvalidity + 1) & 0xFFFFFFFF
@@ -247,27 +428,54 @@ class FileAccountStore:
         self._next_id += 1
         return meta
 
-    def _save_meta(self) -> None:
-        self._check_epoch()
-        doc = {
-            "version": 1,
+    def _create_box(self, name: str, special_use: str | None) -> MailboxMeta:
+        """A new mailbox with its first log file (I/O thread); the caller
+        saves the manifest."""
+        meta = self._new_meta(special_use)
+        fname = log_name(self.epoch, 1)
+        create_log(self._dir(meta.id), fname, meta.uidvalidity, 1, 0, 1, self.epoch)
+        meta.next_slot = 2
+        meta.chain = [{"name": fname, "origin": fname, "seal": None}]
+        self._meta[name] = meta
+        return meta
+
+    def _manifest_doc(self) -> dict[str, Any]:
+        return {
+            "version": fence.MANIFEST_VERSION,
+            "epoch": self.epoch,
+            "seq": self._seq,
+            "lineage": self._lineage,
             "next_id": self._next_id,
             "last_uidvalidity": self._last_uidvalidity,
-            "mailboxes": {n: {"id": m.id, "uidvalidity": m.uidvalidity, "special_use": m.special_use} for n, m in sorted(self._meta.items())},
+            "mailboxes": {n: m.to_doc() for n, m in sorted(self._meta.items())},
             "subscribed": sorted(self._subscribed),
+            "meta": self._blobs,
+            "closed": self._closed_clean,
         }
-        atomic_write(self.path / META_FILE, json.dumps(doc, indent=1).encode("utf-8"))
-        self._check_epoch()
+
+    def _save_manifest(self, resolve: bool = True) -> None:
+        """Write this epoch's manifest, then check the claims.  Superseded:
+        the change counts if the successor started from it (``resolve``),
+        and this store writes nothing more either way."""
+        self._seq += 1
+        fence.write_manifest(self.path, self.epoch, self._manifest_doc())
+        try:
+            self._check_epoch()
+        except fence.Superseded:
+            if resolve and fence.manifest_included(self.path, self.epoch, self._seq):
+                return
+            raise
 
     def _check_epoch(self) -> None:
-        recorded = read_epoch(self.path)
-        if recorded != self.epoch:
+        try:
+            fence.check(self.path, self.epoch)
+        except fence.Superseded:
             self._fenced = True
-            raise FencedError(f"account {self.path}: epoch {self.epoch} superseded by {recorded}")
+            raise
 
     async def _run_io(self, fn: Any, *args: Any) -> Any:
         if self._closed:
-            raise StorageError("account store is closed")
+            raise StoreClosed("account store is closed")
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # -- mailbox states --------------------------------------------------------
@@ -309,16 +517,42 @@ class FileAccountStore:
         return await fut
 
     def _load_sync(self, meta: MailboxMeta) -> MailboxState:
-        st = MailboxState(self._dir(meta.id), meta.uidvalidity, writable=True, fence=self._check_epoch)
-        st.open()
-        if st.rebuilt or st.tail_records > 64:
-            self._checkpoint_sync(st, st.checkpoint_bytes())
+        st = MailboxState(
+            self._dir(meta.id), meta.uidvalidity, writable=not self._fenced, fence=self._check_epoch,
+            epoch=self.epoch, chain=meta.chain, gen=meta.gen,
+        )
+        try:
+            st.open()
+        except FileNotFoundError as exc:
+            if self._fenced:
+                raise FencedError(f"account {self.path}: superseded") from exc
+            raise
+        if (st.rebuilt or st.tail_records > 64) and not self._fenced:
+            with contextlib.suppress(FencedError):
+                self._checkpoint_sync(st, st.checkpoint_bytes())
         return st
 
     def _checkpoint_sync(self, st: MailboxState, blob: bytes) -> None:
+        if self._fenced:
+            return
         st.write_checkpoint(blob)
         st.tail_records = 0
         st.tail_bytes = 0
+
+    def _prepare_write(self, st: MailboxState) -> None:
+        """Give a mailbox its own log file before this owner's first write
+        to it: created, then named in the manifest (I/O thread)."""
+        if st.own_file() is not None:
+            return
+        for meta in self._meta.values():
+            if meta.chain is st.chain:
+                break
+        else:
+            raise NoSuchMailbox("the mailbox was deleted")
+        slot = meta.next_slot
+        meta.next_slot += 1
+        st.start_own_file(slot)
+        self._save_manifest(resolve=False)
 
     def feed(self, mbox_id: int) -> MailboxFeed:
         return self._feeds.setdefault(mbox_id, MailboxFeed())
@@ -335,7 +569,7 @@ class FileAccountStore:
         if self._fenced:
             raise FencedError(f"account {self.path}: epoch {self.epoch} has been superseded")
         if self._closed:
-            raise StorageError("account store is closed")
+            raise StoreClosed("account store is closed")
         self._pending.append(op)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
@@ -377,13 +611,30 @@ class FileAccountStore:
 
     async def _commit(self, batch: list[Op]) -> None:
         plans, effects = plan_batch(batch, self._states, self.epoch, self.quota, self._usage)
+        failed: Exception | None = None
         if plans:
-            results = await self._run_io(write_plans, plans, self.epoch, self._check_epoch)
+            written = await self._run_io(write_plans, plans, self.epoch, self._prepare_write, self._check_epoch)
+            results = written.results
+            if written.error is not None:
+                failed = StorageError(f"storage write failed: {written.error!r}")
+            if written.superseded is not None:
+                self._fenced = True
+                failed = written.superseded
+                assert written.undecided is not None
+                mbox_id, origin, end, result = written.undecided
+                if await self._run_io(fence.resolve, self.path, self.epoch, [fence.Written(mbox_id, origin, end)]):
+                    results[mbox_id] = result  # the successor sealed it in: it counts
             apply_plans(plans, results, self.epoch, self.feed)
             for mbox_id, plan in plans.items():
+                if mbox_id not in results:
+                    continue
                 self._notify(mbox_id)
-                if any(item[0] == "expunge" for item in plan.items):
+                if any(item[0] == "expunge" for item in plan.items) and not self._fenced:
                     self._maybe_compact(mbox_id, plan.state)
+            if failed is not None:
+                for op, _value in effects:
+                    if op.mbox in plans and op.mbox not in results and not op.fut.done():
+                        op.fut.set_exception(failed)
         for op, value in effects:
             if not op.fut.done():
                 op.fut.set_result(value)
@@ -416,7 +667,7 @@ class FileAccountStore:
             return
 
         def work() -> list[tuple[int, tuple[int, int] | None]]:
-            return [(m.id, read_summary(self._dir(m.id))) for m in missing]
+            return [(m.id, read_summary(self._dir(m.id), m.chain, self.epoch, m.gen)) for m in missing]
 
         for (mbox_id, got), meta in zip(await self._run_io(work), missing, strict=True):
             if got is not None:
@@ -439,8 +690,9 @@ class FileAccountStore:
         lock = self._compact_locks.get(mbox_id)
         if mbox_id in self._compactions or self._closing or self._fenced or (lock is not None and lock.locked()):
             return
-        dead = st.data_size - st.live_bytes()
-        if dead > COMPACT_MIN_DEAD and dead > st.data_size * COMPACT_SHARE:
+        size = st.log_bytes()
+        dead = size - st.live_bytes()
+        if (dead > COMPACT_MIN_DEAD and dead > size * COMPACT_SHARE) or len(st.segs) > MAX_CHAIN:
             task = asyncio.get_running_loop().create_task(self._background_compact(mbox_id))
             self._compactions[mbox_id] = task
 
@@ -472,14 +724,20 @@ class FileAccountStore:
         loop = asyncio.get_running_loop()
         if self._bg is None:
             self._bg = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dynamail-compact")
-        snap = take_snapshot(st)
-        src_fd = os.dup(st.fd)  # the job's from here on
+        if st.own_file() is None:
+            # the catch-up copies from the own file: have one first
+            await self._run_io(self._prepare_write, st)
+        meta = self._meta_of(mbox_id)
+        slot = meta.next_slot
+        meta.next_slot += 1
+        snap = take_snapshot(st, slot)
+        fds = [os.dup(seg.fd) for seg in st.segs]  # the job's from here on
         box: list[Job] = []
         abort = Abort()
         self._jobs.append(box)
         op: Op | None = None
         try:
-            job = await asyncio.wrap_future(self._bg.submit(bulk, st.directory, src_fd, snap, self.epoch, self._check_epoch, box, abort))
+            job = await asyncio.wrap_future(self._bg.submit(bulk, st.directory, fds, snap, self.epoch, self._check_epoch, box, abort))
             if self._compact_hook is not None:
                 await self._compact_hook("bulk")
             for _round in range(8):
@@ -522,10 +780,11 @@ class FileAccountStore:
         messages, flag history) and that no view has open."""
         for name, meta in list(self._meta.items()):
             st = self._states.get(meta.id)
-            if st is None or self.feed(meta.id).views or st.data_size > COMPACT_AT_CLOSE_MAX:
+            if st is None or self.feed(meta.id).views or st.log_bytes() > COMPACT_AT_CLOSE_MAX:
                 continue
-            dead = st.data_size - st.live_bytes()
-            if dead > COMPACT_MIN_DEAD and dead > st.data_size // 2:
+            size = st.log_bytes()
+            dead = size - st.live_bytes()
+            if (dead > COMPACT_MIN_DEAD and dead > size // 2) or len(st.segs) > MAX_CHAIN:
                 with contextlib.suppress(StorageError, CompactionAborted):
                     await self.compact(name)
 
@@ -533,7 +792,7 @@ class FileAccountStore:
         """Close replaced data files that no ghost refers to, once reads that
         started before the switch are surely over (the unlinked file's space
         is freed then)."""
-        if not self._retired:
+        if not self._retired or any(st.readers for st in self._states.values()):
             return
         now = time.monotonic()
         used = {g.fd for st in self._states.values() for g in st.ghosts.values()}
@@ -555,17 +814,32 @@ class FileAccountStore:
             raise NoSuchMailbox("the mailbox was deleted")
         # switch() discards the job itself if it fails before the switch
         new_fd, offsets, size, last_off, last_crc = await self._run_io(switch, job, st, self.epoch, self._check_epoch)
-        old_fd, old_size = st.fd, st.data_size
-        for ghost in st.ghosts.values():  # readable through the old file until views refresh
+        old_size = st.log_bytes()
+        for ghost in st.ghosts.values():  # readable through the old files until views refresh
             if ghost.fd < 0:
-                ghost.fd = old_fd
-        st.gen, st.fd = job.gen, new_fd
+                ghost.fd, ghost.off = st.fd_at(ghost.off)
+        old_names = [seg.entry["name"] for seg in st.segs]
+        old = adopt_new_file(st, job, new_fd)
         st.cols["off"] = offsets
         st.data_size, st.last_rec_off, st.last_crc = size, last_off, last_crc
         st.tail_records = st.tail_bytes = 0
         st.max_epoch = self.epoch
-        self._retired.append((old_fd, time.monotonic()))
+        self._meta_of(op.mbox).gen = job.gen
+        now = time.monotonic()
+        for seg in old:
+            self._retired.append((seg.fd, now))
         self._reap_retired()
+
+        def commit_switch() -> None:
+            self._save_manifest(resolve=False)
+            for name in old_names:  # all names of this epoch (adopted ones too)
+                faults.point("unlink")
+                with contextlib.suppress(OSError):
+                    os.unlink(st.directory / name)
+            with contextlib.suppress(OSError):
+                fsync_dir(st.directory)
+
+        await self._run_io(commit_switch)
         op.fut.set_result(old_size - size)
 
     # -- AccountStore ----------------------------------------------------------
@@ -588,17 +862,17 @@ class FileAccountStore:
         async with self._meta_lock:
             if canon in self._meta:
                 raise MailboxExists(f"mailbox {canon!r} exists")
-            meta = self._new_meta(special_use)
+            self._writable()
 
             def work() -> None:
-                self._check_epoch()
-                create_generation(self._dir(meta.id), 1, meta.uidvalidity, 1, 0, self.epoch)
-                fsync_dir(self.path / MAIL_DIR)
-                self._meta[canon] = meta
+                saved = (self._next_id, self._last_uidvalidity)
+                self._create_box(canon, special_use)
                 try:
-                    self._save_meta()
+                    self._save_manifest()
                 except BaseException:
                     del self._meta[canon]
+                    if not self._fenced:
+                        self._next_id, self._last_uidvalidity = saved
                     raise
 
             await self._run_io(work)
@@ -608,18 +882,30 @@ class FileAccountStore:
             canon, meta = self._lookup(name)
             if canon == "INBOX":
                 raise StorageError("INBOX cannot be deleted")
+            self._writable()
             st = self._states.pop(meta.id, None)
 
             def work() -> None:
                 del self._meta[canon]
                 try:
-                    self._save_meta()
+                    self._save_manifest()
                 except BaseException:
                     self._meta[canon] = meta
                     raise
                 if st is not None:
                     st.close()
-                shutil.rmtree(self._dir(meta.id), ignore_errors=True)
+                # only names of this epoch: a newer owner's are not ours to touch
+                d = self._dir(meta.id)
+                for entry in meta.chain:
+                    faults.point("unlink")
+                    with contextlib.suppress(OSError):
+                        os.unlink(d / entry["name"])
+                faults.point("unlink")
+                with contextlib.suppress(OSError):
+                    os.unlink(d / index_name(self.epoch))
+                with contextlib.suppress(OSError):
+                    faults.point("unlink")
+                    os.rmdir(d)
                 fsync_dir(self.path / MAIL_DIR)
 
             try:
@@ -639,6 +925,7 @@ class FileAccountStore:
     async def rename_mailbox(self, old: str, new: str) -> None:
         async with self._meta_lock:
             src, meta = self._lookup(old)
+            self._writable()
             dst = self._canon(new)
             if dst in self._meta:
                 raise MailboxExists(f"mailbox {dst!r} exists")
@@ -648,14 +935,11 @@ class FileAccountStore:
 
             def work() -> None:
                 try:
-                    self._check_epoch()
                     if src == "INBOX":
                         # RFC 9051 §6.3.6: the messages move to the new name, INBOX
                         # stays (empty, new UIDVALIDITY); its children stay put
-                        fresh = self._new_meta(None)
-                        create_generation(self._dir(fresh.id), 1, fresh.uidvalidity, 1, 0, self.epoch)
                         self._meta[dst] = meta
-                        self._meta["INBOX"] = fresh
+                        self._create_box("INBOX", None)
                     else:
                         prefix = src + SEPARATOR
                         for n in sorted(self._meta):
@@ -670,11 +954,8 @@ class FileAccountStore:
                     for i in range(1, len(parts)):
                         parent = SEPARATOR.join(parts[:i])
                         if parent not in self._meta:
-                            pmeta = self._new_meta(None)
-                            create_generation(self._dir(pmeta.id), 1, pmeta.uidvalidity, 1, 0, self.epoch)
-                            self._meta[parent] = pmeta
-                    fsync_dir(self.path / MAIL_DIR)
-                    self._save_meta()
+                            self._create_box(parent, None)
+                    self._save_manifest()
                 except BaseException:
                     self._meta, self._subscribed, self._next_id, self._last_uidvalidity = saved
                     raise
@@ -689,16 +970,49 @@ class FileAccountStore:
         async with self._meta_lock:
             if (canon in self._subscribed) == subscribed:
                 return
+            self._writable()
             before = set(self._subscribed)
             if subscribed:
                 self._subscribed.add(canon)
             else:
                 self._subscribed.discard(canon)
             try:
-                await self._run_io(self._save_meta)
+                await self._run_io(self._save_manifest)
             except BaseException:
                 self._subscribed = before
                 raise
+
+    async def get_meta(self, key: str) -> bytes | None:
+        """A small per-account blob (Sieve scripts, …) stored with the
+        account's manifest, under the same ownership and fencing as its mail."""
+        _check_meta_key(key)
+        got = self._blobs.get(key)
+        return None if got is None else base64.b64decode(got)
+
+    async def put_meta(self, key: str, value: bytes | None) -> None:
+        """Store (or remove, with None) a blob; durable on return."""
+        _check_meta_key(key)
+        async with self._meta_lock:
+            self._writable()
+            before = dict(self._blobs)
+            if value is None:
+                self._blobs.pop(key, None)
+            else:
+                self._blobs[key] = base64.b64encode(value).decode("ascii")
+            if sum(len(v) for v in self._blobs.values()) > MAX_BLOBS:
+                self._blobs = before
+                raise StorageError(f"per-account data over {MAX_BLOBS * 3 // 4} bytes")
+            try:
+                await self._run_io(self._save_manifest)
+            except BaseException:
+                self._blobs = before
+                raise
+
+    def _writable(self) -> None:
+        if self._fenced:
+            raise FencedError(f"account {self.path}: epoch {self.epoch} has been superseded")
+        if self._closed:
+            raise StoreClosed("account store is closed")
 
     async def status(self, name: str) -> MailboxStatus:
         canon, meta = self._lookup(name)
@@ -736,7 +1050,7 @@ class FileAccountStore:
             entries = []
             for req, (body, packed) in zip(messages, encoded, strict=True):
                 date, tz = _now_parts(req.internal_date)
-                entries.append((("ready", body, packed), req.flags, date, tz, len(body)))
+                entries.append((("ready", body, packed), req.flags, date, tz, len(body), req.delivery_id))
             op = Op("append", meta.id, asyncio.get_running_loop().create_future(), {"entries": entries})
             if len(encoded) > 0 and not small:
                 op.cleanup = lambda: close_spooled(encoded)
@@ -802,6 +1116,16 @@ class FileAccountStore:
             if st.tail_records:
                 with contextlib.suppress(Exception):
                     await loop.run_in_executor(self._io, self._checkpoint_sync, st, st.checkpoint_bytes())
+        if checkpoint and not self._fenced:
+            # seal our own files: the next owner then needs no scan to adopt them
+            def seal() -> None:
+                for st in self._states.values():
+                    st.seal_own()
+                self._closed_clean = True
+                self._save_manifest(resolve=False)
+
+            with contextlib.suppress(Exception):
+                await loop.run_in_executor(self._io, seal)
         self._closed = True
 
         def shut() -> None:
@@ -836,7 +1160,8 @@ class FileAccountStore:
                 continue
             c = src.cols
             flags = src.flags_of_bits(c["flags"][i])
-            entries.append((("copy", src.fd, c["off"][i], c["blen"][i], c["mlen"][i]), flags, c["date"][i], c["tz"][i], c["blen"][i]))
+            sfd, soff = src.fd_at(c["off"][i])
+            entries.append((("copy", sfd, soff, c["blen"][i], c["mlen"][i]), flags, c["date"][i], c["tz"][i], c["blen"][i]))
             source_uids.append(uid)
         if not entries:
             return CopyResult(meta.uidvalidity, [], [])

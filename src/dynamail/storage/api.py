@@ -19,7 +19,8 @@ beside it.  Semantics every implementation must keep:
 * Blocking file I/O never runs on the event loop thread: every coroutine
   here is safe to await from the loop.
 
-Errors: :class:`NoSuchMailbox`, :class:`MailboxExists`, :class:`FencedError`,
+Errors: :class:`NoSuchMailbox`, :class:`MailboxExists`, :class:`FencedError`
+and :class:`StoreClosed` (both :class:`Unavailable`: a temporary failure),
 :class:`QuotaExceeded`, :class:`StorageError` (base class).  Bad names raise
 ``dynamail.names.BadName``.
 """
@@ -45,9 +46,21 @@ class MailboxExists(StorageError):
     pass
 
 
-class FencedError(StorageError):
+class Unavailable(StorageError):
+    """The account is temporarily unavailable here (its store was closed or
+    superseded); the protocols answer with their temporary failure
+    (``NO [UNAVAILABLE]``, ``451 4.3.0``, ``-ERR [SYS/TEMP]``) and the
+    client retries, reaching the account's new owner."""
+
+
+class FencedError(Unavailable):
     """The account was opened by a newer owner (higher epoch); this handle may
     no longer write.  The session must be ended (the cluster layer re-routes)."""
+
+
+class StoreClosed(Unavailable):
+    """The account store (or the mailbox) was closed; reads and writes on it
+    fail cleanly with this."""
 
 
 class QuotaExceeded(StorageError):
@@ -76,6 +89,10 @@ class AppendRequest:
     data: bytes | BinaryIO
     flags: frozenset[str] = frozenset()
     internal_date: datetime.datetime | None = None
+    # exactly-once hand-off: a request whose delivery id is already stored
+    # in the mailbox (with one of the last MAX_DELIVERIES messages) is not
+    # stored again; append answers the UID of the first copy
+    delivery_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

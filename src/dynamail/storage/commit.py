@@ -9,15 +9,18 @@ Three steps, split by thread:
    the earlier operations of the same batch, so a batch behaves exactly as
    its operations run one after the other.  Nothing is applied yet.
 2. :func:`write_plans` (the account's I/O thread) frames the records,
-   checks the epoch, writes and fdatasyncs each touched data file once, and
-   checks the epoch again before returning.
+   writes and fdatasyncs each touched mailbox's own log file once, and after
+   each one checks that no newer owner has claimed the account.  A write
+   found superseded is reported, not answered: its fate is what the
+   successor sealed (``fence.resolve``).
 3. :func:`apply_plans` (event loop thread) applies the effects to the
    in-memory index and publishes them on the change feed.
 
 If step 2 fails nothing is applied and every operation of the batch fails;
-the reserved UIDs are skipped (UIDs only need to ascend), and the bytes a
-failed write may have left after the end of the log are cut by the next
-write.
+the reserved UIDs are skipped (UIDs only need to ascend).  The bytes a
+failed write may have left after the end of the log are never read: the
+store stops writing, and the next owner seals the file at its last
+complete write.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from dynamail import mime
 from dynamail.storage import records as R
 from dynamail.storage.api import NoSuchMailbox, QuotaExceeded, StorageError, StoreResult
 from dynamail.storage.feed import MailboxFeed
-from dynamail.storage.mailbox import DELETED, MailboxState
+from dynamail.storage.mailbox import DELETED, SEG_MASK, MailboxState
 
 
 @dataclass
@@ -61,7 +64,6 @@ class Plan:
     state: MailboxState
     items: list[tuple[Any, ...]] = field(default_factory=list)
     kw_target: int = 0
-    owner: bool = False  # first write of this owner: an OWNER record goes first
 
 
 # A message given as a file and larger than this is spooled (canonical form,
@@ -168,6 +170,7 @@ def plan_batch(
     gone: set[tuple[int, int]] = set()
     effects: list[tuple[Op, Any]] = []
     added_bytes = added_msgs = 0
+    batch_ids: dict[tuple[int, str], int] = {}  # delivery ids given UIDs in this batch
 
     def current(st: MailboxState, mbox: int, uid: int) -> tuple[int, int] | None:
         if (mbox, uid) in gone:
@@ -187,10 +190,22 @@ def plan_batch(
                 raise NoSuchMailbox("the mailbox was deleted")
             plan = plans.get(op.mbox)
             if plan is None:
-                plan = plans[op.mbox] = Plan(st, owner=st.max_epoch < epoch)
+                plan = plans[op.mbox] = Plan(st)
             origin = op.args.get("origin", 0)
             if op.kind == "append":
-                entries = op.args["entries"]  # (source, flag names, date, tz, size)
+                entries = op.args["entries"]  # (source, flag names, date, tz, size[, delivery id])
+                ids = [e[5] if len(e) > 5 else None for e in entries]
+                known: list[int | None] = [None] * len(entries)
+                if any(ids):
+                    for j, did in enumerate(ids):
+                        if did:
+                            known[j] = st.delivered.get(did, batch_ids.get((op.mbox, did)))
+                    # copies stored before are not stored again; they answer their first UID
+                    entries = [e for e, k in zip(entries, known, strict=True) if k is None]
+                    ids = [i for i, k in zip(ids, known, strict=True) if k is None]
+                    if not entries:
+                        effects.append((op, known))
+                        continue
                 max_bytes, max_msgs = quota
                 if max_bytes is not None or max_msgs is not None:
                     used_bytes, used_msgs = usage()
@@ -204,12 +219,16 @@ def plan_batch(
                 bits_list = [st.keyword_bits(e[1], create=True) for e in entries]
                 st.res_modseq += 1
                 uids = []
-                for (source, _flags, date, tz, _size), bits in zip(entries, bits_list, strict=True):
+                for entry, bits, did in zip(entries, bits_list, ids, strict=True):
+                    source, _flags, date, tz = entry[0], entry[1], entry[2], entry[3]
                     uid = st.res_uidnext
                     st.res_uidnext += 1
-                    plan.items.append(("msg", uid, st.res_modseq, date, tz, bits, source))
+                    plan.items.append(("msg", uid, st.res_modseq, date, tz, bits, source, did))
+                    if did:
+                        batch_ids[(op.mbox, did)] = uid
                     uids.append(uid)
-                effects.append((op, uids))
+                fresh = iter(uids)
+                effects.append((op, [k if k is not None else next(fresh) for k in known]))
             elif op.kind == "store":
                 mode, unchanged = op.args["mode"], op.args["unchanged_since"]
                 bits = st.keyword_bits(op.args["flags"], create=mode != "remove")
@@ -252,73 +271,121 @@ def plan_batch(
     return {k: p for k, p in plans.items() if p.items}, effects
 
 
-def write_plans(plans: dict[int, Plan], epoch: int, check_epoch: Callable[[], None]) -> dict[int, Any]:
-    """Frame, write and fdatasync every touched data file (I/O thread)."""
-    encoded: dict[int, tuple[R.RecordBuffer, list[Any]]] = {}
+@dataclass
+class Written:
+    """What :func:`write_plans` wrote: the results of the mailboxes whose
+    writes are known to count, and the one write (if any) found superseded
+    after it was durable, whose fate the successor decides."""
+
+    results: dict[int, Any] = field(default_factory=dict)
+    superseded: Exception | None = None
+    error: BaseException | None = None  # a write that failed (disk full, I/O error)
+    undecided: tuple[int, str, int, Any] | None = None  # (mailbox, file origin, end, result)
+
+
+def encode_plan(plan: Plan, epoch: int) -> tuple[R.RecordBuffer, list[Any]]:
+    st = plan.state
+    buf = R.RecordBuffer()
+    placed: list[Any] = []
+    for k in range(st.kw_durable, plan.kw_target):
+        buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), st.keywords[k].encode("utf-8")))
+    for item in plan.items:
+        if item[0] == "msg":
+            _k, uid, modseq, date, tz, bits, source, did = item
+            pieces: tuple[R.Piece, ...]
+            if source[0] == "ready":
+                body = source[1]
+                blen, mlen = len(body), len(source[2])
+                pieces = (body.piece() if isinstance(body, Spooled) else body, source[2])
+            else:  # ("copy", fd, off, blen, mlen): bytes of another mailbox
+                _tag, fd, off, blen, mlen = source
+                if blen + mlen > COPY_IN_MEMORY:
+                    pieces = (R.FileRange(fd, off, blen + mlen),)
+                else:
+                    raw = os.pread(fd, blen + mlen, off)
+                    if len(raw) != blen + mlen:
+                        raise StorageError("source message is damaged")
+                    pieces = (raw,)
+            fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, blen, mlen)
+            at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, *pieces))
+            placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, blen, mlen))
+            if did:
+                buf.add(R.frame_parts(R.DELIVERY, epoch, R.UID_ITEM.pack(uid), did.encode("utf-8")))
+        elif item[0] == "flags":
+            modseq, changed = item[1], item[2]
+            payload = R.COUNTED.pack(modseq, len(changed)) + b"".join(R.FLAG_ITEM.pack(u, f) for u, f in changed)
+            buf.add(R.frame_parts(R.FLAGS, epoch, payload))
+            placed.append(None)
+        elif item[0] == "expunge":
+            modseq, uids = item[1], item[2]
+            payload = R.COUNTED.pack(modseq, len(uids)) + b"".join(R.UID_ITEM.pack(u) for u in uids)
+            buf.add(R.frame_parts(R.EXPUNGE, epoch, payload))
+            placed.append(None)
+    buf.add(R.frame_parts(R.COMMIT, epoch))
+    return buf, placed
+
+
+def write_plans(
+    plans: dict[int, Plan], epoch: int, prepare: Callable[[MailboxState], None], check: Callable[[], None]
+) -> Written:
+    """Frame, write and fdatasync each touched mailbox's own log file (I/O
+    thread).  ``prepare`` gives a mailbox its own file when it has none yet
+    (recorded in the manifest first); ``check`` raises when a newer owner has
+    claimed the account.  It runs after every mailbox's write: a mailbox
+    written before a check that passed is durable for every later owner (a
+    successor's claim comes after the check, and it seals after its claim);
+    writing stops at the first check that fails."""
+    out = Written()
     for mbox_id, plan in plans.items():
         st = plan.state
-        buf = R.RecordBuffer()
-        placed: list[Any] = []
-        if plan.owner:
-            buf.add(R.frame_parts(R.OWNER, epoch, R.OWNER_BODY.pack(st.data_size)))
-        for k in range(st.kw_durable, plan.kw_target):
-            buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), st.keywords[k].encode("utf-8")))
-        for item in plan.items:
-            if item[0] == "msg":
-                _k, uid, modseq, date, tz, bits, source = item
-                pieces: tuple[R.Piece, ...]
-                if source[0] == "ready":
-                    body = source[1]
-                    blen, mlen = len(body), len(source[2])
-                    pieces = (body.piece() if isinstance(body, Spooled) else body, source[2])
-                else:  # ("copy", fd, off, blen, mlen): bytes of another mailbox
-                    _tag, fd, off, blen, mlen = source
-                    if blen + mlen > COPY_IN_MEMORY:
-                        pieces = (R.FileRange(fd, off, blen + mlen),)
-                    else:
-                        raw = os.pread(fd, blen + mlen, off)
-                        if len(raw) != blen + mlen:
-                            raise StorageError("source message is damaged")
-                        pieces = (raw,)
-                fixed = R.MESSAGE_FIXED.pack(uid, modseq, date, tz, 0, bits, blen, mlen)
-                at = buf.add(R.frame_parts(R.MESSAGE, epoch, fixed, *pieces))
-                placed.append((at + R.HEADER_SIZE + R.MESSAGE_FIXED.size, blen, mlen))
-            elif item[0] == "flags":
-                modseq, changed = item[1], item[2]
-                payload = R.COUNTED.pack(modseq, len(changed)) + b"".join(R.FLAG_ITEM.pack(u, f) for u, f in changed)
-                buf.add(R.frame_parts(R.FLAGS, epoch, payload))
-                placed.append(None)
-            elif item[0] == "expunge":
-                modseq, uids = item[1], item[2]
-                payload = R.COUNTED.pack(modseq, len(uids)) + b"".join(R.UID_ITEM.pack(u) for u in uids)
-                buf.add(R.frame_parts(R.EXPUNGE, epoch, payload))
-                placed.append(None)
-        buf.add(R.frame_parts(R.COMMIT, epoch))
-        encoded[mbox_id] = (buf, placed)
-    check_epoch()
-    out: dict[int, Any] = {}
-    for mbox_id, (buf, placed) in encoded.items():
-        start = plans[mbox_id].state.write(buf.bufs)
-        out[mbox_id] = (start, buf.length, buf.last_rel, buf.last_crc, buf.records, placed)
-    check_epoch()  # before anyone is told the change is durable
+        try:
+            prepare(st)
+            buf, placed = encode_plan(plan, epoch)
+            start = st.write(buf.bufs)
+        except StorageError as exc:
+            if not out.results:
+                raise
+            out.error = exc
+            return out
+        except OSError as exc:
+            # what the failed write left after the file's known end is never
+            # read: the file is sealed there and the next write starts a new one
+            st.seal_own()
+            if not out.results:
+                raise
+            out.error = exc
+            return out
+        result = (start, buf.length, buf.last_rel, buf.last_crc, buf.records, placed)
+        try:
+            check()  # before anyone is told the change is durable
+        except StorageError as exc:
+            own = st.own_file()
+            assert own is not None
+            out.superseded = exc
+            out.undecided = (mbox_id, str(own.entry["origin"]), (start + buf.length) & SEG_MASK, result)
+            return out
+        out.results[mbox_id] = result
     return out
 
 
 def apply_plans(plans: dict[int, Plan], results: dict[int, Any], epoch: int, feed_of: Callable[[int], MailboxFeed]) -> None:
     """Apply a durable batch to the in-memory index and the change feed (loop thread)."""
     for mbox_id, plan in plans.items():
+        if mbox_id not in results:
+            continue  # not written (a newer owner took over first)
         st = plan.state
         start, length, last_rel, last_crc, nrec, placed = results[mbox_id]
         st.committed(start, length, last_rel, last_crc, nrec)
         st.kw_durable = max(st.kw_durable, plan.kw_target)
-        if plan.owner:
-            st.max_epoch = epoch
+        st.max_epoch = max(st.max_epoch, epoch)
         feed = feed_of(mbox_id)
         for item, place in zip(plan.items, placed, strict=True):
             if item[0] == "msg":
-                _k, uid, modseq, date, tz, bits, _src = item
+                _k, uid, modseq, date, tz, bits, _src, did = item
                 body_off, blen, mlen = place
                 st.add_message(uid, modseq, date, tz, bits, start + body_off, blen, mlen)
+                if did:
+                    st.remember_delivery(did, uid)
                 feed.publish("a", [uid])
             elif item[0] == "flags":
                 for uid, bits in item[2]:

@@ -1,28 +1,32 @@
-"""Compaction: rewriting a mailbox without its expunged messages.
+"""Compaction: rewriting a mailbox's chain as one file, without its expunged messages.
 
 It runs in three phases so that writers wait only for the last, short one:
 
 1. **Bulk** (a background thread, writers keep going): from a snapshot of
    the index taken on the loop thread — the live messages, their flags and
-   MODSEQs, the durable keywords, and the log's end ``E`` at that instant —
-   write ``.data.<g+1>.tmp``: a MAILBOX record carrying UIDNEXT and
+   MODSEQs, the durable keywords, the delivery ids, and the chain's end
+   ``E`` at that instant (in the owner's own file) — write
+   ``.log.<epoch>.<slot>.tmp``: a MAILBOX record carrying UIDNEXT and
    HIGHESTMODSEQ (so neither can go back), the KEYWORD records, every live
-   message byte for byte with its parse result, and a COMMIT; fsync it.
-2. **Catch-up** (background, repeated while the log grew by more than
-   ``CATCH_UP_HOLD`` meanwhile): copy the records written to ``data.<g>``
-   after ``E`` verbatim to the end of the temporary file.  Records hold no
-   file offsets, and each was a complete, committed write, so replaying the
-   new file gives the same state as replaying the old one.
+   message byte for byte with its parse result, the DELIVERY records, and a
+   COMMIT; fsync it.
+2. **Catch-up** (background, repeated while the own file grew by more than
+   ``CATCH_UP_HOLD`` meanwhile): copy the records written to it after ``E``
+   verbatim to the end of the temporary file.  Records hold no file
+   offsets, and each was a complete, committed write, so replaying the new
+   file gives the same state as replaying the old chain.
 3. **Switch** (an exclusive batch of the committer, on the account's I/O
-   thread): copy the last few records, fsync, write the checkpoint
-   ``index.<g+1>`` of the current state with remapped offsets, check the
-   epoch, rename the temporary file to ``data.<g+1>`` (the atomic switch),
-   fsync the directory and remove generation g.
+   thread): copy the last few records, fsync, write the checkpoint of the
+   current state with remapped offsets, check the claims, rename the
+   temporary file to ``log.<epoch>.<slot>`` (a name of this owner's, never
+   seen before), and the account then makes it the whole chain in its
+   manifest and removes the old chain's names (all of this epoch: adopted
+   files were linked under its names).
 
-A crash before the rename leaves generation g current and a temporary file
-(or an index without its data file) that the next open removes; after it,
-generation g+1 with everything generation g had, and the next open removes
-g's files.  The epoch is checked before the bulk and before the rename.
+A crash before the manifest names the new file leaves the old chain
+current; the next owner removes the orphan (a name of a lower epoch that
+its manifest does not name).  The new file is a file of this epoch only,
+so a stale owner's compaction can never replace what a newer owner reads.
 """
 
 from __future__ import annotations
@@ -36,14 +40,17 @@ from pathlib import Path
 from typing import Any
 
 from dynamail.durable import fsync_dir
+from dynamail.storage import faults
 from dynamail.storage import records as R
 from dynamail.storage.api import StorageError
 from dynamail.storage.mailbox import (
     COLUMNS,
+    SEG_MASK,
+    SEG_SHIFT,
     MailboxState,
+    Segment,
     copy_range,
-    data_path,
-    index_path,
+    log_name,
     write_pieces,
 )
 
@@ -65,13 +72,15 @@ class Snapshot:
     """What the bulk phase copies (taken on the loop thread)."""
 
     gen: int  # the generation being replaced
+    slot: int  # the new file's slot
     uidvalidity: int
     uidnext: int
     highestmodseq: int
     keywords: list[str]
     cols: dict[str, array]
-    end: int  # the log's end when the snapshot was taken
+    end: int  # the chain's end when the snapshot was taken (in the own file)
     total_size: int
+    delivered: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -80,7 +89,8 @@ class Job:
 
     directory: Path
     gen: int  # the new generation
-    src_fd: int  # our own duplicate of data.<g>'s descriptor
+    name: str  # the new file's name
+    src_fd: int  # our own duplicate of the own file's descriptor (the catch-up's source)
     fd: int  # the temporary file
     snap_end: int  # old offset where the copied tail begins
     tail_base: int  # where that old offset lands in the new file
@@ -94,10 +104,10 @@ class Job:
 
     @property
     def tmp(self) -> Path:
-        return self.directory / f".data.{self.gen}.tmp"
+        return self.directory / f".{self.name}.tmp"
 
     def new_offset(self, uid: int, old_off: int) -> int:
-        if old_off >= self.snap_end:
+        if old_off >= self.snap_end:  # in the own file, after the snapshot
             return old_off - self.snap_end + self.tail_base
         return self.offsets[uid]
 
@@ -124,9 +134,10 @@ class Abort:
     requested: bool = False
 
 
-def take_snapshot(st: MailboxState) -> Snapshot:
+def take_snapshot(st: MailboxState, slot: int) -> Snapshot:
     return Snapshot(
         gen=st.gen,
+        slot=slot,
         uidvalidity=st.uidvalidity,
         uidnext=st.uidnext,
         highestmodseq=st.highestmodseq,
@@ -134,28 +145,43 @@ def take_snapshot(st: MailboxState) -> Snapshot:
         cols={k: v[:] for k, v in st.cols.items()},
         end=st.data_size,
         total_size=st.total_size,
+        delivered=list(st.delivered.items()),
     )
 
 
 def bulk(
-    directory: Path, src_fd: int, snap: Snapshot, epoch: int, check_epoch: Callable[[], None], job_box: list[Job], abort: Abort
+    directory: Path, fds: list[int], snap: Snapshot, epoch: int, check_epoch: Callable[[], None], job_box: list[Job], abort: Abort
 ) -> Job:
     """Phase 1 (background thread): write and fsync the live messages of the
-    snapshot to ``.data.<g+1>.tmp``.  ``src_fd`` is the job's from the start
-    (closed here on failure).  ``job_box`` receives the job at once, so the
-    caller can abort it."""
+    snapshot to ``.log.<epoch>.<slot>.tmp``.  ``fds`` are the job's own
+    duplicates of the chain's descriptors (closed here; the last one, the
+    own file's, is kept for the catch-up).  ``job_box`` receives the job at
+    once, so the caller can abort it."""
+    src_fd = fds[-1]
     try:
-        if abort.requested:
-            raise CompactionAborted
-        check_epoch()
-        gen = snap.gen + 1
-        tmp = directory / f".data.{gen}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o644)
-    except BaseException:
-        os.close(src_fd)
-        raise
-    job = Job(directory, gen, src_fd, fd, snap_end=snap.end, tail_base=0)
-    job_box.append(job)
+        try:
+            if abort.requested:
+                raise CompactionAborted
+            check_epoch()
+            gen = snap.gen + 1
+            name = log_name(epoch, snap.slot)
+            tmp = directory / f".{name}.tmp"
+            faults.point("create")
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
+        except BaseException:
+            os.close(src_fd)
+            raise
+        job = Job(directory, gen, name, src_fd, fd, snap_end=snap.end, tail_base=0)
+        job_box.append(job)
+        _bulk(job, fds, snap, epoch, abort)
+        return job
+    finally:
+        for other in fds[:-1]:
+            with contextlib.suppress(OSError):
+                os.close(other)
+
+
+def _bulk(job: Job, fds: list[int], snap: Snapshot, epoch: int, abort: Abort) -> None:
     buf = R.RecordBuffer()
 
     def flush() -> None:
@@ -166,7 +192,7 @@ def bulk(
         buf.__init__()  # type: ignore[misc]
 
     try:
-        buf.add(R.frame_parts(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(snap.uidvalidity, snap.uidnext, snap.highestmodseq, gen)))
+        buf.add(R.frame_parts(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(snap.uidvalidity, snap.uidnext, snap.highestmodseq, job.gen)))
         for k, kw in enumerate(snap.keywords):
             buf.add(R.frame_parts(R.KEYWORD, epoch, R.KEYWORD_FIXED.pack(k), kw.encode("utf-8")))
         c = snap.cols
@@ -174,11 +200,13 @@ def bulk(
             if job.aborted or abort.requested:
                 raise CompactionAborted
             uid, blen, mlen = c["uid"][i], c["blen"][i], c["mlen"][i]
+            voff = c["off"][i]
+            sfd, off = fds[voff >> SEG_SHIFT], voff & SEG_MASK
             piece: R.Piece
             if blen + mlen > IN_MEMORY:
-                piece = R.FileRange(src_fd, c["off"][i], blen + mlen)
+                piece = R.FileRange(sfd, off, blen + mlen)
             else:
-                piece = os.pread(src_fd, blen + mlen, c["off"][i])
+                piece = os.pread(sfd, blen + mlen, off)
                 if len(piece) != blen + mlen:
                     raise OSError("data file ended early")
             fixed = R.MESSAGE_FIXED.pack(uid, c["modseq"][i], c["date"][i], c["tz"][i], 0, c["flags"][i], blen, mlen)
@@ -186,6 +214,8 @@ def bulk(
             job.offsets[uid] = job.pos + at + R.HEADER_SIZE + R.MESSAGE_FIXED.size
             if buf.length >= FLUSH_AT:
                 flush()
+        for did, uid in snap.delivered:
+            buf.add(R.frame_parts(R.DELIVERY, epoch, R.UID_ITEM.pack(uid), did.encode("utf-8")))
         buf.add(R.frame_parts(R.COMMIT, epoch))
         flush()
         os.fsync(job.fd)
@@ -194,7 +224,6 @@ def bulk(
         raise
     job.tail_base = job.pos
     job.copied_to = snap.end
-    return job
 
 
 def catch_up(job: Job, end: int) -> None:
@@ -203,46 +232,57 @@ def catch_up(job: Job, end: int) -> None:
     if job.aborted:
         raise CompactionAborted
     if end > job.copied_to:
-        job.pos = copy_range(R.FileRange(job.src_fd, job.copied_to, end - job.copied_to), job.fd, job.pos)
+        # both in the own file: its records after the snapshot
+        if end >> SEG_SHIFT != job.copied_to >> SEG_SHIFT:
+            raise CompactionAborted  # the own file was sealed meanwhile (a failed write)
+        job.pos = copy_range(R.FileRange(job.src_fd, job.copied_to & SEG_MASK, end - job.copied_to), job.fd, job.pos)
         job.copied_to = end
 
 
 def switch(job: Job, st: MailboxState, epoch: int, check_epoch: Callable[[], None]) -> tuple[Any, ...]:
     """Phase 3 (I/O thread, the committer waiting): copy the rest, fsync,
-    write the new checkpoint, switch.  Returns (fd of the new data file,
-    new offset column, new size, last record offset, last record CRC)."""
+    write the new checkpoint, give the new file its name.  Returns (fd of
+    the new file, new offset column, new size, last record offset, last
+    record CRC); the caller makes it the chain."""
     try:
         catch_up(job, st.data_size)
         os.fsync(job.fd)
-        if st.data_size > job.snap_end:  # the last record is the old log's last
+        if st.data_size > job.snap_end:  # the last record is the old chain's last
             last_off, last_crc = st.last_rec_off - job.snap_end + job.tail_base, st.last_crc
         else:
             last_off, last_crc = job.last_off, job.last_crc
         offsets = array("Q", (job.new_offset(u, o) for u, o in zip(st.cols["uid"], st.cols["off"], strict=True)))
-        shadow = MailboxState(job.directory, st.uidvalidity, writable=True, fence=check_epoch)
-        shadow.gen = job.gen
+        entry = {"name": job.name, "origin": job.name, "seal": None}
+        shadow = MailboxState(job.directory, st.uidvalidity, writable=True, fence=check_epoch, epoch=epoch, chain=[entry], gen=job.gen)
         shadow.cols = {name: (offsets if name == "off" else st.cols[name]) for name, _code in COLUMNS}
         shadow.keywords = st.keywords[: st.kw_durable]
+        shadow.delivered = dict(st.delivered)
         shadow.total_size = st.total_size
         shadow.uidnext, shadow.highestmodseq, shadow.max_epoch = st.uidnext, st.highestmodseq, epoch
         shadow.data_size, shadow.last_rec_off, shadow.last_crc = job.pos, last_off, last_crc
         shadow.write_checkpoint(shadow.checkpoint_bytes())
         check_epoch()
-        os.replace(job.tmp, data_path(job.directory, job.gen))
+        faults.point("rename")
+        os.replace(job.tmp, job.directory / job.name)
         job.switched = True
     except BaseException:
         job.discard()
         raise
-    # the switch is made: from here on nothing may fail, or the in-memory
-    # state would stay on a generation the files no longer use (the next
-    # open removes what is left of generation g)
     with contextlib.suppress(OSError):
         fsync_dir(job.directory)
     with contextlib.suppress(OSError):
         os.close(job.src_fd)
     job.src_fd = -1
-    with contextlib.suppress(OSError):
-        data_path(job.directory, job.gen - 1).unlink(missing_ok=True)
-        index_path(job.directory, job.gen - 1).unlink(missing_ok=True)
-        fsync_dir(job.directory)
     return job.fd, offsets, job.pos, last_off, last_crc
+
+
+def adopt_new_file(st: MailboxState, job: Job, new_fd: int) -> list[Segment]:
+    """Make the compacted file the whole chain of ``st`` (in place: the
+    manifest's entry list is shared); returns the old files, whose
+    descriptors the caller retires."""
+    old = st.segs
+    entry = {"name": job.name, "origin": job.name, "seal": None}
+    st.chain[:] = [entry]
+    st.segs = [Segment(entry, new_fd, True)]
+    st.gen = job.gen
+    return old

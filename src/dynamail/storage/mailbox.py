@@ -1,25 +1,35 @@
-"""One mailbox on disk: its data log, its index checkpoint, its in-memory index.
+"""One mailbox on disk: its chain of log files, its index checkpoint, its in-memory index.
 
-A mailbox directory holds exactly two files of one *generation* ``g``:
+A mailbox's data is a *chain* of append-only record logs (``records.py``),
+listed in order by the account's manifest (``fence.py``).  Every file of the
+chain was written by exactly one ownership epoch:
 
-* ``data.g`` — the append-only record log (``records.py``): messages with
-  their precomputed parse results, flag changes, expunges, keyword names and
-  ownership markers.  It is the only source of truth.
-* ``index.g`` — a checkpoint of the in-memory index (columns of fixed-size
-  values, one entry per live message) covering the log up to an offset.  It
-  is a cache: it is written atomically (temporary file, fsync, rename), and
-  when it is missing, damaged, or does not match the log, it is ignored and
-  the index is rebuilt by replaying the log.
+* ``log.<epoch>.<slot>`` — a log file.  The files of older epochs are
+  *sealed*: the manifest records the length up to which they count, and
+  nothing past it is ever read (a stale owner may still append there; no
+  one looks).  The last file is the current owner's own when it has written
+  to the mailbox in its tenure; only it is appended to.
+* ``index.<epoch>`` — a checkpoint of the in-memory index (columns of
+  fixed-size values, one entry per live message) covering the chain up to a
+  position.  It is a cache: written atomically by its epoch's owner, and
+  when it is missing, damaged, or does not match the chain, it is ignored
+  and the index is rebuilt by replaying the chain.
 
-Opening replays the log after the checkpoint's offset (the *tail*), cuts a
-torn tail, and applies records in order.  Invariants: the in-memory columns
-hold the live messages in ascending UID order; ``data_size`` is the offset
-just past the last valid record; every record up to ``data_size`` has been
-applied.  All file work here runs on the account's I/O thread.
+Positions in the chain are *virtual offsets*: the file's place in the chain
+times 2**40 plus the offset in the file, so the index keeps one 64-bit
+offset per message whatever file it is in.
+
+Opening replays the chain after the checkpoint's position, cuts a torn tail
+of the owner's own file, and applies records in order.  Invariants: the
+in-memory columns hold the live messages in ascending UID order;
+``data_size`` is the virtual offset just past the last valid record;
+every record up to ``data_size`` has been applied.  All file work here runs
+on the account's I/O thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -34,8 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamail.durable import fsync_dir
+from dynamail.storage import faults
 from dynamail.storage import records as R
-from dynamail.storage.api import SYSTEM_FLAGS, MessageInfo, StorageError
+from dynamail.storage.api import SYSTEM_FLAGS, MessageInfo, StorageError, StoreClosed
 
 SYSTEM_BITS = {name: 1 << i for i, name in enumerate(SYSTEM_FLAGS)}
 SEEN, DELETED = SYSTEM_BITS["\\Seen"], SYSTEM_BITS["\\Deleted"]
@@ -48,8 +59,18 @@ CHECKPOINT_RECORDS = 2048
 CHECKPOINT_BYTES = 32 << 20
 
 INDEX_MAGIC = b"DMIX"
-INDEX_VERSION = 1
-INDEX_HEAD = struct.Struct("<4sIIIQQIIIQQQI")
+INDEX_VERSION = 2
+# magic, version, generation, count, covered (virtual), last record
+# (virtual), its CRC, uidvalidity, uidnext, highest modseq, highest epoch,
+# total message bytes, keyword-list length, delivery-list length
+INDEX_HEAD = struct.Struct("<4sIIIQQIIIQQQII")
+# A chain position is the file's place in the chain times 2**40 plus the
+# offset in that file (files of up to 1 TiB, 2**24 files per chain).
+SEG_SHIFT = 40
+SEG_MASK = (1 << SEG_SHIFT) - 1
+# Delivery ids remembered per mailbox (exactly-once hand-off): the newest
+# ones; a hand-off retried after this many later deliveries is not recognised.
+MAX_DELIVERIES = 20000
 # column name, array type code; every column has one entry per live message
 COLUMNS = (
     ("uid", "I"),
@@ -87,21 +108,45 @@ class Ghost:
     fd: int = -1  # the data file it is in, when not the current one (compacted since)
 
 
-def data_path(directory: Path, gen: int) -> Path:
-    return directory / f"data.{gen}"
+def log_name(epoch: int, slot: int) -> str:
+    return f"log.{epoch}.{slot}"
 
 
-def index_path(directory: Path, gen: int) -> Path:
-    return directory / f"index.{gen}"
+def index_name(epoch: int) -> str:
+    return f"index.{epoch}"
+
+
+def name_epoch(name: str) -> int | None:
+    """The epoch a file name carries (``log.<e>.<s>``, ``index.<e>``, and
+    their ``.``-prefixed temporaries), None for other names."""
+    parts = name.lstrip(".").split(".")
+    if len(parts) >= 2 and parts[0] in ("log", "index", "spool") and parts[1].isdigit():
+        return int(parts[1])
+    return None
 
 
 def generations(directory: Path) -> list[int]:
+    """Generations of a data file of the 0.1 layout (``data.<g>``)."""
     gens = []
     for entry in directory.iterdir():
         name = entry.name
         if name.startswith("data.") and name[5:].isdigit():
             gens.append(int(name[5:]))
     return sorted(gens)
+
+
+@dataclass(slots=True)
+class Segment:
+    """One file of a mailbox's chain, open."""
+
+    entry: dict  # type: ignore[type-arg]  # the manifest's entry: name, origin, seal
+    fd: int
+    own: bool  # the current owner's own file (appended to)
+
+    @property
+    def limit(self) -> int | None:
+        seal = self.entry.get("seal")
+        return None if seal is None else int(seal)
 
 
 def flag_names(bits: int, keywords: list[str]) -> frozenset[str]:
@@ -129,15 +174,34 @@ def to_datetime(seconds: int, tz_minutes: int) -> datetime.datetime:
 class MailboxState:
     """The in-memory index of one mailbox and its open data file."""
 
-    def __init__(self, directory: Path, uidvalidity: int, writable: bool, fence: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        uidvalidity: int,
+        writable: bool,
+        fence: Callable[[], None] | None = None,
+        *,
+        epoch: int = 0,
+        chain: list[dict] | None = None,  # type: ignore[type-arg]
+        gen: int = 1,
+    ) -> None:
         self.directory = directory
         self.writable = writable
-        # called before any change to the files (raises FencedError when the
-        # account has a newer owner)
+        # called after a change to the files, before it is relied on
+        # (raises FencedError when the account has a newer owner)
         self.fence = fence or (lambda: None)
         self.uidvalidity = uidvalidity
-        self.gen = 0
-        self.fd = -1
+        self.epoch = epoch
+        # the manifest's entries of this mailbox's chain (shared with the
+        # account's manifest: changed here when the chain changes)
+        self.chain: list[dict] = chain if chain is not None else []  # type: ignore[type-arg]
+        self.gen = gen
+        self.segs: list[Segment] = []
+        self.delivered: dict[str, int] = {}  # delivery id -> UID, oldest first
+        self.closed = False
+        self.readers = 0  # reads in flight on reader threads (see close())
+        self._retired_fds: list[int] = []
+        self._file_max_epoch = 0
         self.cols: dict[str, array] = {name: array(code) for name, code in COLUMNS}
         self.keywords: list[str] = []
         self.kwmap: dict[str, int] = {}
@@ -202,16 +266,31 @@ class MailboxState:
         self._infos[uid] = got
         return got
 
+    @property
+    def fd(self) -> int:
+        """The descriptor of the last file of the chain."""
+        return self.segs[-1].fd if self.segs else -1
+
+    def fd_at(self, voff: int) -> tuple[int, int]:
+        """(descriptor, offset in that file) of a chain position."""
+        return self.segs[voff >> SEG_SHIFT].fd, voff & SEG_MASK
+
     def locate(self, uid: int) -> tuple[int, int, int, int] | None:
-        """(data file descriptor, body offset, body length, parse-result
-        length) of a live or ghost message."""
+        """(data file descriptor, body offset in it, body length,
+        parse-result length) of a live or ghost message."""
+        if self.closed:
+            raise StoreClosed("the mailbox has been closed")
         i = self.pos(uid)
         if i >= 0:
             c = self.cols
-            return self.fd, c["off"][i], c["blen"][i], c["mlen"][i]
+            fd, off = self.fd_at(c["off"][i])
+            return fd, off, c["blen"][i], c["mlen"][i]
         g = self.ghosts.get(uid)
         if g is not None:
-            return (self.fd if g.fd < 0 else g.fd), g.off, g.blen, g.mlen
+            if g.fd >= 0:
+                return g.fd, g.off, g.blen, g.mlen
+            fd, off = self.fd_at(g.off)
+            return fd, off, g.blen, g.mlen
         return None
 
     def location(self, uid: int) -> tuple[int, int, int] | None:
@@ -322,11 +401,19 @@ class MailboxState:
                 c[name] = array(code, itertools.compress(c[name], mask))
         return gone
 
+    def remember_delivery(self, delivery_id: str, uid: int) -> None:
+        self.delivered[delivery_id] = uid
+        if len(self.delivered) > MAX_DELIVERIES:
+            del self.delivered[next(iter(self.delivered))]
+
     def apply(self, hdr: R.Header, off: int, payload: bytes | memoryview, keep_ghosts: bool = False) -> None:
-        """Apply one record found at ``off`` in the log."""
-        if hdr.epoch < self.max_epoch:
-            return  # written by a fenced-out owner after the new one took over
-        self.max_epoch = hdr.epoch
+        """Apply one record found at chain position ``off``."""
+        if hdr.epoch < self._file_max_epoch:
+            # a 0.1 log: written by a fenced-out owner after the new one's
+            # OWNER record (files of this layout have one writer each)
+            return
+        self._file_max_epoch = hdr.epoch
+        self.max_epoch = max(self.max_epoch, hdr.epoch)
         t = hdr.rtype
         if t == R.MESSAGE:
             uid, modseq, date, tz, _r, flags, blen, mlen = R.MESSAGE_FIXED.unpack_from(payload)
@@ -357,42 +444,70 @@ class MailboxState:
             _uv, uidnext, hms, _gen = R.MAILBOX_BODY.unpack_from(payload)
             self.uidnext = max(self.uidnext, uidnext)
             self.highestmodseq = max(self.highestmodseq, hms)
+        elif t == R.DELIVERY:
+            (uid,) = R.UID_ITEM.unpack_from(payload)
+            self.remember_delivery(bytes(payload[R.UID_ITEM.size :]).decode("utf-8", "replace"), uid)
 
     # -- opening -------------------------------------------------------------
-    def open(self) -> None:
-        """Find the current generation, load the checkpoint, replay the tail."""
-        d = self.directory
-        gens = generations(d) if d.is_dir() else []
-        if not gens:
-            if not self.writable:
-                raise FileLayoutError(f"no data file in {d}")
-            self.fence()
-            create_generation(d, 1, self.uidvalidity, 1, 0, 0)
-            gens = [1]
-        self.gen = gens[-1]
-        if self.writable:
-            remove_other_generations(d, self.gen, self.fence)
-        flags = os.O_RDWR if self.writable else os.O_RDONLY
-        self.fd = os.open(data_path(d, self.gen), flags | getattr(os, "O_BINARY", 0))
-        size = os.fstat(self.fd).st_size
-        start = self._load_checkpoint(size)
+    def open(self, seal_foreign: bool = False) -> None:
+        """Open the chain, load the checkpoint, replay the rest.
+
+        Every file of an older epoch must be sealed, except with
+        ``seal_foreign`` (a new owner adopting its predecessor's files): then
+        an unsealed file of another epoch is read up to its last complete
+        write, and that length becomes its seal in ``chain``."""
+        if not self.chain:
+            raise FileLayoutError(f"no log file in {self.directory}")
+        for entry in self.chain:
+            name = entry["name"]
+            own = entry.get("seal") is None and name_epoch(name) == self.epoch and self.writable
+            if entry.get("seal") is None and not own and not seal_foreign:
+                raise FileLayoutError(f"{self.directory}/{name} is not sealed")
+            flags = os.O_RDWR if own else os.O_RDONLY
+            try:
+                fd = os.open(self.directory / name, flags | getattr(os, "O_BINARY", 0))
+            except BaseException:
+                self.close()
+                raise
+            self.segs.append(Segment(entry, fd, own))
+        for seg in self.segs[:-1]:
+            if seg.own:
+                raise FileLayoutError(f"{self.directory}: own file {seg.entry['name']} is not the last")
+        start = self._load_checkpoint()
         if start == 0:
             self.rebuilt = True
-        end = self._scan(start, size)
-        if end < size:
-            self.cut_bytes = size - end
-            if self.writable:
-                self.fence()  # the "torn tail" may be a newer owner's write in progress
-                os.ftruncate(self.fd, end)
-                os.fsync(self.fd)
-        if end == 0 and self.writable:
+        first = start >> SEG_SHIFT
+        end = start
+        for i in range(first, len(self.segs)):
+            seg = self.segs[i]
+            base = i << SEG_SHIFT
+            size = os.fstat(seg.fd).st_size
+            limit = seg.limit
+            upto = size if limit is None else min(limit, size)
+            if limit is not None and size < limit:
+                raise StorageError(f"{self.directory}/{seg.entry['name']} is shorter than its seal")
+            self._file_max_epoch = 0
+            from_off = (start & SEG_MASK) if i == first else 0
+            got = self._scan(seg.fd, base, from_off, upto)
+            if seg.own and got < size:
+                self.cut_bytes = size - got
+                faults.point("truncate")
+                os.ftruncate(seg.fd, got)
+                os.fsync(seg.fd)
+            elif limit is None:
+                seg.entry["seal"] = got  # adopting: the predecessor's last complete write
+            elif got < limit:
+                raise StorageError(f"{self.directory}/{seg.entry['name']}: damaged before its seal at {got}")
+            end = base | got
+        last = self.segs[-1]
+        if last.own and (end & SEG_MASK) == 0:
             # even the MAILBOX record was lost (the file was cut): start it again
-            self.fence()
-            buf = R.frame(R.MAILBOX, 0, R.MAILBOX_BODY.pack(self.uidvalidity, self.uidnext, self.highestmodseq, self.gen))
-            os.pwrite(self.fd, buf, 0)
-            os.fsync(self.fd)
-            self.last_rec_off, self.last_crc = 0, R.parse_header(buf).crc  # type: ignore[union-attr]
-            end = len(buf)
+            buf = R.frame(R.MAILBOX, self.epoch, R.MAILBOX_BODY.pack(self.uidvalidity, self.uidnext, self.highestmodseq, self.gen))
+            faults.point("write")
+            os.pwrite(last.fd, buf, 0)
+            os.fsync(last.fd)
+            self.last_rec_off, self.last_crc = end, R.parse_header(buf).crc  # type: ignore[union-attr]
+            end += len(buf)
         self.data_size = end
         self.res_uidnext = self.uidnext
         self.res_modseq = self.highestmodseq
@@ -403,28 +518,42 @@ class MailboxState:
         self.keywords, self.kwmap, self.kw_durable = [], {}, 0
         self.uidnext, self.highestmodseq, self.max_epoch, self.total_size = 1, 0, 0, 0
         self.last_rec_off = self.last_crc = 0
+        self.delivered = {}
         self._flagcache.clear()
 
-    def _load_checkpoint(self, data_size: int) -> int:
-        """Load ``index.<gen>`` if it matches the log; return the offset to
-        replay from (0: rebuild from the whole log)."""
+    def _load_checkpoint(self) -> int:
+        """Load ``index.<epoch>`` if it matches the chain; return the chain
+        position to replay from (0: rebuild from the whole chain)."""
         try:
-            blob = index_path(self.directory, self.gen).read_bytes()
+            blob = (self.directory / index_name(self.epoch)).read_bytes()
         except OSError:
             return 0
         try:
             if len(blob) < INDEX_HEAD.size + 4 or zlib.crc32(blob[:-4]) != struct.unpack_from("<I", blob, len(blob) - 4)[0]:
                 return 0
-            (magic, version, gen, count, covered, last_off, last_crc, uidvalidity, uidnext, hms, max_epoch, total, kwlen) = INDEX_HEAD.unpack_from(blob)
-            if magic != INDEX_MAGIC or version != INDEX_VERSION or gen != self.gen or covered > data_size:
+            (magic, version, gen, count, covered, last_off, last_crc, uidvalidity, uidnext, hms, max_epoch, total, kwlen, dlen) = (
+                INDEX_HEAD.unpack_from(blob)
+            )
+            if magic != INDEX_MAGIC or version != INDEX_VERSION or gen != self.gen:
                 return 0
-            head = os.pread(self.fd, R.HEADER_SIZE, last_off)
+            seg_i = covered >> SEG_SHIFT
+            if seg_i >= len(self.segs) or last_off >> SEG_SHIFT != seg_i:
+                return 0
+            seg = self.segs[seg_i]
+            limit = seg.limit
+            if limit is None:
+                limit = os.fstat(seg.fd).st_size
+            if (covered & SEG_MASK) > limit:
+                return 0
+            head = os.pread(seg.fd, R.HEADER_SIZE, last_off & SEG_MASK)
             hdr = R.parse_header(head)
             if hdr is None or hdr.crc != last_crc or last_off + R.HEADER_SIZE + hdr.length != covered:
                 return 0
             pos = INDEX_HEAD.size
             keywords = json.loads(blob[pos : pos + kwlen].decode("utf-8"))
             pos += kwlen
+            delivered = json.loads(blob[pos : pos + dlen].decode("utf-8"))
+            pos += dlen
             cols: dict[str, array] = {}
             view = memoryview(blob)
             for name, code in COLUMNS:
@@ -447,14 +576,16 @@ class MailboxState:
         self.keywords = list(keywords)
         self.kwmap = {n: i for i, n in enumerate(self.keywords)}
         self.kw_durable = len(self.keywords)
+        self.delivered = {str(k): int(v) for k, v in delivered}
         self.uidvalidity = uidvalidity or self.uidvalidity
         self.uidnext, self.highestmodseq, self.max_epoch = uidnext, hms, max_epoch
         self.last_rec_off, self.last_crc = last_off, last_crc
         self.total_size = total
-        return covered
+        return int(covered)
 
-    def _scan(self, start: int, size: int) -> int:
-        """Replay records from ``start``; returns the end of the last
+    def _scan(self, fd: int, base: int, start: int, size: int) -> int:
+        """Replay the records of one file of the chain (at chain position
+        ``base``) from ``start`` up to ``size``; returns the end of the last
         committed write (records after it are a torn or unfinished write)."""
         pos = start
         committed = start
@@ -465,7 +596,7 @@ class MailboxState:
         while pos < size:
             rel = pos - buf_off
             if rel + R.HEADER_SIZE > len(buf):
-                buf = os.pread(self.fd, max(SCAN_CHUNK, R.HEADER_SIZE), pos)
+                buf = os.pread(fd, max(SCAN_CHUNK, R.HEADER_SIZE), pos)
                 buf_off, rel = pos, 0
             hdr = R.parse_header(memoryview(buf)[rel : rel + R.HEADER_SIZE])
             if hdr is None:
@@ -474,7 +605,7 @@ class MailboxState:
             if end > size:
                 break
             if rel + R.HEADER_SIZE + hdr.length > len(buf):
-                buf = os.pread(self.fd, max(SCAN_CHUNK, R.HEADER_SIZE + hdr.length), pos)
+                buf = os.pread(fd, max(SCAN_CHUNK, R.HEADER_SIZE + hdr.length), pos)
                 buf_off, rel = pos, 0
                 if len(buf) < R.HEADER_SIZE + hdr.length:
                     break
@@ -486,16 +617,16 @@ class MailboxState:
                 if hdr.rtype != R.MAILBOX:
                     break
                 committed = end  # the first record stands alone
-                self.apply(hdr, pos, payload)
-                self.last_rec_off, self.last_crc = pos, hdr.crc
+                self.apply(hdr, base | pos, payload)
+                self.last_rec_off, self.last_crc = base | pos, hdr.crc
             elif hdr.rtype == R.COMMIT:
                 for phdr, poff, ppayload in pending:
-                    self.apply(phdr, poff, ppayload)
+                    self.apply(phdr, base | poff, ppayload)
                 pending.clear()
-                if hdr.epoch >= self.max_epoch:
-                    self.max_epoch = hdr.epoch
+                if hdr.epoch >= self._file_max_epoch:
+                    self._file_max_epoch = hdr.epoch
                 committed = end
-                self.last_rec_off, self.last_crc = pos, hdr.crc
+                self.last_rec_off, self.last_crc = base | pos, hdr.crc
             else:
                 pending.append((hdr, pos, payload))
             records += 1
@@ -505,18 +636,53 @@ class MailboxState:
         return committed
 
     # -- writing (I/O thread) ------------------------------------------------
+    def own_file(self) -> Segment | None:
+        return self.segs[-1] if self.segs and self.segs[-1].own else None
+
+    def start_own_file(self, slot: int) -> dict:  # type: ignore[type-arg]
+        """Create this owner's own log file at the end of the chain (durably,
+        before the manifest names it); returns its chain entry (the caller
+        records it in the manifest before writing to it)."""
+        name = log_name(self.epoch, slot)
+        create_log(self.directory, name, self.uidvalidity, self.uidnext, self.highestmodseq, self.gen, self.epoch)
+        fd = os.open(self.directory / name, os.O_RDWR | getattr(os, "O_BINARY", 0))
+        entry = {"name": name, "origin": name, "seal": None}
+        size = os.fstat(fd).st_size
+        self.chain.append(entry)
+        self.segs.append(Segment(entry, fd, True))
+        self.data_size = ((len(self.segs) - 1) << SEG_SHIFT) | size
+        return entry
+
+    def seal_own(self) -> None:
+        """Stop appending to the own file: seal it at the last complete
+        write (after a failed write; the next write starts a new file)."""
+        seg = self.own_file()
+        if seg is not None:
+            seg.entry["seal"] = self.data_size & SEG_MASK
+            seg.own = False
+
     def write(self, bufs: list[R.Piece]) -> int:
-        """Append ``bufs`` (whole records) durably at ``data_size``; returns
-        the offset where they start.  Bytes beyond ``data_size`` (a failed
-        earlier write, or a fenced-out writer's) are cut first."""
+        """Append ``bufs`` (whole records) durably at the end of the owner's
+        own file; returns the chain position where they start.  A failed
+        write leaves bytes after ``data_size`` that no reader looks at; the
+        owner never cuts its file under a successor that may have sealed
+        it, so such a store stops writing (the caller fences it)."""
+        seg = self.own_file()
+        if seg is None:
+            raise StorageError("no own log file to write to")
         start = self.data_size
-        cur = os.fstat(self.fd).st_size
-        if cur != start:
-            if cur < start:
-                raise StorageError(f"data file {self.gen} in {self.directory} shrank under us")
-            os.ftruncate(self.fd, start)
-        write_pieces(self.fd, bufs, start)
-        _fdatasync(self.fd)
+        off = start & SEG_MASK
+        cur = os.fstat(seg.fd).st_size
+        if cur != off:
+            self.seal_own()
+            raise StorageError(f"log file {seg.entry['name']} in {self.directory} is {cur} bytes, expected {off}")
+        faults.point("write")
+        try:
+            write_pieces(seg.fd, bufs, off)
+            _fdatasync(seg.fd)
+        except OSError:
+            self.seal_own()
+            raise
         return start
 
     def committed(self, start: int, length: int, last_off_rel: int, last_crc: int, records: int) -> None:
@@ -526,6 +692,16 @@ class MailboxState:
         self.tail_records += records
         self.tail_bytes += length
 
+    def log_bytes(self) -> int:
+        """Bytes of all files of the chain (what compaction would rewrite)."""
+        total = 0
+        for i, seg in enumerate(self.segs):
+            if i == len(self.segs) - 1:
+                total += self.data_size & SEG_MASK
+            else:
+                total += seg.limit or 0
+        return total
+
     def needs_checkpoint(self) -> bool:
         return self.tail_records > CHECKPOINT_RECORDS or self.tail_bytes > CHECKPOINT_BYTES
 
@@ -533,12 +709,13 @@ class MailboxState:
         """The checkpoint of the current state (call on the loop thread or
         while the loop does not change the state)."""
         kw = json.dumps(self.keywords).encode("utf-8")
+        dl = json.dumps(list(self.delivered.items())).encode("utf-8")
         count = len(self.cols["uid"])
         head = INDEX_HEAD.pack(
             INDEX_MAGIC, INDEX_VERSION, self.gen, count, self.data_size, self.last_rec_off,
-            self.last_crc, self.uidvalidity, self.uidnext, self.highestmodseq, self.max_epoch, self.total_size, len(kw),
+            self.last_crc, self.uidvalidity, self.uidnext, self.highestmodseq, self.max_epoch, self.total_size, len(kw), len(dl),
         )
-        parts = [head, kw]
+        parts = [head, kw, dl]
         for name, _code in COLUMNS:
             col = self.cols[name]
             if BIG_ENDIAN:
@@ -549,36 +726,67 @@ class MailboxState:
         return blob + struct.pack("<I", zlib.crc32(blob))
 
     def write_checkpoint(self, blob: bytes) -> None:
-        self.fence()
-        target = index_path(self.directory, self.gen)
-        tmp = target.with_name(f".{target.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
+        """Replace ``index.<epoch>`` (this owner's own name) atomically."""
+        target = self.directory / index_name(self.epoch)
+        tmp = self.directory / f".{target.name}.tmp"
+        faults.point("create")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            pwrite_all(fd, blob, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        faults.point("rename")
         os.replace(tmp, target)
         fsync_dir(self.directory)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Release the files.  Reads in flight on reader threads keep the
+        descriptors until they finish (``readers``); later reads fail with
+        StoreClosed, never on a reused descriptor."""
+        self.closed = True
+        if self.readers == 0:
+            self._close_fds()
+
+    def _close_fds(self) -> None:
+        for seg in self.segs:
+            if seg.fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(seg.fd)
+                seg.fd = -1
+        for fd in self._retired_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._retired_fds = []
+
+    def begin_read(self) -> None:
+        """Called on the loop thread before a read is handed to a reader thread."""
+        if self.closed:
+            raise StoreClosed("the mailbox has been closed")
+        self.readers += 1
+
+    def end_read(self) -> None:
+        """Called on the loop thread when that read is over."""
+        self.readers -= 1
+        if self.closed and self.readers == 0:
+            self._close_fds()
 
 
-def create_generation(directory: Path, gen: int, uidvalidity: int, uidnext: int, modseq: int, epoch: int) -> None:
-    """Create ``data.<gen>`` holding only its MAILBOX record, durably (the
-    directory too, when this creates it)."""
-    created = not directory.is_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    if created:
+def create_log(directory: Path, name: str, uidvalidity: int, uidnext: int, modseq: int, gen: int, epoch: int) -> None:
+    """Create the log file ``name`` holding only its MAILBOX record,
+    durably (the directory too, when this creates it).  Exclusive: an
+    existing name is an error, never overwritten."""
+    if not directory.is_dir():
+        faults.point("mkdir")
+        directory.mkdir(parents=True, exist_ok=True)
         fsync_dir(directory.parent)
-    target = data_path(directory, gen)
-    tmp = directory / f".data.{gen}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(R.frame(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(uidvalidity, uidnext, modseq, gen)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
+    faults.point("create")
+    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    try:
+        pwrite_all(fd, R.frame(R.MAILBOX, epoch, R.MAILBOX_BODY.pack(uidvalidity, uidnext, modseq, gen)), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     fsync_dir(directory)
 
 
@@ -649,41 +857,40 @@ def copy_range(src: R.FileRange, fd: int, off: int) -> int:
     return off
 
 
-def read_summary(directory: Path) -> tuple[int, int] | None:
+def read_summary(directory: Path, chain: list[dict], epoch: int, gen: int) -> tuple[int, int] | None:  # type: ignore[type-arg]
     """(message bytes, messages) of a mailbox that is not loaded, from the
     header of its index checkpoint, or None when that header does not cover
-    the whole log (a crash after the last checkpoint: the caller loads the
-    mailbox).  Reads 80 bytes of the checkpoint and one record header of the
-    log; the checkpoint's own CRC is not checked here (loading does)."""
+    the whole chain (the caller loads the mailbox).  Every file of the chain
+    must be sealed.  Reads 80 bytes of the checkpoint and one record header
+    of the last file; the checkpoint's own CRC is not checked here (loading
+    does)."""
+    if not chain or any(e.get("seal") is None for e in chain):
+        return None
+    last = len(chain) - 1
+    seal = int(chain[last]["seal"])
     try:
-        gens = generations(directory)
+        fd = os.open(directory / chain[last]["name"], os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError:
         return None
-    if not gens:
-        return None
-    gen = gens[-1]
     try:
-        fd = os.open(data_path(directory, gen), os.O_RDONLY | getattr(os, "O_BINARY", 0))
-    except OSError:
-        return None
-    try:
-        size = os.fstat(fd).st_size
         try:
-            with open(index_path(directory, gen), "rb") as f:
+            with open(directory / index_name(epoch), "rb") as f:
                 head = f.read(INDEX_HEAD.size)
         except FileNotFoundError:
-            # a mailbox that never got a checkpoint: empty if the log holds
-            # only its MAILBOX record
+            # a mailbox that never got a checkpoint: empty if its one file
+            # holds only its MAILBOX record
             first = R.parse_header(os.pread(fd, R.HEADER_SIZE, 0))
-            if first is not None and first.rtype == R.MAILBOX and R.HEADER_SIZE + first.length == size:
+            if last == 0 and first is not None and first.rtype == R.MAILBOX and R.HEADER_SIZE + first.length == seal:
                 return 0, 0
             return None
         if len(head) < INDEX_HEAD.size:
             return None
-        (magic, version, g, count, covered, last_off, last_crc, _uv, _un, _hms, _ep, total, _kw) = INDEX_HEAD.unpack(head)
-        if magic != INDEX_MAGIC or version != INDEX_VERSION or g != gen or covered != size:
+        (magic, version, g, count, covered, last_off, last_crc, _uv, _un, _hms, _ep, total, _kw, _dl) = INDEX_HEAD.unpack(head)
+        if magic != INDEX_MAGIC or version != INDEX_VERSION or g != gen or covered != (last << SEG_SHIFT) | seal:
             return None
-        hdr = R.parse_header(os.pread(fd, R.HEADER_SIZE, last_off))
+        if last_off >> SEG_SHIFT != last:
+            return None
+        hdr = R.parse_header(os.pread(fd, R.HEADER_SIZE, last_off & SEG_MASK))
         if hdr is None or hdr.crc != last_crc or last_off + R.HEADER_SIZE + hdr.length != covered:
             return None
         return total, count
@@ -691,18 +898,3 @@ def read_summary(directory: Path) -> tuple[int, int] | None:
         return None
     finally:
         os.close(fd)
-
-
-def remove_other_generations(directory: Path, gen: int, fence: Callable[[], None]) -> None:
-    """Remove files of other generations and temporaries (left by a crash)."""
-    changed = False
-    for entry in directory.iterdir():
-        name = entry.name
-        stem, _, num = name.rpartition(".")
-        if name.endswith(".tmp") or (stem in ("data", "index") and num.isdigit() and int(num) != gen):
-            if not changed:
-                fence()
-            entry.unlink(missing_ok=True)
-            changed = True
-    if changed:
-        fsync_dir(directory)

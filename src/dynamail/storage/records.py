@@ -1,4 +1,4 @@
-"""Record framing of a mailbox data file (``data.<generation>``).
+"""Record framing of a mailbox log file (``log.<epoch>.<slot>``).
 
 A data file is a sequence of records, each a fixed 24-byte header followed by
 its payload, all little-endian whatever the host (``struct`` format ``<``):
@@ -26,6 +26,9 @@ Record types and payloads:
 * ``KEYWORD``: bit number u32, then the keyword (UTF-8).
 * ``OWNER``: accepted end u64 — written by a new owner before its first
   change to the file: the offset up to which it took the log over.
+* ``DELIVERY``: uid u32, then a delivery id (UTF-8): the message with that
+  UID was handed over under that id (exactly-once hand-off); written in the
+  same write as the message.
 * ``COMMIT``: no payload.  Ends every write (one group-commit batch): the
   records since the previous COMMIT take effect together or not at all, so
   a multi-message append torn by a crash leaves none of its messages.  A
@@ -44,8 +47,8 @@ MAGIC = 0xD3A1
 HEADER = struct.Struct("<HBBIQII")
 HEADER_SIZE = HEADER.size  # 24
 
-MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT = 1, 2, 3, 4, 5, 6, 7
-RECORD_TYPES = (MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT)
+MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT, DELIVERY = 1, 2, 3, 4, 5, 6, 7, 8
+RECORD_TYPES = (MAILBOX, MESSAGE, FLAGS, EXPUNGE, KEYWORD, OWNER, COMMIT, DELIVERY)
 
 MAILBOX_BODY = struct.Struct("<IIQI")
 MESSAGE_FIXED = struct.Struct("<IQqhHQII")  # 40 bytes

@@ -232,11 +232,21 @@ class FileMailboxView:
             raise KeyError(uid)
         return loc
 
+    async def _on_reader(self, fn: Any, *args: Any) -> Any:
+        """Run a read on a reader thread.  The mailbox's descriptors stay
+        open until it is over, even if the store is closed meanwhile (then
+        later reads fail with StoreClosed, never on a reused descriptor)."""
+        st = self._state
+        st.begin_read()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._account.read_pool(), fn, *args)
+        finally:
+            st.end_read()
+
     async def _pread(self, fd: int, length: int, offset: int) -> bytes:
         if length <= 0:
             return b""
-        loop = asyncio.get_running_loop()
-        data: bytes = await loop.run_in_executor(self._account.read_pool(), os.pread, fd, length, offset)
+        data: bytes = await self._on_reader(os.pread, fd, length, offset)
         return data
 
     async def read(self, uid: int) -> bytes:
@@ -251,21 +261,14 @@ class FileMailboxView:
 
     async def open_body(self, uid: int) -> tuple[BinaryIO, int, int]:
         fd, off, blen, _mlen = self._location(uid)
-        st = self._state
-        if fd != st.fd:  # a ghost in a generation compaction has replaced
-            old = self._old_files.get(fd)
-            if old is None:
-                old = self._old_files[fd] = open(os.dup(fd), "rb")
-            return old, off, blen
-        if self._file is None or self._file_gen != st.gen:
-            if self._file is not None:
-                self._file.close()
-            # a duplicate of the log's descriptor: no path lookup on the loop
-            # thread; the shared file offset is harmless, the engine only
-            # uses pread/pwrite
-            self._file = open(os.dup(st.fd), "rb")
-            self._file_gen = st.gen
-        return self._file, off, blen
+        # a duplicate of the log file's descriptor, one per file of the
+        # chain: no path lookup on the loop thread, and it stays valid
+        # whatever the store closes; the shared file offset is harmless,
+        # the engine only uses pread/pwrite
+        f = self._old_files.get(fd)
+        if f is None:
+            f = self._old_files[fd] = open(os.dup(fd), "rb")
+        return f, off, blen
 
     def _remember(self, uid: int, parsed: mime.Parsed) -> None:
         self._parsed[uid] = parsed
@@ -283,8 +286,7 @@ class FileMailboxView:
         got = self._cached(uid)
         if got is None:
             fd, off, blen, mlen = self._location(uid)
-            loop = asyncio.get_running_loop()
-            got = await loop.run_in_executor(self._account.read_pool(), read_parsed, fd, off, blen, mlen)
+            got = await self._on_reader(read_parsed, fd, off, blen, mlen)
             self._remember(uid, got)
         return got
 
@@ -296,10 +298,7 @@ class FileMailboxView:
         if cached is not None:
             rng = mime.section_range(cached.tree, list(section), what)
             return b"" if rng is None else await self._pread(fd, rng[1] - rng[0], off + rng[0])
-        loop = asyncio.get_running_loop()
-        parsed, data = await loop.run_in_executor(
-            self._account.read_pool(), read_section, fd, off, blen, mlen, list(section), what
-        )
+        parsed, data = await self._on_reader(read_section, fd, off, blen, mlen, list(section), what)
         self._remember(uid, parsed)
         return data
 
@@ -327,9 +326,8 @@ class FileMailboxView:
             if loc is not None:
                 todo.append((uid, *loc, self._parsed.get(uid)))
         out: list[int] = []
-        loop = asyncio.get_running_loop()
         for i in range(0, len(todo), SEARCH_CHUNK):
-            out += await loop.run_in_executor(self._account.read_pool(), search_many, todo[i : i + SEARCH_CHUNK], where, text)
+            out += await self._on_reader(search_many, todo[i : i + SEARCH_CHUNK], where, text)
         return out
 
     # -- changing --------------------------------------------------------------

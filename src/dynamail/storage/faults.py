@@ -1,0 +1,53 @@
+"""Fault-injection points before every mutation of shared storage.
+
+A process started with ``DYNAMAIL_FAULTS_DIR=DIR`` checks, at each point,
+whether ``DIR/arm`` exists; when its content names the point (``write``,
+``truncate``, ``rename``, ``link``, ``unlink``, ``mkdir``, ``create``) or is
+``*``, it removes ``DIR/arm`` and stops itself with SIGSTOP, to be resumed
+with SIGCONT by whoever armed it.  Tests and the fault campaign use this to
+pause an owner at the worst instant: after its fencing check, before its
+change reaches the file system.
+
+Without the variable a point is one global lookup and a comparison: free
+when unused.  In-process tests may instead install a hook with
+:func:`set_hook` (called with the point's name, on whatever thread reached
+it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+
+POINTS = ("write", "truncate", "rename", "link", "unlink", "mkdir", "create")
+
+_DIR = os.environ.get("DYNAMAIL_FAULTS_DIR") or None
+_hook: Callable[[str], None] | None = None
+
+
+def set_hook(hook: Callable[[str], None] | None) -> None:
+    """Install (or remove, with None) an in-process hook called at every point."""
+    global _hook
+    _hook = hook
+
+
+def point(name: str) -> None:
+    """A mutation of shared storage named ``name`` is about to happen."""
+    if _hook is not None:
+        _hook(name)
+    if _DIR is None:
+        return
+    arm = os.path.join(_DIR, "arm")
+    try:
+        with open(arm, encoding="ascii") as f:
+            wanted = f.read().strip()
+    except OSError:
+        return
+    if wanted not in ("*", name):
+        return
+    try:
+        os.unlink(arm)
+    except OSError:
+        return  # another thread took it
+    os.kill(os.getpid(), signal.SIGSTOP)
