@@ -4,14 +4,13 @@ on, catch-up of what they wrote meanwhile, crash-safe switch."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 from pathlib import Path
 
 from dynamail.storage import AppendRequest, FileAccountStore, FileMailStore
-from dynamail.storage.mailbox import generations
 
 from .harness import with_account
+from .layout import box, chain, index_file, mailbox_dir
 
 BIG = 300_000
 
@@ -21,8 +20,11 @@ def msg(i: int, pad: int = 0) -> bytes:
 
 
 def inbox_dir(account: Path) -> Path:
-    doc = json.loads((account / "mailboxes.json").read_text())
-    return account / "mail" / str(doc["mailboxes"]["INBOX"]["id"])
+    return mailbox_dir(account)
+
+
+def gen(account: Path) -> int:
+    return int(box(account)["gen"])
 
 
 async def contents(store: FileAccountStore) -> dict[int, tuple[bytes, frozenset[str], int]]:
@@ -73,7 +75,7 @@ def test_expunge_schedules_background_compaction(tmp_path: Path) -> None:
         assert await v.expunge() == [1, 2, 3, 4]
         assert store._compactions, "no compaction was scheduled"
         await asyncio.gather(*store._compactions.values())
-        assert generations(inbox_dir(acct)) == [2]
+        assert gen(acct) == 2 and len(chain(acct)) == 1
         # the other view still lists the expunged messages and reads them
         assert list(reader.uids()) == [1, 2, 3, 4, 5, 6, 7, 8]
         assert await reader.read(2) == msg(1, BIG)
@@ -87,7 +89,7 @@ def test_expunge_schedules_background_compaction(tmp_path: Path) -> None:
         v.close()
 
     with_account(acct, body)
-    assert (inbox_dir(acct) / "data.2").stat().st_size < 4 * (BIG + 1000)
+    assert chain(acct)[0].stat().st_size < 4 * (BIG + 1000)
     got = with_account(acct, contents, epoch=2)
     assert [got[u][0] for u in sorted(got)] == [msg(i, BIG) for i in range(4, 8)]
 
@@ -95,7 +97,7 @@ def test_expunge_schedules_background_compaction(tmp_path: Path) -> None:
 def test_catch_up_of_writes_during_compaction(tmp_path: Path) -> None:
     acct = tmp_path / "a"
     prepare(acct)
-    g_old = generations(inbox_dir(acct))[-1]
+    g_old = gen(acct)
     before = tmp_path / "before"
 
     async def body(store: FileAccountStore) -> tuple[int, dict[int, tuple[bytes, frozenset[str], int]]]:
@@ -118,41 +120,36 @@ def test_catch_up_of_writes_during_compaction(tmp_path: Path) -> None:
     assert sorted(expected) == list(range(10, 20))
     assert expected[10][1] == {"\\Flagged"}
     assert expected[19][0] == msg(201, BIG)
-    d_new = inbox_dir(acct)
-    g_new = generations(d_new)[-1]
+    g_new = gen(acct)
     assert g_new == g_old + 1
-    new_data = (d_new / f"data.{g_new}").read_bytes()
-    new_index = (d_new / f"index.{g_new}").read_bytes()
+    (new_file,) = chain(acct)
+    name = new_file.name
+    assert name.startswith("log.2.")
+    new_data = new_file.read_bytes()
+    new_index = index_file(acct).read_bytes()
     assert with_account(acct, contents, epoch=3) == expected
     # the log of the new generation alone gives the same (no checkpoint)
-    (d_new / f"index.{g_new}").unlink()
+    index_file(acct).unlink()
     assert with_account(acct, contents, epoch=4) == expected
-    # a crash at every step of the switch (the files it leaves, in order)
+    # a crash at every step of the switch (the files it leaves, in order;
+    # the manifest naming the new file is the switch itself)
     bulk_end = new_data.index(msg(100, BIG)) - 64  # inside the first caught-up record
     steps = [
-        {f".data.{g_new}.tmp": new_data[:bulk_end]},
-        {f".data.{g_new}.tmp": new_data[: len(new_data) - 100]},
-        {f".data.{g_new}.tmp": new_data},
-        {f".data.{g_new}.tmp": new_data, f"index.{g_new}": new_index},
-        {f"data.{g_new}": new_data, f"index.{g_new}": new_index},
-        {f"data.{g_new}": new_data, f"index.{g_new}": new_index, "drop-old": b""},
-        {f"data.{g_new}": new_data, "drop-old": b""},
+        {f".{name}.tmp": new_data[:bulk_end]},
+        {f".{name}.tmp": new_data[: len(new_data) - 100]},
+        {f".{name}.tmp": new_data},
+        {f".{name}.tmp": new_data, "index.2": new_index},
+        {name: new_data, "index.2": new_index},
     ]
     for i, extra in enumerate(steps):
         trial = tmp_path / f"step{i}"
         shutil.copytree(before, trial)
         d = inbox_dir(trial)
-        for name, content in extra.items():
-            if name == "drop-old":
-                (d / f"data.{g_old}").unlink()
-                (d / f"index.{g_old}").unlink(missing_ok=True)
-            else:
-                (d / name).write_bytes(content)
+        for fname, content in extra.items():
+            (d / fname).write_bytes(content)
         assert with_account(trial, contents, epoch=5) == expected, i
-        assert sorted(p.name for p in d.iterdir() if not p.name.startswith(".")) in (
-            [f"data.{g_old}", f"index.{g_old}"],
-            [f"data.{g_new}", f"index.{g_new}"],
-        ), i
+        names = sorted(p.name for p in d.iterdir())
+        assert all(n.startswith(("log.5.", "index.5")) for n in names), (i, names)
 
 
 def test_close_waits_for_background_compaction(tmp_path: Path) -> None:
@@ -187,7 +184,8 @@ def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
         v.close()
         before = await contents(store)
         d = inbox_dir(acct)
-        gen = generations(d)[-1]
+        g0 = gen(acct)
+        listing = sorted(p.name for p in d.iterdir())
 
         async def flush_compaction_thread() -> None:
             assert store._bg is not None
@@ -205,7 +203,7 @@ def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
         else:
             raise AssertionError("the compaction did not fail")
         await flush_compaction_thread()
-        assert sorted(p.name for p in d.iterdir()) == [f"data.{gen}", f"index.{gen}"]
+        assert sorted(p.name for p in d.iterdir()) == listing
 
         running: list[asyncio.Task[int]] = []
         for stage_to_cancel in ("bulk", "switch"):
@@ -222,12 +220,12 @@ def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
             except asyncio.CancelledError:
                 pass
             await flush_compaction_thread()
-            assert sorted(p.name for p in d.iterdir()) == [f"data.{gen}", f"index.{gen}"], stage_to_cancel
+            assert sorted(p.name for p in d.iterdir()) == listing, stage_to_cancel
         store._compact_hook = None
         assert await contents(store) == before
         assert await store.append("INBOX", [AppendRequest(msg(50))]) == [13]
         assert await store.compact("INBOX") > 0
-        assert generations(d) == [gen + 1]
+        assert gen(acct) == g0 + 1 and len(chain(acct)) == 1
 
     with_account(acct, body, epoch=2)
     got = with_account(acct, contents, epoch=3)

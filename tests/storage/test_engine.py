@@ -316,13 +316,16 @@ async def _flags_of(store: FileAccountStore, uid: int) -> frozenset[str]:
 def test_write_failure_fails_the_batch_and_changes_nothing(account_dir: Path) -> None:
     """A write the file system refuses (here: past RLIMIT_FSIZE, EFBIG, as a
     full disk would) answers StorageError and applies nothing; its partial
-    bytes are cut and the next write works."""
+    bytes stay past the file's seal, never read, and the next write goes to a
+    new file of the same owner."""
     import resource
+
+    from .layout import chain
 
     async def body(store: FileAccountStore) -> None:
         await store.append("INBOX", [AppendRequest(MSG)])
         v = await store.select("INBOX")
-        data = max((p for p in (account_dir / "mail").rglob("data.*")), key=lambda p: p.stat().st_size)
+        (data,) = chain(account_dir)
         size = data.stat().st_size
         old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -336,6 +339,7 @@ def test_write_failure_fails_the_batch_and_changes_nothing(account_dir: Path) ->
         assert data.stat().st_size == size + 50  # the torn bytes of the failed write
         assert list(v.uids()) == [1] and (await v.refresh()).added == []
         assert await store.append("INBOX", [AppendRequest(MSG)]) == [3]
+        assert [p.name for p in chain(account_dir)] == ["log.1.1", "log.1.2"]
         assert (await v.refresh()).added == [3]
         assert await v.read(3) == MSG.replace(b"\n", b"\r\n")
 

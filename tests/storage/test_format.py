@@ -38,9 +38,10 @@ def test_golden_log_reads_back(tmp_path: Path) -> None:
     d = tmp_path / "mbox"
     d.mkdir()
     (d / "data.1").write_bytes(GOLDEN)
-    st = MailboxState(d, 0, writable=True)
-    st.open()
+    st = MailboxState(d, 0, writable=True, epoch=9, chain=[{"name": "data.1", "origin": "data.1", "seal": None}])
+    st.open(seal_foreign=True)
     assert st.data_size == len(GOLDEN) and st.cut_bytes == 0
+    assert st.chain[0]["seal"] == len(GOLDEN)
     assert list(st.uids) == [1]
     assert (st.uidnext, st.highestmodseq, st.max_epoch) == (3, 3, 3)
     info = st.info_at(0)
@@ -51,6 +52,41 @@ def test_golden_log_reads_back(tmp_path: Path) -> None:
     parsed = mime.Parsed.from_list(msgpack.unpackb(GOLDEN[off + blen : off + blen + mlen], raw=False))
     assert parsed.envelope[1] == "one" and parsed.header_end == 16
     st.close()
+
+
+def test_account_of_the_first_layout_is_converted(tmp_path: Path) -> None:
+    """An account written by 0.1 (``epoch``, ``mailboxes.json``,
+    ``mail/<id>/data.<g>``) opens; its first owner converts it to the
+    per-epoch layout and removes the old names."""
+    import asyncio
+    import json
+
+    from dynamail.storage import AppendRequest, FileMailStore, epochs_monotonic
+
+    acct = tmp_path / "acct"
+    (acct / "mail" / "1").mkdir(parents=True)
+    (acct / "mail" / "1" / "data.1").write_bytes(GOLDEN)
+    (acct / "epoch").write_text("3\n")
+    (acct / "mailboxes.json").write_text(json.dumps({
+        "version": 1, "next_id": 2, "last_uidvalidity": 0x80f671bf,
+        "mailboxes": {"INBOX": {"id": 1, "uidvalidity": 0x80f671bf, "special_use": None}},
+        "subscribed": ["INBOX"],
+    }))
+    assert FileMailStore().recorded_epoch(acct) == 3
+
+    async def main() -> None:
+        store = await FileMailStore().open_account(acct, 4)
+        v = await store.select("INBOX")
+        assert list(v.uids()) == [1] and v.info(1).flags == {"\\Seen", "$Label1"}
+        assert await v.read(1) == b"Subject: one\r\n\r\nhi\r\n"
+        assert await store.append("INBOX", [AppendRequest(b"Subject: x\r\n\r\ny\r\n")]) == [3]
+        await store.close()
+
+    asyncio.run(main())
+    assert not (acct / "mailboxes.json").exists() and not (acct / "epoch").exists()
+    assert not (acct / "mail" / "1" / "data.1").exists()
+    assert FileMailStore().recorded_epoch(acct) == 4
+    assert epochs_monotonic(acct)
 
 
 def test_record_layout() -> None:

@@ -4,7 +4,6 @@ crash (an account closed without checkpoints)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -87,9 +86,9 @@ def test_usage_exact_after_crash(tmp_path: Path) -> None:
 def test_usage_with_damaged_checkpoint(tmp_path: Path, damage: str) -> None:
     acct = tmp_path / "a"
     expected = with_account(acct, populate)
-    doc = json.loads((acct / "mailboxes.json").read_text())
-    d = acct / "mail" / str(doc["mailboxes"]["Sent"]["id"])
-    (index,) = d.glob("index.*")
+    from .layout import index_file
+
+    index = index_file(acct, "Sent")
     if damage == "garbage":
         index.write_bytes(b"\x00" * 200)
     elif damage == "truncated":

@@ -18,7 +18,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from dynamail.storage import AppendRequest, FileMailStore
 from dynamail.storage import account as account_mod
 from dynamail.storage import records as R
-from dynamail.storage.mailbox import generations
 
 MAILBOXES = ("INBOX", "Other")
 FLAGS = st.frozensets(st.sampled_from(["\\Seen", "\\Deleted", "\\Flagged", "$Work", "later"]), max_size=3)
@@ -161,12 +160,12 @@ class StorageMachine(RuleBasedStateMachine):
         """Die after the last acknowledged change, in the middle of writing a record."""
         self.watch.close()
         self.run(self.store.close(checkpoint=False))
-        d = self.mailbox_dir(mbox)
-        gen = generations(d)[-1]
+        from .layout import index_file, last_log
+
         record = R.frame(R.MESSAGE, self.epoch, R.MESSAGE_FIXED.pack(10**6, 1, 0, 0, 0, 0, 300, 0), b"x" * 300)
-        with open(d / f"data.{gen}", "ab") as f:
+        with open(last_log(self.path, mbox), "ab") as f:
             f.write(record[: min(junk, len(record) - 1)])
-        index = d / f"index.{gen}"
+        index = index_file(self.path, mbox)
         if cut_index and index.exists():
             data = index.read_bytes()
             index.write_bytes(data[: int(len(data) * cut)])
@@ -178,11 +177,15 @@ class StorageMachine(RuleBasedStateMachine):
     def torn_append(self, mbox: str, items: list[tuple[bytes, frozenset[str]]], cut: float) -> None:
         """Power fails while an append is being written: the log keeps a
         random prefix of its bytes, and the append was never acknowledged."""
+        from .layout import last_log
+
         self.before_torn_write()
-        d = self.mailbox_dir(mbox)
-        data = d / f"data.{generations(d)[-1]}"
-        before = data.stat().st_size
+        old = last_log(self.path, mbox)
+        before = old.stat().st_size
         self.run(self.store.append(mbox, [AppendRequest(b, f) for b, f in items]))
+        data = last_log(self.path, mbox)
+        if data != old:  # the append started this owner's own file
+            before = R.HEADER_SIZE + R.MAILBOX_BODY.size
         after = data.stat().st_size
         self.watch.close()
         self.run(self.store.close(checkpoint=False))
@@ -196,10 +199,9 @@ class StorageMachine(RuleBasedStateMachine):
         pass
 
     def mailbox_dir(self, mbox: str) -> Path:
-        import json
+        from .layout import mailbox_dir
 
-        doc = json.loads((self.path / "mailboxes.json").read_text())
-        return self.path / "mail" / str(doc["mailboxes"][mbox]["id"])
+        return mailbox_dir(self.path, mbox)
 
     @invariant()
     def same_as_model(self) -> None:

@@ -460,7 +460,8 @@ class MailboxState:
             raise FileLayoutError(f"no log file in {self.directory}")
         for entry in self.chain:
             name = entry["name"]
-            own = entry.get("seal") is None and name_epoch(name) == self.epoch and self.writable
+            # own: created by this epoch (adopted files carry our name, not our origin)
+            own = entry.get("seal") is None and name_epoch(entry["origin"]) == self.epoch and self.writable
             if entry.get("seal") is None and not own and not seal_foreign:
                 raise FileLayoutError(f"{self.directory}/{name} is not sealed")
             flags = os.O_RDWR if own else os.O_RDONLY
