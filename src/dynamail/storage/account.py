@@ -476,7 +476,14 @@ class FileAccountStore:
     async def _run_io(self, fn: Any, *args: Any) -> Any:
         if self._closed:
             raise StoreClosed("account store is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+        except OSError as exc:
+            # a newer owner may have removed what a stale one was working on
+            if self._fenced or fence.highest_claim(self.path) > self.epoch:
+                self._fenced = True
+                raise FencedError(f"account {self.path}: epoch {self.epoch} superseded") from exc
+            raise
 
     # -- mailbox states --------------------------------------------------------
     def _canon(self, name: str) -> str:
