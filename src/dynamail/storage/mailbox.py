@@ -495,9 +495,9 @@ class MailboxState:
                 faults.point("truncate")
                 os.ftruncate(seg.fd, got)
                 os.fsync(seg.fd)
-            elif limit is None:
+            elif limit is None and not seg.own:
                 seg.entry["seal"] = got  # adopting: the predecessor's last complete write
-            elif got < limit:
+            elif limit is not None and got < limit:
                 raise StorageError(f"{self.directory}/{seg.entry['name']}: damaged before its seal at {got}")
             end = base | got
         last = self.segs[-1]
