@@ -19,11 +19,13 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynamail.imap import limits
 from dynamail.imap.commands import REGISTRY
+from dynamail.imap.compress import CompressError, Deflate
 from dynamail.imap.errors import CommandBad, SessionEnd
 from dynamail.imap.framer import NEED_DATA, Continue, Frame, FrameError, Framer
 from dynamail.imap.parser import ParseError, parse_command, tag_of
@@ -51,6 +53,7 @@ class ConnectionIo:
         self.conn = conn
         self.framer = framer
         self._out = bytearray()
+        self.deflate: Deflate | None = None  # COMPRESS=DEFLATE active (RFC 4978)
         # RFC 9051 5.4: the time to log in counts from the connection, and
         # nothing the client sends (NOOP, a trickled line, an unfinished
         # literal) extends it
@@ -78,17 +81,53 @@ class ConnectionIo:
     def pending(self) -> int:
         return len(self._out)
 
+    @property
+    def compressed(self) -> bool:
+        return self.deflate is not None
+
+    async def start_compress(self) -> None:
+        """From now on both directions are deflated (RFC 4978 section 3);
+        input read ahead after the COMPRESS command is compressed already."""
+        await self.flush()
+        self.deflate = Deflate()
+        left = self.framer.take_buffered()
+        if left:
+            self._feed(left)
+
+    def _feed(self, data: bytes) -> None:
+        if self.deflate is None:
+            self.framer.feed(data)
+            return
+        try:
+            for piece in self.deflate.decompress(data):
+                self.framer.feed(piece)
+        except CompressError:
+            raise SessionEnd("Corrupt compressed data") from None
+
     async def flush(self) -> None:
         if self._out:
-            self.conn.write(bytes(self._out))
+            data = bytes(self._out)
             self._out.clear()
+            self.conn.write(data if self.deflate is None else self.deflate.compress(data))
         await self.conn.drain()
         if self.conn.closed:
             raise ConnectionError("client went away")
 
     async def send_file(self, file: Any, offset: int, length: int) -> None:
         await self.flush()
-        await self.conn.sendfile(file, offset, length)
+        if self.deflate is None:
+            await self.conn.sendfile(file, offset, length)
+            return
+        fd = file.fileno()
+        end = offset + length
+        while offset < end:  # compressed: read and deflate in bounded pieces
+            n = min(limits.APPEND_CHUNK, end - offset)
+            chunk = await self.run_blocking(os.pread, fd, n, offset)
+            if not chunk:
+                raise ConnectionError("message file shorter than its index entry")
+            offset += len(chunk)
+            self.write(chunk)
+            await self.flush()
 
     async def read_more(self, timeout: float) -> None:
         if timeout <= 0:
@@ -99,7 +138,7 @@ class ConnectionIo:
             raise SessionEnd("Autologout; idle for too long") from None
         if not data:
             raise ConnectionError("client closed the connection")
-        self.framer.feed(data)
+        self._feed(data)
 
     async def read_line(self) -> bytes:
         while True:
@@ -178,7 +217,7 @@ class ConnectionIo:
                 read_task = None
                 if not data:
                     raise ConnectionError("client closed the connection")
-                framer.feed(data)
+                self._feed(data)
         finally:
             if read_task is not None and not read_task.done():
                 read_task.cancel()

@@ -77,6 +77,17 @@ MAX_SEARCH_KEYS = 1000
 MAX_TAG = 128
 
 
+# COMPRESS=DEFLATE (RFC 4978): our output stream uses a 4 KiB window and a
+# small hash table (about 32 KiB of zlib state per session instead of the
+# default 256 KiB); level 6 is zlib's default speed/ratio balance.  The
+# inflater needs the full 32 KiB window (the client chooses its own), and
+# inflates at most INFLATE_CHUNK octets per step.
+DEFLATE_WBITS = 12
+DEFLATE_MEMLEVEL = 5
+DEFLATE_LEVEL = 6
+INFLATE_CHUNK = 64 * 1024
+
+
 class LimitExceeded(Exception):
     """A limit was crossed; ``reply`` is what the client gets (without tag)."""
 

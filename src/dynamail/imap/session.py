@@ -86,6 +86,12 @@ class Io(Protocol):
 
     async def start_tls(self) -> None: ...
 
+    @property
+    def compressed(self) -> bool: ...
+
+    async def start_compress(self) -> None:
+        """Deflate both directions from now on (RFC 4978)."""
+
     async def idle(self, session: Session) -> None:
         """Run IDLE until the client sends DONE (RFC 2177)."""
 
@@ -203,7 +209,7 @@ class Session:
             "CREATE-SPECIAL-USE", "ESEARCH",
             "SEARCHRES", "SORT", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
             "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
-            "UTF8=ACCEPT", "BINARY", "STATUS=SIZE",
+            "UTF8=ACCEPT", "BINARY", "STATUS=SIZE", "COMPRESS=DEFLATE",
         ]
         return caps
 

@@ -166,6 +166,21 @@ async def relay_ticket(s: Session, cmd: Command) -> str:
     return await s.open_account(cmd.tag, ref, relay_ok=False)
 
 
+async def compress(s: Session, cmd: Command) -> str | None:
+    """RFC 4978: ``COMPRESS DEFLATE``; the OK is the last uncompressed output."""
+    args = Args(cmd.args)
+    mech = args.atom("compression mechanism").upper()
+    args.end()
+    if mech != "DEFLATE":
+        raise CommandBad("Unknown compression mechanism")
+    if s.io.compressed:
+        raise CommandNo("DEFLATE is active already", "COMPRESSIONACTIVE")
+    s.write(response.tagged(cmd.tag, "OK", "DEFLATE active"))
+    await s.io.flush()
+    await s.io.start_compress()
+    return None
+
+
 async def idle(s: Session, cmd: Command) -> str:
     Args(cmd.args).end()
     if s.state is State.LOGOUT:
