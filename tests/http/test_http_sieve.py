@@ -42,3 +42,27 @@ async def test_sieve_scripts(ctx: ServerContext) -> None:
         # another domain's administrator may not read them
         other = await client.get(base, headers=basic("bob@b.test"))
         assert other.status in (401, 403)
+
+
+async def test_sieve_scripts_on_the_webadmin_account_page(ctx: ServerContext) -> None:
+    from test_http_webadmin import csrf_of, login
+
+    if ctx.accounts is None:
+        return
+    base = "/admin/domains/a.test/accounts/carol"
+    async with client_for(ctx) as client:
+        await login(client)
+        csrf = csrf_of(await (await client.get(base)).text())
+        resp = await client.post(base + "/sieve", data={
+            "csrf": csrf, "name": "away", "script": 'require "vacation";\r\nvacation "Back <soon>.";', "activate": "1"})
+        html = await resp.text()
+        assert "Script away saved." in html and "active</span>" in html
+        assert "vacation &#34;Back &lt;soon&gt;.&#34;;" in html or 'vacation "Back &lt;soon&gt;.";' in html
+        resp = await client.post(base + "/sieve", data={"csrf": csrf, "name": "bad", "script": 'fileinto "x";'})
+        assert "requires the &#39;fileinto&#39; extension" in await resp.text()
+        resp = await client.post(base + "/sieve/activate", data={"csrf": csrf, "name": ""})
+        assert "No script is active." in await resp.text()
+        resp = await client.post(base + "/sieve/delete", data={"csrf": csrf, "name": "away"})
+        assert "Script away deleted." in await resp.text()
+        listing = await ctx.admin.list_sieve_scripts(ctx.directory.ref("main.test", "postmaster"), "carol@a.test")
+        assert listing == []

@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web, web_protocol
 
 from dynamail import __version__
-from dynamail.http import webadmin
+from dynamail.http import webadmin, webadmin_sieve
 from dynamail.http.api import ANONYMOUS, api
 from dynamail.http.errors import ApiError, error_body, error_response
 from dynamail.http.identity import identify
@@ -234,6 +234,7 @@ def build_app(ctx: ServerContext) -> web.Application:
     for route in api.routes:
         app.router.add_route(route.method, route.full_path, _api_handler(route), name=route.operation_id)
     webadmin.setup(app)
+    webadmin_sieve.setup(app)
     return app
 
 

@@ -399,11 +399,27 @@ async def account_page(request: web.Request, session: Session) -> web.StreamResp
         mailbox_note = from_admin_error(exc).message
     offered = list(SERVER_RIGHTS) if domain == main else []
     offered.append(model.DOMAIN_ADMIN)
+    scripts, scripts_note = await scripts_of(admin, session.ref, address)
     return render(
         request, "account.html", session, domain=domain, name=name, address=address,
         settings=settings_rows(own, effective), alerts=alerts, rights=rights, offered_rights=offered,
         mailboxes=mailboxes, mailbox_note=mailbox_note, new_rows=range(NEW_SETTING_ROWS),
+        scripts=scripts, scripts_note=scripts_note,
     )
+
+
+async def scripts_of(admin: Any, actor: Any, address: str) -> tuple[list[dict[str, Any]] | None, str]:
+    """The Sieve scripts with their text for the account page, or (None, why not)."""
+    try:
+        listing: list[dict[str, Any]] = await admin.list_sieve_scripts(actor, address)
+        for script in listing:
+            script["text"] = await admin.get_sieve_script(actor, address, script["name"])
+    except admin_error_type() as exc:
+        return None, from_admin_error(exc).message
+    return listing, ""
+
+
+ACCOUNT_PATH = "/admin/domains/{domain}/accounts/{account}"
 
 
 def _account_url(domain: str, name: str) -> str:
