@@ -193,11 +193,15 @@ def test_vacation_once_per_period_and_whom_not_to_answer(tmp_path: Path, sink: S
         await h.send(CAROL, [BOB], mail(CAROL, BOB, "auto", extra="Auto-Submitted: auto-replied\r\n"))
         await h.send("", [BOB], mail("mailer-daemon@x.example", BOB, "bounce"))
         await h.send(CAROL, [BOB], mail(CAROL, "everyone@example.org", "bcc"))
-        # a remote sender gets its reply through the queue, with the null sender
+        # a remote sender gets its reply through the queue, with the null sender, DKIM-signed
+        postmaster = h.ctx.directory.find_account("postmaster@test.example")
+        await h.ctx.admin.create_dkim_key(postmaster, "example.org", "ed25519")
         before = len(sink.messages)
         await h.send("far@remote.example", [BOB], mail("far@remote.example", BOB, "hi from afar"))
         sent = await asyncio.get_running_loop().run_in_executor(None, sink.wait_messages, before + 1)
         assert sent[-1][0] == "" and sent[-1][1] == ["far@remote.example"]
+        assert sent[-1][2].startswith(b"DKIM-Signature: v=1; a=ed25519-sha256;")
+        assert b" d=example.org;" in sent[-1][2]
         await asyncio.sleep(1.0)
         assert await h.subjects(ALICE) == ["Away"]
         assert await h.subjects(CAROL) == []
