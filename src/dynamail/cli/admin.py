@@ -70,6 +70,50 @@ class Client:
         return json.loads(raw) if raw.strip() else None
 
 
+def stream(client: Client, method: str, path: str, *, upload: Path | None = None,
+           download: Path | None = None, timeout: float = 3600.0) -> tuple[Any, dict[str, str]]:
+    """One request that sends a file as its body and/or writes the response
+    body to a file, in chunks; follows one 409 owner_elsewhere to the owner
+    (same credentials).  Returns (JSON body or None, response headers)."""
+    base = client.base_url
+    for _attempt in range(2):
+        token = base64.b64encode(f"{client.user}:{client.password}".encode()).decode("ascii")
+        req = urllib.request.Request(base + "/api/v1" + path, method=method)
+        req.add_header("Authorization", f"Basic {token}")
+        fh = None
+        if upload is not None:
+            fh = upload.open("rb")
+            req.data = fh
+            req.add_header("Content-Type", "application/gzip")
+            req.add_header("Content-Length", str(upload.stat().st_size))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=client.ssl_context) as resp:
+                headers = {k.lower(): v for k, v in resp.headers.items()}
+                if download is not None and headers.get("content-type", "").startswith("application/gzip"):
+                    tmp = download.with_name(download.name + ".part")
+                    with tmp.open("wb") as out:
+                        while chunk := resp.read(256 * 1024):
+                            out.write(chunk)
+                    tmp.replace(download)
+                    return None, headers
+                raw = resp.read()
+                return (json.loads(raw) if raw.strip() else None), headers
+        except urllib.error.HTTPError as exc:
+            try:
+                err = json.loads(exc.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                raise ApiFailure(exc.code, "http_error", f"HTTP {exc.code} {exc.reason}") from None
+            if err.get("code") == "owner_elsewhere" and isinstance(err.get("url"), str) and base == client.base_url:
+                click.echo(f"(the account is open on {err.get('owner')}: asking it at {err['url']})", err=True)
+                base = err["url"].rstrip("/")
+                continue
+            raise ApiFailure(exc.code, str(err.get("code")), str(err.get("message"))) from None
+        finally:
+            if fh is not None:
+                fh.close()
+    raise ApiFailure(409, "owner_elsewhere", "the account moved again; try once more")
+
+
 def _fail(message: str, status: int = 1) -> NoReturn:
     click.echo(f"dynamail admin: {message}", err=True)
     sys.exit(status)
@@ -134,6 +178,20 @@ class State:
             self.client.password = click.prompt("Password", hide_input=True)
         try:
             return self.client.request(method, path, body, query, timeout)
+        except ApiFailure as exc:
+            _fail(f"{exc.code}: {exc.message}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            _fail(f"cannot reach {self.client.base_url}: {reason}", 2)
+
+    def stream(self, method: str, path: str, *, upload: Path | None = None, download: Path | None = None,
+               timeout: float = 3600.0) -> tuple[Any, dict[str, str]]:
+        if not self.client.user:
+            _fail("give --user (or set DYNAMAIL_USER)", 2)
+        if not self.client.password:
+            self.client.password = click.prompt("Password", hide_input=True)
+        try:
+            return stream(self.client, method, path, upload=upload, download=download, timeout=timeout)
         except ApiFailure as exc:
             _fail(f"{exc.code}: {exc.message}")
         except (urllib.error.URLError, OSError) as exc:
@@ -443,6 +501,25 @@ def account_settings(state: State, address: str, changes: tuple[str, ...], effec
     state.show(data)
 
 
+@account.command("export")
+@click.argument("address")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--timeout", type=click.FloatRange(1), default=3600.0, show_default=True,
+              help="Seconds to wait for the export.")
+@pass_state
+def account_export(state: State, address: str, file: Path, timeout: float) -> None:
+    """Export an account into FILE (a .tar.gz here, on this machine): its
+    mailboxes as Maildir++ (with dovecot-uidlist and keywords), settings and
+    Sieve scripts.  Made by the member that has the account open, while it
+    is in use; needs the Master right.  `account import ADDRESS FILE`
+    restores it."""
+    dom, name = _split_address(address)
+    data, headers = state.stream("GET", f"/domains/{dom}/accounts/{name}/export", download=file, timeout=timeout)
+    report = json.loads(headers.get("x-dynamail-export", "{}") or "{}") if data is None else data
+    state.show(report, text=f"exported {report.get('messages', '?')} messages in {report.get('mailboxes', '?')} "
+                            f"mailboxes ({report.get('bytes', '?')} bytes) to {file}")
+
+
 @account.command("import")
 @click.argument("address")
 @click.argument("path")
@@ -451,10 +528,24 @@ def account_settings(state: State, address: str, changes: tuple[str, ...], effec
               help="Seconds to wait for the import to finish.")
 @pass_state
 def account_import(state: State, address: str, path: str, fmt: str, timeout: float) -> None:
-    """Import a Maildir, an mbox file or a directory of mbox files into an
-    account.  PATH is read by the server (a relative PATH is made absolute
-    here); needs the Master right.  Running it again imports only new mail."""
+    """Import into an account: an archive made by `account export` (a file
+    on this machine, sent to the server: mail with flags, dates and
+    subscriptions, settings, Sieve scripts), or a Maildir, an mbox file or
+    a directory of mbox files that the server reads (a relative PATH is
+    made absolute here).  Needs the Master right.  Running it again imports
+    only new mail."""
     dom, name = _split_address(address)
+    from dynamail.migrate.archive import is_archive
+
+    if Path(path).is_file() and is_archive(Path(path)):
+        data, _ = state.stream("POST", f"/domains/{dom}/accounts/{name}/restore", upload=Path(path),
+                               timeout=timeout)
+        text = (f"restored {data['imported']} messages into {data['mailboxes']} mailboxes of {address} "
+                f"(from {data['exported_from']}, {data['exported_at']}), {data['duplicates']} already restored, "
+                f"{data['skipped']} skipped, {data['sieve_scripts']} Sieve scripts, "
+                f"{len(data['settings'])} settings")
+        state.show(data, text=text)
+        return
     body = {"path": os.path.abspath(path), "format": fmt}
     data = state.call("POST", f"/domains/{dom}/accounts/{name}/import", body, timeout=timeout)
     rows = [[mb, n] for mb, n in sorted(data.get("mailboxes", {}).items())]

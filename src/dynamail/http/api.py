@@ -13,7 +13,7 @@ from typing import Any
 
 from dynamail import names
 from dynamail.accounts import AccountRef
-from dynamail.http import views
+from dynamail.http import archives, views
 from dynamail.http.errors import ApiError
 from dynamail.http.identity import binding_of, check_password
 from dynamail.http.keys import SESSIONS
@@ -485,6 +485,27 @@ async def delete_sieve_script(call: Call) -> Any:
 async def import_mail(call: Call) -> Any:
     return await call.admin.import_mail(call.actor, call.account, call.body["path"],
                                         call.body.get("format") or "auto")
+
+
+@route(
+    "GET", A + "/export",
+    "Export the account as a portable archive (application/gzip: a tar of Maildir++ with dovecot-uidlist "
+    "and dovecot-keywords, the account's settings and Sieve scripts), consistent while the account is in "
+    "use (Master only). Run by the member that has the account open; another member answers 409 "
+    "owner_elsewhere with the owner's URL", "mailboxes",
+)
+async def export_account(call: Call) -> Any:
+    return await archives.export_response(call)
+
+
+@route(
+    "POST", A + "/restore",
+    "Restore an account archive (the request body, application/gzip, as GET .../export makes it) into "
+    "the account: mailboxes, messages with flags and internal dates, subscriptions, settings, Sieve "
+    "scripts; running it again adds nothing (Master only). 409 owner_elsewhere as for export", "mailboxes",
+)
+async def restore_account(call: Call) -> Any:
+    return await archives.restore_response(call)
 
 
 # ---- alerts -----------------------------------------------------------------------

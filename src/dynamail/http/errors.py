@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "exists": 409,
     "not_cluster": 409,
     "conflict": 409,
+    "owner_elsewhere": 409,  # the account is open on another member: ask it (``owner``, ``url``)
     "too_large": 413,
     "unsupported_media_type": 415,
     "unavailable": 503,

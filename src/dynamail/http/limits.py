@@ -17,6 +17,8 @@ MAX_PAGE = 1000  # accounts in one page of a listing
 DEFAULT_PAGE = 100  # accounts in a page when the client does not say
 WEB_PAGE = 50  # accounts shown on one WebAdmin page
 MAX_OFFSET = 100_000_000  # largest paging offset accepted
+MAX_ARCHIVE = 64 * 1024**3  # bytes of an uploaded account archive (restore); larger → 413
+ARCHIVE_CHUNK = 256 * 1024  # bytes read or written at a time while an archive streams
 MAX_COUNTED_DOMAINS = 500  # domain listings with more domains leave account counts out
 
 SESSION_TTL = 8 * 3600.0  # seconds a session token stays valid without use

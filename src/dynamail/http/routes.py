@@ -256,7 +256,7 @@ def admin_error_type() -> type[Exception]:
     return AdminError
 
 
-async def run_handler(route: Route, call: Call) -> web.Response:
+async def run_handler(route: Route, call: Call) -> web.StreamResponse:
     admin_error = admin_error_type()
     try:
         result = await route.handler(call)
@@ -266,4 +266,6 @@ async def run_handler(route: Route, call: Call) -> web.Response:
         raise ApiError("bad_name", str(exc)) from None
     except admin_error as exc:
         raise from_admin_error(exc) from None
+    if isinstance(result, web.StreamResponse):  # a handler that streams (account archives)
+        return result
     return json_response(result, route.status)

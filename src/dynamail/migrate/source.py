@@ -47,7 +47,7 @@ X_STATUS_FLAGS = {"A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\D
 MBOX_META_FIELDS = (b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imap", b"x-imapbase",
                     b"content-length")
 
-_KEYWORD = re.compile(r"^[!#-'*+.-9;-Z^-z|~]{1,100}$")  # an IMAP atom without ( ) { % * " \ ]
+_KEYWORD = re.compile(r"^[!#-'+-Z^-z|~]{1,100}$")  # an IMAP atom without ( ) { % * " \ ]
 
 
 @dataclass(frozen=True, slots=True)
