@@ -12,7 +12,7 @@ from dynamail.http.openapi import openapi_path
 from dynamail.server.context import ServerContext
 
 # WebAdmin pages and static files are HTML for browsers, not API operations.
-_PAGES = re.compile(r"^/(admin(/.*)?|static(/.*)?)?$")
+_PAGES = re.compile(r"^/(admin(/.*)?|static(/.*)?|favicon\.ico)?$")
 
 
 def _served(ctx: ServerContext) -> set[tuple[str, str]]:
