@@ -527,7 +527,7 @@ async def test_cookie_session_api_writes_need_the_csrf_header(ctx: ServerContext
 # ---- every route answers ------------------------------------------------------------------------
 
 _SAMPLE = {"domain": "a.test", "account": "carol", "mailbox": "Nothing", "member": "b9", "alert": "20260101T000000Z",
-           "name": "fwd", "selector": "nosuchselector"}
+           "name": "fwd", "selector": "nosuchselector", "script": "nosuchscript"}
 _BODY = {
     "create_session": {"user": "postmaster", "password": "pm-secret-1"},
     "create_domain": {"name": "every.test"},
