@@ -181,3 +181,9 @@ def test_random_input_never_crashes(chunks: list[bytes]) -> None:
                 break
         assert len(core._in) <= MAX_COMMAND_LINE + 64 + MAX_LITERAL
         core.data_to_send()
+
+
+def test_only_ascii_digits_are_numbers() -> None:
+    core = logged_in()
+    assert feed(core, 'HAVESPACE "a" ²8\r\n'.encode())[1] == b'NO "Bad arguments to HAVESPACE"\r\n'
+    assert feed(core, 'GETSCRIPT {²}\r\n'.encode())[1] == b'NO "Bad literal"\r\n'

@@ -293,7 +293,7 @@ class ManageSieveServer(ByteBuffers):
                 if end != n - 1:
                     raise ProtocolError("Bad literal")
                 inner = text[i + 1:end].rstrip("+")
-                if not inner.isdigit() or len(inner) > 10:
+                if not (inner.isascii() and inner.isdigit()) or len(inner) > 10:
                     raise ProtocolError("Bad literal")
                 return int(inner)
             else:
@@ -301,7 +301,7 @@ class ManageSieveServer(ByteBuffers):
                 while j < n and text[j] != " ":
                     j += 1
                 word = text[i:j]
-                self._args.append(int(word) if word.isdigit() and len(word) < 19 else word)
+                self._args.append(int(word) if word.isascii() and word.isdigit() and len(word) < 19 else word)
                 i = j
         return None
 
