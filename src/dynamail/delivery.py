@@ -82,10 +82,11 @@ class Unknown:
 
 UNKNOWN = Unknown()
 
-RemoteHook = Callable[[Relay, Message, str], Awaitable[DeliveryResult]]
+#: (owner, message, mailbox, envelope sender) -> the owner's result
+RemoteHook = Callable[[Relay, Message, str, "str | None"], Awaitable[DeliveryResult]]
 
 
-async def _no_remote(placement: Relay, message: Message, mailbox: str) -> DeliveryResult:
+async def _no_remote(placement: Relay, message: Message, mailbox: str, sender: str | None = None) -> DeliveryResult:
     return temporary_failure(placement.ref, f"owner {placement.member} not reachable", "4.4.1")
 
 
@@ -171,8 +172,8 @@ class Delivery:
         try:
             async with self.accounts.use(ref) as placement:
                 if isinstance(placement, Relay):
-                    # the owner runs the account's Sieve script (it does not learn the sender)
-                    return await self.remote(placement, message, mailbox)
+                    # the owner runs the account's Sieve script, with the envelope sender
+                    return await self.remote(placement, message, mailbox, sender)
                 assert isinstance(placement, Local)
                 if isinstance(limit, Unknown):
                     limit = await self.quota_limit(ref)

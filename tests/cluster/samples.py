@@ -34,7 +34,7 @@ SAMPLES: list[wire.Message] = [
     wire.Locate(15, "example.com/bob"),
     wire.Location(15, "example.com/bob", "", 0, ("", 0, 0)),
     wire.Deliver(16, "example.com/ann", "INBOX", ("\\Seen",), b"Subject: hi\r\n\r\nbody\r\n",
-                 "q1f2e3d4c5b6a7980/example.com/ann"),
+                 "q1f2e3d4c5b6a7980/example.com/ann", "alice@example.org"),
     wire.Delivered(16, 42),
     wire.Changed("account", "example.com/ann", "b1"),
     wire.AdminCall(17, "create_account", "postmaster@main", ("example.com", "ann", {"RealName": "Ann"})),

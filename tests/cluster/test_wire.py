@@ -19,7 +19,7 @@ def test_every_message_type_has_a_sample() -> None:
     assert {type(m) for m in SAMPLES} == set(wire.REGISTRY.values())
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_golden_frames(version: int, msg: wire.Message) -> None:
     golden = golden_path(version, msg).read_bytes()
@@ -30,6 +30,17 @@ def test_golden_frames(version: int, msg: wire.Message) -> None:
                 if f.metadata.get("since", 1) > version}
     )
     assert wire.decode_payload(golden[4 : 4 + n], version) == expected
+
+
+def test_every_released_version_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", raising=False)
+    assert wire.supported_versions() == wire.RELEASED_VERSIONS == (1, 3, 4)
+    d, l_ = pair(dv=wire.supported_versions(), lv=wire.supported_versions())
+    assert d.version == l_.version == 4
+    monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "3")
+    assert wire.supported_versions() == (1, 3)
+    monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "2")
+    assert wire.supported_versions() == (1, 2)
 
 
 def test_version2_field_is_absent_in_version1() -> None:

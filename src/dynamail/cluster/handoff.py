@@ -83,7 +83,8 @@ class Handoffs:
     def _status_reply(self, rid: int) -> wire.StatusReply:
         raise NotImplementedError
 
-    async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str) -> Any:
+    async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str,
+                             sender: str | None = None) -> Any:
         """``ctx.delivery.remote``: hand a message to the owner; it answers
         only once the message is durable there."""
         from dynamail.delivery import DeliveryResult, temporary_failure
@@ -98,7 +99,7 @@ class Handoffs:
         data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
         try:
             handoff = asyncio.ensure_future(peer.request(
-                wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data),
+                wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data, sender=sender),
                 timeout=HANDOFF_TIMEOUT))
             gone = asyncio.ensure_future(self.owner_gone(ref, placement.member))
             try:
@@ -130,8 +131,9 @@ class Handoffs:
         ref = AccountRef(domain, name, True)
         token = LOCAL_ONLY.set(True)
         try:
+            sender = msg.sender if isinstance(msg.sender, str) else None  # None before version 4
             results = await delivery.deliver([ref], msg.data, mailbox=msg.mailbox,
-                                              flags=frozenset(msg.flags))
+                                              flags=frozenset(msg.flags), sender=sender)
         finally:
             LOCAL_ONLY.reset(token)
         r = results[0]

@@ -47,7 +47,7 @@ import msgpack
 from dynamail.cluster import limits
 
 HEADER = struct.Struct(">I")
-RELEASED_VERSIONS = (1, 3)
+RELEASED_VERSIONS = (1, 3, 4)
 TEST_VERSION = 2  # one extra heartbeat field, offered only when asked for
 
 
@@ -55,7 +55,7 @@ def supported_versions() -> tuple[int, ...]:
     """Versions this build offers: the released ones, or up to
     ``DYNAMAIL_CLUSTER_PROTOCOL_MAX``; ``=2`` offers exactly versions 1 and
     the test-only 2 (rolling-upgrade tests)."""
-    top = int(os.environ.get("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "0") or max(RELEASED_VERSIONS))
+    top = int(os.environ.get("DYNAMAIL_CLUSTER_PROTOCOL_MAX") or max(RELEASED_VERSIONS))
     if top == TEST_VERSION:
         return (1, TEST_VERSION)
     return tuple(v for v in RELEASED_VERSIONS if v <= top) or RELEASED_VERSIONS[:1]
@@ -300,6 +300,9 @@ class Deliver(Message):
     # stored this id answers with the first copy's UID instead of storing
     # the message again (exactly-once hand-off); "" for none
     delivery_id: str = field(default="", metadata=_since(3))
+    # the SMTP envelope sender ("" for <>, None when unknown): the owner's
+    # Sieve script tests it (envelope "from") and vacation answers it
+    sender: str | None = field(default=None, metadata=_since(4))
 
 
 @message(36)
