@@ -114,19 +114,20 @@ def test_relay_hook_and_unavailable(tmp_path: Path) -> None:
     assert alice and bob and small
     locator = _ElsewhereLocator(FileMailStore(), d.account_mail_path, remote={bob}, broken={small})
     delivery = Delivery(d, locator)
-    handed: list[tuple[str, bytes]] = []
+    handed: list[tuple[str, bytes, str | None]] = []
 
     async def run() -> tuple[list[DeliveryResult], list[DeliveryResult]]:
         try:
             before = await delivery.deliver([alice, bob, small], MSG)
 
-            async def remote(placement: Relay, message: Path | bytes, mailbox: str) -> DeliveryResult:
+            async def remote(placement: Relay, message: Path | bytes, mailbox: str,
+                             sender: str | None) -> DeliveryResult:
                 assert isinstance(message, bytes)
-                handed.append((placement.member, message))
+                handed.append((placement.member, message, sender))
                 return DeliveryResult(placement.ref, True)
 
             delivery.remote = remote
-            after = await delivery.deliver([bob], MSG)
+            after = await delivery.deliver([bob], MSG, sender="x@example.net")
             return before, after
         finally:
             await locator.close()
@@ -135,7 +136,7 @@ def test_relay_hook_and_unavailable(tmp_path: Path) -> None:
     assert before[0].ok
     assert before[1].temporary and before[1].status == "4.4.1"
     assert before[2].temporary and before[2].status == "4.2.1"
-    assert after[0].ok and handed == [("m2", MSG)]
+    assert after[0].ok and handed == [("m2", MSG, "x@example.net")]  # the owner learns the sender
 
 
 def test_fenced_store_is_a_temporary_failure(tmp_path: Path) -> None:
