@@ -23,6 +23,17 @@ Runs, one after the other on the same machine:
 3. ``dovecot``: Dovecot 2.3 (``/usr/sbin/dovecot``, as root) with the same
    accounts in a passwd-file with one ``{SHA512-CRYPT}`` hash (5,000
    rounds), processes reused (``service_count = 0``), no auth cache.
+
+``--failover`` measures the failover storm instead, on a local cluster of
+three backends (the launcher's defaults): ``--accounts`` shared accounts
+(default argon2id hashes) each hold one IMAP session, logged in and INBOX
+selected, all through backend b1 (which authenticates them and relays each
+to its owner).  b1 is killed (-9); every client reconnects through b2 and b3
+in turn and logs in again.  The figure is the time from the kill until every
+client is logged in with INBOX selected, with the distribution per client.
+b2 and b3 never verified these passwords: with keyed verifiers (default)
+they accept each with one HMAC; the run is repeated on a fresh cluster with
+``[auth] verifier_seconds = 0``, where every re-login costs an argon2 hash.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import random
 import tempfile
@@ -130,12 +142,124 @@ def measure(name: str, pid: int, port: int, users: list[str], clients: int) -> d
     return row
 
 
+async def _session(host: str, port: int, user: str, source: str) -> Imap:
+    c = await Imap.connect(host, port, source=source)
+    tagged, _ = await c.cmd(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
+    if b" OK" not in tagged[:20]:
+        c.close()
+        raise ConnectionError(tagged.decode(errors="replace"))
+    tagged, _ = await c.cmd(b"SELECT INBOX")
+    if b" OK" not in tagged[:20]:
+        c.close()
+        raise ConnectionError(tagged.decode(errors="replace"))
+    return c
+
+
+async def failover_storm(d: Path, users: list[str], concurrency: int = 100) -> dict[str, float]:
+    from dynamail.cluster import launcher
+
+    info = {m["name"]: m for m in json.loads(launcher.cluster_file(d).read_text())["members"]}
+    victim, survivors = "b1", ["b2", "b3"]
+    vhost, vport = info[victim]["host"], info[victim]["ports"]["imap"]
+    sem = asyncio.Semaphore(concurrency)
+    sessions: dict[str, Imap] = {}
+
+    async def first(i: int, user: str) -> None:
+        async with sem:
+            for _ in range(50):
+                try:
+                    sessions[user] = await _session(vhost, vport, user, f"127.0.4.{100 + i % 50}")
+                    return
+                except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                    await asyncio.sleep(0.1)
+            raise RuntimeError(f"{user} never logged in")
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(first(i, u) for i, u in enumerate(users)))
+    print(f"  {len(sessions)} sessions open through {victim} after {time.monotonic() - t0:.1f} s", flush=True)
+    done: list[float] = []
+    retries = 0
+
+    async def back(i: int, user: str, killed: float) -> None:
+        nonlocal retries
+        c = sessions[user]
+        with contextlib.suppress(Exception):
+            await c.r.read()  # the session ends with the kill
+        c.close()
+        n = i
+        while True:
+            m = info[survivors[n % len(survivors)]]
+            n += 1
+            try:
+                async with sem:
+                    s = await _session(m["host"], m["ports"]["imap"], user, f"127.0.4.{100 + i % 50}")
+                done.append(time.monotonic() - killed)
+                s.close()
+                return
+            except (ConnectionError, OSError, asyncio.IncompleteReadError):
+                retries += 1
+                await asyncio.sleep(0.05)
+
+    await asyncio.sleep(1.0)
+    cpu0 = sum(_member_cpu(d, n) for n in survivors)
+    launcher.kill(d, victim, "KILL")
+    killed = time.monotonic()
+    await asyncio.gather(*(back(i, u, killed) for i, u in enumerate(users)))
+    return {"seconds": max(done), "logins": len(done), "failures": retries,
+            "p50": pct(done, 0.5), "p99": pct(done, 0.99), "max": max(done) * 1000,
+            "cpu": sum(_member_cpu(d, n) for n in survivors) - cpu0}
+
+
+def failover_main(accounts: int) -> None:
+    from dynamail.cluster import launcher
+    from dynamail.directory import Directory, passwords
+
+    users = [f"f{i}@storm.test" for i in range(accounts)]
+    argon = passwords.default_hasher().hash(PASSWORD)
+    rows: dict[str, dict[str, float]] = {}
+    for label, settings in (("keyed verifiers (default)", ""),
+                            ("no verifiers (verifier_seconds = 0)", "[auth]\nverifier_seconds = 0\n")):
+        with tempfile.TemporaryDirectory(prefix="failstorm") as t:
+            d = Path(t) / "c"
+            data = launcher.up(d, 3, port_offset=31700, prefix="127.0.21", extra_settings=settings)
+            try:
+                tool = Directory(Path(t) / "tool", main_domain="tool.test", shared_base=Path(data["shared"]))
+                tool.create_domain("storm.test", shared=True)
+                for u in users:
+                    tool.set_password_hash(tool.create_account("storm.test", u.split("@")[0]), argon)
+                print(f"{label}: load average {os.getloadavg()[0]:.2f}", flush=True)
+                row = asyncio.run(failover_storm(d, users))
+                rows[label] = row
+                print(f"  all {row['logins']:.0f} back after {row['seconds']:.1f} s (p50 {row['p50'] / 1000:.2f} s, "
+                      f"p99 {row['p99'] / 1000:.2f} s); survivors' CPU {row['cpu']:.1f} s; retries {row['failures']:.0f}; "
+                      f"load average {os.getloadavg()[0]:.2f}", flush=True)
+            finally:
+                launcher.down(d)
+    print("\n| failover storm | time until all back | per client p50 / p99 | survivors' CPU |")
+    print("|---|---|---|---|")
+    for label, r in rows.items():
+        print(f"| {label} | {r['seconds']:.1f} s | {r['p50'] / 1000:.2f} / {r['p99'] / 1000:.2f} s | {r['cpu']:.1f} s |")
+
+
+def _member_cpu(d: Path, name: str) -> float:
+    from dynamail.cluster import launcher
+
+    for m in json.loads(launcher.cluster_file(d).read_text())["members"]:
+        if m["name"] == name:
+            return cpu_seconds(int(m["pid"]))
+    return 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--accounts", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--only", choices=("dynamail", "dovecot"))
+    ap.add_argument("--failover", action="store_true", help="the failover storm on a local cluster instead")
     args = ap.parse_args()
+    if args.failover:
+        failover_main(args.accounts)
+        return
     users = [f"u{i}" for i in range(args.accounts)]
     random.seed(1)
     offset = random.randint(20000, 40000)
