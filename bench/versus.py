@@ -6,7 +6,8 @@ Usage: ``python -m bench.versus [--accounts 2000] [--users 100] [--duration 20]`
 
 Runs ``bench.storm`` (cold login storm: ``--accounts`` accounts through 100
 clients; dynamail cold, dynamail restarted with the keyed verifiers, Dovecot
-``{SHA512-CRYPT}``), then ``bench.imap`` with ``--users`` accounts at 10 and
+``{SHA512-CRYPT}``), ``bench.storm --failover`` (``--sessions`` IMAP sessions
+of a killed backend logging in again through the survivors), then ``bench.imap`` with ``--users`` accounts at 10 and
 50 clients, once with ``{PLAIN}`` and once with ``{SHA512-CRYPT}`` stored on
 both servers.  The machine's load average is printed before and after each
 part: on a shared machine, compare the ratios of one run, not absolute
@@ -35,11 +36,13 @@ def part(title: str, args: list[str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--accounts", type=int, default=2000)
+    ap.add_argument("--sessions", type=int, default=1000, help="IMAP sessions of the failover storm")
     ap.add_argument("--users", type=int, default=100)
     ap.add_argument("--messages", type=int, default=50)
     ap.add_argument("--duration", type=float, default=20.0)
     a = ap.parse_args()
     part("cold login storm", ["bench.storm", "--accounts", str(a.accounts), "--clients", "100"])
+    part("failover storm", ["bench.storm", "--failover", "--accounts", str(a.sessions)])
     for clients in (10, 50):
         for scheme in ("plain", "sha512-crypt"):
             part(f"IMAP mix, {clients} clients, {scheme}",
