@@ -465,7 +465,12 @@ class Admin(SieveScriptOps):
             return False
         from dynamail.directory import passwords
 
-        return await asyncio.to_thread(passwords.verify, stored, password, self.directory.hasher)
+        hashing = getattr(self.auth, "hashing", None)
+        if hashing is None:
+            return await asyncio.to_thread(passwords.verify, stored, password, self.directory.hasher)
+        # through the authenticator's bounded pool, like every login
+        ok: bool = await hashing.run(passwords.verify, stored, password, self.directory.hasher)
+        return ok
 
     async def get_account_rights(self, actor: AccountRef, address: str) -> list[str]:
         ref = await self._account(address, actor=actor)
