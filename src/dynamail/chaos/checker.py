@@ -162,7 +162,7 @@ class Checker:
 
     def _delivery_logs(self, ops: list[Op]) -> list[str]:
         """The members' log lines about the SMTP transactions of ``ops`` (the
-        id in "Message accepted as ID-n")."""
+        session id in "Message accepted as ID.n")."""
         out: list[str] = []
         for op in ops:
             m = _ACCEPTED.search(op.reply) if op.kind == "deliver" else None

@@ -66,6 +66,7 @@ class CliExecutor:
         self.core = core
         self.remote = remote
         self.local = local  # the server address the client connected to
+        self.note: Any = None  # records facts for the session's log line (Connection.note)
 
     async def perform(self, action: Send | Authenticate | Execute) -> Send:
         if isinstance(action, Authenticate):
@@ -89,6 +90,8 @@ class CliExecutor:
             )
         if result.ok:
             log.info("cli login %s from %s", result.ref, self.remote)
+            if result.ref is not None and self.note is not None:
+                self.note(account=result.ref.address)
             return self.core.login_done(result.ref)
         log.info("cli login failed for %r from %s: %s", action.login[:80], self.remote, result.reason)
         message = getattr(result, "message", "") or "incorrect account name or password"
@@ -122,6 +125,7 @@ class CliSession:
         self.remote = conn.peer_host
         self.local = str(getattr(conn, "local_host", "") or "")
         self.executor = CliExecutor(ctx, self.core, self.remote, self.local)
+        self.executor.note = conn.note
 
     async def run(self) -> None:
         conn, core = self.conn, self.core

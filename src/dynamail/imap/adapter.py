@@ -51,6 +51,7 @@ class ConnectionIo:
     def __init__(self, ctx: ServerContext, conn: Connection, framer: Framer) -> None:
         self.ctx = ctx
         self.conn = conn
+        self.note = conn.note
         self.framer = framer
         self._out = bytearray()
         self.deflate: Deflate | None = None  # COMPRESS=DEFLATE active (RFC 4978)

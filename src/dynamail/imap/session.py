@@ -277,6 +277,11 @@ class Session:
         except AccountUnavailable:
             raise CommandNo("Account temporarily unavailable", "UNAVAILABLE") from None
         text = "[CAPABILITY " + " ".join(self._caps_after_login()) + "] Logged in"
+        note = getattr(self.io, "note", None)  # the session's log line (dynamail.events)
+        if note is not None:
+            note(account=ref.address)
+            if isinstance(placement, Relay):
+                note(outcome=f"relayed to {placement.member}")
         if isinstance(placement, Relay):
             try:
                 await self.io.flush()

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import secrets
 import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 READ_CHUNK = 65536
 MAX_BUFFER = 256 * 1024
@@ -224,8 +225,8 @@ class Connection:
     """One accepted TCP connection (plain or TLS)."""
 
     __slots__ = (
-        "__weakref__", "_tls_context", "_transport", "_wire", "closed", "idle_timeout", "listener",
-        "local_host", "local_port", "peer_host", "peer_port",
+        "__weakref__", "_tls_context", "_transport", "_wire", "closed", "facts", "idle_timeout", "listener",
+        "local_host", "local_port", "peer_host", "peer_port", "session_id",
     )
 
     def __init__(
@@ -251,6 +252,14 @@ class Connection:
         self.local_host: str = sys.intern(str(sock[0]))
         self.local_port: int = int(sock[1])
         self.closed = False
+        self.session_id = secrets.token_hex(6)  # in the session's log line, SMTP replies, Received:
+        self.facts: dict[str, Any] | None = None  # what the adapter tells the session's log line
+
+    def note(self, **facts: Any) -> None:
+        """Record facts for the session's log line (``account``, ``outcome``, ...)."""
+        if self.facts is None:
+            self.facts = {}
+        self.facts.update(facts)
 
     # -- properties -----------------------------------------------------
     @property

@@ -22,9 +22,11 @@ import contextvars
 import enum
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+from dynamail import events
 from dynamail.metrics import Metrics
 from dynamail.net import memtrace
 from dynamail.net.connection import Connection, IdleTimeout, _Wire
@@ -94,6 +96,7 @@ class Listeners:
                  metrics: Metrics | None = None) -> None:
         self.host = host
         self.metrics = metrics
+        self.member = ""  # this server's name in the session log lines (set by the server)
         self.port_offset = port_offset
         self.tls_context = tls_context
         self._servers: dict[str, asyncio.Server] = {}
@@ -144,6 +147,7 @@ class Listeners:
             tls_context=self.tls_context,
         )
         key = (spec.name, conn.peer_host)
+        started = time.monotonic()
         if (
             not self.accepting
             or self._per_listener[spec.name] >= spec.max_connections
@@ -152,6 +156,7 @@ class Listeners:
             if spec.busy_reply:
                 conn.write(spec.busy_reply)
             await conn.close()
+            self._session_line(spec, conn, "busy", started)
             return
         self._per_listener[spec.name] += 1
         self._per_address[key] += 1
@@ -160,15 +165,21 @@ class Listeners:
             self.metrics.sessions.labels(protocol=spec.name).inc()
         current_connection.set(conn)
         _current_listeners.set(self)
+        outcome = "closed"
         try:
             await spec.handler(conn)
-        except (IdleTimeout, ConnectionError, ssl.SSLError):
-            pass
+        except IdleTimeout:
+            outcome = "timeout"
+        except (ConnectionError, ssl.SSLError):
+            outcome = "connection lost"
         except asyncio.CancelledError:
+            outcome = "shutdown"
             raise
         except Exception:
+            outcome = "error"
             log.exception("%s session from %s failed", spec.name, conn.peer_host)
         finally:
+            self._session_line(spec, conn, outcome, started)
             if self.metrics is not None:
                 self.metrics.sessions.labels(protocol=spec.name).dec()
             self._per_listener[spec.name] -= 1
@@ -176,6 +187,13 @@ class Listeners:
             if self._per_address[key] <= 0:
                 del self._per_address[key]
             await conn.close()
+
+    def _session_line(self, spec: ListenerSpec, conn: Connection, outcome: str, started: float) -> None:
+        facts = dict(conn.facts or {})
+        events.emit("session", id=conn.session_id, listener=spec.name,
+                    client=f"{conn.peer_host}:{conn.peer_port}", account=facts.pop("account", None),
+                    member=self.member or None, outcome=facts.pop("outcome", outcome),
+                    seconds=round(time.monotonic() - started, 3), **facts)
 
     async def close_listener(self, name: str) -> None:
         srv = self._servers.pop(name, None)

@@ -199,9 +199,11 @@ class Pop3Session:
             self.core.login_unavailable()
             await self.flush()
             return
+        self.conn.note(account=ref.address)
         try:
             async with ctx.accounts.use(ref, relay_ok=not relayed) as placement:
                 if isinstance(placement, Relay):
+                    self.conn.note(outcome=f"relayed to {placement.member}")
                     ok = await ctx.cluster.relay_session(
                         self.conn, placement, protocol="pop3", client_reply=b"+OK Logged in\r\n"
                     )

@@ -77,11 +77,10 @@ def _optional_module(name: str) -> Any | None:
         return None
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    from dynamail.events import configure
+
+    configure(level, fmt)
 
 
 CAP_NET_BIND_SERVICE = 10  # capability(7) number
@@ -406,6 +405,7 @@ class Server:
                         f"layer ({CLUSTER_MODULE}) is not available in this build"
                     )
                 self.member = await member_mod.attach(ctx)
+            ctx.listeners.member = str(getattr(ctx.cluster, "name", "") or cfg.main_domain)
             for spec in specs:
                 await ctx.listeners.start(spec)
             if http_mod is not None and hasattr(http_mod, "start"):
@@ -523,7 +523,7 @@ async def serve(cfg: ServerConfig, *, ready: Any = None) -> None:
 
 def run(cfg: ServerConfig) -> None:
     """Blocking entry point: asyncio (uvloop when installed)."""
-    setup_logging(cfg.log_level)
+    setup_logging(cfg.log_level, cfg.log_format)
     restrict_umask()  # whatever creates a file from here on, it is private (filemodes)
     try:
         import uvloop

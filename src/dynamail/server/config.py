@@ -140,6 +140,7 @@ class ServerConfig:
     imap: ImapConfig = field(default_factory=ImapConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log_level: str = "INFO"
+    log_format: str = "text"  # "text" or "json" (one JSON object per line; dynamail.events)
     config_file: Path | None = None  # the file read; None = <base>/Settings/server.toml
 
     # -- derived ---------------------------------------------------------
@@ -176,6 +177,7 @@ class ServerConfig:
             "listen": self.listen,
             "main_domain": self.main_domain,
             "log_level": self.log_level,
+            "log_format": self.log_format,
             "ports": {k: v for k, v in self.ports.items() if DEFAULT_PORTS.get(k) != v},
             "tls": dataclasses.asdict(self.tls),
             "limits": dataclasses.asdict(self.limits),
@@ -288,7 +290,7 @@ def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None)
         elif key == "base":  # read by `dynamail serve --config FILE` without --base
             if not isinstance(value, str) or not value:
                 raise ConfigError("base: expected a directory path")
-        elif key in ("listen", "main_domain", "log_level"):
+        elif key in ("listen", "main_domain", "log_level", "log_format"):
             if not isinstance(value, str):
                 raise ConfigError(f"{key}: expected a string")
             setattr(cfg, key, value)
@@ -308,6 +310,8 @@ def validate(cfg: ServerConfig) -> None:
     cfg.log_level = cfg.log_level.upper()
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if cfg.log_format not in ("text", "json"):
+        raise ConfigError("log_format: must be text or json")
     if not 0 <= cfg.port_offset <= 65535:
         raise ConfigError("port_offset: must be between 0 and 65535")
     for name, port in cfg.ports.items():

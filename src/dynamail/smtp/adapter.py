@@ -36,13 +36,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from dynamail import events
 from dynamail.accounts import AccountRef
 from dynamail.delivery import JUNK
 from dynamail.mailauth.gate import InboundGate
@@ -169,7 +168,9 @@ class SmtpSession:
         self.conn = conn
         self.core = core
         self.mode = mode
-        self.session_id = secrets.token_hex(6)
+        self.session_id = conn.session_id  # in the session's log line (dynamail.events)
+        self.transactions = 0  # MAIL FROM accepted so far: the message id is <session>.<n>
+        self.messages = 0  # messages accepted (250) in this session
         self.spool: Spool | None = None
         self.local: list[AccountRef] = []
         # quota limits of the local recipients, read with their lookup (one thread job)
@@ -265,6 +266,7 @@ class SmtpSession:
             self.core.accept_sender()
         self.sender = ev.sender
         self.mail_params = ev.params
+        self.transactions += 1
         self.local = []
         self.limits = {}
         self.remote = []
@@ -415,8 +417,14 @@ class SmtpSession:
             proto += "A"
         return received_field(
             helo=core.helo_name, peer=self.conn.peer_host, hostname=self.ctx.hostname, protocol=proto,
-            session_id=self.session_id, recipients=[str(r) for r in core.recipients], identity=core.identity,
+            session_id=self.message_id, recipients=[str(r) for r in core.recipients], identity=core.identity,
         )
+
+    @property
+    def message_id(self) -> str:
+        """The id of the current transaction's message: in the Received:
+        field, the 250 reply and the message's log line."""
+        return f"{self.session_id}.{self.transactions}"
 
     async def _on_complete(self, ev: MessageComplete) -> bool:
         assert self.spool is not None
@@ -498,10 +506,14 @@ class SmtpSession:
         ctx = self.ctx
         sender = "" if self.sender is None else str(self.sender)
         failed: list[tuple[str, Any]] = []
+        copies: dict[str, str] = {}  # recipient account or address -> where its copy went
+        queue_ids: list[str] = []
         if self.local:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
             results = await self._deliver_local(path, sender)
+            for r in results:
+                copies[r.ref.address] = "stored" if r.ok else f"failed {r.code}"
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
             delivered = [r.ref.address for r in results if r.ok]
@@ -514,7 +526,8 @@ class SmtpSession:
                 # SPEC 2 (frontends): the owner is unreachable for now; the
                 # message waits in our durable queue instead of being refused
                 waiting = list(dict.fromkeys(r.ref.address for r in temporary))
-                await queue.enqueue(sender, [], path, params=self.mail_params, local=waiting)
+                queue_ids.append(await queue.enqueue(sender, [], path, params=self.mail_params, local=waiting))
+                copies.update((address, "queued") for address in waiting)
                 log.info("%s %d local copies queued until their owner is reachable", self.session_id, len(waiting))
                 temporary = []
             if temporary:
@@ -530,7 +543,8 @@ class SmtpSession:
         if self.remote:
             if queue is None:
                 return R.LOCAL_ERROR
-            await queue.enqueue(sender, self.remote, path, params=self.mail_params)
+            queue_ids.append(await queue.enqueue(sender, self.remote, path, params=self.mail_params))
+            copies.update((target, "queued") for target, _params in self.remote)
         if self.success and sender and queue is not None:
             bad = {ref for _, r in failed for ref in [r.ref]}
             told = [(addr, orcpt) for addr, orcpt, refs in self.success if not bad & set(refs)]
@@ -538,10 +552,12 @@ class SmtpSession:
                 await queue.success_now(sender, told, path, params=self.mail_params)
         if failed and sender and queue is not None:
             await queue.bounce_now(sender, [(addr, r.code, r.status, r.text) for addr, r in failed], path, params=self.mail_params)
-        log.info(
-            "%s message from <%s> accepted: %d local, %d queued", self.session_id, sender, len(self.local), len(self.remote)
-        )
-        return Reply(250, "2.0.0", f"Message accepted as {self.session_id}-{os.getpid()}")
+        self.messages += 1
+        self.conn.note(messages=self.messages)
+        events.emit("message", id=self.message_id, session=self.session_id, member=self.ctx.listeners.member or None,
+                    **{"from": sender or "<>"}, to=[str(r) for r in self.core.recipients], copies=copies,
+                    queue=",".join(q for q in queue_ids if q) or None)
+        return Reply(250, "2.0.0", f"Message accepted as {self.message_id}")
 
     # -- AUTH and TLS ----------------------------------------------------------
     async def _on_auth(self, ev: AuthRequest) -> bool:
@@ -554,6 +570,7 @@ class SmtpSession:
         if result is not None and result.ok and result.ref is not None:
             self.identity = result.ref
             self.core.auth_succeeded(result.ref.address)
+            self.conn.note(account=result.ref.address)
             return True
         await asyncio.sleep(AUTH_FAILURE_DELAY * (self.core.auth_failures + 1))
         reply = R.AUTH_FAILED
