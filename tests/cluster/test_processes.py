@@ -715,12 +715,12 @@ def test_nonready_frontend_closes_client_ports_but_the_http_admin_port(
 
     c = cluster_factory(2, frontends=1)
     f = c.member("f1")
-    client_ports = {n: p for n, p in f["ports"].items() if n != "http"}
+    client_ports = {n: p for n, p in f["ports"].items() if n not in ("http", "https")}  # admin ports stay
     assert client_ports and all(is_open(f["host"], p) for p in client_ports.values())
     launcher.set_ready(c.dir, "f1", False)
     c.wait(lambda: not any(is_open(f["host"], p) for p in client_ports.values()),
            what="every client port of f1 closed")
-    assert is_open(f["host"], f["ports"]["http"])
+    assert is_open(f["host"], f["ports"]["http"]) and is_open(f["host"], f["ports"]["https"])
     assert not next(m for m in c.status()["members"] if m["name"] == "f1")["ready"]
     launcher.set_ready(c.dir, "f1", True)
     c.wait(lambda: all(is_open(f["host"], p) for p in client_ports.values()),

@@ -32,6 +32,11 @@ class MemoryConnection:
         self._can_tls = can_tls
         self._pending = b""
         self.eof = False
+        self.session_id = "memory"
+        self.facts: dict[str, object] = {}
+
+    def note(self, **facts: object) -> None:
+        self.facts.update(facts)
 
     @property
     def is_tls(self) -> bool:
