@@ -7,7 +7,8 @@ Usage: ``python -m bench.versus [--accounts 2000] [--users 100] [--duration 20]`
 Runs ``bench.storm`` (cold login storm: ``--accounts`` accounts through 100
 clients; dynamail cold, dynamail restarted with the keyed verifiers, Dovecot
 ``{SHA512-CRYPT}``), ``bench.storm --failover`` (``--sessions`` IMAP sessions
-of a killed backend logging in again through the survivors), then ``bench.imap`` with ``--users`` accounts at 10 and
+of a killed backend logging in again through the survivors), ``bench.lmtp``
+(SMTP and LMTP delivery against Dovecot's LMTP), then ``bench.imap`` with ``--users`` accounts at 10 and
 50 clients, once with ``{PLAIN}`` and once with ``{SHA512-CRYPT}`` stored on
 both servers.  The machine's load average is printed before and after each
 part: on a shared machine, compare the ratios of one run, not absolute
@@ -43,6 +44,7 @@ def main() -> None:
     a = ap.parse_args()
     part("cold login storm", ["bench.storm", "--accounts", str(a.accounts), "--clients", "100"])
     part("failover storm", ["bench.storm", "--failover", "--accounts", str(a.sessions)])
+    part("SMTP and LMTP delivery against Dovecot LMTP", ["bench.lmtp", "--messages", "3000"])
     for clients in (10, 50):
         for scheme in ("plain", "sha512-crypt"):
             part(f"IMAP mix, {clients} clients, {scheme}",
