@@ -326,7 +326,12 @@ def _attach_sieve(ctx: ServerContext, delivery: Any) -> None:
         else:
             await queue.enqueue(sender, [recipient], data, sign=True)
 
-    delivery.sieve = mod.SieveFilter(ctx.hostname, send)
+    def own_addresses(ref: Any) -> list[str]:
+        names = [ref.name, *directory.account_aliases(ref)]
+        domains = [ref.domain, *directory.domain_aliases(ref.domain)]
+        return [f"{n}@{d}" for n in names for d in domains]
+
+    delivery.sieve = mod.SieveFilter(ctx.hostname, send, own_addresses)
 
 
 def collect_listeners(ctx: ServerContext) -> list[ListenerSpec]:

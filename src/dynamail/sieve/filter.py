@@ -92,9 +92,13 @@ def _canonical_flags(flags: frozenset[str]) -> frozenset[str]:
 
 
 class SieveFilter:
-    def __init__(self, hostname: str, send: Sender | None = None) -> None:
+    def __init__(self, hostname: str, send: Sender | None = None,
+                 own_addresses: Callable[[AccountRef], list[str]] | None = None) -> None:
         self.hostname = hostname
         self.send = send
+        #: the account's other addresses (aliases, domain aliases): vacation
+        #: answers mail addressed to any of them (RFC 5230 4.5)
+        self.own_addresses = own_addresses
         self._compiled: collections.OrderedDict[str, Script] = collections.OrderedDict()
 
     def compile(self, text: str) -> Script:
@@ -183,7 +187,13 @@ class SieveFilter:
 
     async def _vacation(self, ref: AccountRef, store: Any, msg: SieveMessage, action: Vacation,
                         sender: str | None, plan: Plan) -> None:
-        why = refusal(msg, sender, ref.address, action)
+        own: list[str] = []
+        if self.own_addresses is not None:
+            try:
+                own = await asyncio.get_running_loop().run_in_executor(None, self.own_addresses, ref)
+            except Exception:
+                log.warning("sieve: %s: aliases unreadable; vacation knows only the address", ref)
+        why = refusal(msg, sender, ref.address, action, own)
         if why is not None:
             log.info("sieve: %s: no vacation reply: %s", ref, why)
             return
