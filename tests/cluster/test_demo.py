@@ -93,7 +93,7 @@ def test_demo_whole_cluster_crash_restart_and_ctrl_c(tmp_path: Path) -> None:
         for m in data["members"]:
             line = out.wait_for(rf"  {m['name']} \({m['role']}\) {re.escape(m['host'])}:([^\n]*)").group(1)
             for name, port in m["ports"].items():
-                label = {"submission": "submission"}.get(name, name.upper())
+                label = {"submission": "submission", "managesieve": "ManageSieve"}.get(name, name.upper())
                 assert f"{label} {port}" in line, (name, line)
                 socket.create_connection((m["host"], port), timeout=10).close()
         # the shared domain is the default login domain: plain "bob" logs in

@@ -41,7 +41,8 @@ ACCOUNTS_FILE = "demo-accounts.txt"
 RESTART_DELAY = 5.0  # seconds between noticing a crash and starting the member again
 PORT_LABELS = (("imap", "IMAP"), ("imaps", "IMAPS"), ("pop3", "POP3"), ("pop3s", "POP3S"),
                ("smtp", "SMTP"), ("submission", "submission"), ("smtps", "SMTPS"),
-               ("lmtp", "LMTP"), ("cli", "CLI"), ("http", "HTTP"), ("https", "HTTPS"))
+               ("lmtp", "LMTP"), ("managesieve", "ManageSieve"), ("cli", "CLI"), ("http", "HTTP"),
+               ("https", "HTTPS"))
 
 
 def program() -> str:
@@ -116,7 +117,9 @@ def banner(directory: Path, data: dict[str, Any], passwords: dict[str, str]) -> 
     lines = ["", f"dynamail local cluster running in {directory}", ""]
     for m in data["members"]:
         p = m["ports"]
-        ports = "  ".join(f"{label} {p[key]}" for key, label in PORT_LABELS if key in p)
+        known = dict(PORT_LABELS)
+        order = [k for k, _ in PORT_LABELS if k in p] + sorted(k for k in p if k not in known)
+        ports = "  ".join(f"{known.get(key, key.upper())} {p[key]}" for key in order)
         lines.append(f"  {m['name']} ({m['role']}) {m['host']}:  {ports}")
     lines += ["", f"Shared domain {DEMO_DOMAIN} (served by every member):"]
     for name in DEMO_ACCOUNTS:
