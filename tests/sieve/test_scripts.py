@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from dynamail.sieve import limits
-from dynamail.sieve.scripts import FileBlobs, ScriptError, ScriptStore
+from dynamail.sieve.scripts import ScriptError, ScriptStore, blobs_of
+from dynamail.storage import FileMailStore
 
 
 def test_scripts(tmp_path: Path) -> None:
     async def run() -> None:
-        s = ScriptStore(FileBlobs(tmp_path / "sieve"))
+        store = await FileMailStore().open_account(tmp_path / "account", 1)
+        s = ScriptStore(blobs_of(store))
         assert await s.list() == [] and await s.active() is None
         await s.put("vacation", "keep;")
         await s.put("ünïcode", "discard;")
@@ -44,7 +46,11 @@ def test_scripts(tmp_path: Path) -> None:
         with pytest.raises(ScriptError) as err:
             await s.put("one-too-many", "keep;")
         assert err.value.code == "QUOTA/MAXSCRIPTS"
-        # only the index and one blob per script are stored
-        assert len(list((tmp_path / "sieve").iterdir())) == limits.MAX_SCRIPTS + 1
+        # a reopened store (a new owner) sees the same scripts
+        await store.close()
+        again = ScriptStore(blobs_of(await FileMailStore().open_account(tmp_path / "account", 2)))
+        assert len(await again.list()) == limits.MAX_SCRIPTS
+        with pytest.raises(TypeError):
+            blobs_of(object())
 
     asyncio.run(run())

@@ -25,7 +25,6 @@ from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.cluster.ownership import LOCAL_ONLY, account_key, goodbye_for
 from dynamail.cluster.peer import PeerClosed
 from dynamail.cluster.relay import TicketBook, relay
-from dynamail.sieve.scripts import blobs_of
 
 if TYPE_CHECKING:
     from dynamail.cluster.controller import Controller
@@ -240,9 +239,7 @@ class Handoffs:
                 domain, _, name = str(key).partition("/")
                 async with self.locator.use(AccountRef(domain, name, True), relay_ok=False) as p:
                     assert not isinstance(p, Relay)
-                    # get_meta/put_meta: through the storage API when the store has it
-                    target = blobs_of(p.store) if op in ("get_meta", "put_meta") else p.store
-                    value = await getattr(target, op)(*args)
+                    value = await getattr(p.store, op)(*args)
             else:
                 return wire.AdminResult(msg.id, False, None, "BadRequest",
                                         f"{msg.operation} is not a routed operation")

@@ -42,7 +42,7 @@ from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
 from dynamail.net.listener import interruptible, say_goodbye
 from dynamail.server.context import ServerContext
 from dynamail.sieve.scripts import ScriptError, ScriptStore, blobs_of
-from dynamail.storage.api import FencedError, StorageError
+from dynamail.storage.api import StorageError, Unavailable
 
 log = logging.getLogger("dynamail.managesieve")
 
@@ -191,7 +191,7 @@ class ManageSieveSession:
             if self.core.state is not State.AUTH:
                 self.core.login_unavailable()
             await self.flush()
-        except FencedError:
+        except Unavailable:  # the account moved or its store closed: BYE (TRYLATER)
             self.core.shutting_down()
             await self.flush()
 
@@ -224,7 +224,7 @@ class ManageSieveSession:
             self.core.op_done(value)
         except ScriptError as exc:
             self.core.op_failed(exc.code, exc.text)
-        except FencedError:
+        except Unavailable:
             raise
         except (StorageError, OSError) as exc:
             log.warning("managesieve %s failed: %s", ev.op, exc)

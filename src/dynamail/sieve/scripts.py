@@ -13,27 +13,20 @@ A script is written before the index that names it, and the index is
 written last, so a crash between the two leaves at most an unnamed blob,
 never an index naming a missing script.  Names follow RFC 5804 1.6.
 
-Until the storage engine offers ``get_meta``/``put_meta``, :class:`FileBlobs`
-keeps the same keys as files in a ``sieve`` directory of the account (atomic
-replacement, no fencing); :func:`blobs_of` picks the storage API as soon as the
-store has it.
+In a cluster the owner does all of this; another member reaches the blobs
+through the routed mailbox operations ``get_meta``/``put_meta``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import re
-from pathlib import Path
 from typing import Any, Protocol
 
-from dynamail.filemodes import private_dirs, write_private
 from dynamail.sieve import limits
 
 INDEX_KEY = "sieve.index"
 VACATION_KEY = "sieve.vacation"
-_KEY = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class ScriptError(Exception):
@@ -51,46 +44,11 @@ class Blobs(Protocol):
     async def put_meta(self, key: str, value: bytes | None) -> None: ...
 
 
-class FileBlobs:
-    """Per-account blobs as files (until the storage API has them)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-
-    def _path(self, key: str) -> Path:
-        if not _KEY.match(key):
-            raise ValueError(f"bad meta key {key!r}")
-        return self.directory / key
-
-    async def get_meta(self, key: str) -> bytes | None:
-        path = self._path(key)
-
-        def read() -> bytes | None:
-            try:
-                return path.read_bytes()
-            except FileNotFoundError:
-                return None
-
-        return await asyncio.get_running_loop().run_in_executor(None, read)
-
-    async def put_meta(self, key: str, value: bytes | None) -> None:
-        path = self._path(key)
-
-        def write() -> None:
-            if value is None:
-                path.unlink(missing_ok=True)
-                return
-            private_dirs(self.directory)
-            write_private(path, value)
-
-        await asyncio.get_running_loop().run_in_executor(None, write)
-
-
 def blobs_of(store: Any) -> Blobs:
-    """The account's blob storage: the storage API when it exists."""
-    if hasattr(store, "get_meta") and hasattr(store, "put_meta"):
-        return store  # type: ignore[no-any-return]
-    return FileBlobs(Path(store.path) / "sieve")
+    """The account's blob storage: its store (``get_meta``/``put_meta``)."""
+    if not (hasattr(store, "get_meta") and hasattr(store, "put_meta")):
+        raise TypeError(f"{type(store).__name__} keeps no per-account blobs")
+    return store  # type: ignore[no-any-return]
 
 
 def check_name(name: str) -> None:
