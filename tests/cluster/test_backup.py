@@ -14,6 +14,7 @@ import contextlib
 import imaplib
 import random
 import re
+import shutil
 import smtplib
 import socket
 import subprocess
@@ -206,3 +207,45 @@ def test_export_under_load_restore_into_another_cluster(clusters: tuple[Path, Pa
     finally:
         conn.logout()
     assert at_b == archive  # the same messages, flags and (A's were 1..n) UIDs
+
+
+def test_whole_shared_storage_copied_from_a_stopped_cluster_serves_in_another(tmp_path: Path) -> None:
+    """docs/backup.md, "without snapshots": stop every member, copy the
+    shared storage, start another cluster on the copy: the same accounts,
+    messages, flags, UIDs and UIDVALIDITY."""
+    first = _free_first_host(3)
+    a, b = tmp_path / "a", tmp_path / "b"
+    try:
+        launcher.up(a, 2, port_offset=OFFSET, prefix=PREFIX, first_host=first, lease=1.0, margin=0.2,
+                    heartbeat=0.15, timeout=60.0)
+        m = member(a, "b1")
+        out = admin_cli(m, launcher.read_cluster(a)["admin"], "CREATEDOMAIN shared.test SHARED",
+                        f'CREATEACCOUNT {ACCOUNT} {{Password="{PASSWORD}";}}', timeout=60)
+        assert all(line.startswith("200") for line in out), out
+        for i in range(12):
+            deliver(m, i)
+        conn = imap(m)
+        conn.select("INBOX")
+        conn.uid("STORE", "2:4", "+FLAGS", "(\\Seen $Done)")
+        conn.uid("STORE", "5", "+FLAGS", "(\\Deleted)")
+        conn.expunge()
+        before = held(conn)
+        uidvalidity = conn.response("UIDVALIDITY")
+        assert uidvalidity[1][0], uidvalidity
+        conn.logout()
+        launcher.down(a, timeout=10.0)
+        b.mkdir()
+        shutil.copytree(a / "shared", b / "shared", symlinks=True)  # the backup, taken while stopped
+        launcher.up(b, 1, port_offset=OFFSET, prefix=PREFIX, first_host=first + 2, lease=1.0, margin=0.2,
+                    heartbeat=0.15, timeout=60.0)
+        conn = imap(member(b, "b1"))
+        try:
+            after = held(conn)
+            assert conn.response("UIDVALIDITY") == uidvalidity
+        finally:
+            conn.logout()
+        assert len(before) == 11 and after == before
+    finally:
+        for d in (a, b):
+            with contextlib.suppress(Exception):
+                launcher.down(d, timeout=5.0)
