@@ -166,3 +166,23 @@ def test_tls_needed_for_plain(tmp_path: Path) -> None:
             return out
 
     assert asyncio.run(run()) == [b'NO (ENCRYPT-NEEDED) "Authentication requires TLS"\r\n']
+
+
+def test_plaintext_login_follows_the_setting(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    prepare(base, {BOB: PW}, "[managesieve]\nallow_plaintext_login = true\n")
+    host = next_host()
+
+    async def run() -> tuple[list[bytes], list[bytes]]:
+        async with in_process(base, host, ("managesieve",)) as (_ctx, ports):
+            reader, writer = await asyncio.open_connection(host, ports["managesieve"])
+            c = Client(reader, writer)
+            greeting = await c.response()
+            token = base64.b64encode(f"\0{BOB}\0{PW}".encode())
+            out = await c.command(b'AUTHENTICATE "PLAIN" "' + token + b'"')
+            writer.close()
+            return greeting, out
+
+    greeting, out = asyncio.run(run())
+    assert b'"SASL" "PLAIN"\r\n' in greeting
+    assert out == [b'OK "Logged in"\r\n']

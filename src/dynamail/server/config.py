@@ -98,6 +98,11 @@ class Pop3Config:
 
 
 @dataclass
+class ManageSieveConfig:
+    allow_plaintext_login: bool = False  # AUTHENTICATE PLAIN before STARTTLS (port 4190)
+
+
+@dataclass
 class ImapConfig:
     # LOGINDISABLED until TLS (RFC 9051 6.2.3): true always, false never;
     # unset (None) for every client except those on a loopback address
@@ -137,6 +142,7 @@ class ServerConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     pop3: Pop3Config = field(default_factory=Pop3Config)
+    managesieve: ManageSieveConfig = field(default_factory=ManageSieveConfig)
     imap: ImapConfig = field(default_factory=ImapConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     log_level: str = "INFO"
@@ -184,6 +190,7 @@ class ServerConfig:
             "cluster": dataclasses.asdict(self.cluster),
             "smtp": dataclasses.asdict(self.smtp),
             "pop3": dataclasses.asdict(self.pop3),
+            "managesieve": dataclasses.asdict(self.managesieve),
             # TOML has no null: an unset optional value is left out
             "imap": {k: v for k, v in dataclasses.asdict(self.imap).items() if v is not None},
             "auth": dataclasses.asdict(self.auth),
@@ -273,7 +280,7 @@ def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None)
     cfg = ServerConfig(base=base, config_file=config_file)
     sections = {
         "tls": TlsConfig, "limits": LimitsConfig, "cluster": ClusterConfig, "smtp": SmtpConfig,
-        "pop3": Pop3Config, "imap": ImapConfig, "auth": AuthConfig,
+        "pop3": Pop3Config, "imap": ImapConfig, "auth": AuthConfig, "managesieve": ManageSieveConfig,
     }
     for key, value in data.items():
         if key in sections:
