@@ -41,6 +41,7 @@ PREFIX = "127.0.21"
 OFFSET = 40000
 SETTLE = 60.0  # seconds the final check waits for queued deliveries to land
 READY_TIMEOUT = 90.0
+CLIENT_PORTS = ("smtp", "imap", "pop3", "cli", "http")
 # SMTP copies whose owner is unreachable wait in the sender member's queue:
 # retry them quickly so that the final check need not wait long
 EXTRA_SETTINGS = "[smtp]\nqueue_retry_seconds = 0.5\n"
@@ -105,6 +106,32 @@ def start_cluster(o: Options, topology: Topology | None) -> dict[str, Any]:
                        prefix=o.prefix, first_host=first, lease=o.lease, margin=o.margin,
                        heartbeat=o.heartbeat, timeout=READY_TIMEOUT, extra_settings=EXTRA_SETTINGS,
                        wrappers=wrappers, hosts=hosts)
+
+
+def check_listeners(directory: Path, data: dict[str, Any], timeout: float = 30.0) -> None:
+    """Every port the clients use accepts on every member (a listener that
+    did not open, say because a protocol module failed to load, would turn
+    the whole run into refusals); else the members' ERROR lines."""
+    deadline = time.monotonic() + timeout
+    missing: list[str] = []
+    while time.monotonic() < deadline:
+        missing = []
+        for m in data["members"]:
+            for port in CLIENT_PORTS:
+                try:
+                    socket.create_connection((m["host"], m["ports"][port]), timeout=2).close()
+                except OSError:
+                    missing.append(f"{m['name']} {port}")
+        if not missing:
+            return
+        time.sleep(0.5)
+    errors = []
+    for m in data["members"]:
+        log = directory / "members" / m["name"] / "serve.log"
+        if log.exists():
+            errors += [f"{m['name']}: {line}" for line in log.read_text(errors="replace").splitlines()
+                       if " ERROR " in line or "Error:" in line][:5]
+    raise RuntimeError(f"listeners not open: {', '.join(missing)}\n" + "\n".join(errors))
 
 
 def retry(what: str, fn: Any, timeout: float = 60.0) -> Any:
@@ -330,6 +357,14 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
     try:
         data = start_cluster(o, topology)
     except BaseException:
+        if topology is not None:
+            topology.remove()
+        raise
+    try:
+        check_listeners(directory, data)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            launcher.down(directory)
         if topology is not None:
             topology.remove()
         raise
