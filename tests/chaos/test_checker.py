@@ -107,6 +107,16 @@ def test_expunged_or_moved_message_must_not_come_back() -> None:
     assert m.check(m.final({"Work": [[1, "<d1>", []]], "INBOX": [[1, "<d1>", []]]})) == {"came-back"}
 
 
+def test_the_second_copy_of_a_duplicate_is_no_message_coming_back() -> None:
+    s = Script()
+    s.op("deliver", msgid="<d1>")
+    s.fetch("INBOX", [[79, "<d1>", []], [81, "<d1>", []]])
+    s.op("expunge", msgid="<d1>", data={"uid": 81})
+    kinds = s.check(s.final({"INBOX": [[79, "<d1>", []]]}))
+    assert kinds == {"duplicate"}
+    assert "came-back" in s.check(s.final({"INBOX": [[81, "<d1>", []]]}))
+
+
 def test_unexplained_message() -> None:
     s = Script()
     assert s.check(s.final({"INBOX": [[1, "<nobody>", []]]})) == {"unexplained"}

@@ -133,10 +133,12 @@ class Checker:
     def messages(self) -> None:
         creators, removers = self._creators(), self._removers()
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        uids: dict[tuple[str, str, str], set[int]] = defaultdict(set)
         for account, boxes in self.final.messages.items():
             for box, seen in boxes.items():
-                for _uid, msgid, _flags in seen:
+                for uid, msgid, _flags in seen:
                     counts[(account, box, msgid)] += 1
+                    uids[(account, box, msgid)].add(uid)
         for key in set(creators) | set(counts):
             c = counts.get(key, 0)
             made = creators.get(key, [])
@@ -153,8 +155,7 @@ class Checker:
             removed_ok = any(o.outcome == OK for o in gone)
             removal_tried = any(o.outcome in (OK, UNKNOWN) for o in gone)
             if removed_ok and c:
-                self.add("came-back", f"{where} present at the end after an acknowledged "
-                         f"{'/'.join(sorted({o.kind for o in gone if o.outcome == OK}))}", *ev)
+                self._removed_but_seen(where, gone, uids[key], "present at the end", ev)
             elif OK in outcomes and not removal_tried and c == 0:
                 self.add("lost", f"{where} acknowledged but absent at the end", *ev)
             elif outcomes == {REFUSED} and c:
@@ -201,7 +202,8 @@ class Checker:
                 if label == "final state":
                     continue  # judged by messages()
                 for msgid in set(ids):
-                    self._seen_check(creators, removers, account, box, msgid, start, label)
+                    self._seen_check(creators, removers, account, box, msgid, start, label,
+                                     {s[0] for s in seen if s[1] == msgid})
         appended: dict[tuple[str, str, int], list[Op]] = defaultdict(list)
         for op in self.ops:
             if op.kind == "append" and op.outcome == OK and "uid" in op.data:
@@ -213,8 +215,9 @@ class Checker:
 
     def _seen_check(self, creators: dict[tuple[str, str, str], list[Op]],
                     removers: dict[tuple[str, str, str], list[Op]], account: str, box: str,
-                    msgid: str, at: float, label: str) -> None:
+                    msgid: str, at: float, label: str, uids: set[int] | None = None) -> None:
         key = (account, box, msgid)
+        uids = uids or set()
         made = creators.get(key, [])
         if not made:
             self.add("unexplained", f"{account}/{box} {msgid} seen but no operation created it", label)
@@ -222,10 +225,25 @@ class Checker:
         if {o.outcome for o in made} == {REFUSED}:
             self.add("refused-took-effect", f"{account}/{box} {msgid} refused but seen", label,
                      *(describe(o) for o in made))
-        for o in removers.get(key, []):
-            if o.outcome == OK and o.end < at:
-                self.add("came-back", f"{account}/{box} {msgid} seen after an acknowledged {o.kind}",
-                         label, describe(o))
+        gone = [o for o in removers.get(key, []) if o.outcome == OK and o.end < at]
+        if gone:
+            self._removed_but_seen(f"{account}/{box} {msgid}", gone, uids, "seen",
+                                   [label, *(describe(o) for o in gone)])
+
+    def _removed_but_seen(self, where: str, gone: list[Op], uids: set[int], how: str,
+                          evidence: list[str]) -> None:
+        """A message seen after an acknowledged EXPUNGE or MOVE: the removed
+        copy itself came back, unless the UIDs show another copy of it (a
+        duplicate) that nobody removed."""
+        done = [o for o in gone if o.outcome == OK]
+        removed = {int(o.data["uid"]) for o in done if "uid" in o.data}
+        kinds = "/".join(sorted({o.kind for o in done}))
+        if len(removed) == len(done) and uids and not uids & removed:
+            self.add("duplicate", f"{where}: another copy (UID {', '.join(map(str, sorted(uids)))}) "
+                     f"{how} after the acknowledged {kinds} of UID "
+                     f"{', '.join(str(u) for u in sorted(removed))}", *evidence)
+        else:
+            self.add("came-back", f"{where} {how} after an acknowledged {kinds}", *evidence)
 
     def _uid_rules(self, account: str, box: str,
                    series: list[tuple[float, float, int, list[list[Any]], str]]) -> None:
