@@ -31,8 +31,10 @@ from dynamail.storage import (
     StoreClosed,
     epochs_monotonic,
     faults,
+    fence,
     writer_epochs,
 )
+from dynamail.storage.account import MAX_CHAIN
 
 from .layout import files_of
 
@@ -407,4 +409,8 @@ def test_garbage_of_a_stale_owner_is_collected(account_dir: Path) -> None:
 
     asyncio.run(main())
     names = files_of(account_dir)
-    assert len(names) <= 12, names
+    claims = [n for n in names if n.startswith("owners/")]
+    logs = [n for n in names if "/log." in n]
+    assert len(claims) <= 2 * fence.CLAIMS_KEPT + 2, claims  # + the head link and the current claim
+    assert len(logs) <= MAX_CHAIN + 1, logs
+    assert len(names) == len(claims) + len(logs) + 2, names  # + manifest, checkpoint

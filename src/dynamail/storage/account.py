@@ -406,11 +406,7 @@ class FileAccountStore:
                 faults.point("unlink")
                 with contextlib.suppress(OSError):
                     os.unlink(self.path / name)
-        for e in fence.claims(self.path):
-            if e < self.epoch:
-                faults.point("unlink")
-                with contextlib.suppress(OSError):
-                    os.unlink(self.path / fence.OWNERS_DIR / str(e))
+        fence.collect_claims(self.path, self.epoch)
 
     def _dir(self, mbox_id: int) -> Path:
         return self.path / MAIL_DIR / str(mbox_id)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
 
 POINTS = ("write", "truncate", "rename", "link", "unlink", "mkdir", "create")
@@ -50,4 +51,7 @@ def point(name: str) -> None:
         os.unlink(arm)
     except OSError:
         return  # another thread took it
-    os.kill(os.getpid(), signal.SIGSTOP)
+    # directed at this thread, so that this thread is the one that stops at
+    # once (a process-directed SIGSTOP may be taken by another thread while
+    # this one runs on into the very mutation the point guards)
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)

@@ -8,10 +8,12 @@ needs).  So a stale owner — paused for any length of time between a check
 and a write — can only ever change files that its successors never read
 past the point they sealed.
 
-* **Claims.**  ``owners/<epoch>`` is created with ``O_EXCL``; the highest
-  claim is the owner.  There is no read-compare-replace anywhere: two opens
-  racing with different epochs both create their claim, and the lower one
-  sees the higher one when it checks.
+* **Claims.**  ``owners/<epoch>`` is created with ``O_EXCL`` and linked as
+  ``owners/<previous>.next``: the claims form a chain in which every link
+  is an exclusive creation, and the end of the chain is the owner.  There
+  is no read-compare-replace anywhere.  Checking whether an owner has been
+  superseded is one name lookup (``owners/<epoch>.next``), which NFS with
+  ``lookupcache=positive`` always answers from the server.
 * **Manifests.**  ``manifest.<epoch>`` holds the account's whole state as
   its owner sees it: mailboxes, their chains of log files with the sealed
   length of every file of an older epoch, subscriptions, small blobs.  It is
@@ -68,8 +70,14 @@ def _epoch_of(name: str, prefix: str) -> int | None:
     return int(rest) if rest.isdigit() else None
 
 
+# The newest claims stay (with their successor links): a walk to the current
+# claim starts from the highest claim a directory listing shows, which on
+# NFS may be a little out of date, never by this many ownership changes.
+CLAIMS_KEPT = 8
+
+
 def claims(path: Path) -> list[int]:
-    """Every claimed epoch of the account, ascending."""
+    """Every claimed epoch of the account that is still on disk, ascending."""
     try:
         names = os.listdir(path / OWNERS_DIR)
     except FileNotFoundError:
@@ -77,35 +85,97 @@ def claims(path: Path) -> list[int]:
     return sorted(int(n) for n in names if n.isdigit())
 
 
+def _successor(owners: Path, epoch: int) -> int | None:
+    """The epoch that claimed the account after ``epoch`` (``<epoch>.next``),
+    None if none did.  A name lookup, not a directory listing: with NFS's
+    ``lookupcache=positive`` (or ``none``) it always asks the server."""
+    try:
+        with open(owners / f"{epoch}.next", "rb") as f:
+            return int(f.read().strip() or b"0") or None
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return None
+
+
 def highest_claim(path: Path) -> int:
+    """The current claim: from the highest listed claim, follow the
+    successor links to their end (a stale listing only makes the walk
+    longer, never wrong)."""
+    owners = path / OWNERS_DIR
     got = claims(path)
-    return got[-1] if got else 0
+    top = got[-1] if got else 0
+    while (nxt := _successor(owners, top)) is not None:
+        top = nxt
+    return top
 
 
 def claim(path: Path, epoch: int) -> None:
-    """Create this epoch's claim (exclusively; an existing one of the same
-    epoch is ours from an earlier open) and refuse when a higher one exists."""
+    """Claim the account for ``epoch``: create ``owners/<epoch>`` and link
+    it as the successor of the current claim (``owners/<top>.next``, created
+    by ``link``: exclusive, and complete when visible).  Refused
+    (FencedError) when the current claim is higher.  Claiming again with
+    the current epoch (a reopen) is allowed."""
     owners = path / OWNERS_DIR
     if not owners.is_dir():
         faults.point("mkdir")
         owners.mkdir(parents=True, exist_ok=True)
         fsync_dir(path)
+    top = highest_claim(path)
+    if top == epoch:
+        return
+    if top > epoch:
+        raise Superseded(path, epoch, top)
     faults.point("create")
+    mine = owners / str(epoch)
     try:
-        fd = os.open(owners / str(epoch), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(mine, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
     else:
+        os.write(fd, str(epoch).encode())
+        os.fsync(fd)
         os.close(fd)
+    while True:
+        # the first claim links as the successor of epoch 0 (never a claim)
+        faults.point("link")
+        try:
+            os.link(mine, owners / f"{top}.next")
+        except FileExistsError:
+            nxt = _successor(owners, top)
+            top = nxt if nxt is not None else highest_claim(path)
+            if top == epoch:
+                return
+            if top > epoch:
+                raise Superseded(path, epoch, top) from None
+            continue
         fsync_dir(owners)
-    check(path, epoch)
+        return
 
 
 def check(path: Path, epoch: int) -> None:
-    """Raise :class:`Superseded` when a claim higher than ``epoch`` exists."""
-    top = highest_claim(path)
-    if top > epoch:
+    """Raise :class:`Superseded` when a newer owner has claimed the account
+    after ``epoch``: one name lookup (``owners/<epoch>.next``)."""
+    nxt = _successor(path / OWNERS_DIR, epoch)
+    if nxt is not None:
+        top = nxt
+        while (more := _successor(path / OWNERS_DIR, top)) is not None:
+            top = more
         raise Superseded(path, epoch, top)
+
+
+def collect_claims(path: Path, epoch: int) -> None:
+    """Remove claims (and their successor links) older than the newest
+    CLAIMS_KEPT, all below ``epoch`` (the current owner's)."""
+    owners = path / OWNERS_DIR
+    old = [e for e in claims(path) if e < epoch][:-CLAIMS_KEPT]
+    for e in old:
+        for name in (str(e), f"{e}.next"):  # the claim first: see highest_claim
+            faults.point("unlink")
+            try:
+                os.unlink(owners / name)
+            except OSError:
+                pass
 
 
 def fsync_dir(path: Path) -> None:
