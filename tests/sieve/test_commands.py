@@ -45,6 +45,7 @@ def test_optional_leading_argument() -> None:
     ("if not (true, false) {}", "exactly one test"),
     ('require "vacation"; vacation :days 1 :seconds 2 "x";', "requires the 'vacation-seconds'"),
     ('redirect;', "wrong number of arguments"),
+    ('if address :detail "to" "x" {}', "requires the 'subaddress'"),
 ])
 def test_refused(bad: str, why: str) -> None:
     with pytest.raises(SieveCheckError, match=why):

@@ -67,6 +67,15 @@ def test_envelope() -> None:
     assert go(s + 'if envelope :localpart "from" "" { discard; }', env=null) == [inbox()]
 
 
+def test_subaddress() -> None:
+    s = 'require ["subaddress", "envelope", "fileinto", "variables"];'
+    env = Envelope("alice+lists@example.org", "bob+work@example.com")
+    assert go(s + 'if envelope :detail "to" "work" { fileinto "work"; }', env=env) == [FileInto("work", frozenset())]
+    assert go(s + 'if envelope :user "to" "bob" { discard; }', env=env) == []
+    assert go(s + 'if address :detail "from" "" { discard; }') == [inbox()]  # no "+": no detail at all
+    assert go(s + 'if address :user :matches "to" "b*" { fileinto "${0}"; }') == [FileInto("bob", frozenset())]
+
+
 def test_fileinto_copy_and_mailbox() -> None:
     s = 'require ["fileinto", "copy", "mailbox"];'
     assert go(s + 'fileinto :copy "A"; fileinto :create "B";') == [FileInto("A", frozenset()), FileInto("B", frozenset(), True)]

@@ -28,7 +28,7 @@ MESSAGES = {
     "plain": (
         b"Received: from a by b; Tue, 1 Dec 2026 09:00:00 +0000\r\n"
         b"From: Alice Example <alice@example.org>\r\n"
-        b"To: Bob <bob@example.com>, carol@example.com\r\n"
+        b"To: Bob <bob@example.com>, carol+work@example.com\r\n"
         b"Cc: team@lists.example.com\r\n"
         b"Subject: Meeting =?utf-8?q?m=C3=BCnchen?= tomorrow\r\n"
         b"Date: Tue, 1 Dec 2026 10:30:15 +0100\r\n"
@@ -100,6 +100,10 @@ SCRIPTS = [
     'require "editheader"; addheader "X-Tag" "one"; deleteheader "received";',
     'require "fileinto"; if header :is "x-missing" "" { fileinto "empty"; }',
     'require "fileinto"; if address :all :is "from" "alice@example.org" { fileinto "alice"; }',
+    'require ["subaddress", "fileinto"]; if address :detail "to" "" { fileinto "empty-detail"; }',
+    'require ["subaddress", "fileinto"]; if address :detail :is "to" "work" { fileinto "work"; }',
+    'require ["subaddress", "envelope", "fileinto"]; if envelope :user "to" "bob" { fileinto "bob"; }',
+    'require ["subaddress", "fileinto"]; if address :user :is "from" "alice" { fileinto "u"; }',
     'require "fileinto"; if header :matches "subject" "Meeting ? *" { fileinto "q"; }',
     'require "fileinto"; if header :contains ["to", "cc"] "LISTS" { fileinto "l"; }',
     'require ["relational", "comparator-i;ascii-numeric", "fileinto"]; '

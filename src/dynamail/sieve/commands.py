@@ -36,7 +36,7 @@ class SieveCheckError(SieveError):
 CAPABILITIES: tuple[str, ...] = (
     "fileinto", "reject", "ereject", "envelope", "imap4flags", "body", "variables",
     "vacation", "vacation-seconds", "copy", "mailbox", "relational", "date",
-    "editheader", "comparator-i;ascii-numeric", "comparator-i;octet",
+    "editheader", "subaddress", "comparator-i;ascii-numeric", "comparator-i;octet",
     "comparator-i;ascii-casemap",
 )
 COMPARATORS = frozenset({"i;octet", "i;ascii-casemap", "i;ascii-numeric"})
@@ -44,7 +44,8 @@ RELATIONS = frozenset({"gt", "ge", "lt", "le", "eq", "ne"})
 
 _MATCH = {"is": "", "contains": "", "matches": "", "value": "string", "count": "string"}
 _MATCH_EXT = {"value": "relational", "count": "relational"}
-_ADDRESS_PART = {"all": "", "localpart": "", "domain": ""}
+_ADDRESS_PART = {"all": "", "localpart": "", "domain": "", "user": "", "detail": ""}
+_ADDRESS_EXT = {"user": "subaddress", "detail": "subaddress"}  # RFC 5233
 _COMPARATOR = {"comparator": "string"}
 _MATCH_GROUPS = (frozenset(_MATCH), frozenset(_ADDRESS_PART))
 
@@ -73,7 +74,7 @@ def _match_spec(name: str, positional: tuple[str, ...], *, address: bool = False
     tags |= dict(extra or {})
     groups = _MATCH_GROUPS if address else (_MATCH_GROUPS[0],)
     return Spec(name, "test", positional, tags, groups + extra_exclusive, extension=extension,
-                tag_extension=dict(_MATCH_EXT) | dict(extra_ext or {}))
+                tag_extension=dict(_MATCH_EXT) | (_ADDRESS_EXT if address else {}) | dict(extra_ext or {}))
 
 
 _FLAGS_TAG = {"flags": "strings"}

@@ -28,6 +28,9 @@ from dynamail.sieve.message import PROTECTED_HEADERS, SieveMessage, decode_value
 from dynamail.sieve.vacation import vacation_action
 from dynamail.sieve.variables import Variables
 
+#: RFC 5233 2: the separator between user and detail, as Pigeonhole's default.
+SUBADDRESS_SEPARATOR = "+"
+
 
 class _Stop(Exception):
     pass
@@ -174,7 +177,7 @@ class Run:
 
     def _address_values(self, call: Call, addresses: list[str]) -> list[str]:
         part = "all"
-        for p in ("localpart", "domain"):
+        for p in ("localpart", "domain", "user", "detail"):
             if p in call.tags:
                 part = p
         out: list[str] = []
@@ -183,8 +186,19 @@ class Run:
                 out.append(addr)
                 continue
             split = split_address(addr)
-            if split is not None:
-                out.append(split[0] if part == "localpart" else split[1])
+            if split is None:
+                continue
+            local, domain = split
+            if part == "localpart":
+                out.append(local)
+            elif part == "domain":
+                out.append(domain)
+            else:  # RFC 5233: "user+detail"; :detail does not match without a "+"
+                user, plus, detail = local.partition(SUBADDRESS_SEPARATOR)
+                if part == "user":
+                    out.append(user)
+                elif plus:
+                    out.append(detail)
         return out
 
     def _address(self, call: Call) -> bool:
@@ -203,7 +217,7 @@ class Run:
                 addrs.append(self.env.sender)
             elif part == "to":
                 addrs.append(self.env.recipient)
-        if addrs == [""] and "all" not in call.tags and ("localpart" in call.tags or "domain" in call.tags):
+        if addrs == [""] and "all" not in call.tags and any(p in call.tags for p in ("localpart", "domain", "user", "detail")):
             addrs = []
         return self._matched(m, self._address_values(call, addrs), self.sl(call.args[1]))
 
