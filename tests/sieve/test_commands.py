@@ -50,3 +50,15 @@ def test_optional_leading_argument() -> None:
 def test_refused(bad: str, why: str) -> None:
     with pytest.raises(SieveCheckError, match=why):
         compile_script(bad)
+
+
+def test_encoded_character() -> None:
+    s = compile_script('require ["encoded-character", "fileinto"];\n'
+                       'fileinto "${hex:48 65 6C 6C 6F}-${UNICODE:263a 20}${hex:zz}${unicode: }";')
+    assert s.commands[0].args == ("Hello-\u263a ${hex:zz}",)
+    plain = compile_script('require "fileinto"; fileinto "${hex:41}";')
+    assert plain.commands[0].args == ("${hex:41}",)  # without the extension: literal
+    with pytest.raises(SieveCheckError, match="not UTF-8"):
+        compile_script('require "encoded-character"; keep :flags "${hex:ff}";'.replace("keep :flags", "redirect"))
+    with pytest.raises(SieveCheckError, match="not a character"):
+        compile_script('require "encoded-character"; redirect "${unicode:D800}";')

@@ -101,6 +101,8 @@ SCRIPTS = [
     'require "fileinto"; if header :is "x-missing" "" { fileinto "empty"; }',
     'require "fileinto"; if address :all :is "from" "alice@example.org" { fileinto "alice"; }',
     'require ["subaddress", "fileinto"]; if address :detail "to" "" { fileinto "empty-detail"; }',
+    'require ["encoded-character", "fileinto"]; if header :contains "subject" "${hex:6D C3 BC}nchen" '
+    '{ fileinto "${unicode:4D}"; }',
     'require ["subaddress", "fileinto"]; if address :detail :is "to" "work" { fileinto "work"; }',
     'require ["subaddress", "envelope", "fileinto"]; if envelope :user "to" "bob" { fileinto "bob"; }',
     'require ["subaddress", "fileinto"]; if address :user :is "from" "alice" { fileinto "u"; }',

@@ -13,6 +13,7 @@ refused at upload time (RFC 5804 ``PUTSCRIPT``) with the line at fault.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ class SieveCheckError(SieveError):
 CAPABILITIES: tuple[str, ...] = (
     "fileinto", "reject", "ereject", "envelope", "imap4flags", "body", "variables",
     "vacation", "vacation-seconds", "copy", "mailbox", "relational", "date",
-    "editheader", "subaddress", "comparator-i;ascii-numeric", "comparator-i;octet",
+    "editheader", "subaddress", "encoded-character", "comparator-i;ascii-numeric", "comparator-i;octet",
     "comparator-i;ascii-casemap",
 )
 COMPARATORS = frozenset({"i;octet", "i;ascii-casemap", "i;ascii-numeric"})
@@ -260,7 +261,7 @@ class Checker:
                 continue
             if i >= len(args):
                 raise SieveCheckError(f":{arg.name} needs an argument", arg.line)
-            tags[arg.name] = _convert(kind, args[i], arg.line)
+            tags[arg.name] = self._decoded(_convert(kind, args[i], arg.line), arg.line)
             i += 1
         for group in spec.required_tags:
             if not group & tags.keys():
@@ -276,12 +277,21 @@ class Checker:
             if kind.endswith("?"):
                 if extra > 0:
                     extra -= 1
-                    values.append(_convert(kind[:-1], next(it), line))
+                    values.append(self._decoded(_convert(kind[:-1], next(it), line), line))
                 else:
                     values.append(None)
             else:
-                values.append(_convert(kind, next(it), line))
+                values.append(self._decoded(_convert(kind, next(it), line), line))
         return tags, tuple(values)
+
+    def _decoded(self, value: Value, line: int) -> Value:
+        if "encoded-character" not in self.requires:
+            return value
+        if isinstance(value, str):
+            return decode_encoded(value, line)
+        if isinstance(value, tuple):
+            return tuple(decode_encoded(v, line) for v in value)
+        return value
 
     def _semantics(self, call: Call) -> None:
         comparator = call.tags.get("comparator")
@@ -317,6 +327,35 @@ def _is_variable_name(name: str) -> bool:
     if not name or len(name) > 64 or not (name[0].isascii() and (name[0].isalpha() or name[0] == "_")):
         return False
     return all(c.isascii() and (c.isalnum() or c == "_") for c in name)
+
+
+_ENCODED = re.compile(r"\$\{(hex|unicode):([^}]*)\}", re.IGNORECASE)
+_HEX_WORDS = re.compile(r"^[ \t\r\n]*(?:[0-9A-Fa-f]+[ \t\r\n]*)*$")
+
+
+def decode_encoded(text: str, line: int) -> str:
+    """RFC 5228 2.4.2.4 (encoded-character): ``${hex:..}`` and ``${unicode:..}``."""
+    def one(m: re.Match[str]) -> str:
+        kind, body = m.group(1).lower(), m.group(2)
+        if not _HEX_WORDS.match(body):
+            return m.group(0)  # not an encoding: left as written
+        words = body.split()
+        if kind == "hex":
+            if any(len(w) > 2 for w in words):
+                return m.group(0)
+            try:
+                return bytes(int(w, 16) for w in words).decode("utf-8")
+            except UnicodeDecodeError:
+                raise SieveCheckError("${hex:...} is not UTF-8", line) from None
+        chars = []
+        for w in words:
+            code = int(w, 16) if len(w) <= 8 else 0x110000
+            if code > 0x10FFFF or 0xD800 <= code <= 0xDFFF:
+                raise SieveCheckError(f"${{unicode:{w}}} is not a character", line)
+            chars.append(chr(code))
+        return "".join(chars)
+
+    return _ENCODED.sub(one, text) if "${" in text else text
 
 
 def _convert(kind: str, arg: Argument, line: int) -> Value:
