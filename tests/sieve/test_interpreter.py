@@ -166,6 +166,8 @@ def test_editheader() -> None:
         assert out.message == MSG and "not allowed" in out.warnings[0]
     with pytest.raises(SieveRuntimeError, match="not valid"):
         run(compile_script(s + 'addheader "Bad Name" "x";'), MSG, ENV)
+    out = run(compile_script(s + 'addheader "X-Note" "Grüße";'), MSG, ENV)
+    assert out.message.startswith(b"X-Note: =?utf-8?b?R3LDvMOfZQ==?=\r\n")
     out = run(compile_script(s + 'deleteheader :index 1 :last "to";'), MSG, ENV)
     assert b"\r\nTo:" not in out.message
     out = run(compile_script(s + 'deleteheader :contains "subject" "nothing";'), MSG, ENV)

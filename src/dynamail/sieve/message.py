@@ -130,6 +130,8 @@ class SieveMessage:
     # editheader (RFC 5293)
     def add_header(self, name: str, value: str, last: bool) -> None:
         folded = value.replace("\r", "").replace("\n", " ")
+        if not folded.isascii():  # RFC 5293 4: non-ASCII text as RFC 2047 encoded words
+            folded = email.header.Header(folded, "utf-8", maxlinelen=998).encode(linesep=self.nl.decode())
         raw = f"{name}: {folded}".encode() + self.nl
         entry = HeaderField(name, raw, added=True)
         if last:
