@@ -88,9 +88,9 @@ class InboundGate:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self._examine, content, ip, helo, mail_from, local, others)
 
-    def rewrite(self, outcome: Outcome, header: bytes) -> bytes:
-        """The header section with our fields in front and forged ones removed."""
+    def strip(self, header: bytes) -> bytes:
+        """The header section without forged fields claiming our authserv-id."""
         kept, removed = inbound.strip_forged(header, self.authserv_id)
         if removed:
             log.info("removed %d Authentication-Results field(s) claiming %s", removed, self.authserv_id)
-        return outcome.fields + kept
+        return kept

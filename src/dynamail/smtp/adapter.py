@@ -44,6 +44,7 @@ from typing import Any
 from dynamail import events
 from dynamail.accounts import AccountRef
 from dynamail.delivery import JUNK
+from dynamail.filter.rspamd import RspamdFilter, remove_fields
 from dynamail.mailauth.gate import InboundGate
 from dynamail.mailauth.signing import Signer
 from dynamail.net import Connection, IdleTimeout, ListenerSpec, TlsMode
@@ -450,31 +451,56 @@ class SmtpSession:
         return True
 
     async def _examine(self, content: Path | bytes) -> tuple[Path | bytes, Reply | None]:
-        """Port 25: SPF, DKIM, DMARC and ARC (dynamail.mailauth.gate) before
-        anything is stored: the content with our Authentication-Results
-        field, or the refusal (451 when DNS failed now, 550 by DMARC policy)."""
+        """Port 25, before anything is stored: SPF, DKIM, DMARC and ARC
+        (dynamail.mailauth.gate), then the content filter (dynamail.filter).
+        The content with the fields they add, or the refusal (451 when DNS
+        or the filter failed now, 550 by DMARC policy or the filter)."""
         self.junk = frozenset()
         gate = InboundGate.for_context(self.ctx)
-        if gate is None:
+        flt = RspamdFilter.for_context(self.ctx)
+        if gate is None and flt is None:
             return content, None
         assert self.spool is not None
-        try:
-            outcome = await gate.examine(
-                content, ip=self.conn.peer_host, helo=self.core.helo_name or "",
-                mail_from="" if self.sender is None else str(self.sender),
-                local=self.local, others=bool(self.remote),
-            )
-        except Exception:
-            log.exception("%s sender checks failed", self.session_id)
-            return content, Reply(451, "4.3.0", "Sender checks failed; try again later")
-        if outcome.defer is not None:
-            log.info("%s deferred: %s", self.session_id, outcome.defer)
-            return content, Reply(451, "4.4.3", "DNS lookup failed temporarily; try again later")
-        if outcome.reject is not None:
-            log.info("%s refused: %s", self.session_id, outcome.reject)
-            return content, Reply(550, "5.7.1", outcome.reject)
-        self.junk = outcome.junk
-        return self.spool.rewrite_head(functools.partial(gate.rewrite, outcome)), None
+        mail_from = "" if self.sender is None else str(self.sender)
+        helo = self.core.helo_name or ""
+        fields = b""
+        junk: set[Any] = set()
+        if gate is not None:
+            try:
+                outcome = await gate.examine(content, ip=self.conn.peer_host, helo=helo, mail_from=mail_from,
+                                             local=self.local, others=bool(self.remote))
+            except Exception:
+                log.exception("%s sender checks failed", self.session_id)
+                return content, Reply(451, "4.3.0", "Sender checks failed; try again later")
+            if outcome.defer is not None:
+                log.info("%s deferred: %s", self.session_id, outcome.defer)
+                return content, Reply(451, "4.4.3", "DNS lookup failed temporarily; try again later")
+            if outcome.reject is not None:
+                log.info("%s refused: %s", self.session_id, outcome.reject)
+                return content, Reply(550, "5.7.1", outcome.reject)
+            fields += outcome.fields
+            junk |= outcome.junk
+        if flt is not None:
+            verdict = await flt.scan(content, ip=self.conn.peer_host, helo=helo, mail_from=mail_from,
+                                     rcpts=[str(r) for r in self.core.recipients], queue_id=self.session_id)
+            log.info("%s content filter: %s (score %s)", self.session_id, verdict.action, verdict.score)
+            if verdict.action == "reject":
+                return content, Reply(550, "5.7.1", verdict.text)
+            if verdict.action == "defer":
+                return content, Reply(451, "4.7.1", verdict.text)
+            if verdict.action == "junk":
+                junk |= set(self.local)
+            fields += verdict.fields
+        self.junk = frozenset(junk)
+
+        def rewrite(header: bytes) -> bytes:
+            if gate is not None:
+                header = gate.strip(header)
+            if flt is not None:
+                header = remove_fields(header)
+            return fields + header
+
+        return self.spool.rewrite_head(rewrite), None
 
     async def _deliver_local(self, path: Path | bytes, sender: str) -> list[Any]:
         """Deliver to the local recipients, those in ``self.junk`` into Junk;
