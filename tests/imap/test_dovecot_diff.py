@@ -44,6 +44,17 @@ MSG_C = (
 )
 
 
+def _m(mid: str | None, subject: str, day: int, refs: str = "", reply_to: str = "") -> bytes:
+    head = f"From: t@example.test\r\nSubject: {subject}\r\nDate: {day} Jan 2024 10:00:00 +0000\r\n"
+    if mid:
+        head += f"Message-ID: <{mid}>\r\n"
+    if refs:
+        head += f"References: {refs}\r\n"
+    if reply_to:
+        head += f"In-Reply-To: {reply_to}\r\n"
+    return (head + "\r\nbody\r\n").encode()
+
+
 def lit(data: bytes) -> bytes:
     return b"{%d}\r\n" % len(data) + data
 
@@ -186,6 +197,31 @@ SCENARIOS: dict[str, list[bytes]] = {
         b'SEARCH MODSEQ "/flags/\\\\seen" all 1',
         b"SEARCH RETURN (ALL) 2:3 MODSEQ 1",
         b"STATUS INBOX (HIGHESTMODSEQ)",
+    ],
+    "thread": [
+        *[b"APPEND INBOX " + lit(m) for m in (
+            _m("a@x", "Hello", 1),
+            _m("b@x", "Re: Hello", 2, refs="<a@x>"),
+            _m("c@x", "Re: Hello", 3, refs="<a@x> <b@x>"),
+            _m("d@x", "Other", 4),
+            _m("e@x", "Re: Hello", 5, refs="<a@x>"),
+            _m("f@x", "Fwd: other", 6),
+            _m("g@x", "Lost parent", 7, refs="<missing@x>"),
+            _m("h@x", "Re: Lost parent", 8, refs="<missing@x>"),
+            _m("i@x", "Hello", 9),
+            _m("j@x", "[list] Re: Hello", 10, reply_to="<i@x>"),
+            _m("b@x", "Duplicate id", 11),
+            _m("k@x", "Loop", 12, refs="<l@x>"),
+            _m("l@x", "Loop", 13, refs="<k@x>"),
+            _m(None, "No id", 14),
+            _m("m@x", "", 15),
+        )],
+        b"SELECT INBOX",
+        b"THREAD ORDEREDSUBJECT UTF-8 ALL",
+        b"THREAD REFERENCES UTF-8 ALL",
+        b"UID THREAD REFERENCES US-ASCII NOT SUBJECT lost",
+        b"THREAD ORDEREDSUBJECT UTF-8 SUBJECT hello",
+        b"THREAD BOGUS UTF-8 ALL",
     ],
     "empty-mailbox": [
         b"SELECT INBOX",

@@ -103,6 +103,8 @@ def _build() -> None:
     _register("UID SEARCH", SELECTED, m.search)
     _register("SORT", SELECTED, m.sort, seq)  # RFC 5256
     _register("UID SORT", SELECTED, m.sort)
+    _register("THREAD", SELECTED, m.thread, seq)  # RFC 5256
+    _register("UID THREAD", SELECTED, m.thread)
     _register("FETCH", SELECTED, m.fetch, seq)
     _register("UID FETCH", SELECTED, m.fetch)
     _register("STORE", SELECTED, m.store, seq)

@@ -5,9 +5,12 @@ SORT, RFC 7162 CHANGEDSINCE/UNCHANGEDSINCE/VANISHED, RFC 3691 UNSELECT)."""
 from __future__ import annotations
 
 import datetime
+import email.utils
+import re
 from typing import TYPE_CHECKING
 
 from dynamail.imap import limits, response
+from dynamail.imap import thread as thread_alg
 from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.fetch import FetchWriter
 from dynamail.imap.parser import (
@@ -173,6 +176,67 @@ async def sort(s: Session, cmd: Command) -> str:
     nums = ordered if uid_mode else [sel.seq_of(u) for u in ordered]
     s.write(b"* SORT" + b"".join(b" %d" % n for n in nums) + b"\r\n")
     return "SORT completed"
+
+
+async def thread(s: Session, cmd: Command) -> str:
+    """RFC 5256 THREAD: ``THREAD algorithm charset search-criteria``."""
+    sel = s.need_selected()
+    uid_mode = cmd.name.startswith("UID ")
+    args = Args(cmd.args)
+    alg = args.atom("threading algorithm").upper()
+    if alg not in ("ORDEREDSUBJECT", "REFERENCES"):
+        raise CommandBad("Unsupported threading algorithm")
+    charset = args.astring("charset").decode("ascii", "replace").upper()
+    if charset not in ("US-ASCII", "UTF-8"):
+        raise CommandNo("Unsupported charset", "BADCHARSET (US-ASCII UTF-8)")
+    keys: list[SearchKey] = []
+    while args.more():
+        keys.append(search_key(args, 0))
+    if not keys:
+        raise ParseError("Missing search criteria")
+    if count_keys(keys) > limits.MAX_SEARCH_KEYS:
+        raise ParseError("Too many search keys")
+    searcher = Searcher(sel, s.saved_search, datetime.datetime.now(datetime.UTC))
+    uids = await searcher.run(tuple(keys))
+    msgs = await thread_records(sel, uids, uid_mode=uid_mode, with_references=alg == "REFERENCES")
+    text = thread_alg.references(msgs) if alg == "REFERENCES" else thread_alg.orderedsubject(msgs)
+    s.write(b"* THREAD " + text.encode() + b"\r\n" if text else b"* THREAD\r\n")
+    return "THREAD completed"
+
+
+async def thread_records(sel: Selected, uids: list[int], *, uid_mode: bool, with_references: bool) -> list[thread_alg.Msg]:
+    view = sel.view
+    out: list[thread_alg.Msg] = []
+    for u in uids:
+        info = view.info(u)
+        env = await view.envelope(u)
+        e = env if isinstance(env, list) and len(env) >= 10 else [None] * 10
+        date = info.internal_date.timestamp()
+        if e[0]:
+            try:
+                date = email.utils.parsedate_to_datetime(_str(e[0])).timestamp()
+            except (TypeError, ValueError, IndexError):
+                pass
+        mids = thread_alg.message_ids(_str(e[9])) if e[9] else []
+        refs: list[str] = []
+        if with_references:
+            m = _REFERENCES.search(await view.header(u))
+            if m is not None:
+                refs = thread_alg.message_ids(m.group(1).decode("latin-1"))
+            if not refs and e[8]:
+                refs = thread_alg.message_ids(_str(e[8]))[:1]
+        seq = sel.seq_of(u)
+        out.append(thread_alg.Msg(u if uid_mode else seq, seq, date, _str(e[1]), mids[0] if mids else None, refs))
+    return out
+
+
+_REFERENCES = re.compile(rb"(?im)^references[ \t]*:(.*(?:\r?\n[ \t].*)*)")
+
+
+def _str(v: object) -> str:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v if isinstance(v, str) else ""
 
 
 # -- FETCH -----------------------------------------------------------------
