@@ -144,16 +144,16 @@ def test_defaults_and_prefs(w: World) -> None:
     assert run(a.get_account_effective_prefs(w.master, shared.address))["Language"] == "Basque"
     assert run(a.get_domain_effective_settings(w.master, "s.example"))["MaxAccounts"] == 70
     for actor in (w.users, w.monitor, w.dadmin, w.alice, w.controller):
-        assert code_of(a.update_server_account_defaults(actor, {"X": 1})) == "forbidden"
+        assert code_of(a.update_server_account_defaults(actor, {"X-Flag": 1})) == "forbidden"
         assert code_of(a.set_cluster_domain_defaults(actor, {})) == "forbidden"
-        assert code_of(a.update_cluster_account_prefs(actor, {"X": 1})) == "forbidden"
+        assert code_of(a.update_cluster_account_prefs(actor, {"X-Flag": 1})) == "forbidden"
     assert code_of(a.get_server_account_defaults(w.alice)) == "forbidden"
     assert code_of(a.update_server_account_defaults(w.settings, "nope")) == "bad_request"  # type: ignore[arg-type]
     # per-domain account defaults: domain administrators of that domain only
     run(a.update_account_defaults(w.dadmin, "a.example", {"MaxAccountSize": "2G"}))
     assert run(a.get_account_defaults(w.dadmin, "a.example")) == {"MaxAccountSize": "2G"}
     assert run(a.get_account_effective_settings(w.alice, "alice@a.example"))["MaxAccountSize"] == "2G"
-    assert code_of(a.update_account_defaults(w.dadmin, "b.example", {"X": 1})) == "forbidden"
+    assert code_of(a.update_account_defaults(w.dadmin, "b.example", {"X-Flag": 1})) == "forbidden"
     assert code_of(a.get_account_defaults(w.dadmin, "b.example")) == "forbidden"
     run(a.set_account_defaults(w.other_admin, "b.example", {"RealName": "B"}))
     assert code_of(a.set_account_defaults(w.other_admin, "a.example", {})) == "forbidden"
@@ -339,9 +339,9 @@ def test_shared_mutations_go_through_the_cluster_seam(w: World) -> None:
     a = Admin(w.directory, w.auth, accounts=w.locator, cluster=cluster)
     run(a.create_account(w.master, "dan@s.example", password="x"))
     run(a.update_account_settings(w.master, "dan@s.example", {"RealName": "Dan"}))
-    run(a.update_cluster_account_defaults(w.settings, {"X": 1}))
+    run(a.update_cluster_account_defaults(w.settings, {"X-Flag": 1}))
     run(a.post_alert(w.settings, "cluster", "c"))
-    run(a.update_server_account_defaults(w.settings, {"Y": 1}))  # local: not forwarded
+    run(a.update_server_account_defaults(w.settings, {"X-Other": 1}))  # local: not forwarded
     run(a.update_account_settings(w.master, "alice@a.example", {"RealName": "A"}))  # local
     assert cluster.forwarded == [
         "create_account", "update_account_settings", "update_cluster_account_defaults", "post_alert",

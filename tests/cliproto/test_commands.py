@@ -365,12 +365,12 @@ def test_time_and_address_values_accepted_in_settings(play: Any) -> None:
     async def s(t: Any) -> None:
         await _setup(t)
         await t.expect(
-            "UPDATEACCOUNTSETTINGS alice@example.test {Since=#T02-01-2024_03:04:05; From=#I[10.0.0.1]:25;}",
+            "UPDATEACCOUNTSETTINGS alice@example.test {X-Since=#T02-01-2024_03:04:05; X-From=#I[10.0.0.1]:25;}",
             r"200 OK",
         )
         got = await t.data("GETACCOUNTSETTINGS alice@example.test")
-        assert got["From"] == "[10.0.0.1]:25"
-        assert "2024" in str(got["Since"])
+        assert got["X-From"] == "[10.0.0.1]:25"
+        assert "2024" in str(got["X-Since"])
         assert isinstance(datetime.datetime.now(), datetime.datetime)
 
     play(s)

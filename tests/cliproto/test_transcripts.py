@@ -168,7 +168,7 @@ def test_answers_avoid_nnn_escapes(play: Any) -> None:
     async def s(t: Any) -> None:
         await t.login()
         await t.expect("INLINE", r"200 OK")
-        await t.expect('UPDATESERVERACCOUNTDEFAULTS {Note="a\\001b\\tc";}', r"200 OK")
+        await t.expect('UPDATESERVERACCOUNTDEFAULTS {X-Note="a\\001b\\tc";}', r"200 OK")
         text = await t.send("GETSERVERACCOUNTDEFAULTS")
         assert "\\001" not in text and "\\" not in text.replace("\\t", "")
         assert "#NULL#" not in text

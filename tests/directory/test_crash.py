@@ -29,12 +29,12 @@ WRITER = textwrap.dedent(
     while True:
         name = f"a{i % 7}"
         ref = d.find_account(f"{name}@s.example") or d.create_account("s.example", name)
-        d.update_account_settings(ref, {"RealName": "x" * (i % 500), "Counter": i})
-        d.update_domain_settings("s.example", {"Counter": i, "Pad": "y" * (i % 300)})
-        d.update_server_account_defaults({"Counter": i})
-        d.update_cluster_account_defaults({"Counter": i})
+        d.update_account_settings(ref, {"RealName": "x" * (i % 500), "X-Counter": i})
+        d.update_domain_settings("s.example", {"X-Counter": i, "X-Pad": "y" * (i % 300)})
+        d.update_server_account_defaults({"X-Counter": i})
+        d.update_cluster_account_defaults({"X-Counter": i})
         d.post_alert("server", f"alert {i}")
-        d.update_account_prefs(ref, {"Counter": i})
+        d.update_account_prefs(ref, {"X-Counter": i})
         if i % 5 == 0:
             d.set_password(ref, f"pw{i}")
         if i % 11 == 0:
@@ -73,5 +73,5 @@ def test_kill_during_updates(tmp_path: Path, rounds: int) -> None:
             assert ref is not None
             assert isinstance(d.effective_account_settings(ref), dict)
             assert isinstance(d.account_prefs(ref), dict)
-        assert d.effective_domain_settings("s.example")["Counter"] >= 0
+        assert d.effective_domain_settings("s.example")["X-Counter"] >= 0
         assert d.alerts("server")

@@ -108,13 +108,14 @@ def test_bad_setting_values(directory: Directory) -> None:
     with pytest.raises(BadSetting):
         directory.update_account_settings(ref, {"Bad\nKey": "x"})
     with pytest.raises(BadSetting):
-        directory.update_account_settings(ref, {"K": object()})
+        directory.update_account_settings(ref, {"X-K": object()})
     with pytest.raises(BadSetting):
-        directory.update_account_settings(ref, {"K": "a\x00b"})
+        directory.update_account_settings(ref, {"X-K": "a\x00b"})
     with pytest.raises(BadSetting):
         directory.set_account_settings(ref, ["not", "a", "dict"])  # type: ignore[arg-type]
-    directory.update_account_settings(ref, {"K": {"nested": [1, "two", True]}, "B": b"\x01\x02"})
-    assert directory.account_settings(ref) == {"K": {"nested": [1, "two", True]}, "B": "AQI="}
+    # the custom namespace (X-) stores any JSON value
+    directory.update_account_settings(ref, {"X-K": {"nested": [1, "two", True]}, "X-B": b"\x01\x02"})
+    assert directory.account_settings(ref) == {"X-K": {"nested": [1, "two", True]}, "X-B": "AQI="}
 
 
 def test_account_settings_inheritance_local(directory: Directory) -> None:
@@ -187,8 +188,8 @@ def test_prefs_inheritance(directory: Directory) -> None:
     assert directory.effective_account_prefs(shared)["Language"] == "Greek"
     directory.update_account_prefs(shared, {"Language": "default"})
     assert directory.account_prefs(shared) == {}
-    directory.set_server_account_prefs({"X": 1})
-    assert directory.server_account_prefs() == {"X": 1}
+    directory.set_server_account_prefs({"X-Flag": 1})
+    assert directory.server_account_prefs() == {"X-Flag": 1}
 
 
 def test_find_account_forms(directory: Directory) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from argon2 import PasswordHasher
 
 from dynamail.auth import Authenticator
 from dynamail.directory import Directory
 from dynamail.directory.logins import ip_list
+from dynamail.directory.model import BadSetting
 from dynamail.metrics import Metrics
 
 FAST = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -47,7 +49,9 @@ def test_plain_name_resolution_order(tmp_path: Path) -> None:
     assert d.login_address("bob@main.example", "127.0.0.9") == "bob@main.example"
     assert d.login_address("bob%main.example", "127.0.0.9") == "bob@main.example"
     # a changed IPAddresses applies at once
-    d.update_domain_settings("by-ip.example", {"IPAddresses": "127.0.0.11, bogus"})
+    with pytest.raises(BadSetting):  # refused at write time (issue 17)
+        d.update_domain_settings("by-ip.example", {"IPAddresses": "127.0.0.11, bogus"})
+    d.update_domain_settings("by-ip.example", {"IPAddresses": "127.0.0.11"})
     assert d.login_address("bob", "127.0.0.9") == "bob@shared.example"
     assert d.login_address("bob", "127.0.0.11") == "bob@by-ip.example"
     # the Main Domain is tried after the chosen domain

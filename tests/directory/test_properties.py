@@ -87,7 +87,7 @@ json_values = st.recursive(
 _VALIDATED = model.SIZE_SETTINGS | model.COUNT_SETTINGS
 keys = st.text(min_size=1, max_size=20).filter(
     lambda k: all(ord(c) >= 32 and c != "\x7f" for c in k) and k not in _VALIDATED
-)
+).map(lambda k: "X-" + k)  # unknown keys are refused outside the custom namespace
 
 
 @settings(max_examples=150, deadline=None)

@@ -110,6 +110,72 @@ def test_trickling_clients_are_cut_off_at_the_deadline(strict: Server) -> None:
         assert held[name] < LOGIN_TIMEOUT + IDLE_TIMEOUT + slack, (name, held)
 
 
+# ---- findings 4 and 7: settings are typed at write time, security settings fail closed ---
+
+
+def test_settings_are_validated_and_unknown_keys_refused(strict: Server) -> None:
+    """Issue 17 findings 4 and 7, through the JSON API and the admin CLI."""
+    path = f"/domains/{DOMAIN}/accounts/bob/settings"
+    refused = [
+        {"AccessModes": False}, {"AccessModes": 0}, {"AccessModes": {"IMAP": True}}, {"AccessModes": ["IMAP", "Telnet"]},
+        {"MaxAccountSize": True}, {"MaxAccountSize": "lots"}, {"MaxAccountSize": -1}, {"AllowAPOP": "maybe"},
+        {"RealName": ["a"]}, {"RealName": "a\nb"},
+        {"Rights": ["Master"]}, {"PasswordHash": "x"}, {"Domain": "other.test"}, {"MaxAcountSize": "1M"},
+        {"MaxAccounts": 5},  # a domain setting, not an account one
+    ]
+    for body in refused:
+        status, answer = strict.api("postmaster", PM_PASSWORD, "PATCH", path, body)
+        assert status == 400 and answer["error"]["code"] == "bad_request", (body, answer)
+        assert next(iter(body)) in answer["error"]["message"], answer
+    status, answer = strict.api("postmaster", PM_PASSWORD, "PATCH", path,
+                                {"AccessModes": "imap, POP", "AllowAPOP": False, "X-Billing-Plan": {"tier": 2}})
+    assert status == 200, answer
+    status, own = strict.api("postmaster", PM_PASSWORD, "GET", path)
+    assert own == {"AccessModes": ["IMAP", "POP"], "AllowAPOP": "NO", "X-Billing-Plan": {"tier": 2}}
+    status, effective = strict.api("postmaster", PM_PASSWORD, "GET", path + "/effective")
+    assert not {"Rights", "PasswordHash", "Domain"} & set(effective)
+    status, answer = strict.api("postmaster", PM_PASSWORD, "PATCH", f"/domains/{DOMAIN}/settings", {"MailToUnknown": "Maybe"})
+    assert status == 400, answer
+    replies = strict.cli("postmaster", PM_PASSWORD, [
+        f"UPDATEACCOUNTSETTINGS bob@{DOMAIN} {{AccessModes=#0;}}",
+        f"UPDATEACCOUNTSETTINGS bob@{DOMAIN} {{Rights=(Master);}}",
+        f"UPDATEACCOUNTSETTINGS bob@{DOMAIN} {{MaxAccountSize=lots;}}",
+        f"SETACCOUNTDEFAULTS {DOMAIN} {{PasswordHash=x;}}",
+        "UPDATESERVERACCOUNTPREFS {MessagesPerPage=#0;}",
+        f"UPDATEACCOUNTSETTINGS bob@{DOMAIN} {{AccessModes=All; X-Note=\"kept\";}}",
+    ])
+    assert [r[:1] for r in replies] == ["5", "5", "5", "5", "5", "2"], replies
+    assert "unknown account setting 'Rights'" in replies[1] and "X-" in replies[1]
+
+
+def test_an_unparsable_stored_access_mode_denies(strict: Server) -> None:
+    """Issue 17 finding 4: a value stored before these checks (or by hand)
+    that the reader cannot parse denies; it used to mean "All"."""
+    import imaplib
+    import json
+
+    [account_file] = strict.base.glob(f"Domains/{DOMAIN}/Accounts/*/alice/Account.json")
+    imap = imaplib.IMAP4(strict.host, strict.port("imap"), timeout=20)
+    imap.login(f"alice@{DOMAIN}", ACCOUNTS["alice"])
+    imap.logout()
+    record = json.loads(account_file.read_text())
+    try:
+        for bad in (False, 0, {"IMAP": True}, 1.5):
+            record["settings"]["AccessModes"] = bad
+            tmp = account_file.with_name(".Account.json.test.tmp")
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, account_file)
+            imap = imaplib.IMAP4(strict.host, strict.port("imap"), timeout=20)
+            with pytest.raises(imaplib.IMAP4.error):
+                imap.login(f"alice@{DOMAIN}", ACCOUNTS["alice"])
+            imap.shutdown()
+    finally:
+        record["settings"].pop("AccessModes", None)
+        tmp = account_file.with_name(".Account.json.test.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, account_file)
+
+
 # ---- findings 2 and 9: private files whatever the umask; no password on argv -----------
 
 

@@ -268,9 +268,9 @@ async def test_server_and_cluster_defaults(ctx: ServerContext) -> None:
             for kind in ("account-defaults", "domain-defaults", "account-prefs"):
                 url = f"{V1}/{scope}/{kind}"
                 assert await _json(await client.get(url, headers=PM), 200) == {}
-                assert await _json(await client.patch(url, headers=PM, json={"RealName": scope}), 200) == {"RealName": scope}
-                assert await _json(await client.put(url, headers=PM, json={"Language": kind}), 200) == {"Language": kind}
-                assert await _json(await client.patch(url, headers=PM, json={"Language": "default"}), 200) == {}
+                assert await _json(await client.patch(url, headers=PM, json={"X-Scope": scope}), 200) == {"X-Scope": scope}
+                assert await _json(await client.put(url, headers=PM, json={"X-Kind": kind}), 200) == {"X-Kind": kind}
+                assert await _json(await client.patch(url, headers=PM, json={"X-Kind": "default"}), 200) == {}
         await _json(await client.patch(V1 + "/server/account-defaults", headers=PM, json={"TimeZone": "Asia/Tokyo"}), 200)
         eff = await _json(await client.get(V1 + "/domains/b.test/accounts/bob/settings/effective", headers=PM), 200)
         assert eff["TimeZone"] == "Asia/Tokyo"

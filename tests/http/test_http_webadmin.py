@@ -163,8 +163,8 @@ async def test_account_work_through_forms(ctx: ServerContext) -> None:
         base = "/admin/domains/a.test/accounts/zed"
         await client.post(base + "/settings", data={
             "csrf": csrf, "key.1": "RealName", "orig.1": "Zed Z", "value.1": "",
-            "key.new0": "MaxAccountSize", "value.new0": "10M", "key.new1": "Aliases", "value.new1": '["z1", "z2"]'})
-        assert ctx.directory.account_settings(zed) == {"MaxAccountSize": "10M", "Aliases": ["z1", "z2"]}
+            "key.new0": "MaxAccountSize", "value.new0": "10M", "key.new1": "AccessModes", "value.new1": '["IMAP", "pop", "webadmin"]'})
+        assert ctx.directory.account_settings(zed) == {"MaxAccountSize": "10M", "AccessModes": ["IMAP", "POP", "WebAdmin"]}
         resp = await client.post(base + "/password", data={"csrf": csrf, "password": "a", "again": "b"})
         assert "differ" in await resp.text()
         await client.post(base + "/password", data={"csrf": csrf, "password": "zed-pw", "again": "zed-pw"})

@@ -262,7 +262,7 @@ def test_kill9_during_settings_updates_leaves_files_parseable(tmp_path: Path) ->
         c.readline()
         # a stream of pipelined updates; kill -9 while they are being written
         batch = b"".join(
-            f"UPDATEACCOUNTSETTINGS a@example.test {{RealName=\"n{i}\"; Note=\"{'x' * 2000}\";}}\r\n"
+            f"UPDATEACCOUNTSETTINGS a@example.test {{RealName=\"n{i}\"; X-Note=\"{'x' * 2000}\";}}\r\n"
             f"UPDATEDOMAINSETTINGS example.test {{RealName=\"d{i}\";}}\r\n"
             f"UPDATESERVERACCOUNTDEFAULTS {{Language=\"l{i}\";}}\r\n".encode()
             for i in range(400)

@@ -54,7 +54,7 @@ from argon2 import PasswordHasher
 
 from dynamail import names
 from dynamail.accounts import AccountRef
-from dynamail.directory import model, passwords
+from dynamail.directory import model, passwords, schema
 from dynamail.directory.alerts import AlertsMixin
 from dynamail.directory.aliases import AliasesMixin
 from dynamail.directory.dkim import DkimMixin
@@ -215,7 +215,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         canon = names.domain_name(name)
         if shared and canon == self.main_domain:
             raise BadSetting("the Main Domain is always local")
-        own = model.clean_settings(settings)
+        own = model.clean_settings(settings, kind=schema.DOMAIN)
         with self._lock:
             if self.domain_exists(canon):
                 raise AlreadyExists(f"domain already exists: {canon}")
@@ -270,12 +270,12 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         canon, shared = self._locate_domain(name)
         with self._lock:
             current = self.files.read(self._domain_dir(canon, shared) / SETTINGS_FILE, {})
-            self._write_domain_settings(canon, shared, model.apply_changes(current, changes))
+            self._write_domain_settings(canon, shared, model.apply_changes(current, changes, kind=schema.DOMAIN))
         self.forget_login_domains()
 
     def set_domain_settings(self, name: str, settings: Mapping[str, Any]) -> None:
         canon, shared = self._locate_domain(name)
-        cleaned = model.clean_settings(settings)
+        cleaned = model.clean_settings(settings, kind=schema.DOMAIN)
         with self._lock:
             self._write_domain_settings(canon, shared, cleaned)
         self.forget_login_domains()
@@ -292,24 +292,24 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         return dict(self.files.read(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, {}))
 
     def update_account_defaults(self, domain: str, changes: Mapping[str, Any]) -> None:
-        self._update(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, changes)
+        self._update(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, changes, schema.ACCOUNT)
 
     def set_account_defaults(self, domain: str, settings: Mapping[str, Any]) -> None:
-        self._set(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, settings)
+        self._set(self._dpath(domain) / ACCOUNT_DEFAULTS_FILE, settings, schema.ACCOUNT)
 
     # -- server-wide and cluster-wide defaults
     def _get(self, path: Path) -> dict[str, Any]:
         return dict(self.files.read(path, {}))
 
-    def _update(self, path: Path, changes: Mapping[str, Any]) -> None:
+    def _update(self, path: Path, changes: Mapping[str, Any], kind: str) -> None:
         if not isinstance(changes, Mapping):
             raise BadSetting("settings must be a dictionary")
         with self._lock:
             current = self.files.read(path, {})
-            self.files.write(path, model.apply_changes(current, changes))
+            self.files.write(path, model.apply_changes(current, changes, kind=kind))
 
-    def _set(self, path: Path, settings: Mapping[str, Any]) -> None:
-        cleaned = model.clean_settings(settings)
+    def _set(self, path: Path, settings: Mapping[str, Any], kind: str) -> None:
+        cleaned = model.clean_settings(settings, kind=kind)
         with self._lock:
             self.files.write(path, cleaned)
 
@@ -317,55 +317,55 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         return self._get(self.settings_dir / ACCOUNT_DEFAULTS_FILE)
 
     def update_server_account_defaults(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.settings_dir / ACCOUNT_DEFAULTS_FILE, changes)
+        self._update(self.settings_dir / ACCOUNT_DEFAULTS_FILE, changes, schema.ACCOUNT)
 
     def set_server_account_defaults(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.settings_dir / ACCOUNT_DEFAULTS_FILE, settings)
+        self._set(self.settings_dir / ACCOUNT_DEFAULTS_FILE, settings, schema.ACCOUNT)
 
     def server_domain_defaults(self) -> dict[str, Any]:
         return self._get(self.settings_dir / DOMAIN_DEFAULTS_FILE)
 
     def update_server_domain_defaults(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.settings_dir / DOMAIN_DEFAULTS_FILE, changes)
+        self._update(self.settings_dir / DOMAIN_DEFAULTS_FILE, changes, schema.DOMAIN)
 
     def set_server_domain_defaults(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.settings_dir / DOMAIN_DEFAULTS_FILE, settings)
+        self._set(self.settings_dir / DOMAIN_DEFAULTS_FILE, settings, schema.DOMAIN)
 
     def server_account_prefs(self) -> dict[str, Any]:
         return self._get(self.settings_dir / PREFS_FILE)
 
     def update_server_account_prefs(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.settings_dir / PREFS_FILE, changes)
+        self._update(self.settings_dir / PREFS_FILE, changes, schema.PREFS)
 
     def set_server_account_prefs(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.settings_dir / PREFS_FILE, settings)
+        self._set(self.settings_dir / PREFS_FILE, settings, schema.PREFS)
 
     def cluster_account_defaults(self) -> dict[str, Any]:
         return self._get(self.cluster_dir / ACCOUNT_DEFAULTS_FILE)
 
     def update_cluster_account_defaults(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, changes)
+        self._update(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, changes, schema.ACCOUNT)
 
     def set_cluster_account_defaults(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, settings)
+        self._set(self.cluster_dir / ACCOUNT_DEFAULTS_FILE, settings, schema.ACCOUNT)
 
     def cluster_domain_defaults(self) -> dict[str, Any]:
         return self._get(self.cluster_dir / DOMAIN_DEFAULTS_FILE)
 
     def update_cluster_domain_defaults(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.cluster_dir / DOMAIN_DEFAULTS_FILE, changes)
+        self._update(self.cluster_dir / DOMAIN_DEFAULTS_FILE, changes, schema.DOMAIN)
 
     def set_cluster_domain_defaults(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.cluster_dir / DOMAIN_DEFAULTS_FILE, settings)
+        self._set(self.cluster_dir / DOMAIN_DEFAULTS_FILE, settings, schema.DOMAIN)
 
     def cluster_account_prefs(self) -> dict[str, Any]:
         return self._get(self.cluster_dir / PREFS_FILE)
 
     def update_cluster_account_prefs(self, changes: Mapping[str, Any]) -> None:
-        self._update(self.cluster_dir / PREFS_FILE, changes)
+        self._update(self.cluster_dir / PREFS_FILE, changes, schema.PREFS)
 
     def set_cluster_account_prefs(self, settings: Mapping[str, Any]) -> None:
-        self._set(self.cluster_dir / PREFS_FILE, settings)
+        self._set(self.cluster_dir / PREFS_FILE, settings, schema.PREFS)
 
     # ------------------------------------------------------------ accounts
     def parse_address(self, address: str) -> tuple[str, str]:
@@ -480,7 +480,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         ref = self.ref(domain, name)
         settings, given = split_password(settings)
         password = password if password is not None else given
-        own = model.clean_settings(settings)
+        own = model.clean_settings(settings, kind=schema.ACCOUNT)
         with self._lock:
             if self.find_account(ref.address) is not None or ref.name in self.forwarders(ref.domain):
                 raise AlreadyExists(f"account already exists: {ref.address}")
@@ -575,7 +575,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         rest, password = split_password(changes)
         with self._lock:
             rec = self._record(ref)
-            rec["settings"] = model.apply_changes(rec["settings"], rest or {})
+            rec["settings"] = model.apply_changes(rec["settings"], rest or {}, kind=schema.ACCOUNT)
             if password is not None:
                 rec.update(self._password_record(ref, password, rec["settings"]))
             self._write_record(ref, rec)
@@ -584,7 +584,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
 
     def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
         rest, password = split_password(settings)
-        cleaned = model.clean_settings(rest)
+        cleaned = model.clean_settings(rest, kind=schema.ACCOUNT)
         with self._lock:
             rec = self._record(ref)
             rec["settings"] = cleaned
@@ -606,10 +606,10 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         return dict(self.files.read(self._existing(ref) / ACCOUNT_PREFS_FILE, {}))
 
     def update_account_prefs(self, ref: AccountRef, changes: Mapping[str, Any]) -> None:
-        self._update(self._existing(ref) / ACCOUNT_PREFS_FILE, changes)
+        self._update(self._existing(ref) / ACCOUNT_PREFS_FILE, changes, schema.PREFS)
 
     def set_account_prefs(self, ref: AccountRef, prefs: Mapping[str, Any]) -> None:
-        self._set(self._existing(ref) / ACCOUNT_PREFS_FILE, prefs)
+        self._set(self._existing(ref) / ACCOUNT_PREFS_FILE, prefs, schema.PREFS)
 
     def effective_account_prefs(self, ref: AccountRef) -> dict[str, Any]:
         own = self.account_prefs(ref)

@@ -6,8 +6,13 @@ whose values are JSON-representable: strings, integers, booleans, lists and
 dictionaries of those.  The string ``default`` as a value in an update
 removes the key, so the inherited value applies again (SPEC §1).
 
+Which keys exist, and the type and range of each, is in
+:mod:`dynamail.directory.schema`: a write with an unknown key (outside the
+``X-`` custom namespace) or a value of the wrong type is refused.
+
 ``AccessModes`` is either ``"All"``, ``"None"`` or a list of mode names
-(a comma separated string is accepted too).  Modes and the protocol that
+(a comma separated string is accepted too); any other stored value (a
+number, ``false``, a dictionary) denies every mode.  Modes and the protocol that
 needs them: ``Mail`` (receive mail), ``Relay`` (SMTP submission, protocol
 ``smtp``), ``POP`` (``pop3``), ``IMAP`` (``imap``), ``WebMail`` and
 ``WebAdmin`` (``http``), ``CLI`` (``cli``).  An account whose effective
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dynamail.accounts import AccountRef
+from dynamail.directory import schema
 
 DEFAULT_MARKER = "default"
 
@@ -227,30 +233,37 @@ def check_limit(key: str, value: Any) -> None:
         raise BadSetting(f"invalid {key}: {value!r} (expected {kind})")
 
 
-def apply_changes(current: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """``current`` updated by ``changes``; ``default`` (or None) removes a key."""
+def apply_changes(current: dict[str, Any], changes: Mapping[str, Any], *, kind: str) -> dict[str, Any]:
+    """``current`` updated by ``changes``; ``default`` (or None) removes a key.
+    ``kind`` (``schema.ACCOUNT``, ``DOMAIN`` or ``PREFS``) says which keys
+    exist; an unknown key or a badly typed value is :class:`BadSetting`."""
     result = dict(current)
     for key, value in changes.items():
         k = clean_key(key)
         if value is None or value == DEFAULT_MARKER:
             result.pop(k, None)
         else:
-            check_limit(k, value)
-            result[k] = clean_value(value)
+            cleaned = clean_value(value)
+            try:
+                result[k] = schema.check_setting(kind, k, cleaned)
+            except schema.SettingError as exc:
+                raise BadSetting(str(exc)) from None
     return result
 
 
-def clean_settings(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+def clean_settings(settings: Mapping[str, Any] | None, *, kind: str) -> dict[str, Any]:
     """A whole settings dictionary as stored: ``default`` values dropped."""
     if settings is None:
         return {}
     if not isinstance(settings, Mapping):
         raise BadSetting("settings must be a dictionary")
-    return apply_changes({}, settings)
+    return apply_changes({}, settings, kind=kind)
 
 
 def access_modes(value: Any) -> frozenset[str] | None:
-    """The set of allowed modes; None means All."""
+    """The set of allowed modes; None means All.  A value of any other type
+    (a number, a boolean, a dictionary: an older version or a hand edit
+    stored it) allows nothing: a security setting fails closed."""
     if isinstance(value, str):
         v = value.strip()
         if v.lower() == "all":
@@ -259,11 +272,11 @@ def access_modes(value: Any) -> frozenset[str] | None:
             return frozenset()
         items: Iterable[Any] = v.split(",")
     elif isinstance(value, list | tuple):
-        items = value
-        if any(isinstance(i, str) and i.strip().lower() == "all" for i in items):
+        items = [i for i in value if isinstance(i, str)]
+        if any(i.strip().lower() == "all" for i in items):
             return None
     else:
-        return None
+        return frozenset()
     by_lower = {m.lower(): m for m in ACCESS_MODES}
     out = set()
     for item in items:
