@@ -228,6 +228,8 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("IPAddresses", _D, _ip_addresses, "a list of IP addresses", security=True),
     Setting("DefaultLoginDomain", _D, _domain_name, "a domain name", security=True),
     Setting("DKIMSelectors", _D, _selectors, "a list of DKIM selectors"),
+    Setting("DMARCRejectAction", _D, _choice("Reject", "Junk", "Mark"), "Reject, Junk or Mark", security=True),
+    Setting("DMARCQuarantineAction", _D, _choice("Reject", "Junk", "Mark"), "Reject, Junk or Mark", security=True),
     # account preferences
     Setting("MessagesPerPage", _P, _number(1, 1000), "a number from 1 to 1000"),
     Setting("SortOrder", _P, _text(64), "text"),
