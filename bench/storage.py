@@ -36,8 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dynamail.storage import AppendRequest, FileAccountStore, FileMailStore
-from dynamail.storage.mailbox import generations
+from dynamail.storage import AppendRequest, FileAccountStore, FileMailStore, fence
 
 RESULTS = Path(__file__).parent / "results" / "storage.json"
 
@@ -220,7 +219,7 @@ async def big_mailbox(directory: Path, count: int) -> dict[str, Any]:
         await s.close()
     # rebuild: the index is gone, the log is replayed
     mdir = next(p for p in (path / "mail").iterdir())
-    (mdir / f"index.{generations(mdir)[-1]}").unlink()
+    (mdir / f"index.{fence.manifest_epochs(path)[-1]}").unlink()
     epoch += 1
     rebuild_ms, s, v = await open_select(epoch)
     v.close()
@@ -322,11 +321,25 @@ async def files_per_account(directory: Path) -> dict[str, int]:
     for i in range(0, 10000, 100):
         await asyncio.gather(*(store.append(targets[(i // 100 + k) % 10], [AppendRequest(message(2000, i + k))]) for k in range(100)))
     await store.close()
-    files = dirs = 0
-    for _root, ds, fs in os.walk(path):
-        files += len(fs)
-        dirs += len(ds)
-    return {"files": files, "directories": dirs, "messages": 10000, "mailboxes": 10}
+
+    def count() -> tuple[int, int]:
+        files = dirs = 0
+        for _root, ds, fs in os.walk(path):
+            files += len(fs)
+            dirs += len(ds)
+        return files, dirs
+
+    files, dirs = count()
+    # 100 ownership changes: each owner appends to three mailboxes and
+    # leaves, cleanly or as a crash would (every third)
+    for epoch in range(2, 102):
+        s = await FileMailStore().open_account(path, epoch)
+        for k in range(3):
+            await s.append(targets[(epoch + k) % 10], [AppendRequest(message(2000, epoch * 10 + k))])
+        await s.close(checkpoint=epoch % 3 != 0)
+    files_after, dirs_after = count()
+    return {"files": files, "directories": dirs, "messages": 10000, "mailboxes": 10,
+            "files_after_100_owners": files_after, "directories_after_100_owners": dirs_after}
 
 
 async def main_async(args: argparse.Namespace, work: Path) -> dict[str, Any]:
