@@ -40,7 +40,7 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="GlusterFS FUSE mounts need Linux"),
 ]
 
-HOST = "127.0.10.1"
+HOST = os.environ.get("DYNAMAIL_TEST_GLUSTER_HOST", "127.0.10.1")
 # the client-side caches docs/deploying.md tells operators to switch off;
 # without open-behind off, the fencing test below fails (GlusterFS 10.3)
 VOLUME_OPTIONS = ("performance.write-behind", "performance.stat-prefetch", "performance.quick-read",
@@ -253,3 +253,17 @@ def test_election_claim_is_exclusive_across_clients(gluster: Gluster) -> None:
     assert record is not None and (record.epoch, record.member) == (1, "b1")
     assert b.claim(ControllerRecord(2, "b2", HOST, 7070))
     assert a.exists(2) and a.highest_epoch() == 2
+
+
+def test_paused_old_owner_on_glusterfs(gluster: Gluster) -> None:
+    """The fencing matrix of test_fencing.py on the GlusterFS mount, at the
+    point every change passes first (creating its own file or its manifest's
+    temporary), and an append paused at its write."""
+    from tests.storage.test_fencing import CHANGES, run_case
+
+    base = gluster.mounts[0] / "matrix"
+    base.mkdir()
+    for change in sorted(CHANGES):
+        points = ("create", "write") if change == "append" else ("create",)
+        outcomes = {point: run_case(base, point, change) for point in points}
+        assert "refused" in outcomes.values(), (change, outcomes)
