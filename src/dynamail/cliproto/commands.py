@@ -395,6 +395,25 @@ async def _delete_sieve(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerC
     await a.delete_sieve_script(who, x["account"], x["name"])
 
 
+def _dkim_answer(keys: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{selector={Algorithm=…;Active=YES;Created=…;Name=…;TXT=…;};…}``"""
+    return {k["selector"]: {"Algorithm": k["algorithm"], "Active": "YES" if k["active"] else "NO",
+                            "Created": k["created"], "Name": k["name"], "TXT": k["txt"]} for k in keys}
+
+
+async def _get_dkim(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return _dkim_answer(await a.get_dkim_keys(who, x["domain"]))
+
+
+async def _create_dkim(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    keys = await a.create_dkim_key(who, x["domain"], (x.get("algorithm") or "rsa").lower(), x.get("selector"))
+    return _dkim_answer(keys)
+
+
+async def _rotate_dkim(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
+    return _dkim_answer(await a.rotate_dkim_keys(who, x["domain"]))
+
+
 async def _get_version(a: Any, who: AccountRef, x: dict[str, Any], ctx: ServerContext) -> Any:
     return await a.version(who)
 
@@ -516,6 +535,14 @@ def _build() -> dict[str, CommandSpec]:
         "activate_sieve_script", True, "make a script active (no NAME: none)")
     add("DELETESIEVESCRIPT", (_ACCOUNT, script_name), _delete_sieve, "delete_sieve_script", True,
         "delete a script that is not active")
+    # dynamail extensions: a domain's DKIM keys (docs/deploying.md, "DNS records to publish")
+    add("GETDOMAINDKIM", (_DOMAIN,), _get_dkim, "get_dkim_keys",
+        summary="the domain's DKIM keys and the DNS TXT record of each")
+    add("CREATEDOMAINDKIM", (_DOMAIN, Arg("algorithm", optional=True, after=("ALGORITHM",)),
+                             Arg("selector", optional=True, after=("SELECTOR",))),
+        _create_dkim, "create_dkim_key", True, "a new DKIM key (rsa or ed25519) that signs from now on")
+    add("ROTATEDOMAINDKIM", (_DOMAIN,), _rotate_dkim, "rotate_dkim_keys", True,
+        "new DKIM keys under new selectors; the old ones retire")
     add("GETVERSION", (), _get_version, "version", summary="server version")
     add("GETCURRENTCONTROLLER", (), _get_controller, "get_current_controller")
     # dynamail extensions: cluster members and their Ready state (SPEC §2)
