@@ -219,3 +219,17 @@ def test_stale_grant_of_an_older_controller_is_never_handed_out_again() -> None:
     assert c.resync("b2", 0.3, role=Role.BACKEND, ready=True, sessions=0, version="x",
                     accounts=[("d/a", (5 << 32) | 11)]) == [("d/a", (5 << 32) | 11)]
     assert c.locate("d/a") == (g.owner, g.epoch)
+
+
+def test_a_gone_member_is_declared_dead_at_once() -> None:
+    c = make()
+    g = c.open("d/a", "b2", 0.0, local_only=True)
+    assert g.owner == "b2"
+    assert c.declare_dead("b2")
+    assert c.locate("d/a") is None
+    again = c.open("d/a", "b1", 0.1)
+    assert again.new and again.owner != "b2" and again.epoch > g.epoch
+    assert not c.declare_dead("b2")  # already dead
+    assert not c.declare_dead("b1")  # never the Controller itself
+    beat(c, 0.2, "b2")  # a restarted b2 joins again, holding nothing
+    assert c.member("b2").alive  # type: ignore[union-attr]

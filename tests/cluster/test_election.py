@@ -159,3 +159,19 @@ def test_no_two_controllers_act_at_once(s0_after: float, t0_after: float, pause:
     assert a.expires_at() <= b.starts_at
     for now in (c, reread, b.starts_at, a.expires_at() - 1e-9):
         assert not (a.valid(now) and b.valid(now))
+
+
+def test_a_gone_controller_is_replaced_at_once_by_the_backup() -> None:
+    """A Controller whose cluster port refuses connections (its process is
+    gone) is replaced by the Backup without waiting T; other backends still
+    wait for the "stale" rule (or claim at once when the Backup is gone too,
+    which the caller passes as is_backup)."""
+    from dynamail.cluster.election import takeover_reason
+
+    o = Observer()
+    o.observe(1, b"x", 0.0)
+    kw = dict(observer=o, lease=1.5, head_start=0.5, last_contact=0.0, me="b2",
+              controller="b1", hear_other_backend=True, contacts=["b2", "b3"])
+    assert takeover_reason(now=0.2, is_backup=True, **kw) is None  # type: ignore[arg-type]
+    assert takeover_reason(now=0.2, is_backup=True, controller_gone=True, **kw) == "gone"  # type: ignore[arg-type]
+    assert takeover_reason(now=0.2, is_backup=False, controller_gone=True, **kw) is None  # type: ignore[arg-type]

@@ -143,7 +143,7 @@ class ControllerDuty:
         rec: ControllerRecord | None = await self._eio(self.election.current)
         now = time.monotonic()
         if rec is None:
-            await self._claim(1, None, None, stale=True)
+            await self._claim(1, None, None, reason="cold start")
             return
         if rec.epoch > self.controller_epoch:
             self._learn_controller(rec)
@@ -158,9 +158,10 @@ class ControllerDuty:
             is_backup=self.backup_name == self.name or self.gone(self.backup_name, now),
             last_contact=self.last_controller_contact, contacts=self.election.contacts_of(hb),
             me=self.name, controller=rec.member,
-            hear_other_backend=self._hear_other_backend(rec.member))
+            hear_other_backend=self._hear_other_backend(rec.member),
+            controller_gone=rec.member != self.name and self.gone(rec.member, now))
         if reason is not None:
-            await self._claim(rec.epoch + 1, rec, hb, stale=reason == "stale")
+            await self._claim(rec.epoch + 1, rec, hb, reason=reason)
 
     def _hold_through_election(self, epoch: int, now: float) -> None:
         """Keep this member's accounts through a change of Controller (the
@@ -211,8 +212,9 @@ class ControllerDuty:
             self.tenure.superseded = True
 
     async def _claim(self, epoch: int, old: ControllerRecord | None, hb: bytes | None,
-                     *, stale: bool) -> None:
+                     *, reason: str) -> None:
         assert self.election is not None
+        stale = reason != "cut off"  # the old Controller is not acting (dead, paused, gone)
         t0 = time.monotonic()
         record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
         if not await self._eio(self.election.claim, record):
@@ -228,7 +230,7 @@ class ControllerDuty:
             current = await self._eio(self.election.read_heartbeat, old.epoch)
             starts = first_act(starts, hb, current, self.s.lease, self.s.margin)
         log.warning("became controller with epoch %d (%s)%s", epoch,
-                    "cold start" if old is None else "controller stale" if stale else "controller cut off",
+                    reason if old is None else f"controller {reason}",
                     "" if starts <= time.monotonic() else
                     f"; the previous one renewed meanwhile: acting in {starts - time.monotonic():.1f} s")
         self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0, starts_at=starts)

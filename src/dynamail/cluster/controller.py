@@ -200,6 +200,18 @@ class Controller:
         self._expected.discard(name)
         return revoked
 
+    def declare_dead(self, name: str) -> bool:
+        """``name``'s process is known gone (its port refuses connections):
+        dead now, its accounts free.  False if it was not alive."""
+        m = self._members.get(name)
+        if m is None or not m.alive or name == self.name:
+            return False
+        m.alive = False
+        m.resynced = False
+        self._free({m.index})
+        self._expected.discard(name)
+        return True
+
     def not_expected(self, name: str) -> None:
         """Stop waiting for ``name``'s resync (its process is known gone)."""
         self._expected.discard(name)

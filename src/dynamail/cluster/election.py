@@ -227,7 +227,8 @@ def first_act(claimed_at: float, seen: bytes | None, current: bytes | None,
 
 def takeover_reason(*, now: float, observer: Observer, lease: float, head_start: float,
                     is_backup: bool, last_contact: float, contacts: list[str], me: str,
-                    controller: str, hear_other_backend: bool) -> str | None:
+                    controller: str, hear_other_backend: bool,
+                    controller_gone: bool = False) -> str | None:
     """Why this backend should claim the next epoch now, or None.
 
     "stale": the Controller's record stayed unchanged for T (+ the head start
@@ -242,10 +243,18 @@ def takeover_reason(*, now: float, observer: Observer, lease: float, head_start:
     a partition.  The caller resets ``observer`` and ``last_contact`` when
     its own process was paused, so a pause of the observer is never taken
     for silence of the Controller.
+
+    "gone": the Controller's cluster port refuses connections (its host is up
+    but its process is not: killed, crashed, restarting), so it is not
+    acting; the Backup (or anyone, when the Backup is gone too) claims at
+    once instead of waiting T.  A paused or cut-off Controller never
+    refuses a connection, so this never replaces a live one.
     """
     wait = lease + (0.0 if is_backup else head_start)
     if observer.unchanged_for(now) >= wait:
         return "stale"
+    if controller_gone and is_backup:
+        return "gone"
     window = wait + lease / 2
     if (now - last_contact >= window and observer.epoch_age(now) >= window
             and not (set(contacts) - {me, controller}) and hear_other_backend):

@@ -281,6 +281,7 @@ class ClusterMember(ControllerDuty, Handoffs):
             self.addresses[peer.name] = peer.conn.peer_address
         self._inbound.add(peer)
         peer.on_close.append(self._inbound.discard)
+        peer.on_close.append(self._peer_closed)
 
     async def peer_to(self, name: str) -> Peer | None:
         """An open connection to member ``name`` (dialing it when needed)."""
@@ -311,7 +312,31 @@ class ClusterMember(ControllerDuty, Handoffs):
                 return None
             self.refused.pop(name, None)
             self.peers[name] = p
+            p.on_close.append(self._peer_closed)
             return p
+
+    def _peer_closed(self, peer: Peer) -> None:
+        """A connection to a member closed.  On the Controller, a backend
+        whose cluster port then refuses connections is gone (killed,
+        crashed): it is declared dead at once instead of after its lease plus
+        the margin, and its accounts are free.  A paused or cut-off member
+        does not refuse, and waits for the lease as before."""
+        if peer.role != "backend" or not self.is_controller() or self.cut:
+            return
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().create_task(self._declare_if_gone(peer.name))
+
+    async def _declare_if_gone(self, name: str) -> None:
+        await asyncio.sleep(0.05)
+        if name in self.peers and self.peers[name].closed:
+            del self.peers[name]
+        await self.peer_to(name)
+        c = self.controller
+        if c is not None and self.is_controller() and self.gone(name, time.monotonic()) \
+                and c.declare_dead(name):
+            log.warning("member %s is gone (its cluster port refuses connections); its accounts are free",
+                        name)
+            self._tick()
 
     def _learn(self, name: str, address: tuple[str, int, int] | list[Any]) -> None:
         if name and address and address[0]:
