@@ -283,3 +283,23 @@ async def test_logout(ctx: ServerContext) -> None:
         assert resp.status == 303
         resp = await client.get("/admin/domains", allow_redirects=False)
         assert resp.status == 303
+
+
+async def test_domain_dkim_keys_made_and_rotated_from_the_domain_page(ctx: ServerContext) -> None:
+    async with client_for(ctx) as client:
+        csrf = await login(client, landing="/admin/domains/a.test")
+        assert "No keys: mail from a.test is not signed." in await (await client.get("/admin/domains/a.test")).text()
+        resp = await client.post("/admin/domains/a.test/dkim", data={"csrf": csrf, "action": "create",
+                                                                   "algorithm": "ed25519", "selector": "web1"},
+                                 allow_redirects=False)
+        assert resp.status == 303 and resp.headers["Location"] == "/admin/domains/a.test"
+        html = await (await client.get("/admin/domains/a.test")).text()
+        assert "DKIM key made" in html
+        assert 'web1._domainkey.a.test. IN TXT ( &#34;v=DKIM1; k=ed25519; p=' in html
+        bad = await client.post("/admin/domains/a.test/dkim", data={"csrf": csrf, "action": "create", "algorithm": "dsa"})
+        assert "DKIM algorithm must be one of" in await bad.text()  # the flash on the page it returns to
+        await client.post("/admin/domains/a.test/dkim", data={"csrf": csrf, "action": "rotate"})
+        keys = await ctx.admin.get_dkim_keys(ctx.directory.find_account("postmaster@" + ctx.directory.main_domain),
+                                             "a.test")
+        assert [(k["selector"], k["active"]) for k in keys if k["selector"] == "web1"] == [("web1", False)]
+        assert sum(k["active"] for k in keys) == 1

@@ -309,11 +309,29 @@ async def domain_page(request: web.Request, session: Session) -> web.StreamRespo
     effective = await _load(admin.get_domain_effective_settings(session.ref, domain))
     defaults = await _load(admin.get_account_defaults(session.ref, domain))
     alerts = views.alerts_json(await _load(admin.get_alerts(session.ref, ("domain", domain))))
+    dkim = await _load(admin.get_dkim_keys(session.ref, domain))
     return render(
         request, "domain.html", session, domain=domain, info=info,
         settings=settings_rows(own, effective), defaults=settings_rows(defaults, None),
-        alerts=alerts, new_rows=range(NEW_SETTING_ROWS),
+        alerts=alerts, new_rows=range(NEW_SETTING_ROWS), dkim=dkim,
     )
+
+
+@page
+async def domain_dkim_submit(request: web.Request, session: Session) -> web.StreamResponse:
+    """Create a DKIM key (algorithm, optional selector) or rotate the active ones."""
+    domain = _domain(request)
+    form = await _form(request)
+    admin = request.app[CTX].admin
+    if _field(form, "action") == "rotate":
+        await attempt(session, admin.rotate_dkim_keys(session.ref, domain),
+                      "New DKIM keys made; publish their records below.")
+    else:
+        algorithm = _field(form, "algorithm") or "rsa"
+        selector = _field(form, "selector") or None
+        await attempt(session, admin.create_dkim_key(session.ref, domain, algorithm, selector),
+                      "DKIM key made; publish its record below.")
+    raise _redirect(f"/admin/domains/{quote(domain)}")
 
 
 @page
@@ -632,6 +650,7 @@ def setup(app: web.Application) -> None:
     r.add_get(d, domain_page)
     r.add_post(d + "/settings", domain_settings_submit)
     r.add_post(d + "/delete", domain_delete)
+    r.add_post(d + "/dkim", domain_dkim_submit)
     r.add_post(d + "/alerts", alert_post)
     r.add_post(d + "/alerts/remove", alert_remove)
     r.add_get(d + "/accounts", accounts_page)
