@@ -23,6 +23,8 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from dynamail.filemodes import open_private
+
 DEFAULT_HTTP_PORT = 8010
 DEFAULT_HTTPS_PORT = 9010
 TIMEOUT = 30.0
@@ -91,7 +93,7 @@ def stream(client: Client, method: str, path: str, *, upload: Path | None = None
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 if download is not None and headers.get("content-type", "").startswith("application/gzip"):
                     tmp = download.with_name(download.name + ".part")
-                    with tmp.open("wb") as out:
+                    with open_private(tmp, "wb") as out:  # an account's mail: 0600
                         while chunk := resp.read(256 * 1024):
                             out.write(chunk)
                     tmp.replace(download)

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from dynamail.admin import backup
+from dynamail.filemodes import open_private
 from dynamail.http.errors import ApiError, error_body
 from dynamail.http.limits import ARCHIVE_CHUNK, MAX_ARCHIVE
 from dynamail.http.routes import Call
@@ -66,7 +67,7 @@ async def _receive(request: web.Request, path: Path) -> None:
     if request.content_length is not None and request.content_length > MAX_ARCHIVE:
         raise ApiError("too_large", f"an archive is at most {MAX_ARCHIVE} bytes")
     received = 0
-    with open(path, "xb") as f:
+    with open_private(path, "xb") as f:  # an account's mail: private to the server
         while chunk := await request.content.read(ARCHIVE_CHUNK):
             received += len(chunk)
             if received > MAX_ARCHIVE:

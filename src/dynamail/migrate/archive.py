@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynamail.filemodes import open_private
 from dynamail.imap import utf7
 from dynamail.migrate.importer import import_into
 from dynamail.storage.api import AccountStore, MailboxView, StorageError
@@ -109,7 +110,9 @@ class _Writer:
     """The tar file being written; every call runs on a worker thread."""
 
     def __init__(self, path: Path) -> None:
-        self.tar = tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT)
+        # an account's mail and settings: 0600 whatever the umask
+        self._file = open_private(path, "wb")
+        self.tar = tarfile.open(fileobj=self._file, mode="w:gz", format=tarfile.PAX_FORMAT)
         self.dirs: set[str] = set()
 
     def _dir(self, name: str) -> None:
@@ -134,7 +137,10 @@ class _Writer:
             self.add(*item)
 
     def close(self) -> None:
-        self.tar.close()
+        try:
+            self.tar.close()
+        finally:
+            self._file.close()
 
 
 def _letters(flags: frozenset[str], keywords: dict[str, str]) -> str:

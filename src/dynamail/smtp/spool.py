@@ -105,7 +105,7 @@ class Spool:
             return bytes(self.buffer)
         old = self.path
         self.path = self.directory / f"{int(time.time())}.{secrets.token_hex(8)}.eml"
-        with open(self.path, "wb") as out, open(old, "rb") as src:
+        with open_private(self.path, "xb") as out, open(old, "rb") as src:
             head = src.read(limit)
             end = _head_end(head)
             out.write(change(head[:end]))
