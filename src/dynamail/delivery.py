@@ -238,7 +238,7 @@ class Delivery:
             if not result.ok:
                 return result
             uid = uid if uid is not None else result.uid
-        await self.sieve.send_all(ref, plan)
+        await self.sieve.finish(ref, placement.store, plan)
         text = "delivered" if plan.copies else "delivered (no copy kept by the Sieve script)"
         return DeliveryResult(ref, True, 250, "2.0.0", text, uid)
 

@@ -236,9 +236,17 @@ if date :zone "+0000" "date" "weekday" "2" { fileinto "Tuesday"; }
             assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "many")) == (250, b"")
         assert await h.subjects(BOB) == ["many"]
         assert "too many redirects" in caplog.text and "kept in INBOX" in caplog.text
+        # duplicate (RFC 7352): the second copy of a Message-ID goes to "Dups"
+        await h.script(BOB, 'require ["duplicate", "fileinto", "mailbox"]; '
+                            'if duplicate { fileinto :create "Dups"; }', name="dups")
+        same = mail(ALICE, BOB, "twice")
+        assert await h.send(ALICE, [BOB], same) == (250, b"")
+        assert await h.send(ALICE, [BOB], same) == (250, b"")
+        assert await h.subjects(BOB, "Dups") == ["twice"]
+        assert (await h.subjects(BOB))[-1] == "twice"
         # a stored script that does not compile: likewise
         await h.script(BOB, "fileinto \"x\";", name="broken")
         assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "broken")) == (250, b"")
-        assert await h.subjects(BOB) == ["many", "broken"]
+        assert await h.subjects(BOB) == ["many", "twice", "broken"]
         assert "requires the 'fileinto' extension" in caplog.text
     run_case(tmp_path, sink, body)

@@ -184,6 +184,25 @@ def test_vacation_action() -> None:
         go('require ["vacation", "reject"]; vacation "x"; reject "y";')
 
 
+def test_duplicate() -> None:
+    script = compile_script('require ["duplicate", "fileinto"]; if duplicate { fileinto "Dups"; }')
+    first = run(script, MSG, ENV)
+    assert first.actions == [inbox()] and len(first.duplicates) == 1
+    again = run(script, MSG, ENV, seen=first.duplicates)
+    assert again.actions == [FileInto("Dups", frozenset())] and again.duplicates == {}  # no :last
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=13)  # default 12 h
+    assert run(script, MSG, ENV, seen=first.duplicates, now=later).actions == [inbox()]
+    last = compile_script('require "duplicate"; if duplicate :last :seconds 60 :handle "h" { discard; }')
+    one = run(last, MSG, ENV)
+    two = run(last, MSG, ENV, seen=one.duplicates)
+    assert two.actions == [] and two.duplicates  # :last renews the record
+    by_header = compile_script('require "duplicate"; if duplicate :header "x-missing" { discard; }')
+    assert run(by_header, MSG, ENV).duplicates == {}  # no id: false, nothing tracked
+    unique = compile_script('require "duplicate"; if duplicate :uniqueid "x" { discard; } '
+                            'if duplicate :uniqueid "x" { discard; }')
+    assert run(unique, MSG, ENV).actions == []  # the second test sees the first's record
+
+
 def test_cpu_budget() -> None:
     script = 'require "variables"; set "a" "' + "a" * 4000 + '";' + \
         "".join('if string :matches "${a}" "*a*a*a*a*a*a*a*a*a*b" { stop; }' for _ in range(50))

@@ -56,6 +56,9 @@ class Outcome:
     discarded: bool = False
     message: bytes = b""
     warnings: list[str] = field(default_factory=list)
+    #: duplicate (RFC 7352): tracking records to keep once the message is delivered
+    #: (key -> until when, seconds since the epoch)
+    duplicates: dict[str, float] = field(default_factory=dict)
 
     @property
     def deliveries(self) -> list[FileInto]:

@@ -42,7 +42,7 @@ from dynamail.sieve.commands import Script, compile_script
 from dynamail.sieve.grammar import SieveError
 from dynamail.sieve.interpreter import Run
 from dynamail.sieve.message import SieveMessage
-from dynamail.sieve.scripts import VACATION_KEY, ScriptStore, blobs_of
+from dynamail.sieve.scripts import DUPLICATE_KEY, VACATION_KEY, ScriptStore, blobs_of
 from dynamail.sieve.vacation import ResponseLog, build_reply, refusal
 
 log = logging.getLogger("dynamail.sieve")
@@ -72,6 +72,7 @@ class Plan:
     data: bytes | None = None  # the edited message; None: the original
     refuse: str | None = None  # reject/ereject reason
     outgoing: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sender, recipient, message)
+    duplicates: dict[str, float] = field(default_factory=dict)  # RFC 7352 records to keep
     note: str = ""
 
 
@@ -138,10 +139,13 @@ class SieveFilter:
         try:
             script = self.compile(text)
             mailboxes = frozenset(m.name for m in await store.list_mailboxes())
+            seen: dict[str, float] = {}
+            if "duplicate" in script.requires:
+                seen = ResponseLog.load(await blobs_of(store).get_meta(DUPLICATE_KEY)).records
             envelope = Envelope(sender, ref.address)
             msg = SieveMessage.parse(data)
             outcome = await loop.run_in_executor(
-                None, lambda: Run(script, msg, envelope, mailboxes=mailboxes).execute()
+                None, lambda: Run(script, msg, envelope, mailboxes=mailboxes, seen=seen).execute()
             )
         except SieveError as exc:
             log.warning("sieve: script %r of %s failed: %s; message kept in INBOX", name, ref, exc)
@@ -152,7 +156,8 @@ class SieveFilter:
 
     async def _carry_out(self, ref: AccountRef, store: Any, msg: SieveMessage, outcome: Outcome,
                          sender: str | None) -> Plan:
-        plan = Plan([], outcome.message if outcome.message != msg.data else None)
+        plan = Plan([], outcome.message if outcome.message != msg.data else None,
+                    duplicates=dict(outcome.duplicates))
         for action in outcome.actions:
             if isinstance(action, FileInto):
                 box = action.mailbox
@@ -207,6 +212,16 @@ class SieveFilter:
         await blobs.put_meta(VACATION_KEY, responses.dump())
         reply = build_reply(msg, sender, ref.address, action, self.hostname)
         plan.outgoing.append(("", sender, reply))  # RFC 5230 5.1: null envelope sender
+
+    async def finish(self, ref: AccountRef, store: Any, plan: Plan) -> None:
+        """After the copies are durable: keep the duplicate records, then hand
+        the plan's redirects and replies to the outbound queue."""
+        if plan.duplicates:
+            blobs = blobs_of(store)
+            log_ = ResponseLog.load(await blobs.get_meta(DUPLICATE_KEY))
+            log_.merge(plan.duplicates, limits.DUPLICATE_MAX_RECORDS)
+            await blobs.put_meta(DUPLICATE_KEY, log_.dump())
+        await self.send_all(ref, plan)
 
     async def send_all(self, ref: AccountRef, plan: Plan) -> None:
         """Hand the plan's redirects and replies to the outbound queue."""

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import datetime
 import email.utils
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping
 
 from dynamail.sieve import limits
 from dynamail.sieve.actions import Action, Envelope, FileInto, Outcome, Redirect, Reject
@@ -42,8 +43,11 @@ class Run:
     def __init__(self, script: Script, message: SieveMessage, envelope: Envelope, *,
                  mailboxes: frozenset[str] = frozenset({"INBOX"}),
                  now: datetime.datetime | None = None, budget: Budget | None = None,
-                 local_zone: datetime.tzinfo | None = None) -> None:
+                 local_zone: datetime.tzinfo | None = None,
+                 seen: Mapping[str, float] | None = None) -> None:
         self.script = script
+        #: duplicate (RFC 7352): ids tracked earlier (key -> until when)
+        self.seen = seen or {}
         self.msg = message
         self.env = envelope
         self.mailboxes = {_canon(m) for m in mailboxes}
@@ -71,6 +75,7 @@ class Run:
             "date": self._date,
             "currentdate": self._date,
             "mailboxexists": self._mailboxexists,
+            "duplicate": self._duplicate,
         }
         self._commands: dict[str, Callable[[Call], None]] = {
             "keep": self._keep, "discard": self._discard, "redirect": self._redirect,
@@ -276,6 +281,27 @@ class Run:
 
     def _mailboxexists(self, call: Call) -> bool:
         return all(_canon(b) in self.mailboxes for b in self.sl(call.args[0]))
+
+    def _duplicate(self, call: Call) -> bool:
+        """RFC 7352: has a message with this id (Message-ID, a header, or
+        ``:uniqueid``) been delivered within the period?  The id is tracked
+        only if this delivery succeeds (the caller stores ``out.duplicates``)."""
+        if "uniqueid" in call.tags:
+            ident = self.s(call.tags["uniqueid"])
+        else:
+            values = self.msg.values(self.s(call.tags.get("header", "message-id")))
+            if not values or not values[0].strip():
+                return False  # RFC 7352 3.1: no id, no duplicate
+            ident = values[0].strip()
+        handle = self.s(call.tags.get("handle", ""))
+        key = hashlib.sha256(f"{handle}\0{ident}".encode()).hexdigest()[:32]
+        period = min(call.number("seconds", limits.DUPLICATE_DEFAULT_SECONDS), limits.DUPLICATE_MAX_SECONDS)
+        now = self.now.timestamp()
+        until = self.out.duplicates.get(key) or self.seen.get(key, 0.0)
+        duplicate = until > now
+        if not duplicate or "last" in call.tags:  # :last: the period counts from the latest copy
+            self.out.duplicates[key] = now + period
+        return duplicate
 
     # actions ---------------------------------------------------------------
     def _flags_of(self, call: Call) -> frozenset[str]:

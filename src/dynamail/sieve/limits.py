@@ -76,3 +76,9 @@ VACATION_MAX_REASON = 32 * 1024
 
 #: RFC 5293 (editheader) section 4: a header field we add is at most this long.
 MAX_ADDED_HEADER = 998
+
+#: RFC 7352 3.3: how long a message id is remembered by ``duplicate`` without
+#: ``:seconds``, and the longest ``:seconds`` honoured; records kept per account.
+DUPLICATE_DEFAULT_SECONDS = 12 * 3600
+DUPLICATE_MAX_SECONDS = 7 * 86400
+DUPLICATE_MAX_RECORDS = 8192

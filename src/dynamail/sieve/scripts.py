@@ -7,7 +7,8 @@ them.  Keys (``[A-Za-z0-9._-]{1,64}``):
 
 * ``sieve.index`` — JSON ``{"active": name or null, "scripts": {name: key}}``;
 * ``sieve.s.<hash of the name>`` — one script's text (UTF-8);
-* ``sieve.vacation`` — the vacation response log (:mod:`dynamail.sieve.vacation`).
+* ``sieve.vacation`` — the vacation response log (:mod:`dynamail.sieve.vacation`);
+* ``sieve.duplicate`` — message ids seen by the ``duplicate`` test (RFC 7352).
 
 A script is written before the index that names it, and the index is
 written last, so a crash between the two leaves at most an unnamed blob,
@@ -27,6 +28,7 @@ from dynamail.sieve import limits
 
 INDEX_KEY = "sieve.index"
 VACATION_KEY = "sieve.vacation"
+DUPLICATE_KEY = "sieve.duplicate"
 
 
 class ScriptError(Exception):

@@ -152,3 +152,11 @@ class ResponseLog:
         while len(self.records) > limits.VACATION_MAX_RECORDS:
             oldest = min(self.records, key=self.records.__getitem__)
             del self.records[oldest]
+
+    def merge(self, records: dict[str, float], bound: int, now: float | None = None) -> None:
+        """Add ``records`` (key -> until when), drop expired ones, keep at most ``bound``."""
+        now = time.time() if now is None else now
+        self.records = {k: v for k, v in {**self.records, **records}.items() if v > now}
+        if len(self.records) > bound:
+            keep = sorted(self.records.items(), key=lambda kv: kv[1])[-bound:]
+            self.records = dict(keep)
