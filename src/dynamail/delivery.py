@@ -62,6 +62,7 @@ class DeliveryResult:
     status: str = "2.0.0"  # enhanced status code (RFC 3463)
     text: str = "delivered"
     uid: int | None = None
+    member: str = ""  # the cluster member that stored the copy ("" = this server)
 
     @property
     def temporary(self) -> bool:

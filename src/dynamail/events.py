@@ -11,8 +11,8 @@ Every event is one record of the ``dynamail.events`` logger at INFO:
   b2``, ...), ``seconds``, and what the protocol adds (``messages``);
 * ``message``: ``id`` (``<session>.<n>``, the id the SMTP ``250`` reply and
   the ``Received:`` field name), ``session``, ``member``, ``from``, ``to``
-  (the recipients), ``copies`` (where each copy went: ``stored``,
-  ``queued``, ``failed 550``), ``queue`` (the outbound queue id, when
+  (the recipients), ``copies`` (where each copy went: ``stored on b2 uid
+  17``, ``queued``, ``failed 550``), ``queue`` (the outbound queue id, when
   queued).
 
 With ``log_format = "text"`` (the default) a record is one line

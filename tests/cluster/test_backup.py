@@ -144,6 +144,9 @@ def test_export_under_load_restore_into_another_cluster(clusters: tuple[Path, Pa
     b1, b2 = member(a, "b1"), member(a, "b2")
     for i in range(30):
         deliver(b1, i)
+    # b1's log says where each copy went: the owner it was stored on, and its UID
+    log = (a / "members" / "b1" / "serve.log").read_text()
+    assert re.search(r'message id=\S+ .*copies="ann@shared\.test=stored on b[12] uid \d+"', log), log[-2000:]
     owner_session = imap(b1)  # keeps the account open on its owner during the export
     owner_session.select("INBOX")
     owner = launcher.locate(a, ACCOUNT)

@@ -66,7 +66,7 @@ def test_json_session_and_message_lines_with_the_ids_clients_see(tmp_path: Path)
         m = message[0]
         assert m["id"] == msg_id and m["from"] == "carol@remote.test"
         assert m["to"] == [f"alice@{DOMAIN}", f"bob@{DOMAIN}"]
-        assert m["copies"] == {f"alice@{DOMAIN}": "stored", f"bob@{DOMAIN}": "stored"}
+        assert m["copies"] == {f"alice@{DOMAIN}": f"stored on {DOMAIN} uid 1", f"bob@{DOMAIN}": f"stored on {DOMAIN} uid 1"}
         assert m["member"] == DOMAIN
         smtp_session = wait_for(server, lambda r: r.get("event") == "session" and r.get("id") == m["session"])
         assert len(smtp_session) == 1 and smtp_session[0]["listener"] == "smtp"

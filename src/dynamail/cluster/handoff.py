@@ -116,7 +116,7 @@ class Handoffs:
         except (PeerClosed, TimeoutError):
             return temporary_failure(ref, f"owner {placement.member} did not answer", "4.4.1")
         if isinstance(reply, wire.Delivered):
-            return DeliveryResult(ref, True, 250, "2.0.0", "delivered", reply.uid or None)
+            return DeliveryResult(ref, True, 250, "2.0.0", "delivered", reply.uid or None, member=placement.member)
         if isinstance(reply, wire.Error):
             code = int(reply.code) if reply.code.isdigit() else 451
             return DeliveryResult(ref, False, code, "4.3.0" if code < 500 else "5.0.0", reply.text)

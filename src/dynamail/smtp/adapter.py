@@ -538,8 +538,11 @@ class SmtpSession:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
             results = await self._deliver_local(path, sender)
+            here = self.ctx.listeners.member
             for r in results:
-                copies[r.ref.address] = "stored" if r.ok else f"failed {r.code}"
+                where = r.member or here
+                stored = "stored" + (f" on {where}" if where else "") + (f" uid {r.uid}" if r.uid else "")
+                copies[r.ref.address] = stored if r.ok else f"failed {r.code}"
             temporary = [r for r in results if r.temporary]
             queue = ctx.extras.get("smtp_queue")
             delivered = [r.ref.address for r in results if r.ok]
