@@ -236,6 +236,10 @@ if date :zone "+0000" "date" "weekday" "2" { fileinto "Tuesday"; }
             assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "many")) == (250, b"")
         assert await h.subjects(BOB) == ["many"]
         assert "too many redirects" in caplog.text and "kept in INBOX" in caplog.text
+        # fileinto a missing mailbox (no :create) plus keep: one copy in INBOX
+        await h.script(BOB, 'require "fileinto"; fileinto "Nowhere"; keep;', name="nowhere")
+        assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "lost")) == (250, b"")
+        assert (await h.subjects(BOB))[-1:] == ["lost"] and (await h.subjects(BOB)).count("lost") == 1
         # duplicate (RFC 7352): the second copy of a Message-ID goes to "Dups"
         await h.script(BOB, 'require ["duplicate", "fileinto", "mailbox"]; '
                             'if duplicate { fileinto :create "Dups"; }', name="dups")
@@ -247,6 +251,6 @@ if date :zone "+0000" "date" "weekday" "2" { fileinto "Tuesday"; }
         # a stored script that does not compile: likewise
         await h.script(BOB, "fileinto \"x\";", name="broken")
         assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "broken")) == (250, b"")
-        assert await h.subjects(BOB) == ["many", "twice", "broken"]
+        assert await h.subjects(BOB) == ["many", "lost", "twice", "broken"]
         assert "requires the 'fileinto' extension" in caplog.text
     run_case(tmp_path, sink, body)

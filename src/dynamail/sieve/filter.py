@@ -152,10 +152,10 @@ class SieveFilter:
             return keep_plan(f"script failed: {exc}")
         for warning in outcome.warnings:
             log.info("sieve: script %r of %s: %s", name, ref, warning)
-        return await self._carry_out(ref, store, msg, outcome, sender)
+        return await self._carry_out(ref, store, msg, outcome, sender, mailboxes)
 
     async def _carry_out(self, ref: AccountRef, store: Any, msg: SieveMessage, outcome: Outcome,
-                         sender: str | None) -> Plan:
+                         sender: str | None, mailboxes: frozenset[str] = frozenset()) -> Plan:
         plan = Plan([], outcome.message if outcome.message != msg.data else None,
                     duplicates=dict(outcome.duplicates))
         for action in outcome.actions:
@@ -165,6 +165,10 @@ class SieveFilter:
                     names.mailbox_name(box, "/")
                 except names.BadName:
                     log.warning("sieve: %s: fileinto %r: not a mailbox name; filed into INBOX", ref, box)
+                    box = "INBOX"
+                if box != "INBOX" and not action.create and mailboxes and box not in mailboxes:
+                    # RFC 5228 4.1: a missing mailbox is an error; the message is kept (once)
+                    log.warning("sieve: %s: fileinto %r: no such mailbox; filed into INBOX", ref, box)
                     box = "INBOX"
                 if any(c.mailbox == box for c in plan.copies):
                     continue
