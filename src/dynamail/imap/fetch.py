@@ -19,7 +19,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from dynamail.imap import limits, response
+from dynamail.imap import limits, objectid, response
 from dynamail.imap.errors import CommandNo
 from dynamail.imap.parser import FetchAtt
 from dynamail.imap.selected import flags_of, modseq_of
@@ -263,7 +263,11 @@ class FetchWriter:
                         out.write(b"RFC822.TEXT " + response.literal(await self._text(uid, info)))
                     elif name == "SAVEDATE":
                         out.write(b"SAVEDATE NIL")
-                    else:  # EMAILID/THREADID are not advertised
+                    elif name == "EMAILID":  # RFC 8474 section 5.1
+                        out.write(b"EMAILID (" + objectid.email_id(view.uidvalidity, uid).encode() + b")")
+                    elif name == "PREVIEW":  # RFC 8970
+                        out.write(b"PREVIEW " + response.value(await self._preview(uid), utf8=self.utf8))
+                    else:  # THREADID: NIL, no thread identifiers (RFC 8474 5.2)
                         out.write(name.encode() + b" NIL")
                 else:
                     await self._section(uid, info, att)
@@ -273,6 +277,24 @@ class FetchWriter:
             if out.pending() >= limits.OUTPUT_FLUSH:
                 await out.flush()
         out.write(b")\r\n")
+
+    async def _preview(self, uid: int) -> str:
+        view = self.sel.view
+        found = objectid.first_text_part(await view.bodystructure(uid, True))
+        if found is None:
+            return ""
+        path, subtype, charset = found
+        body = await view.part(uid, path, "")
+        mime = await view.part(uid, path, "MIME")
+        raw = body[: objectid.PREVIEW_SOURCE * 4]
+        if b"base64" in mime.lower():
+            raw = b"".join(raw.split())
+            raw = raw[: len(raw) - len(raw) % 4]
+        try:
+            data = decode_cte(mime, raw)
+        except CommandNo:
+            return ""
+        return objectid.preview_text(data[: objectid.PREVIEW_SOURCE], subtype, charset)
 
     async def _whole(self, uid: int, info: MessageInfo, label: bytes) -> None:
         view = self.sel.view

@@ -486,7 +486,7 @@ class FetchAtt:
 
 SIMPLE_ATTS = frozenset({
     "FLAGS", "UID", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODYSTRUCTURE", "BODY",
-    "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ", "SAVEDATE", "EMAILID", "THREADID",
+    "RFC822", "RFC822.HEADER", "RFC822.TEXT", "MODSEQ", "SAVEDATE", "EMAILID", "THREADID", "PREVIEW",
 })
 MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -565,7 +565,15 @@ def fetch_atts(tok: Token) -> tuple[FetchAtt, ...]:
     items = tok if isinstance(tok, list) else [tok]
     if not items:
         raise ParseError("Empty fetch attribute list")
-    return tuple(fetch_att(t) for t in items)
+    out: list[FetchAtt] = []
+    for i, t in enumerate(items):
+        if isinstance(t, list) and i and out and out[-1].name == "PREVIEW":
+            # RFC 8970 section 4: PREVIEW (LAZY); we always compute it
+            if not all(isinstance(m, str) and m.upper() == "LAZY" for m in t):
+                raise ParseError("Unknown PREVIEW modifier")
+            continue
+        out.append(fetch_att(t))
+    return tuple(out)
 
 
 # -- search keys (RFC 9051 section 6.4.4) --------------------------------
@@ -671,6 +679,8 @@ def search_key(args: Args, depth: int) -> SearchKey:
         return SearchKey(key, name, _text(args.astring("header value")))
     if key == "UID":
         return SearchKey(key, sequence_set(args.next("UID set")))
+    if key in ("EMAILID", "THREADID"):  # RFC 8474 section 6
+        return SearchKey(key, _text(args.astring(key)))
     if key == "NOT":
         return SearchKey(key, search_key(args, depth + 1))
     if key == "OR":

@@ -17,6 +17,7 @@ import email.utils
 import re
 from collections.abc import Sequence
 
+from dynamail.imap import objectid
 from dynamail.imap.parser import SearchKey
 from dynamail.imap.selected import Selected, flags_of
 
@@ -96,6 +97,13 @@ class Searcher:
         if name == "UID":
             chosen = set(self.sel.by_uid(k.value, self.saved))  # type: ignore[arg-type]
             return [u for u in universe if u in chosen]
+        if name == "EMAILID":  # RFC 8474 section 6
+            ident = objectid.parse_email_id(str(k.value))
+            if ident is None or ident[0] != self.view.uidvalidity:
+                return []
+            return [u for u in universe if u == ident[1]]
+        if name == "THREADID":  # we have no thread identifiers
+            return []
         if name == "SEQ":
             chosen = set(self.sel.by_seq(k.value, self.saved))  # type: ignore[arg-type]
             return [u for u in universe if u in chosen]

@@ -210,7 +210,7 @@ class Session:
             "SEARCHRES", "SORT", "CONDSTORE", "QRESYNC", "QUOTA", "QUOTA=RES-STORAGE",
             "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
             "UTF8=ACCEPT", "BINARY", "STATUS=SIZE", "COMPRESS=DEFLATE",
-            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "PREVIEW",
         ]
         return caps
 

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dynamail.imap import response
+from dynamail.imap import objectid, response
 from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.listing import SEP, Pattern, list_entries, lsub_entries
 from dynamail.imap.parser import (
@@ -97,6 +97,7 @@ async def _select(s: Session, cmd: Command, *, read_only: bool) -> str:
     s.write(b"* OK [UIDNEXT %d] Predicted next UID\r\n" % view.uidnext())
     s.write(permanent_line)
     s.write(b"* OK [HIGHESTMODSEQ %d] Highest\r\n" % view.highestmodseq())
+    s.write(b"* OK [MAILBOXID (" + objectid.mailbox_id(view.uidvalidity).encode() + b")] Ok\r\n")  # RFC 8474
     if s.rev2:
         s.write(b"* LIST () \"/\" " + s.mailbox_out(name) + b"\r\n")
     s.uidvalidity_cache[name] = view.uidvalidity
@@ -215,7 +216,9 @@ async def create(s: Session, cmd: Command) -> str:
         with contextlib.suppress(MailboxExists):
             await store.create_mailbox(SEP.join(parts[:i]))
     await store.create_mailbox(name, special)
-    return "CREATE completed"
+    validity = (await store.status(name)).uidvalidity
+    s.uidvalidity_cache[name] = validity
+    return f"[MAILBOXID ({objectid.mailbox_id(validity)})] CREATE completed"  # RFC 8474 section 4.1
 
 
 async def delete(s: Session, cmd: Command) -> str:
@@ -369,7 +372,7 @@ async def namespace(s: Session, cmd: Command) -> str:
 
 
 _STATUS_ITEMS = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "RECENT", "SIZE",
-                 "HIGHESTMODSEQ", "DELETED", "APPENDLIMIT")
+                 "HIGHESTMODSEQ", "DELETED", "APPENDLIMIT", "MAILBOXID")
 
 
 def _status_items(toks: list[Token]) -> list[str]:
@@ -409,6 +412,7 @@ async def _status_line(s: Session, name: str, st: MailboxStatus, items: list[str
         "MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
         "UNSEEN": st.unseen, "RECENT": recent, "SIZE": st.size, "HIGHESTMODSEQ": st.highestmodseq,
         "DELETED": st.deleted, "APPENDLIMIT": s.settings.append_limit,
+        "MAILBOXID": f"({objectid.mailbox_id(st.uidvalidity)})",
     }
     body = " ".join(f"{i} {values[i]}" for i in items)
     return b"* STATUS " + s.mailbox_out(name) + b" (" + body.encode() + b")\r\n"
