@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ SERVER_UMASK = 0o077
 EXPOSING = 0o077
 #: Entries looked at by the start-up check at most (a mail tree may hold
 #: millions; the check must not delay the start).
-SCAN_LIMIT = 20_000
+SCAN_LIMIT = 5_000
 
 
 def restrict_umask() -> int:
@@ -127,18 +126,27 @@ def private_dirs(path: str | os.PathLike[str]) -> None:
         fsync_dir(p.parent)
 
 
-def _walk(root: Path, limit: int) -> Iterator[tuple[Path, os.stat_result]]:
+def find_exposed(root: str | os.PathLike[str], limit: int = SCAN_LIMIT) -> list[tuple[Path, int]]:
+    """Files and directories under ``root`` (and ``root`` itself) that group
+    or others may read, write or enter: ``(path, mode)``, looking at no more
+    than ``limit`` entries.  An exposed directory is listed alone, not what
+    it holds (``chmod -R`` of it fixes both)."""
+    root = Path(root)
+    try:
+        st = root.stat()
+    except OSError:
+        return []
+    if st.st_mode & EXPOSING:
+        return [(root, stat.S_IMODE(st.st_mode))]
+    out: list[tuple[Path, int]] = []
     stack = [root]
     seen = 0
     while stack and seen < limit:
-        d = stack.pop()
         try:
-            entries = list(os.scandir(d))
+            entries = list(os.scandir(stack.pop()))
         except OSError:
             continue
-        for e in entries:
-            if seen >= limit:
-                return
+        for e in entries[: limit - seen]:
             seen += 1
             try:
                 st = e.stat(follow_symlinks=False)
@@ -146,30 +154,10 @@ def _walk(root: Path, limit: int) -> Iterator[tuple[Path, os.stat_result]]:
                 continue
             if stat.S_ISLNK(st.st_mode):
                 continue
-            yield Path(e.path), st
-            if stat.S_ISDIR(st.st_mode):
+            if st.st_mode & EXPOSING:
+                out.append((Path(e.path), stat.S_IMODE(st.st_mode)))
+            elif stat.S_ISDIR(st.st_mode):
                 stack.append(Path(e.path))
-
-
-def find_exposed(root: str | os.PathLike[str], limit: int = SCAN_LIMIT) -> list[tuple[Path, int]]:
-    """Files and directories under ``root`` (and ``root`` itself) that group
-    or others may read, write or enter: ``(path, mode)``, looking at no more
-    than ``limit`` entries.  Under an exposed directory only the directory is
-    listed, not everything in it."""
-    root = Path(root)
-    out: list[tuple[Path, int]] = []
-    try:
-        st = root.stat()
-    except OSError:
-        return out
-    if st.st_mode & EXPOSING:
-        out.append((root, stat.S_IMODE(st.st_mode)))
-    reported: list[Path] = []
-    for path, st in _walk(root, limit):
-        if st.st_mode & EXPOSING and not any(r in path.parents for r in reported[-1:]):
-            out.append((path, stat.S_IMODE(st.st_mode)))
-            if stat.S_ISDIR(st.st_mode):
-                reported.append(path)
     return out
 
 
