@@ -243,13 +243,17 @@ class CountingAuthenticator(Authenticator):
         self._lock = threading.Lock()
         self.running = 0
         self.most = 0
+        self.hold = 0.2  # seconds each verification holds its slot, as a real argon2 hash does
+        self.gate = threading.Event()  # set: verifications may finish
+        self.gate.set()
 
     def _verify(self, stored: str, password: str) -> bool:
         with self._lock:
             self.running += 1
             self.most = max(self.most, self.running)
         try:
-            threading.Event().wait(0.2)  # hold the slot, as a real argon2 hash does
+            threading.Event().wait(self.hold)
+            self.gate.wait(60)
             return super()._verify(stored, password)
         finally:
             with self._lock:
@@ -272,15 +276,18 @@ def test_hash_concurrency_is_bounded(directory: Directory) -> None:
 
 def test_a_cancelled_waiting_login_costs_no_hash(directory: Directory) -> None:
     auth = CountingAuthenticator(directory, hash_concurrency=1)
+    auth.hold = 0.0
+    auth.gate.clear()  # bob's hash holds the only slot until the gate opens
 
     async def go() -> None:
         first = asyncio.create_task(auth.authenticate("bob", "builder", protocol="imap", remote="a"))
-        while auth.running == 0:  # bob's hash holds the only slot
+        while auth.running == 0:
             await asyncio.sleep(0.001)
         waiting = asyncio.create_task(auth.authenticate("alice@d.example", "x", protocol="imap", remote="b"))
         while auth.hashing.waiting == 0:
             await asyncio.sleep(0.001)
         waiting.cancel()
+        auth.gate.set()
         assert (await first).ok
         with pytest.raises(asyncio.CancelledError):
             await waiting
