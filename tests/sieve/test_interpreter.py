@@ -184,6 +184,15 @@ def test_vacation_action() -> None:
         go('require ["vacation", "reject"]; vacation "x"; reject "y";')
 
 
+def test_environment() -> None:
+    s = 'require ["environment", "fileinto", "variables"];'
+    assert go(s + 'if environment :is "location" "MDA" { discard; }') == []
+    assert go(s + 'if environment "phase" "during" { discard; }') == []
+    assert go(s + 'if environment :matches "host" "*" { fileinto "${1}"; }',
+              environment={"host": "mx1.example"}) == [FileInto("mx1.example", frozenset())]
+    assert go(s + 'if environment :contains "remote-ip" "" { discard; }') == [inbox()]  # unknown item: false
+
+
 def test_duplicate() -> None:
     script = compile_script('require ["duplicate", "fileinto"]; if duplicate { fileinto "Dups"; }')
     first = run(script, MSG, ENV)

@@ -101,6 +101,7 @@ SCRIPTS = [
     'require "fileinto"; if header :is "x-missing" "" { fileinto "empty"; }',
     'require "fileinto"; if address :all :is "from" "alice@example.org" { fileinto "alice"; }',
     'require ["subaddress", "fileinto"]; if address :detail "to" "" { fileinto "empty-detail"; }',
+    'require ["environment", "fileinto"]; if environment :contains "no-such-item" "" { fileinto "x"; }',
     'require ["encoded-character", "fileinto"]; if header :contains "subject" "${hex:6D C3 BC}nchen" '
     '{ fileinto "${unicode:4D}"; }',
     'require ["subaddress", "fileinto"]; if address :detail :is "to" "work" { fileinto "work"; }',

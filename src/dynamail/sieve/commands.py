@@ -37,7 +37,7 @@ class SieveCheckError(SieveError):
 CAPABILITIES: tuple[str, ...] = (
     "fileinto", "reject", "ereject", "envelope", "imap4flags", "body", "variables",
     "vacation", "vacation-seconds", "copy", "mailbox", "relational", "date",
-    "editheader", "subaddress", "encoded-character", "duplicate", "comparator-i;ascii-numeric", "comparator-i;octet",
+    "editheader", "subaddress", "encoded-character", "duplicate", "environment", "comparator-i;ascii-numeric", "comparator-i;octet",
     "comparator-i;ascii-casemap",
 )
 COMPARATORS = frozenset({"i;octet", "i;ascii-casemap", "i;ascii-numeric"})
@@ -134,6 +134,7 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
                 extra_exclusive=(frozenset(_DATE_TAGS),)),
     _match_spec("currentdate", ("string", "strings"), extra={"zone": "string"}, extension="date"),
     Spec("mailboxexists", "test", ("strings",), extension="mailbox"),
+    _match_spec("environment", ("string", "strings"), extension="environment"),
     Spec("duplicate", "test", (), {"handle": "string", "header": "string", "uniqueid": "string",
                                    "seconds": "number", "last": ""},
          (frozenset({"header", "uniqueid"}),), extension="duplicate"),

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamail import names
+from dynamail import __version__, names
 from dynamail.accounts import AccountRef
 from dynamail.sieve import limits
 from dynamail.sieve.actions import Envelope, FileInto, Outcome, Redirect, Reject, Vacation
@@ -100,6 +100,8 @@ class SieveFilter:
         #: the account's other addresses (aliases, domain aliases): vacation
         #: answers mail addressed to any of them (RFC 5230 4.5)
         self.own_addresses = own_addresses
+        #: RFC 5183 items that describe this server
+        self.environment = {"domain": hostname, "host": hostname, "version": __version__}
         self._compiled: collections.OrderedDict[str, Script] = collections.OrderedDict()
 
     def compile(self, text: str) -> Script:
@@ -145,7 +147,8 @@ class SieveFilter:
             envelope = Envelope(sender, ref.address)
             msg = SieveMessage.parse(data)
             outcome = await loop.run_in_executor(
-                None, lambda: Run(script, msg, envelope, mailboxes=mailboxes, seen=seen).execute()
+                None, lambda: Run(script, msg, envelope, mailboxes=mailboxes, seen=seen,
+                                  environment=self.environment).execute()
             )
         except SieveError as exc:
             log.warning("sieve: script %r of %s failed: %s; message kept in INBOX", name, ref, exc)

@@ -29,6 +29,9 @@ from dynamail.sieve.message import PROTECTED_HEADERS, SieveMessage, decode_value
 from dynamail.sieve.vacation import vacation_action
 from dynamail.sieve.variables import Variables
 
+#: RFC 5183 4: what the environment test knows without being told more.
+ENVIRONMENT = {"location": "MDA", "phase": "during", "name": "dynamail"}
+
 #: RFC 5233 2: the separator between user and detail, as Pigeonhole's default.
 SUBADDRESS_SEPARATOR = "+"
 
@@ -44,8 +47,11 @@ class Run:
                  mailboxes: frozenset[str] = frozenset({"INBOX"}),
                  now: datetime.datetime | None = None, budget: Budget | None = None,
                  local_zone: datetime.tzinfo | None = None,
-                 seen: Mapping[str, float] | None = None) -> None:
+                 seen: Mapping[str, float] | None = None,
+                 environment: Mapping[str, str] | None = None) -> None:
         self.script = script
+        #: environment (RFC 5183) items; unknown items make the test false
+        self.environment = {**ENVIRONMENT, **(environment or {})}
         #: duplicate (RFC 7352): ids tracked earlier (key -> until when)
         self.seen = seen or {}
         self.msg = message
@@ -76,6 +82,7 @@ class Run:
             "currentdate": self._date,
             "mailboxexists": self._mailboxexists,
             "duplicate": self._duplicate,
+            "environment": self._environment,
         }
         self._commands: dict[str, Callable[[Call], None]] = {
             "keep": self._keep, "discard": self._discard, "redirect": self._redirect,
@@ -281,6 +288,12 @@ class Run:
 
     def _mailboxexists(self, call: Call) -> bool:
         return all(_canon(b) in self.mailboxes for b in self.sl(call.args[0]))
+
+    def _environment(self, call: Call) -> bool:
+        value = self.environment.get(self.s(call.args[0]).lower())
+        if value is None:
+            return False
+        return self._matched(self._matcher(call), [value], self.sl(call.args[1]))
 
     def _duplicate(self, call: Call) -> bool:
         """RFC 7352: has a message with this id (Message-ID, a header, or
