@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import threading
 from collections.abc import Coroutine
@@ -246,6 +247,7 @@ class CountingAuthenticator(Authenticator):
         self.hold = 0.2  # seconds each verification holds its slot, as a real argon2 hash does
         self.gate = threading.Event()  # set: verifications may finish
         self.gate.set()
+        self.meet: threading.Barrier | None = None  # verifications wait for each other in groups
 
     def _verify(self, stored: str, password: str) -> bool:
         with self._lock:
@@ -254,6 +256,9 @@ class CountingAuthenticator(Authenticator):
         try:
             threading.Event().wait(self.hold)
             self.gate.wait(60)
+            if self.meet is not None:
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    self.meet.wait(30)
             return super()._verify(stored, password)
         finally:
             with self._lock:
@@ -262,6 +267,8 @@ class CountingAuthenticator(Authenticator):
 
 def test_hash_concurrency_is_bounded(directory: Directory) -> None:
     auth = CountingAuthenticator(directory, hash_concurrency=2, max_failures=1000)
+    auth.hold = 0.0
+    auth.meet = threading.Barrier(2)  # each verification waits until another runs beside it
 
     async def storm() -> list[AuthResult]:
         return await asyncio.gather(*(
