@@ -1,14 +1,18 @@
-"""Real clients (imaplib, imapclient, mbsync) against a real server process."""
+"""Real clients (imaplib, imapclient, mbsync, offlineimap, getmail, fetchmail,
+curl) against a real server process."""
 
 from __future__ import annotations
 
 import email
 import imaplib
+import os
 import shutil
 import ssl
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests.imap.server import PASSWORD, RealServer, real_server
@@ -252,3 +256,190 @@ def test_fetchmail_and_curl(server: RealServer, tmp_path: Path) -> None:
             _typ, data = m.status("Fetch", "(MESSAGES)")
             assert b"MESSAGES 0" in data[0]  # fetched messages were deleted and expunged
             m.logout()
+
+
+OFFLINEIMAP_CONF = """\
+[general]
+accounts = test
+metadata = {meta}
+ui = quiet
+
+[Account test]
+localrepository = local
+remoterepository = remote
+
+[Repository local]
+type = Maildir
+localfolders = {maildir}
+
+[Repository remote]
+type = IMAP
+remotehost = {host}
+remoteport = {port}
+remoteuser = bob
+remotepass = {password}
+ssl = no
+starttls = no
+folderfilter = lambda name: name in ["Offline"]
+"""
+
+
+def test_offlineimap_round_trip(server: RealServer, tmp_path: Path) -> None:
+    offlineimap = shutil.which("offlineimap")
+    if offlineimap is None:
+        pytest.skip("offlineimap (Debian offlineimap3) is not installed")
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("bob", PASSWORD)
+        m.create("Offline")
+        for i in range(20):
+            m.append("Offline", "(\\Flagged)" if i < 5 else "", None, message(3000 + i, "Offline"))
+        m.logout()
+    maildir = tmp_path / "mail"
+    maildir.mkdir()
+    conf = tmp_path / "offlineimaprc"
+    conf.write_text(OFFLINEIMAP_CONF.format(meta=tmp_path / "meta", maildir=maildir, host=server.host,
+                                            port=server.imap_port, password=PASSWORD))
+
+    def run() -> None:
+        res = subprocess.run([offlineimap, "-c", str(conf), "-o", "-u", "basic"], capture_output=True,
+                             text=True, timeout=180, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        assert res.returncode == 0 and "ERROR" not in res.stdout + res.stderr, res.stdout + res.stderr
+
+    run()
+    box = maildir / "Offline"
+    local = _maildir_flags(box)
+    assert len(local) == 20 and sum("F" in v for v in local.values()) == 5
+    # local changes: one message read, one deleted, one new; they reach the server
+    files = sorted((box / "cur").iterdir()) + sorted((box / "new").iterdir())
+    seen = files[6]
+    seen.rename(box / "cur" / (seen.name.split(":2,", 1)[0] + ":2,S"))
+    files[7].unlink()
+    (box / "new" / "1800000000.local.host").write_bytes(message(3999, "Offline"))
+    run()
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("bob", PASSWORD)
+        m.select("Offline", readonly=True)
+        _typ, data = m.search(None, "ALL")
+        assert len(data[0].split()) == 20  # 20 - 1 deleted + 1 new
+        _typ, data = m.search(None, "SEEN")
+        assert len(data[0].split()) == 1
+        _typ, data = m.search(None, 'SUBJECT "Offline 3999"')
+        assert len(data[0].split()) == 1
+        m.logout()
+    run()  # a third run finds nothing to do and still succeeds
+    assert len(_maildir_flags(box)) == 20
+
+
+def test_getmail_retrieves_once(server: RealServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    getmail = shutil.which("getmail")
+    if getmail is None:
+        pytest.skip("getmail (Debian getmail6) is not installed")
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("alice", PASSWORD)
+        m.create("Getmail")
+        for i in range(4):
+            m.append("Getmail", "", None, message(4000 + i, "Getmail"))
+        m.logout()
+    # getmail refuses to deliver as root: as root it delivers as "nobody",
+    # into a directory nobody can reach (pytest's tmp_path is private)
+    as_root = os.geteuid() == 0
+    top = Path(tempfile.mkdtemp(prefix="dmgetmail", dir="/tmp")) if as_root else tmp_path
+    request.addfinalizer(lambda: shutil.rmtree(top, ignore_errors=True) if as_root else None)
+    maildir = top / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True)
+    if as_root:
+        for d in (top, maildir, *(maildir / s for s in ("cur", "new", "tmp"))):
+            d.chmod(0o777)
+    rc = tmp_path / "getmailrc"
+    rc.write_text(
+        "[retriever]\ntype = SimpleIMAPRetriever\n"
+        f"server = {server.host}\nport = {server.imap_port}\nusername = alice\npassword = {PASSWORD}\n"
+        'mailboxes = ("Getmail",)\n\n'
+        f"[destination]\ntype = Maildir\npath = {maildir}/\n" + ("user = nobody\n" if as_root else "") + "\n"
+        "[options]\nread_all = false\ndelete = false\nverbose = 0\n"
+    )
+
+    def run() -> None:
+        res = subprocess.run([getmail, "--rcfile", str(rc), "--getmaildir", str(tmp_path)],
+                             capture_output=True, text=True, timeout=120,
+                             env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        assert res.returncode == 0, res.stdout + res.stderr
+
+    run()
+    got = [f.read_bytes() for f in (maildir / "new").iterdir()]
+    assert sorted(email.message_from_bytes(g)["Subject"] for g in got) == [f"Getmail {4000 + i}" for i in range(4)]
+    run()  # already retrieved (getmail remembers UIDVALIDITY/UID): nothing new
+    assert len(list((maildir / "new").iterdir())) == 4
+    with imaplib.IMAP4(server.host, server.imap_port) as m:
+        m.login("alice", PASSWORD)
+        m.append("Getmail", "", None, message(4010, "Getmail"))
+        m.logout()
+    run()
+    assert len(list((maildir / "new").iterdir())) == 5
+
+
+def test_imapclient_desktop_startup_and_resync(server: RealServer) -> None:
+    """What a desktop client does at start-up and on reconnecting: CAPABILITY,
+    ID, ENABLE QRESYNC, LIST with SPECIAL-USE and STATUS, SELECT with QRESYNC
+    (RFC 7162 3.2.5), UID FETCH of the changes, then IDLE."""
+    imapclient = pytest.importorskip("imapclient")
+
+    def connect() -> Any:
+        c = imapclient.IMAPClient(server.host, port=server.imap_port, ssl=False, timeout=30)
+        c.login("alice", PASSWORD)
+        caps = c.capabilities()
+        assert b"QRESYNC" in caps and b"SPECIAL-USE" in caps and b"LIST-STATUS" in caps
+        assert b"dynamail" in c.id_({"name": "Desktop", "version": "1.0"})[0]
+        assert c.enable("QRESYNC") == [b"QRESYNC"]
+        return c
+
+    def raw(c: Any, *args: str) -> dict[str, list[Any]]:
+        imap = c._imap
+        typ, _ = imap._simple_command(*args)
+        assert typ == "OK", args
+        out = {k: list(v) for k, v in imap.untagged_responses.items()}
+        imap.untagged_responses.clear()
+        return out
+
+    setup = imapclient.IMAPClient(server.host, port=server.imap_port, ssl=False, timeout=30)
+    setup.login("alice", PASSWORD)
+    setup.create_folder("Desktop")
+    for i in range(3):
+        setup.append("Desktop", message(5000 + i, "Desk"))
+
+    c = connect()
+    got = raw(c, "LIST", '""', '"*"', "RETURN", "(SPECIAL-USE STATUS (MESSAGES UIDVALIDITY HIGHESTMODSEQ))")
+    names = [x.decode() if isinstance(x, bytes) else x for x in got["LIST"]]
+    assert any(n.endswith('"/" Desktop') for n in names)
+    status = next(s for s in got["STATUS"] if s.startswith(b"Desktop "))
+    validity = int(status.split(b"UIDVALIDITY ")[1].split()[0].rstrip(b")"))
+    modseq = int(status.split(b"HIGHESTMODSEQ ")[1].split()[0].rstrip(b")"))
+    info = c.select_folder("Desktop")
+    assert info[b"EXISTS"] == 3 and info[b"UIDVALIDITY"] == validity
+    uids = c.search(["ALL"])
+    c.logout()
+
+    # changes while the client is away
+    setup.select_folder("Desktop")
+    setup.add_flags([uids[0]], [b"\\Flagged"])
+    setup.delete_messages([uids[1]])
+    setup.expunge()
+    setup.append("Desktop", message(5009, "Desk"))
+
+    c = connect()
+    got = raw(c, "SELECT", "Desktop", f"(QRESYNC ({validity} {modseq}))")
+    c._imap.state = "SELECTED"  # imaplib does not know a SELECT with parameters
+    assert got["VANISHED"] == [b"(EARLIER) %d" % uids[1]]
+    fetched = b" ".join(got["FETCH"])
+    assert b"UID %d" % uids[0] in fetched and b"\\Flagged" in fetched
+    changed = c.fetch(c.search(["ALL"]), ["FLAGS"], modifiers=[f"CHANGEDSINCE {modseq}"])
+    assert sorted(changed) == [uids[0], uids[2] + 1]
+    # IDLE: another client's append arrives at once
+    c.idle()
+    setup.append("Desktop", message(5010, "Desk"))
+    events = c.idle_check(timeout=10)
+    c.idle_done()
+    assert any(e[1] == b"EXISTS" for e in events if isinstance(e, tuple) and len(e) > 1)
+    c.logout()
+    setup.logout()
