@@ -121,7 +121,7 @@ def test_relay_hook_and_unavailable(tmp_path: Path) -> None:
             before = await delivery.deliver([alice, bob, small], MSG)
 
             async def remote(placement: Relay, message: Path | bytes, mailbox: str,
-                             sender: str | None) -> DeliveryResult:
+                             sender: str | None, delivery_id: str | None = None) -> DeliveryResult:
                 assert isinstance(message, bytes)
                 handed.append((placement.member, message, sender))
                 return DeliveryResult(placement.ref, True)

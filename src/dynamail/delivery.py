@@ -36,11 +36,11 @@ from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountLocator, AccountUnavailable, Local, Relay
 from dynamail.storage.api import (
     AppendRequest,
-    FencedError,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StorageError,
+    Unavailable,
 )
 
 if TYPE_CHECKING:
@@ -83,12 +83,23 @@ class Unknown:
 
 UNKNOWN = Unknown()
 
-#: (owner, message, mailbox, envelope sender) -> the owner's result
-RemoteHook = Callable[[Relay, Message, str, "str | None"], Awaitable[DeliveryResult]]
+#: ``remote(owner, message, mailbox, envelope sender, copy id)``: hand one
+#: copy to the owner; the owner's result
+RemoteHook = Callable[[Relay, Message, str, "str | None", "str | None"], Awaitable[DeliveryResult]]
 
 
-async def _no_remote(placement: Relay, message: Message, mailbox: str, sender: str | None = None) -> DeliveryResult:
+async def _no_remote(placement: Relay, message: Message, mailbox: str, sender: str | None = None,
+                     delivery_id: str | None = None) -> DeliveryResult:
     return temporary_failure(placement.ref, f"owner {placement.member} not reachable", "4.4.1")
+
+
+def copy_id(delivery_id: str | None, ref: AccountRef) -> str | None:
+    """The delivery id of one copy: the message's id (an SMTP transaction
+    or a queue entry) and the account.  Every attempt to deliver that copy
+    carries it; the owner stores it with the message in the same durable
+    commit, and a repeat answers the first copy's UID instead of storing the
+    message again (exactly-once hand-off)."""
+    return f"{delivery_id}/{ref.domain}/{ref.name}" if delivery_id else None
 
 
 _UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -141,6 +152,7 @@ class Delivery:
         flags: frozenset[str] = frozenset(),
         sender: str | None = None,
         limits: Mapping[AccountRef, int | None] | None = None,
+        delivery_id: str | None = None,
     ) -> list[DeliveryResult]:
         """Append one copy of ``message`` per distinct account; one result per
         entry of ``recipients`` (duplicates get the result of the first).
@@ -148,12 +160,15 @@ class Delivery:
         ``sender`` is the envelope sender ("" for ``<>``, None when unknown);
         the account's Sieve script sees it as ``envelope "from"``.
         ``limits`` are quota limits the caller read already in this
-        transaction (``quota_limit_sync``), so they are not read again."""
+        transaction (``quota_limit_sync``), so they are not read again.
+        ``delivery_id`` (unique to the message): a copy an earlier attempt
+        already stored is not stored again (:func:`copy_id`)."""
         distinct = list(dict.fromkeys(recipients))
         size = message_size(message)
         known = limits or {}
         results = await asyncio.gather(
-            *(self._deliver_one(ref, message, size, mailbox, flags, sender, known.get(ref, UNKNOWN))
+            *(self._deliver_one(ref, message, size, mailbox, flags, sender, known.get(ref, UNKNOWN),
+                                copy_id(delivery_id, ref))
               for ref in distinct)
         )
         by_ref = dict(zip(distinct, results, strict=True))
@@ -166,25 +181,37 @@ class Delivery:
             with contextlib.suppress(Exception):
                 self.metrics.deliveries.labels(result=result).inc()
 
+    async def deliver_copy(self, ref: AccountRef, message: Message, *, mailbox: str = "INBOX",
+                           flags: frozenset[str] = frozenset(), sender: str | None = None,
+                           copy: str | None = None) -> DeliveryResult:
+        """One copy handed over by another member, with the copy id the
+        sending member computed (:func:`copy_id`)."""
+        r = await self._deliver_one(ref, message, message_size(message), mailbox, flags, sender,
+                                    copy=copy)
+        self._count("ok" if r.ok else ("temporary" if r.temporary else "permanent"))
+        return r
+
     async def _deliver_one(
         self, ref: AccountRef, message: Message, size: int, mailbox: str, flags: frozenset[str],
-        sender: str | None = None, limit: int | Unknown | None = UNKNOWN,
+        sender: str | None = None, limit: int | Unknown | None = UNKNOWN, copy: str | None = None,
     ) -> DeliveryResult:
         try:
             async with self.accounts.use(ref) as placement:
                 if isinstance(placement, Relay):
                     # the owner runs the account's Sieve script, with the envelope sender
-                    return await self.remote(placement, message, mailbox, sender)
+                    return await self.remote(placement, message, mailbox, sender, copy)
                 assert isinstance(placement, Local)
                 if isinstance(limit, Unknown):
                     limit = await self.quota_limit(ref)
                 if self.sieve is not None and mailbox == "INBOX":
-                    return await self._filtered(placement, message, size, flags, sender, limit)
-                return await self._append(placement, message, size, mailbox, flags, limit)
+                    return await self._filtered(placement, message, size, flags, sender, limit, copy)
+                return await self._append(placement, message, size, mailbox, flags, limit, copy)
         except AccountUnavailable as exc:
             return temporary_failure(ref, f"account unavailable: {exc}", "4.2.1")
-        except FencedError:
-            return temporary_failure(ref, "account moved to another server", "4.2.1")
+        except Unavailable:
+            # fenced by a newer owner or closed under us: the account is
+            # moving; in a cluster the copy waits in the queue (4.2.1)
+            return temporary_failure(ref, "account moving to another server", "4.2.1")
         except QuotaExceeded:
             return DeliveryResult(ref, False, 452, "4.2.2", "mailbox full")
         except StorageError as exc:
@@ -196,7 +223,7 @@ class Delivery:
 
     async def _append(
         self, placement: Local, message: Message, size: int, mailbox: str, flags: frozenset[str],
-        limit: int | None,
+        limit: int | None, copy: str | None = None,
     ) -> DeliveryResult:
         ref = placement.ref
         if limit is not None:
@@ -210,15 +237,15 @@ class Delivery:
                 return DeliveryResult(ref, False, 452, "4.2.2", "mailbox full")
         store = placement.store
         if isinstance(message, bytes):
-            uids = await self._append_to(store, mailbox, AppendRequest(message, flags))
+            uids = await self._append_to(store, mailbox, AppendRequest(message, flags, delivery_id=copy))
         else:
             with open(message, "rb") as fh:
-                uids = await self._append_to(store, mailbox, AppendRequest(fh, flags))
+                uids = await self._append_to(store, mailbox, AppendRequest(fh, flags, delivery_id=copy))
         return DeliveryResult(ref, True, 250, "2.0.0", "delivered", uids[0] if uids else None)
 
     async def _filtered(
         self, placement: Local, message: Message, size: int, flags: frozenset[str], sender: str | None,
-        limit: int | None,
+        limit: int | None, copy: str | None = None,
     ) -> DeliveryResult:
         """Delivery through the account's Sieve script (``dynamail.sieve.filter``)."""
         assert self.sieve is not None
@@ -229,13 +256,14 @@ class Delivery:
             # answers 550 or sends a delivery status notification)
             return DeliveryResult(ref, False, 550, "5.7.1", _reply_text(plan.refuse))
         uid: int | None = None
-        for copy in plan.copies:
-            if copy.create and copy.mailbox != "INBOX":
+        for i, kept in enumerate(plan.copies):
+            if kept.create and kept.mailbox != "INBOX":
                 with contextlib.suppress(MailboxExists):
-                    await placement.store.create_mailbox(copy.mailbox)
+                    await placement.store.create_mailbox(kept.mailbox)
             data: Message = plan.data if plan.data is not None else message
             result = await self._append(placement, data, len(data) if isinstance(data, bytes) else size,
-                                        copy.mailbox, flags | copy.flags, limit)
+                                        kept.mailbox, flags | kept.flags, limit,
+                                        f"{copy}#{i}" if copy and i else copy)
             if not result.ok:
                 return result
             uid = uid if uid is not None else result.uid

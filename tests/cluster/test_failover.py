@@ -220,3 +220,58 @@ def test_relay_to_a_paused_owner_ends_once_the_account_is_freed(cluster_factory:
         assert c.locate("ann@shared.test") in (ctl, y)
     finally:
         c.kill(x, "CONT")
+
+
+def copies(c: Cluster, member: str, account: str, subject: str) -> int:
+    conn = c.imap(member, account, PASSWORD)
+    try:
+        conn.select("INBOX", readonly=True)
+        typ, data = conn.search(None, "SUBJECT", f'"{subject}"')
+        assert typ == "OK"
+        return len(data[0].split())
+    finally:
+        conn.logout()
+
+
+def test_handoff_answer_lost_after_commit_stores_one_copy_across_a_controller_change(
+        cluster_factory: Any, tmp_path: Any) -> None:
+    """The owner (the Controller) commits a handed-over message and stops
+    before answering; it is killed, so the answer is lost.  The sending
+    member queues the copy (250 to the client) and hands it, with the same
+    delivery id, to the account's next owner under the next Controller,
+    which finds it already stored: exactly one copy."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    c = cluster_factory(3, env={"DYNAMAIL_FAULTS_DIR": str(faults)})
+    ctl = c.wait_controller()["controller"]
+    x, y = [n for n in c.names() if n != ctl]
+    provision(c, x, ("ann",))
+    place(c, "ann@shared.test", ctl)
+    (faults / "arm").write_text("handoff-answer")
+    answer: list[Any] = []
+
+    def send() -> None:
+        m = c.member(x)
+        try:
+            with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=120) as s:
+                answer.append(s.sendmail("x@example.org", ["ann@shared.test"],
+                                         b"Subject: once-only\r\n\r\nexactly one copy\r\n"))
+        except Exception as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=send, daemon=True)
+    t.start()
+    pid = c.member(ctl)["pid"]
+    c.wait(lambda: not (faults / "arm").exists() and stopped(pid),
+           what="the owner to stop after its commit")
+    c.kill(ctl, "KILL")
+    t.join(120)
+    assert answer == [{}], answer  # accepted: the copy waits in x's queue
+    c.wait_controller(exclude=(ctl,))
+    c.wait(lambda: copies(c, y, "ann@shared.test", "once-only") >= 1, timeout=60,
+           what="the queued copy to be handed over again")
+    # give a wrong second copy every chance to appear
+    c.wait(lambda: "queue entry" in c.logs(x) and " done" in c.logs(x), timeout=60,
+           what="the queue entry to be done")
+    assert copies(c, y, "ann@shared.test", "once-only") == 1
+    assert c.locate("ann@shared.test") in (x, y)

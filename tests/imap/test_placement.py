@@ -89,9 +89,29 @@ def test_fenced_store_ends_the_session(imap) -> None:
         try:
             lines = await c.cmd("STORE 1 +FLAGS (\\Seen)", tag="f1")
             rest = lines + ([await c.line()] if not any(x.startswith("* BYE") for x in lines) else [])
-            assert any(x.startswith("* BYE") for x in rest), rest
+            assert any(x.startswith("* BYE [UNAVAILABLE]") for x in rest), rest
+            assert any(x.startswith("f1 NO [UNAVAILABLE]") for x in rest), rest
         finally:
             await newer.close()
+    imap(go)
+
+
+def test_closed_store_is_a_temporary_failure_not_a_server_bug(imap) -> None:
+    """The store closed under a session (the member lost the account):
+    ``NO [UNAVAILABLE]`` and the session ends with ``* BYE [UNAVAILABLE]``,
+    never ``[SERVERBUG]``."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await append(c, MSG1)
+        await c.ok("SELECT INBOX")
+        ref = h.ctx.directory.ref(DOMAIN, "alice")
+        async with h.ctx.accounts.use(ref) as placement:
+            await placement.store.close()  # type: ignore[union-attr]
+        lines = await c.cmd("FETCH 1 (BODY[])", tag="x1")
+        rest = lines + ([await c.line()] if not any(x.startswith("* BYE") for x in lines) else [])
+        assert not any("SERVERBUG" in x for x in rest), rest
+        assert any(x.startswith("x1 NO [UNAVAILABLE]") for x in rest), rest
+        assert any(x.startswith("* BYE [UNAVAILABLE]") for x in rest), rest
     imap(go)
 
 

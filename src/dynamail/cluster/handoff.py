@@ -25,6 +25,7 @@ from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.cluster.ownership import LOCAL_ONLY, account_key, goodbye_for
 from dynamail.cluster.peer import PeerClosed
 from dynamail.cluster.relay import TicketBook, relay
+from dynamail.storage import faults
 
 if TYPE_CHECKING:
     from dynamail.cluster.controller import Controller
@@ -83,9 +84,13 @@ class Handoffs:
         raise NotImplementedError
 
     async def remote_deliver(self, placement: Relay, message: Path | bytes, mailbox: str,
-                             sender: str | None = None) -> Any:
+                             sender: str | None = None, delivery_id: str | None = None) -> Any:
         """``ctx.delivery.remote``: hand a message to the owner; it answers
-        only once the message is durable there."""
+        only once the message is durable there.  ``delivery_id`` (the copy's
+        id) goes with it: an owner that already stored it answers with the
+        first copy's UID, so a hand-off repeated after a lost answer stores
+        nothing twice (an owner speaking only protocol version 1 gets no id:
+        at least once, as before)."""
         from dynamail.delivery import DeliveryResult, temporary_failure
 
         ref = placement.ref
@@ -98,7 +103,8 @@ class Handoffs:
         data = message if isinstance(message, bytes) else await self._io(Path(message).read_bytes)
         try:
             handoff = asyncio.ensure_future(peer.request(
-                wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data, sender=sender),
+                wire.Deliver(peer.next_id(), account_key(ref), mailbox, (), data, delivery_id or "",
+                             sender=sender),
                 timeout=HANDOFF_TIMEOUT))
             gone = asyncio.ensure_future(self.owner_gone(ref, placement.member))
             try:
@@ -131,12 +137,14 @@ class Handoffs:
         token = LOCAL_ONLY.set(True)
         try:
             sender = msg.sender if isinstance(msg.sender, str) else None  # None before version 4
-            results = await delivery.deliver([ref], msg.data, mailbox=msg.mailbox,
-                                              flags=frozenset(msg.flags), sender=sender)
+            r = await delivery.deliver_copy(ref, msg.data, mailbox=msg.mailbox, flags=frozenset(msg.flags),
+                                            sender=sender, copy=msg.delivery_id or None)
         finally:
             LOCAL_ONLY.reset(token)
-        r = results[0]
         if r.ok:
+            # fault injection (DYNAMAIL_FAULTS_DIR): stop here, the copy
+            # durable and its answer not yet sent
+            faults.point("handoff-answer")
             return wire.Delivered(msg.id, r.uid or 0)
         return wire.Error(msg.id, str(r.code), r.text)
 

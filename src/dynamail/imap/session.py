@@ -40,11 +40,11 @@ from dynamail.imap.selected import Selected
 from dynamail.imap.state import State, Transition, next_state
 from dynamail.storage.api import (
     AccountStore,
-    FencedError,
     MailboxExists,
     NoSuchMailbox,
     QuotaExceeded,
     StorageError,
+    Unavailable,
 )
 
 if TYPE_CHECKING:
@@ -366,8 +366,13 @@ class Session:
             self.write(response.tagged(tag, "NO", "Quota exceeded", "OVERQUOTA"))
         except AccountUnavailable:
             self.write(response.tagged(tag, "NO", "Account temporarily unavailable", "UNAVAILABLE"))
-        except FencedError:
-            raise SessionEnd("Account moved to another server; please reconnect") from None
+        except Unavailable:
+            # the store was fenced by a newer owner or closed (the account is
+            # moving): a temporary failure, then the session ends so that the
+            # client reconnects to wherever the account is now
+            self.write(response.tagged(tag, "NO", "Account temporarily unavailable, please reconnect",
+                                       "UNAVAILABLE"))
+            raise SessionEnd("[UNAVAILABLE] Account moved to another server; please reconnect") from None
         except StorageError as exc:
             log.warning("storage error in %s: %s", cmd.name, exc)
             self.write(response.tagged(tag, "NO", "Server error, please try again", "SERVERBUG"))

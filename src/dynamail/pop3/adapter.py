@@ -19,6 +19,7 @@ In a cluster, an account owned by another member is relayed there
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -55,7 +56,7 @@ from dynamail.pop3.limits import (
 )
 from dynamail.server.context import ServerContext
 from dynamail.smtp.dots import Stuffer
-from dynamail.storage.api import StorageError
+from dynamail.storage.api import StorageError, Unavailable
 
 log = logging.getLogger("dynamail.pop3")
 
@@ -216,6 +217,14 @@ class Pop3Session:
                     await self._transaction(view)
                 finally:
                     view.close()
+        except Unavailable:
+            # closed or fenced under the session: the account is moving
+            if self.core.state is State.AUTHORIZATION:
+                self.core.login_unavailable()
+            elif self.core.state is not State.CLOSED:
+                self.core.unavailable()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.flush()
         except AccountUnavailable:
             if self.core.state is State.AUTHORIZATION:
                 self.core.login_unavailable()

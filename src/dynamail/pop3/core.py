@@ -457,6 +457,12 @@ class Pop3Server(ByteBuffers):
     def idle_timeout(self) -> Closing:
         return self._close(err("Autologout; idle for too long"))
 
+    def unavailable(self) -> Closing:
+        """The account's store was closed or fenced (it is moving to another
+        server): a temporary failure, and the session ends (no UPDATE)."""
+        self._pending = None
+        return self._close(err("[SYS/TEMP] Account moving to another server, please reconnect"))
+
     def shutting_down(self) -> Closing:
         """The server is stopping: say so and end the session (no UPDATE)."""
         return self._close(err("[SYS/TEMP] Server shutting down"))

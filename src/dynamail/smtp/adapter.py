@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -502,17 +503,21 @@ class SmtpSession:
 
         return self.spool.rewrite_head(rewrite), None
 
-    async def _deliver_local(self, path: Path | bytes, sender: str) -> list[Any]:
+    async def _deliver_local(self, path: Path | bytes, sender: str, delivery_id: str) -> list[Any]:
         """Deliver to the local recipients, those in ``self.junk`` into Junk;
         one result per entry of ``self.local``."""
         delivery = self.ctx.delivery
         assert delivery is not None
+        did = delivery_id
         if not self.junk:
-            return list(await delivery.deliver(self.local, path, sender=sender, limits=self.limits))
+            return list(await delivery.deliver(self.local, path, sender=sender, limits=self.limits,
+                                               delivery_id=did))
         inbox = [r for r in self.local if r not in self.junk]
         junk = [r for r in self.local if r in self.junk]
-        results = await delivery.deliver(inbox, path, sender=sender, limits=self.limits) if inbox else []
-        results += await delivery.deliver(junk, path, sender=sender, mailbox=JUNK, limits=self.limits) if junk else []
+        results = await delivery.deliver(inbox, path, sender=sender, limits=self.limits,
+                                         delivery_id=did) if inbox else []
+        results += await delivery.deliver(junk, path, sender=sender, mailbox=JUNK, limits=self.limits,
+                                          delivery_id=did) if junk else []
         by_ref = {r.ref: r for r in results}
         return [by_ref[ref] for ref in self.local]
 
@@ -537,7 +542,10 @@ class SmtpSession:
         if self.local:
             if ctx.delivery is None:
                 return R.LOCAL_ERROR
-            results = await self._deliver_local(path, sender)
+            # one id per message: a copy retried from the queue after a lost
+            # answer carries the same id and is not stored twice
+            delivery_id = f"s{secrets.token_hex(9)}"
+            results = await self._deliver_local(path, sender, delivery_id)
             here = self.ctx.listeners.member
             for r in results:
                 where = r.member or here
@@ -555,7 +563,8 @@ class SmtpSession:
                 # SPEC 2 (frontends): the owner is unreachable for now; the
                 # message waits in our durable queue instead of being refused
                 waiting = list(dict.fromkeys(r.ref.address for r in temporary))
-                queue_ids.append(await queue.enqueue(sender, [], path, params=self.mail_params, local=waiting))
+                queue_ids.append(await queue.enqueue(sender, [], path, params=self.mail_params, local=waiting,
+                                                     delivery_id=delivery_id))
                 copies.update((address, "queued") for address in waiting)
                 log.info("%s %d local copies queued until their owner is reachable", self.session_id, len(waiting))
                 temporary = []

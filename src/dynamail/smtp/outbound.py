@@ -186,12 +186,15 @@ class OutboundQueue:
         params: dict[str, str | None] | None = None,
         local: Sequence[str] = (),
         sign: bool = False,
+        delivery_id: str = "",
     ) -> str:
         """Queue ``message``; durable on return; the queue id.
 
         ``sign``: a message this server writes (a notice, a vacation
         answer, a redirect) is DKIM-signed here, once, before the first
-        attempt, so every retry sends the same bytes."""
+        attempt, so every retry sends the same bytes.  Local copies are
+        delivered with ``delivery_id`` (the id of an attempt already made;
+        default the queue id), so none is stored twice."""
         if not self._loaded:
             await self._io(self._load)  # never race the start-up scan
         prefix = b""
@@ -200,7 +203,7 @@ class OutboundQueue:
                 prefix = await self._io(self.signer, message)
             except Exception:
                 log.exception("DKIM signing of a queued message failed; sent unsigned")
-        env = self.store.new_envelope(sender, recipients, params, local)
+        env = self.store.new_envelope(sender, recipients, params, local, delivery_id)
         await self._io(self.store.write_entry, env, message, prefix)
         self.entries[env.id] = env
         self._gauge()
@@ -248,7 +251,7 @@ class OutboundQueue:
         pending = env.pending()
         local = [r for r in pending if r.local]
         if local:
-            await self._attempt_local(local, msg_path, env.sender)
+            await self._attempt_local(local, msg_path, env.sender, env.delivery_id or env.id)
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for r in pending:
             if not r.local:
@@ -282,7 +285,8 @@ class OutboundQueue:
         self._gauge()
         log.info("queue entry %s done: %d sent, %d failed", env.id, sum(r.state == "sent" for r in env.recipients), len(failed))
 
-    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path, sender: str | None = None) -> None:
+    async def _attempt_local(self, recipients: list[QueuedRecipient], message: Path,
+                             sender: str | None = None, delivery_id: str | None = None) -> None:
         delivery = self._delivery()
         todo: list[tuple[QueuedRecipient, AccountRef]] = []
         for r in recipients:
@@ -297,7 +301,8 @@ class OutboundQueue:
             for r, _ in todo:
                 self.store.record(r, 451, "4.3.0 local delivery not available")
             return
-        results = await delivery.deliver([ref for _, ref in todo], message, sender=sender)
+        results = await delivery.deliver([ref for _, ref in todo], message, sender=sender,
+                                         delivery_id=delivery_id)
         for (r, _), res in zip(todo, results, strict=True):
             self.store.record(r, res.code, f"{res.status} {res.text}")
         reachable = [r.address for (r, _), res in zip(todo, results, strict=True) if res.ok]

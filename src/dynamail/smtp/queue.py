@@ -97,6 +97,9 @@ class Envelope:
     next_attempt: float
     attempts: int = 0
     params: dict[str, str | None] = field(default_factory=dict)
+    # the delivery id of its local copies (exactly-once hand-off): the id of
+    # the SMTP transaction that tried them first, else the entry's own id
+    delivery_id: str = ""
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
@@ -173,8 +176,10 @@ class QueueStore:
         recipients: Sequence[tuple[str, dict[str, str | None]]] | Sequence[str],
         params: dict[str, str | None] | None = None,
         local: Sequence[str] = (),
+        delivery_id: str = "",
     ) -> Envelope:
-        """``local`` names accounts of ours whose owner was unreachable."""
+        """``local`` names accounts of ours whose owner was unreachable;
+        ``delivery_id`` is the id their first attempt carried."""
         rcpts: list[QueuedRecipient] = [QueuedRecipient(address, local=True) for address in local]
         for item in recipients:
             if isinstance(item, str):
@@ -185,7 +190,7 @@ class QueueStore:
         now = time.time()
         qid = f"{int(now * 1000):x}{secrets.token_hex(6)}"
         kept = {k: v for k, v in (params or {}).items() if k in ("RET", "ENVID", "BODY", "SMTPUTF8")}
-        return Envelope(qid, sender, rcpts, now, now, 0, kept)
+        return Envelope(qid, sender, rcpts, now, now, 0, kept, delivery_id or qid)
 
     def write_entry(self, env: Envelope, message: Path | bytes, prefix: bytes = b"") -> None:
         """Make the entry durable: message file (``prefix``, e.g. DKIM
