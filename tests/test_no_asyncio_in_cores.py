@@ -22,7 +22,7 @@ import dynamail
 PACKAGES = ("imap", "pop3", "smtp", "cliproto", "managesieve", "sieve")
 FORBIDDEN = frozenset({"asyncio", "socket", "ssl", "uvloop", "selectors"})
 ROOT = Path(dynamail.__file__).parent
-IO_MODULES = frozenset({"smtp/outbound.py", "sieve/filter.py", "sieve/scripts.py"})
+IO_MODULES = frozenset({"smtp/outbound.py", "sieve/filter.py"})
 
 
 def _imports(path: Path) -> set[str]:
