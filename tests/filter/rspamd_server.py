@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -62,7 +62,9 @@ class Rspamd:
     def __init__(self, workdir: Path, host: str = "127.0.0.1") -> None:
         self.dir = workdir
         self.host = host
-        self.port = random.randrange(21000, 29000)
+        with socket.socket() as probe:  # a port free now on this address
+            probe.bind((host, 0))
+            self.port = int(probe.getsockname()[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
