@@ -199,3 +199,16 @@ def test_policy_actions() -> None:
     assert decide({"a": "Reject", "b": "Reject"}, others=False, reason="r") == Decision(reject="r")
     assert decide({"a": "Reject", "b": "Mark"}, others=False, reason="r") == Decision(junk=frozenset({"a"}))
     assert decide({"a": "Reject"}, others=True, reason="r") == Decision(junk=frozenset({"a"}))
+
+
+def test_malformed_input_gives_error_results_not_a_retry(resolver: Resolver) -> None:
+    garbage = b"DKIM-Signature: v=1; a=rsa-sha256; this is not a signature\r\n" + msg("a@example.com")
+    v = check(resolver, garbage, ip=IP, helo="h", mail_from="a@example.com")
+    assert v.temporary is None
+    assert [d.result for d in v.dkim] == ["permerror"]
+    broken_header = b"From a@example.com without a colon\r\n\r\nbody\r\n"
+    v = check(resolver, broken_header, ip=IP, helo="h", mail_from="a@example.com")
+    assert v.temporary is None and v.dmarc.result == "permerror"
+    v = check(resolver, msg("a@example.com"), ip=IP, helo="h", mail_from="jörg@example.com")
+    assert v.temporary is None and v.spf in ("pass", "permerror", "none")
+    assert b"Authentication-Results: mx;" in v.header("mx")

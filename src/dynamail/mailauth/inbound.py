@@ -21,8 +21,11 @@ Blocking: the adapter runs :func:`check` in a worker thread.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import authres
 import authres.arc
@@ -35,6 +38,9 @@ from dynamail.mailauth.signing import from_domain, header_section
 from dynamail.mailauth.spf import check_spf
 
 __all__ = ["DkimOutcome", "Verdict", "check", "strip_forged"]
+
+log = logging.getLogger("dynamail.mailauth")
+T = TypeVar("T")
 
 MAX_SIGNATURES = 8  # DKIM-Signature fields verified per message (bounded work)
 _TAG = re.compile(rb"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)")
@@ -148,20 +154,33 @@ def check(resolver: Resolver, message: bytes, *, ip: str, helo: str, mail_from: 
     """Every check on ``message`` as received from ``ip`` (blocking)."""
     v = Verdict(mail_from=mail_from, helo=helo)
     try:
-        v.spf, _ = check_spf(resolver, ip, mail_from, helo)
+        v.spf = _guarded("SPF", "permerror", lambda: check_spf(resolver, ip, mail_from, helo)[0])
         v.spf_domain = mail_from.rpartition("@")[2].lower() if mail_from else helo.lower()
         if v.spf == "temperror":
             v.temporary = "SPF: DNS lookup failed"
-        v.dkim = _dkim(resolver, message)
+        v.dkim = _guarded("DKIM", [DkimOutcome("permerror")], lambda: _dkim(resolver, message))
         if any(d.result == "temperror" for d in v.dkim):
             v.temporary = "DKIM: DNS lookup failed"
-        v.arc = _arc(resolver, message)
-        v.dmarc = dmarc.evaluate(
+        v.arc = _guarded("ARC", "fail", lambda: _arc(resolver, message))
+        v.dmarc = _guarded("DMARC", dmarc.DmarcResult("permerror"), lambda: dmarc.evaluate(
             resolver, from_domain(message), spf_result=v.spf, spf_domain=v.spf_domain, dkim_domains=v.dkim_domains
-        )
+        ))
     except DnsTempError as exc:
         v.temporary = str(exc)
     return v
+
+
+def _guarded(what: str, fallback: T, run: Callable[[], T]) -> T:
+    """``run()``; a message that makes a library fail (anything but a DNS
+    failure) gets ``fallback`` (a permanent error result) instead of a 451
+    that would repeat on every retry."""
+    try:
+        return run()
+    except DnsTempError:
+        raise
+    except Exception:
+        log.warning("%s check failed on a message; reported as an error", what, exc_info=True)
+        return fallback
 
 
 def _authserv_id(value: bytes) -> str:
