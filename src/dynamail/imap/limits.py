@@ -88,6 +88,15 @@ DEFLATE_LEVEL = 6
 INFLATE_CHUNK = 64 * 1024
 
 
+# METADATA (RFC 5464): octets per value, entries per mailbox (or server),
+# octets of all entries of an account, octets of an entry name.  Clients
+# keep short annotations (colours, comments, identities); these leave room.
+METADATA_MAXSIZE = 16 * 1024  # below MAX_COMMAND_LITERAL, so the client gets MAXSIZE
+METADATA_MAX_ENTRIES = 100
+METADATA_TOTAL = 1024 * 1024
+METADATA_NAME = 255
+
+
 class LimitExceeded(Exception):
     """A limit was crossed; ``reply`` is what the client gets (without tag)."""
 

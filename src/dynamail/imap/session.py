@@ -211,6 +211,7 @@ class Session:
             "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
             "UTF8=ACCEPT", "BINARY", "STATUS=SIZE", "COMPRESS=DEFLATE",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "PREVIEW",
+            "METADATA", "METADATA-SERVER",
         ]
         return caps
 

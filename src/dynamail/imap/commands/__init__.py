@@ -62,6 +62,7 @@ def _build() -> None:
     from dynamail.imap.commands import connection as c
     from dynamail.imap.commands import mailboxes as mb
     from dynamail.imap.commands import messages as m
+    from dynamail.imap.commands import metadata as md
 
     seq, brk, sync = Flags.USES_SEQNUMS, Flags.BREAKS_SEQNUMS, Flags.NEEDS_SYNC
     # any state (RFC 9051 6.1)
@@ -93,6 +94,8 @@ def _build() -> None:
     _register("GETQUOTA", AUTH, mb.getquota)  # RFC 9208
     _register("GETQUOTAROOT", AUTH, mb.getquotaroot)
     _register("SETQUOTA", AUTH, mb.setquota)
+    _register("GETMETADATA", AUTH, md.getmetadata)  # RFC 5464
+    _register("SETMETADATA", AUTH, md.setmetadata)
     # selected (RFC 9051 6.4)
     _register("CHECK", SELECTED, c.noop)  # RFC 3501 6.4.1
     _register("CLOSE", SELECTED, m.close, brk)

@@ -230,7 +230,11 @@ async def delete(s: Session, cmd: Command) -> str:
         raise CommandNo("INBOX cannot be deleted", "CANNOT")
     if s.selected is not None and s.selected.name == name:
         raise CommandNo("Mailbox is selected", "INUSE")
+    validity = (await store.status(name)).uidvalidity
     await store.delete_mailbox(name)
+    from dynamail.imap.commands.metadata import drop_mailbox
+
+    await drop_mailbox(s, validity)
     return "DELETE completed"
 
 
