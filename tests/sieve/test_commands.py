@@ -44,6 +44,7 @@ def test_optional_leading_argument() -> None:
     ('require "date"; if currentdate "era" "x" {}', "unknown date part"),
     ("if not (true, false) {}", "exactly one test"),
     ('require "vacation"; vacation :days 1 :seconds 2 "x";', "requires the 'vacation-seconds'"),
+    ('require "include"; global "x";', "global requires the 'variables' extension"),
     ('redirect;', "wrong number of arguments"),
     ('if address :detail "to" "x" {}', "requires the 'subaddress'"),
 ])

@@ -248,6 +248,13 @@ if date :zone "+0000" "date" "weekday" "2" { fileinto "Tuesday"; }
         assert await h.send(ALICE, [BOB], same) == (250, b"")
         assert await h.subjects(BOB, "Dups") == ["twice"]
         assert (await h.subjects(BOB))[-1] == "twice"
+        # include (RFC 6609): the active script runs another stored script
+        async with h.ctx.accounts.use(h.ref(BOB)) as placement:
+            await ScriptStore(blobs_of(placement.store)).put(
+                "helper", 'require ["fileinto", "mailbox"]; fileinto :create "Helped";')
+        await h.script(BOB, 'require "include"; include "helper"; include :optional "absent";', name="main2")
+        assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "included")) == (250, b"")
+        assert await h.subjects(BOB, "Helped") == ["included"]
         # a stored script that does not compile: likewise
         await h.script(BOB, "fileinto \"x\";", name="broken")
         assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "broken")) == (250, b"")

@@ -217,3 +217,25 @@ def test_cpu_budget() -> None:
         "".join('if string :matches "${a}" "*a*a*a*a*a*a*a*a*a*b" { stop; }' for _ in range(50))
     with pytest.raises(SieveRuntimeError, match="CPU"):
         run(compile_script(script), MSG, ENV, budget=Budget(steps=200_000))
+
+
+def test_include_return_global() -> None:
+    lib = {
+        "spam": compile_script('require ["fileinto", "include"]; '
+                               'if header :contains "subject" "münchen" { fileinto "Munich"; return; } discard;'),
+        "tag": compile_script('require ["include", "variables"]; global "tag"; set "tag" "from-tag"; set "local" "x";'),
+        "loop": compile_script('require "include"; include "loop";'),
+    }
+    main = compile_script('require ["include", "variables", "fileinto"]; include "spam"; '
+                          'include :optional "missing"; global "tag"; include "tag"; include :once "tag"; '
+                          'fileinto "${tag}-${local}";')
+    assert run(main, MSG, ENV, library=lib).actions == [FileInto("Munich", frozenset()),
+                                                        FileInto("from-tag-", frozenset())]
+    with pytest.raises(SieveRuntimeError, match="no personal script 'missing'"):
+        run(compile_script('require "include"; include "missing";'), MSG, ENV, library=lib)
+    with pytest.raises(SieveRuntimeError, match="includes itself"):
+        run(compile_script('require "include"; include "loop";'), MSG, ENV, library=lib)
+    with pytest.raises(SieveRuntimeError, match="no global script"):
+        run(compile_script('require "include"; include :global "spam";'), MSG, ENV, library=lib)
+    assert run(compile_script('require "include"; return; discard;'), MSG, ENV).actions == [inbox()]
+    assert compile_script('require "include"; include "a"; include :global "g"; include "b";').includes == ("a", "b")

@@ -37,7 +37,7 @@ class SieveCheckError(SieveError):
 CAPABILITIES: tuple[str, ...] = (
     "fileinto", "reject", "ereject", "envelope", "imap4flags", "body", "variables",
     "vacation", "vacation-seconds", "copy", "mailbox", "relational", "date",
-    "editheader", "subaddress", "encoded-character", "duplicate", "environment", "comparator-i;ascii-numeric", "comparator-i;octet",
+    "editheader", "subaddress", "encoded-character", "duplicate", "environment", "include", "comparator-i;ascii-numeric", "comparator-i;octet",
     "comparator-i;ascii-casemap",
 )
 COMPARATORS = frozenset({"i;octet", "i;ascii-casemap", "i;ascii-numeric"})
@@ -89,6 +89,11 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     Spec("elsif", "control", tests="one", block=True),
     Spec("else", "control", block=True),
     Spec("stop", "control"),
+    # RFC 6609: include, return, global
+    Spec("include", "control", ("string",), {"personal": "", "global": "", "once": "", "optional": ""},
+         (frozenset({"personal", "global"}),), extension="include"),
+    Spec("return", "control", extension="include"),
+    Spec("global", "action", ("strings",), extension="include"),
     # RFC 5228 section 4 and extensions: actions
     Spec("keep", "action", tags=_FLAGS_TAG, tag_extension=_FLAGS_EXT),
     Spec("discard", "action"),
@@ -169,11 +174,13 @@ class Script:
 
     commands: tuple[Call, ...]
     requires: frozenset[str]
+    includes: tuple[str, ...] = ()  # personal scripts named by include (RFC 6609)
 
 
 class Checker:
     def __init__(self) -> None:
         self.requires: set[str] = set()
+        self.includes: list[str] = []
 
     def script(self, commands: tuple[Command, ...]) -> Script:
         prelude = True
@@ -190,7 +197,8 @@ class Checker:
                     self.requires.add(cap)
                 continue
             prelude = False
-        return Script(self._block(commands), frozenset(self.requires))
+        block = self._block(commands)
+        return Script(block, frozenset(self.requires), tuple(dict.fromkeys(self.includes)))
 
     def _block(self, commands: tuple[Command, ...]) -> tuple[Call, ...]:
         out: list[Call] = []
@@ -311,6 +319,15 @@ class Checker:
         for rel in ("value", "count"):
             if rel in call.tags and str(call.tags[rel]).lower() not in RELATIONS:
                 raise SieveCheckError(f"bad relational operator {call.tags[rel]!r}", call.line)
+        if call.name == "include" and "global" not in call.tags:
+            self.includes.append(str(call.args[0]))
+        if call.name == "global":
+            if "variables" not in self.requires:
+                raise SieveCheckError("global requires the 'variables' extension", call.line)
+            names = call.args[0]
+            for name in names if isinstance(names, tuple) else ():
+                if not _is_variable_name(name):
+                    raise SieveCheckError(f"bad variable name {name!r}", call.line)
         if call.name == "set":
             name = str(call.args[0])
             if not _is_variable_name(name):

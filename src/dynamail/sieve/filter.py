@@ -144,11 +144,12 @@ class SieveFilter:
             seen: dict[str, float] = {}
             if "duplicate" in script.requires:
                 seen = ResponseLog.load(await blobs_of(store).get_meta(DUPLICATE_KEY)).records
+            library = await self._library(scripts, name, script)
             envelope = Envelope(sender, ref.address)
             msg = SieveMessage.parse(data)
             outcome = await loop.run_in_executor(
                 None, lambda: Run(script, msg, envelope, mailboxes=mailboxes, seen=seen,
-                                  environment=self.environment).execute()
+                                  environment=self.environment, library=library).execute()
             )
         except SieveError as exc:
             log.warning("sieve: script %r of %s failed: %s; message kept in INBOX", name, ref, exc)
@@ -156,6 +157,22 @@ class SieveFilter:
         for warning in outcome.warnings:
             log.info("sieve: script %r of %s: %s", name, ref, warning)
         return await self._carry_out(ref, store, msg, outcome, sender, mailboxes)
+
+    async def _library(self, scripts: ScriptStore, name: str, script: Script) -> dict[str, Script]:
+        """The scripts ``script`` includes (RFC 6609), directly or not, compiled."""
+        library: dict[str, Script] = {name: script}
+        pending = list(script.includes)
+        while pending and len(library) <= limits.MAX_INCLUDES:
+            other = pending.pop()
+            if other in library:
+                continue
+            text = await scripts.get(other)
+            if text is None:
+                continue  # a run-time error when it is included, unless :optional
+            compiled = self.compile(text)
+            library[other] = compiled
+            pending.extend(compiled.includes)
+        return library
 
     async def _carry_out(self, ref: AccountRef, store: Any, msg: SieveMessage, outcome: Outcome,
                          sender: str | None, mailboxes: frozenset[str] = frozenset()) -> Plan:

@@ -40,6 +40,10 @@ class _Stop(Exception):
     pass
 
 
+class _Return(Exception):
+    pass
+
+
 class Run:
     """One run of one script over one message."""
 
@@ -48,8 +52,14 @@ class Run:
                  now: datetime.datetime | None = None, budget: Budget | None = None,
                  local_zone: datetime.tzinfo | None = None,
                  seen: Mapping[str, float] | None = None,
-                 environment: Mapping[str, str] | None = None) -> None:
+                 environment: Mapping[str, str] | None = None,
+                 library: Mapping[str, Script] | None = None) -> None:
         self.script = script
+        #: include (RFC 6609): the account's other scripts, compiled, by name
+        self.library = library or {}
+        self._including: list[str] = []
+        self._included: set[str] = set()
+        self._include_count = 0
         #: environment (RFC 5183) items; unknown items make the test false
         self.environment = {**ENVIRONMENT, **(environment or {})}
         #: duplicate (RFC 7352): ids tracked earlier (key -> until when)
@@ -90,13 +100,14 @@ class Run:
             "vacation": self._vacation, "set": self._set, "setflag": self._flagcmd,
             "addflag": self._flagcmd, "removeflag": self._flagcmd,
             "addheader": self._addheader, "deleteheader": self._deleteheader,
+            "global": self._global,
         }
 
     # running ---------------------------------------------------------------
     def execute(self) -> Outcome:
         try:
             self._block(self.script.commands)
-        except _Stop:
+        except (_Stop, _Return):  # RFC 6609 3.2: return at the top ends the script
             pass
         self._check_conflicts()
         if self.out.implicit_keep:
@@ -124,6 +135,10 @@ class Run:
                 taken = True
             elif name == "stop":
                 raise _Stop
+            elif name == "return":
+                raise _Return
+            elif name == "include":
+                self._include(call)
             else:
                 self._commands[name](call)
 
@@ -171,6 +186,37 @@ class Run:
         # RFC 5429 2.1: reject together with a delivering action or vacation is refused
         if others or len(rejects) > 1:
             raise SieveRuntimeError("reject cannot be combined with other actions")
+
+    def _include(self, call: Call) -> None:
+        """RFC 6609 3.2: run another of the account's scripts here."""
+        name = str(call.args[0])
+        optional = "optional" in call.tags
+        script = None if "global" in call.tags else self.library.get(name)
+        if script is None:
+            if optional:
+                return
+            where = "global" if "global" in call.tags else "personal"
+            raise SieveRuntimeError(f"include: no {where} script {name!r}")
+        if "once" in call.tags and name in self._included:
+            return
+        if name in self._including:
+            raise SieveRuntimeError(f"include: {name!r} includes itself")
+        self._include_count += 1
+        if len(self._including) >= limits.MAX_INCLUDE_DEPTH or self._include_count > limits.MAX_INCLUDES:
+            raise SieveRuntimeError("include: too many included scripts")
+        self._included.add(name)
+        self._including.append(name)
+        saved = self.vars.enter()
+        enabled = self.vars.enabled
+        self.vars.enabled = "variables" in script.requires
+        try:
+            self._block(script.commands)
+        except _Return:
+            pass
+        finally:
+            self.vars.leave(saved)
+            self.vars.enabled = enabled
+            self._including.pop()
 
     # tests -----------------------------------------------------------------
     def _exists(self, call: Call) -> bool:
@@ -360,6 +406,10 @@ class Run:
 
     def _set(self, call: Call) -> None:
         self.vars.set_with_modifiers(str(call.args[0]), self.s(call.args[1]), call.tags)
+
+    def _global(self, call: Call) -> None:
+        for name in self.sl(call.args[0]):
+            self.vars.global_names.add(name.lower())
 
     def _flagcmd(self, call: Call) -> None:
         given = _flag_words(self.sl(call.args[1]))

@@ -10,6 +10,7 @@ an unset variable expands to the empty string.  Without ``require
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 
 from dynamail.sieve import limits
@@ -38,17 +39,34 @@ class Variables:
     def __init__(self, enabled: bool, budget: Budget) -> None:
         self.enabled = enabled
         self.budget = budget
-        self.values: dict[str, str] = {}
+        self.values: dict[str, str] = {}  # the current script's own variables
         self.matches: list[str] = []
+        #: include (RFC 6609): variables shared by the scripts that declare them global
+        self.globals: dict[str, str] = {}
+        self.global_names: set[str] = set()  # names the current script declared global
+
+    def _table(self, key: str) -> dict[str, str]:
+        return self.globals if key in self.global_names else self.values
 
     def get(self, name: str) -> str:
-        return self.values.get(name.lower(), "")
+        key = name.lower()
+        return self._table(key).get(key, "")
 
     def set(self, name: str, value: str) -> None:
         key = name.lower()
-        if key not in self.values and len(self.values) >= limits.MAX_VARIABLES:
+        table = self._table(key)
+        if key not in table and len(self.values) + len(self.globals) >= limits.MAX_VARIABLES:
             raise SieveRuntimeError("too many variables")
-        self.values[key] = _truncate(value)
+        table[key] = _truncate(value)
+
+    def enter(self) -> tuple[dict[str, str], builtins.set[str]]:
+        """A new scope for an included script (RFC 6609 3.3: variables are local)."""
+        saved = (self.values, self.global_names)
+        self.values, self.global_names = {}, set()
+        return saved
+
+    def leave(self, saved: tuple[dict[str, str], builtins.set[str]]) -> None:
+        self.values, self.global_names = saved
 
     def set_with_modifiers(self, name: str, value: str, tags: Mapping[str, object]) -> None:
         for mod, _prec in _PRECEDENCE:
@@ -95,7 +113,7 @@ class Variables:
             return None  # a namespace (a.b) or not a name: left as written
         if name[0].isdigit():
             return None
-        return self.values.get(name.lower(), "")
+        return self.get(name)
 
 
 def _truncate(value: str, size: int = limits.MAX_VARIABLE_SIZE) -> str:
