@@ -91,6 +91,7 @@ class SmtpConfig:
     dns_resolver: str = ""  # DNS server for the sender checks: host[:port]; "" = the system's
     dns_timeout: float = 5.0  # seconds per lookup; a timeout answers 451
     rspamd_url: str = ""  # content filter on port 25: http://host:11333; "" = none
+    milter: str = ""  # a milter on port 25: "host:port" (or inet:host:port); "" = none
     filter_timeout: float = 15.0  # seconds for the filter's answer
     filter_fail_open: bool = True  # filter down or slow: accept (true) or answer 451 (false)
 

@@ -45,6 +45,7 @@ from typing import Any
 from dynamail import events
 from dynamail.accounts import AccountRef
 from dynamail.delivery import JUNK
+from dynamail.filter.milter import MilterFilter
 from dynamail.filter.rspamd import RspamdFilter, remove_fields
 from dynamail.mailauth.gate import InboundGate
 from dynamail.mailauth.signing import Signer
@@ -183,6 +184,7 @@ class SmtpSession:
         # every accepted RCPT in order: address, its accounts, its remote targets
         self.accepted: list[tuple[str, list[AccountRef], list[str]]] = []
         self.junk: frozenset[Any] = frozenset()  # local recipients whose copy goes to Junk
+        self.discard = False  # a milter said: accept and drop
         self.sender: Address | None = None
         self.mail_params: dict[str, str | None] = {}
         self.identity: AccountRef | None = None  # the authenticated account (submission)
@@ -440,6 +442,9 @@ class SmtpSession:
         elif self.mode is Mode.INBOUND:
             content, reply = await self._examine(content)
         try:
+            if reply is None and self.discard:
+                log.info("%s discarded by the content filter", self.session_id)
+                reply = Reply(250, "2.0.0", "Message accepted")
             if reply is None:
                 reply = await self._store(content)
         except Exception:
@@ -457,9 +462,11 @@ class SmtpSession:
         The content with the fields they add, or the refusal (451 when DNS
         or the filter failed now, 550 by DMARC policy or the filter)."""
         self.junk = frozenset()
+        self.discard = False
         gate = InboundGate.for_context(self.ctx)
         flt = RspamdFilter.for_context(self.ctx)
-        if gate is None and flt is None:
+        milter = MilterFilter.for_context(self.ctx)
+        if gate is None and flt is None and milter is None:
             return content, None
         assert self.spool is not None
         mail_from = "" if self.sender is None else str(self.sender)
@@ -492,6 +499,16 @@ class SmtpSession:
             if verdict.action == "junk":
                 junk |= set(self.local)
             fields += verdict.fields
+        if milter is not None:
+            mv = await milter.scan(content, ip=self.conn.peer_host, helo=helo, mail_from=mail_from,
+                                   rcpts=[str(r) for r in self.core.recipients], hostname=self.ctx.hostname,
+                                   queue_id=self.session_id)
+            log.info("%s milter: %s", self.session_id, mv.action)
+            if mv.action in ("reject", "defer"):
+                return content, Reply(mv.code, mv.status, mv.text)
+            if mv.action == "discard":
+                self.discard = True
+            fields += MilterFilter.fields(mv)
         self.junk = frozenset(junk)
 
         def rewrite(header: bytes) -> bytes:
