@@ -93,6 +93,9 @@ class ControllerDuty:
     def _controller_changed(self) -> None:
         raise NotImplementedError
 
+    def may_write_now(self, now: float) -> bool:
+        return now < self.lease_until or now < self.hold_until
+
     async def peer_to(self, name: str) -> Peer | None:
         raise NotImplementedError
 
@@ -216,6 +219,11 @@ class ControllerDuty:
         assert self.election is not None
         stale = reason != "cut off"  # the old Controller is not acting (dead, paused, gone)
         t0 = time.monotonic()
+        if self.may_write_now(t0):
+            # a claim writes and syncs the shared storage, which may take long
+            # on a loaded machine: the accounts held now are kept through it
+            # (rule 3 of the hold: a newer epoch is appearing)
+            self.hold_until = max(self.hold_until, t0 + self.s.lease - self.s.margin)
         record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
         if not await self._eio(self.election.claim, record):
             return

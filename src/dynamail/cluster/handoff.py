@@ -115,7 +115,8 @@ class Handoffs:
                     # the owner is dead or paused past its lease: the copy
                     # goes to the next owner
                     handoff.cancel()
-                await asyncio.gather(gone, return_exceptions=True)
+                # let the cancellation land before the outcome is read
+                await asyncio.gather(gone, handoff, return_exceptions=True)
             if handoff.cancelled():
                 return temporary_failure(ref, f"owner {placement.member} lost the account", "4.4.1")
             reply = handoff.result()
