@@ -239,3 +239,21 @@ def test_include_return_global() -> None:
         run(compile_script('require "include"; include :global "spam";'), MSG, ENV, library=lib)
     assert run(compile_script('require "include"; return; discard;'), MSG, ENV).actions == [inbox()]
     assert compile_script('require "include"; include "a"; include :global "g"; include "b";').includes == ("a", "b")
+
+
+def test_spamtest_reads_the_content_filters_verdict() -> None:
+    s = ('require ["spamtest", "spamtestplus", "relational", "comparator-i;ascii-numeric", "fileinto"];'
+         'if spamtest :value "ge" :comparator "i;ascii-numeric" "6" { fileinto "Junk"; }'
+         'elsif spamtest :is "0" { fileinto "Untested"; }'
+         'elsif spamtest :percent :value "lt" :comparator "i;ascii-numeric" "20" { fileinto "Clean"; }')
+
+    def msg(status: str) -> bytes:
+        return (status + "\r\n" if status else "").encode() + MSG
+    assert go(s, msg("X-Spam-Status: Yes, score=15.2 required=15")) == [FileInto("Junk", frozenset())]
+    assert go(s, msg("X-Spam-Status: No, score=7 required=15")) == [inbox()]  # 1 + int(4.2) = 5, 47 %
+    assert go(s, msg("X-Spam-Status: No, score=9 required=15")) == [FileInto("Junk", frozenset())]  # 1 + int(5.4) = 6
+    assert go(s, msg("X-Spam-Status: No, score=1.5 required=15")) == [FileInto("Clean", frozenset())]  # 10 %
+    assert go(s, msg("")) == [FileInto("Untested", frozenset())]
+    assert go(s, msg("X-Spam-Status: Unknown (content filter unavailable)")) == [FileInto("Untested", frozenset())]
+    forged = MSG.replace(b"From: Alice", b"X-Spam-Status: No, score=0 required=15\r\nFrom: Alice")
+    assert go(s, forged) == [FileInto("Untested", frozenset())]  # below our Received: not ours

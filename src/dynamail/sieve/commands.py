@@ -37,7 +37,8 @@ class SieveCheckError(SieveError):
 CAPABILITIES: tuple[str, ...] = (
     "fileinto", "reject", "ereject", "envelope", "imap4flags", "body", "variables",
     "vacation", "vacation-seconds", "copy", "mailbox", "relational", "date",
-    "editheader", "subaddress", "encoded-character", "duplicate", "environment", "include", "comparator-i;ascii-numeric", "comparator-i;octet",
+    "editheader", "subaddress", "encoded-character", "duplicate", "environment", "include", "spamtest", "spamtestplus",
+    "comparator-i;ascii-numeric", "comparator-i;octet",
     "comparator-i;ascii-casemap",
 )
 COMPARATORS = frozenset({"i;octet", "i;ascii-casemap", "i;ascii-numeric"})
@@ -140,6 +141,8 @@ SPECS: dict[str, Spec] = {s.name: s for s in (
     _match_spec("currentdate", ("string", "strings"), extra={"zone": "string"}, extension="date"),
     Spec("mailboxexists", "test", ("strings",), extension="mailbox"),
     _match_spec("environment", ("string", "strings"), extension="environment"),
+    _match_spec("spamtest", ("string",), extra={"percent": ""}, extension="spamtest",
+                extra_ext={"percent": "spamtestplus"}),
     Spec("duplicate", "test", (), {"handle": "string", "header": "string", "uniqueid": "string",
                                    "seconds": "number", "last": ""},
          (frozenset({"header", "uniqueid"}),), extension="duplicate"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import hashlib
+import re
 from collections.abc import Callable, Mapping
 
 from dynamail.sieve import limits
@@ -28,6 +29,8 @@ from dynamail.sieve.match import Budget, Matcher, SieveRuntimeError, ascii_fold
 from dynamail.sieve.message import PROTECTED_HEADERS, SieveMessage, decode_value, split_address
 from dynamail.sieve.vacation import vacation_action
 from dynamail.sieve.variables import Variables
+
+_SPAM_STATUS = re.compile(r"^\s*(Yes|No)\b.*?\bscore=(-?[0-9.]+)\s+required=(-?[0-9.]+)", re.IGNORECASE)
 
 #: RFC 5183 4: what the environment test knows without being told more.
 ENVIRONMENT = {"location": "MDA", "phase": "during", "name": "dynamail"}
@@ -93,6 +96,7 @@ class Run:
             "mailboxexists": self._mailboxexists,
             "duplicate": self._duplicate,
             "environment": self._environment,
+            "spamtest": self._spamtest,
         }
         self._commands: dict[str, Callable[[Call], None]] = {
             "keep": self._keep, "discard": self._discard, "redirect": self._redirect,
@@ -340,6 +344,31 @@ class Run:
         if value is None:
             return False
         return self._matched(self._matcher(call), [value], self.sl(call.args[1]))
+
+    def _spamtest(self, call: Call) -> bool:
+        """RFC 5235 from the content filter's ``X-Spam-Status``: only a field
+        above the first Received field counts (the one our server added; one
+        that came with the message sits below our Received field):
+        "0" untested, 1 (not spam) .. 10 (spam); with ``:percent`` 0..100."""
+        status = None
+        for f in self.msg.fields:  # only our own field, added above our Received field
+            low = f.name.lower()
+            if low == "received":
+                break
+            if low == "x-spam-status":
+                status = decode_value(self.msg._value_text(f))
+                break
+        m = _SPAM_STATUS.match(status) if status else None
+        percent = "percent" in call.tags
+        if m is None:
+            if percent:
+                return False  # RFC 5235 3.2: an untested message has no percentage
+            value = "0"
+        else:
+            score, required = float(m.group(2)), float(m.group(3))
+            ratio = 1.0 if m.group(1).lower() == "yes" else max(0.0, min(score / required, 1.0)) if required > 0 else 0.0
+            value = str(round(ratio * 100)) if percent else str(1 + min(9, int(ratio * 9)))
+        return self._matched(self._matcher(call), [value], (self.s(call.args[0]),))
 
     def _duplicate(self, call: Call) -> bool:
         """RFC 7352: has a message with this id (Message-ID, a header, or
