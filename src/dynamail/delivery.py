@@ -250,7 +250,7 @@ class Delivery:
         """Delivery through the account's Sieve script (``dynamail.sieve.filter``)."""
         assert self.sieve is not None
         ref = placement.ref
-        plan = await self.sieve.plan(ref, placement.store, message, sender)
+        plan = await self.sieve.plan(ref, placement.store, message, sender, copy)
         if plan.refuse is not None:
             # RFC 5429 2.1: refuse at the protocol level where possible (SMTP
             # answers 550 or sends a delivery status notification)

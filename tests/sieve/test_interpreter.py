@@ -205,6 +205,10 @@ def test_duplicate() -> None:
     one = run(last, MSG, ENV)
     two = run(last, MSG, ENV, seen=one.duplicates)
     assert two.actions == [] and two.duplicates  # :last renews the record
+    retried = run(script, MSG, ENV, delivery="q1/a/b")
+    assert run(script, MSG, ENV, seen=retried.duplicates, delivery="q1/a/b").actions == [inbox()]  # a retry
+    assert run(script, MSG, ENV, seen=retried.duplicates, delivery="q2/a/b").actions == [
+        FileInto("Dups", frozenset())]  # another delivery of the same Message-ID
     by_header = compile_script('require "duplicate"; if duplicate :header "x-missing" { discard; }')
     assert run(by_header, MSG, ENV).duplicates == {}  # no id: false, nothing tracked
     unique = compile_script('require "duplicate"; if duplicate :uniqueid "x" { discard; } '

@@ -116,7 +116,8 @@ class SieveFilter:
             self._compiled.move_to_end(digest)
         return script
 
-    async def plan(self, ref: AccountRef, store: Any, message: Path | bytes, sender: str | None) -> Plan:
+    async def plan(self, ref: AccountRef, store: Any, message: Path | bytes, sender: str | None,
+                   delivery: str | None = None) -> Plan:
         """What to do with ``message`` for ``ref``; never raises for a script's fault."""
         scripts = ScriptStore(blobs_of(store))
         try:
@@ -149,7 +150,8 @@ class SieveFilter:
             msg = SieveMessage.parse(data)
             outcome = await loop.run_in_executor(
                 None, lambda: Run(script, msg, envelope, mailboxes=mailboxes, seen=seen,
-                                  environment=self.environment, library=library).execute()
+                                  environment=self.environment, library=library,
+                                  delivery=delivery).execute()
             )
         except SieveError as exc:
             log.warning("sieve: script %r of %s failed: %s; message kept in INBOX", name, ref, exc)

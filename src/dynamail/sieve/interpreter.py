@@ -56,8 +56,11 @@ class Run:
                  local_zone: datetime.tzinfo | None = None,
                  seen: Mapping[str, float] | None = None,
                  environment: Mapping[str, str] | None = None,
-                 library: Mapping[str, Script] | None = None) -> None:
+                 library: Mapping[str, Script] | None = None,
+                 delivery: str | None = None) -> None:
         self.script = script
+        #: the id of this delivery (a retry of the same copy has the same id)
+        self.delivery = delivery
         #: include (RFC 6609): the account's other scripts, compiled, by name
         self.library = library or {}
         self._including: list[str] = []
@@ -386,9 +389,13 @@ class Run:
         period = min(call.number("seconds", limits.DUPLICATE_DEFAULT_SECONDS), limits.DUPLICATE_MAX_SECONDS)
         now = self.now.timestamp()
         until = self.out.duplicates.get(key) or self.seen.get(key, 0.0)
-        duplicate = until > now
+        # a retried delivery of the copy that recorded the id is no duplicate of itself
+        mine = f"{key}@{hashlib.sha256(self.delivery.encode()).hexdigest()[:8]}" if self.delivery else ""
+        duplicate = until > now and not (mine and self.seen.get(mine, 0.0) > now)
         if not duplicate or "last" in call.tags:  # :last: the period counts from the latest copy
             self.out.duplicates[key] = now + period
+            if mine:
+                self.out.duplicates[mine] = now + period
         return duplicate
 
     # actions ---------------------------------------------------------------
