@@ -162,18 +162,26 @@ def test_redirect_remote_local_and_loop(tmp_path: Path, sink: Sink) -> None:
         assert b"X-Sieve-Redirected-From: bob@example.org" in data
         carol_copy = (await h.mailbox(CAROL))[0][2]
         assert b"X-Sieve-Redirected-From: bob@example.org" in carol_copy
+        # the same delivery retried (same delivery id): no second redirect, no second copy
+        await h.script(BOB, 'require "copy"; redirect :copy "carol@example.org";')
+        again = mail(ALICE, BOB, "retried")
+        for _ in range(2):
+            (r,) = await h.ctx.delivery.deliver([h.ref(BOB)], again, sender=ALICE, delivery_id="q-retry-1")
+            assert r.ok
+        assert (await h.wait_subjects(CAROL, 2))[-1] == "retried"
+        assert (await h.subjects(BOB)).count("retried") == 1
         # a loop: bob redirects to carol, carol back to bob; it stops at bob
         await h.script(CAROL, 'redirect "bob@example.org";')
         await h.script(BOB, 'redirect "carol@example.org";')
         assert await h.send(ALICE, [BOB], mail(ALICE, BOB, "ping pong")) == (250, b"")
-        assert await h.wait_subjects(BOB, 1) == ["ping pong"]
+        assert (await h.wait_subjects(BOB, 2))[-1] == "ping pong"
         # and to oneself
         await h.script(CAROL, 'redirect "carol@example.org";')
         assert await h.send(ALICE, [CAROL], mail(ALICE, CAROL, "me again")) == (250, b"")
-        assert (await h.wait_subjects(CAROL, 2))[-1] == "me again"
+        assert (await h.wait_subjects(CAROL, 3))[-1] == "me again"
         await asyncio.sleep(1.0)  # nothing more arrives
-        assert await h.subjects(BOB) == ["ping pong"]
-        assert await h.subjects(CAROL) == ["pass it on", "me again"]
+        assert await h.subjects(BOB) == ["retried", "ping pong"]
+        assert await h.subjects(CAROL) == ["pass it on", "retried", "me again"]
     run_case(tmp_path, sink, body)
 
 

@@ -52,6 +52,10 @@ MAX_FILTERED_MESSAGE = 32 * 1024 * 1024
 #: Compiled scripts kept in memory, keyed by the hash of their text.
 COMPILED_CACHE = 256
 LOOP_HEADER = "X-Sieve-Redirected-From"
+#: How long a delivery's sent redirects and replies are remembered (longer
+#: than the outbound queue keeps retrying, so a retried delivery sends none again).
+SENT_REMEMBERED = 6 * 86400
+SENT_KEY = "sieve.sent"
 
 #: send(sender, recipient, message): hands one message to the outbound queue.
 Sender = Callable[[str, str, bytes], Awaitable[None]]
@@ -74,6 +78,7 @@ class Plan:
     outgoing: list[tuple[str, str, bytes]] = field(default_factory=list)  # (sender, recipient, message)
     duplicates: dict[str, float] = field(default_factory=dict)  # RFC 7352 records to keep
     note: str = ""
+    delivery: str | None = None  # the delivery's copy id: a retry sends nothing twice
 
 
 def keep_plan(note: str = "") -> Plan:
@@ -158,7 +163,9 @@ class SieveFilter:
             return keep_plan(f"script failed: {exc}")
         for warning in outcome.warnings:
             log.info("sieve: script %r of %s: %s", name, ref, warning)
-        return await self._carry_out(ref, store, msg, outcome, sender, mailboxes)
+        plan = await self._carry_out(ref, store, msg, outcome, sender, mailboxes)
+        plan.delivery = delivery
+        return plan
 
     async def _library(self, scripts: ScriptStore, name: str, script: Script) -> dict[str, Script]:
         """The scripts ``script`` includes (RFC 6609), directly or not, compiled."""
@@ -247,7 +254,23 @@ class SieveFilter:
             log_ = ResponseLog.load(await blobs.get_meta(DUPLICATE_KEY))
             log_.merge(plan.duplicates, limits.DUPLICATE_MAX_RECORDS)
             await blobs.put_meta(DUPLICATE_KEY, log_.dump())
+        if not plan.outgoing:
+            return
+        if plan.delivery is None:
+            await self.send_all(ref, plan)
+            return
+        # a retried delivery (same copy id) does not send its redirects again
+        blobs = blobs_of(store)
+        sent = ResponseLog.load(await blobs.get_meta(SENT_KEY))
+        todo = [o for o in plan.outgoing if sent.due(o[1], plan.delivery)]
+        if len(todo) < len(plan.outgoing):
+            log.info("sieve: %s: %d message(s) of this delivery were sent before", ref, len(plan.outgoing) - len(todo))
+        plan.outgoing = todo
         await self.send_all(ref, plan)
+        for _sender, recipient, _data in todo:
+            sent.record(recipient, plan.delivery, SENT_REMEMBERED)
+        if todo:
+            await blobs.put_meta(SENT_KEY, sent.dump())
 
     async def send_all(self, ref: AccountRef, plan: Plan) -> None:
         """Hand the plan's redirects and replies to the outbound queue."""
