@@ -257,9 +257,12 @@ class Injector(threading.Thread):
             if self.stop.wait(0.02):
                 break
         if process_state(pid) != "T":
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(d / "arm")
-            time.sleep(0.05)
+            try:
+                os.unlink(d / "arm")  # disarmed by us: the member cannot stop at it any more
+            except FileNotFoundError:  # the member took it and is about to stop
+                deadline = time.time() + 2.0
+                while time.time() < deadline and process_state(pid) != "T":
+                    time.sleep(0.01)
             if process_state(pid) != "T":  # nothing reached the point: not a fault
                 f.triggered = False
                 f.note += " (not reached)"
