@@ -39,6 +39,10 @@ SEEDS = [
     b'if date :zone "+0100" "date" "weekday" "0" { vacation :days 2 :subject "a" "b"; }\n'
     b'if envelope :domain :is "from" "x.example" { redirect :copy "a@b.example"; fileinto :create "N"; }\n',
     b"reject text:\nline\n..dot\n.\n;",
+    b'require ["include", "variables", "duplicate", "environment", "spamtest", "subaddress", "encoded-character"];\n'
+    b'global "g"; include :once :optional "x"; if duplicate :last :seconds 5 { return; }\n'
+    b'if environment :matches "host" "*" { set "g" "${1}${hex:41}"; }\n'
+    b'if anyof (spamtest "0", address :detail "to" "w") { stop; }\n',
     b'PUTSCRIPT "a" {10+}\r\nkeep;\r\n\r\nLISTSCRIPTS\r\nAUTHENTICATE "PLAIN" "AGEAYg=="\r\n',
 ]
 MESSAGE = (b"From: A <a@x.example>\r\nTo: b@y.example\r\nSubject: [list] hi\r\nX-Score: 7\r\n"
