@@ -256,6 +256,15 @@ if date :zone "+0000" "date" "weekday" "2" { fileinto "Tuesday"; }
         assert await h.send(ALICE, [BOB], same) == (250, b"")
         assert await h.subjects(BOB, "Dups") == ["twice"]
         assert (await h.subjects(BOB))[-1] == "twice"
+        # subaddress, environment, encoded-character, spamtest: a forged
+        # X-Spam-Status below our Received field is not ours, so "0" (untested)
+        await h.script(BOB, 'require ["fileinto", "mailbox", "subaddress", "environment", '
+                            '"encoded-character", "spamtest"]; '
+                            'if allof (address :detail "to" "work", environment :is "location" "MDA", '
+                            'spamtest :is "0") { fileinto :create "${hex:57 6f 72 6b}"; }', name="mix")
+        assert await h.send(ALICE, [BOB], mail(ALICE, "bob+work@example.org", "mixed",
+                                               extra="X-Spam-Status: No, score=0 required=15\r\n")) == (250, b"")
+        assert await h.subjects(BOB, "Work") == ["mixed"]
         # include (RFC 6609): the active script runs another stored script
         async with h.ctx.accounts.use(h.ref(BOB)) as placement:
             await ScriptStore(blobs_of(placement.store)).put(
