@@ -28,6 +28,7 @@ from dynamail.imap.commands import REGISTRY
 from dynamail.imap.compress import CompressError, Deflate
 from dynamail.imap.errors import CommandBad, SessionEnd
 from dynamail.imap.framer import NEED_DATA, Continue, Frame, FrameError, Framer
+from dynamail.imap.notify import deliver as deliver_notifications
 from dynamail.imap.parser import ParseError, parse_command, tag_of
 from dynamail.imap.session import Session
 from dynamail.imap.state import State
@@ -55,6 +56,8 @@ class ConnectionIo:
         self.framer = framer
         self._out = bytearray()
         self.deflate: Deflate | None = None  # COMPRESS=DEFLATE active (RFC 4978)
+        self.notified = asyncio.Event()  # NOTIFY: a watched mailbox changed
+        self._watch: asyncio.Task[None] | None = None
         # RFC 9051 5.4: the time to log in counts from the connection, and
         # nothing the client sends (NOOP, a trickled line, an unfinished
         # literal) extends it
@@ -81,6 +84,24 @@ class ConnectionIo:
 
     def pending(self) -> int:
         return len(self._out)
+
+    def watch_changes(self, session: Session, on: bool) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        store = session.store
+        if on and store is not None:
+            self._watch = asyncio.ensure_future(self._follow(session, store))
+
+    async def _follow(self, session: Session, store: Any) -> None:
+        async for name in store.changes():
+            session.notify_pending.add(name)
+            self.notified.set()
+
+    def stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     @property
     def compressed(self) -> bool:
@@ -196,21 +217,30 @@ class ConnectionIo:
                 )
                 while not read_task.done():
                     sel = session.selected
-                    if sel is None:
-                        await asyncio.wait({read_task})
+                    waits: set[asyncio.Future[Any]] = {read_task}
+                    change: asyncio.Future[bool] | None = None
+                    if sel is not None:
+                        change = asyncio.ensure_future(sel.view.wait_for_change(limits.IDLE_POLL))
+                        waits.add(change)
+                    notified: asyncio.Future[Any] | None = None
+                    if session.notify is not None:  # NOTIFY (RFC 5465)
+                        notified = asyncio.ensure_future(self.notified.wait())
+                        waits.add(notified)
+                    if len(waits) == 1:
+                        await asyncio.wait(waits)
                         break
-                    change = asyncio.ensure_future(sel.view.wait_for_change(limits.IDLE_POLL))
-                    done, _ = await asyncio.wait(
-                        {read_task, change}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if change in done:
-                        if change.result():
-                            await session.sync_selected()
-                            await self.flush()
-                    else:
-                        change.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, Exception):
-                            await change
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    if change is not None and change in done and change.result():
+                        await session.sync_selected()
+                    if notified is not None and notified in done:
+                        self.notified.clear()
+                        await deliver_notifications(session)
+                    await self.flush()
+                    for f in (change, notified):
+                        if f is not None and not f.done():
+                            f.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, Exception):
+                                await f
                 try:
                     data = read_task.result()
                 except IdleTimeout:
@@ -311,6 +341,7 @@ async def serve(ctx: ServerContext, conn: Connection) -> None:
     except (ConnectionError, OSError):
         pass
     finally:
+        io.stop_watch()
         with contextlib.suppress(Exception):
             await io.flush()
         await session.close()

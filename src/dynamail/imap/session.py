@@ -34,6 +34,8 @@ from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
+from dynamail.imap.notify import Spec as NotifySpec
+from dynamail.imap.notify import deliver as deliver_notifications
 from dynamail.imap.parser import Command, ParseError, ParseNo
 from dynamail.imap.recent import RecentBook, book_of
 from dynamail.imap.selected import Selected
@@ -91,6 +93,10 @@ class Io(Protocol):
 
     async def start_compress(self) -> None:
         """Deflate both directions from now on (RFC 4978)."""
+
+    def watch_changes(self, session: Session, on: bool) -> None:
+        """Follow the account's change feed into ``session.notify_pending``
+        (NOTIFY, RFC 5465), or stop."""
 
     async def idle(self, session: Session) -> None:
         """Run IDLE until the client sends DONE (RFC 2177)."""
@@ -159,6 +165,8 @@ class Session:
         self._holding: contextlib.AbstractAsyncContextManager[Any] | None = None
         self.uidvalidity_cache: dict[str, int] = {}
         self.client_id: dict[str, str] = {}
+        self.notify: NotifySpec | None = None  # NOTIFY SET in force (RFC 5465)
+        self.notify_pending: set[str] = set()
 
     # -- properties ------------------------------------------------------
     @property
@@ -211,7 +219,7 @@ class Session:
             "MULTIAPPEND", f"APPENDLIMIT={self.settings.append_limit}",
             "UTF8=ACCEPT", "BINARY", "STATUS=SIZE", "COMPRESS=DEFLATE",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "PREVIEW",
-            "METADATA", "METADATA-SERVER",
+            "METADATA", "METADATA-SERVER", "NOTIFY",
         ]
         return caps
 
@@ -347,6 +355,8 @@ class Session:
                 return
             if self.state is State.SELECTED and not (spec.flags & Flags.USES_SEQNUMS):
                 await self.sync_selected()
+            if self.notify is not None:
+                await deliver_notifications(self)
             self.write(response.tagged(tag, "OK", text))
         except ParseNo as exc:
             self.write(response.tagged(tag, "NO", str(exc)))

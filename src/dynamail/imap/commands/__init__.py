@@ -78,6 +78,7 @@ def _build() -> None:
     # authenticated (RFC 9051 6.3)
     _register("ENABLE", AUTH, c.enable)  # RFC 5161
     _register("COMPRESS", AUTH, c.compress, sync)  # RFC 4978
+    _register("NOTIFY", AUTH, c.notify_)  # RFC 5465
     _register("SELECT", AUTH, mb.select)
     _register("EXAMINE", AUTH, mb.examine)
     _register("CREATE", AUTH, mb.create)

@@ -181,6 +181,19 @@ async def compress(s: Session, cmd: Command) -> str | None:
     return None
 
 
+async def notify_(s: Session, cmd: Command) -> str:
+    """RFC 5465: ``NOTIFY NONE`` or ``NOTIFY SET [STATUS] (filter events)...``."""
+    from dynamail.imap import notify
+
+    spec = notify.parse(s, list(cmd.args))
+    s.notify = spec
+    s.notify_pending.clear()
+    s.io.watch_changes(s, spec is not None)
+    if spec is not None and spec.status:  # section 5.1: the current STATUS first
+        s.notify_pending.update(m.name for m in await s.need_store().list_mailboxes())
+    return "NOTIFY completed"
+
+
 async def idle(s: Session, cmd: Command) -> str:
     Args(cmd.args).end()
     if s.state is State.LOGOUT:

@@ -422,6 +422,9 @@ async def _status_line(s: Session, name: str, st: MailboxStatus, items: list[str
     return b"* STATUS " + s.mailbox_out(name) + b" (" + body.encode() + b")\r\n"
 
 
+status_line = _status_line  # for NOTIFY (imap/notify.py)
+
+
 async def status(s: Session, cmd: Command) -> str:
     store = s.need_store()
     args = Args(cmd.args)
