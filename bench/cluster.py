@@ -411,13 +411,15 @@ def bench_failover_load(faults: int, accounts: int = 6) -> None:
             members = _members(d)
             load = _Load(d, names, lambda a: members[random.choice([n for n in members if n not in down])])
             time.sleep(3.0)
-            for fault in range(faults):
+            fault = 0
+            while fault < faults:
                 ctl = launcher.status(d)["controller"]
                 owners = {a: launcher.locate(d, a) for a in names}
                 candidates = [n for n in members if n != ctl and n in owners.values()]
                 if not candidates:
                     time.sleep(0.5)
                     continue
+                fault += 1
                 victim = random.choice(candidates)
                 affected = [a for a, o in owners.items() if o == victim]
                 down.add(victim)
@@ -433,7 +435,7 @@ def bench_failover_load(faults: int, accounts: int = 6) -> None:
                     time.sleep(0.05)
                 gaps += list(got.values())
                 gaps += [20.0] * (len(affected) - len(got))  # censored at the deadline
-                print(f"fault {fault + 1}: {victim} killed, {len(affected)} accounts back after "
+                print(f"fault {fault}: {victim} killed, {len(affected)} accounts back after "
                       + ", ".join(f"{v:.2f}" for v in sorted(got.values())) + " s", flush=True)
                 launcher.start(d, victim)
                 _wait_alive(d, victim)
