@@ -407,15 +407,15 @@ def test_wrong_secret_cannot_join(cluster_factory: Any, tmp_path: Any) -> None:
     assert [n["name"] for n in c.status()["members"] if n.get("alive")] == ["b1"]
 
 
-def _place_on(c: Cluster, owner: str) -> None:
-    """Open ann@shared.test on ``owner`` (the others are Non-Ready meanwhile)."""
+def _place_on(c: Cluster, owner: str, account: str = "ann@shared.test") -> None:
+    """Open ``account`` on ``owner`` (the others are Non-Ready meanwhile)."""
     others = [n for n in c.names() if n != owner]
     for n in others:
         launcher.set_ready(c.dir, n, False)
     c.wait(lambda: [m["name"] for m in c.status()["members"] if m["ready"]] == [owner],
            what=f"only {owner} ready")
-    login_select(c, others[0])
-    assert c.locate("ann@shared.test") == owner
+    login_select(c, others[0], account)
+    assert c.locate(account) == owner
     for n in others:
         launcher.set_ready(c.dir, n, True)
 
@@ -590,9 +590,11 @@ def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> No
     from dynamail.storage import epochs_monotonic
 
     c, topo = netns_cluster(3)
-    provision(c, "b1")
+    provision(c, "b1", ("ann", "bob"))
     st = c.wait_controller()
     old = st["controller"]
+    keeper = next(n for n in c.names() if n != old)
+    _place_on(c, keeper, "bob@shared.test")
     _place_on(c, old)
     epoch = ElectionStore(c.dir / "shared").highest_epoch()
     topo.cut(int(old[1:]), True)
@@ -602,6 +604,9 @@ def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> No
     rest = [n for n in c.names() if n != old]
     login_select(c, rest[0])
     assert c.locate("ann@shared.test") in rest
+    # the members that were not cut kept their accounts through the change
+    assert c.locate("bob@shared.test") == keeper
+    assert all("lease lost" not in c.logs(n) for n in rest), [c.logs(n)[-2000:] for n in rest]
     topo.cut(int(old[1:]), False)
     c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == old)["alive"],
            what="the old controller to re-join")

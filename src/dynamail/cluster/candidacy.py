@@ -189,7 +189,13 @@ class ControllerDuty:
         if not (now < self.lease_until or now < self.hold_until):
             return
         if epoch == self.lease_epoch:
-            if self._observer.unchanged_for(now) >= self.s.lease * 3 / 8:
+            silent = self._observer.unchanged_for(now) >= self.s.lease * 3 / 8
+            # the Controller is cut off, not this member: this member hears
+            # from another backend while it lost the Controller; held until
+            # the "cut off" rule has had time to replace the Controller
+            cut_off = (self._hear_other_backend(self.controller_name)
+                       and now - self.last_controller_contact < 3 * self.s.lease)
+            if silent or cut_off:
                 self.hold_until = max(self.hold_until, now + self.s.lease / 4)
         elif epoch > self.lease_epoch and epoch > self.hold_epoch:
             self.hold_epoch = epoch
