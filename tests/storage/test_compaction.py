@@ -230,3 +230,27 @@ def test_failed_or_cancelled_compaction_leaves_nothing(tmp_path: Path) -> None:
     with_account(acct, body, epoch=2)
     got = with_account(acct, contents, epoch=3)
     assert sorted(got) == [8, 9, 10, 11, 12, 13]
+
+
+def test_long_chain_is_folded_without_rewriting_the_first_file(tmp_path: Path) -> None:
+    """An account that changes owner often grows one small file per owner
+    that writes; past MAX_CHAIN files they are folded into one, and the
+    large first file is kept as it is (the same inode: not rewritten)."""
+    from dynamail.storage.account import MAX_CHAIN
+
+    acct = tmp_path / "a"
+
+    async def big(store: FileAccountStore) -> None:
+        await store.append("INBOX", [AppendRequest(msg(i, 20_000)) for i in range(40)])
+
+    with_account(acct, big)
+    base_inode = chain(acct)[0].stat().st_ino
+    expected = [msg(i, 20_000) for i in range(40)]
+    for epoch in range(2, 3 * MAX_CHAIN):
+        with_account(acct, lambda s, e=epoch: s.append("INBOX", [AppendRequest(msg(1000 + e))]), epoch=epoch, crash=epoch % 4 == 0)
+        expected.append(msg(1000 + epoch))
+        assert len(chain(acct)) <= MAX_CHAIN + 1
+    assert chain(acct)[0].stat().st_ino == base_inode
+    assert gen(acct) > 1
+    got = with_account(acct, contents, epoch=100)
+    assert [got[u][0] for u in sorted(got)] == expected

@@ -179,10 +179,16 @@ class StorageMachine(RuleBasedStateMachine):
         random prefix of its bytes, and the append was never acknowledged."""
         from .layout import last_log
 
+        async def settle() -> None:  # background folds and compactions rename files
+            while self.store._compactions:
+                await asyncio.gather(*self.store._compactions.values(), return_exceptions=True)
+
         self.before_torn_write()
+        self.run(settle())
         old = last_log(self.path, mbox)
         before = old.stat().st_size
         self.run(self.store.append(mbox, [AppendRequest(b, f) for b, f in items]))
+        self.run(settle())
         data = last_log(self.path, mbox)
         if data != old:  # the append started this owner's own file
             before = R.HEADER_SIZE + R.MAILBOX_BODY.size

@@ -78,9 +78,12 @@ from dynamail.storage.compaction import (
     Abort,
     CompactionAborted,
     Job,
+    adopt_fold,
     adopt_new_file,
     bulk,
     catch_up,
+    fold,
+    fold_range,
     switch,
     take_snapshot,
 )
@@ -122,6 +125,7 @@ COMPACT_AT_CLOSE_MAX = 256 << 20
 # to it) is compacted into one file, so an account's file count stays
 # bounded however often it changes owner.
 MAX_CHAIN = 6
+ALONE = ("compact", "fold")  # operations the committer runs in a batch of their own
 
 # Reads of message data run here (several at once); writes run on the
 # account's own single I/O thread.
@@ -581,17 +585,19 @@ class FileAccountStore:
     async def _commit_loop(self) -> None:
         while self._pending:
             batch: list[Op] = []
-            # compaction runs alone; everything else shares one batch
-            if self._pending[0].kind == "compact":
+            # compaction and folding run alone; everything else shares one batch
+            if self._pending[0].kind in ALONE:
                 batch = [self._pending.pop(0)]
             else:
-                while self._pending and self._pending[0].kind != "compact":
+                while self._pending and self._pending[0].kind not in ALONE:
                     batch.append(self._pending.pop(0))
             for op in batch:
                 op.taken = True
             try:
                 if batch[0].kind == "compact":
                     await self._do_compact(batch[0])
+                elif batch[0].kind == "fold":
+                    await self._do_fold(batch[0])
                 else:
                     await self._commit(batch)
             except BaseException as exc:  # answer every caller, whatever happened
@@ -632,7 +638,7 @@ class FileAccountStore:
                 if mbox_id not in results:
                     continue
                 self._notify(mbox_id)
-                if any(item[0] == "expunge" for item in plan.items) and not self._fenced:
+                if (any(item[0] == "expunge" for item in plan.items) or len(plan.state.segs) > MAX_CHAIN) and not self._fenced:
                     self._maybe_compact(mbox_id, plan.state)
             if failed is not None:
                 for op, _value in effects:
@@ -699,8 +705,62 @@ class FileAccountStore:
             task = asyncio.get_running_loop().create_task(self._background_compact(mbox_id))
             self._compactions[mbox_id] = task
 
+    def _fold_is_cheaper(self, st: MailboxState) -> bool:
+        """Whether folding the small files of a long chain beats rewriting
+        the whole mailbox: the files to fold hold less than the first one
+        and few dead bytes are to be reclaimed."""
+        got = fold_range(st)
+        if got is None:
+            return False
+        first, count = got
+        folded = sum(seg.limit or 0 for seg in st.segs[first : first + count])
+        size = st.log_bytes()
+        dead = size - st.live_bytes()
+        return folded < (st.segs[0].limit or 0) and not (dead > COMPACT_MIN_DEAD and dead > size * COMPACT_SHARE)
+
+    async def _fold(self, mbox_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        op = Op("fold", mbox_id, loop.create_future(), {"state": self._states.get(mbox_id)})
+        await self._submit(op)
+
+    async def _do_fold(self, op: Op) -> None:
+        """Fold the small files of a chain (the committer runs nothing else meanwhile)."""
+        st = self._states.get(op.mbox)
+        if st is None or st is not op.args["state"] or self._closed or fold_range(st) is None:
+            op.fut.set_result(0)
+            return
+        meta = self._meta_of(op.mbox)
+        slot = meta.next_slot
+        meta.next_slot += 1
+        job = await self._run_io(fold, st, self.epoch, slot, self._check_epoch)
+        old = adopt_fold(st, job)
+        meta.gen = st.gen
+        now = time.monotonic()
+        for seg in old:
+            self._retired.append((seg.fd, now))
+        names = [seg.entry["name"] for seg in old]
+        blob = st.checkpoint_bytes()
+
+        def commit_fold() -> None:
+            self._save_manifest(resolve=False)
+            self._checkpoint_sync(st, blob)
+            for name in names:  # all names of this epoch (adopted ones too)
+                faults.point("unlink")
+                with contextlib.suppress(OSError):
+                    os.unlink(st.directory / name)
+            with contextlib.suppress(OSError):
+                fsync_dir(st.directory)
+
+        await self._run_io(commit_fold)
+        self._reap_retired()
+        op.fut.set_result(len(old))
+
     async def _background_compact(self, mbox_id: int) -> None:
         try:
+            st = self._states.get(mbox_id)
+            if st is not None and len(st.segs) > MAX_CHAIN and self._fold_is_cheaper(st):
+                await self._fold(mbox_id)
+                return
             await self._compact_mailbox(mbox_id)
         except CompactionAborted:
             log.debug("compaction of %s/%s stopped (account closing or mailbox gone)", self.path, mbox_id)
@@ -787,7 +847,10 @@ class FileAccountStore:
                 continue
             size = st.log_bytes()
             dead = size - st.live_bytes()
-            if (dead > COMPACT_MIN_DEAD and dead > size // 2) or len(st.segs) > MAX_CHAIN:
+            if len(st.segs) > MAX_CHAIN and self._fold_is_cheaper(st):
+                with contextlib.suppress(StorageError):
+                    await self._fold(meta.id)
+            elif (dead > COMPACT_MIN_DEAD and dead > size // 2) or len(st.segs) > MAX_CHAIN:
                 with contextlib.suppress(StorageError, CompactionAborted):
                     await self.compact(name)
 

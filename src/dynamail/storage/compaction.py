@@ -286,3 +286,101 @@ def adopt_new_file(st: MailboxState, job: Job, new_fd: int) -> list[Segment]:
     st.segs = [Segment(entry, new_fd, True)]
     st.gen = job.gen
     return old
+
+
+# -- folding the small files of a chain -----------------------------------
+
+
+@dataclass
+class Fold:
+    """The sealed files after the first one folded into one new file: their
+    committed records copied verbatim (records hold no offsets), each
+    file's leading MAILBOX record left out.  Cheap where a full compaction
+    would rewrite a large first file for a few small ones."""
+
+    directory: Path
+    name: str
+    first: int  # chain position of the first folded file
+    count: int  # files folded
+    shifts: list[int]  # per folded file: new offset - old offset
+    fd: int = -1
+    size: int = 0
+
+
+def fold_range(st: MailboxState) -> tuple[int, int] | None:
+    """(first position, count) of the sealed files after the first one,
+    when there are at least two of them."""
+    last = len(st.segs) - 1
+    end = last if st.segs[last].own else last + 1  # the own file stays
+    first = 1
+    return (first, end - first) if end - first >= 2 else None
+
+
+def fold(st: MailboxState, epoch: int, slot: int, check_epoch: Callable[[], None]) -> Fold:
+    """Write the folded file (I/O thread, the committer waiting) and give
+    it its name; the caller makes it part of the chain."""
+    got = fold_range(st)
+    assert got is not None
+    first, count = got
+    name = log_name(epoch, slot)
+    tmp = st.directory / f".{name}.tmp"
+    faults.point("create")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o600)
+    job = Fold(st.directory, name, first, count, [], fd)
+    try:
+        lead_epoch = 0
+        head = R.parse_header(os.pread(st.segs[first].fd, R.HEADER_SIZE, 0))
+        if head is not None:
+            lead_epoch = head.epoch  # so the file's writers still read in ascending order
+        mailbox = R.frame(R.MAILBOX, lead_epoch, R.MAILBOX_BODY.pack(st.uidvalidity, 0, 0, st.gen + 1))
+        pos = write_pieces(fd, [mailbox], 0)
+        for seg in st.segs[first : first + count]:
+            hdr = R.parse_header(os.pread(seg.fd, R.HEADER_SIZE, 0))
+            seal = seg.limit
+            if hdr is None or seal is None:
+                raise StorageError(f"{st.directory}/{seg.entry['name']} cannot be folded")
+            start = R.HEADER_SIZE + hdr.length
+            job.shifts.append(pos - start)
+            if seal > start:
+                pos = copy_range(R.FileRange(seg.fd, start, seal - start), fd, pos)
+        os.fsync(fd)
+        job.size = pos
+        check_epoch()
+        faults.point("rename")
+        os.replace(tmp, st.directory / name)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    with contextlib.suppress(OSError):
+        fsync_dir(st.directory)
+    return job
+
+
+def remap(voff: int, job: Fold) -> int:
+    """A chain position before the fold, after it."""
+    pos, off = voff >> SEG_SHIFT, voff & SEG_MASK
+    if pos < job.first:
+        return voff
+    if pos < job.first + job.count:
+        return (job.first << SEG_SHIFT) | (off + job.shifts[pos - job.first])
+    return ((pos - job.count + 1) << SEG_SHIFT) | off
+
+
+def adopt_fold(st: MailboxState, job: Fold) -> list[Segment]:
+    """Put the folded file in the chain (in place) and remap every chain
+    position of the state; returns the replaced files (the caller retires
+    their descriptors; ghosts keep reading them)."""
+    for ghost in st.ghosts.values():
+        if ghost.fd < 0:
+            ghost.fd, ghost.off = st.fd_at(ghost.off)
+    old = st.segs[job.first : job.first + job.count]
+    entry = {"name": job.name, "origin": job.name, "seal": job.size}
+    st.chain[job.first : job.first + job.count] = [entry]
+    st.segs[job.first : job.first + job.count] = [Segment(entry, job.fd, False)]
+    st.cols["off"] = array("Q", (remap(o, job) for o in st.cols["off"]))
+    st.data_size = remap(st.data_size, job)
+    st.last_rec_off = remap(st.last_rec_off, job)
+    st.gen += 1
+    return old

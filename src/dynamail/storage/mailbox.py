@@ -202,6 +202,7 @@ class MailboxState:
         self.readers = 0  # reads in flight on reader threads (see close())
         self._retired_fds: list[int] = []
         self._file_max_epoch = 0
+        self._legacy_file = False
         self.cols: dict[str, array] = {name: array(code) for name, code in COLUMNS}
         self.keywords: list[str] = []
         self.kwmap: dict[str, int] = {}
@@ -408,7 +409,7 @@ class MailboxState:
 
     def apply(self, hdr: R.Header, off: int, payload: bytes | memoryview, keep_ghosts: bool = False) -> None:
         """Apply one record found at chain position ``off``."""
-        if hdr.epoch < self._file_max_epoch:
+        if self._legacy_file and hdr.epoch < self._file_max_epoch:
             # a 0.1 log: written by a fenced-out owner after the new one's
             # OWNER record (files of this layout have one writer each)
             return
@@ -488,6 +489,7 @@ class MailboxState:
             if limit is not None and size < limit:
                 raise StorageError(f"{self.directory}/{seg.entry['name']} is shorter than its seal")
             self._file_max_epoch = 0
+            self._legacy_file = str(seg.entry["origin"]).startswith("data.")
             from_off = (start & SEG_MASK) if i == first else 0
             got = self._scan(seg.fd, base, from_off, upto)
             if seg.own and got < size:
