@@ -215,20 +215,12 @@ class UmaskServer(Server):
                 time.sleep(0.1)
 
 
-def _is_account_mail(path: Path) -> bool:
-    # EXCLUDED until the storage engine (storage/, durable.py) creates its
-    # files through dynamail.filemodes: the message logs, indexes and
-    # directories under an account's ``mail/`` directory.
-    return "mail" in path.parts[:-1] or path.name == "mail"
-
-
 def _modes(base: Path) -> dict[str, int]:
     found = {}
     for dirpath, dirnames, filenames in os.walk(base):
         for name in [*dirnames, *filenames]:
             path = Path(dirpath) / name
-            if not _is_account_mail(path.relative_to(base)):
-                found[str(path.relative_to(base))] = stat.S_IMODE(os.lstat(path).st_mode)
+            found[str(path.relative_to(base))] = stat.S_IMODE(os.lstat(path).st_mode)
     found["."] = stat.S_IMODE(os.stat(base).st_mode)
     return found
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import os
 import signal
 from pathlib import Path
 
@@ -405,3 +406,29 @@ def test_header_search_reads_only_the_header(account_dir: Path) -> None:
         v.close()
 
     with_account(account_dir, body)
+
+
+def test_every_file_of_an_account_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """Claims, manifests, log files, checkpoints and their directories are
+    0600 / 0700 even under umask 000 (mail is readable by no other user)."""
+    import stat
+
+    acct = tmp_path / "acct"
+    old = os.umask(0)
+    try:
+        async def body(store: FileAccountStore) -> None:
+            await store.create_mailbox("Work/Deep")
+            await store.append("INBOX", [AppendRequest(MSG)] * 3)
+            v = await store.select("INBOX")
+            await v.store([1], "add", frozenset({"\\Deleted"}))
+            await v.expunge()
+            await store.compact("INBOX")
+            await store.put_meta("sieve", b"keep;")
+
+        with_account(acct, body)
+        with_account(acct, lambda s: s.append("Work/Deep", [AppendRequest(MSG)]), epoch=2)
+    finally:
+        os.umask(old)
+    for path in [acct, *acct.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))

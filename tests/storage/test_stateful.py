@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -233,6 +234,9 @@ class StorageMachine(RuleBasedStateMachine):
 
         self.run(check())
 
+
+# every step opens, writes and fsyncs real files: slow on a loaded machine
+pytestmark = pytest.mark.timeout(600)
 
 StorageMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]

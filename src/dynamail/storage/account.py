@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from dynamail import names
-from dynamail.durable import fsync_dir, make_dirs
+from dynamail.durable import fsync_dir
+from dynamail.filemodes import private_dirs
 from dynamail.storage import faults, fence
 from dynamail.storage.api import (
     AppendRequest,
@@ -283,7 +284,7 @@ class FileAccountStore:
     def open_sync(self) -> None:
         """Claim the account, adopt the predecessor's manifest, write our own
         (I/O thread)."""
-        make_dirs(self.path)
+        private_dirs(self.path)
         fence.claim(self.path, self.epoch)
         for _attempt in range(50):
             mine = [e for e in fence.manifest_epochs(self.path) if e <= self.epoch]
@@ -374,7 +375,7 @@ class FileAccountStore:
         mail = self.path / MAIL_DIR
         if not mail.is_dir():
             faults.point("mkdir")
-            make_dirs(mail)
+            private_dirs(mail)
         live = {str(m.id) for m in self._meta.values()}
         for entry in os.listdir(mail):
             d = mail / entry

@@ -34,6 +34,7 @@ past the point they sealed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynamail.filemodes import private_mkdir
 from dynamail.storage import faults
 from dynamail.storage.api import FencedError, StorageError
 
@@ -119,7 +121,8 @@ def claim(path: Path, epoch: int) -> None:
     owners = path / OWNERS_DIR
     if not owners.is_dir():
         faults.point("mkdir")
-        owners.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            private_mkdir(owners)
         fsync_dir(path)
     top = highest_claim(path)
     if top == epoch:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dynamail.durable import fsync_dir
+from dynamail.filemodes import private_dirs
 from dynamail.storage import faults
 from dynamail.storage import records as R
 from dynamail.storage.api import SYSTEM_FLAGS, MessageInfo, StorageError, StoreClosed
@@ -781,8 +782,7 @@ def create_log(directory: Path, name: str, uidvalidity: int, uidnext: int, modse
     existing name is an error, never overwritten."""
     if not directory.is_dir():
         faults.point("mkdir")
-        directory.mkdir(parents=True, exist_ok=True)
-        fsync_dir(directory.parent)
+        private_dirs(directory)
     faults.point("create")
     fd = os.open(directory / name, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
     try:
