@@ -17,6 +17,7 @@ import imaplib
 import smtplib
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from tests.cluster.conftest import LEASE, Cluster, have
 
 from dynamail.cluster import launcher
 from dynamail.cluster.election import ElectionStore
+from dynamail.directory import Directory
 
 pytestmark = [pytest.mark.xdist_group("cluster"), pytest.mark.slow, pytest.mark.timeout(240),
               pytest.mark.skipif(not (have("dynamail.imap.adapter") and have("dynamail.smtp.adapter")),
@@ -275,3 +277,55 @@ def test_handoff_answer_lost_after_commit_stores_one_copy_across_a_controller_ch
            what="the queue entry to be done")
     assert copies(c, y, "ann@shared.test", "once-only") == 1
     assert c.locate("ann@shared.test") in (x, y)
+
+
+def test_paused_controller_inside_a_settings_write_destroys_no_newer_change(
+        cluster_factory: Any, tmp_path: Path) -> None:
+    """The Controller is stopped (SIGSTOP, by its own fault point) inside the
+    write of an account's settings; a new Controller is elected and
+    acknowledges a newer change of the same settings; the old one resumes,
+    finishes its write and steps down.  The newer change is what every
+    member, and a fresh reader of the shared storage, sees."""
+    faults_dir = tmp_path / "faults"
+    faults_dir.mkdir()
+    c = cluster_factory(3, env={"DYNAMAIL_FAULTS_DIR": str(faults_dir)})
+    ctl = c.wait_controller()["controller"]
+    x, y = [n for n in c.names() if n != ctl]
+    provision(c, x, ("ann",))
+    pid = c.member(ctl)["pid"]
+    (faults_dir / "arm").write_text("dir-write")
+    answer: list[Any] = []
+
+    def old_change() -> None:
+        try:
+            answer.append(c.cli(x, 'UPDATEACCOUNTSETTINGS ann@shared.test {RealName="Old";}'))
+        except Exception as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=old_change, daemon=True)
+    t.start()
+    try:
+        c.wait(lambda: not (faults_dir / "arm").exists() and stopped(pid),
+               what="the controller to stop inside its write")
+        new = c.wait_controller(exclude=(ctl,))["controller"]
+        assert new in (x, y)
+
+        def set_new() -> bool:
+            out = c.cli(y, 'UPDATEACCOUNTSETTINGS ann@shared.test {RealName="New";}')
+            return out[0].startswith("200")
+
+        c.wait(set_new, what="the new controller to acknowledge a change")
+    finally:
+        c.kill(ctl, "CONT")
+    t.join(60)
+    c.wait(lambda: "stepping down as controller" in c.logs(ctl), what="the old controller to step down")
+    # the old write was not acknowledged as done (a temporary failure, or no answer)
+    assert answer and not (isinstance(answer[0], list) and answer[0][0].startswith("200")), answer
+    print("the paused controller's change was answered:", answer[0])
+    fresh = Directory(tmp_path / "fresh", main_domain="fresh.test", shared_base=Path(c.data["shared"]))
+    ref = fresh.find_account("ann@shared.test")
+    assert ref is not None
+    assert fresh.account_settings(ref).get("RealName") == "New"
+    for name in c.names():
+        out = c.cli(name, "GETACCOUNTSETTINGS ann@shared.test")
+        assert "RealName=New" in " ".join(out), (name, out)

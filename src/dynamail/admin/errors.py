@@ -40,6 +40,8 @@ def translated() -> Iterator[None]:
         raise AdminError("exists", str(exc) or "already exists") from exc
     except (BadName, model.BadSetting, model.NotEmpty, model.LimitReached) as exc:
         raise AdminError("bad_request", str(exc)) from exc
+    except model.Superseded as exc:
+        raise AdminError("unavailable", "the controller changed during the operation; try again") from exc
     except CorruptFile as exc:
         raise AdminError("unavailable", "a settings file is unreadable") from exc
     except StorageError as exc:

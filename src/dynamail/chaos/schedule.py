@@ -50,7 +50,8 @@ from dynamail.cluster import launcher
 KINDS = (("kill", 4), ("kill-two", 2), ("pause", 3), ("storage-pause", 2))
 PARTITION = ("isolate", 3)  # only with network namespaces (--netns)
 ROLES = (("controller", 3), ("backup", 2), ("member", 4))
-STORAGE_POINTS = ("write", "rename", "link", "unlink", "mkdir", "create", "truncate", "*")
+STORAGE_POINTS = ("write", "rename", "link", "unlink", "mkdir", "create", "truncate", "dir-write",
+                  "dir-rename", "*")
 ARM_WAIT = 5.0  # seconds an armed storage fault point may wait for a mutation
 GAP = (3.0, 8.0)  # quiet seconds between two faults
 FAULTS_ENV = "DYNAMAIL_FAULTS_DIR"

@@ -45,6 +45,7 @@ NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 
 class ControllerDuty:
     # state owned by ClusterMember
+    ctx: Any
     s: ClusterSettings
     name: str
     role: str
@@ -247,6 +248,11 @@ class ControllerDuty:
                     reason if old is None else f"controller {reason}",
                     "" if starts <= time.monotonic() else
                     f"; the previous one renewed meanwhile: acting in {starts - time.monotonic():.1f} s")
+        directory = getattr(self.ctx, "directory", None)
+        if directory is not None:
+            # every cached shared document is re-read: this member may have
+            # cached one before an older Controller's last acknowledged write
+            await asyncio.to_thread(directory.invalidate)
         self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0, starts_at=starts)
         c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
                        expected=expected)

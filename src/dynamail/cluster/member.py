@@ -53,6 +53,7 @@ from dynamail.accounts import AccountRef
 from dynamail.cluster import limits, wire
 from dynamail.cluster.candidacy import ControllerDuty
 from dynamail.cluster.controller import Controller, Refusal, Role
+from dynamail.cluster.dirfence import MemberWriter
 from dynamail.cluster.election import ElectionStore, Observer, Tenure
 from dynamail.cluster.handoff import Handoffs
 from dynamail.cluster.locator import AccountUnavailable
@@ -751,6 +752,10 @@ async def attach(ctx: Any) -> ClusterMember:
     """Make this server a cluster member (called by the server at start-up)."""
     settings = ClusterSettings.from_config(ctx.config)
     member = ClusterMember(ctx, settings)
+    directory = getattr(ctx, "directory", None)
+    if directory is not None and hasattr(getattr(directory, "files", None), "writer"):
+        # shared documents are written by the current Controller only (dirfence.py)
+        directory.files.writer = MemberWriter(member, directory.shared_base)
     await member.start()
     ctx.cluster = member
     ctx.accounts = member.locator

@@ -130,6 +130,11 @@ class LimitReached(DirectoryError):
     pass
 
 
+class Superseded(DirectoryError):
+    """This writer's epoch is no longer current: the change was not made
+    (or, if it reached the disk, it is hidden by a newer writer's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DomainInfo:
     name: str

@@ -2,7 +2,9 @@
 
 A process started with ``DYNAMAIL_FAULTS_DIR=DIR`` checks, at each point,
 whether ``DIR/arm`` exists; when its content names the point (``write``,
-``truncate``, ``rename``, ``link``, ``unlink``, ``mkdir``, ``create``) or is
+``truncate``, ``rename``, ``link``, ``unlink``, ``mkdir``, ``create``, and
+for settings documents ``dir-write``, ``dir-link``, ``dir-rename``,
+``dir-unlink``) or is
 ``*``, it removes ``DIR/arm`` and stops itself with SIGSTOP, to be resumed
 with SIGCONT by whoever armed it.  Tests and the fault campaign use this to
 pause an owner at the worst instant: after its fencing check, before its
@@ -22,6 +24,8 @@ import threading
 from collections.abc import Callable
 
 POINTS = ("write", "truncate", "rename", "link", "unlink", "mkdir", "create")
+# the fenced writes of directory documents (dynamail.directory.files)
+DIRECTORY_POINTS = ("dir-write", "dir-link", "dir-rename", "dir-unlink")
 
 _DIR = os.environ.get("DYNAMAIL_FAULTS_DIR") or None
 _hook: Callable[[str], None] | None = None
