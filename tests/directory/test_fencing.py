@@ -104,8 +104,11 @@ CHANGES = [
 ]
 
 
-def run_case(base: Path, point: str, change: Change) -> str:
-    """Returns how the old writer's change ended: refused / done / not on path."""
+def run_case(base: Path, point: str, change: Change, other: Path | None = None) -> str:
+    """Returns how the old writer's change ended: refused / done / not on path.
+    ``other`` is the same directory seen through another client (GlusterFS):
+    the new writer and the readers use it."""
+    seen_by = other if other is not None else base
     world = World()
     setup = open_dir(base, EpochWriter(world, 1))
     setup.create_domain(DOMAIN, shared=True)
@@ -140,9 +143,9 @@ def run_case(base: Path, point: str, change: Change) -> str:
                 assert not outcome.get("r", "").startswith("error"), outcome
                 return "not on path"
         world.current = 2
-        new = open_dir(base, EpochWriter(world, 2))
+        new = open_dir(seen_by, EpochWriter(world, 2))
         change.apply(new, ref, "new")  # acknowledged
-        assert change.observe(open_dir(base), ref) is not None
+        assert change.observe(open_dir(seen_by), ref) is not None
         resume.set()
         t.join(10)
         assert not t.is_alive()
@@ -153,7 +156,7 @@ def run_case(base: Path, point: str, change: Change) -> str:
     if point != "dir-unlink":
         # the old writer had not passed its check when the new one took over
         assert result == "refused", (point, change.name, result)
-    seen = change.observe(open_dir(base), ref)
+    seen = change.observe(open_dir(seen_by), ref)
     if change.name == "alerts":
         # an alert list is read-modify-write: the new writer's alert is there
         # and the old writer's, refused, is not

@@ -267,3 +267,21 @@ def test_paused_old_owner_on_glusterfs(gluster: Gluster) -> None:
         points = ("create", "write") if change == "append" else ("create",)
         outcomes = {point: run_case(base, point, change) for point in points}
         assert "refused" in outcomes.values(), (change, outcomes)
+
+
+def test_paused_old_settings_writer_on_glusterfs(gluster: Gluster) -> None:
+    """The directory fencing matrix of tests/directory/test_fencing.py with
+    the old writer on one GlusterFS client and the new writer and the
+    readers on the other."""
+    from tests.directory.test_fencing import CHANGES, run_case
+
+    from dynamail.storage import faults
+
+    for i, change in enumerate(CHANGES):
+        for j, point in enumerate(faults.DIRECTORY_POINTS):
+            name = f"dir-{i}-{j}"
+            (gluster.mounts[0] / name).mkdir()
+            result = run_case(gluster.mounts[0] / name / "base", point, change,
+                              other=gluster.mounts[1] / name / "base")
+            if point != "dir-unlink":
+                assert result == "refused", (change.name, point, result)
