@@ -64,6 +64,19 @@ class Change:
     name: str
     apply: Callable[[Directory, AccountRef, str], object]
     observe: Callable[[Directory, AccountRef], str | None]
+    # what the new writer does instead of ``apply`` (for deletes and renames:
+    # change the account the old writer is about to take away)
+    apply_new: Callable[[Directory, AccountRef, str], object] | None = None
+
+
+def _real_name(d: Directory, ref: AccountRef) -> str | None:
+    if d.find_account(ref.address) is None:
+        return None
+    return d.account_settings(ref).get("RealName")
+
+
+def _set_real_name(d: Directory, ref: AccountRef, tag: str) -> None:
+    d.update_account_settings(ref, {"RealName": tag})
 
 
 def _pw(d: Directory, ref: AccountRef) -> str | None:
@@ -101,6 +114,12 @@ CHANGES = [
     Change("alerts",
            lambda d, r, t: d.post_alert(("account", r), t),
            _alert),
+    Change("account delete",
+           lambda d, r, t: d.delete_account(r),
+           _real_name, _set_real_name),
+    Change("account rename",
+           lambda d, r, t: d.rename_account(r, f"v@{DOMAIN}"),
+           _real_name, _set_real_name),
 ]
 
 
@@ -144,7 +163,7 @@ def run_case(base: Path, point: str, change: Change, other: Path | None = None) 
                 return "not on path"
         world.current = 2
         new = open_dir(seen_by, EpochWriter(world, 2))
-        change.apply(new, ref, "new")  # acknowledged
+        (change.apply_new or change.apply)(new, ref, "new")  # acknowledged
         assert change.observe(open_dir(seen_by), ref) is not None
         resume.set()
         t.join(10)
@@ -153,7 +172,7 @@ def run_case(base: Path, point: str, change: Change, other: Path | None = None) 
         faults.set_hook(None)
     result = outcome["r"]
     assert not result.startswith("error"), result
-    if point != "dir-unlink":
+    if point not in ("dir-unlink", "dir-move") or change.apply_new is not None:
         # the old writer had not passed its check when the new one took over
         assert result == "refused", (point, change.name, result)
     seen = change.observe(open_dir(seen_by), ref)
@@ -162,8 +181,10 @@ def run_case(base: Path, point: str, change: Change, other: Path | None = None) 
         # and the old writer's, refused, is not
         assert seen is not None and "new" in seen.split(",") and (
             result == "done" or "old" not in seen.split(",")), seen
-    elif change.name == "aliases":
-        assert seen == "new", seen
+    elif change.apply_new is not None:
+        # the account is still there, under its name, with the newer change
+        assert seen == "new", (point, change.name, seen)
+        assert open_dir(seen_by).find_account(f"v@{DOMAIN}") is None
     else:
         assert seen == "new", (point, change.name, seen)
     # and again through the new writer's own (cached) view
@@ -176,9 +197,12 @@ def run_case(base: Path, point: str, change: Change, other: Path | None = None) 
 def test_paused_old_writer_never_destroys_an_acknowledged_change(
         tmp_path: Path, point: str, change: Change) -> None:
     result = run_case(tmp_path / "base", point, change)
-    # epoch writes always pass dir-write, dir-link and dir-rename; dir-unlink
-    # only when there is a lower version to drop (after the old writer's check)
-    if point != "dir-unlink":
+    # document writes always pass dir-write, dir-link and dir-rename;
+    # dir-unlink only when there is a lower version to drop (after the old
+    # writer's check); dir-move only in deletes and renames
+    if point in ("dir-write", "dir-link", "dir-rename") and change.apply_new is None:
+        assert result == "refused"
+    if point == "dir-move" and change.apply_new is not None:
         assert result == "refused"
 
 
@@ -190,7 +214,11 @@ def test_matrix_counts(tmp_path: Path) -> None:
             r = run_case(tmp_path / f"b{i}-{j}", point, change)
             counts[r] = counts.get(r, 0) + 1
     assert sum(counts.values()) == len(CHANGES) * len(faults.DIRECTORY_POINTS)
-    assert counts.get("refused", 0) >= len(CHANGES) * 3
+    # 7 document changes x (dir-write, dir-link, dir-rename), and the delete
+    # and the rename at dir-move; the old writer never reaches the other
+    # points (same epoch: no lower version to drop; no directory move)
+    assert counts == {"refused": 23, "not on path": 22}, counts
+    print("directory fencing matrix:", dict(sorted(counts.items())))
 
 
 def test_lower_versions_are_collected_and_pointer_is_current(tmp_path: Path) -> None:

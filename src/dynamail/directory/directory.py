@@ -85,6 +85,7 @@ from dynamail.directory.model import (
     NoSuchAccount,
     NoSuchDomain,
     NotEmpty,
+    Superseded,
 )
 from dynamail.durable import fsync_dir
 from dynamail.filemodes import create_private, private_dirs, private_mkdir
@@ -251,8 +252,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 raise NotEmpty(f"domain {canon} is not empty")
             path = self._domain_dir(canon, shared)
             grave = path.parent / f".deleted-{canon}-{secrets.token_hex(4)}"
-            os.rename(path, grave)
-            fsync_dir(path.parent)
+            self.files.move(path, grave, f"{grave} exists")
             self._write_domain_aliases(canon, shared, [])
             shutil.rmtree(grave, ignore_errors=True)
             self._listings.pop(canon, None)
@@ -524,21 +524,21 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             private_dirs(new_dir.parent)
             exists = f"account already exists: {new.address}"
             try:
-                rename_new(old_dir, new_dir, exists)
+                self.files.move(old_dir, new_dir, exists)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:  # local and shared storage differ
                     raise
                 tmp = new_dir.parent / f".new-{new.name}-{secrets.token_hex(4)}"
                 shutil.copytree(old_dir, tmp, symlinks=True)
                 try:
-                    rename_new(tmp, new_dir, exists)
+                    self.files.move(tmp, new_dir, exists)
+                except Superseded:
+                    raise  # moved back to tmp; kept, not removed (see JsonFiles.move)
                 except BaseException:
                     shutil.rmtree(tmp, ignore_errors=True)
                     raise
                 shutil.rmtree(old_dir)
-            fsync_dir(new_dir.parent)
-            fsync_dir(old_dir.parent)
-            self.files.forget(old_dir)
+                fsync_dir(old_dir.parent)
             aliases = self.account_aliases(ref)
             self._drop_aliases(ref)
             if new.domain == ref.domain:
@@ -550,8 +550,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             path = self._existing(ref)
             self._drop_aliases(ref)
             grave = path.parent / f".deleted-{ref.name}-{secrets.token_hex(4)}"
-            os.rename(path, grave)
-            fsync_dir(path.parent)
+            self.files.move(path, grave, f"{grave} exists")
             shutil.rmtree(grave, ignore_errors=True)
             self.files.forget(path)
 

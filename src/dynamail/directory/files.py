@@ -49,7 +49,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
 
-from dynamail.directory.model import DirectoryError, Superseded
+from dynamail.directory.layout import rename_new
+from dynamail.directory.model import AlreadyExists, DirectoryError, Superseded
 from dynamail.durable import atomic_write, fsync_dir
 from dynamail.filemodes import PRIVATE_FILE, write_private
 from dynamail.storage import faults
@@ -222,6 +223,34 @@ class JsonFiles:
         finally:
             with self._lock:
                 self._cache.pop(path, None)
+
+    def move(self, src: Path, dst: Path, exists_message: str) -> None:
+        """Rename the directory ``src`` to the new name ``dst`` (never over an
+        existing one) under the writer's fence.  The rename is checked after
+        it reached the disk; a superseded writer moves it back and raises
+        :class:`Superseded`, so a Controller paused before the rename cannot
+        delete or rename what its successor has changed since.  When the old
+        name was taken again meanwhile, ``dst`` is left where it is (nothing
+        is removed) and the error says where."""
+        epoch = self.writer.epoch(dst)
+        faults.point("dir-move")
+        rename_new(src, dst, exists_message)
+        fsync_dir(dst.parent)
+        if src.parent != dst.parent:
+            fsync_dir(src.parent)
+        self.forget(src)
+        if epoch <= 0:
+            return
+        try:
+            self.writer.check(dst, epoch)
+        except Superseded as exc:
+            try:
+                rename_new(dst, src, "")
+                fsync_dir(src.parent)
+            except (OSError, AlreadyExists) as undo:
+                raise Superseded(f"{exc}; {src} was taken again meanwhile, so "
+                                 f"{dst} is kept as it is ({undo})") from None
+            raise
 
     def forget(self, prefix: Path | None = None) -> None:
         """Drop cached documents (all, or those under ``prefix``)."""

@@ -4,7 +4,7 @@ A process started with ``DYNAMAIL_FAULTS_DIR=DIR`` checks, at each point,
 whether ``DIR/arm`` exists; when its content names the point (``write``,
 ``truncate``, ``rename``, ``link``, ``unlink``, ``mkdir``, ``create``, and
 for settings documents ``dir-write``, ``dir-link``, ``dir-rename``,
-``dir-unlink``) or is
+``dir-unlink``, ``dir-move``) or is
 ``*``, it removes ``DIR/arm`` and stops itself with SIGSTOP, to be resumed
 with SIGCONT by whoever armed it.  Tests and the fault campaign use this to
 pause an owner at the worst instant: after its fencing check, before its
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 POINTS = ("write", "truncate", "rename", "link", "unlink", "mkdir", "create")
 # the fenced writes of directory documents (dynamail.directory.files)
-DIRECTORY_POINTS = ("dir-write", "dir-link", "dir-rename", "dir-unlink")
+DIRECTORY_POINTS = ("dir-write", "dir-link", "dir-rename", "dir-unlink", "dir-move")
 
 _DIR = os.environ.get("DYNAMAIL_FAULTS_DIR") or None
 _hook: Callable[[str], None] | None = None
