@@ -248,11 +248,12 @@ class ControllerDuty:
                     reason if old is None else f"controller {reason}",
                     "" if starts <= time.monotonic() else
                     f"; the previous one renewed meanwhile: acting in {starts - time.monotonic():.1f} s")
-        directory = getattr(self.ctx, "directory", None)
-        if directory is not None:
-            # every cached shared document is re-read: this member may have
-            # cached one before an older Controller's last acknowledged write
-            await asyncio.to_thread(directory.invalidate)
+        files = getattr(getattr(self.ctx, "directory", None), "files", None)
+        if files is not None:
+            # every cached document is re-read: this member may have cached
+            # one before an older Controller's last acknowledged write (on the
+            # loop: a short lock, never behind a directory operation's)
+            files.forget()
         self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0, starts_at=starts)
         c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
                        expected=expected)
