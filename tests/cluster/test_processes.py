@@ -605,7 +605,8 @@ def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> No
     login_select(c, rest[0])
     assert c.locate("ann@shared.test") in rest
     # the members that were not cut kept their accounts through the change
-    assert c.locate("bob@shared.test") == keeper
+    # (the new Controller learns it from the keeper's resync)
+    c.wait(lambda: c.locate("bob@shared.test") == keeper, what=f"bob located on {keeper}")
     assert all("lease lost" not in c.logs(n) for n in rest), [c.logs(n)[-2000:] for n in rest]
     topo.cut(int(old[1:]), False)
     c.wait(lambda: next(m for m in c.status()["members"] if m["name"] == old)["alive"],
@@ -726,7 +727,8 @@ def test_nonready_frontend_closes_client_ports_but_the_http_admin_port(
     c.wait(lambda: not any(is_open(f["host"], p) for p in client_ports.values()),
            what="every client port of f1 closed")
     assert is_open(f["host"], f["ports"]["http"]) and is_open(f["host"], f["ports"]["https"])
-    assert not next(m for m in c.status()["members"] if m["name"] == "f1")["ready"]
+    c.wait(lambda: not next(m for m in c.status()["members"] if m["name"] == "f1")["ready"],
+           what="the status to show f1 Non-Ready")
     launcher.set_ready(c.dir, "f1", True)
     c.wait(lambda: all(is_open(f["host"], p) for p in client_ports.values()),
            what="every client port of f1 open again")
