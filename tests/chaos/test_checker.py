@@ -207,6 +207,27 @@ def test_unavailability_is_fault_to_first_acknowledged_operation() -> None:
     assert u["count"] == 1 and u["censored"] == 1
     assert u["max"] == 3.0 and u["p99"] == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) in (2.0, 3.0)
+    assert u["held"] == 0 and u["not_held"]["max"] == 3.0
+    assert u["by_kind"] == {"kill": {"count": 1, "p50": 3.0, "p99": 3.0, "max": 3.0}}
+
+
+def test_unavailability_tells_a_client_held_by_the_paused_member() -> None:
+    """A client whose request went to the stopped member waits for it; the
+    same fault measured on a client that went elsewhere is not 'held'."""
+    s = Script()
+    s.faults.append(Fault(1, "pause", ["b1"], start=s.t + 0.5, healed=s.t + 5, controller=True,
+                          affected=[A, "u2@chaos.test"]))
+    stuck = s.op("append", UNKNOWN, msgid="<p1>")  # through b1, which is stopped
+    stuck.member, stuck.end = "b1", s.t + 4.5
+    again = s.op("append", msgid="<p2>")
+    again.member, again.start, again.end = "b2", s.t + 4.6, s.t + 4.8
+    other = s.op("append", msgid="<p3>", account="u2@chaos.test")
+    other.member, other.start, other.end = "b3", s.t + 0.7, s.t + 1.9
+    u = unavailability(s.ops, s.faults)
+    assert u["count"] == 2 and u["held"] == 1
+    assert u["per_fault"][0]["held"] == [A]
+    assert u["not_held"]["max"] == round(other.end - s.faults[0].start, 3)
+    assert list(u["by_kind"]) == ["pause (controller)"]
 
 
 def test_history_streams_and_loads(tmp_path: Any) -> None:

@@ -429,26 +429,55 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
     that started after it.  Pairs with no such operation are counted as
     ``censored``."""
     by_account: dict[str, list[Op]] = defaultdict(list)
+    tried: dict[str, list[Op]] = defaultdict(list)  # every operation, whatever its outcome
     for op in sorted(ops, key=lambda o: o.start):
-        if op.outcome == OK and op.kind in AVAILABILITY_KINDS:
-            by_account[op.account].append(op)
+        if op.kind in AVAILABILITY_KINDS:
+            tried[op.account].append(op)
+            if op.outcome == OK:
+                by_account[op.account].append(op)
     values: list[float] = []
+    free: list[float] = []  # pairs whose client was not held by a faulted process
+    by_kind: dict[str, list[float]] = defaultdict(list)
     per_fault: list[dict[str, Any]] = []
     censored = 0
     for f in faults:
         if not f.triggered:
             continue
         gaps: dict[str, float] = {}
+        held: list[str] = []
         for account in f.affected:
             first = next((o for o in by_account.get(account, []) if o.start >= f.start), None)
             if first is None:
                 censored += 1
                 continue
             gaps[account] = round(first.end - f.start, 3)
+            if _held_by_faulted(tried.get(account, []), f, first):
+                held.append(account)
+            else:
+                free.append(gaps[account])
         values += gaps.values()
+        by_kind[f.kind + (" (controller)" if f.controller else "")] += gaps.values()
         per_fault.append({"fault": f.id, "kind": f.kind, "members": f.members,
                           "controller": f.controller, "max": max(gaps.values(), default=0.0),
-                          "accounts": gaps})
+                          "accounts": gaps, "held": held})
     return {"count": len(values), "censored": censored, "p50": round(percentile(values, 50), 3),
             "p99": round(percentile(values, 99), 3), "max": round(max(values, default=0.0), 3),
+            "not_held": _spread(free), "held": len(values) - len(free),
+            "by_kind": {k: _spread(v) for k, v in sorted(by_kind.items())},
             "per_fault": per_fault}
+
+
+HELD_AFTER = 1.0  # a client still waiting this long after the fault on a faulted member was held by it
+
+
+def _held_by_faulted(tried: list[Op], f: Fault, first: Op) -> bool:
+    """Was the account's client, before its first acknowledged operation after
+    the fault, waiting on one of the faulted processes themselves (a stopped
+    or cut-off member cannot answer, whatever the rest of the cluster does)?"""
+    return any(o.member in f.members and o.start < first.start and o.end > f.start + HELD_AFTER
+               for o in tried if o is not first)
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"count": len(values), "p50": round(percentile(values, 50), 3),
+            "p99": round(percentile(values, 99), 3), "max": round(max(values, default=0.0), 3)}

@@ -89,6 +89,13 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
     click.echo(f"operations: {report['operations']}")
     click.echo(f"unavailability: p50 {u['p50']:.2f} s  p99 {u['p99']:.2f} s  max {u['max']:.2f} s "
                f"over {u['count']} (fault, account) pairs; censored {u['censored']}")
+    if "not_held" in u:
+        n = u["not_held"]
+        click.echo(f"  without the {u['held']} pairs whose client waited on a faulted process itself: "
+                   f"p50 {n['p50']:.2f} s  p99 {n['p99']:.2f} s  max {n['max']:.2f} s")
+        for kind, k in u.get("by_kind", {}).items():
+            click.echo(f"  {kind}: {k['count']} pairs, p50 {k['p50']:.2f} s  p99 {k['p99']:.2f} s  "
+                       f"max {k['max']:.2f} s")
     click.echo(f"report: {directory / 'report.json'}")
     if report["ok"]:
         click.echo(f"OK: no violation (seed {seed})")
