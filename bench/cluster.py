@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import gc
 import imaplib
+import json
 import socket
 import statistics
 import sys
@@ -342,7 +343,7 @@ def _members(directory: Path) -> dict[str, Any]:
     return {m["name"]: m for m in launcher.read_cluster(directory)["members"]}
 
 
-def bench_controller_failover_load(runs: int, accounts: int = 6) -> None:
+def bench_controller_failover_load(runs: int, accounts: int = 6) -> list[float]:
     """kill -9 of the Controller while every account is busy on the other
     members: latency and failures of their operations during the election."""
     import random
@@ -393,9 +394,10 @@ def bench_controller_failover_load(runs: int, accounts: int = 6) -> None:
     print(f"controller failover under load: runs {runs}, operations {total}, "
           f"latency p50 {statistics.median(lat) * 1e3:.0f} ms, p99 {pct(lat, 99) * 1e3:.0f} ms, "
           f"max {max(lat) * 1e3:.0f} ms, failed {failures}")
+    return lat
 
 
-def bench_failover_load(faults: int, accounts: int = 6) -> None:
+def bench_failover_load(faults: int, accounts: int = 6) -> list[float]:
     """kill -9 of a backend that owns accounts while every account is busy
     (sessions through random members): per affected account, the time from
     the kill to the end of the first successful operation started after it."""
@@ -447,6 +449,7 @@ def bench_failover_load(faults: int, accounts: int = 6) -> None:
     print(f"backend failover under load: faults {faults}, (fault, account) pairs {len(gaps)}, "
           f"unavailability p50 {statistics.median(gaps):.2f} s, p99 {pct(gaps, 99):.2f} s, "
           f"max {max(gaps):.2f} s")
+    return gaps
 
 
 def report(label: str, times: list[float]) -> None:
@@ -460,19 +463,35 @@ def main(argv: list[str]) -> None:
                                      "controller-failover-load", "failover-load"])
     ap.add_argument("--accounts", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the measured distribution to this file (for bench/plots.py)")
     args = ap.parse_args(argv)
+    series: dict[str, Any] | None = None
     if args.what == "controller":
         bench_controller(args.accounts)
     elif args.what == "links":
         bench_links(args.runs)
     elif args.what == "controller-failover-load":
-        bench_controller_failover_load(args.runs)
+        lat = bench_controller_failover_load(args.runs)
+        series = {"title": "Controller kill -9: operations on the other members", "unit": "ms",
+                  "what": "operation latency", "series": {"operations": [x * 1e3 for x in lat]}}
     elif args.what == "failover-load":
-        bench_failover_load(args.runs)
+        gaps = bench_failover_load(args.runs)
+        series = {"title": "backend kill -9 under load", "unit": "s", "target": 3,
+                  "what": "unavailability per affected account", "series": {"pairs": gaps}}
     elif args.what == "failover":
-        report("backend failover (kill -9 to login elsewhere)", bench_failover(args.runs))
+        times = bench_failover(args.runs)
+        report("backend failover (kill -9 to login elsewhere)", times)
+        series = {"title": "backend failover", "unit": "s", "target": 3,
+                  "what": "kill -9 to login elsewhere", "series": {"runs": times}}
     else:
-        report("controller failover (kill -9 to a new grant)", bench_controller_failover(args.runs))
+        times = bench_controller_failover(args.runs)
+        report("controller failover (kill -9 to a new grant)", times)
+        series = {"title": "Controller failover", "unit": "s", "target": 3,
+                  "what": "kill -9 to a new grant", "series": {"runs": times}}
+    if args.json is not None and series is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(series) + "\n")
 
 
 if __name__ == "__main__":

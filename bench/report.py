@@ -41,6 +41,12 @@ class Suite:
     argv: tuple[str, ...]
     quick: tuple[str, ...]
     timeout: float = 1800.0
+    # (bench/plots.py kind, result file the suite writes): drawn into docs/benchmarks/NAME.png
+    plot: tuple[str, str] | None = None
+
+
+RESULTS = ROOT / "bench" / "results"
+PICTURES = DOC.parent / "benchmarks"
 
 
 PY = (sys.executable,)
@@ -68,13 +74,33 @@ SUITES = (
           (*PY, "bench/cluster.py", "controller"),
           (*PY, "bench/cluster.py", "controller", "--accounts", "100000")),
     Suite("failover", "backend failover: kill -9 of an account's owner to the next login",
-          (*PY, "bench/cluster.py", "failover"), (*PY, "bench/cluster.py", "failover", "--runs", "3")),
+          (*PY, "bench/cluster.py", "failover", "--json", "bench/results/failover.json"),
+          (*PY, "bench/cluster.py", "failover", "--runs", "3", "--json", "bench/results/failover.json"),
+          plot=("latencies", "failover.json")),
     Suite("controller-failover", "Controller failover: kill -9 of the Controller to the next grant",
-          (*PY, "bench/cluster.py", "controller-failover"),
-          (*PY, "bench/cluster.py", "controller-failover", "--runs", "3")),
+          (*PY, "bench/cluster.py", "controller-failover", "--json",
+           "bench/results/controller-failover.json"),
+          (*PY, "bench/cluster.py", "controller-failover", "--runs", "3", "--json",
+           "bench/results/controller-failover.json"),
+          plot=("latencies", "controller-failover.json")),
+    Suite("failover-load", "backend kill -9 under load: unavailability per affected account",
+          (*PY, "bench/cluster.py", "failover-load", "--runs", "50", "--json",
+           "bench/results/failover-load.json"),
+          (*PY, "bench/cluster.py", "failover-load", "--runs", "3", "--json",
+           "bench/results/failover-load.json"),
+          plot=("latencies", "failover-load.json")),
+    Suite("controller-failover-load", "Controller kill -9 under load: operations on the other members",
+          (*PY, "bench/cluster.py", "controller-failover-load", "--runs", "5", "--json",
+           "bench/results/controller-failover-load.json"),
+          (*PY, "bench/cluster.py", "controller-failover-load", "--runs", "1", "--json",
+           "bench/results/controller-failover-load.json"),
+          plot=("latencies", "controller-failover-load.json")),
     Suite("chaos", "unavailability under random faults with load (the fault campaign, seed 11)",
-          (*PY, "-m", "dynamail", "chaos", "--seed", "11", "--duration", "300"),
-          (*PY, "-m", "dynamail", "chaos", "--seed", "11", "--duration", "60")),
+          (*PY, "-m", "dynamail", "chaos", "--seed", "11", "--duration", "300",
+           "--report", "bench/results/chaos.json"),
+          (*PY, "-m", "dynamail", "chaos", "--seed", "11", "--duration", "60",
+           "--report", "bench/results/chaos.json"),
+          plot=("chaos", "chaos.json")),
 )
 
 
@@ -114,6 +140,7 @@ def run(suite: Suite, quick: bool) -> tuple[list[str], list[str]]:
         text = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
         out, rc = text, f"timeout after {suite.timeout:.0f} s"
     elapsed = time.monotonic() - t0
+    picture = draw(suite, t0)
     shown = " ".join(a if a != sys.executable else "python" for a in argv)
     row = [f"| {suite.name} | {suite.what} | `{shown}` | {elapsed:.0f} s | {rc} | {before} → {load()} |"]
     lines = out.rstrip().splitlines()
@@ -121,7 +148,32 @@ def run(suite: Suite, quick: bool) -> tuple[list[str], list[str]]:
     section = [f"### {suite.name}", "", f"`{shown}` — exit {rc}, {elapsed:.0f} s"
                + (f" (last {TAIL_LINES} lines of output)" if cut else ""), "", "```",
                *lines[-TAIL_LINES:], "```", ""]
+    if picture is not None:
+        section += [f"![{suite.name}]({picture.relative_to(DOC.parent)})", ""]
     return row, section
+
+
+def draw(suite: Suite, started: float) -> Path | None:
+    """The suite's picture, when it left a result file in this run."""
+    if suite.plot is None:
+        return None
+    kind, name = suite.plot
+    source = RESULTS / name
+    try:
+        if source.stat().st_mtime < time.time() - (time.monotonic() - started):
+            return None  # left by an earlier run
+        import json
+
+        if str(ROOT) not in sys.path:
+            sys.path.insert(0, str(ROOT))
+        from bench import plots
+
+        data = json.loads(source.read_text())
+        out = PICTURES / f"{suite.name}.png"
+        return plots.chaos(data, out) if kind == "chaos" else plots.latencies(data, out)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        print(f"no picture for {suite.name}: {exc}", flush=True)
+        return None
 
 
 def render(rows: list[str], sections: list[str], quick: bool) -> str:
