@@ -71,6 +71,7 @@ class ControllerDuty:
     _inbound: set[Peer]
     refused: dict[str, float]
     _election_pool: ThreadPoolExecutor | None = None
+    _election_failing = ""  # the last storage error of the election loop, said once
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -135,10 +136,18 @@ class ControllerDuty:
                     if time.monotonic() - last_renew >= self.s.lease / 4:
                         last_renew = time.monotonic()
                         await self._renew()
-                    continue
-                await self._observe()
+                else:
+                    await self._observe()
+                self._election_failing = ""
             except asyncio.CancelledError:
                 raise
+            except OSError as exc:
+                # the shared storage refused (full, I/O error, unreachable):
+                # said once per kind of failure, not at every step it lasts
+                kind = f"{type(exc).__name__}:{exc.errno}"
+                if kind != self._election_failing:
+                    log.warning("election step failed: %s", exc)
+                    self._election_failing = kind
             except Exception:
                 log.exception("election step failed")
 

@@ -46,6 +46,7 @@ from dynamail.storage.api import (
     NoSuchMailbox,
     QuotaExceeded,
     StorageError,
+    StorageIOError,
     Unavailable,
 )
 
@@ -390,6 +391,12 @@ class Session:
             self.write(response.tagged(tag, "NO", "Account temporarily unavailable, please reconnect",
                                        "UNAVAILABLE"))
             raise SessionEnd("[UNAVAILABLE] Account moved to another server; please reconnect") from None
+        except StorageIOError as exc:
+            # the file system refused the write (full, I/O error): nothing was
+            # acknowledged, and the next attempt may succeed (RFC 5530)
+            log.warning("storage write refused in %s: %s", cmd.name, exc)
+            self.write(response.tagged(tag, "NO", "Storage temporarily unavailable, please try again",
+                                       "UNAVAILABLE"))
         except StorageError as exc:
             log.warning("storage error in %s: %s", cmd.name, exc)
             self.write(response.tagged(tag, "NO", "Server error, please try again", "SERVERBUG"))

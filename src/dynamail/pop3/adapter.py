@@ -56,7 +56,7 @@ from dynamail.pop3.limits import (
 )
 from dynamail.server.context import ServerContext
 from dynamail.smtp.dots import Stuffer
-from dynamail.storage.api import StorageError, Unavailable
+from dynamail.storage.api import StorageError, StorageIOError, Unavailable
 
 log = logging.getLogger("dynamail.pop3")
 
@@ -250,6 +250,9 @@ class Pop3Session:
                     try:
                         await view.store(ev.uids, "add", frozenset({"\\Deleted"}))
                         await view.expunge(ev.uids)
+                    except StorageIOError as exc:  # the file system refused it (full, I/O error)
+                        log.warning("pop3 update failed: %s", exc)
+                        ok = False
                     except StorageError:
                         log.exception("pop3 update failed")
                         ok = False

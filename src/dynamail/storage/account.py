@@ -64,6 +64,7 @@ from dynamail.storage.api import (
     MailboxStatus,
     NoSuchMailbox,
     StorageError,
+    StorageIOError,
     StoreClosed,
 )
 from dynamail.storage.commit import (
@@ -607,7 +608,10 @@ class FileAccountStore:
                 answer: Exception
                 if isinstance(exc, StorageError):
                     answer = exc
-                else:  # OSError (disk full, I/O error) and anything unexpected
+                elif isinstance(exc, OSError):  # disk full, I/O error
+                    answer = StorageIOError(f"storage write failed: {exc!r}")
+                    answer.__cause__ = exc
+                else:  # anything unexpected
                     answer = StorageError(f"storage write failed: {exc!r}")
                     answer.__cause__ = exc
                 for op in batch:
@@ -626,7 +630,8 @@ class FileAccountStore:
             written = await self._run_io(write_plans, plans, self.epoch, self._prepare_write, self._check_epoch)
             results = written.results
             if written.error is not None:
-                failed = StorageError(f"storage write failed: {written.error!r}")
+                failed = (StorageIOError if isinstance(written.error, OSError) else StorageError)(
+                    f"storage write failed: {written.error!r}")
             if written.superseded is not None:
                 self._fenced = True
                 failed = written.superseded

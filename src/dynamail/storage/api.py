@@ -67,6 +67,13 @@ class QuotaExceeded(StorageError):
     pass
 
 
+class StorageIOError(StorageError):
+    """The file system refused a write (full, over its own quota, an I/O
+    error): nothing of the operation was acknowledged.  A temporary failure
+    (``NO [UNAVAILABLE]``, ``451 4.3.0``, ``-ERR [SYS/TEMP]``) that does not
+    end the session: the next attempt may succeed where it is."""
+
+
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
