@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
-KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
+# dynamail.chaos.schedule.KIND_NAMES, kept here so that --help needs no import of the campaign
+KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "slow-storage", "clock-step", "isolate",
+              "partition")
 
 
 @click.command()
@@ -35,7 +37,8 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
               help="First three octets of the members' loopback addresses.")
 @click.option("--netns", is_flag=True,
               help="Run every member in its own network namespace (root, iproute2) and add "
-                   "the partition fault: a member's network link taken down.")
+                   "the network faults: a member's link taken down (isolate), the link between "
+                   "two members cut (partition).")
 @click.option("--keep", is_flag=True, help="Leave the cluster running at the end.")
 @click.option("--recheck", "recheck_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run no campaign: check the history.jsonl and final.json a campaign left in "
@@ -85,7 +88,8 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     u = report["unavailability"]
     f = report["faults"]
-    click.echo(f"faults injected: {f['injected']} {f['by_kind']} (not triggered: {f['not_triggered']})")
+    click.echo(f"faults injected: {f['injected']} {f['by_kind']} (not triggered: {f['not_triggered']}"
+               f"{'; not available: ' + str(f['not_available']) if f.get('not_available') else ''})")
     click.echo(f"operations: {report['operations']}")
     click.echo(f"unavailability: p50 {u['p50']:.2f} s  p99 {u['p99']:.2f} s  max {u['max']:.2f} s "
                f"over {u['count']} (fault, account) pairs; censored {u['censored']}")
