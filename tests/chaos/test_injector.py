@@ -69,8 +69,8 @@ def test_heal_all_removes_slowing_and_arming_and_sets_clocks_right(tmp_path: Pat
     assert clock.offset_file(d).read_text() == "+0\n"
 
 
-@pytest.mark.parametrize("kind", ["isolate", "partition"])
-def test_network_kinds_need_a_topology(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize("kind", ["isolate", "partition", "full-fs"])
+def test_network_and_file_system_kinds_need_their_option(tmp_path: Path, kind: str) -> None:
     inj = _injector(tmp_path)
     inj.inject(Planned(0.0, kind, "member", hold=0.02, second_role="member"))
     assert inj.history.faults == []

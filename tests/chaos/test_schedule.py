@@ -49,7 +49,7 @@ def test_process_state() -> None:
 
 def test_new_kinds_in_the_plan_with_their_bounds() -> None:
     lease = 1.5
-    planned = list(itertools.islice(plan(3, lease, partitions=True), 400))
+    planned = list(itertools.islice(plan(3, lease, partitions=True, full=True), 400))
     assert {p.kind for p in planned} == set(KIND_NAMES)
     for p in planned:
         if p.kind in ("slow-storage", "clock-step", "partition"):
@@ -60,7 +60,9 @@ def test_new_kinds_in_the_plan_with_their_bounds() -> None:
             assert STEP[0] <= abs(p.step) <= STEP[1]
         if p.kind == "partition":
             assert p.second_role in ("controller", "backup", "member")
-    assert not {"isolate", "partition"} & {p.kind for p in itertools.islice(plan(3, lease), 200)}
+        if p.kind == "full-fs":
+            assert 2 * lease <= p.hold <= 4 * lease
+    assert not {"isolate", "partition", "full-fs"} & {p.kind for p in itertools.islice(plan(3, lease), 200)}
     only = {p.kind for p in itertools.islice(plan(4, lease, ("slow-storage", "clock-step")), 40)}
     assert only == {"slow-storage", "clock-step"}
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamail.chaos import clock, netns, workers
+from dynamail.chaos import clock, netns, smallfs, workers
 from dynamail.chaos.checker import Checker, Final, Violation, unavailability
 from dynamail.chaos.history import History, Op, load
 from dynamail.chaos.netns import Topology
@@ -65,6 +65,7 @@ class Options:
     kinds: tuple[str, ...] = ()
     keep: bool = False
     netns: bool = False
+    small_fs: int = 0  # bytes: the shared storage on an ext4 image this small (0: not)
     command: list[str] = field(default_factory=list)
 
 
@@ -369,6 +370,17 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
             raise RuntimeError(f"--netns: {why}")
         names = [f"b{i}" for i in range(1, o.backends + 1)] + [f"f{j}" for j in range(1, o.frontends + 1)]
         topology = Topology(names)
+    small: smallfs.SmallFs | None = None
+    if o.small_fs:
+        why = smallfs.unavailable()
+        if why:
+            raise RuntimeError(f"--small-fs: {why}")
+        if o.shared_dir is not None:
+            raise RuntimeError("--small-fs and --shared-dir exclude each other")
+        directory.mkdir(parents=True, exist_ok=True)
+        small = smallfs.SmallFs(directory, o.small_fs)
+        o.shared_dir = small.shared
+        say(f"chaos: shared storage on a {o.small_fs // 1024**2} MiB ext4 image at {small.mount}")
     faketime, no_clock = clock_unavailable(o)
     if no_clock and no_clock != "not chosen":
         say(f"chaos: clock-step not available: {no_clock}")
@@ -377,6 +389,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
     except BaseException:
         if topology is not None:
             topology.remove()
+        if small is not None:
+            small.unmount()
         raise
     try:
         check_listeners(directory, data)
@@ -385,6 +399,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
             launcher.down(directory)
         if topology is not None:
             topology.remove()
+        if small is not None:
+            small.unmount()
         raise
     history = History(directory / "history.jsonl")
     report: dict[str, Any] = {"seed": o.seed, "duration": o.duration, "backends": o.backends,
@@ -402,7 +418,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         pool += [workers.Pop3Worker(env, "pop3", rng.randrange(2**32)),
                  workers.AdminWorker(env, "admin", rng.randrange(2**32))]
         injector = Injector(directory, history, o.seed, o.lease, o.duration, accounts, env.stop,
-                            kinds=o.kinds, say=say, topology=topology, clock_unavailable=no_clock)
+                            kinds=o.kinds, say=say, topology=topology, clock_unavailable=no_clock,
+                            small_fs=small)
         started = time.time()
         for w in pool:
             w.start()
@@ -445,6 +462,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
                 launcher.down(directory)
             if topology is not None:
                 topology.remove()
+            if small is not None:
+                small.unmount()
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 

@@ -32,9 +32,10 @@ Kinds:
                   either way; its monotonic clock runs on) for ``hold``
                   (1.5-4 leases), then back.  Needs libfaketime
                   (:mod:`dynamail.chaos.clock`); without it the fault is
-                  recorded as not available.
-
-Not injected (see docs/chaos.md): a full file system.
+                  recorded as not available;
+``full-fs``       (with ``--small-fs``) fill the shared storage's small file
+                  system with a ballast file for ``hold`` (2-4 leases), then
+                  remove it: every member's writes meet ENOSPC meanwhile.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ from typing import Any
 from dynamail.chaos import clock
 from dynamail.chaos.history import History
 from dynamail.chaos.netns import Topology
+from dynamail.chaos.smallfs import SmallFs
 from dynamail.cluster import launcher
 
 KINDS = (("kill", 4), ("kill-two", 2), ("pause", 3), ("storage-pause", 2), ("slow-storage", 2),
          ("clock-step", 2))
 PARTITIONS = (("isolate", 3), ("partition", 2))  # only with network namespaces (--netns)
-KIND_NAMES = tuple(k for k, _ in (*KINDS, *PARTITIONS))
+FULL = (("full-fs", 2),)  # only with the shared storage on a small file system (--small-fs)
+KIND_NAMES = tuple(k for k, _ in (*KINDS, *PARTITIONS, *FULL))
 SLOW = (0.05, 0.5)  # seconds every storage fault point sleeps under slow-storage
 STEP = (30.0, 600.0)  # seconds a clock-step moves the wall clock, either way
 ROLES = (("controller", 3), ("backup", 2), ("member", 4))
@@ -86,11 +89,13 @@ def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
 
 
-def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool = False) -> Any:
+def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool = False,
+         full: bool = False) -> Any:
     """The endless, reproducible sequence of faults for ``seed`` (optionally
-    only of ``kinds``; ``isolate`` and ``partition`` only with ``partitions``)."""
+    only of ``kinds``; ``isolate`` and ``partition`` only with ``partitions``,
+    ``full-fs`` only with ``full``)."""
     rng = random.Random(seed)
-    every = (*KINDS, *PARTITIONS) if partitions else KINDS
+    every = (*KINDS, *(PARTITIONS if partitions else ()), *(FULL if full else ()))
     table = tuple((k, w) for k, w in every if not kinds or k in kinds) or every
     while True:
         kind = _weighted(rng, table)
@@ -112,6 +117,8 @@ def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool 
         elif kind == "clock-step":
             yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0),
                           step=rng.choice((-1.0, 1.0)) * rng.uniform(*STEP))
+        elif kind == "full-fs":
+            yield Planned(gap, kind, role, hold=lease * rng.uniform(2.0, 4.0))
         else:
             yield Planned(gap, kind, rng.choice(("controller", "member")),
                           hold=lease * rng.uniform(1.5, 3.0), point=rng.choice(STORAGE_POINTS))
@@ -138,11 +145,13 @@ class Injector(threading.Thread):
                  duration: float, accounts: list[str], stop: threading.Event,
                  kinds: tuple[str, ...] = (), warmup: float = 3.0,
                  say: Callable[[str], None] | None = None, topology: Topology | None = None,
-                 clock_unavailable: str = "the members run without libfaketime") -> None:
+                 clock_unavailable: str = "the members run without libfaketime",
+                 small_fs: SmallFs | None = None) -> None:
         super().__init__(name="faults", daemon=True)
         self.dir = Path(directory)
         self.history = history
-        self.plan = plan(seed, lease, kinds, partitions=topology is not None)
+        self.plan = plan(seed, lease, kinds, partitions=topology is not None, full=small_fs is not None)
+        self.small_fs = small_fs
         self.topology = topology
         self.rng = random.Random(seed ^ 0x5EED)
         self.lease = lease
@@ -298,6 +307,16 @@ class Injector(threading.Thread):
             self.clock_step(p, first, owners, controller)
         elif p.kind == "storage-pause":
             self.storage_pause(p, first, owners, controller)
+        elif p.kind == "full-fs" and self.small_fs is not None:
+            everyone = [m["name"] for m in self._data()["members"]]
+            f = self.history.fault("full-fs", everyone, controller=True, affected=list(self.accounts))
+            try:
+                ballast = self.small_fs.fill()
+                f.note = f"ballast {ballast // 1024**2} MiB, {self.small_fs.free()} bytes left, {p.hold:.2f} s"
+                self.stop.wait(p.hold)
+            finally:
+                self.small_fs.empty()
+            self.history.healed(f)
 
     def clock_step(self, p: Planned, member: str, owners: dict[str, str], controller: str) -> None:
         f = self.history.fault("clock-step", [member], controller=member == controller,
@@ -359,12 +378,14 @@ class Injector(threading.Thread):
             os.kill(self._pid(name), signal.SIGCONT)
 
     def heal_all(self) -> None:
-        """Resume every stopped member, join every cut link, disarm every
-        fault point, remove every slowing, set every clock right and start
-        every member that is not running."""
+        """Resume every stopped member, join every cut link, remove the
+        ballast, disarm every fault point, remove every slowing, set every
+        clock right and start every member that is not running."""
         if self.topology is not None:
             with contextlib.suppress(Exception):
                 self.topology.join_all()
+        if self.small_fs is not None:
+            self.small_fs.empty()
         for m in self._data()["members"]:
             d = faults_dir(self.dir, m["name"])
             if self.topology is not None:

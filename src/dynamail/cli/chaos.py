@@ -12,7 +12,7 @@ import click
 
 # dynamail.chaos.schedule.KIND_NAMES, kept here so that --help needs no import of the campaign
 KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "slow-storage", "clock-step", "isolate",
-              "partition")
+              "partition", "full-fs")
 
 
 @click.command()
@@ -39,6 +39,9 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "slow-storage", "clo
               help="Run every member in its own network namespace (root, iproute2) and add "
                    "the network faults: a member's link taken down (isolate), the link between "
                    "two members cut (partition).")
+@click.option("--small-fs", "small_fs", default=None, metavar="SIZE",
+              help="Put the shared storage on a loop-mounted ext4 image of SIZE (64M, 1G; root) "
+                   "and add the full-fs fault: the file system filled for a few leases.")
 @click.option("--keep", is_flag=True, help="Leave the cluster running at the end.")
 @click.option("--recheck", "recheck_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run no campaign: check the history.jsonl and final.json a campaign left in "
@@ -47,7 +50,7 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "slow-storage", "clo
               help="Also write the JSON report here.")
 def chaos(seed: int | None, duration: float, backends: int, frontends: int, shared_dir: Path | None,
           directory: Path | None, accounts: int, kinds: str, port_offset: int, prefix: str,
-          netns: bool, keep: bool, recheck_dir: Path | None, report_path: Path | None) -> None:
+          netns: bool, small_fs: str | None, keep: bool, recheck_dir: Path | None, report_path: Path | None) -> None:
     """Run a fault campaign against a local cluster and check its history.
 
     Exits 1 when the checker finds a violation (and prints how to reproduce
@@ -61,6 +64,14 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
     bad = [k for k in chosen if k not in KIND_NAMES]
     if bad:
         raise click.UsageError(f"unknown fault kind(s) {bad}; choose from {', '.join(KIND_NAMES)}")
+    small_bytes = 0
+    if small_fs is not None:
+        from dynamail.chaos.smallfs import parse_size
+
+        try:
+            small_bytes = parse_size(small_fs)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--small-fs") from exc
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix=f"dynamail-chaos-{seed}-"))
     command = ["dynamail", "chaos", "--seed", str(seed), "--duration", f"{duration:g}",
@@ -71,9 +82,12 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         command += ["--shared-dir", str(shared_dir)]
     if netns:
         command += ["--netns"]
+    if small_fs is not None:
+        command += ["--small-fs", small_fs]
     opts = Options(seed=seed, duration=duration, directory=directory, backends=backends,
                    frontends=frontends, shared_dir=shared_dir, accounts=accounts, kinds=chosen,
-                   port_offset=port_offset, prefix=prefix, keep=keep, netns=netns, command=command)
+                   port_offset=port_offset, prefix=prefix, keep=keep, netns=netns,
+                   small_fs=small_bytes, command=command)
     try:
         if recheck_dir is not None:
             report = recheck(recheck_dir)
