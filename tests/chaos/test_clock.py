@@ -26,7 +26,7 @@ def test_environment_fakes_the_wall_clock_only(tmp_path: Path) -> None:
     env = dict(word.split("=", 1) for word in clock.environment("/lib/x.so", tmp_path))
     assert env["LD_PRELOAD"] == "/lib/x.so" and env["DONT_FAKE_MONOTONIC"] == "1"
     assert env["FAKETIME_TIMESTAMP_FILE"] == str(clock.offset_file(tmp_path))
-    assert env["NO_FAKE_STAT"] == "1"
+    assert env["NO_FAKE_STAT"] == "1" and env["FAKETIME_FORCE_MONOTONIC_FIX"] == "0"
 
 
 def test_a_process_under_libfaketime_sees_the_step_but_not_in_its_monotonic_clock(tmp_path: Path) -> None:

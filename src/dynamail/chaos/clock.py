@@ -8,6 +8,12 @@ member's timestamp file (``+0`` normally, ``+300`` or ``-45`` while stepped)
 to every wall-clock reading, and with ``DONT_FAKE_MONOTONIC=1`` leaves the
 monotonic clock alone — which is what a real step of an NTP-less host does.
 
+``FAKETIME_FORCE_MONOTONIC_FIX=0`` turns off libfaketime's rework of
+waits on monotonic condition variables, which is not needed when the
+monotonic clock is not faked and, measured here, delayed a member's event
+loop by up to 0.1-0.3 s now and then (an asyncio sleep plus a thread-pool
+round trip: worst 115-330 ms with it, 6-14 ms without, like no preload) —
+enough to cost a Controller its tenure on a loaded machine.
 ``NO_FAKE_STAT=1`` keeps file times as the file system gives them: on shared
 storage the times of files come from elsewhere, not from the stepped clock.
 The offset file is re-read at most every ``CACHE_SECONDS``, so a step takes
@@ -48,7 +54,7 @@ def offset_file(faults_dir: Path) -> Path:
 def environment(lib: str, faults_dir: Path) -> list[str]:
     """``NAME=VALUE`` words (for ``env``) that start a member under ``lib``
     with its offset read from ``faults_dir``."""
-    return [f"LD_PRELOAD={lib}", "DONT_FAKE_MONOTONIC=1", "NO_FAKE_STAT=1",
+    return [f"LD_PRELOAD={lib}", "DONT_FAKE_MONOTONIC=1", "FAKETIME_FORCE_MONOTONIC_FIX=0", "NO_FAKE_STAT=1",
             f"FAKETIME_TIMESTAMP_FILE={offset_file(faults_dir)}",
             f"FAKETIME_CACHE_DURATION={CACHE_SECONDS}"]
 
