@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dynamail.chaos import clock
+from dynamail.chaos import clock, stepped
 
 
 def test_offset_spec_and_step_rewrite_the_file_whole(tmp_path: Path) -> None:
@@ -42,3 +42,23 @@ def test_a_process_under_libfaketime_sees_the_step_but_not_in_its_monotonic_cloc
     wall, mono = float(out[0]), float(out[1])
     assert before_wall + 3000 < wall < after_wall + 4000  # stepped by an hour, not a second
     assert before_mono <= mono <= after_mono  # the monotonic clock is the machine's
+
+
+def test_a_member_entry_under_libfaketime_sleeps_and_keeps_the_step(tmp_path: Path) -> None:
+    lib = clock.library()
+    if not lib:
+        pytest.skip("libfaketime is not installed (Debian package faketime)")
+    clock.step(tmp_path, -600)
+    (tmp_path / "member_probe.py").write_text("import time\ntime.sleep(0.01)\nprint(time.time())\n")
+    before = time.time()
+    out = subprocess.run(["env", *clock.environment(lib, tmp_path), *clock.entry(),
+                          sys.executable, "-m", "member_probe"], capture_output=True, text=True, timeout=20,
+                         cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr  # time.sleep works in the member
+    assert float(out.stdout) < before - 500  # and its wall clock is stepped back
+
+
+def test_the_entry_sleep_refuses_a_negative_length() -> None:
+    with pytest.raises(ValueError):
+        stepped.sleep(-1)
+    stepped.sleep(0)

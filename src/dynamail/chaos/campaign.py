@@ -114,7 +114,7 @@ def start_cluster(o: Options, topology: Topology | None, faketime: str = "") -> 
         wrappers[name] = [*(topology.wrapper(name) if topology else []), "env", f"{FAULTS_ENV}={d}"]
         if faketime:
             clock.step(d, 0)
-            wrappers[name] += clock.environment(faketime, d)
+            wrappers[name] += [*clock.environment(faketime, d), *clock.entry()]
     hosts = topology.hosts() if topology else None
     first = 1 if topology else free_first_host(o.prefix, len(names),
                                                launcher.CLUSTER_PORT + o.port_offset, random.Random())

@@ -20,6 +20,10 @@ The offset file is re-read at most every ``CACHE_SECONDS``, so a step takes
 effect within that time; the fault waits that long before it counts as
 injected.
 
+With the monotonic clock left alone, this libfaketime (0.9.10) makes
+``time.sleep`` fail with EINVAL; members are started through
+:mod:`dynamail.chaos.stepped`, which gives them a working one.
+
 Only when the library is installed (Debian package ``faketime``);
 :func:`library` is empty otherwise and the fault is recorded as not
 available.
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 
 CACHE_SECONDS = 1  # libfaketime re-reads the offset file at most this often
@@ -53,7 +58,8 @@ def offset_file(faults_dir: Path) -> Path:
 
 def environment(lib: str, faults_dir: Path) -> list[str]:
     """``NAME=VALUE`` words (for ``env``) that start a member under ``lib``
-    with its offset read from ``faults_dir``."""
+    with its offset read from ``faults_dir``; the member itself is then
+    started through :func:`entry`."""
     return [f"LD_PRELOAD={lib}", "DONT_FAKE_MONOTONIC=1", "FAKETIME_FORCE_MONOTONIC_FIX=0", "NO_FAKE_STAT=1",
             f"FAKETIME_TIMESTAMP_FILE={offset_file(faults_dir)}",
             f"FAKETIME_CACHE_DURATION={CACHE_SECONDS}"]
@@ -72,3 +78,10 @@ def step(faults_dir: Path, seconds: float) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(spec(seconds) + "\n")
     os.replace(tmp, path)
+
+
+def entry() -> list[str]:
+    """The command prefix a member under libfaketime is started through
+    (:mod:`dynamail.chaos.stepped`: ``time.sleep`` fails under libfaketime
+    with the monotonic clock left alone)."""
+    return [sys.executable, "-m", "dynamail.chaos.stepped"]
