@@ -71,3 +71,15 @@ def test_the_command_line_offers_every_kind() -> None:
     from dynamail.cli.chaos import KIND_NAMES as OFFERED
 
     assert OFFERED == KIND_NAMES
+
+
+def test_the_command_line_refuses_a_kind_without_its_option() -> None:
+    from click.testing import CliRunner
+
+    from dynamail.cli.chaos import chaos
+
+    for kind, option in (("partition", "--netns"), ("isolate", "--netns"), ("full-fs", "--small-fs")):
+        result = CliRunner().invoke(chaos, ["--faults", f"pause,{kind}", "--seed", "1"])
+        assert result.exit_code == 2 and f"{kind} needs {option}" in result.output
+    result = CliRunner().invoke(chaos, ["--faults", "pause", "--small-fs", "3M"])
+    assert result.exit_code == 2 and "below the smallest file system" in result.output

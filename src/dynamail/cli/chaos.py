@@ -64,6 +64,11 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
     bad = [k for k in chosen if k not in KIND_NAMES]
     if bad:
         raise click.UsageError(f"unknown fault kind(s) {bad}; choose from {', '.join(KIND_NAMES)}")
+    needs = {"isolate": ("--netns", netns), "partition": ("--netns", netns),
+             "full-fs": ("--small-fs", small_fs is not None)}
+    missing = [f"{k} needs {needs[k][0]}" for k in chosen if k in needs and not needs[k][1]]
+    if missing and recheck_dir is None:
+        raise click.UsageError("; ".join(missing))
     small_bytes = 0
     if small_fs is not None:
         from dynamail.chaos.smallfs import parse_size
