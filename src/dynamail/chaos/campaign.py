@@ -23,6 +23,7 @@ import random
 import re
 import shlex
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -378,7 +379,10 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         if o.shared_dir is not None:
             raise RuntimeError("--small-fs and --shared-dir exclude each other")
         directory.mkdir(parents=True, exist_ok=True)
-        small = smallfs.SmallFs(directory, o.small_fs)
+        try:
+            small = smallfs.SmallFs(directory, o.small_fs)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"--small-fs: {' '.join(exc.cmd)}: {exc.stderr!r}") from exc
         o.shared_dir = small.shared
         say(f"chaos: shared storage on a {o.small_fs // 1024**2} MiB ext4 image at {small.mount}")
     faketime, no_clock = clock_unavailable(o)
