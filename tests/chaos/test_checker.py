@@ -240,3 +240,13 @@ def test_history_streams_and_loads(tmp_path: Any) -> None:
     ops, faults = load(tmp_path / "h.jsonl")
     assert [o.msgid for o in ops] == ["<x>"] and ops[0].outcome == OK
     assert faults[0].members == ["b2"] and faults[0].healed >= faults[0].start
+
+
+def test_a_clock_stepped_member_may_lose_its_lease_at_its_own_stepped_time() -> None:
+    s = Script()
+    fault_start = s.t
+    s.faults.append(Fault(1, "clock-step", ["b2"], start=fault_start, healed=fault_start + 5, offset=-300))
+    stepped = time.strftime("%Y-%m-%d %H:%M:%S,000", time.localtime(fault_start + 2 - 300))
+    line = f"{stepped} WARNING dynamail.cluster: lease lost: closing 1 shared accounts"
+    assert s.check(s.final({}, logs={"b2": [line]})) == set()
+    assert s.check(s.final({}, logs={"b1": [line]})) == {"lease-lost"}  # b1 was not stepped

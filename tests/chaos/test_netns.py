@@ -30,3 +30,28 @@ def test_isolate_takes_the_member_link_down_and_remove_cleans_up() -> None:
         topo.remove()
     assert topo.ns(1) not in _ip("netns", "list")
     assert topo.bridge not in _ip("link")
+
+
+def test_cut_parts_two_members_and_leaves_the_third_and_the_clients() -> None:
+    why = netns.unavailable()
+    if why:
+        pytest.skip(why)
+    topo = netns.Topology(["b1", "b2", "b3"])
+
+    def reach(i: int, host: str) -> bool:
+        ns = topo.ns(i)
+        proc = subprocess.run(["ip", "netns", "exec", ns, "ip", "route", "get", host],
+                              capture_output=True, text=True)
+        return proc.returncode == 0 and "blackhole" not in proc.stdout
+
+    try:
+        topo.cut("b1", "b2", True)
+        assert not reach(1, topo.host("b2")) and not reach(2, topo.host("b1"))
+        assert reach(1, topo.host("b3")) and reach(2, topo.host("b3")) and reach(3, topo.host("b1"))
+        assert reach(1, f"{topo.net}.254")  # the clients' side
+        topo.cut("b1", "b2", True)  # cutting twice is no error
+        topo.join_all()
+        assert reach(1, topo.host("b2")) and reach(2, topo.host("b1"))
+        topo.join_all()  # joining what is not cut is no error
+    finally:
+        topo.remove()

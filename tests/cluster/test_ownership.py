@@ -89,3 +89,64 @@ def test_cluster_locator_grants_relays_and_releases_idle_accounts(tmp_path: Path
         await loc.close()
 
     asyncio.run(run())
+
+
+def test_an_account_is_opened_again_only_after_its_previous_store_here_has_closed() -> None:
+    """After a lost lease the member may be granted the same account again,
+    under the same epoch, while the dropped store still finishes its writes:
+    the new store must not open (and write the same files) before that."""
+    from dynamail.accounts import AccountRef
+    from dynamail.cluster.ownership import ClusterLocator, GrantInfo
+
+    class Store:
+        def __init__(self, others: list[Store], may_finish: asyncio.Event) -> None:
+            self.epoch = 4
+            self.closed = False
+            self.others_closed_at_open = all(o.closed for o in others)
+            self.may_finish = may_finish
+
+        async def close(self) -> None:
+            await self.may_finish.wait()
+            self.closed = True
+
+    async def run() -> None:
+        may_finish = asyncio.Event()
+        stores: list[Store] = []
+
+        class MailStore:
+            def recorded_epoch(self, path: Path) -> int:
+                return 4
+
+            async def open_account(self, path: Path, epoch: int) -> Store:
+                stores.append(Store(list(stores), may_finish))
+                return stores[-1]
+
+        class Standalone:
+            mailstore = MailStore()
+
+            def account_path(self, ref: AccountRef) -> Path:
+                return Path("/nonexistent") / ref.name
+
+        async def request_open(ref: AccountRef, recorded: int, local_only: bool) -> GrantInfo:
+            return GrantInfo("me", 4, 1, ("127.0.7.1", 0, 0))  # the same epoch every time
+
+        loc = ClusterLocator(Standalone(), "me", request_open, lambda ref, epoch: None, lambda: True,
+                             idle_release=3600)
+        ann = AccountRef("d.test", "ann", True)
+        async with loc.use(ann):
+            pass
+        dropping = asyncio.ensure_future(loc.drop_all())  # the lease was lost: closing, still writing
+        await asyncio.sleep(0)
+
+        async def again() -> None:
+            async with loc.use(ann):
+                pass
+
+        opening = asyncio.ensure_future(again())
+        # room for the second open to happen too early (it must not); not a measure of anything
+        await asyncio.wait([opening], timeout=0.5)
+        may_finish.set()
+        await asyncio.gather(dropping, opening)
+        assert len(stores) == 2 and stores[1].others_closed_at_open
+
+    asyncio.run(run())

@@ -23,12 +23,13 @@ import random
 import re
 import shlex
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dynamail.chaos import netns, workers
+from dynamail.chaos import clock, netns, smallfs, workers
 from dynamail.chaos.checker import Checker, Final, Violation, unavailability
 from dynamail.chaos.history import History, Op, load
 from dynamail.chaos.netns import Topology
@@ -65,6 +66,7 @@ class Options:
     kinds: tuple[str, ...] = ()
     keep: bool = False
     netns: bool = False
+    small_fs: int = 0  # bytes: the shared storage on an ext4 image this small (0: not)
     command: list[str] = field(default_factory=list)
 
 
@@ -85,7 +87,19 @@ def free_first_host(prefix: str, count: int, port: int, rng: random.Random) -> i
     raise launcher.LauncherError(f"no {count} free addresses in {prefix}.x")
 
 
-def start_cluster(o: Options, topology: Topology | None) -> dict[str, Any]:
+def clock_unavailable(o: Options) -> tuple[str, str]:
+    """(libfaketime's path, why clock-step cannot be injected): the path is
+    empty when the members run without it (the kind was not chosen, or the
+    library is not installed)."""
+    if o.kinds and "clock-step" not in o.kinds:
+        return "", "not chosen"
+    lib = clock.library()
+    return (lib, "") if lib else ("", "libfaketime is not installed (Debian package faketime)")
+
+
+def start_cluster(o: Options, topology: Topology | None, faketime: str = "") -> dict[str, Any]:
+    """Start the cluster; with ``faketime`` (libfaketime's path) every member
+    runs under it, its wall-clock offset read from its faults directory."""
     directory = o.directory.absolute()
     directory.mkdir(parents=True, exist_ok=True)
     if o.shared_dir is not None:
@@ -99,6 +113,9 @@ def start_cluster(o: Options, topology: Topology | None) -> dict[str, Any]:
         d = faults_dir(directory, name)
         d.mkdir(parents=True, exist_ok=True)
         wrappers[name] = [*(topology.wrapper(name) if topology else []), "env", f"{FAULTS_ENV}={d}"]
+        if faketime:
+            clock.step(d, 0)
+            wrappers[name] += [*clock.environment(faketime, d), *clock.entry()]
     hosts = topology.hosts() if topology else None
     first = 1 if topology else free_first_host(o.prefix, len(names),
                                                launcher.CLUSTER_PORT + o.port_offset, random.Random())
@@ -354,11 +371,30 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
             raise RuntimeError(f"--netns: {why}")
         names = [f"b{i}" for i in range(1, o.backends + 1)] + [f"f{j}" for j in range(1, o.frontends + 1)]
         topology = Topology(names)
+    small: smallfs.SmallFs | None = None
+    if o.small_fs:
+        why = smallfs.unavailable()
+        if why:
+            raise RuntimeError(f"--small-fs: {why}")
+        if o.shared_dir is not None:
+            raise RuntimeError("--small-fs and --shared-dir exclude each other")
+        directory.mkdir(parents=True, exist_ok=True)
+        try:
+            small = smallfs.SmallFs(directory, o.small_fs)
+        except subprocess.CalledProcessError as exc:
+            raise RuntimeError(f"--small-fs: {' '.join(exc.cmd)}: {exc.stderr!r}") from exc
+        o.shared_dir = small.shared
+        say(f"chaos: shared storage on a {o.small_fs // 1024**2} MiB ext4 image at {small.mount}")
+    faketime, no_clock = clock_unavailable(o)
+    if no_clock and no_clock != "not chosen":
+        say(f"chaos: clock-step not available: {no_clock}")
     try:
-        data = start_cluster(o, topology)
+        data = start_cluster(o, topology, faketime)
     except BaseException:
         if topology is not None:
             topology.remove()
+        if small is not None:
+            small.unmount()
         raise
     try:
         check_listeners(directory, data)
@@ -367,6 +403,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
             launcher.down(directory)
         if topology is not None:
             topology.remove()
+        if small is not None:
+            small.unmount()
         raise
     history = History(directory / "history.jsonl")
     report: dict[str, Any] = {"seed": o.seed, "duration": o.duration, "backends": o.backends,
@@ -384,7 +422,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
         pool += [workers.Pop3Worker(env, "pop3", rng.randrange(2**32)),
                  workers.AdminWorker(env, "admin", rng.randrange(2**32))]
         injector = Injector(directory, history, o.seed, o.lease, o.duration, accounts, env.stop,
-                            kinds=o.kinds, say=say, topology=topology)
+                            kinds=o.kinds, say=say, topology=topology, clock_unavailable=no_clock,
+                            small_fs=small)
         started = time.time()
         for w in pool:
             w.start()
@@ -427,6 +466,8 @@ def run(o: Options, say: Any = print) -> dict[str, Any]:
                 launcher.down(directory)
             if topology is not None:
                 topology.remove()
+            if small is not None:
+                small.unmount()
     (directory / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     return report
 
@@ -437,14 +478,18 @@ def summary(ops: list[Op], faults: list[Any], violations: list[Violation], final
     for op in ops:
         counts.setdefault(op.kind, {"ok": 0, "refused": 0, "unknown": 0})[op.outcome] += 1
     kinds: dict[str, int] = {}
+    unavailable: dict[str, int] = {}
     for f in faults:
         if f.triggered:
             kinds[f.kind] = kinds.get(f.kind, 0) + 1
+        elif not f.available:
+            unavailable[f.kind] = unavailable.get(f.kind, 0) + 1
     return {
         "ok": not violations,
         "operations": counts,
         "faults": {"injected": sum(kinds.values()), "by_kind": kinds,
                    "not_triggered": sum(1 for f in faults if not f.triggered),
+                   "not_available": unavailable,
                    "list": [asdict(f) for f in faults]},
         "unavailability": unavailability(ops, faults),
         "violations": [asdict(v) for v in violations],

@@ -380,8 +380,13 @@ class Checker:
                     self.add("double-writer", f"{account}/{box}: writer epochs {seq}")
 
     def faulted(self, member: str, t: float) -> bool:
-        return any(member in f.members and f.triggered and f.start - 1.0 <= t
-                   and t <= (f.healed or f.start) + LEASE_GRACE for f in self.faults)
+        """Whether ``member`` was hit by a fault around ``t`` (a time from its
+        own log: while its clock was stepped by a clock-step, its log lines
+        carry the stepped time, so that window counts shifted as well)."""
+        return any(member in f.members and f.triggered
+                   and any(f.start - 1.0 + shift <= t <= (f.healed or f.start) + LEASE_GRACE + shift
+                           for shift in {0.0, f.offset})
+                   for f in self.faults)
 
     def logs(self) -> None:
         for member, lines in self.final.logs.items():

@@ -12,7 +12,8 @@ An operation is recorded once it has finished, with its outcome:
 
 Times are wall-clock seconds (``time.time()``) taken in the one campaign
 process, so that they compare with each other and with the members' log
-lines; the campaign never steps the clock.  The recorder is shared by all
+lines; the campaign never steps its own clock (a clock-step fault steps one
+member's, and records by how much, so that its log lines can be placed).  The recorder is shared by all
 worker threads (one lock) and streams every record as one JSON line, so
 that a campaign that dies still leaves its history behind.
 """
@@ -55,7 +56,9 @@ class Op:
 class Fault:
     """One injected fault: ``members`` as they were hit, ``affected`` the
     accounts whose availability it is measured on, ``healed`` when every
-    member it hit runs again (restarted or resumed)."""
+    member it hit runs again (restarted, resumed, joined, its clock and
+    storage back to normal).  ``triggered`` is false for a fault that did
+    not happen (a storage point never reached, a kind not available here)."""
 
     id: int
     kind: str
@@ -66,6 +69,8 @@ class Fault:
     controller: bool = False
     affected: list[str] = field(default_factory=list)
     note: str = ""
+    available: bool = True  # False: this host cannot inject the kind (see note)
+    offset: float = 0.0  # clock-step: seconds the member's wall clock (and its log) was off
 
 
 class History:

@@ -87,6 +87,26 @@ class Topology:
     def isolate(self, name: str, on: bool) -> None:
         _ip("link", "set", self.host_end(self.names.index(name) + 1), "down" if on else "up")
 
+    def host(self, name: str) -> str:
+        return f"{self.net}.{self.names.index(name) + 1}"
+
+    def cut(self, a: str, b: str, on: bool) -> None:
+        """Cut (or, with ``on`` false, join again) the link between members
+        ``a`` and ``b`` only; joining what is not cut is no error."""
+        for near, far in ((a, b), (b, a)):
+            ns = self.ns(self.names.index(near) + 1)
+            if on:
+                _ip("-n", ns, "route", "replace", "blackhole", f"{self.host(far)}/32")
+            else:
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    _ip("-n", ns, "route", "del", "blackhole", f"{self.host(far)}/32")
+
+    def join_all(self) -> None:
+        """Undo every cut between two members."""
+        for i, a in enumerate(self.names):
+            for b in self.names[i + 1:]:
+                self.cut(a, b, False)
+
     def remove(self) -> None:
         for i in range(1, len(self.names) + 1):
             with contextlib.suppress(Exception):

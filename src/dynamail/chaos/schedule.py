@@ -21,13 +21,21 @@ Kinds:
                   next matching mutation of shared storage; SIGCONT after
                   ``hold``.  When no mutation reaches the point within
                   ``ARM_WAIT`` seconds the fault is disarmed and recorded as
-                  not triggered.
-
-Not injected (see docs/chaos.md): clock steps (stepping the wall clock of
-one process needs a time namespace for CLOCK_REALTIME, which Linux does not
-offer, or libfaketime, which is not installed; stepping the machine's clock
-would hit every process on it), partitions between two chosen members (only
-a whole member is isolated), slow storage and a full file system.
+                  not triggered;
+``slow-storage``  write ``delay`` seconds (0.05-0.5) to the member's
+                  ``DIR/slow``: every fault point of the member sleeps that
+                  long, for ``hold`` (1.5-4 leases);
+``partition``     (with ``--netns``) cut the link between two members (the
+                  second by ``second_role``) for ``hold`` (1.5-4 leases);
+                  both still reach every other member and every client;
+``clock-step``    step the member's wall clock by ``step`` seconds (30-600
+                  either way; its monotonic clock runs on) for ``hold``
+                  (1.5-4 leases), then back.  Needs libfaketime
+                  (:mod:`dynamail.chaos.clock`); without it the fault is
+                  recorded as not available;
+``full-fs``       (with ``--small-fs``) fill the shared storage's small file
+                  system with a ballast file for ``hold`` (2-4 leases), then
+                  remove it: every member's writes meet ENOSPC meanwhile.
 """
 
 from __future__ import annotations
@@ -43,12 +51,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dynamail.chaos import clock
 from dynamail.chaos.history import History
 from dynamail.chaos.netns import Topology
+from dynamail.chaos.smallfs import SmallFs
 from dynamail.cluster import launcher
 
-KINDS = (("kill", 4), ("kill-two", 2), ("pause", 3), ("storage-pause", 2))
-PARTITION = ("isolate", 3)  # only with network namespaces (--netns)
+KINDS = (("kill", 4), ("kill-two", 2), ("pause", 3), ("storage-pause", 2), ("slow-storage", 2),
+         ("clock-step", 2))
+PARTITIONS = (("isolate", 3), ("partition", 2))  # only with network namespaces (--netns)
+FULL = (("full-fs", 2),)  # only with the shared storage on a small file system (--small-fs)
+KIND_NAMES = tuple(k for k, _ in (*KINDS, *PARTITIONS, *FULL))
+SLOW = (0.05, 0.5)  # seconds every storage fault point sleeps under slow-storage
+STEP = (30.0, 600.0)  # seconds a clock-step moves the wall clock, either way
 ROLES = (("controller", 3), ("backup", 2), ("member", 4))
 STORAGE_POINTS = ("write", "rename", "link", "unlink", "mkdir", "create", "truncate", "dir-write",
                   "dir-rename", "*")
@@ -66,17 +81,21 @@ class Planned:
     second_role: str = ""
     second: float = 0.0
     point: str = ""
+    delay: float = 0.0
+    step: float = 0.0
 
 
 def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([k for k, _ in table], weights=[w for _, w in table])[0]
 
 
-def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool = False) -> Any:
+def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool = False,
+         full: bool = False) -> Any:
     """The endless, reproducible sequence of faults for ``seed`` (optionally
-    only of ``kinds``; ``isolate`` only with ``partitions``)."""
+    only of ``kinds``; ``isolate`` and ``partition`` only with ``partitions``,
+    ``full-fs`` only with ``full``)."""
     rng = random.Random(seed)
-    every = (*KINDS, PARTITION) if partitions else KINDS
+    every = (*KINDS, *(PARTITIONS if partitions else ()), *(FULL if full else ()))
     table = tuple((k, w) for k, w in every if not kinds or k in kinds) or every
     while True:
         kind = _weighted(rng, table)
@@ -90,6 +109,16 @@ def plan(seed: int, lease: float, kinds: tuple[str, ...] = (), partitions: bool 
                           second=rng.uniform(0.3, 2.0))
         elif kind in ("pause", "isolate"):
             yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0))
+        elif kind == "partition":
+            yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0),
+                          second_role=rng.choice(("controller", "backup", "member")))
+        elif kind == "slow-storage":
+            yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0), delay=rng.uniform(*SLOW))
+        elif kind == "clock-step":
+            yield Planned(gap, kind, role, hold=lease * rng.uniform(1.5, 4.0),
+                          step=rng.choice((-1.0, 1.0)) * rng.uniform(*STEP))
+        elif kind == "full-fs":
+            yield Planned(gap, kind, role, hold=lease * rng.uniform(2.0, 4.0))
         else:
             yield Planned(gap, kind, rng.choice(("controller", "member")),
                           hold=lease * rng.uniform(1.5, 3.0), point=rng.choice(STORAGE_POINTS))
@@ -115,11 +144,14 @@ class Injector(threading.Thread):
     def __init__(self, directory: Path, history: History, seed: int, lease: float,
                  duration: float, accounts: list[str], stop: threading.Event,
                  kinds: tuple[str, ...] = (), warmup: float = 3.0,
-                 say: Callable[[str], None] | None = None, topology: Topology | None = None) -> None:
+                 say: Callable[[str], None] | None = None, topology: Topology | None = None,
+                 clock_unavailable: str = "the members run without libfaketime",
+                 small_fs: SmallFs | None = None) -> None:
         super().__init__(name="faults", daemon=True)
         self.dir = Path(directory)
         self.history = history
-        self.plan = plan(seed, lease, kinds, partitions=topology is not None)
+        self.plan = plan(seed, lease, kinds, partitions=topology is not None, full=small_fs is not None)
+        self.small_fs = small_fs
         self.topology = topology
         self.rng = random.Random(seed ^ 0x5EED)
         self.lease = lease
@@ -130,6 +162,8 @@ class Injector(threading.Thread):
         self.error: BaseException | None = None
         self.log: list[str] = []
         self.say = say or (lambda text: None)
+        # why clock-step cannot be injected; empty when the members run under libfaketime
+        self.clock_unavailable = clock_unavailable
 
     # -- the cluster -----------------------------------------------------------
     def _data(self) -> dict[str, Any]:
@@ -241,8 +275,67 @@ class Injector(threading.Thread):
             finally:
                 self.topology.isolate(first, False)
             self.history.healed(f)
-        else:
+        elif p.kind == "partition" and self.topology is not None:
+            second = self._resolve(p.second_role, {first})
+            if not second:
+                return
+            hit = [first, second]
+            f = self.history.fault("partition", hit, controller=controller in hit,
+                                   affected=self._affected(owners, hit, controller in hit),
+                                   note=f"{first} x {second} {p.hold:.2f} s")
+            self.topology.cut(first, second, True)
+            try:
+                self.stop.wait(p.hold)
+            finally:
+                self.topology.cut(first, second, False)
+            self.history.healed(f)
+        elif p.kind == "slow-storage":
+            f = self.history.fault("slow-storage", [first], controller=first == controller,
+                                   affected=self._affected(owners, [first], first == controller),
+                                   note=f"{p.delay:.3f} s per point for {p.hold:.2f} s")
+            slow = faults_dir(self.dir, first) / "slow"
+            tmp = slow.with_name("slow.tmp")
+            tmp.write_text(f"{p.delay:.3f}\n")
+            os.replace(tmp, slow)
+            try:
+                self.stop.wait(p.hold)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    slow.unlink()
+            self.history.healed(f)
+        elif p.kind == "clock-step":
+            self.clock_step(p, first, owners, controller)
+        elif p.kind == "storage-pause":
             self.storage_pause(p, first, owners, controller)
+        elif p.kind == "full-fs" and self.small_fs is not None:
+            everyone = [m["name"] for m in self._data()["members"]]
+            f = self.history.fault("full-fs", everyone, controller=True, affected=list(self.accounts))
+            try:
+                ballast = self.small_fs.fill()
+                f.note = f"ballast {ballast // 1024**2} MiB, {self.small_fs.free()} bytes left, {p.hold:.2f} s"
+                self.stop.wait(p.hold)
+            finally:
+                self.small_fs.empty()
+            self.history.healed(f)
+
+    def clock_step(self, p: Planned, member: str, owners: dict[str, str], controller: str) -> None:
+        f = self.history.fault("clock-step", [member], controller=member == controller,
+                               affected=self._affected(owners, [member], member == controller),
+                               note=f"{clock.spec(p.step)} s for {p.hold:.2f} s", offset=round(p.step))
+        if self.clock_unavailable:
+            f.triggered = f.available = False
+            f.note += f" (not available: {self.clock_unavailable})"
+            self.history.healed(f)
+            return
+        d = faults_dir(self.dir, member)
+        clock.step(d, p.step)
+        try:
+            # libfaketime reads the offset again within CACHE_SECONDS
+            self.stop.wait(p.hold + clock.CACHE_SECONDS)
+        finally:
+            clock.step(d, 0)
+        self.stop.wait(clock.CACHE_SECONDS)
+        self.history.healed(f)
 
     def storage_pause(self, p: Planned, member: str, owners: dict[str, str], controller: str) -> None:
         d = faults_dir(self.dir, member)
@@ -285,14 +378,24 @@ class Injector(threading.Thread):
             os.kill(self._pid(name), signal.SIGCONT)
 
     def heal_all(self) -> None:
-        """Resume every stopped member, disarm every fault point and start
-        every member that is not running."""
+        """Resume every stopped member, join every cut link, remove the
+        ballast, disarm every fault point, remove every slowing, set every
+        clock right and start every member that is not running."""
+        if self.topology is not None:
+            with contextlib.suppress(Exception):
+                self.topology.join_all()
+        if self.small_fs is not None:
+            self.small_fs.empty()
         for m in self._data()["members"]:
+            d = faults_dir(self.dir, m["name"])
             if self.topology is not None:
                 with contextlib.suppress(Exception):
                     self.topology.isolate(m["name"], False)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(faults_dir(self.dir, m["name"]) / "arm")
+            for name in ("arm", "slow"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(d / name)
+            if not self.clock_unavailable:
+                clock.step(d, 0)
             if launcher.alive(m["pid"]):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(m["pid"], signal.SIGCONT)

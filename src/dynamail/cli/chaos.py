@@ -10,7 +10,9 @@ from pathlib import Path
 
 import click
 
-KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
+# dynamail.chaos.schedule.KIND_NAMES, kept here so that --help needs no import of the campaign
+KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "slow-storage", "clock-step", "isolate",
+              "partition", "full-fs")
 
 
 @click.command()
@@ -35,7 +37,11 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
               help="First three octets of the members' loopback addresses.")
 @click.option("--netns", is_flag=True,
               help="Run every member in its own network namespace (root, iproute2) and add "
-                   "the partition fault: a member's network link taken down.")
+                   "the network faults: a member's link taken down (isolate), the link between "
+                   "two members cut (partition).")
+@click.option("--small-fs", "small_fs", default=None, metavar="SIZE",
+              help="Put the shared storage on a loop-mounted ext4 image of SIZE (64M, 1G; root) "
+                   "and add the full-fs fault: the file system filled for a few leases.")
 @click.option("--keep", is_flag=True, help="Leave the cluster running at the end.")
 @click.option("--recheck", "recheck_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Run no campaign: check the history.jsonl and final.json a campaign left in "
@@ -44,7 +50,7 @@ KIND_NAMES = ("kill", "kill-two", "pause", "storage-pause", "isolate")
               help="Also write the JSON report here.")
 def chaos(seed: int | None, duration: float, backends: int, frontends: int, shared_dir: Path | None,
           directory: Path | None, accounts: int, kinds: str, port_offset: int, prefix: str,
-          netns: bool, keep: bool, recheck_dir: Path | None, report_path: Path | None) -> None:
+          netns: bool, small_fs: str | None, keep: bool, recheck_dir: Path | None, report_path: Path | None) -> None:
     """Run a fault campaign against a local cluster and check its history.
 
     Exits 1 when the checker finds a violation (and prints how to reproduce
@@ -58,6 +64,19 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
     bad = [k for k in chosen if k not in KIND_NAMES]
     if bad:
         raise click.UsageError(f"unknown fault kind(s) {bad}; choose from {', '.join(KIND_NAMES)}")
+    needs = {"isolate": ("--netns", netns), "partition": ("--netns", netns),
+             "full-fs": ("--small-fs", small_fs is not None)}
+    missing = [f"{k} needs {needs[k][0]}" for k in chosen if k in needs and not needs[k][1]]
+    if missing and recheck_dir is None:
+        raise click.UsageError("; ".join(missing))
+    small_bytes = 0
+    if small_fs is not None:
+        from dynamail.chaos.smallfs import parse_size
+
+        try:
+            small_bytes = parse_size(small_fs)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--small-fs") from exc
     if directory is None:
         directory = Path(tempfile.mkdtemp(prefix=f"dynamail-chaos-{seed}-"))
     command = ["dynamail", "chaos", "--seed", str(seed), "--duration", f"{duration:g}",
@@ -68,9 +87,12 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         command += ["--shared-dir", str(shared_dir)]
     if netns:
         command += ["--netns"]
+    if small_fs is not None:
+        command += ["--small-fs", small_fs]
     opts = Options(seed=seed, duration=duration, directory=directory, backends=backends,
                    frontends=frontends, shared_dir=shared_dir, accounts=accounts, kinds=chosen,
-                   port_offset=port_offset, prefix=prefix, keep=keep, netns=netns, command=command)
+                   port_offset=port_offset, prefix=prefix, keep=keep, netns=netns,
+                   small_fs=small_bytes, command=command)
     try:
         if recheck_dir is not None:
             report = recheck(recheck_dir)
@@ -85,7 +107,8 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
     u = report["unavailability"]
     f = report["faults"]
-    click.echo(f"faults injected: {f['injected']} {f['by_kind']} (not triggered: {f['not_triggered']})")
+    click.echo(f"faults injected: {f['injected']} {f['by_kind']} (not triggered: {f['not_triggered']}"
+               f"{'; not available: ' + str(f['not_available']) if f.get('not_available') else ''})")
     click.echo(f"operations: {report['operations']}")
     click.echo(f"unavailability: p50 {u['p50']:.2f} s  p99 {u['p99']:.2f} s  max {u['max']:.2f} s "
                f"over {u['count']} (fault, account) pairs; censored {u['censored']}")

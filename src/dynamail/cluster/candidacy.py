@@ -287,6 +287,7 @@ class ControllerDuty:
 
     async def _renew(self) -> None:
         assert self.election is not None and self.tenure is not None and self.controller is not None
+        c = self.controller
         t0 = time.monotonic()
         epoch = self.tenure.epoch
         if self.tenure.lapsed(t0):
@@ -295,8 +296,10 @@ class ControllerDuty:
         if await self._eio(self.election.exists, epoch + 1):
             await self._step_down("a newer controller epoch exists")
             return
+        if self.controller is not c:  # stepped down while the check ran: nothing to renew
+            return
         self._hb_seq += 1
-        contacts = [m.name for m in self.controller.members()
+        contacts = [m.name for m in c.members()
                     if m.alive and m.role is Role.BACKEND and m.name != self.name]
         await self._eio(self.election.write_heartbeat, epoch, self._hb_seq, contacts)
         if await self._eio(self.election.exists, epoch + 1):

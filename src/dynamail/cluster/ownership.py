@@ -15,6 +15,10 @@ Invariants:
 * When the lease is lost, :meth:`ClusterLocator.drop_all` closes every
   store at once (sessions then end on FencedError and clients reconnect to
   wherever the account moves).
+* One store per account at a time: a store being closed (which finishes
+  its pending writes and seals its files) is waited for before the account
+  is opened here again — under the same grant epoch, which the storage
+  fence cannot tell apart, two stores would write the same files.
 * An account unused for ``idle_release`` seconds is closed and released to
   the Controller.
 """
@@ -158,6 +162,7 @@ class ClusterLocator:
         self._idle_release = idle_release
         self._open: dict[AccountRef, _Open] = {}
         self._locks: dict[AccountRef, asyncio.Lock] = {}
+        self._closing: dict[AccountRef, asyncio.Future[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
         self._drain_task: asyncio.Task[None] | None = None
@@ -217,6 +222,9 @@ class ClusterLocator:
                 entry.users += 1
                 entry.last_used = time.monotonic()
                 return Local(ref=ref, store=entry.store, epoch=entry.epoch)
+            closing = self._closing.get(ref)
+            if closing is not None:  # the previous store here finishes its writes first
+                await asyncio.wait([closing])
             path = self.standalone.account_path(ref)
             loop = asyncio.get_running_loop()
             recorded = await loop.run_in_executor(None, self.standalone.mailstore.recorded_epoch, path)
@@ -301,10 +309,19 @@ class ClusterLocator:
             return
         if isinstance(entry.store, GuardedStore):
             entry.store.dropped = True  # sessions still using it get FencedError
+        closing = asyncio.ensure_future(entry.raw.close())
+        self._closing[ref] = closing
+        closing.add_done_callback(lambda done: self._closed(ref, done))
         with contextlib.suppress(Exception):
-            await entry.raw.close()
+            await asyncio.shield(closing)  # a cancelled drop leaves the close running
         if release:
             self._release(ref, entry.epoch)
+
+    def _closed(self, ref: AccountRef, done: asyncio.Future[None]) -> None:
+        if self._closing.get(ref) is done:
+            del self._closing[ref]
+        if not done.cancelled():
+            done.exception()  # retrieved: drop() ignores a failed close, as before
 
     async def drop_key(self, key: str, epoch: int) -> None:
         """The Controller revoked ``key`` (a newer owner holds it)."""

@@ -10,8 +10,13 @@ with SIGCONT by whoever armed it.  Tests and the fault campaign use this to
 pause an owner at the worst instant: after its fencing check, before its
 change reaches the file system.
 
+While ``DIR/slow`` exists and holds a number of seconds (at most
+``MAX_SLOW``), every point first sleeps that long, on the thread that
+reached it: slow storage, as a congested network file system makes it.
+
 Without the variable a point is one global lookup and a comparison: free
-when unused.  In-process tests may instead install a hook with
+when unused.  With it, a point costs two failing ``open`` calls while
+nothing is armed or slowed.  In-process tests may instead install a hook with
 :func:`set_hook` (called with the point's name, on whatever thread reached
 it).
 """
@@ -21,11 +26,14 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 
 POINTS = ("write", "truncate", "rename", "link", "unlink", "mkdir", "create")
 # the fenced writes of directory documents (dynamail.directory.files)
 DIRECTORY_POINTS = ("dir-write", "dir-link", "dir-rename", "dir-unlink", "dir-move")
+
+MAX_SLOW = 10.0  # seconds: a larger delay in DIR/slow is cut to this
 
 _DIR = os.environ.get("DYNAMAIL_FAULTS_DIR") or None
 _hook: Callable[[str], None] | None = None
@@ -43,6 +51,7 @@ def point(name: str) -> None:
         _hook(name)
     if _DIR is None:
         return
+    _slow(_DIR)
     arm = os.path.join(_DIR, "arm")
     try:
         with open(arm, encoding="ascii") as f:
@@ -59,3 +68,13 @@ def point(name: str) -> None:
     # once (a process-directed SIGSTOP may be taken by another thread while
     # this one runs on into the very mutation the point guards)
     signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+
+
+def _slow(directory: str) -> None:
+    try:
+        with open(os.path.join(directory, "slow"), encoding="ascii") as f:
+            delay = float(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if delay > 0:
+        time.sleep(min(delay, MAX_SLOW))

@@ -1,0 +1,49 @@
+"""The Controller duty's renewal when the duty ends while it waits on the
+shared storage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from dynamail.cluster.candidacy import ControllerDuty
+from dynamail.cluster.controller import Controller
+from dynamail.cluster.election import Observer, Tenure
+
+
+class _Duty(ControllerDuty):
+    def __init__(self) -> None:
+        now = time.monotonic()
+        self.name = "b1"
+        self.s = SimpleNamespace(lease=1.5, margin=0.3)  # type: ignore[assignment]
+        self.controller = Controller("b1", 3, now)
+        # renewed "in the future": the tenure cannot lapse however slowly the test runs
+        self.tenure = Tenure(3, 1.5, 0.3, renewed_at=now + 3600, starts_at=now)
+        self._hb_seq = 0
+        self.refused = {}
+        self.heartbeats: list[Any] = []
+        duty = self
+
+        class Election:
+            def exists(self, epoch: int) -> bool:
+                # meanwhile, another task of this member steps down
+                duty.controller = None
+                duty.tenure = None
+                return False
+
+            def write_heartbeat(self, *args: Any) -> None:
+                duty.heartbeats.append(args)
+
+        self.election = Election()  # type: ignore[assignment]
+        self._observer = Observer()
+
+    async def _eio(self, fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+
+def test_a_renewal_that_finds_the_duty_ended_meanwhile_writes_nothing_and_does_not_fail() -> None:
+    duty = _Duty()
+    asyncio.run(duty._renew())
+    assert duty.heartbeats == [] and duty.controller is None
