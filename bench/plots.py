@@ -42,7 +42,7 @@ def chaos(report: dict[str, Any], out: Path) -> Path:
     every: list[float] = []
     free: list[float] = []
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    for pf in u["per_fault"]:
+    for n, pf in enumerate(u["per_fault"], 1):
         held = set(pf.get("held", []))
         f = faults.get(pf["fault"], {})
         start = f.get("start", t0) - t0
@@ -51,7 +51,7 @@ def chaos(report: dict[str, Any], out: Path) -> Path:
             every.append(gap)
             if account not in held:
                 free.append(gap)
-            y = pf["fault"] + j / max(1, len(pf["accounts"])) * 0.8
+            y = n + j / max(1, len(pf["accounts"])) * 0.8
             right.plot([start, start + gap], [y, y], color=colour, linewidth=2,
                        linestyle=":" if account in held else "-")
     _ecdf(left, every, "all pairs", color="tab:red")
@@ -69,7 +69,7 @@ def chaos(report: dict[str, Any], out: Path) -> Path:
             right.plot([], [], color=colour, linewidth=2, label=kind)
     right.plot([], [], color="black", linestyle=":", label="client held by the faulted process")
     right.set_xlabel("campaign time (s)")
-    right.set_ylabel("fault number (one line per affected account)")
+    right.set_ylabel("fault, in order (one line per affected account)")
     right.grid(alpha=0.3)
     right.legend(loc="upper left", fontsize=7)
     right.set_title("unavailability windows", fontsize=10)

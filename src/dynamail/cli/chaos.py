@@ -105,6 +105,7 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         sys.exit(2)
     if report_path is not None:
         report_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    seed = int(report.get("seed", seed))  # a recheck names the seed of the run it read
     u = report["unavailability"]
     f = report["faults"]
     click.echo(f"faults injected: {f['injected']} {f['by_kind']} (not triggered: {f['not_triggered']}"
@@ -117,8 +118,9 @@ def chaos(seed: int | None, duration: float, backends: int, frontends: int, shar
         click.echo(f"  without the {u['held']} pairs whose client waited on a faulted process itself: "
                    f"p50 {n['p50']:.2f} s  p99 {n['p99']:.2f} s  max {n['max']:.2f} s")
         for kind, k in u.get("by_kind", {}).items():
-            click.echo(f"  {kind}: {k['count']} pairs, p50 {k['p50']:.2f} s  p99 {k['p99']:.2f} s  "
-                       f"max {k['max']:.2f} s")
+            if k["count"]:
+                click.echo(f"  {kind}: {k['count']} pairs, p50 {k['p50']:.2f} s  "
+                           f"p99 {k['p99']:.2f} s  max {k['max']:.2f} s")
     click.echo(f"report: {directory / 'report.json'}")
     if report["ok"]:
         click.echo(f"OK: no violation (seed {seed})")
