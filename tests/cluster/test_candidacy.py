@@ -47,3 +47,22 @@ def test_a_renewal_that_finds_the_duty_ended_meanwhile_writes_nothing_and_does_n
     duty = _Duty()
     asyncio.run(duty._renew())
     assert duty.heartbeats == [] and duty.controller is None
+
+
+def test_a_backend_this_member_dialed_counts_as_heard() -> None:
+    """Only the listener of a cluster connection learns the other side's
+    role; a connection this member dialed to another backend (to the Backup,
+    say) must still count when it judges the Controller cut off."""
+    duty = _Duty()
+    now = time.monotonic()
+    dialed = SimpleNamespace(name="b2", role="", closed=False, last_rx=now)
+    frontend = SimpleNamespace(name="f1", role="frontend", closed=False, last_rx=now)
+    duty.peers = {"f1": frontend, "b2": dialed}  # type: ignore[dict-item]
+    duty._inbound = set()
+    duty._backend_names = set()
+    assert not duty._hear_other_backend("b3")  # b2's role is not known yet
+    duty._backend_names.update(["b1", "b2"])  # a Controller's record listed it
+    assert duty._hear_other_backend("b3")
+    assert not duty._hear_other_backend("b2")  # the Controller itself does not count
+    dialed.last_rx = now - 10
+    assert not duty._hear_other_backend("b3")  # nothing heard for longer than T

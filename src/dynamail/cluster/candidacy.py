@@ -72,6 +72,7 @@ class ControllerDuty:
     refused: dict[str, float]
     _election_pool: ThreadPoolExecutor | None = None
     _election_failing = ""  # the last storage error of the election loop, said once
+    _backend_names: set[str]  # every backend a Controller's record listed
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -162,6 +163,10 @@ class ControllerDuty:
             self._learn_controller(rec)
         hb = await self._eio(self.election.read_heartbeat, rec.epoch)
         now = time.monotonic()
+        # every backend a Controller ever listed: a connection this member
+        # dialed does not tell the other side's role (only the listener
+        # learns the dialer's), so names known as backends count too
+        self._backend_names.update(self.election.contacts_of(hb))
         self._observer.observe(rec.epoch, hb, now)
         self._hold_through_election(rec.epoch, now)
         reason = takeover_reason(
@@ -185,7 +190,7 @@ class ControllerDuty:
         * while the Controller that granted the lease is silent on the
           shared storage (its record unchanged for ``3T/8``, longer than a
           renewal period) and no newer epoch exists, the hold is extended by
-          ``T/4`` at each fresh observation, so it ends soon after this
+          ``T/2`` at each fresh observation, so it ends soon after this
           process stops observing (a pause) or the record moves again (the
           Controller is alive: a partition of this member, whose lease must
           then lapse);
@@ -206,7 +211,9 @@ class ControllerDuty:
             cut_off = (self._hear_other_backend(self.controller_name)
                        and now - self.last_controller_contact < 3 * self.s.lease)
             if silent or cut_off:
-                self.hold_until = max(self.hold_until, now + self.s.lease / 4)
+                # T/2 ahead of observations T/8 apart: a few late observations
+                # (a loaded machine, a slow storage read) do not end the hold
+                self.hold_until = max(self.hold_until, now + self.s.lease / 2)
         elif epoch > self.lease_epoch and epoch > self.hold_epoch:
             self.hold_epoch = epoch
             self.hold_until = max(self.hold_until, now + self.s.lease - self.s.margin)
@@ -214,7 +221,8 @@ class ControllerDuty:
     def _hear_other_backend(self, controller: str) -> bool:
         now = time.monotonic()
         for p in list(self.peers.values()) + list(self._inbound):
-            if (not p.closed and p.name != controller and p.role == "backend"
+            if (not p.closed and p.name != controller
+                    and (p.role == "backend" or p.name in self._backend_names)
                     and now - p.last_rx < self.s.lease):
                 return True
         return False

@@ -187,6 +187,7 @@ class ClusterMember(ControllerDuty, Handoffs):
         self.tickets = TicketBook(settings.secret)
         self.election = ElectionStore(settings.shared_base) if self.role == "backend" else None
         self._observer = Observer()
+        self._backend_names: set[str] = set()
         self._hb_seq = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: list[asyncio.Task[None]] = []
