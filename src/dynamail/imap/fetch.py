@@ -153,7 +153,7 @@ class FetchWriter:
             for a in self.atts
         )
         self._reads_parsed = any(
-            a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+            a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "EMAILID")
             or (a.section is not None and bool(a.section.parts))
             for a in self.atts
         )
@@ -264,7 +264,8 @@ class FetchWriter:
                     elif name == "SAVEDATE":
                         out.write(b"SAVEDATE NIL")
                     elif name == "EMAILID":  # RFC 8474 section 5.1
-                        out.write(b"EMAILID (" + objectid.email_id(view.uidvalidity, uid).encode() + b")")
+                        eid = objectid.email_id(info.internal_date, await view.digest(uid))
+                        out.write(b"EMAILID (" + eid.encode() + b")")
                     elif name == "PREVIEW":  # RFC 8970
                         out.write(b"PREVIEW " + response.value(await self._preview(uid), utf8=self.utf8))
                     else:  # THREADID: NIL, no thread identifiers (RFC 8474 5.2)

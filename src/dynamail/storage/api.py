@@ -187,6 +187,11 @@ class MailboxView(Protocol):
     async def part(self, uid: int, section: Sequence[int], what: str = "") -> bytes:
         """A MIME part by section numbers; ``what`` is "", "HEADER", "TEXT" or "MIME"."""
 
+    async def digest(self, uid: int) -> bytes:
+        """A digest of the message's canonical bytes (``mime.content_digest``).
+        COPY and MOVE keep it: a copy has the same digest as its source,
+        whatever mailbox it is in (the ground of EMAILID, RFC 8474 5.1)."""
+
     async def store(
         self,
         uids: Iterable[int],
