@@ -67,6 +67,10 @@ class QuotaExceeded(StorageError):
     pass
 
 
+# What ``AccountStore.changes()`` yields when mailboxes were created, deleted
+# or renamed, or subscriptions changed: no mailbox is called "".
+LIST_CHANGED = ""
+
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
@@ -114,6 +118,7 @@ class MailboxListing:
     special_use: str | None  # "\\Sent", "\\Trash", "\\Drafts", "\\Junk", "\\Archive" or None
     subscribed: bool
     has_children: bool
+    uidvalidity: int = 0  # 0 where the engine does not say (a listing sent by another member)
 
 
 @dataclass(slots=True)
@@ -243,7 +248,9 @@ class AccountStore(Protocol):
         """(bytes used, messages) over all mailboxes."""
 
     def changes(self) -> AsyncIterator[str]:
-        """Names of mailboxes as they change (any session of this account)."""
+        """Names of mailboxes as they change (any session of this account),
+        and :data:`LIST_CHANGED` when the set of mailboxes or of
+        subscriptions changed (create, delete, rename, subscribe)."""
 
     async def close(self) -> None: ...
 
