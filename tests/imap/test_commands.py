@@ -339,7 +339,7 @@ def test_condstore_qresync(imap) -> None:
         ms = int(next(re.search(r"HIGHESTMODSEQ (\d+)", x).group(1) for x in lines if "HIGHESTMODSEQ" in x))  # type: ignore[union-attr]
         validity = next(re.search(r"UIDVALIDITY (\d+)", x).group(1) for x in lines if "UIDVALIDITY" in x)  # type: ignore[union-attr]
         lines = await c.ok("STORE 1 +FLAGS (\\Seen)")
-        m = re.match(r"\* 1 FETCH \(FLAGS \(\\Seen\) MODSEQ \((\d+)\)\)", lines[0])
+        m = re.match(r"\* 1 FETCH \(UID 1 FLAGS \(\\Seen\) MODSEQ \((\d+)\)\)", lines[0])
         assert m and int(m.group(1)) > ms
         new = int(m.group(1))
         lines = await c.ok(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {ms})")

@@ -212,6 +212,51 @@ QP_MESSAGE = (
 )
 
 
+# -- RFC 7162 3.2.4: UID and MODSEQ in every FETCH once CONDSTORE is on ----
+
+
+def test_condstore_fetch_responses_carry_uid_and_modseq(imap) -> None:
+    """RFC 7162 3.2.4: after a CONDSTORE enabling command, the untagged
+    FETCH of a STORE, of another session's change and of a FETCH that sets
+    \\Seen carry UID and MODSEQ; 3.2.7 and 3.2.9: with QRESYNC, an EXPUNGE
+    that removed messages ends with OK [HIGHESTMODSEQ]."""
+    async def go(h: Harness) -> None:
+        a = await h.login()
+        b = await h.login()
+        for _ in range(3):
+            await append(a, MSG1)
+        await claim_recent(h)
+        await a.ok("SELECT INBOX")
+        assert (await a.ok("STORE 1 +FLAGS (\\Flagged)"))[0] == "* 1 FETCH (FLAGS (\\Flagged))"  # not yet
+        await a.ok("ENABLE CONDSTORE")
+        assert re.fullmatch(r"\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)",
+                            (await a.ok("STORE 2 +FLAGS (\\Flagged)"))[0])
+        assert re.fullmatch(r"\* 2 FETCH \(UID 2 MODSEQ \(\d+\)\)",
+                            (await a.ok("STORE 2 -FLAGS.SILENT (\\Flagged)"))[0])
+        await b.ok("SELECT INBOX")
+        await b.ok("STORE 3 +FLAGS (\\Answered)")
+        assert re.fullmatch(r"\* 3 FETCH \(UID 3 FLAGS \(\\Answered\) MODSEQ \(\d+\)\)", (await a.ok("NOOP"))[0])
+        lines = await a.ok("FETCH 1 (BODY[TEXT])")
+        assert lines[0] == "* 1 FETCH (BODY[TEXT] {17}"
+        assert re.fullmatch(r" FLAGS \(\\Flagged \\Seen\) UID 1 MODSEQ \(\d+\)\)", lines[2]), lines
+        # a FETCH that changes nothing is answered as asked
+        assert (await a.ok("FETCH 1 (FLAGS)"))[0] == "* 1 FETCH (FLAGS (\\Flagged \\Seen))"
+        # EXPUNGE: HIGHESTMODSEQ on the tagged OK with QRESYNC only
+        await a.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        assert (await a.ok("EXPUNGE"))[-1].endswith(" OK EXPUNGE completed")
+        await a.ok("ENABLE QRESYNC")
+        await a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        lines = await a.ok("EXPUNGE")
+        assert lines[0] == "* VANISHED 2"
+        m = re.fullmatch(r"t\d+ OK \[HIGHESTMODSEQ (\d+)\] EXPUNGE completed", lines[-1])
+        assert m, lines
+        status = (await b.ok("STATUS INBOX (HIGHESTMODSEQ)"))[0]
+        assert status.endswith(f"(HIGHESTMODSEQ {m.group(1)})")
+        assert (await a.ok("EXPUNGE"))[-1].endswith(" OK EXPUNGE completed")  # nothing removed
+        assert (await a.ok("UID EXPUNGE 1"))[-1].endswith(" OK UID EXPUNGE completed")
+    imap(go)
+
+
 def test_binary_fetch_of_quoted_printable(imap) -> None:
     """RFC 3516 section 4.2 with the decoding rules of RFC 2045 section 6.7:
     soft line breaks (also after transport padding) join lines, trailing

@@ -133,6 +133,7 @@ class FetchWriter:
         uid_mode: bool,
         condstore: bool,
         utf8: bool,
+        condstore_on: bool = False,
     ) -> None:
         self.sel = sel
         self.out = out
@@ -144,6 +145,7 @@ class FetchWriter:
             extra.append(FetchAtt("MODSEQ"))
         self.atts = [*extra, *atts]
         self.utf8 = utf8
+        self.condstore_on = condstore_on  # a CONDSTORE enabling command was given
         self.seen_set: set[int] = set()
         self.missing = False  # some message data could no longer be read
         self._small: dict[int, bytes] = {}  # prefetched whole small messages
@@ -190,8 +192,9 @@ class FetchWriter:
             self.seen_set = set(res.modified)
             for u in res.modified:
                 self.sel.reported[u] = modseq_of(view, u)
-            if not any(a.name == "FLAGS" for a in self.atts):
-                self.atts.append(FetchAtt("FLAGS"))
+            names = {a.name for a in self.atts}
+            wanted = ("FLAGS", "UID", "MODSEQ") if self.condstore_on else ("FLAGS",)  # RFC 7162 3.2.4
+            self.atts += [FetchAtt(n) for n in wanted if n not in names]
 
     @property
     def wants_flags(self) -> bool:
