@@ -257,6 +257,41 @@ def test_condstore_fetch_responses_carry_uid_and_modseq(imap) -> None:
     imap(go)
 
 
+def test_searchres_save_with_min_max(imap) -> None:
+    """RFC 5182 2.4: SAVE with MIN and/or MAX (and no other result option)
+    saves only those messages; with ALL or COUNT the whole result."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        for _ in range(4):
+            await append(c, MSG1)
+        await c.ok("SELECT INBOX")
+        await c.ok("SEARCH RETURN (SAVE MIN) 2:4")
+        assert (await c.ok("SEARCH $"))[0] == "* SEARCH 2"
+        lines = await c.cmd("SEARCH RETURN (SAVE MIN MAX) 2:4", tag="S1")
+        assert lines[0] == '* ESEARCH (TAG "S1") MIN 2 MAX 4'
+        assert (await c.ok("UID SEARCH $"))[0] == "* SEARCH 2 4"
+        await c.ok("SEARCH RETURN (SAVE MAX COUNT) 2:3")
+        assert (await c.ok("SEARCH $"))[0] == "* SEARCH 2 3"
+    imap(go)
+
+
+def test_extended_list_forms(imap) -> None:
+    """RFC 5258 3: empty selection options, a list of patterns or an empty
+    RETURN make an extended LIST: no child attributes unless asked, and a
+    name that is only a parent is \\NonExistent."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await c.ok("CREATE a/b")
+        await c.ok("DELETE a")  # a stays as the parent of a/b
+        assert (await c.ok('LIST "" "a"'))[0] == '* LIST (\\Noselect \\HasChildren) "/" a'
+        for command in ('LIST () "" "a"', 'LIST "" ("a")', 'LIST "" "a" RETURN ()'):
+            assert (await c.ok(command))[:-1] == ['* LIST (\\NonExistent) "/" a'], command
+        lines = await c.ok('LIST "" ("INBOX" "a/%")')
+        assert lines[:-1] == ['* LIST () "/" INBOX', '* LIST () "/" a/b']
+        assert (await c.ok('LIST () "" "a/%" RETURN (CHILDREN)'))[0] == '* LIST (\\HasNoChildren) "/" a/b'
+    imap(go)
+
+
 def test_binary_fetch_of_quoted_printable(imap) -> None:
     """RFC 3516 section 4.2 with the decoding rules of RFC 2045 section 6.7:
     soft line breaks (also after transport padding) join lines, trailing

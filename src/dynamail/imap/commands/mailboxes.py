@@ -299,7 +299,10 @@ async def list_(s: Session, cmd: Command) -> str:
     store = s.need_store()
     args = Args(cmd.args)
     selection: set[str] = set()
-    if isinstance(args.peek(), list):
+    # RFC 5258 3: selection options (even none: "()"), a list of patterns
+    # or RETURN make it an extended LIST
+    extended = isinstance(args.peek(), list)
+    if extended:
         for t in args.list():
             if not isinstance(t, str):
                 raise CommandBad("Bad selection option")
@@ -307,6 +310,7 @@ async def list_(s: Session, cmd: Command) -> str:
     ref = args.astring("reference")
     pat_tok = args.next("pattern")
     if isinstance(pat_tok, list):
+        extended = True
         pats = [p.encode() if isinstance(p, str) else p for p in pat_tok if not isinstance(p, list)]
     else:
         pats = [pat_tok.encode() if isinstance(pat_tok, str) else pat_tok]
@@ -316,6 +320,7 @@ async def list_(s: Session, cmd: Command) -> str:
         kw = args.atom("RETURN")
         if kw.upper() != "RETURN":
             raise CommandBad("Expected RETURN")
+        extended = True
         opts = args.list("return options")
         i = 0
         while i < len(opts):
@@ -346,7 +351,7 @@ async def list_(s: Session, cmd: Command) -> str:
     patterns = [Pattern(_list_pattern(s, ref, p)) for p in pats]
     entries = list_entries(
         listings, _subscriptions(store), patterns, frozenset(selection), frozenset(returns),
-        extended=bool(selection or returns or status_items),
+        extended=extended,
     )
     for e in entries:
         line = b"* LIST (" + " ".join(e.attrs).encode() + b') "/" ' + s.mailbox_out(e.name)

@@ -131,8 +131,8 @@ async def search(s: Session, cmd: Command) -> str:
     uids = await searcher.run(prog.keys)
     returns = prog.returns
     if returns is not None and "SAVE" in returns:
-        s.saved_search = uids
         returns = tuple(r for r in returns if r != "SAVE")
+        s.saved_search = _saved(uids, returns)
         if not returns:
             return "SEARCH completed, result saved"
     modseq = b""
@@ -146,6 +146,14 @@ async def search(s: Session, cmd: Command) -> str:
     return "SEARCH completed"
 
 
+def _saved(uids: list[int], returns: tuple[str, ...]) -> list[int]:
+    """What SAVE keeps (RFC 5182 2.4): with MIN and/or MAX and no other
+    result option, only those messages; else the whole result."""
+    if not uids or not returns or not set(returns) <= {"MIN", "MAX"}:
+        return uids
+    return sorted({uids[0] if r == "MIN" else uids[-1] for r in returns})
+
+
 def _esearch(tag: str, uid_mode: bool, nums: list[int], returns: tuple[str, ...], modseq: bytes) -> bytes:
     out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
     if uid_mode:
@@ -155,10 +163,10 @@ def _esearch(tag: str, uid_mode: bool, nums: list[int], returns: tuple[str, ...]
             out += b" MIN %d" % nums[0]
         if "MAX" in returns:
             out += b" MAX %d" % nums[-1]
-    if "COUNT" in returns:
-        out += b" COUNT %d" % len(nums)
     if nums and "ALL" in returns:
         out += b" ALL " + response.sequence_set(nums).encode()
+    if "COUNT" in returns:
+        out += b" COUNT %d" % len(nums)
     if modseq and nums:
         out += b" MODSEQ " + modseq[len(b" (MODSEQ "):-1]
     return out + b"\r\n"
