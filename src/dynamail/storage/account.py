@@ -917,12 +917,12 @@ class FileAccountStore:
 
     # -- AccountStore ----------------------------------------------------------
     async def list_mailboxes(self) -> list[MailboxListing]:
+        # every proper superior name of every mailbox: one pass, not one per pair
+        parents = {n[:i] for n in self._meta for i, ch in enumerate(n) if ch == SEPARATOR}
         out = []
         for name in sorted(self._meta, key=lambda n: (n != "INBOX", n)):
-            prefix = name + SEPARATOR
-            children = any(other.startswith(prefix) for other in self._meta)
             meta = self._meta[name]
-            out.append(MailboxListing(name, meta.special_use, name in self._subscribed, children, meta.uidvalidity))
+            out.append(MailboxListing(name, meta.special_use, name in self._subscribed, name in parents, meta.uidvalidity))
         return out
 
     def subscriptions(self) -> list[str]:
