@@ -501,6 +501,8 @@ def _entity(
     if ctype_raw is None and default_type is not None:
         ctype_raw = default_type
     t, s, params, _given = _content_type(ctype_raw)
+    if t == "text" and _param(params, "CHARSET") is None:  # RFC 2046 4.1.2: the default
+        params = ["CHARSET", "us-ascii", *params]
     enc_raw = _first(fields, "content-transfer-encoding")
     encoding = enc_raw.strip().decode("latin-1").lower() if enc_raw else "7bit"
     if not encoding or not re.fullmatch(r"[!-~]+", encoding):

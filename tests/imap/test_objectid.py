@@ -134,6 +134,7 @@ def test_preview(imap) -> None:
 def test_preview_helpers() -> None:
     assert preview_text(b"<p>a &amp; <b>b</b><script>x()</script></p>", "html", "utf-8") == "a & b"
     assert preview_text(b"w " * 300, "plain", "bogus-charset") == ("w " * 100).strip()
+    assert preview_text("café".encode(), "plain", "us-ascii") == "café"  # the default label, 8-bit text
     bs = [["text", "html", None, None, None, "7bit", 3, 1], ["text", "plain", ["CHARSET", "x"], None, None, "7bit", 3, 1],
           "alternative", ["BOUNDARY", "b"], None, None, None]
     assert first_text_part(bs) == ((2,), "plain", "x")

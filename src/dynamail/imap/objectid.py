@@ -100,7 +100,8 @@ _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.I | re.S)
 
 def preview_text(data: bytes, subtype: str, charset: str) -> str:
     try:
-        codecs.lookup(charset)
+        if codecs.lookup(charset).name == "ascii":  # the default label: UTF-8 reads it and more
+            charset = "utf-8"
     except LookupError:
         charset = "utf-8"
     text = data.decode(charset, "replace")
