@@ -44,6 +44,18 @@ MSG_C = (
 )
 
 
+MSG_NESTED = (
+    b"From: a@b.c\r\nTo: d@e.f\r\nSubject: nested\r\nDate: Thu, 4 Jan 2024 10:00:00 +0000\r\n"
+    b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="o"\r\n\r\npreamble\r\n--o\r\n'
+    b'Content-Type: multipart/alternative; boundary="i"\r\n\r\n--i\r\nContent-Type: text/plain\r\n\r\nplain part\r\n'
+    b"--i\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\nPGI+aGk8L2I+\r\n--i--\r\n"
+    b'--o\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="m.eml"\r\n\r\n'
+    b"From: x@y.z\r\nSubject: inner\r\nContent-Type: text/plain\r\n\r\ninner body\r\nline 2\r\n"
+    b'--o\r\nContent-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+    b"Content-ID: <cid1>\r\nContent-Description: a doc\r\n\r\nJVBERi0=\r\n--o--\r\nepilogue\r\n"
+)
+
+
 def _m(mid: str | None, subject: str, day: int, refs: str = "", reply_to: str = "") -> bytes:
     head = f"From: t@example.test\r\nSubject: {subject}\r\nDate: {day} Jan 2024 10:00:00 +0000\r\n"
     if mid:
@@ -256,6 +268,16 @@ SCENARIOS: dict[str, list[bytes]] = {
         b"UID THREAD REFERENCES US-ASCII NOT SUBJECT lost",
         b"THREAD ORDEREDSUBJECT UTF-8 SUBJECT hello",
         b"THREAD BOGUS UTF-8 ALL",
+    ],
+    "structure": [
+        b"APPEND INBOX " + lit(MSG_NESTED),
+        b"SELECT INBOX",
+        b"FETCH 1 (BODYSTRUCTURE BODY ENVELOPE)",
+        b"FETCH 1 (BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[2.1] BODY.PEEK[2.MIME])",
+        b"FETCH 1 (BODY.PEEK[1.2] BINARY.PEEK[1.2] BINARY.SIZE[1.2] BODY.PEEK[1.2.MIME])",
+        b"FETCH 1 (BODY.PEEK[3]<2.3> BINARY.PEEK[3] BODY.PEEK[TEXT]<0.20>)",
+        b"FETCH 1 (BODY.PEEK[4] BODY.PEEK[1.3] BINARY.PEEK[2])",
+        b'SEARCH BODY "inner body"',
     ],
     "preview": [
         b"APPEND INBOX " + lit(MSG_A),
