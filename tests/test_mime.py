@@ -266,3 +266,13 @@ def test_canonical_forms_agree(data: bytes, chunk: int) -> None:
     out = io.BytesIO()
     n, _crc = mime.canonical_copy(io.BytesIO(data), out, chunk)
     assert out.getvalue() == want and n == len(want)
+
+
+def test_text_part_without_charset_gets_the_default() -> None:
+    """RFC 2046 4.1.2: a text part without a charset parameter is US-ASCII;
+    BODYSTRUCTURE says so, as for a message without Content-Type."""
+    html = mime.parse(b"Content-Type: text/html\r\n\r\n<b>x</b>\r\n")
+    assert html.bodystructure[2] == ["CHARSET", "us-ascii"]
+    flowed = mime.parse(b"Content-Type: text/plain; format=flowed\r\n\r\nx\r\n")
+    assert flowed.body[2] == ["CHARSET", "us-ascii", "FORMAT", "flowed"]
+    assert mime.parse(b"Content-Type: image/png\r\n\r\nx").body[2] is None

@@ -38,10 +38,17 @@ being a list; a single-part body's first element is a string.
 Section addressing (RFC 9051 §6.4.5) is done by :func:`section_range` on the
 part tree: every node is ``[header_start, body_start, end, kind, children,
 encoding, charset]`` with absolute offsets into the canonical message.
+
+The parse result also carries a digest of the canonical message
+(:func:`content_digest`), the ground of the message's EMAILID (RFC 8474
+§5.1): it travels with the stored parse result through COPY, MOVE and
+compaction.  Results stored before it existed have five elements and an
+empty digest; :meth:`Parsed.from_list` reads both forms.
 """
 
 from __future__ import annotations
 
+import hashlib
 import mmap
 import re
 import zlib
@@ -60,6 +67,7 @@ MAX_HEADER_FIELDS = 2000
 MAX_HEADER_BYTES = 1 << 20
 # Chunk size of the streaming functions (canonical_copy, MappedMessage.count).
 CHUNK = 1 << 20
+DIGEST_SIZE = 16  # octets of content_digest (BLAKE2b)
 
 LEAF, MULTIPART, MESSAGE = 0, 1, 2
 
@@ -161,14 +169,33 @@ class Parsed:
     body: list[Value]
     tree: Node
     header_end: int  # offset just past the empty line that ends the header
+    digest: bytes = b""  # content_digest of the message; b"" if stored without one
 
     def to_list(self) -> list[object]:
-        return [self.envelope, self.bodystructure, self.body, self.tree, self.header_end]
+        return [self.envelope, self.bodystructure, self.body, self.tree, self.header_end, self.digest]
 
     @classmethod
     def from_list(cls, value: Sequence[object]) -> Parsed:
-        env, bs, body, tree, hend = value
-        return cls(env, bs, body, tree, int(hend))  # type: ignore[arg-type, call-overload]
+        if len(value) == 5:  # stored before the digest was kept
+            env, bs, body, tree, hend = value
+            digest: object = b""
+        else:
+            env, bs, body, tree, hend, digest = value
+        if not isinstance(digest, bytes):
+            raise ValueError("parse result: digest is not bytes")
+        return cls(env, bs, body, tree, int(hend), digest)  # type: ignore[arg-type, call-overload]
+
+
+def content_digest(msg: Buf) -> bytes:
+    """BLAKE2b digest (:data:`DIGEST_SIZE` octets) of a canonical message,
+    read :data:`CHUNK` octets at a time when it is mapped from a file."""
+    h = hashlib.blake2b(digest_size=DIGEST_SIZE)
+    if isinstance(msg, bytes):
+        h.update(msg)
+    else:
+        for pos in range(0, len(msg), CHUNK):
+            h.update(msg[pos : pos + CHUNK])
+    return h.digest()
 
 
 # -- header fields ---------------------------------------------------------
@@ -474,6 +501,8 @@ def _entity(
     if ctype_raw is None and default_type is not None:
         ctype_raw = default_type
     t, s, params, _given = _content_type(ctype_raw)
+    if t == "text" and _param(params, "CHARSET") is None:  # RFC 2046 4.1.2: the default
+        params = ["CHARSET", "us-ascii", *params]
     enc_raw = _first(fields, "content-transfer-encoding")
     encoding = enc_raw.strip().decode("latin-1").lower() if enc_raw else "7bit"
     if not encoding or not re.fullmatch(r"[!-~]+", encoding):
@@ -592,7 +621,7 @@ def parse(msg: Buf) -> Parsed:
     hend = _header_end(msg, 0, len(msg))
     fields = header_fields(msg[: min(hend, MAX_HEADER_BYTES)])
     bs, body, tree = _entity(msg, 0, len(msg), 0, _Budget(), known=(hend, fields))
-    return Parsed(envelope(fields), bs, body, tree, hend)
+    return Parsed(envelope(fields), bs, body, tree, hend, content_digest(msg))
 
 
 # -- section addressing (RFC 9051 §6.4.5) ------------------------------------

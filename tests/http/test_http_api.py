@@ -7,7 +7,7 @@ import re
 from types import SimpleNamespace
 from typing import Any
 
-from http_support import PM, StandInCluster, basic, client_for
+from http_support import PM, PM_PASSWORD, StandInCluster, basic, client_for
 
 from dynamail.http.api import api
 from dynamail.http.keys import LIFECYCLE
@@ -93,6 +93,34 @@ async def test_session_tokens(ctx: ServerContext) -> None:
         await _json(await client.delete(V1 + "/session", headers=bearer), 204)
         await _error(await client.get(V1 + "/session", headers=bearer), 401, "unauthorized")
         await _error(await client.delete(V1 + "/session"), 401, "unauthorized")
+
+
+async def test_plain_login_names(ctx: ServerContext) -> None:
+    """A plain user name resolves as on every other door (docs/directory.md,
+    "Login names"): the domain listing the address the client connected to
+    in IPAddresses, else DefaultLoginDomain, else the Main Domain;
+    user%domain names its domain."""
+    async def account(user: str, password: str) -> str:
+        body = await _json(await client.post(V1 + "/session", json={"user": user, "password": password}), 201)
+        return str(body["account"])
+
+    d = ctx.directory
+    async with client_for(ctx) as client:
+        await _error(await client.post(V1 + "/session", json={"user": "bob", "password": "bob-pw"}), 401,
+                     "unauthorized")
+        assert await account("bob%b.test", "bob-pw") == "bob@b.test"
+        d.update_server_domain_defaults({"DefaultLoginDomain": "b.test"})
+        assert await account("bob", "bob-pw") == "bob@b.test"
+        assert await account("postmaster", PM_PASSWORD) == "postmaster@main.test"  # the Main Domain still
+        # the domain of the address the client connected to comes first
+        d.create_domain("ip.test", settings={"IPAddresses": [client.host]})
+        d.create_account("ip.test", "bob", password="other-pw")
+        assert await account("bob", "other-pw") == "bob@ip.test"
+        await _error(await client.post(V1 + "/session", json={"user": "bob", "password": "bob-pw"}), 401,
+                     "unauthorized")
+        # HTTP Basic resolves the same way
+        resp = await client.get(V1 + "/session", headers=basic("bob", "other-pw"))
+        assert (await _json(resp, 200))["account"] == "bob@ip.test"
 
 
 async def test_a_password_change_ends_sessions(ctx: ServerContext) -> None:

@@ -56,6 +56,17 @@ async def test_login_failures_and_csrf(ctx: ServerContext) -> None:
         assert forged.status == 403 and "dynamail_session" not in forged.cookies
 
 
+async def test_login_by_plain_name(ctx: ServerContext) -> None:
+    """The login form resolves a plain user name by the login rules
+    (docs/directory.md, "Login names"): here the domain that lists the
+    address the browser connected to in IPAddresses."""
+    ctx.directory.create_domain("ip.test", settings={"IPAddresses": ["127.0.6.101"]})
+    ctx.directory.create_account("ip.test", "dora", password="dora-pw")
+    ctx.directory.set_account_rights(ctx.directory.ref("ip.test", "dora"), ["DomainAdmin"])
+    async with client_for(ctx) as client:
+        await login(client, "dora", "dora-pw", landing="/admin/domains/ip.test")
+
+
 async def test_forms_need_the_csrf_token(ctx: ServerContext) -> None:
     async with client_for(ctx) as client:
         csrf = await login(client)

@@ -281,7 +281,7 @@ def test_store_search_sort_expunge(imap) -> None:
         assert (await c.ok("SEARCH SENTSINCE 1-Jan-2024 LARGER 10"))[0] == "* SEARCH 1 2 3 4 5"
         assert (await c.ok("SEARCH BEFORE 1-Jan-2000"))[0] == "* SEARCH"
         lines = await c.cmd("SEARCH RETURN (MIN MAX COUNT ALL) UNSEEN", tag="E1")
-        assert lines[0] == '* ESEARCH (TAG "E1") MIN 1 MAX 5 COUNT 4 ALL 1,3:5'
+        assert lines[0] == '* ESEARCH (TAG "E1") MIN 1 MAX 5 ALL 1,3:5 COUNT 4'
         lines = await c.cmd("UID SEARCH RETURN () ALL", tag="E2")
         assert lines[0] == '* ESEARCH (TAG "E2") UID ALL 1:5'
         assert tagged(await c.ok("SEARCH RETURN (SAVE) FLAGGED")) == "OK SEARCH completed, result saved"
@@ -339,7 +339,7 @@ def test_condstore_qresync(imap) -> None:
         ms = int(next(re.search(r"HIGHESTMODSEQ (\d+)", x).group(1) for x in lines if "HIGHESTMODSEQ" in x))  # type: ignore[union-attr]
         validity = next(re.search(r"UIDVALIDITY (\d+)", x).group(1) for x in lines if "UIDVALIDITY" in x)  # type: ignore[union-attr]
         lines = await c.ok("STORE 1 +FLAGS (\\Seen)")
-        m = re.match(r"\* 1 FETCH \(FLAGS \(\\Seen\) MODSEQ \((\d+)\)\)", lines[0])
+        m = re.match(r"\* 1 FETCH \(UID 1 FLAGS \(\\Seen\) MODSEQ \((\d+)\)\)", lines[0])
         assert m and int(m.group(1)) > ms
         new = int(m.group(1))
         lines = await c.ok(f"FETCH 1:* (FLAGS) (CHANGEDSINCE {ms})")

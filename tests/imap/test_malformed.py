@@ -75,6 +75,9 @@ def test_too_many_bad_commands_disconnects(imap) -> None:
         c = await h.connect()
         for _ in range(19):
             assert tagged(await c.cmd("BOGUS")) == "BAD Unknown command"
+        await c.ok("NOOP")  # a good command: the count starts again
+        for _ in range(19):
+            assert tagged(await c.cmd("BOGUS")) == "BAD Unknown command"
         lines = await c.cmd("BOGUS", tag="last")
         assert lines == ["last BAD Unknown command"]
         assert await c.line() == "* BYE Too many invalid commands"

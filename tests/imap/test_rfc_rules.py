@@ -212,6 +212,86 @@ QP_MESSAGE = (
 )
 
 
+# -- RFC 7162 3.2.4: UID and MODSEQ in every FETCH once CONDSTORE is on ----
+
+
+def test_condstore_fetch_responses_carry_uid_and_modseq(imap) -> None:
+    """RFC 7162 3.2.4: after a CONDSTORE enabling command, the untagged
+    FETCH of a STORE, of another session's change and of a FETCH that sets
+    \\Seen carry UID and MODSEQ; 3.2.7 and 3.2.9: with QRESYNC, an EXPUNGE
+    that removed messages ends with OK [HIGHESTMODSEQ]."""
+    async def go(h: Harness) -> None:
+        a = await h.login()
+        b = await h.login()
+        for _ in range(3):
+            await append(a, MSG1)
+        await claim_recent(h)
+        await a.ok("SELECT INBOX")
+        assert (await a.ok("STORE 1 +FLAGS (\\Flagged)"))[0] == "* 1 FETCH (FLAGS (\\Flagged))"  # not yet
+        await a.ok("ENABLE CONDSTORE")
+        assert re.fullmatch(r"\* 2 FETCH \(UID 2 FLAGS \(\\Flagged\) MODSEQ \(\d+\)\)",
+                            (await a.ok("STORE 2 +FLAGS (\\Flagged)"))[0])
+        assert re.fullmatch(r"\* 2 FETCH \(UID 2 MODSEQ \(\d+\)\)",
+                            (await a.ok("STORE 2 -FLAGS.SILENT (\\Flagged)"))[0])
+        await b.ok("SELECT INBOX")
+        await b.ok("STORE 3 +FLAGS (\\Answered)")
+        assert re.fullmatch(r"\* 3 FETCH \(UID 3 FLAGS \(\\Answered\) MODSEQ \(\d+\)\)", (await a.ok("NOOP"))[0])
+        lines = await a.ok("FETCH 1 (BODY[TEXT])")
+        assert lines[0] == "* 1 FETCH (BODY[TEXT] {17}"
+        assert re.fullmatch(r" FLAGS \(\\Flagged \\Seen\) UID 1 MODSEQ \(\d+\)\)", lines[2]), lines
+        # a FETCH that changes nothing is answered as asked
+        assert (await a.ok("FETCH 1 (FLAGS)"))[0] == "* 1 FETCH (FLAGS (\\Flagged \\Seen))"
+        # EXPUNGE: HIGHESTMODSEQ on the tagged OK with QRESYNC only
+        await a.ok("STORE 3 +FLAGS.SILENT (\\Deleted)")
+        assert (await a.ok("EXPUNGE"))[-1].endswith(" OK EXPUNGE completed")
+        await a.ok("ENABLE QRESYNC")
+        await a.ok("STORE 2 +FLAGS.SILENT (\\Deleted)")
+        lines = await a.ok("EXPUNGE")
+        assert lines[0] == "* VANISHED 2"
+        m = re.fullmatch(r"t\d+ OK \[HIGHESTMODSEQ (\d+)\] EXPUNGE completed", lines[-1])
+        assert m, lines
+        status = (await b.ok("STATUS INBOX (HIGHESTMODSEQ)"))[0]
+        assert status.endswith(f"(HIGHESTMODSEQ {m.group(1)})")
+        assert (await a.ok("EXPUNGE"))[-1].endswith(" OK EXPUNGE completed")  # nothing removed
+        assert (await a.ok("UID EXPUNGE 1"))[-1].endswith(" OK UID EXPUNGE completed")
+    imap(go)
+
+
+def test_searchres_save_with_min_max(imap) -> None:
+    """RFC 5182 2.4: SAVE with MIN and/or MAX (and no other result option)
+    saves only those messages; with ALL or COUNT the whole result."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        for _ in range(4):
+            await append(c, MSG1)
+        await c.ok("SELECT INBOX")
+        await c.ok("SEARCH RETURN (SAVE MIN) 2:4")
+        assert (await c.ok("SEARCH $"))[0] == "* SEARCH 2"
+        lines = await c.cmd("SEARCH RETURN (SAVE MIN MAX) 2:4", tag="S1")
+        assert lines[0] == '* ESEARCH (TAG "S1") MIN 2 MAX 4'
+        assert (await c.ok("UID SEARCH $"))[0] == "* SEARCH 2 4"
+        await c.ok("SEARCH RETURN (SAVE MAX COUNT) 2:3")
+        assert (await c.ok("SEARCH $"))[0] == "* SEARCH 2 3"
+    imap(go)
+
+
+def test_extended_list_forms(imap) -> None:
+    """RFC 5258 3: empty selection options, a list of patterns or an empty
+    RETURN make an extended LIST: no child attributes unless asked, and a
+    name that is only a parent is \\NonExistent."""
+    async def go(h: Harness) -> None:
+        c = await h.login()
+        await c.ok("CREATE a/b")
+        await c.ok("DELETE a")  # a stays as the parent of a/b
+        assert (await c.ok('LIST "" "a"'))[0] == '* LIST (\\Noselect \\HasChildren) "/" a'
+        for command in ('LIST () "" "a"', 'LIST "" ("a")', 'LIST "" "a" RETURN ()'):
+            assert (await c.ok(command))[:-1] == ['* LIST (\\NonExistent) "/" a'], command
+        lines = await c.ok('LIST "" ("INBOX" "a/%")')
+        assert lines[:-1] == ['* LIST () "/" INBOX', '* LIST () "/" a/b']
+        assert (await c.ok('LIST () "" "a/%" RETURN (CHILDREN)'))[0] == '* LIST (\\HasNoChildren) "/" a/b'
+    imap(go)
+
+
 def test_binary_fetch_of_quoted_printable(imap) -> None:
     """RFC 3516 section 4.2 with the decoding rules of RFC 2045 section 6.7:
     soft line breaks (also after transport padding) join lines, trailing

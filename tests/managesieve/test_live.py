@@ -186,3 +186,37 @@ def test_plaintext_login_follows_the_setting(tmp_path: Path) -> None:
     greeting, out = asyncio.run(run())
     assert b'"SASL" "PLAIN"\r\n' in greeting
     assert out == [b'OK "Logged in"\r\n']
+
+
+def test_plain_login_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plain user name resolves by the login rules of every door
+    (docs/directory.md, "Login names"): user%domain, the domain that lists
+    the address the client connected to in IPAddresses, DefaultLoginDomain."""
+    monkeypatch.setattr("dynamail.managesieve.adapter.AUTH_FAILURE_DELAY", 0.0)
+    base = tmp_path / "base"
+    prepare(base, {BOB: PW}, "[managesieve]\nallow_plaintext_login = true\n")
+    host = next_host()
+
+    async def attempt(port: int, user: str) -> list[bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        c = Client(reader, writer)
+        await c.response()
+        token = base64.b64encode(f"\0{user}\0{PW}".encode())
+        out = await c.command(b'AUTHENTICATE "PLAIN" "' + token + b'"')
+        writer.close()
+        return out
+
+    async def run() -> list[list[bytes]]:
+        async with in_process(base, host, ("managesieve",)) as (ctx, ports):
+            port = ports["managesieve"]
+            out = [await attempt(port, "bob"), await attempt(port, "bob%example.org")]
+            ctx.directory.update_server_domain_defaults({"DefaultLoginDomain": "example.org"})
+            out.append(await attempt(port, "bob"))
+            ctx.directory.update_server_domain_defaults({"DefaultLoginDomain": "default"})
+            ctx.directory.update_domain_settings("example.org", {"IPAddresses": [host]})
+            out.append(await attempt(port, "bob"))
+            return out
+
+    plain, percent, by_default, by_address = asyncio.run(run())
+    assert plain[-1].startswith(b"NO")  # bob is no account of the Main Domain
+    assert percent == by_default == by_address == [b'OK "Logged in"\r\n']

@@ -309,7 +309,7 @@ def locate(server: str | None, directory: Path | None, tls: bool) -> Found:
               help="A local cluster's directory (cluster.json) or a server's base directory: "
                    "find the server (and the administrator's password) there.")
 @click.option("--user", envvar="DYNAMAIL_USER", default="",
-              help="Administrator account (name@domain, or name in the Main Domain); or set DYNAMAIL_USER.")
+              help="Administrator account (name@domain, or a plain login name); or set DYNAMAIL_USER.")
 @click.option("--password", envvar="DYNAMAIL_PASSWORD", default=None,
               help="Password (or set DYNAMAIL_PASSWORD; asked for when missing).")
 @click.option("--tls/--no-tls", default=False, help="Use HTTPS.")

@@ -17,9 +17,10 @@ it is looked up in the Main Domain as well, so the server's own accounts
 (``postmaster``) keep logging in by plain name whatever the default login
 domain is.
 
-Every login door (IMAP, POP3, SMTP AUTH, the CLI and HTTP admin doors)
-resolves names through :meth:`LoginsMixin.login_address` (called by
-``dynamail.auth.Authenticator``).  The address → domain map of step 1 is
+Every login door (IMAP, POP3, SMTP AUTH, ManageSieve, the CLI and HTTP admin
+doors, WebAdmin) resolves names through :meth:`LoginsMixin.login_address`
+(called by ``dynamail.auth.Authenticator``, which each door gives the local
+address the client connected to).  The address → domain map of step 1 is
 built from the domain settings at most every :data:`IP_MAP_TTL` seconds.
 """
 

@@ -75,12 +75,12 @@ ANONYMOUS = AccountRef("", "")  # the actor of the two routes that need no authe
     "POST", "/session", "Log in: returns a session token for Authorization: Bearer", "session",
     auth=False, status=201,
     body=Body({
-        "user": Str("account address (or name in the Main Domain)", required=True, max_length=320),
+        "user": Str("account address, or a plain login name (docs/directory.md, login names)", required=True, max_length=320),
         "password": Str("password", required=True, max_length=MAX_PASSWORD),
     }),
 )
 async def create_session(call: Call) -> Any:
-    ref = await check_password(call.ctx, call.body["user"], call.body["password"], call.request.remote)
+    ref = await check_password(call.ctx, call.body["user"], call.body["password"], call.request)
     session = call.request.app[SESSIONS].create(ref, await binding_of(call.ctx, ref))
     return {"token": session.token, "account": ref.address, "csrf": session.csrf}
 

@@ -37,11 +37,22 @@ class Caller:
     session: Session | None  # None for HTTP Basic
 
 
-async def check_password(ctx: ServerContext, login: str, password: str, remote: str | None) -> AccountRef:
-    """Authenticate ``login``/``password`` or raise ApiError(unauthorized)."""
+def local_address(request: web.Request) -> str:
+    """The server address the client connected to ("" when unknown)."""
+    transport = request.transport
+    sock = transport.get_extra_info("sockname") if transport is not None else None
+    return str(sock[0]) if isinstance(sock, tuple) and sock else ""
+
+
+async def check_password(ctx: ServerContext, login: str, password: str, request: web.Request) -> AccountRef:
+    """Authenticate ``login``/``password`` or raise ApiError(unauthorized).
+    A plain user name resolves as on every other door (``directory.logins``:
+    the domain of the address the client connected to, the default login
+    domain, the Main Domain; ``user%domain``)."""
     if not login or len(login) > 320 or len(password) > MAX_PASSWORD:
         raise ApiError("unauthorized", "wrong user name or password")
-    result = await ctx.auth.authenticate(login, password, protocol="http", remote=remote or "")
+    result = await ctx.auth.authenticate(login, password, protocol="http", remote=request.remote or "",
+                                         local=local_address(request))
     if not getattr(result, "ok", False) or getattr(result, "ref", None) is None:
         reason = str(getattr(result, "reason", "") or "")
         if reason in ("throttled", "disabled", "access_denied"):
@@ -111,7 +122,7 @@ async def identify(request: web.Request, ctx: ServerContext, sessions: SessionSt
         login, sep, password = decoded.partition(":")
         if not sep:
             raise ApiError("unauthorized", "malformed Basic credentials")
-        return Caller(await check_password(ctx, login, password, request.remote), None)
+        return Caller(await check_password(ctx, login, password, request), None)
     if scheme == "bearer":
         session = await live_session(ctx, sessions, value.strip())
         if session is None:

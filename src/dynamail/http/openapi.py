@@ -212,7 +212,7 @@ def build_document(registry: Registry) -> dict[str, Any]:
         "components": {
             "securitySchemes": {
                 "basic": {"type": "http", "scheme": "basic",
-                          "description": "an account's address (or name in the Main Domain) and password"},
+                          "description": "an account's address (or a plain login name) and password"},
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "a token from POST /api/v1/session"},
             },

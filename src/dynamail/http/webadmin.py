@@ -242,7 +242,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         raise ApiError("csrf", "The login form has expired. Reload the page and try again.")
     target = _safe_next(_field(form, "next"))
     try:
-        ref = await check_password(request.app[CTX], _field(form, "user").strip(), _field(form, "password"), request.remote)
+        ref = await check_password(request.app[CTX], _field(form, "user").strip(), _field(form, "password"), request)
     except ApiError as exc:
         token = new_token()
         response = render(request, "login.html", None, status=401, login_csrf=token, next=target,

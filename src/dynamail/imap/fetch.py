@@ -133,6 +133,7 @@ class FetchWriter:
         uid_mode: bool,
         condstore: bool,
         utf8: bool,
+        condstore_on: bool = False,
     ) -> None:
         self.sel = sel
         self.out = out
@@ -144,6 +145,7 @@ class FetchWriter:
             extra.append(FetchAtt("MODSEQ"))
         self.atts = [*extra, *atts]
         self.utf8 = utf8
+        self.condstore_on = condstore_on  # a CONDSTORE enabling command was given
         self.seen_set: set[int] = set()
         self.missing = False  # some message data could no longer be read
         self._small: dict[int, bytes] = {}  # prefetched whole small messages
@@ -153,7 +155,7 @@ class FetchWriter:
             for a in self.atts
         )
         self._reads_parsed = any(
-            a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+            a.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY", "EMAILID")
             or (a.section is not None and bool(a.section.parts))
             for a in self.atts
         )
@@ -190,8 +192,9 @@ class FetchWriter:
             self.seen_set = set(res.modified)
             for u in res.modified:
                 self.sel.reported[u] = modseq_of(view, u)
-            if not any(a.name == "FLAGS" for a in self.atts):
-                self.atts.append(FetchAtt("FLAGS"))
+            names = {a.name for a in self.atts}
+            wanted = ("FLAGS", "UID", "MODSEQ") if self.condstore_on else ("FLAGS",)  # RFC 7162 3.2.4
+            self.atts += [FetchAtt(n) for n in wanted if n not in names]
 
     @property
     def wants_flags(self) -> bool:
@@ -264,7 +267,8 @@ class FetchWriter:
                     elif name == "SAVEDATE":
                         out.write(b"SAVEDATE NIL")
                     elif name == "EMAILID":  # RFC 8474 section 5.1
-                        out.write(b"EMAILID (" + objectid.email_id(view.uidvalidity, uid).encode() + b")")
+                        eid = objectid.email_id(info.internal_date, await view.digest(uid))
+                        out.write(b"EMAILID (" + eid.encode() + b")")
                     elif name == "PREVIEW":  # RFC 8970
                         out.write(b"PREVIEW " + response.value(await self._preview(uid), utf8=self.utf8))
                     else:  # THREADID: NIL, no thread identifiers (RFC 8474 5.2)

@@ -44,7 +44,10 @@ MAX_TOKENS = 100000
 IDLE_TIMEOUT = 30 * 60.0
 NOT_AUTHENTICATED_TIMEOUT = 60.0  # before login: RFC 9051 5.4 allows less
 
-# Bad commands (BAD replies) tolerated before "* BYE" and disconnect.
+# Bad commands (BAD replies) in a row tolerated before "* BYE" and
+# disconnect; a command answered OK or NO starts the count again (as Dovecot
+# does), so a long session that now and then tries something we do not
+# know is not cut.
 MAX_BAD_COMMANDS = 20
 
 # Failed LOGIN/AUTHENTICATE attempts per connection before "* BYE"; the

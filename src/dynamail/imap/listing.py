@@ -16,7 +16,8 @@ rules are tested without a session:
   subscribed or exists (RFC 5258 3.5, examples 5 and 8).
 * ``\\HasChildren`` / ``\\HasNoChildren`` count existing mailboxes only
   (RFC 5258 4: a child that is only subscribed is no child).  An extended
-  LIST (selection or return options given) reports them only when asked
+  LIST (selection options, even ``()``, a list of patterns, or RETURN,
+  RFC 5258 3) reports them only when asked
   (``RETURN (CHILDREN)``) and calls a name that is only a parent
   ``\\NonExistent`` (RFC 5258 3.4), as Dovecot does; the plain RFC 3501
   form keeps ``\\Noselect \\HasChildren`` for it and reports children always

@@ -1,16 +1,21 @@
 """OBJECTID (RFC 8474) and PREVIEW (RFC 8970) values.
 
-Object identifiers are derived from what the storage engine already keeps
-stable, without a storage change:
+Object identifiers are derived from what the storage engine keeps stable:
 
 * MAILBOXID is ``M`` + the mailbox's UIDVALIDITY in hex.  UIDVALIDITY values
   are assigned per account in increasing order and survive RENAME, so the
   id is unique within the account and stays the same across a rename
   (RFC 8474 section 4); a mailbox deleted and created again gets a new one.
-* EMAILID is ``E`` + UIDVALIDITY and UID: unique and immutable for a
-  message.  RFC 8474 section 5.1 says a COPY or MOVE SHOULD keep the
-  EMAILID; ours changes (the engine does not yet carry an id with a
-  message, see /work/notes/imap-needs-storage.md).
+* EMAILID is ``E`` + the message's internal date (seconds since 1970, hex,
+  as an unsigned 64-bit number) + ``-`` + the digest of its bytes that the
+  storage engine keeps in its parse result (``MailboxView.digest``).  Both
+  are immutable for a message and both travel with it through COPY and
+  MOVE (RFC 8474 section 5.1: the copy keeps the EMAILID), compaction and
+  the rename of INBOX.  Messages with different bytes or a different
+  internal date have different EMAILIDs; the same bytes appended twice
+  with the same internal date (to the second) are the same content and
+  share one.  SEARCH EMAILID (section 6) looks at the messages of that
+  internal date only, and compares their digests.
 * THREADID is NIL (RFC 8474 section 5.2 allows a server without thread
   identifiers to return NIL).
 
@@ -24,28 +29,41 @@ available", RFC 8970 section 3.2); the same as Dovecot's.
 from __future__ import annotations
 
 import codecs
+import datetime
 import html
 import re
 
 PREVIEW_CHARS = 200  # RFC 8970 section 3.1: no more than 256 characters
 PREVIEW_SOURCE = 4096  # octets of the part read to make a preview
 
-_EMAILID = re.compile(r"^E([0-9a-f]{1,8})-([0-9a-f]{1,8})$")
+_EMAILID = re.compile(r"^E([0-9a-f]{1,16})-((?:[0-9a-f]{2})+)$")
+_U64 = (1 << 64) - 1
 
 
 def mailbox_id(uidvalidity: int) -> str:
     return f"M{uidvalidity:x}"
 
 
-def email_id(uidvalidity: int, uid: int) -> str:
-    return f"E{uidvalidity:x}-{uid:x}"
+def date_seconds(when: datetime.datetime) -> int:
+    """An internal date as the storage engine keeps it: whole seconds."""
+    return int(when.timestamp())
 
 
-def parse_email_id(text: str) -> tuple[int, int] | None:
+def email_id(internal_date: datetime.datetime, digest: bytes) -> str:
+    """The EMAILID of a message (an RFC 8474 objectid: at most 255 of
+    letters, digits, ``-`` and ``_``; here at most 50)."""
+    return f"E{date_seconds(internal_date) & _U64:x}-{digest.hex()}"
+
+
+def parse_email_id(text: str) -> tuple[int, bytes] | None:
+    """(internal date in seconds, digest) of one of our EMAILIDs, else None."""
     m = _EMAILID.match(text)
     if m is None:
         return None
-    return int(m.group(1), 16), int(m.group(2), 16)
+    seconds = int(m.group(1), 16)
+    if seconds > _U64 >> 1:
+        seconds -= 1 << 64
+    return seconds, bytes.fromhex(m.group(2))
 
 
 def first_text_part(bs: object, path: tuple[int, ...] = ()) -> tuple[tuple[int, ...], str, str] | None:
@@ -82,7 +100,8 @@ _TAG = re.compile(r"<(script|style)\b.*?</\1\s*>|<[^>]*>", re.I | re.S)
 
 def preview_text(data: bytes, subtype: str, charset: str) -> str:
     try:
-        codecs.lookup(charset)
+        if codecs.lookup(charset).name == "ascii":  # the default label: UTF-8 reads it and more
+            charset = "utf-8"
     except LookupError:
         charset = "utf-8"
     text = data.decode(charset, "replace")

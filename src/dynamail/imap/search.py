@@ -99,9 +99,12 @@ class Searcher:
             return [u for u in universe if u in chosen]
         if name == "EMAILID":  # RFC 8474 section 6
             ident = objectid.parse_email_id(str(k.value))
-            if ident is None or ident[0] != self.view.uidvalidity:
+            if ident is None:
                 return []
-            return [u for u in universe if u == ident[1]]
+            seconds, digest = ident
+            # the index narrows it to that internal date; digests decide
+            same_date = [u for u in universe if objectid.date_seconds(info(u).internal_date) == seconds]
+            return [u for u in same_date if await self.view.digest(u) == digest]
         if name == "THREADID":  # we have no thread identifiers
             return []
         if name == "SEQ":

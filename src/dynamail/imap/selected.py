@@ -256,8 +256,7 @@ class Selected:
         self.announce_keywords((t[3] for t in todo), write)
         for u, seq, modseq, fl in todo:
             items = [b"FLAGS " + self.flags_out(u, fl)]
-            if qresync:
+            if qresync or condstore:  # RFC 7162 3.2.4: UID and MODSEQ once CONDSTORE is on
                 items.insert(0, b"UID %d" % u)
-            if condstore:
                 items.append(b"MODSEQ (%d)" % modseq)
             write(b"* %d FETCH (" % seq + b" ".join(items) + b")\r\n")

@@ -343,7 +343,14 @@ class Session:
 
     # -- running commands ------------------------------------------------
     async def execute(self, cmd: Command) -> None:
-        """Run one command and write its responses; raises SessionEnd to close."""
+        """Run one command and write its responses; raises SessionEnd to close.
+        A command not answered BAD starts the count of bad commands again."""
+        bad_before = self.bad_commands
+        await self._execute(cmd)
+        if self.bad_commands == bad_before:
+            self.bad_commands = 0
+
+    async def _execute(self, cmd: Command) -> None:
         from dynamail.imap.commands import REGISTRY, Flags
 
         spec = REGISTRY.get(cmd.name)

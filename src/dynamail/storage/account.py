@@ -56,6 +56,7 @@ from dynamail.durable import fsync_dir
 from dynamail.filemodes import private_dirs
 from dynamail.storage import faults, fence
 from dynamail.storage.api import (
+    LIST_CHANGED,
     AppendRequest,
     CopyResult,
     FencedError,
@@ -569,9 +570,14 @@ class FileAccountStore:
     def _notify(self, name_of_id: int) -> None:
         for name, meta in self._meta.items():
             if meta.id == name_of_id:
-                for q in self._listeners:
-                    q.put_nowait(name)
+                self._announce(name)
                 break
+
+    def _announce(self, *names: str) -> None:
+        """Tell the followers of ``changes()``."""
+        for q in self._listeners:
+            for name in names:
+                q.put_nowait(name)
 
     # -- group commit ------------------------------------------------------
     async def _submit(self, op: Op) -> Any:
@@ -916,11 +922,12 @@ class FileAccountStore:
 
     # -- AccountStore ----------------------------------------------------------
     async def list_mailboxes(self) -> list[MailboxListing]:
+        # every proper superior name of every mailbox: one pass, not one per pair
+        parents = {n[:i] for n in self._meta for i, ch in enumerate(n) if ch == SEPARATOR}
         out = []
         for name in sorted(self._meta, key=lambda n: (n != "INBOX", n)):
-            prefix = name + SEPARATOR
-            children = any(other.startswith(prefix) for other in self._meta)
-            out.append(MailboxListing(name, self._meta[name].special_use, name in self._subscribed, children))
+            meta = self._meta[name]
+            out.append(MailboxListing(name, meta.special_use, name in self._subscribed, name in parents, meta.uidvalidity))
         return out
 
     def subscriptions(self) -> list[str]:
@@ -948,6 +955,7 @@ class FileAccountStore:
                     raise
 
             await self._run_io(work)
+        self._announce(LIST_CHANGED)
 
     async def delete_mailbox(self, name: str) -> None:
         async with self._meta_lock:
@@ -991,8 +999,7 @@ class FileAccountStore:
             if feed is not None:
                 feed.deleted = True
                 feed.wake_all()
-            for q in self._listeners:
-                q.put_nowait(canon)
+            self._announce(canon, LIST_CHANGED)
 
     async def rename_mailbox(self, old: str, new: str) -> None:
         async with self._meta_lock:
@@ -1033,9 +1040,7 @@ class FileAccountStore:
                     raise
 
             await self._run_io(work)
-            for q in self._listeners:
-                q.put_nowait(src)
-                q.put_nowait(dst)
+            self._announce(src, dst, LIST_CHANGED)
 
     async def subscribe(self, name: str, subscribed: bool = True) -> None:
         canon = self._canon(name)
@@ -1053,6 +1058,7 @@ class FileAccountStore:
             except BaseException:
                 self._subscribed = before
                 raise
+        self._announce(LIST_CHANGED)
 
     async def get_meta(self, key: str) -> bytes | None:
         """A small per-account blob (Sieve scripts, …) stored with the

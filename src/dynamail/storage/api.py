@@ -74,6 +74,10 @@ class StorageIOError(StorageError):
     end the session: the next attempt may succeed where it is."""
 
 
+# What ``AccountStore.changes()`` yields when mailboxes were created, deleted
+# or renamed, or subscriptions changed: no mailbox is called "".
+LIST_CHANGED = ""
+
 SYSTEM_FLAGS = ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft")
 
 
@@ -121,6 +125,7 @@ class MailboxListing:
     special_use: str | None  # "\\Sent", "\\Trash", "\\Drafts", "\\Junk", "\\Archive" or None
     subscribed: bool
     has_children: bool
+    uidvalidity: int = 0  # 0 where the engine does not say (a listing sent by another member)
 
 
 @dataclass(slots=True)
@@ -194,6 +199,11 @@ class MailboxView(Protocol):
     async def part(self, uid: int, section: Sequence[int], what: str = "") -> bytes:
         """A MIME part by section numbers; ``what`` is "", "HEADER", "TEXT" or "MIME"."""
 
+    async def digest(self, uid: int) -> bytes:
+        """A digest of the message's canonical bytes (``mime.content_digest``).
+        COPY and MOVE keep it: a copy has the same digest as its source,
+        whatever mailbox it is in (the ground of EMAILID, RFC 8474 5.1)."""
+
     async def store(
         self,
         uids: Iterable[int],
@@ -245,7 +255,9 @@ class AccountStore(Protocol):
         """(bytes used, messages) over all mailboxes."""
 
     def changes(self) -> AsyncIterator[str]:
-        """Names of mailboxes as they change (any session of this account)."""
+        """Names of mailboxes as they change (any session of this account),
+        and :data:`LIST_CHANGED` when the set of mailboxes or of
+        subscriptions changed (create, delete, rename, subscribe)."""
 
     async def close(self) -> None: ...
 

@@ -7,12 +7,15 @@ Flags and other index data are read live from the shared in-memory index.
 A message expunged by another session stays readable through this view
 until it refreshes (the index keeps a *ghost* of it, and its bytes stay in
 the data file until compaction).  Data is read on reader threads with
-``os.pread``; parse results are read from the data file, never recomputed.
+``os.pread``; parse results are read from the data file, never recomputed
+(only the digest of one stored without it is computed, see ``digest``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import os
 from array import array
 from bisect import bisect_left, bisect_right
@@ -49,6 +52,21 @@ def read_parsed(fd: int, off: int, blen: int, mlen: int) -> mime.Parsed:
         return mime.Parsed.from_list(msgpack.unpackb(raw, raw=False))
     except Exception:
         return mime.parse(os.pread(fd, blen, off))
+
+
+def file_digest(fd: int, off: int, blen: int) -> bytes:
+    """``mime.content_digest`` of a message in a data file, read in
+    ``mime.CHUNK`` pieces (reader thread): for parse results stored without
+    a digest."""
+    h = hashlib.blake2b(digest_size=mime.DIGEST_SIZE)
+    pos, end = off, off + blen
+    while pos < end:
+        got = os.pread(fd, min(mime.CHUNK, end - pos), pos)
+        if not got:
+            raise StorageError(f"message data ended {end - pos} bytes early")
+        h.update(got)
+        pos += len(got)
+    return h.digest()
 
 
 def read_section(fd: int, off: int, blen: int, mlen: int, section: list[int], what: str) -> tuple[mime.Parsed, bytes]:
@@ -289,6 +307,18 @@ class FileMailboxView:
             got = await self._on_reader(read_parsed, fd, off, blen, mlen)
             self._remember(uid, got)
         return got
+
+    async def digest(self, uid: int) -> bytes:
+        """The message's content digest (``mime.content_digest``): stored in
+        its parse result, which COPY and MOVE carry along; computed from the
+        message when it was stored without one."""
+        got = await self.parsed(uid)
+        if got.digest:
+            return got.digest
+        fd, off, blen, _mlen = self._location(uid)
+        digest: bytes = await self._on_reader(file_digest, fd, off, blen)
+        self._remember(uid, dataclasses.replace(got, digest=digest))
+        return digest
 
     async def _section(self, uid: int, section: Sequence[int], what: str) -> bytes:
         """A section's bytes with one trip to a reader thread (parse result

@@ -186,6 +186,8 @@ async def notify_(s: Session, cmd: Command) -> str:
     from dynamail.imap import notify
 
     spec = notify.parse(s, list(cmd.args))
+    if spec is not None and spec.wants_lists:  # sections 5.4, 5.5: changes from now on
+        spec.boxes = await notify.picture(s)
     s.notify = spec
     s.notify_pending.clear()
     s.io.watch_changes(s, spec is not None)

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from dynamail.imap import objectid, response
+from dynamail.imap import notify, objectid, response
 from dynamail.imap.errors import CommandBad, CommandNo
 from dynamail.imap.listing import SEP, Pattern, list_entries, lsub_entries
 from dynamail.imap.parser import (
@@ -212,10 +212,13 @@ async def create(s: Session, cmd: Command) -> str:
     if name == "INBOX":
         raise CommandNo("INBOX always exists", "ALREADYEXISTS")
     parts = name.split(SEP)
-    for i in range(1, len(parts)):  # RFC 9051 6.3.4: create superior names too
-        with contextlib.suppress(MailboxExists):
-            await store.create_mailbox(SEP.join(parts[:i]))
-    await store.create_mailbox(name, special)
+    try:
+        for i in range(1, len(parts)):  # RFC 9051 6.3.4: create superior names too
+            with contextlib.suppress(MailboxExists):
+                await store.create_mailbox(SEP.join(parts[:i]))
+        await store.create_mailbox(name, special)
+    finally:
+        await notify.own_change(s, name)
     validity = (await store.status(name)).uidvalidity
     s.uidvalidity_cache[name] = validity
     return f"[MAILBOXID ({objectid.mailbox_id(validity)})] CREATE completed"  # RFC 8474 section 4.1
@@ -231,7 +234,10 @@ async def delete(s: Session, cmd: Command) -> str:
     if s.selected is not None and s.selected.name == name:
         raise CommandNo("Mailbox is selected", "INUSE")
     validity = (await store.status(name)).uidvalidity
-    await store.delete_mailbox(name)
+    try:
+        await store.delete_mailbox(name)
+    finally:
+        await notify.own_change(s, name)
     from dynamail.imap.commands.metadata import drop_mailbox
 
     await drop_mailbox(s, validity)
@@ -246,7 +252,10 @@ async def rename(s: Session, cmd: Command) -> str:
     args.end()
     if new == "INBOX":
         raise CommandNo("Cannot rename to INBOX", "ALREADYEXISTS")
-    await store.rename_mailbox(old, new)
+    try:
+        await store.rename_mailbox(old, new)
+    finally:
+        await notify.own_change(s, old, new)
     s.uidvalidity_cache.clear()
     return "RENAME completed"
 
@@ -264,7 +273,10 @@ async def _subscribe(s: Session, cmd: Command, on: bool) -> str:
     args = Args(cmd.args)
     name = s.mailbox_arg(args.astring("mailbox"))
     args.end()
-    await store.subscribe(name, on)
+    try:
+        await store.subscribe(name, on)
+    finally:
+        await notify.own_change(s, name)
     return f"{cmd.name} completed"
 
 
@@ -287,7 +299,10 @@ async def list_(s: Session, cmd: Command) -> str:
     store = s.need_store()
     args = Args(cmd.args)
     selection: set[str] = set()
-    if isinstance(args.peek(), list):
+    # RFC 5258 3: selection options (even none: "()"), a list of patterns
+    # or RETURN make it an extended LIST
+    extended = isinstance(args.peek(), list)
+    if extended:
         for t in args.list():
             if not isinstance(t, str):
                 raise CommandBad("Bad selection option")
@@ -295,6 +310,7 @@ async def list_(s: Session, cmd: Command) -> str:
     ref = args.astring("reference")
     pat_tok = args.next("pattern")
     if isinstance(pat_tok, list):
+        extended = True
         pats = [p.encode() if isinstance(p, str) else p for p in pat_tok if not isinstance(p, list)]
     else:
         pats = [pat_tok.encode() if isinstance(pat_tok, str) else pat_tok]
@@ -304,6 +320,7 @@ async def list_(s: Session, cmd: Command) -> str:
         kw = args.atom("RETURN")
         if kw.upper() != "RETURN":
             raise CommandBad("Expected RETURN")
+        extended = True
         opts = args.list("return options")
         i = 0
         while i < len(opts):
@@ -334,7 +351,7 @@ async def list_(s: Session, cmd: Command) -> str:
     patterns = [Pattern(_list_pattern(s, ref, p)) for p in pats]
     entries = list_entries(
         listings, _subscriptions(store), patterns, frozenset(selection), frozenset(returns),
-        extended=bool(selection or returns or status_items),
+        extended=extended,
     )
     for e in entries:
         line = b"* LIST (" + " ".join(e.attrs).encode() + b') "/" ' + s.mailbox_out(e.name)

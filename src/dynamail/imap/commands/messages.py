@@ -95,7 +95,15 @@ async def expunge(s: Session, cmd: Command) -> str:
     gone = await sel.view.expunge()
     sel.announce_expunged(gone, s.write, qresync=s.qresync)
     sel.announce_recent(s.write)
-    return "EXPUNGE completed"
+    return _expunged_text(s, sel, gone, "EXPUNGE completed")
+
+
+def _expunged_text(s: Session, sel: Selected, gone: list[int], text: str) -> str:
+    """RFC 7162 3.2.7 and 3.2.9: with QRESYNC, an EXPUNGE that removed
+    messages ends with the mailbox's new HIGHESTMODSEQ."""
+    if s.qresync and gone:
+        return f"[HIGHESTMODSEQ {sel.view.highestmodseq()}] {text}"
+    return text
 
 
 async def uid_expunge(s: Session, cmd: Command) -> str:
@@ -104,11 +112,12 @@ async def uid_expunge(s: Session, cmd: Command) -> str:
     uids = _uids(s, sel, cmd, args.next("UID set"))
     args.end()
     _writable(sel)
-    if uids:
-        gone = await sel.view.expunge(uids)
-        sel.announce_expunged(gone, s.write, qresync=s.qresync)
-        sel.announce_recent(s.write)
-    return "UID EXPUNGE completed"
+    if not uids:
+        return "UID EXPUNGE completed"
+    gone = await sel.view.expunge(uids)
+    sel.announce_expunged(gone, s.write, qresync=s.qresync)
+    sel.announce_recent(s.write)
+    return _expunged_text(s, sel, gone, "UID EXPUNGE completed")
 
 
 # -- SEARCH / SORT ---------------------------------------------------------
@@ -122,8 +131,8 @@ async def search(s: Session, cmd: Command) -> str:
     uids = await searcher.run(prog.keys)
     returns = prog.returns
     if returns is not None and "SAVE" in returns:
-        s.saved_search = uids
         returns = tuple(r for r in returns if r != "SAVE")
+        s.saved_search = _saved(uids, returns)
         if not returns:
             return "SEARCH completed, result saved"
     modseq = b""
@@ -137,6 +146,14 @@ async def search(s: Session, cmd: Command) -> str:
     return "SEARCH completed"
 
 
+def _saved(uids: list[int], returns: tuple[str, ...]) -> list[int]:
+    """What SAVE keeps (RFC 5182 2.4): with MIN and/or MAX and no other
+    result option, only those messages; else the whole result."""
+    if not uids or not returns or not set(returns) <= {"MIN", "MAX"}:
+        return uids
+    return sorted({uids[0] if r == "MIN" else uids[-1] for r in returns})
+
+
 def _esearch(tag: str, uid_mode: bool, nums: list[int], returns: tuple[str, ...], modseq: bytes) -> bytes:
     out = b'* ESEARCH (TAG "' + tag.encode() + b'")'
     if uid_mode:
@@ -146,10 +163,10 @@ def _esearch(tag: str, uid_mode: bool, nums: list[int], returns: tuple[str, ...]
             out += b" MIN %d" % nums[0]
         if "MAX" in returns:
             out += b" MAX %d" % nums[-1]
-    if "COUNT" in returns:
-        out += b" COUNT %d" % len(nums)
     if nums and "ALL" in returns:
         out += b" ALL " + response.sequence_set(nums).encode()
+    if "COUNT" in returns:
+        out += b" COUNT %d" % len(nums)
     if modseq and nums:
         out += b" MODSEQ " + modseq[len(b" (MODSEQ "):-1]
     return out + b"\r\n"
@@ -280,7 +297,8 @@ async def fetch(s: Session, cmd: Command) -> str:
         info = sel.view.info
         uids = [u for u in uids if info(u).modseq > changedsince]
     writer = FetchWriter(
-        sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8
+        sel, s.io, atts, uid_mode=uid_mode, condstore=changedsince is not None, utf8=s.utf8,
+        condstore_on=s.condstore,
     )
     await writer.mark_seen(uids)
     if writer.wants_flags:
@@ -364,7 +382,7 @@ async def store(s: Session, cmd: Command) -> str:
         if silent and not (condstore and u in modified):
             continue
         items: list[bytes] = []
-        if uid_mode:
+        if uid_mode or condstore:  # RFC 7162 3.2.4: UID and MODSEQ once CONDSTORE is on
             items.append(b"UID %d" % u)
         if not silent:
             items.append(b"FLAGS " + sel.flags_out(u, flags_of(view, [u])[0]))
