@@ -418,6 +418,8 @@ def _place_on(c: Cluster, owner: str, account: str = "ann@shared.test") -> None:
     assert c.locate(account) == owner
     for n in others:
         launcher.set_ready(c.dir, n, True)
+    # the Controller places by what it knows: every member Ready there first
+    c.wait(lambda: all(m["ready"] for m in c.status()["members"]), what="every member ready")
 
 
 @needs_imap
