@@ -19,6 +19,7 @@ run and the section says so.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -50,6 +51,16 @@ PICTURES = DOC.parent / "benchmarks"
 
 
 PY = (sys.executable,)
+
+
+def _failover(name: str, what: str, runs: int, quick_runs: int) -> Suite:
+    """A ``bench/cluster.py`` failover suite that leaves its distribution for a picture."""
+    result = f"bench/results/{name}.json"
+    argv = (*PY, "bench/cluster.py", name, "--json", result)
+    return Suite(name, what, (*argv, "--runs", str(runs)), (*argv, "--runs", str(quick_runs)),
+                 plot=("latencies", f"{name}.json"))
+
+
 SUITES = (
     Suite("storage", "mailbox engine: appends vs the fsync limit, opens, fetches, compaction",
           (*PY, "bench/storage.py"), (*PY, "bench/storage.py", "--quick", "--no-write")),
@@ -73,28 +84,13 @@ SUITES = (
     Suite("controller-scale", "Controller placement speed and memory per open account",
           (*PY, "bench/cluster.py", "controller"),
           (*PY, "bench/cluster.py", "controller", "--accounts", "100000")),
-    Suite("failover", "backend failover: kill -9 of an account's owner to the next login",
-          (*PY, "bench/cluster.py", "failover", "--json", "bench/results/failover.json"),
-          (*PY, "bench/cluster.py", "failover", "--runs", "3", "--json", "bench/results/failover.json"),
-          plot=("latencies", "failover.json")),
-    Suite("controller-failover", "Controller failover: kill -9 of the Controller to the next grant",
-          (*PY, "bench/cluster.py", "controller-failover", "--json",
-           "bench/results/controller-failover.json"),
-          (*PY, "bench/cluster.py", "controller-failover", "--runs", "3", "--json",
-           "bench/results/controller-failover.json"),
-          plot=("latencies", "controller-failover.json")),
-    Suite("failover-load", "backend kill -9 under load: unavailability per affected account",
-          (*PY, "bench/cluster.py", "failover-load", "--runs", "50", "--json",
-           "bench/results/failover-load.json"),
-          (*PY, "bench/cluster.py", "failover-load", "--runs", "3", "--json",
-           "bench/results/failover-load.json"),
-          plot=("latencies", "failover-load.json")),
-    Suite("controller-failover-load", "Controller kill -9 under load: operations on the other members",
-          (*PY, "bench/cluster.py", "controller-failover-load", "--runs", "5", "--json",
-           "bench/results/controller-failover-load.json"),
-          (*PY, "bench/cluster.py", "controller-failover-load", "--runs", "1", "--json",
-           "bench/results/controller-failover-load.json"),
-          plot=("latencies", "controller-failover-load.json")),
+    *(_failover(name, what, full, quick) for name, what, full, quick in (
+        ("failover", "backend failover: kill -9 of an account's owner to the next login", 20, 3),
+        ("controller-failover", "Controller failover: kill -9 of the Controller to the next grant", 20, 3),
+        ("failover-load", "backend kill -9 under load: unavailability per affected account", 50, 3),
+        ("controller-failover-load", "Controller kill -9 under load: operations on the other members",
+         5, 1),
+    )),
     Suite("chaos", "unavailability under random faults with load (the fault campaign, seed 11)",
           (*PY, "-m", "dynamail", "chaos", "--seed", "11", "--duration", "300",
            "--report", "bench/results/chaos.json"),
@@ -162,8 +158,6 @@ def draw(suite: Suite, started: float) -> Path | None:
     try:
         if source.stat().st_mtime < time.time() - (time.monotonic() - started):
             return None  # left by an earlier run
-        import json
-
         if str(ROOT) not in sys.path:
             sys.path.insert(0, str(ROOT))
         from bench import plots
