@@ -210,19 +210,11 @@ def test_paused_old_writer_never_destroys_an_acknowledged_change(
     assert result == expected(point, change)
 
 
-def test_matrix_counts(tmp_path: Path) -> None:
-    """The whole matrix at once, counted (the closing figures)."""
-    counts: dict[str, int] = {}
-    for i, change in enumerate(CHANGES):
-        for j, point in enumerate(faults.DIRECTORY_POINTS):
-            r = run_case(tmp_path / f"b{i}-{j}", point, change)
-            counts[r] = counts.get(r, 0) + 1
-    assert sum(counts.values()) == len(CHANGES) * len(faults.DIRECTORY_POINTS)
-    # 7 document changes x (dir-write, dir-link, dir-rename), and the delete
-    # and the rename at dir-move; the old writer never reaches the other
-    # points (same epoch: no lower version to drop; no directory move)
-    assert counts == {"refused": 23, "not on path": 22}, counts
-    print("directory fencing matrix:", dict(sorted(counts.items())))
+def test_matrix_expectations_count() -> None:
+    """The closing figures: 23 cases paused and refused, 22 never reaching
+    their point (each case is run and checked by the test above)."""
+    outcomes = [expected(p, c) for c in CHANGES for p in faults.DIRECTORY_POINTS]
+    assert (outcomes.count("refused"), outcomes.count("not on path")) == (23, 22)
 
 
 def test_lower_versions_are_collected_and_pointer_is_current(tmp_path: Path) -> None:
