@@ -224,6 +224,21 @@ def test_relay_to_a_paused_owner_ends_once_the_account_is_freed(cluster_factory:
         c.kill(x, "CONT")
 
 
+def in_background(call: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run ``call`` in a thread; the list gets its result or its exception."""
+    answer: list[Any] = []
+
+    def run() -> None:
+        try:
+            answer.append(call())
+        except Exception as exc:
+            answer.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, answer
+
+
 def copies(c: Cluster, member: str, account: str, subject: str) -> int:
     conn = c.imap(member, account, PASSWORD)
     try:
@@ -250,19 +265,13 @@ def test_handoff_answer_lost_after_commit_stores_one_copy_across_a_controller_ch
     provision(c, x, ("ann",))
     place(c, "ann@shared.test", ctl)
     (faults / "arm").write_text("handoff-answer")
-    answer: list[Any] = []
-
-    def send() -> None:
+    def send() -> Any:
         m = c.member(x)
-        try:
-            with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=120) as s:
-                answer.append(s.sendmail("x@example.org", ["ann@shared.test"],
-                                         b"Subject: once-only\r\n\r\nexactly one copy\r\n"))
-        except Exception as exc:
-            answer.append(exc)
+        with smtplib.SMTP(m["host"], m["ports"]["smtp"], timeout=120) as s:
+            return s.sendmail("x@example.org", ["ann@shared.test"],
+                              b"Subject: once-only\r\n\r\nexactly one copy\r\n")
 
-    t = threading.Thread(target=send, daemon=True)
-    t.start()
+    t, answer = in_background(send)
     pid = c.member(ctl)["pid"]
     c.wait(lambda: not (faults / "arm").exists() and stopped(pid),
            what="the owner to stop after its commit")
@@ -294,16 +303,8 @@ def test_paused_controller_inside_a_settings_write_destroys_no_newer_change(
     provision(c, x, ("ann",))
     pid = c.member(ctl)["pid"]
     (faults_dir / "arm").write_text("dir-write")
-    answer: list[Any] = []
-
-    def old_change() -> None:
-        try:
-            answer.append(c.cli(x, 'UPDATEACCOUNTSETTINGS ann@shared.test {RealName="Old";}'))
-        except Exception as exc:
-            answer.append(exc)
-
-    t = threading.Thread(target=old_change, daemon=True)
-    t.start()
+    t, answer = in_background(
+        lambda: c.cli(x, 'UPDATEACCOUNTSETTINGS ann@shared.test {RealName="Old";}'))
     try:
         c.wait(lambda: not (faults_dir / "arm").exists() and stopped(pid),
                what="the controller to stop inside its write")
