@@ -465,8 +465,7 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
         per_fault.append({"fault": f.id, "kind": f.kind, "members": f.members,
                           "controller": f.controller, "max": max(gaps.values(), default=0.0),
                           "accounts": gaps, "held": held})
-    return {"count": len(values), "censored": censored, "p50": round(percentile(values, 50), 3),
-            "p99": round(percentile(values, 99), 3), "max": round(max(values, default=0.0), 3),
+    return {**_spread(values), "censored": censored,
             "not_held": _spread(free), "held": len(values) - len(free),
             "by_kind": {k: _spread(v) for k, v in sorted(by_kind.items())},
             "per_fault": per_fault}
