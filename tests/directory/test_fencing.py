@@ -294,3 +294,30 @@ def test_version_unlinked_under_the_writer_ends_in_superseded(tmp_path: Path) ->
     assert result["r"] == "refused"
     assert JsonFiles().read(p, {}) == {"v": "new"}
 
+
+
+def test_superseded_move_whose_old_name_was_taken_again_keeps_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A superseded writer moves a directory back; when the old name was
+    taken again meanwhile (by the successor), nothing is removed and the
+    error says where the moved directory stays."""
+    import dynamail.directory.files as files_module
+
+    world = World(current=1)
+    src, dst = tmp_path / "acct", tmp_path / ".deleted-acct"
+    src.mkdir()
+    (src / "mail").write_text("old")
+    real = files_module.rename_new
+
+    def rename_then_successor_takes_the_name(a: Path, b: Path, message: str) -> None:
+        real(a, b, message)
+        if a == src:
+            world.current = 2
+            src.mkdir()
+            (src / "mail").write_text("new")
+
+    monkeypatch.setattr(files_module, "rename_new", rename_then_successor_takes_the_name)
+    with pytest.raises(Superseded, match="kept as it is"):
+        JsonFiles(writer=EpochWriter(world, 1)).move(src, dst, "exists")
+    assert (dst / "mail").read_text() == "old"
+    assert (src / "mail").read_text() == "new"
