@@ -56,7 +56,11 @@ def emit(event: str, **fields: Any) -> None:
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and an
-    event's fields."""
+    event's fields (and ``worker``, in a worker of ``serve --workers``)."""
+
+    def __init__(self, worker: str = "") -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -64,6 +68,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
+        if self.worker:
+            out["worker"] = self.worker
         event = getattr(record, "event", None)
         if event is not None:
             out["event"] = event
@@ -75,9 +81,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-def configure(level: str, fmt: str = "text") -> None:
-    """Log to standard error (the journal under systemd) in ``fmt``."""
+def configure(level: str, fmt: str = "text", worker: str = "") -> None:
+    """Log to standard error (the journal under systemd) in ``fmt``; the
+    lines of a worker of ``serve --workers`` name it (``w2``)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    text = TEXT_FORMAT.replace("%(levelname)s", f"[{worker}] %(levelname)s") if worker else TEXT_FORMAT
+    handler.setFormatter(JsonFormatter(worker) if fmt == "json" else logging.Formatter(text))
     # like logging.basicConfig: nothing changes when logging is set up already
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])

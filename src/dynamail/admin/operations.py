@@ -60,6 +60,7 @@ class Admin(SieveScriptOps):
         self.auth = auth
         self.accounts = accounts
         self.cluster = cluster
+        self.forward_all = False  # every mutation through the cluster (the workers of one server)
 
     # ------------------------------------------------------------ plumbing
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -72,7 +73,7 @@ class Admin(SieveScriptOps):
     async def _mutate(self, on_shared: bool, op: str, /, *args: Any, **kwargs: Any) -> Any:
         """Apply ``Directory.<op>(*args, **kwargs)``; shared data via the cluster."""
         forward = getattr(self.cluster, "forward_directory_op", None) if self.cluster is not None else None
-        if on_shared and forward is not None:
+        if (on_shared or self.forward_all) and forward is not None:
             with translated():
                 return await forward(op, args, kwargs)
         method = getattr(self.directory, op)

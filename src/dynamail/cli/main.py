@@ -52,6 +52,9 @@ def main() -> None:
               help="Settings file (default BASE/Settings/server.toml; or set DYNAMAIL_CONFIG).")
 @click.option("--log-level", "log_level", default=None,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--workers", "workers", default=None, type=click.IntRange(0, 64), metavar="N",
+              help="Serve with N processes (0: one per core; default: the `workers` setting, 1).")
+@click.option("--worker-slot", "worker_slot", default=None, hidden=True)
 def serve(
     base: Path | None,
     listen: str | None,
@@ -64,6 +67,8 @@ def serve(
     shared_base: Path | None,
     config_file: Path | None,
     log_level: str | None,
+    workers: int | None,
+    worker_slot: str | None,
 ) -> None:
     """Run one server (standalone, or a cluster member)."""
     from dynamail.server import app
@@ -89,8 +94,17 @@ def serve(
                 "role": role,
                 "shared_base": shared_base,
                 "log_level": log_level,
+                "workers": workers,
             },
         )
+        if worker_slot is not None:  # started by the supervisor of `--workers`
+            from dynamail.server import workers as workers_mod
+
+            try:
+                index, count = workers_mod.slot_of(worker_slot)
+            except ValueError:
+                raise click.UsageError(f"--worker-slot: expected I/N, not {worker_slot!r}") from None
+            cfg = workers_mod.worker_config(cfg, index, count)
         app.check_privileged_ports(cfg)
     except (config_mod.ConfigError, app.StartupError) as exc:
         click.echo(f"dynamail: {exc}", err=True)

@@ -29,12 +29,15 @@ from dynamail.directory.files import Superseded
 
 
 class MemberWriter:
-    def __init__(self, member: Any, shared_base: Path) -> None:
+    def __init__(self, member: Any, shared_base: Path, *more: Path) -> None:
         self.member = member
         self.shared_base = Path(shared_base)
+        # the workers of one server also share its Settings/ (the cluster-wide
+        # defaults, prefs and alerts are the server's there)
+        self.roots = (self.shared_base, *(Path(p) for p in more))
 
     def _shared(self, path: Path) -> bool:
-        return path == self.shared_base or self.shared_base in path.parents
+        return any(path == root or root in path.parents for root in self.roots)
 
     def epoch(self, path: Path) -> int:
         if not self._shared(path):

@@ -140,7 +140,9 @@ class ClusterSettings:
         limits.check_timing(cc.lease_seconds, cc.lease_margin, cc.lease_seconds, cc.lease_margin,
                             cc.heartbeat_interval)
         return cls(
-            name=cc.name or cfg.listen, role=cc.role, host=cfg.listen, port_offset=cfg.port_offset,
+            name=cc.name or cfg.listen, role=cc.role, port_offset=cfg.port_offset,
+            # a worker of ``serve --workers`` is reached on its own loopback address
+            host=cfg.worker.address if getattr(cfg, "worker", None) is not None else cfg.listen,
             cluster_port=cport, backends=backends, secret=secret, shared_base=Path(cfg.shared_base),
             base=Path(cfg.base), ports=dict(cfg.ports), lease=cc.lease_seconds,
             margin=cc.lease_margin, heartbeat=cc.heartbeat_interval,
@@ -756,7 +758,7 @@ async def attach(ctx: Any) -> ClusterMember:
     directory = getattr(ctx, "directory", None)
     if directory is not None and hasattr(getattr(directory, "files", None), "writer"):
         # shared documents are written by the current Controller only (dirfence.py)
-        directory.files.writer = MemberWriter(member, directory.shared_base)
+        directory.files.writer = MemberWriter(member, directory.shared_base, directory.cluster_dir)
     await member.start()
     ctx.cluster = member
     ctx.accounts = member.locator
@@ -766,8 +768,13 @@ async def attach(ctx: Any) -> ClusterMember:
         auth.verifier_key = verifier_key(settings.secret)
         # shared account records have one writer, the Controller
         auth.shared_writer = lambda op, args: member.forward_directory_op(op, args, {})
+    if getattr(directory, "all_shared", False):
+        # the workers of one server: every account is arbitrated, none local
+        member.locator.all_shared = True
     admin = getattr(ctx, "admin", None)
     if admin is not None:
+        if getattr(directory, "all_shared", False):
+            admin.forward_all = True  # server-wide settings are written by the Controller too
         if hasattr(admin, "accounts"):
             admin.accounts = member.locator
         if hasattr(admin, "cluster"):

@@ -165,6 +165,7 @@ class ClusterLocator:
         self._closing: dict[AccountRef, asyncio.Future[None]] = {}
         self._reaper: asyncio.Task[None] | None = None
         self.draining = False
+        self.all_shared = False  # the workers of one server: no account is local
         self._drain_task: asyncio.Task[None] | None = None
 
     # -- what the member reports -----------------------------------------
@@ -177,6 +178,8 @@ class ClusterLocator:
     # -- use ---------------------------------------------------------------
     @contextlib.asynccontextmanager
     async def use(self, ref: AccountRef, *, relay_ok: bool = True) -> AsyncIterator[Placement]:
+        if not ref.shared and self.all_shared:
+            ref = AccountRef(ref.domain, ref.name, True)
         if not ref.shared:
             async with self.standalone.use(ref, relay_ok=relay_ok) as p:
                 yield p

@@ -115,13 +115,23 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         main_domain: str,
         shared_base: Path | None = None,
         password_hasher: PasswordHasher | None = None,
+        all_shared: bool = False,
     ) -> None:
         self.base = Path(base)
         self.main_domain = names.domain_name(main_domain)
-        self.shared_base = Path(shared_base) if shared_base is not None else self.base / "SharedDomains"
-        self.settings_dir = self.base / "Settings"
+        # the worker processes of one server (``serve --workers``) share its
+        # whole base: every domain, the Main Domain too, is a shared domain
+        # under ``Domains/`` whose ownership the cluster layer arbitrates,
+        # and the server-wide settings are the cluster-wide ones
+        self.all_shared = all_shared
         self.domains_dir = self.base / "Domains"
-        self.cluster_dir = self.shared_base / CLUSTER_DIR
+        self.settings_dir = self.base / "Settings"
+        if all_shared:
+            self.shared_base = self.domains_dir
+            self.cluster_dir = self.settings_dir
+        else:
+            self.shared_base = Path(shared_base) if shared_base is not None else self.base / "SharedDomains"
+            self.cluster_dir = self.shared_base / CLUSTER_DIR
         self.hasher = password_hasher
         self.files = JsonFiles()
         self.scans = 0  # shard directories listed from disk (tests watch it)
@@ -131,7 +141,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         self._apop_cluster = passwords.ApopKeys(self.cluster_dir / "apop.key")
         for d in (self.settings_dir, self.domains_dir, self.shared_base, self.cluster_dir):
             private_dirs(d)
-        if not self.domain_exists(self.main_domain):
+        if not all_shared and not self.domain_exists(self.main_domain):
             self.create_domain(self.main_domain)
 
     # ------------------------------------------------------------ paths
@@ -155,6 +165,8 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         raise NoSuchDomain(f"unknown domain: {canon}")
 
     def _real_domain(self, canon: str) -> tuple[str, bool] | None:
+        if self.all_shared:
+            return (canon, True) if (self.shared_base / canon).is_dir() else None
         if (self.domains_dir / canon).is_dir():
             return canon, False
         if canon != self.main_domain and (self.shared_base / canon).is_dir():
@@ -184,7 +196,9 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
     def list_domains(self) -> list[DomainInfo]:
         out: list[DomainInfo] = []
         seen: set[str] = set()
-        for root, shared in ((self.domains_dir, False), (self.shared_base, True)):
+        roots = ((self.shared_base, True),) if self.all_shared else (
+            (self.domains_dir, False), (self.shared_base, True))
+        for root, shared in roots:
             try:
                 entries = list(os.scandir(root))
             except FileNotFoundError:
@@ -193,7 +207,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             for e in entries:
                 if e.name.startswith(".") or not e.is_dir() or e.name in seen:
                     continue
-                if shared and e.name == self.main_domain:
+                if shared and not self.all_shared and e.name == self.main_domain:
                     continue
                 seen.add(e.name)
                 out.append(DomainInfo(e.name, shared))
@@ -214,7 +228,8 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         self, name: str, *, shared: bool = False, settings: Mapping[str, Any] | None = None
     ) -> None:
         canon = names.domain_name(name)
-        if shared and canon == self.main_domain:
+        shared = shared or self.all_shared
+        if shared and not self.all_shared and canon == self.main_domain:
             raise BadSetting("the Main Domain is always local")
         own = model.clean_settings(settings, kind=schema.DOMAIN)
         with self._lock:

@@ -342,7 +342,10 @@ async def start(ctx: ServerContext) -> HttpServer:
         if ctx.tls is not None:
             plans.append(("https", _port(ctx, "https", HTTPS_PORT), ctx.tls))
         for scheme, port, tls in plans:
-            site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+            # the workers of one server share its ports (SO_REUSEPORT)
+            worker = getattr(ctx.config, "worker", None) is not None
+            site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True,
+                               reuse_port=worker or None)
             await site.start()
             known = len(server.addresses)
             bound = int(runner.addresses[known][1]) if len(runner.addresses) > known else port

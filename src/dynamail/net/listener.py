@@ -93,8 +93,14 @@ class Listeners:
     """Owns every listening socket of one server process."""
 
     def __init__(self, host: str, port_offset: int, tls_context: ssl.SSLContext | None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, *, own_host: str = "") -> None:
         self.host = host
+        # a worker of ``serve --workers``: ``host`` is shared with the other
+        # workers (SO_REUSEPORT: the kernel spreads the connections) and
+        # every listener is also bound on ``own_host``, this worker's own
+        # loopback address, where relays reach the owner of an account
+        self.own_host = own_host
+        self._own: dict[str, asyncio.Server] = {}
         self.metrics = metrics
         self.member = ""  # this server's name in the session log lines (set by the server)
         self.port_offset = port_offset
@@ -135,11 +141,16 @@ class Listeners:
 
         server = await loop.create_server(
             factory, self.host, port, ssl=ctx, reuse_address=True, backlog=1024,
-            ssl_handshake_timeout=30.0 if ctx else None,
+            ssl_handshake_timeout=30.0 if ctx else None, reuse_port=bool(self.own_host) or None,
         )
         self._servers[spec.name] = server
         self._specs[spec.name] = spec
         log.info("listening %s on %s:%d", spec.name, self.host, port)
+        if self.own_host:
+            self._own[spec.name] = await loop.create_server(
+                factory, self.own_host, port, ssl=ctx, reuse_address=True, backlog=1024,
+                ssl_handshake_timeout=30.0 if ctx else None, reuse_port=True,
+            )
 
     async def _run(self, spec: ListenerSpec, wire: _Wire) -> None:
         conn = Connection(
@@ -196,10 +207,11 @@ class Listeners:
                     seconds=round(time.monotonic() - started, 3), **facts)
 
     async def close_listener(self, name: str) -> None:
-        srv = self._servers.pop(name, None)
-        if srv is not None:
-            srv.close()
-            await srv.wait_closed()
+        for servers in (self._servers, self._own):
+            srv = servers.pop(name, None)
+            if srv is not None:
+                srv.close()
+                await srv.wait_closed()
 
     def listener_names(self) -> list[str]:
         """Every listener started (open or closed by :meth:`close_listener`)."""
@@ -222,9 +234,10 @@ class Listeners:
         :func:`interruptible`), then give the others ``grace`` seconds."""
         self.accepting = False
         self.stopping = True
-        for srv in self._servers.values():
+        for srv in [*self._servers.values(), *self._own.values()]:
             srv.close()
         self._servers.clear()
+        self._own.clear()
         for t in list(self._interruptible):
             t.cancel()
         if self._tasks:

@@ -77,10 +77,10 @@ def _optional_module(name: str) -> Any | None:
         return None
 
 
-def setup_logging(level: str, fmt: str = "text") -> None:
+def setup_logging(level: str, fmt: str = "text", worker: str = "") -> None:
     from dynamail.events import configure
 
-    configure(level, fmt)
+    configure(level, fmt, worker)
 
 
 CAP_NET_BIND_SERVICE = 10  # capability(7) number
@@ -123,6 +123,23 @@ def check_privileged_ports(cfg: ServerConfig, names: list[str] | None = None) ->
             f"port {port} ({name}) needs root; run as root or use --port-offset N "
             f"(for example --port-offset 10000) so every port is {limit} or above"
         )
+
+
+def prepare_base(cfg: ServerConfig) -> None:
+    """The first-start work of :func:`build_context` alone (the base, the
+    settings file, the Main Domain, postmaster, the certificate), for the
+    supervisor of ``serve --workers`` before it starts the workers."""
+    from dynamail.directory import Directory, passwords
+
+    private_dirs(cfg.base)
+    if config_mod.first_start_settings(cfg):
+        log.info("first start: base %s, Main Domain %s", cfg.base, cfg.main_domain)
+    a = cfg.auth
+    hasher = passwords.make_hasher(a.argon2_memory_kib, a.argon2_time_cost, a.argon2_parallelism)
+    directory = Directory(cfg.base, main_domain=cfg.main_domain, shared_base=cfg.shared_base,
+                          password_hasher=hasher)
+    _first_start_password(cfg, directory)
+    _tls_context(cfg)
 
 
 def _first_start_password(cfg: ServerConfig, directory: Any) -> str | None:
@@ -222,10 +239,16 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
 
         a = cfg.auth
         password_hasher = passwords.make_hasher(a.argon2_memory_kib, a.argon2_time_cost, a.argon2_parallelism)
-    directory = Directory(
-        cfg.base, main_domain=cfg.main_domain, shared_base=shared, password_hasher=password_hasher
-    )
-    _first_start_password(cfg, directory)
+    if cfg.worker is not None:
+        # one of the workers of ``serve --workers``: the server's base, every
+        # domain shared among the workers (the supervisor did the first start)
+        directory = Directory(cfg.home, main_domain=cfg.main_domain, password_hasher=password_hasher,
+                              all_shared=True)
+    else:
+        directory = Directory(
+            cfg.base, main_domain=cfg.main_domain, shared_base=shared, password_hasher=password_hasher
+        )
+        _first_start_password(cfg, directory)
     if first:
         log.info("first start: base %s, Main Domain %s", cfg.base, cfg.main_domain)
 
@@ -239,7 +262,8 @@ def build_context(cfg: ServerConfig, *, password_hasher: Any = None) -> ServerCo
         )
     admin = _make_admin(directory, auth, locator)
     tls = _tls_context(cfg)
-    listeners = Listeners(cfg.listen, cfg.port_offset, tls, metrics)
+    listeners = Listeners(cfg.listen, cfg.port_offset, tls, metrics,
+                          own_host=cfg.worker.address if cfg.worker is not None else "")
     ctx = ServerContext(
         config=cfg,
         hostname=cfg.main_domain,
@@ -439,14 +463,15 @@ class Server:
         if ctx is None:
             return
         try:
+            worker = self.cfg.worker is not None  # its role and shared base are the supervisor's
             fresh = config_mod.load(
-                self.cfg.base,
+                self.cfg.home,
                 config_file=self.cfg.config_file,
                 overrides={
                     "listen": self.cfg.listen,
                     "port_offset": self.cfg.port_offset,
-                    "role": self.cfg.cluster.role,
-                    "shared_base": self.cfg.cluster.shared_base or None,
+                    "role": None if worker else self.cfg.cluster.role,
+                    "shared_base": None if worker else self.cfg.cluster.shared_base or None,
                 },
             )
         except config_mod.ConfigError as exc:
@@ -527,9 +552,15 @@ async def serve(cfg: ServerConfig, *, ready: Any = None) -> None:
 
 
 def run(cfg: ServerConfig) -> None:
-    """Blocking entry point: asyncio (uvloop when installed)."""
-    setup_logging(cfg.log_level, cfg.log_format)
+    """Blocking entry point: asyncio (uvloop when installed); with more than
+    one worker, the supervisor of the worker processes (``workers.py``)."""
+    setup_logging(cfg.log_level, cfg.log_format, cfg.worker.name if cfg.worker is not None else "")
     restrict_umask()  # whatever creates a file from here on, it is private (filemodes)
+    if cfg.worker is None and config_mod.worker_count(cfg) > 1:
+        from dynamail.server import workers
+
+        workers.supervise(cfg)
+        return
     try:
         import uvloop
     except ImportError:

@@ -45,6 +45,7 @@ DEFAULT_PORTS: dict[str, int] = {
 }
 
 ROLES = ("standalone", "backend", "frontend")
+MAX_WORKERS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -133,11 +134,27 @@ class TlsConfig:
     key: str = ""  # PEM private key
 
 
+@dataclass(frozen=True)
+class WorkerSlot:
+    """What makes a process one worker of a server run with ``--workers N``
+    (never read from the file: the supervisor hands it to its workers)."""
+
+    index: int  # 1..count
+    count: int
+    home: Path  # the server's base directory (``cfg.base`` is the worker's own)
+    address: str  # the worker's own loopback address: relays and the cluster port
+
+    @property
+    def name(self) -> str:
+        return f"w{self.index}"
+
+
 @dataclass
 class ServerConfig:
     base: Path
     listen: str = "127.0.0.1"
     port_offset: int = 0
+    workers: int = 1  # processes serving this base; 0 = one per usable core
     main_domain: str = ""  # "" = the host name (decided on first start)
     postmaster_password: str | None = None  # first start only; never stored here
     ports: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -152,11 +169,17 @@ class ServerConfig:
     log_level: str = "INFO"
     log_format: str = "text"  # "text" or "json" (one JSON object per line; dynamail.events)
     config_file: Path | None = None  # the file read; None = <base>/Settings/server.toml
+    worker: WorkerSlot | None = None  # set in the worker processes of ``serve --workers``
 
     # -- derived ---------------------------------------------------------
     @property
+    def home(self) -> Path:
+        """The server's base directory (a worker's ``base`` is its own)."""
+        return self.worker.home if self.worker is not None else self.base
+
+    @property
     def settings_dir(self) -> Path:
-        return self.base / SETTINGS_DIR
+        return self.home / SETTINGS_DIR
 
     @property
     def settings_file(self) -> Path:
@@ -164,6 +187,8 @@ class ServerConfig:
 
     @property
     def shared_base(self) -> Path:
+        if self.worker is not None:
+            return self.worker.home / "Domains"
         if self.cluster.shared_base:
             return Path(self.cluster.shared_base)
         return self.base / "SharedDomains"
@@ -185,6 +210,7 @@ class ServerConfig:
         """The file form (what ``save`` writes): no command-line-only values."""
         out: dict[str, Any] = {
             "listen": self.listen,
+            "workers": self.workers,
             "main_domain": self.main_domain,
             "log_level": self.log_level,
             "log_format": self.log_format,
@@ -200,6 +226,15 @@ class ServerConfig:
             "auth": dataclasses.asdict(self.auth),
         }
         return out
+
+
+def worker_count(cfg: ServerConfig) -> int:
+    """How many processes serve the base: ``workers``, 0 meaning one per core."""
+    if cfg.workers:
+        return cfg.workers
+    from dynamail.auth import usable_cores
+
+    return min(usable_cores(), MAX_WORKERS)
 
 
 def default_main_domain() -> str:
@@ -305,10 +340,10 @@ def from_dict(base: Path, data: dict[str, Any], config_file: Path | None = None)
             if not isinstance(value, str):
                 raise ConfigError(f"{key}: expected a string")
             setattr(cfg, key, value)
-        elif key == "port_offset":
+        elif key in ("port_offset", "workers"):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError("port_offset: expected an integer")
-            cfg.port_offset = value
+                raise ConfigError(f"{key}: expected an integer")
+            setattr(cfg, key, value)
         else:
             raise ConfigError(f"{key}: unknown setting")
     validate(cfg)
@@ -325,6 +360,10 @@ def validate(cfg: ServerConfig) -> None:
         raise ConfigError("log_format: must be text or json")
     if not 0 <= cfg.port_offset <= 65535:
         raise ConfigError("port_offset: must be between 0 and 65535")
+    if not 0 <= cfg.workers <= MAX_WORKERS:
+        raise ConfigError(f"workers: must be between 0 (one per core) and {MAX_WORKERS}")
+    if cfg.workers != 1 and cfg.clustered and cfg.worker is None:
+        raise ConfigError("workers: a cluster member runs one process (workers = 1)")
     for name, port in cfg.ports.items():
         if port + cfg.port_offset > 65535:
             raise ConfigError(f"ports.{name}: {port} plus the port offset {cfg.port_offset} exceeds 65535")
@@ -360,7 +399,7 @@ def load(
     """Defaults, then the settings file, then ``overrides`` (command-line options).
 
     ``overrides`` keys: ``listen``, ``port_offset``, ``main_domain``,
-    ``postmaster_password``, ``role``, ``shared_base``, ``log_level``;
+    ``postmaster_password``, ``role``, ``shared_base``, ``log_level``, ``workers``;
     ``None`` values are ignored.
     """
     base = Path(base).absolute()
@@ -373,7 +412,7 @@ def load(
             cfg.cluster.role = value
         elif key == "shared_base":
             cfg.cluster.shared_base = str(Path(value).absolute())
-        elif key in ("listen", "port_offset", "main_domain", "postmaster_password", "log_level"):
+        elif key in ("listen", "port_offset", "main_domain", "postmaster_password", "log_level", "workers"):
             setattr(cfg, key, value)
         else:
             raise ConfigError(f"{key}: unknown option")
