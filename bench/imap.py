@@ -196,9 +196,10 @@ def stored_hash(scheme: str) -> str | None:
 
 
 @contextlib.contextmanager
-def dynamail_server(tmp: Path, users: list[str], offset: int, scheme: str = "argon2"):  # type: ignore[no-untyped-def]
+def dynamail_server(tmp: Path, users: list[str], offset: int, scheme: str = "argon2",  # type: ignore[no-untyped-def]
+                    workers: int = 1):
     stored = stored_hash(scheme)
-    settings = "[auth]\nrehash_on_login = false\n" if stored else ""
+    settings = f"workers = {workers}\n" + ("[auth]\nrehash_on_login = false\n" if stored else "")
     with start_dynamail(tmp, host=HOST, domain=DOMAIN, password=PASSWORD, users=users,
                          offset=offset, stored_hash=stored, settings=settings) as running:
         yield running
@@ -444,6 +445,8 @@ def main() -> None:
     ap.add_argument("--only", choices=("dynamail", "dovecot"))
     ap.add_argument("--scheme", choices=("plain", "sha512-crypt", "argon2"), default="plain",
                     help="password scheme stored on both servers (argon2: dynamail only, Dovecot PLAIN)")
+    ap.add_argument("--server-workers", type=int, default=1,
+                    help="dynamail's worker processes (serve --workers; 0 = one per core)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--idle-conns", type=int, default=0, help="measure memory of N IDLE sessions instead")
     args = ap.parse_args()
@@ -457,7 +460,7 @@ def main() -> None:
                 asyncio.run(idle_memory(proc.pid, port, users, args.idle_conns))
             return
         if args.only != "dovecot":
-            with dynamail_server(tmp, users, offset, args.scheme) as (proc, port):
+            with dynamail_server(tmp, users, offset, args.scheme, args.server_workers) as (proc, port):
                 spy = None
                 if args.profile and shutil.which("py-spy"):
                     spy = subprocess.Popen(
@@ -466,7 +469,8 @@ def main() -> None:
                          "--duration", str(int(args.duration + args.messages / 50 + 10))],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     )
-                results["dynamail"] = asyncio.run(run_one("dynamail", proc.pid, port, users, args))
+                name = "dynamail" if args.server_workers == 1 else f"dynamail ({args.server_workers or 'per-core'} workers)"
+                results["dynamail"] = asyncio.run(run_one(name, proc.pid, port, users, args))
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
                     spy.wait(60)

@@ -445,3 +445,29 @@ def test_rename_to_own_alias(directory: Directory) -> None:
     other = directory.create_account("main.example", "other")
     with pytest.raises(AlreadyExists):
         directory.rename_account(other, "rob")
+
+
+def test_all_shared_directory_of_the_workers(tmp_path: Path) -> None:
+    """The workers of ``serve --workers`` see the one server's base with
+    every domain shared (its ownership arbitrated), the Main Domain too, and
+    the server-wide settings as the cluster-wide ones."""
+    from dynamail.directory import Directory
+
+    base = tmp_path / "base"
+    one = Directory(base, main_domain="main.example", password_hasher=FAST_HASHER)
+    one.create_domain("other.example")
+    ref = one.create_account("main.example", "ann", password="pw")
+    assert not ref.shared
+    w = Directory(base, main_domain="main.example", password_hasher=FAST_HASHER, all_shared=True)
+    assert w.shared_base == base / "Domains" and w.cluster_dir == base / "Settings"
+    assert [(d.name, d.shared) for d in w.list_domains()] == [("main.example", True), ("other.example", True)]
+    found = w.find_account("ann@main.example")
+    assert found is not None and found.shared
+    assert w.account_dir(found) == one.account_dir(ref)  # the same files
+    w.create_domain("third.example")
+    assert (base / "Domains/third.example").is_dir() and w.is_shared("third.example")
+    w.update_cluster_account_defaults({"MaxAccountSize": "5M"})
+    assert one.server_account_defaults()["MaxAccountSize"] == "5M"
+    # nothing is created by a worker's directory on its own
+    fresh = Directory(tmp_path / "empty", main_domain="main.example", all_shared=True)
+    assert fresh.list_domains() == []

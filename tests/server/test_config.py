@@ -252,3 +252,47 @@ def test_auth_section_reaches_the_hasher_and_the_authenticator(tmp_path: Path) -
         assert config_mod.load(tmp_path).auth == cfg.auth
     finally:
         auth.hashing.close()
+
+
+def test_workers_setting(tmp_path: Path) -> None:
+    from dynamail.server.workers import worker_address, worker_config
+
+    assert config_mod.load(tmp_path).workers == 1
+    (tmp_path / "Settings").mkdir()
+    (tmp_path / "Settings/server.toml").write_text("workers = 3\n")
+    cfg = config_mod.load(tmp_path)
+    assert cfg.workers == 3 and config_mod.worker_count(cfg) == 3
+    assert config_mod.load(tmp_path, overrides={"workers": 0}).workers == 0
+    assert config_mod.worker_count(config_mod.load(tmp_path, overrides={"workers": 0})) >= 1
+    w = worker_config(cfg, 2, 3)
+    # its own base for its queue and pid file; the server's settings, certificate and domains
+    assert w.base == tmp_path / "Workers/w2" and w.home == tmp_path
+    assert w.settings_dir == tmp_path / "Settings" and w.settings_file == tmp_path / "Settings/server.toml"
+    assert w.cert_paths()[0] == tmp_path / "Settings/server.crt"
+    assert w.shared_base == tmp_path / "Domains"
+    assert w.cluster.role == "backend" and w.cluster.name == "w2" and not w.cluster.tls
+    assert w.cluster.backends == [worker_address(i) for i in (1, 2, 3)]
+    assert w.cluster.secret_file == str(tmp_path / "Settings/workers.secret")
+    assert cfg.cluster.role == "standalone"  # the server's own configuration is untouched
+
+
+@pytest.mark.parametrize("text, message", [
+    ("workers = -1\n", "workers: must be between"),
+    ("workers = 65\n", "workers: must be between"),
+    ("workers = '2'\n", "workers: expected an integer"),
+    ("workers = 2\n[cluster]\nrole = 'backend'\n", "workers: a cluster member runs one process"),
+])
+def test_bad_workers_setting(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "Settings").mkdir()
+    (tmp_path / "Settings/server.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        config_mod.load(tmp_path)
+
+
+def test_worker_slot_text() -> None:
+    from dynamail.server.workers import slot_of
+
+    assert slot_of("2/4") == (2, 4)
+    for bad in ("0/2", "3/2", "x/2", "2", "1/65"):
+        with pytest.raises(ValueError):
+            slot_of(bad)
