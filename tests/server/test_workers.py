@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from dynamail.server.workers import worker_address
+
 from .test_serve import CliClient, ServerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server")]
