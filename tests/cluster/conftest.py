@@ -226,6 +226,17 @@ class NetnsTopology:
     def cut(self, i: int, on: bool) -> None:
         _ip("link", "set", f"dm{self.tag}h{i}", "down" if on else "up")
 
+    def block(self, i: int, j: int, on: bool) -> None:
+        """Cut (or join again) the link between members i and j only."""
+        import subprocess
+
+        for near, far in ((i, j), (j, i)):
+            if on:
+                _ip("-n", self.ns(near), "route", "replace", "blackhole", f"{self.net}.{far}/32")
+            else:
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    _ip("-n", self.ns(near), "route", "del", "blackhole", f"{self.net}.{far}/32")
+
     def remove(self) -> None:
         for i in range(1, self.count + 1):
             with contextlib.suppress(Exception):

@@ -31,7 +31,7 @@ SAMPLES: list[wire.Message] = [
     wire.Open(14, "example.com/ann", 77, "b1", False),
     wire.Grant(14, "example.com/ann", "b2", (3 << 32) | 1, 3, ("127.0.7.2", 10000, 17070)),
     wire.Release("example.com/ann", (3 << 32) | 1),
-    wire.Locate(15, "example.com/bob"),
+    wire.Locate(15, "example.com/bob", True),
     wire.Location(15, "example.com/bob", "", 0, ("", 0, 0)),
     wire.Deliver(16, "example.com/ann", "INBOX", ("\\Seen",), b"Subject: hi\r\n\r\nbody\r\n",
                  "q1f2e3d4c5b6a7980/example.com/ann", "alice@example.org"),

@@ -627,6 +627,36 @@ def test_controller_cut_off_by_the_network_is_replaced(netns_cluster: Any) -> No
 
 
 @needs_imap
+def test_member_cut_from_the_controller_finds_holders_through_peers(netns_cluster: Any) -> None:
+    """A member that cannot reach the Controller (the link between the two
+    only is cut; the Controller still hears the others, so nobody takes
+    over) still relays sessions of an account another member holds: it asks
+    the members it reaches which one holds it (``Locate(holder)``).  An
+    account held by the unreachable Controller itself stays unavailable."""
+    c, topo = netns_cluster(3)
+    provision(c, "b1", ("ann", "bob"))
+    st = c.wait_controller()
+    ctl = st["controller"]
+    keeper, asker = [n for n in c.names() if n != ctl]
+    _place_on(c, keeper, "bob@shared.test")
+    _place_on(c, ctl, "ann@shared.test")
+    topo.block(int(asker[1:]), int(ctl[1:]), True)
+    try:
+        time.sleep(3 * LEASE)  # past the asker's lease: no Controller answers it now
+        for _ in range(3):
+            conn = c.imap(asker, "bob@shared.test", PASSWORD)
+            assert conn.select("INBOX")[0] == "OK"
+            conn.logout()
+        assert f"no controller answered; {keeper} holds it" in c.logs(asker)
+        assert c.status()["controller"] == ctl  # nobody took over
+        with pytest.raises(imaplib.IMAP4.error):
+            c.imap(asker, "ann@shared.test", PASSWORD)
+    finally:
+        topo.block(int(asker[1:]), int(ctl[1:]), False)
+    login_select(c, asker)
+
+
+@needs_imap
 def test_cluster_links_run_over_tls_bound_to_the_handshake(cluster_factory: Any) -> None:
     """The cluster port is TLS 1.2 with a tls-unique channel binding (which
     the handshake proofs mix in); relays go to the owner's IMAPS port."""

@@ -19,7 +19,7 @@ def test_every_message_type_has_a_sample() -> None:
     assert {type(m) for m in SAMPLES} == set(wire.REGISTRY.values())
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_golden_frames(version: int, msg: wire.Message) -> None:
     golden = golden_path(version, msg).read_bytes()
@@ -34,9 +34,9 @@ def test_golden_frames(version: int, msg: wire.Message) -> None:
 
 def test_every_released_version_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", raising=False)
-    assert wire.supported_versions() == wire.RELEASED_VERSIONS == (1, 3, 4)
+    assert wire.supported_versions() == wire.RELEASED_VERSIONS == (1, 3, 4, 5)
     d, l_ = pair(dv=wire.supported_versions(), lv=wire.supported_versions())
-    assert d.version == l_.version == 4
+    assert d.version == l_.version == 5
     monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "3")
     assert wire.supported_versions() == (1, 3)
     monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "2")

@@ -241,7 +241,6 @@ class ControllerDuty:
     async def _claim(self, epoch: int, old: ControllerRecord | None, hb: bytes | None,
                      *, reason: str) -> None:
         assert self.election is not None
-        stale = reason != "cut off"  # the old Controller is not acting (dead, paused, gone)
         t0 = time.monotonic()
         if self.may_write_now(t0):
             # a claim writes and syncs the shared storage, which may take long
@@ -251,12 +250,13 @@ class ControllerDuty:
         record = ControllerRecord(epoch, self.name, self.s.host, self.s.cluster_port, self.s.port_offset)
         if not await self._eio(self.election.claim, record):
             return
+        # the old Controller itself is not waited for: dead, paused or gone,
+        # it is not acting; cut off, it stops acting before this one starts
+        # (first_act) and could not resynchronise anyway, and its accounts,
+        # which its own clients can no longer keep, are free from then on
         expected = set(self.election.contacts_of(hb)) - {self.name}
         if old is not None:
-            if stale:
-                expected.discard(old.member)
-            else:
-                expected.add(old.member)
+            expected.discard(old.member)
         starts = time.monotonic()
         if old is not None:
             current = await self._eio(self.election.read_heartbeat, old.epoch)

@@ -440,6 +440,8 @@ class ClusterMember(ControllerDuty, Handoffs):
                 c.release(msg.account, peer.name, msg.epoch)
             return None
         if isinstance(msg, wire.Locate):
+            if msg.holder:
+                return self._holder_reply(msg)
             if c is None:
                 return await self._forward(msg)
             loc = c.locate(msg.account)
@@ -689,9 +691,53 @@ class ClusterMember(ControllerDuty, Handoffs):
                 return
 
     # -- accounts ----------------------------------------------------------------------
+    def _holder_reply(self, msg: wire.Locate) -> wire.Message:
+        """``Locate(holder=True)``: whether this member holds the account now
+        (open here, and a lease or hold that lets it write)."""
+        epoch = dict(self.locator.held()).get(msg.account)
+        if epoch is None or not self.may_write() or self.locator.draining:
+            return wire.Error(msg.id, "not-held", "")
+        return wire.Location(msg.id, msg.account, self.name, epoch, self.s.address)
+
+    async def _ask_holders(self, key: str) -> GrantInfo | None:
+        """While no Controller can answer (an election, a Controller cut
+        off), ask the other members whether one of them holds ``key``: its
+        sessions keep going through every member instead of waiting for the
+        next Controller.  Only where to relay is learnt here, never a grant:
+        the holder serves only while its own lease or hold lets it, and the
+        storage fences it whatever it believes."""
+        names = [n for n in self.addresses if n and n != self.name and n != self.controller_name]
+
+        async def ask(name: str) -> GrantInfo | None:
+            peer = await self.peer_to(name)
+            if peer is None or peer.version < 5:
+                return None
+            with contextlib.suppress(PeerClosed, TimeoutError):
+                reply = await peer.request(wire.Locate(peer.next_id(), key, True), timeout=self.s.lease / 4)
+                if isinstance(reply, wire.Location) and reply.owner == name:
+                    return GrantInfo(name, reply.epoch, 0, tuple(reply.owner_address))  # type: ignore[arg-type]
+            return None
+
+        if not names:
+            return None
+        tasks = [asyncio.ensure_future(ask(n)) for n in names]
+        try:
+            for done in asyncio.as_completed(tasks, timeout=self.s.lease / 2):
+                with contextlib.suppress(Exception):
+                    found = await done
+                    if found is not None:
+                        return found
+        except TimeoutError:
+            pass
+        finally:
+            for t in tasks:
+                t.cancel()
+        return None
+
     async def _request_open(self, ref: AccountRef, recorded: int, local_only: bool) -> GrantInfo:
         key = account_key(ref)
         deadline = time.monotonic() + 2 * self.s.lease + 2.0
+        asked_holders = 0.0
         while True:
             if self.is_controller():
                 assert self.controller is not None
@@ -717,6 +763,13 @@ class ClusterMember(ControllerDuty, Handoffs):
                                          tuple(reply.owner_address))  # type: ignore[arg-type]
                     if isinstance(reply, wire.Error) and reply.code == "busy":
                         raise AccountUnavailable(reply.text)
+            now = time.monotonic()
+            if not local_only and now - asked_holders >= self.s.lease / 4:
+                asked_holders = now
+                found = await self._ask_holders(key)
+                if found is not None:
+                    log.info("%s: no controller answered; %s holds it", key, found.owner)
+                    return found
             if time.monotonic() > deadline:
                 raise AccountUnavailable("no controller answered")
             await asyncio.sleep(0.05)

@@ -27,7 +27,9 @@ default when decoding an older frame.  Codes are never reused.  Version 2 is
 a test-only bump (one extra heartbeat field) that exists to prove
 negotiation; it is offered only when :func:`supported_versions` is told so.
 Version 3 adds the delivery id of a hand-off (``Deliver.delivery_id``), which
-makes a repeated hand-off store nothing twice.
+makes a repeated hand-off store nothing twice.  Version 5 adds
+``Locate.holder``: asked of any member, "do *you* hold this account now?",
+which finds an account's owner while no Controller can answer (an election).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import msgpack
 from dynamail.cluster import limits
 
 HEADER = struct.Struct(">I")
-RELEASED_VERSIONS = (1, 3, 4)
+RELEASED_VERSIONS = (1, 3, 4, 5)
 TEST_VERSION = 2  # one extra heartbeat field, offered only when asked for
 
 
@@ -273,6 +275,9 @@ class Release(Message):
 class Locate(Message):
     id: int
     account: str
+    # asked of a member, not of the Controller: answered with this member as
+    # the owner when it holds the account with a valid lease, else an Error
+    holder: bool = field(default=False, metadata=_since(5))
 
 
 @message(34)
