@@ -153,14 +153,17 @@ def main() -> None:
     ap.add_argument("--accounts", type=int, default=10, help="recipient accounts (own generator)")
     ap.add_argument("--dir", type=Path, default=None, help="where the base directory goes (default: a temporary directory)")
     ap.add_argument("--host", default="127.0.12.240")
+    ap.add_argument("--workers", type=int, default=1, help="server worker processes (serve --workers; 0 = per core)")
     args = ap.parse_args()
 
     parent = Path(tempfile.mkdtemp(prefix="dynamail-bench-smtp-", dir=args.dir))
     base = parent / "base"
     accounts = {f"bench{i}@example.org": "pw" for i in range(args.accounts)}
-    prepare(base, accounts)
+    prepare(base, accounts, toml=f"workers = {args.workers}\n")
     srv = LiveServer(base, args.host)
     srv.start()
+    if args.workers != 1:
+        time.sleep(3.0)  # the workers elect their Controller
     try:
         rate_before = fsync_rate(parent)
         port = srv.port("smtp")
@@ -168,9 +171,15 @@ def main() -> None:
         assert srv.proc is not None
         proc = psutil.Process(srv.proc.pid)
 
-        def cpu() -> float:
-            t = proc.cpu_times()
-            return float(t.user + t.system)
+        def cpu() -> float:  # the server and its workers
+            total = 0.0
+            for p in [proc, *proc.children(recursive=True)]:
+                try:
+                    t = p.cpu_times()
+                except psutil.Error:
+                    continue
+                total += t.user + t.system
+            return total
 
         c0 = cpu()
         ss = smtp_source(args.host, port, args.messages, args.concurrency, args.size, "bench0@example.org")
