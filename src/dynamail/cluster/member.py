@@ -753,8 +753,11 @@ class ClusterMember(ControllerDuty, Handoffs):
                 peer = await self.peer_to(self.controller_name)
                 if peer is not None:
                     try:
+                        # a Controller that does not answer within T/2 is cut off,
+                        # paused or overloaded: ask the holders, then it again
+                        # (a repeated OPEN of a granted account repeats the grant)
                         reply = await peer.request(wire.Open(peer.next_id(), key, recorded, self.name,
-                                                             local_only))
+                                                             local_only), timeout=max(self.s.lease / 2, 0.5))
                     except (PeerClosed, TimeoutError):
                         reply = None
                     if isinstance(reply, wire.Grant) and reply.controller_epoch >= self.controller_epoch:
