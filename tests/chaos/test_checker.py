@@ -211,6 +211,21 @@ def test_unavailability_is_fault_to_first_acknowledged_operation() -> None:
     assert u["by_kind"] == {"kill": {"count": 1, "p50": 3.0, "p99": 3.0, "max": 3.0}}
 
 
+def test_unavailability_ends_at_the_first_acknowledgement() -> None:
+    """An operation that started soon after the fault but was answered late
+    (its connection went to the cut-off member) does not stand for the
+    account: another client was served earlier."""
+    s = Script()
+    t0 = s.t
+    s.faults.append(Fault(1, "isolate", ["b1"], start=t0 + 0.5, healed=t0 + 5, affected=[A]))
+    slow = s.op("deliver", msgid="<s1>")
+    slow.member, slow.start, slow.end = "b1", t0 + 0.6, t0 + 7.5
+    quick = s.op("append", msgid="<q1>")
+    quick.member, quick.start, quick.end = "b2", t0 + 1.5, t0 + 2.5
+    u = unavailability(s.ops, s.faults)
+    assert u["max"] == 2.0 and u["per_fault"][0]["accounts"] == {A: 2.0}
+
+
 def test_unavailability_tells_a_client_held_by_the_paused_member() -> None:
     """A client whose request went to the stopped member waits for it; the
     same fault measured on a client that went elsewhere is not 'held'."""

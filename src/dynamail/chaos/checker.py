@@ -430,9 +430,11 @@ def percentile(values: list[float], p: float) -> float:
 
 def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
     """For every triggered fault and every account it affected: the time from
-    the fault to the end of the first acknowledged operation on that account
-    that started after it.  Pairs with no such operation are counted as
-    ``censored``."""
+    the fault to the first acknowledgement of an operation on that account
+    that started after it (the earliest end among them: an operation that
+    started early but waited long, say on a connection to a cut-off member,
+    does not hide that others were served meanwhile).  Pairs with no such
+    operation are counted as ``censored``."""
     by_account: dict[str, list[Op]] = defaultdict(list)
     tried: dict[str, list[Op]] = defaultdict(list)  # every operation, whatever its outcome
     for op in sorted(ops, key=lambda o: o.start):
@@ -451,7 +453,8 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
         gaps: dict[str, float] = {}
         held: list[str] = []
         for account in f.affected:
-            first = next((o for o in by_account.get(account, []) if o.start >= f.start), None)
+            first = min((o for o in by_account.get(account, []) if o.start >= f.start),
+                        key=lambda o: o.end, default=None)
             if first is None:
                 censored += 1
                 continue
