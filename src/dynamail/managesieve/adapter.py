@@ -148,7 +148,7 @@ class ManageSieveSession:
         ctx = self.ctx
         if ev.kind == "relay":
             cluster = ctx.cluster
-            checked = cluster.verify_relay_ticket(ev.secret) if cluster is not None else None
+            checked = cluster.verify_relay_ticket(ev.secret, ev.challenge) if cluster is not None else None
             if inspect.isawaitable(checked):
                 checked = await checked
             if checked is None:

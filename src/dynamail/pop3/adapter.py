@@ -163,7 +163,7 @@ class Pop3Session:
         remote = self.conn.peer_host
         if ev.kind == "relay":
             cluster = ctx.cluster
-            checked = cluster.verify_relay_ticket(ev.secret) if cluster is not None else None
+            checked = cluster.verify_relay_ticket(ev.secret, ev.challenge) if cluster is not None else None
             if inspect.isawaitable(checked):
                 checked = await checked
             if checked is None:
