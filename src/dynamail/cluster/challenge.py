@@ -32,10 +32,9 @@ import enum
 import secrets
 from collections.abc import Callable
 
-NONCE_BYTES = 16  # 128 bits, drawn from the OS's CSPRNG
-MIN_NONCE_BYTES = 12  # what a relaying member accepts from an owner: at least 96 bits
-MAX_NONCE_BYTES = 64
-MAX_NONCE_TEXT = (MAX_NONCE_BYTES * 4 + 2) // 3  # base64url without padding
+from dynamail.cluster.limits import RELAY_NONCE_BYTES, RELAY_NONCE_MAX_BYTES, RELAY_NONCE_MIN_BYTES
+
+MAX_NONCE_TEXT = (RELAY_NONCE_MAX_BYTES * 4 + 2) // 3  # base64url without padding
 
 #: no challenge was issued on the connection: the ticket is of the old,
 #: time-stamped form
@@ -76,7 +75,7 @@ def decode_nonce(text: str | bytes) -> bytes | None:
         nonce = base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         return None
-    if not MIN_NONCE_BYTES <= len(nonce) <= MAX_NONCE_BYTES:
+    if not RELAY_NONCE_MIN_BYTES <= len(nonce) <= RELAY_NONCE_MAX_BYTES:
         return None
     return nonce
 
@@ -94,7 +93,7 @@ class RelayChallenge:
         :class:`ChallengeRefused` when one was issued already."""
         if self.phase is not Phase.UNASKED:
             raise ChallengeRefused("Challenge already issued on this connection")
-        self._nonce = self._token(NONCE_BYTES)
+        self._nonce = self._token(RELAY_NONCE_BYTES)  # the OS's CSPRNG
         self.phase = Phase.ISSUED
         return encode_nonce(self._nonce)
 

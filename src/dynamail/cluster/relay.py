@@ -197,10 +197,10 @@ async def _imap_challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWr
         if not line or len(line) > RELAY_LINE_LIMIT or total > RELAY_EARLY_LIMIT:
             return None
         if line.startswith(b"R0 "):
-            status = line[3:6].upper()
-            if status.startswith(b"OK"):
+            status = line[3:].rstrip(b"\r\n").split(b" ", 1)[0].upper()
+            if status == b"OK":
                 return nonce
-            return NO_CHALLENGE if status in (b"BAD", b"NO ") else None
+            return NO_CHALLENGE if status in (b"BAD", b"NO") else None
         words = line.rstrip(b"\r\n").split(b" ")
         if len(words) == 3 and words[0] == b"*" and words[1].upper() == b"XDYNAMAIL-CHALLENGE":
             if nonce is not None:
