@@ -130,14 +130,14 @@ def cluster_factory(tmp_path: Path) -> Iterator[Any]:
     made: list[Cluster] = []
 
     def make(backends: int = 3, env: dict[str, str] | None = None, cluster_settings: str = "",
-             frontends: int = 0) -> Cluster:
+             frontends: int = 0, wrappers: dict[str, list[str]] | None = None) -> Cluster:
         d = tmp_path / f"c{len(made)}"
         c = Cluster(d)
         made.append(c)
         launcher.up(d, backends, frontends, port_offset=OFFSET, prefix=PREFIX,
                     first_host=free_hosts(backends + frontends),
                     lease=LEASE, margin=MARGIN, heartbeat=HEARTBEAT, timeout=60.0, env=env,
-                    extra_settings=cluster_settings + "\n" + EXTRA_SETTINGS)
+                    extra_settings=cluster_settings + "\n" + EXTRA_SETTINGS, wrappers=wrappers)
         return c
 
     yield make

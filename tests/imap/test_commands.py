@@ -399,6 +399,7 @@ def test_unknown_and_wrong_state_commands(imap) -> None:
         c = await h.connect()
         assert tagged(await c.cmd("FROBNICATE")) == "BAD Unknown command"
         assert tagged(await c.cmd("XDYNAMAIL-RELAY abc")) == "BAD Unknown command"
+        assert tagged(await c.cmd("XDYNAMAIL-CHALLENGE")) == "BAD Unknown command"
         assert tagged(await c.cmd("UID FETCH 1 FLAGS")).startswith("BAD UID FETCH not allowed")
         assert tagged(await c.cmd("NOOP extra")).startswith("BAD")
     imap(go)

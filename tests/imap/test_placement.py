@@ -10,6 +10,7 @@ from tests.imap.conftest import DOMAIN, PASSWORD, Harness
 from tests.imap.test_commands import MSG1, append, tagged
 
 from dynamail.accounts import AccountRef
+from dynamail.cluster.challenge import decode_nonce
 from dynamail.cluster.locator import AccountUnavailable, Placement, Relay
 from dynamail.cluster.relay import TicketBook
 from dynamail.storage import FileMailStore
@@ -30,6 +31,70 @@ def test_relay_ticket_opens_the_account(imap) -> None:
             await c.ok("SELECT INBOX")
             d = await h.login()
             assert tagged(await d.cmd(f"XDYNAMAIL-RELAY {ticket}")).startswith("BAD")
+        finally:
+            h.ctx.cluster = None
+    imap(go)
+
+
+def _nonce(lines: list[str]) -> bytes:
+    found = [x.split(" ")[2] for x in lines if x.startswith("* XDYNAMAIL-CHALLENGE ")]
+    assert len(found) == 1, lines
+    nonce = decode_nonce(found[0])
+    assert nonce is not None
+    return nonce
+
+
+def test_relay_challenge_binds_the_ticket_to_its_connection(imap) -> None:
+    async def go(h: Harness) -> None:
+        book = TicketBook(b"k" * 32)
+        h.ctx.cluster = SimpleNamespace(verify_relay_ticket=book.verify)
+        try:
+            ref = h.ctx.directory.ref(DOMAIN, "alice")
+            c = await h.connect()
+            lines = await c.ok("XDYNAMAIL-CHALLENGE")
+            assert lines[-1].endswith("OK XDYNAMAIL-CHALLENGE completed")
+            nonce = _nonce(lines)
+            # one challenge per connection
+            assert tagged(await c.cmd("XDYNAMAIL-CHALLENGE")).startswith("NO [CLIENTBUG]")
+            assert tagged(await c.cmd("XDYNAMAIL-CHALLENGE extra")).startswith("BAD")
+            ticket = book.make(ref, "192.0.2.7", 5555, nonce)
+            # captured and presented on another connection, with or without its own challenge
+            d = await h.connect()
+            assert tagged(await d.cmd(f"XDYNAMAIL-RELAY {ticket}")).startswith("NO")
+            e = await h.connect()
+            _nonce(await e.ok("XDYNAMAIL-CHALLENGE"))
+            assert tagged(await e.cmd(f"XDYNAMAIL-RELAY {ticket}")).startswith("NO [AUTHENTICATIONFAILED]")
+            # the connection that issued the nonce accepts it
+            lines = await c.ok(f"XDYNAMAIL-RELAY {ticket}")
+            assert "Logged in" in lines[-1]
+            assert c.conn.peer_host == "192.0.2.7"
+            await c.ok("SELECT INBOX")
+            assert tagged(await c.cmd("XDYNAMAIL-CHALLENGE")).startswith("BAD")  # authenticated now
+        finally:
+            h.ctx.cluster = None
+    imap(go)
+
+
+def test_relay_challenge_is_spent_by_the_first_ticket(imap) -> None:
+    async def go(h: Harness) -> None:
+        book = TicketBook(b"k" * 32)
+        h.ctx.cluster = SimpleNamespace(verify_relay_ticket=book.verify)
+        try:
+            ref = h.ctx.directory.ref(DOMAIN, "alice")
+            c = await h.connect()
+            nonce = _nonce(await c.ok("XDYNAMAIL-CHALLENGE"))
+            for bad in ("bogus.ticket", "!!!.???", '"%%%%.&&&&"', book.make(ref, "h", 1)):  # old form: no downgrade
+                c2 = await h.connect()
+                _nonce(await c2.ok("XDYNAMAIL-CHALLENGE"))
+                assert tagged(await c2.cmd(f"XDYNAMAIL-RELAY {bad}")).startswith("NO"), bad
+            assert tagged(await c.cmd("XDYNAMAIL-RELAY bogus.ticket")).startswith("NO")
+            # a wrong ticket spent the nonce: the right one no longer opens the account
+            lines = await c.cmd(f"XDYNAMAIL-RELAY {book.make(ref, 'h', 1, nonce)}")
+            assert tagged(lines).startswith("NO [AUTHENTICATIONFAILED] Relay challenge already used")
+            assert tagged(await c.cmd("XDYNAMAIL-CHALLENGE")).startswith("NO")
+            # the old time-stamped form still works on a connection that asked for no challenge
+            d = await h.connect()
+            assert "Logged in" in (await d.ok(f"XDYNAMAIL-RELAY {book.make(ref, 'h', 2)}"))[-1]
         finally:
             h.ctx.cluster = None
     imap(go)

@@ -4,10 +4,12 @@ limits, SASL PLAIN, STARTTLS, and random input."""
 from __future__ import annotations
 
 import base64
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dynamail.cluster.challenge import decode_nonce
 from dynamail.managesieve.core import (
     COMMANDS,
     NEED_DATA,
@@ -134,8 +136,44 @@ def test_state_table() -> None:
     assert feed(core, b"XDYNAMAIL-RELAY \"t\"\r\n")[1] == b'NO "Unknown command"\r\n'
     assert feed(core, b"FROB\r\n")[1] == b'NO "Unknown command"\r\n'
     assert feed(core, b'HAVESPACE\r\n')[1] == b'NO "Not allowed now"\r\n'
+    assert feed(core, b"XDYNAMAIL-CHALLENGE\r\n")[1] == b'NO "Unknown command"\r\n'
     relay = server(relay_command=True)
     assert feed(relay, b'XDYNAMAIL-RELAY "ticket"\r\n')[0] == Login("relay", "", "ticket")
+
+
+def _challenge(core: ManageSieveServer) -> bytes:
+    ev, out = feed(core, b"XDYNAMAIL-CHALLENGE\r\n")
+    assert ev is NEED_DATA
+    m = re.fullmatch(rb'OK \(XDYNAMAIL-CHALLENGE "([^"]+)"\)\r\n', out)
+    assert m is not None, out
+    nonce = decode_nonce(m.group(1))
+    assert nonce is not None and len(nonce) >= 12
+    return nonce
+
+
+def test_relay_challenge_transcript() -> None:
+    core = server(tls_active=True, relay_command=True)
+    nonce = _challenge(core)
+    assert feed(core, b"XDYNAMAIL-CHALLENGE\r\n")[1] == b'NO "Challenge already issued on this connection"\r\n'
+    assert feed(core, b'XDYNAMAIL-CHALLENGE "x"\r\n')[1] == b'NO "Wrong number of arguments to XDYNAMAIL-CHALLENGE"\r\n'
+    ev, _ = feed(core, b'XDYNAMAIL-RELAY "bad"\r\n')
+    assert ev == Login("relay", "", "bad", challenge=nonce)
+    core.login_failed("Invalid relay ticket")
+    assert core.data_to_send() == b'NO "Invalid relay ticket"\r\n'
+    ev, out = feed(core, b'XDYNAMAIL-RELAY "ticket"\r\n')
+    assert ev is NEED_DATA and out == b'NO "Relay challenge already used on this connection"\r\n'
+    # another connection: its own nonce; after login the command is out of state
+    other = server(tls_active=True, relay_command=True)
+    second = _challenge(other)
+    assert second != nonce
+    ev, _ = feed(other, b'XDYNAMAIL-RELAY "ticket"\r\n')
+    assert ev == Login("relay", "", "ticket", challenge=second)
+    other.login_succeeded("alice")
+    other.data_to_send()
+    assert feed(other, b"XDYNAMAIL-CHALLENGE\r\n")[1] == b'NO "Not allowed now"\r\n'
+    # a relaying member of an earlier release asks for none: the old ticket, no nonce
+    old = server(tls_active=True, relay_command=True)
+    assert feed(old, b'XDYNAMAIL-RELAY "ticket"\r\n')[0] == Login("relay", "", "ticket", challenge=b"")
 
 
 def test_limits_and_bad_input() -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 
+from dynamail.cluster.challenge import decode_nonce
 from dynamail.pop3.core import (
     COMMANDS,
     NEED_DATA,
     PAUSED,
+    RELAY_COMMANDS,
     Closing,
     ConnectionClosed,
     Login,
@@ -173,9 +175,38 @@ def test_relay_command_only_in_cluster() -> None:
     assert h2.logins == [Login("relay", "", "ticket")]
 
 
+def test_relay_challenge_transcript() -> None:
+    assert Harness().send(b"XDYNAMAIL-CHALLENGE\r\n") == b"-ERR Unknown command\r\n"
+    h = Harness(relay_command=True)
+    out = h.send(b"XDYNAMAIL-CHALLENGE\r\n")
+    assert out.startswith(b"+OK ") and out.endswith(b"\r\n")
+    nonce = decode_nonce(out[4:-2])
+    assert nonce is not None and len(nonce) >= 12
+    # one challenge per connection, no arguments
+    assert h.send(b"XDYNAMAIL-CHALLENGE\r\n") == b"-ERR Challenge already issued on this connection\r\n"
+    assert Harness(relay_command=True).send(b"XDYNAMAIL-CHALLENGE x\r\n") == b"-ERR Syntax: XDYNAMAIL-CHALLENGE\r\n"
+    # the ticket goes to the adapter with the nonce, which it spends
+    assert h.send(b"XDYNAMAIL-RELAY bad\r\n") == b"-ERR [AUTH] Authentication failed\r\n"
+    assert h.logins == [Login("relay", "", "bad", challenge=nonce)]
+    assert h.send(b"XDYNAMAIL-RELAY ticket\r\n") == (
+        b"-ERR [AUTH] Relay challenge already used on this connection\r\n")
+    assert len(h.logins) == 1
+    # a fresh connection's nonce differs; after login the commands are out of state
+    h2 = Harness(relay_command=True)
+    other = decode_nonce(h2.send(b"XDYNAMAIL-CHALLENGE\r\n")[4:-2])
+    assert other is not None and other != nonce
+    assert h2.send(b"XDYNAMAIL-RELAY ticket\r\n").startswith(b"+OK Logged in")
+    assert h2.logins == [Login("relay", "", "ticket", challenge=other)]
+    assert h2.send(b"XDYNAMAIL-CHALLENGE\r\n") == b"-ERR XDYNAMAIL-CHALLENGE not valid in this state\r\n"
+    # without a challenge: the old ticket form, no nonce
+    h3 = Harness(relay_command=True)
+    assert h3.send(b"XDYNAMAIL-RELAY ticket\r\n").startswith(b"+OK Logged in")
+    assert h3.logins == [Login("relay", "", "ticket", challenge=b"")]
+
+
 def test_state_table() -> None:
     for verb, cmd in COMMANDS.items():
-        if verb == "XDYNAMAIL-RELAY":
+        if verb in RELAY_COMMANDS:
             continue
         h = Harness(tls_active=True)
         out = h.send(verb.encode() + b"\r\n")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dynamail.accounts import AccountRef
 from dynamail.cluster import image, wire
+from dynamail.cluster.challenge import NO_CHALLENGE
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.cluster.ownership import LOCAL_ONLY, account_key, goodbye_for
 from dynamail.cluster.peer import PeerClosed
@@ -152,8 +153,11 @@ class Handoffs:
     def make_relay_ticket(self, ref: AccountRef, client_host: str, client_port: int) -> str:
         return self.tickets.make(ref, client_host, client_port)
 
-    def verify_relay_ticket(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:
-        return self.tickets.verify(ticket)
+    def verify_relay_ticket(self, ticket: str | bytes, challenge: bytes = NO_CHALLENGE
+                            ) -> tuple[AccountRef, str, int] | None:
+        """``challenge``: the nonce the session issued and has just spent
+        (NO_CHALLENGE when it issued none: the old, time-stamped ticket)."""
+        return self.tickets.verify(ticket, challenge)
 
     async def relay_session(self, conn: Any, placement: Relay, protocol: str,
                             client_reply: bytes) -> bool:
@@ -164,7 +168,10 @@ class Handoffs:
         # over TLS: the owner's implicit-TLS port (IMAPS 993, POP3S 995 plus its offset)
         name = protocol + "s" if tls is not None and protocol != "managesieve" else protocol
         port = self.s.ports.get(name, DEFAULT_RELAY_PORTS[name]) + placement.port_offset
-        ticket = self.tickets.make(placement.ref, conn.peer_host, conn.peer_port)
+
+        def ticket(challenge: bytes) -> str:
+            return self.tickets.make(placement.ref, conn.peer_host, conn.peer_port, challenge)
+
         return await relay(conn, placement.host, port, ticket, protocol, client_reply, tls=tls,
                            owner_gone=lambda: self.owner_gone(placement.ref, placement.member),
                            goodbye=goodbye_for(protocol))

@@ -24,7 +24,12 @@ MEMBER_MARGIN = 0.3  # member stops at lease - margin; Controller frees at lease
 HEARTBEAT_INTERVAL = 0.25
 BACKUP_HEAD_START = 0.5  # non-Backup members wait this much longer before a takeover
 IDLE_RELEASE = 60.0  # an account unused this long is closed and released
-RELAY_TICKET_VALIDITY = 30.0
+RELAY_TICKET_VALIDITY = 30.0  # the old, time-stamped ticket form only (relay.py)
+
+# -- relay challenge (challenge.py) ----------------------------------------------
+RELAY_NONCE_BYTES = 16  # 128 bits an owner issues per relay connection
+RELAY_NONCE_MIN_BYTES = 12  # a relaying member accepts no nonce of fewer than 96 bits
+RELAY_NONCE_MAX_BYTES = 64
 REQUEST_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 1.0
 

@@ -1,19 +1,37 @@
 """Relaying a client session to the member that owns its account.
 
 The receiving member has authenticated the client; it connects to the
-owner's IMAP or POP3 port and, in the not-authenticated state there, sends
+owner's IMAP or POP3 port (ManageSieve: its port, then STARTTLS) and, in
+the not-authenticated state there, first asks for a challenge
+(``XDYNAMAIL-CHALLENGE``: a random nonce the owner issues once per
+connection, :mod:`dynamail.cluster.challenge`), then sends
 ``XDYNAMAIL-RELAY <ticket>`` (IMAP: with a tag).  The ticket names the
-account and the client's real address and is sealed with the cluster secret:
+account and the client's real address, carries the owner's nonce and is
+sealed with the cluster secret:
+
+    ticket = base64url(msgpack([account, client host, client port, nonce]))
+             "." base64url(HMAC-SHA256(secret, "relay-challenge|" | payload)[:16])
+
+The owner accepts it only on the connection that issued the nonce, once.
+No wall-clock time is involved, so the members' clocks may differ by any
+amount (the project's rule: wall clocks do not matter to correctness or
+availability).
+
+Rolling upgrade: an owner of an earlier release answers the challenge
+command with BAD (POP3 ``-ERR``, ManageSieve ``NO``); the relaying member
+then sends the old, time-stamped ticket
 
     ticket = base64url(msgpack([account, client host, client port, time, nonce]))
-             "." base64url(HMAC-SHA256(secret, "relay" | payload)[:16])
+             "." base64url(HMAC-SHA256(secret, "relay|" | payload)[:16])
 
-A ticket is valid for ``RELAY_TICKET_VALIDITY`` seconds of wall-clock time
-(it crosses machines; the nonce makes it single-use within that window, so a
-captured ticket cannot be replayed).  Once the owner answers OK, the client
-is sent ``client_reply`` (the reply to its LOGIN/PASS) and bytes are copied
-both ways as they arrive, unbuffered, so IMAP IDLE notifications reach the
-client at once.
+which an owner still accepts on a connection that asked for no challenge:
+valid for ``RELAY_TICKET_VALIDITY`` seconds of wall-clock time, its nonce
+remembered so that it is single use.  (The two MACs are kept apart by their
+prefixes, so neither form can be passed off as the other.)
+
+Once the owner answers OK, the client is sent ``client_reply`` (the reply
+to its LOGIN/PASS) and bytes are copied both ways as they arrive,
+unbuffered, so IMAP IDLE notifications reach the client at once.
 """
 
 from __future__ import annotations
@@ -24,6 +42,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
+import re
 import secrets
 import ssl
 import time
@@ -34,6 +53,7 @@ import msgpack
 
 from dynamail.accounts import AccountRef
 from dynamail.cluster import limits
+from dynamail.cluster.challenge import NO_CHALLENGE, decode_nonce
 
 MAX_TICKET = 1024
 RELAY_LINE_LIMIT = 8192  # one response line of the owner before the relay is up
@@ -48,25 +68,48 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+MAC_OLD = b"relay|"  # the time-stamped ticket of earlier releases
+MAC_CHALLENGED = b"relay-challenge|"  # the ticket bound to the owner's challenge
+
+#: how a relay ticket is made for one connection: given the owner's nonce,
+#: or NO_CHALLENGE for the old form
+TicketMaker = Callable[[bytes], str]
+
+
 class TicketBook:
-    """Makes and checks relay tickets; remembers used nonces."""
+    """Makes and checks relay tickets; remembers the nonces of used
+    time-stamped tickets (challenged tickets need no memory: the owner's
+    session spends its nonce)."""
 
     def __init__(self, secret: bytes, validity: float = limits.RELAY_TICKET_VALIDITY) -> None:
         self._secret = secret
         self._validity = validity
         self._used: collections.OrderedDict[bytes, float] = collections.OrderedDict()
 
-    def _mac(self, payload: bytes) -> bytes:
+    def _mac(self, payload: bytes, kind: bytes = MAC_OLD) -> bytes:
         # 128 bits of HMAC-SHA256: a ticket must fit a POP3 command line
         # (RFC 2449 section 4: 255 octets)
-        return hmac.new(self._secret, b"relay|" + payload, hashlib.sha256).digest()[:16]
+        return hmac.new(self._secret, kind + payload, hashlib.sha256).digest()[:16]
 
-    def make(self, ref: AccountRef, client_host: str, client_port: int) -> str:
-        payload = msgpack.packb([f"{ref.domain}/{ref.name}", client_host, client_port,
+    def make(self, ref: AccountRef, client_host: str, client_port: int,
+             challenge: bytes = NO_CHALLENGE) -> str:
+        """A ticket bound to the owner's ``challenge`` nonce; without one,
+        the old time-stamped form (for an owner of an earlier release)."""
+        account = f"{ref.domain}/{ref.name}"
+        if challenge:
+            payload = msgpack.packb([account, client_host, client_port, challenge])
+            return _b64(payload) + "." + _b64(self._mac(payload, MAC_CHALLENGED))
+        payload = msgpack.packb([account, client_host, client_port,
                                  int(time.time()), secrets.token_bytes(12)])
         return _b64(payload) + "." + _b64(self._mac(payload))
 
-    def verify(self, ticket: str | bytes) -> tuple[AccountRef, str, int] | None:
+    def verify(self, ticket: str | bytes, challenge: bytes = NO_CHALLENGE
+               ) -> tuple[AccountRef, str, int] | None:
+        """(account, client host, client port) of a valid ticket, else None.
+        ``challenge`` is the nonce this connection was issued (and has just
+        spent): then only a ticket carrying exactly that nonce is valid.
+        With NO_CHALLENGE only the old, time-stamped form is, under its
+        wall-clock and replay checks."""
         if isinstance(ticket, bytes):
             try:
                 ticket = ticket.decode("ascii")
@@ -77,21 +120,34 @@ class TicketBook:
         body, mac = ticket.split(".")
         try:
             payload, tag = _unb64(body), _unb64(mac)
-            if not hmac.compare_digest(self._mac(payload), tag):
+            if not hmac.compare_digest(self._mac(payload, MAC_CHALLENGED if challenge else MAC_OLD), tag):
                 return None
-            account, host, port, stamp, nonce = msgpack.unpackb(payload)
+            fields = msgpack.unpackb(payload)
+            if challenge:
+                account, host, port, nonce = fields
+            else:
+                account, host, port, stamp, nonce = fields
             domain, name = str(account).split("/", 1)
+            host, port = str(host), int(port)
         except Exception:
             return None
+        if challenge:
+            if not isinstance(nonce, bytes) or not hmac.compare_digest(nonce, challenge):
+                return None
+            return AccountRef(domain, name, True), host, port
+        try:
+            stamp = float(stamp)
+        except (TypeError, ValueError):
+            return None
         now = time.time()
-        if abs(now - float(stamp)) > self._validity:
+        if abs(now - stamp) > self._validity:
             return None
         while self._used and next(iter(self._used.values())) < now - 2 * self._validity:
             self._used.popitem(last=False)
-        if nonce in self._used:
+        if not isinstance(nonce, bytes) or nonce in self._used:
             return None
         self._used[nonce] = now
-        return AccountRef(domain, name, True), str(host), int(port)
+        return AccountRef(domain, name, True), host, port
 
 
 async def _pump_client_to_owner(conn: Any, writer: asyncio.StreamWriter) -> None:
@@ -127,11 +183,70 @@ async def _managesieve_lines(reader: asyncio.StreamReader, first: bytes, timeout
         line = await asyncio.wait_for(reader.readline(), timeout)
 
 
+async def _imap_challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          timeout: float) -> bytes | None:
+    """``R0 XDYNAMAIL-CHALLENGE``: the owner's nonce; NO_CHALLENGE when it
+    does not know the command (an earlier release: BAD, or NO); None when
+    its answer makes no sense (the relay is abandoned)."""
+    writer.write(b"R0 XDYNAMAIL-CHALLENGE\r\n")
+    nonce: bytes | None = None
+    total = 0
+    while True:
+        line = await asyncio.wait_for(reader.readline(), timeout)
+        total += len(line)
+        if not line or len(line) > RELAY_LINE_LIMIT or total > RELAY_EARLY_LIMIT:
+            return None
+        if line.startswith(b"R0 "):
+            status = line[3:].rstrip(b"\r\n").split(b" ", 1)[0].upper()
+            if status == b"OK":
+                return nonce
+            return NO_CHALLENGE if status in (b"BAD", b"NO") else None
+        words = line.rstrip(b"\r\n").split(b" ")
+        if len(words) == 3 and words[0] == b"*" and words[1].upper() == b"XDYNAMAIL-CHALLENGE":
+            if nonce is not None:
+                return None
+            nonce = decode_nonce(words[2])
+            if nonce is None:
+                return None
+
+
+async def _pop3_challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          timeout: float) -> bytes | None:
+    """``XDYNAMAIL-CHALLENGE`` -> ``+OK <nonce>``; ``-ERR`` from an earlier
+    release: NO_CHALLENGE; None for anything else."""
+    writer.write(b"XDYNAMAIL-CHALLENGE\r\n")
+    line = await asyncio.wait_for(reader.readline(), timeout)
+    if line.startswith(b"-ERR"):
+        return NO_CHALLENGE
+    words = line.rstrip(b"\r\n").split(b" ")
+    if len(line) > RELAY_LINE_LIMIT or len(words) != 2 or words[0] != b"+OK":
+        return None
+    return decode_nonce(words[1])
+
+
+_SIEVE_CHALLENGE = re.compile(rb'OK \(XDYNAMAIL-CHALLENGE "([A-Za-z0-9_-]{1,128})"\)', re.IGNORECASE)
+
+
+async def _managesieve_challenge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                                 timeout: float) -> bytes | None:
+    """``XDYNAMAIL-CHALLENGE`` -> ``OK (XDYNAMAIL-CHALLENGE "<nonce>")``
+    (the nonce in a response code, as RFC 5804 section 1.3 carries SASL
+    data); ``NO`` from an earlier release: NO_CHALLENGE; None otherwise."""
+    writer.write(b"XDYNAMAIL-CHALLENGE\r\n")
+    end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
+    if end is None:
+        return None
+    if end[:2].upper() == b"NO":
+        return NO_CHALLENGE
+    m = _SIEVE_CHALLENGE.match(end)
+    return decode_nonce(m.group(1)) if m is not None else None
+
+
 async def _managesieve_relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, greeting: bytes,
-                             ticket: str, tls: ssl.SSLContext | None, host: str, timeout: float
+                             ticket: TicketMaker, tls: ssl.SSLContext | None, host: str, timeout: float
                              ) -> tuple[bool, asyncio.StreamReader, asyncio.StreamWriter]:
     """RFC 5804: greeting (capabilities, OK), STARTTLS when the cluster runs
-    TLS (capabilities again), then ``XDYNAMAIL-RELAY "<ticket>"``."""
+    TLS (capabilities again), the challenge, then ``XDYNAMAIL-RELAY "<ticket>"``."""
     end = await _managesieve_lines(reader, greeting, timeout)
     if end is None or not end.upper().startswith(b"OK"):
         return False, reader, writer
@@ -144,18 +259,23 @@ async def _managesieve_relay(reader: asyncio.StreamReader, writer: asyncio.Strea
         end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
         if end is None or not end.upper().startswith(b"OK"):
             return False, reader, writer
-    writer.write(b'XDYNAMAIL-RELAY "' + ticket.encode() + b'"\r\n')
+    nonce = await _managesieve_challenge(reader, writer, timeout)
+    if nonce is None:
+        return False, reader, writer
+    writer.write(b'XDYNAMAIL-RELAY "' + ticket(nonce).encode() + b'"\r\n')
     end = await _managesieve_lines(reader, await asyncio.wait_for(reader.readline(), timeout), timeout)
     return end is not None and end.upper().startswith(b"OK"), reader, writer
 
 
-async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
+async def relay(conn: Any, host: str, port: int, ticket: TicketMaker, protocol: str,
                 client_reply: bytes, connect_timeout: float = 3.0,
                 tls: ssl.SSLContext | None = None,
                 owner_gone: Callable[[], Awaitable[None]] | None = None,
                 goodbye: bytes = b"") -> bool:
     """Open the relayed session at the owner; False if the owner refused
-    (the caller then answers the client with a temporary failure).  With
+    (the caller then answers the client with a temporary failure).
+    ``ticket`` makes the ticket from the nonce the owner issues on this
+    connection (NO_CHALLENGE from an owner of an earlier release).  With
     ``tls``, ``port`` is the owner's implicit-TLS port (IMAPS, POP3S).
     ``owner_gone`` returns once the owner no longer holds the account (it
     died or was paused past its lease and the account was freed): the
@@ -175,7 +295,10 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
             return False
         early = b""  # untagged responses of the owner's login ([ALERT]s): the client's
         if protocol == "imap":
-            writer.write(b"R1 XDYNAMAIL-RELAY " + ticket.encode() + b"\r\n")
+            nonce = await _imap_challenge(reader, writer, connect_timeout)
+            if nonce is None:
+                return False
+            writer.write(b"R1 XDYNAMAIL-RELAY " + ticket(nonce).encode() + b"\r\n")
             while True:
                 line = await asyncio.wait_for(reader.readline(), connect_timeout)
                 if not line:
@@ -190,7 +313,10 @@ async def relay(conn: Any, host: str, port: int, ticket: str, protocol: str,
             ok, reader, writer = await _managesieve_relay(reader, writer, greeting, ticket, tls, host,
                                                           connect_timeout)
         else:
-            writer.write(b"XDYNAMAIL-RELAY " + ticket.encode() + b"\r\n")
+            nonce = await _pop3_challenge(reader, writer, connect_timeout)
+            if nonce is None:
+                return False
+            writer.write(b"XDYNAMAIL-RELAY " + ticket(nonce).encode() + b"\r\n")
             line = await asyncio.wait_for(reader.readline(), connect_timeout)
             ok = line.startswith(b"+OK")
         if not ok:

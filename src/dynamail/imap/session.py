@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from dynamail import names
 from dynamail.accounts import AccountRef
+from dynamail.cluster.challenge import RelayChallenge
 from dynamail.cluster.locator import AccountUnavailable, Relay
 from dynamail.imap import limits, response
 from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
@@ -168,6 +169,7 @@ class Session:
         self.client_id: dict[str, str] = {}
         self.notify: NotifySpec | None = None  # NOTIFY SET in force (RFC 5465)
         self.notify_pending: set[str] = set()
+        self.relay_challenge = RelayChallenge()  # XDYNAMAIL-CHALLENGE (cluster relays)
 
     # -- properties ------------------------------------------------------
     @property

@@ -5,7 +5,9 @@ After AUTHENTICATE the session asks the locator where the account lives
 runs on the account's :class:`~dynamail.sieve.scripts.ScriptStore` while
 the account is held; when another member owns it, the session is relayed
 there (``ctx.cluster.relay_session``) and the owner accepts
-``XDYNAMAIL-RELAY "<ticket>"`` in place of a login, as IMAP and POP3 do.
+``XDYNAMAIL-RELAY "<ticket>"`` in place of a login, as IMAP and POP3 do,
+the ticket bound to the nonce its ``XDYNAMAIL-CHALLENGE`` issued on the
+connection (cluster/challenge.py).
 """
 
 from __future__ import annotations
@@ -148,7 +150,7 @@ class ManageSieveSession:
         ctx = self.ctx
         if ev.kind == "relay":
             cluster = ctx.cluster
-            checked = cluster.verify_relay_ticket(ev.secret) if cluster is not None else None
+            checked = cluster.verify_relay_ticket(ev.secret, ev.challenge) if cluster is not None else None
             if inspect.isawaitable(checked):
                 checked = await checked
             if checked is None:

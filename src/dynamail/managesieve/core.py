@@ -25,6 +25,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dynamail.cluster.challenge import NO_CHALLENGE, ChallengeRefused, RelayChallenge
 from dynamail.managesieve.limits import (
     MAX_ARGUMENTS,
     MAX_AUTH_FAILURES,
@@ -51,12 +52,15 @@ class State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Login:
-    """Decision needed: ``kind`` "plain" (user, password, authzid) or "relay" (ticket)."""
+    """Decision needed: ``kind`` "plain" (user, password, authzid) or "relay"
+    (ticket, and ``challenge``: the relay nonce this connection issued and
+    spent, or NO_CHALLENGE; cluster/challenge.py)."""
 
     kind: str
     user: str
     secret: str
     authzid: str = ""
+    challenge: bytes = NO_CHALLENGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +113,7 @@ class ManageSieveConfig:
     tls_available: bool = False
     tls_active: bool = False
     plaintext_auth: bool = False  # allow AUTHENTICATE PLAIN without TLS
-    relay_command: bool = False  # accept XDYNAMAIL-RELAY (cluster member)
+    relay_command: bool = False  # accept XDYNAMAIL-CHALLENGE and XDYNAMAIL-RELAY (cluster member)
     implementation: str = "dynamail"
 
 
@@ -152,6 +156,7 @@ class ManageSieveServer(ByteBuffers):
         self._failures = 0
         self._commands = 0
         self.user = ""
+        self.relay_challenge = RelayChallenge()
 
     # -- greeting and capabilities (RFC 5804 1.7) -------------------------------
     @property
@@ -315,7 +320,7 @@ class ManageSieveServer(ByteBuffers):
             if self._commands > MAX_UNAUTHENTICATED_COMMANDS:
                 return self._bye("Too many commands without authentication")
         cmd = COMMANDS.get(name)
-        if cmd is None or (name == "XDYNAMAIL-RELAY" and not self.config.relay_command):
+        if cmd is None or (name in RELAY_COMMANDS and not self.config.relay_command):
             self._out += response("NO", "Unknown command")
             return None
         if self.state not in cmd.states:
@@ -475,9 +480,24 @@ class ManageSieveServer(ByteBuffers):
         self._pending = "login"
         return Login("plain", user, password, authzid)
 
-    def _relay(self, args: list[Arg]) -> Login:
+    def _challenge(self, args: list[Arg]) -> None:
+        """``OK (XDYNAMAIL-CHALLENGE "<nonce>")``: the nonce in a response
+        code, as RFC 5804 section 1.3 carries SASL data."""
+        try:
+            nonce = self.relay_challenge.issue()
+        except ChallengeRefused as exc:
+            self._out += response("NO", str(exc))
+            return
+        self._out += response("OK", "", f'XDYNAMAIL-CHALLENGE "{nonce}"')
+
+    def _relay(self, args: list[Arg]) -> Login | None:
+        try:
+            challenge = self.relay_challenge.take()
+        except ChallengeRefused as exc:
+            self._out += response("NO", str(exc))
+            return None
         self._pending = "login"
-        return Login("relay", "", str(args[0]))
+        return Login("relay", "", str(args[0]), challenge=challenge)
 
     def _havespace(self, args: list[Arg]) -> None:
         if self._name(args[0]) is None:
@@ -522,6 +542,7 @@ def _named_op(op: str) -> Callable[[ManageSieveServer, list[Arg]], ScriptOp | No
     return handler
 
 
+RELAY_COMMANDS = frozenset({"XDYNAMAIL-CHALLENGE", "XDYNAMAIL-RELAY"})  # cluster members only
 _ANY = frozenset({State.NONAUTH, State.AUTH})
 _NONAUTH = frozenset({State.NONAUTH})
 _AUTH = frozenset({State.AUTH})
@@ -540,6 +561,7 @@ COMMANDS: dict[str, Command] = _cmds([
     ("LOGOUT", _ANY, (), S._logout),
     ("STARTTLS", _NONAUTH, (), S._starttls),
     ("AUTHENTICATE", _NONAUTH, ("string", "string?"), S._authenticate),
+    ("XDYNAMAIL-CHALLENGE", _NONAUTH, (), S._challenge),
     ("XDYNAMAIL-RELAY", _NONAUTH, ("string",), S._relay),
     ("HAVESPACE", _AUTH, ("string", "number"), S._havespace),
     ("PUTSCRIPT", _AUTH, ("string", "string"), S._putscript),

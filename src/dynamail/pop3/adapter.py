@@ -13,7 +13,9 @@ so they stay the same across sessions and restarts (RFC 1939 7).
 
 In a cluster, an account owned by another member is relayed there
 (``ctx.cluster.relay_session``); the owner accepts ``XDYNAMAIL-RELAY
-<ticket>`` in the AUTHORIZATION state in place of a login.
+<ticket>`` in the AUTHORIZATION state in place of a login, the ticket bound
+to the nonce its ``XDYNAMAIL-CHALLENGE`` issued on the connection
+(cluster/challenge.py).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class Pop3Session:
         remote = self.conn.peer_host
         if ev.kind == "relay":
             cluster = ctx.cluster
-            checked = cluster.verify_relay_ticket(ev.secret) if cluster is not None else None
+            checked = cluster.verify_relay_ticket(ev.secret, ev.challenge) if cluster is not None else None
             if inspect.isawaitable(checked):
                 checked = await checked
             if checked is None:

@@ -21,6 +21,7 @@ import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dynamail.cluster.challenge import NO_CHALLENGE, ChallengeRefused, RelayChallenge
 from dynamail.pop3.limits import (
     MAX_ARGUMENT,
     MAX_AUTH_FAILURES,
@@ -49,12 +50,15 @@ class MaildropEntry:
 @dataclass(frozen=True, slots=True)
 class Login:
     """Decision needed.  ``kind`` is "pass", "apop", "sasl" or "relay";
-    ``secret`` is the password, the APOP digest or the relay ticket."""
+    ``secret`` is the password, the APOP digest or the relay ticket;
+    ``challenge`` the relay nonce this connection issued (and spent), or
+    NO_CHALLENGE (cluster/challenge.py)."""
 
     kind: str
     user: str
     secret: str
     authzid: str = ""
+    challenge: bytes = NO_CHALLENGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +110,7 @@ class Pop3Config:
     tls_available: bool = False
     tls_active: bool = False
     plaintext_auth: bool = False  # allow USER/PASS, APOP and AUTH PLAIN without TLS
-    relay_command: bool = False  # accept XDYNAMAIL-RELAY (cluster member)
+    relay_command: bool = False  # accept XDYNAMAIL-CHALLENGE and XDYNAMAIL-RELAY (cluster member)
 
 
 def ok(text: str = "") -> bytes:
@@ -134,6 +138,7 @@ class Pop3Server(ByteBuffers):
         self._commands = 0
         self.maildrop: list[MaildropEntry] = []
         self.deleted: set[int] = set()  # 1-based message numbers marked by DELE
+        self.relay_challenge = RelayChallenge()
 
     # -- I/O ------------------------------------------------------------------
     def greeting(self) -> None:
@@ -203,7 +208,7 @@ class Pop3Server(ByteBuffers):
             self._out += err("Line too long")
             return None
         cmd = COMMANDS.get(verb)
-        if cmd is None or (verb == "XDYNAMAIL-RELAY" and not self.config.relay_command):
+        if cmd is None or (verb in RELAY_COMMANDS and not self.config.relay_command):
             self._out += err("Unknown command")
             return None
         if self.state not in cmd.states:
@@ -282,12 +287,27 @@ class Pop3Server(ByteBuffers):
         self._pending = "login"
         return Login("apop", args[0], args[1].lower())
 
+    def _challenge(self, args: list[str]) -> Event | None:
+        if args:
+            self._out += err("Syntax: XDYNAMAIL-CHALLENGE")
+            return None
+        try:
+            self._out += ok(self.relay_challenge.issue())
+        except ChallengeRefused as exc:
+            self._out += err(str(exc))
+        return None
+
     def _relay(self, args: list[str]) -> Event | None:
         if len(args) != 1:
             self._out += err("Syntax: XDYNAMAIL-RELAY ticket")
             return None
+        try:
+            challenge = self.relay_challenge.take()
+        except ChallengeRefused as exc:
+            self._out += err(f"[AUTH] {exc}")
+            return None
         self._pending = "login"
-        return Login("relay", "", args[0])
+        return Login("relay", "", args[0], challenge=challenge)
 
     def _auth(self, args: list[str]) -> Event | None:
         if not args:
@@ -468,6 +488,7 @@ class Pop3Server(ByteBuffers):
         return self._close(err("[SYS/TEMP] Server shutting down"))
 
 
+RELAY_COMMANDS = frozenset({"XDYNAMAIL-CHALLENGE", "XDYNAMAIL-RELAY"})  # cluster members only
 _AUTH = frozenset({State.AUTHORIZATION})
 _TRANS = frozenset({State.TRANSACTION})
 _BOTH = _AUTH | _TRANS
@@ -482,6 +503,7 @@ COMMANDS: dict[str, Command] = {
         Command("PASS", _AUTH, Pop3Server._pass),
         Command("APOP", _AUTH, Pop3Server._apop),
         Command("AUTH", _AUTH, Pop3Server._auth),
+        Command("XDYNAMAIL-CHALLENGE", _AUTH, Pop3Server._challenge),
         Command("XDYNAMAIL-RELAY", _AUTH, Pop3Server._relay),
         Command("STAT", _TRANS, Pop3Server._stat),
         Command("LIST", _TRANS, Pop3Server._list),

@@ -74,6 +74,7 @@ def _build() -> None:
     _register("STARTTLS", NOT_AUTH, c.starttls, sync)
     _register("LOGIN", NOT_AUTH, c.login)
     _register("AUTHENTICATE", NOT_AUTH, c.authenticate, sync)
+    _register("XDYNAMAIL-CHALLENGE", NOT_AUTH, c.relay_challenge)  # cluster relays
     _register("XDYNAMAIL-RELAY", NOT_AUTH, c.relay_ticket, sync)
     # authenticated (RFC 9051 6.3)
     _register("ENABLE", AUTH, c.enable)  # RFC 5161

@@ -9,6 +9,7 @@ import binascii
 import inspect
 from typing import TYPE_CHECKING
 
+from dynamail.cluster.challenge import ChallengeRefused
 from dynamail.imap import response
 from dynamail.imap.errors import CommandBad, CommandNo, SessionEnd
 from dynamail.imap.parser import Args, Command
@@ -148,15 +149,35 @@ async def authenticate(s: Session, cmd: Command) -> str:
     raise CommandNo("Unsupported authentication mechanism", "CANNOT")
 
 
+async def relay_challenge(s: Session, cmd: Command) -> str:
+    """``tag XDYNAMAIL-CHALLENGE``: the owner issues this connection's relay
+    nonce (``* XDYNAMAIL-CHALLENGE <nonce>``), once (cluster/challenge.py)."""
+    if s.ctx.cluster is None:
+        raise CommandBad("Unknown command")
+    Args(cmd.args).end()
+    try:
+        nonce = s.relay_challenge.issue()
+    except ChallengeRefused as exc:
+        raise CommandNo(str(exc), "CLIENTBUG") from None
+    s.write(response.untagged("XDYNAMAIL-CHALLENGE " + nonce))
+    return "XDYNAMAIL-CHALLENGE completed"
+
+
 async def relay_ticket(s: Session, cmd: Command) -> str:
-    """``tag XDYNAMAIL-RELAY <ticket>``: the owner side of a cluster relay."""
+    """``tag XDYNAMAIL-RELAY <ticket>``: the owner side of a cluster relay.
+    After a challenge the ticket must carry its nonce, and only one ticket
+    is looked at; without one, the old time-stamped form."""
     cluster = s.ctx.cluster
     if cluster is None:
         raise CommandBad("Unknown command")
     args = Args(cmd.args)
     ticket = args.astring("ticket").decode("ascii", "replace")
     args.end()
-    verdict = cluster.verify_relay_ticket(ticket)
+    try:
+        challenge = s.relay_challenge.take()
+    except ChallengeRefused as exc:
+        raise CommandNo(str(exc), "AUTHENTICATIONFAILED") from None
+    verdict = cluster.verify_relay_ticket(ticket, challenge)
     if inspect.isawaitable(verdict):
         verdict = await verdict
     if verdict is None:
