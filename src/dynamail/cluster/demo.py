@@ -160,7 +160,11 @@ class Watch:
         try:
             done, status = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return ""
+            # reaped already, by a status look (launcher.alive) between two checks
+            kept = launcher.reaped_status(pid)
+            if kept is None:
+                return ""
+            done, status = pid, kept
         if done != pid:
             return ""
         if os.WIFSIGNALED(status):

@@ -79,6 +79,14 @@ def _member(data: dict[str, Any], name: str) -> dict[str, Any]:
     raise LauncherError(f"no member {name!r} (members: {', '.join(m['name'] for m in data['members'])})")
 
 
+_REAPED: dict[int, int] = {}  # wait statuses alive() collected from this process's own children
+
+
+def reaped_status(pid: int) -> int | None:
+    """The wait status of a child of ours that :func:`alive` reaped (once)."""
+    return _REAPED.pop(pid, None)
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -88,8 +96,11 @@ def alive(pid: int) -> bool:
         return True
     # a zombie child of ours counts as dead
     with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
+        done, status = os.waitpid(pid, os.WNOHANG)
         if done == pid:
+            # kept: the demo's watch tells "killed by SIGKILL" from this status
+            # even when a status look (this function) reaped the child first
+            _REAPED[pid] = status
             return False
     try:
         with open(f"/proc/{pid}/stat") as fh:
