@@ -22,7 +22,7 @@ SAMPLES: list[wire.Message] = [
     wire.Heartbeat(9, "b1", True, 12, 340, 3, 17, 123456),
     wire.HeartbeatAck(9, (3 << 32) | 5, "b2", 1500, ("127.0.7.2", 10000, 17070)),
     wire.Whois(10),
-    wire.ControllerInfo(10, "b3", 3, "b2", ("127.0.7.2", 10000, 17070)),
+    wire.ControllerInfo(10, "b3", 3, "b2", ("127.0.7.2", 10000, 17070), True),
     wire.Resync(11, "b1", "backend", True, "0.1.0", 4, (("example.com/ann", (2 << 32) | 9),)),
     wire.Roles("b3", 3, "b1", ("127.0.7.2", 10000, 17070)),
     wire.SetReady(12, "b2", False),

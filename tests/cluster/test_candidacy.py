@@ -66,3 +66,42 @@ def test_a_backend_this_member_dialed_counts_as_heard() -> None:
     assert not duty._hear_other_backend("b2")  # the Controller itself does not count
     dialed.last_rx = now - 10
     assert not duty._hear_other_backend("b3")  # nothing heard for longer than T
+
+
+def _holding(duty: _Duty, now: float) -> None:
+    duty.role = "backend"
+    duty.controller = None
+    duty.controller_name = "b3"
+    duty.controller_epoch = duty.lease_epoch = 3
+    duty.lease_until = now + 0.5
+    duty.hold_until = 0.0
+    duty.last_controller_contact = now - 0.6
+    duty.locator = SimpleNamespace(held=lambda: [("a.test/ann", (3 << 32) | 1)])  # type: ignore[assignment]
+    duty.peer_views = {}
+
+
+def test_a_member_cut_from_a_controller_others_still_hear_does_not_hold_on() -> None:
+    """Hold rule 2, second half: this member lost the Controller.  It holds
+    its accounts past its lease only when every backend that answered lately
+    lost the Controller too (the Controller is the one cut off); one that
+    still hears it means this member is the one cut off, and the Controller
+    frees its accounts at T + m."""
+    duty = _Duty()
+    now = time.monotonic()
+    _holding(duty, now)
+    duty._hold_while_controller_cut_off(now)
+    assert duty.hold_until == 0.0  # nobody answered: nothing says the Controller is cut off
+    duty.peer_views = {"b2": (now, 3, False), "b4": (now, 3, True)}
+    duty._hold_while_controller_cut_off(now)
+    assert duty.hold_until == 0.0  # b4 still hears the Controller
+    duty.peer_views["b4"] = (now - 1.0, 3, True)  # older than T/2: no longer counts
+    duty._hold_while_controller_cut_off(now)
+    assert duty.hold_until == now + 0.75
+    duty.hold_until = 0.0
+    duty.last_controller_contact = now - 3 * 1.5  # the "cut off" rule had its time
+    duty._hold_while_controller_cut_off(now)
+    assert duty.hold_until == 0.0
+    duty.last_controller_contact = now - 0.6
+    duty.lease_until = now - 0.1  # not holding any more: a lapsed lease is not revived
+    duty._hold_while_controller_cut_off(now)
+    assert duty.hold_until == 0.0

@@ -657,6 +657,62 @@ def test_member_cut_from_the_controller_finds_holders_through_peers(netns_cluste
 
 
 @needs_imap
+def test_a_holder_cut_from_the_controller_alone_serves_no_stale_reads(netns_cluster: Any) -> None:
+    """Only the link between the Controller and the holder of an account is
+    cut; the holder still hears the third member, which still hears the
+    Controller.  The Controller frees the account at T + m and the third
+    member takes it: the holder must have let it go by then (its lease
+    lapsed; the third member says it still hears the Controller, so the
+    holder does not hold on as if the Controller were the one cut off).
+    Once the third member acknowledged an EXPUNGE, no session through the
+    holder sees the expunged messages again."""
+    c, topo = netns_cluster(3)
+    provision(c, "b1", ("ann",))
+    st = c.wait_controller()
+    ctl = st["controller"]
+    holder, third = [n for n in c.names() if n != ctl]
+    _place_on(c, holder, "ann@shared.test")
+    conn = c.imap(holder, "ann@shared.test", PASSWORD)
+    for i in range(3):
+        assert conn.append("INBOX", None, None, f"Subject: m{i}\r\n\r\nbody\r\n".encode())[0] == "OK"
+    assert conn.select("INBOX")[1] == [b"3"]
+    topo.block(int(holder[1:]), int(ctl[1:]), True)
+    try:
+        c.wait(lambda: c.locate("ann@shared.test") != holder, what=f"the Controller frees {holder}'s ann")
+        deadline = time.monotonic() + 30
+        while True:  # through the third member, as soon as the Controller gives it the account
+            try:
+                other = c.imap(third, "ann@shared.test", PASSWORD)
+                if other.select("INBOX")[0] == "OK":
+                    break
+            except (imaplib.IMAP4.error, OSError, EOFError):
+                pass
+            assert time.monotonic() < deadline, "ann never became available through the third member"
+            time.sleep(0.05)
+        assert other.store("1:*", "+FLAGS", "\\Deleted")[0] == "OK"
+        assert other.expunge()[0] == "OK"
+        expunged = time.monotonic()
+        other.logout()
+        # the holder's open session and new sessions through the holder, for
+        # the 3T the holder would have held on before
+        while time.monotonic() < expunged + 3 * LEASE:
+            with contextlib.suppress(imaplib.IMAP4.abort, imaplib.IMAP4.error, OSError, EOFError):
+                conn.noop()  # where the session may learn of the EXPUNGE
+                typ, data = conn.fetch("1:*", "(UID)")
+                assert not (typ == "OK" and data and data[0]), f"the holder's session shows {data}"
+            with contextlib.suppress(imaplib.IMAP4.error, OSError, EOFError):
+                again = c.imap(holder, "ann@shared.test", PASSWORD)
+                typ, data = again.select("INBOX")
+                assert not (typ == "OK" and data != [b"0"]), f"a new session through {holder} shows {data}"
+                with contextlib.suppress(Exception):
+                    again.logout()
+            time.sleep(0.1)
+    finally:
+        topo.block(int(holder[1:]), int(ctl[1:]), False)
+    assert login_select(c, holder) == 0
+
+
+@needs_imap
 def test_cluster_links_run_over_tls_bound_to_the_handshake(cluster_factory: Any) -> None:
     """The cluster port is TLS 1.2 with a tls-unique channel binding (which
     the handshake proofs mix in); relays go to the owner's IMAPS port."""

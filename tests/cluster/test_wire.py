@@ -34,9 +34,9 @@ def test_golden_frames(version: int, msg: wire.Message) -> None:
 
 def test_every_released_version_is_offered(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", raising=False)
-    assert wire.supported_versions() == wire.RELEASED_VERSIONS == (1, 3, 4, 5)
+    assert wire.supported_versions() == wire.RELEASED_VERSIONS == (1, 3, 4, 5, 6)
     d, l_ = pair(dv=wire.supported_versions(), lv=wire.supported_versions())
-    assert d.version == l_.version == 5
+    assert d.version == l_.version == 6
     monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "3")
     assert wire.supported_versions() == (1, 3)
     monkeypatch.setenv("DYNAMAIL_CLUSTER_PROTOCOL_MAX", "2")

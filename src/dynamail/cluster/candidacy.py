@@ -73,6 +73,7 @@ class ControllerDuty:
     _election_pool: ThreadPoolExecutor | None = None
     _election_failing = ""  # the last storage error of the election loop, said once
     _backend_names: set[str]  # every backend a Controller's record listed
+    peer_views: dict[str, tuple[float, int, bool]]  # member -> (answered at, epoch, hears the Controller)
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -204,19 +205,42 @@ class ControllerDuty:
         if not (now < self.lease_until or now < self.hold_until):
             return
         if epoch == self.lease_epoch:
-            silent = self._observer.unchanged_for(now) >= self.s.lease * 3 / 8
-            # the Controller is cut off, not this member: this member hears
-            # from another backend while it lost the Controller; held until
-            # the "cut off" rule has had time to replace the Controller
-            cut_off = (self._hear_other_backend(self.controller_name)
-                       and now - self.last_controller_contact < 3 * self.s.lease)
-            if silent or cut_off:
+            if self._observer.unchanged_for(now) >= self.s.lease * 3 / 8:
                 # T/2 ahead of observations T/8 apart: a few late observations
                 # (a loaded machine, a slow storage read) do not end the hold
                 self.hold_until = max(self.hold_until, now + self.s.lease / 2)
+            else:
+                self._hold_while_controller_cut_off(now)
         elif epoch > self.lease_epoch and epoch > self.hold_epoch:
             self.hold_epoch = epoch
             self.hold_until = max(self.hold_until, now + self.s.lease - self.s.margin)
+
+    def _hold_while_controller_cut_off(self, now: float) -> None:
+        """The second half of hold rule 2: the Controller is cut off, not
+        this member.  This member lost the Controller, and the backends it
+        reaches lost it too (their fresh answers, within T/2, all say so):
+        the accounts are held until the "cut off" rule has had time to
+        replace the Controller (3T after the last contact).  One backend
+        that still hears the Controller is enough to refuse: the Controller
+        is alive, this member is the one cut off, and the Controller frees
+        its accounts at T + m, after its lease has lapsed."""
+        if self.role != "backend" or not self.locator.held():
+            return
+        if not (now < self.lease_until or now < self.hold_until):
+            return
+        if self.controller_epoch != self.lease_epoch or now - self.last_controller_contact >= 3 * self.s.lease:
+            return
+        if self._others_lost_controller(now):
+            self.hold_until = max(self.hold_until, now + self.s.lease / 2)
+
+    def _others_lost_controller(self, now: float) -> bool:
+        """At least one other backend answered within T/2, and none of the
+        answers of that time says it hears the Controller (a member of an
+        earlier release never says so: it counts as having lost it, the rule
+        of that release)."""
+        fresh = [leased for name, (at, _epoch, leased) in self.peer_views.items()
+                 if name not in (self.name, self.controller_name) and now - at < self.s.lease / 2]
+        return bool(fresh) and not any(fresh)
 
     def _hear_other_backend(self, controller: str) -> bool:
         now = time.monotonic()

@@ -180,6 +180,11 @@ class ClusterMember(ControllerDuty, Handoffs):
         self.hold_until = 0.0  # kept through a change of Controller (candidacy.py)
         self.hold_epoch = 0
         self.last_controller_contact = time.monotonic()
+        self.last_ack = float("-inf")  # when the Controller last acknowledged a heartbeat
+        # member -> (when it answered, its Controller epoch, whether it hears
+        # the Controller): what the others say while this member lost it
+        self.peer_views: dict[str, tuple[float, int, bool]] = {}
+        self._asking: set[str] = set()
         self._wake_beat: asyncio.Event | None = None
         self._where_cache: dict[str, tuple[float, str | None]] = {}
         self.refused: dict[str, float] = {}  # member -> when its cluster port last refused us
@@ -217,6 +222,8 @@ class ClusterMember(ControllerDuty, Handoffs):
             self._tasks.append(loop.create_task(self._election_loop()))
         self._tasks.append(loop.create_task(self._heartbeat_loop()))
         self._tasks.append(loop.create_task(self._watchdog()))
+        if self.role == "backend":
+            self._tasks.append(loop.create_task(self._views_loop()))
         self._tasks.append(loop.create_task(self._lag_probe()))
         log.info("cluster member %s (%s) on %s:%d", self.name, self.role, self.s.host,
                  self.s.cluster_port)
@@ -455,7 +462,8 @@ class ClusterMember(ControllerDuty, Handoffs):
         if isinstance(msg, wire.Whois):
             return wire.ControllerInfo(msg.id, self.controller_name, self.controller_epoch,
                                        self.backup_name,
-                                       self.addresses.get(self.controller_name, NO_ADDRESS))
+                                       self.addresses.get(self.controller_name, NO_ADDRESS),
+                                       self.hears_controller(now))
         if isinstance(msg, wire.Roles):
             if msg.controller_epoch > self.controller_epoch:
                 if self.tenure is not None:
@@ -656,7 +664,7 @@ class ClusterMember(ControllerDuty, Handoffs):
                 self.resynced_epoch = 0
             self.lease_until = t0 + self.s.lease - self.s.margin
             self.lease_epoch = reply.controller_epoch
-            self.last_controller_contact = time.monotonic()
+            self.last_controller_contact = self.last_ack = time.monotonic()
             if reply.backup != self.backup_name:
                 self.backup_name = reply.backup
             self._learn(reply.backup, reply.backup_address)
@@ -672,6 +680,50 @@ class ClusterMember(ControllerDuty, Handoffs):
         backup = await self.peer_to(self.backup_name)
         if backup is not None:
             backup.send(wire.Whois(backup.next_id()))
+
+    def hears_controller(self, now: float) -> bool:
+        """Whether this member hears the Controller right now: it is the
+        Controller, or a renewal was acknowledged within T/4."""
+        return self.controller is not None or now - self.last_ack < self.s.lease / 4
+
+    async def _views_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.heartbeat)
+            self._ask_whether_others_hear_the_controller()
+
+    def _ask_whether_others_hear_the_controller(self) -> None:
+        """While this member has lost the Controller (no acknowledgement for
+        two heartbeats), ask every backend it can reach whether they still
+        hear it (``Whois``; the answer's ``leased``, protocol version 6).
+        One of them does: the Controller is alive and this member is the one
+        cut off, so it must not hold its accounts past its lease (hold rule
+        2, candidacy.py), for the Controller frees them at T + m.  Each
+        question runs on its own: a peer that cannot be dialled delays no
+        heartbeat."""
+        now = time.monotonic()
+        if self.cut or self.controller is not None:
+            return
+        if now - self.last_ack < 2 * self.s.heartbeat:
+            return
+        names = (self._backend_names | {p.name for p in self._all_peers() if p.role == "backend"}) \
+            - {self.name, self.controller_name} - self._asking
+        for name in names:
+            self._asking.add(name)
+            asyncio.get_running_loop().create_task(self._ask_view(name))
+
+    async def _ask_view(self, name: str) -> None:
+        try:
+            peer = await self.peer_to(name)
+            if peer is None:
+                return
+            with contextlib.suppress(PeerClosed, TimeoutError, ConnectionError, OSError):
+                reply = await peer.request(wire.Whois(peer.next_id()), timeout=self.s.lease / 4)
+                if isinstance(reply, wire.ControllerInfo):
+                    now = time.monotonic()
+                    self.peer_views[name] = (now, reply.controller_epoch, reply.leased)
+                    self._hold_while_controller_cut_off(now)
+        finally:
+            self._asking.discard(name)
 
     async def _find_controller(self) -> None:
         for host, port in self.s.backends:

@@ -49,7 +49,7 @@ import msgpack
 from dynamail.cluster import limits
 
 HEADER = struct.Struct(">I")
-RELEASED_VERSIONS = (1, 3, 4, 5)
+RELEASED_VERSIONS = (1, 3, 4, 5, 6)
 TEST_VERSION = 2  # one extra heartbeat field, offered only when asked for
 
 
@@ -184,6 +184,10 @@ class ControllerInfo(Message):
     controller_epoch: int
     backup: str
     controller_address: tuple[str, int, int]
+    # the answering member hears the Controller now (a renewal acknowledged
+    # within T/4, or it is the Controller): a member that lost the Controller
+    # learns from this that it is the one cut off (candidacy.py, hold rule 2)
+    leased: bool = field(default=False, metadata=_since(6))
 
 
 @message(24)
