@@ -226,6 +226,25 @@ def test_unavailability_ends_at_the_first_acknowledgement() -> None:
     assert u["max"] == 2.0 and u["per_fault"][0]["accounts"] == {A: 2.0}
 
 
+def test_unavailability_of_a_second_kill_counts_from_that_kill() -> None:
+    """``kill-two``: an account only the second kill reached (its owner was
+    killed 1.5 s after the first member) is measured from the second kill;
+    the first member's accounts from the first."""
+    s = Script()
+    t0 = s.t
+    u2 = "u2@chaos.test"
+    s.faults.append(Fault(1, "kill-two", ["b1", "b2"], start=t0 + 0.5, healed=t0 + 5,
+                          affected=[A, u2], since={u2: t0 + 2.0}))
+    a = s.op("append", msgid="<k1>")
+    a.member, a.start, a.end = "b3", t0 + 1.0, t0 + 1.8
+    early = s.op("append", msgid="<k2>", account=u2)  # before the second kill: not its evidence
+    early.member, early.start, early.end = "b3", t0 + 1.0, t0 + 1.2
+    b = s.op("append", msgid="<k3>", account=u2)
+    b.member, b.start, b.end = "b3", t0 + 2.1, t0 + 3.0
+    u = unavailability(s.ops, s.faults)
+    assert u["per_fault"][0]["accounts"] == {A: 1.3, u2: 1.0}
+
+
 def test_unavailability_tells_a_client_held_by_the_paused_member() -> None:
     """A client whose request went to the stopped member waits for it; the
     same fault measured on a client that went elsewhere is not 'held'."""

@@ -453,13 +453,14 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
         gaps: dict[str, float] = {}
         held: list[str] = []
         for account in f.affected:
-            first = min((o for o in by_account.get(account, []) if o.start >= f.start),
+            t0 = max(f.start, f.since.get(account, f.start))
+            first = min((o for o in by_account.get(account, []) if o.start >= t0),
                         key=lambda o: o.end, default=None)
             if first is None:
                 censored += 1
                 continue
-            gaps[account] = round(first.end - f.start, 3)
-            if _held_by_faulted(tried.get(account, []), f, first):
+            gaps[account] = round(first.end - t0, 3)
+            if _held_by_faulted(tried.get(account, []), f, first, t0):
                 held.append(account)
             else:
                 free.append(gaps[account])
@@ -477,11 +478,12 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
 HELD_AFTER = 1.0  # a client still waiting this long after the fault on a faulted member was held by it
 
 
-def _held_by_faulted(tried: list[Op], f: Fault, first: Op) -> bool:
+def _held_by_faulted(tried: list[Op], f: Fault, first: Op, t0: float) -> bool:
     """Was the account's client, before its first acknowledged operation after
-    the fault, waiting on one of the faulted processes themselves (a stopped
-    or cut-off member cannot answer, whatever the rest of the cluster does)?"""
-    return any(o.member in f.members and o.start < first.start and o.end > f.start + HELD_AFTER
+    the fault (which reached the account at ``t0``), waiting on one of the
+    faulted processes themselves (a stopped or cut-off member cannot answer,
+    whatever the rest of the cluster does)?"""
+    return any(o.member in f.members and o.start < first.start and o.end > t0 + HELD_AFTER
                for o in tried if o is not first)
 
 

@@ -71,6 +71,9 @@ class Fault:
     note: str = ""
     available: bool = True  # False: this host cannot inject the kind (see note)
     offset: float = 0.0  # clock-step: seconds the member's wall clock (and its log) was off
+    # account -> when the fault reached it, where later than ``start``: the
+    # second kill of ``kill-two`` reaches the accounts only it affects then
+    since: dict[str, float] = field(default_factory=dict)
 
 
 class History:

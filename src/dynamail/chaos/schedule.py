@@ -247,12 +247,17 @@ class Injector(threading.Thread):
             if second in alive_backends and len(alive_backends) < 2:
                 second = ""  # keep one backend alive
             st2 = self._status()
+            by_first = set(self._affected(owners, hit, f.controller))
             if second:
                 hit.append(second)
+                at = time.time()
                 launcher.kill(self.dir, second, "KILL")
                 f.controller = f.controller or second == st2.get("controller") or second == controller
             f.members = hit
             f.affected = self._affected(owners, hit, f.controller)
+            if second:
+                # what only the second kill affects is measured from it
+                f.since = {a: at for a in f.affected if a not in by_first}
             self.stop.wait(p.hold)
             for name in self.rng.sample(hit, len(hit)):
                 self._start(name)
