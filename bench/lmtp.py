@@ -1,7 +1,7 @@
 """SMTP and LMTP delivery against Dovecot's LMTP, same run, same machine.
 
-Usage: ``python -m bench.lmtp [--messages 2000] [--concurrency 20]`` (as
-root, so that Dovecot can run).
+Usage: ``python -m bench.lmtp [--messages 2000] [--concurrency 20]
+[--server-workers N]`` (as root, so that Dovecot can run).
 
 Postfix's ``smtp-source`` delivers ``--messages`` messages of 4 KiB to one
 account over ``--concurrency`` connections (``-d``: a connection per
@@ -145,17 +145,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--server-workers", type=int, default=1,
+                    help="dynamail's worker processes (serve --workers; 0 = one per core)")
     a = ap.parse_args()
     offset = random.randint(20000, 40000)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="lmtpbench") as t:
         tmp = Path(t)
-        with dynamail_server(tmp, host=HOST, domain=DOMAIN, password="pw", users=["a"], offset=offset) as (proc, _):
-            rows["dynamail SMTP (25)"] = measure("dynamail SMTP", proc.pid, 25 + offset, a.messages,
-                                                 a.concurrency, False)
-            rows["dynamail LMTP (24)"] = measure("dynamail LMTP", proc.pid, 24 + offset, a.messages,
-                                                 a.concurrency, True)
+        name = "dynamail" if a.server_workers == 1 else f"dynamail, {a.server_workers or 'per-core'} workers,"
+        with dynamail_server(tmp, host=HOST, domain=DOMAIN, password="pw", users=["a"], offset=offset,
+                             settings=f"workers = {a.server_workers}\n") as (proc, _):
+            if a.server_workers != 1:
+                time.sleep(3.0)  # the workers elect their Controller
+            rows[f"{name} SMTP (25)"] = measure(f"{name} SMTP", proc.pid, 25 + offset, a.messages,
+                                                a.concurrency, False)
+            rows[f"{name} LMTP (24)"] = measure(f"{name} LMTP", proc.pid, 24 + offset, a.messages,
+                                                a.concurrency, True)
         if os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0:
             for fsync in ("always", "optimized"):
                 with dovecot_lmtp(tmp, offset + 1024, fsync) as dproc:
