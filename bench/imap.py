@@ -400,11 +400,31 @@ async def run_one(name: str, pid: int, port: int, users: list[str], args: argpar
 
 
 async def idle_memory(pid: int, port: int, users: list[str], n: int) -> None:
-    """Server RSS growth per connection held in IDLE (SPEC section 3)."""
+    """Server RSS growth per connection held in IDLE (SPEC section 3), of
+    the whole process tree and of each process in it (``serve --workers``:
+    the supervisor and every worker; a connection accepted by a worker that
+    does not own its account costs memory in both)."""
     import psutil
 
-    proc = psutil.Process(pid)
+    root = psutil.Process(pid)
+    tree = [root, *root.children(recursive=True)]
     conns: list[Imap] = []
+
+    def rss() -> list[int]:
+        out = []
+        for p in tree:
+            try:
+                out.append(p.memory_info().rss)
+            except psutil.Error:
+                out.append(0)
+        return out
+
+    def cpu() -> float:
+        total = 0.0
+        for p in tree:
+            with contextlib.suppress(psutil.Error):
+                total += sum(p.cpu_times()[:2])
+        return total
 
     async def one(i: int) -> None:
         # spread over client addresses: the server limits connections per address
@@ -419,19 +439,24 @@ async def idle_memory(pid: int, port: int, users: list[str], n: int) -> None:
     for i in range(min(n, len(users))):
         await one(i)
     await asyncio.sleep(1)
-    base_rss = proc.memory_info().rss
+    base_rss = rss()
     base_n = len(conns)
     for start in range(base_n, n, 200):
         await asyncio.gather(*(one(i) for i in range(start, min(n, start + 200))))
     await asyncio.sleep(2)
-    rss = proc.memory_info().rss
-    added = len(conns) - base_n
-    cpu0 = sum(proc.cpu_times()[:2])
+    now = rss()
+    added = max(1, len(conns) - base_n)
+    cpu0 = cpu()
     await asyncio.sleep(10)
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
-    print(f"\n{len(conns)} connections in IDLE: server RSS {rss / 2**20:.1f} MiB, "
-          f"{(rss - base_rss) / max(1, added) / 1024:.1f} KiB per added connection; "
-          f"server CPU while idle {cpu / 10 * 100:.1f} %")
+    busy = cpu() - cpu0
+    print(f"\n{len(conns)} connections in IDLE: server RSS {sum(now) / 2**20:.1f} MiB, "
+          f"{(sum(now) - sum(base_rss)) / added / 1024:.1f} KiB per added connection; "
+          f"server CPU while idle {busy / 10 * 100:.1f} %")
+    if len(tree) > 1:
+        for i, p in enumerate(tree):
+            role = "supervisor" if i == 0 else f"worker pid {p.pid}"
+            print(f"  {role}: RSS {now[i] / 2**20:.1f} MiB, {(now[i] - base_rss[i]) / added / 1024:.1f} KiB "
+                  f"per added connection")
     for c in conns:
         c.close()
 
@@ -456,7 +481,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="imapbench") as t:
         tmp = Path(t)
         if args.idle_conns:
-            with dynamail_server(tmp, users, offset) as (proc, port):
+            with dynamail_server(tmp, users, offset, workers=args.server_workers) as (proc, port):
+                if args.server_workers != 1:
+                    time.sleep(3.0)  # the workers elect their Controller
                 asyncio.run(idle_memory(proc.pid, port, users, args.idle_conns))
             return
         if args.only != "dovecot":
