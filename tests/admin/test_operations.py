@@ -4,6 +4,7 @@ authenticator and a real mail store behind the standalone locator."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,3 +371,34 @@ def test_no_moves_between_shared_and_local_domains_in_a_cluster(w: World) -> Non
     assert code_of(a.rename_account(w.master, "alice@a.example", "alice@s.example")) == "bad_request"
     moved = run(a.rename_account(w.master, "alice@a.example", "alice@b.example"))
     assert moved.domain == "b.example"
+
+
+def test_settings_writes_on_a_full_file_system_are_temporary_failures(tmp_path: Path) -> None:
+    """A directory write the file system refuses (ENOSPC here, on a real
+    full ext4 image) is ``unavailable`` (CLI 530, HTTP 503), not a bug with
+    a traceback; the same change succeeds once there is room again."""
+    from dynamail.chaos import smallfs
+
+    why = smallfs.unavailable()
+    if why:
+        pytest.skip(why)
+    try:
+        fs = smallfs.SmallFs(tmp_path, smallfs.MIN_SIZE)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot loop-mount an image here: {exc.stderr!r}")
+    try:
+        w = make_world(fs.shared)
+        fs.fill()
+        a = w.admin
+        with pytest.raises(AdminError) as info:
+            for n in range(200):  # a few may still fit in blocks the directory already has
+                run(a.create_account(w.master, f"n{n}@a.example", password="pw"))
+        assert info.value.code == "unavailable"
+        assert "No space left on device" in info.value.message
+        assert code_of(a.create_domain(w.master, "full.example")) == "unavailable"
+        fs.empty()
+        run(a.create_account(w.master, "after@a.example", password="pw"))
+        run(a.create_domain(w.master, "full.example"))
+        assert w.directory.find_account("after@a.example") is not None
+    finally:
+        fs.unmount()

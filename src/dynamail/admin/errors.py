@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dynamail.directory import model
 from dynamail.directory.files import CorruptFile
 from dynamail.names import BadName
+
+log = logging.getLogger("dynamail.admin")
 
 CODES = ("not_found", "exists", "forbidden", "bad_request", "unavailable", "not_cluster")
 
@@ -48,3 +51,8 @@ def translated() -> Iterator[None]:
         raise AdminError("unavailable", str(exc) or "storage failure") from exc
     except AccountUnavailable as exc:
         raise AdminError("unavailable", str(exc) or "temporarily unavailable") from exc
+    except OSError as exc:
+        # the file system refused a settings write (full, quota, I/O error,
+        # read-only, a stale NFS handle): a temporary failure, not a bug
+        log.warning("settings write failed: %s", exc)
+        raise AdminError("unavailable", f"storage failure: {exc.strerror or exc}") from exc
