@@ -264,6 +264,29 @@ def test_unavailability_tells_a_client_held_by_the_paused_member() -> None:
     assert list(u["by_kind"]) == ["pause (controller)"]
 
 
+def test_unavailability_tells_a_client_answered_late_by_the_cut_off_member_itself() -> None:
+    """Every client of the account went to the isolated member (a delivery
+    sent there during the fault, then a login): they were answered only
+    after it was joined again.  The pair is 'held' even though the first
+    acknowledgement came from that member; an operation sent there after
+    the heal does not make a pair held."""
+    s = Script()
+    t0 = s.t
+    u2 = "u2@chaos.test"
+    s.faults.append(Fault(1, "isolate", ["b1"], start=t0 + 0.5, healed=t0 + 4, controller=True,
+                          affected=[A, u2]))
+    late = s.op("deliver", msgid="<i1>")  # sent to b1 while cut off, answered after the heal
+    late.member, late.start, late.end = "b1", t0 + 0.7, t0 + 7.3
+    login = s.op("login", account=A)
+    login.member, login.start, login.end = "b1", t0 + 3.0, t0 + 6.9
+    after = s.op("append", msgid="<i2>", account=u2)  # sent to b1 after the heal: the cluster's own time
+    after.member, after.start, after.end = "b1", t0 + 4.5, t0 + 5.0
+    u = unavailability(s.ops, s.faults)
+    assert u["per_fault"][0]["accounts"] == {A: 6.8, u2: 4.5}
+    assert u["per_fault"][0]["held"] == [A]
+    assert u["not_held"]["max"] == 4.5
+
+
 def test_history_streams_and_loads(tmp_path: Any) -> None:
     h = History(tmp_path / "h.jsonl")
     op = h.begin("deliver", "w", "b1", account=A, mailbox="INBOX", msgid="<x>")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -438,10 +439,10 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
     by_account: dict[str, list[Op]] = defaultdict(list)
     tried: dict[str, list[Op]] = defaultdict(list)  # every operation, whatever its outcome
     for op in sorted(ops, key=lambda o: o.start):
-        if op.kind in AVAILABILITY_KINDS:
+        if op.kind in HELD_KINDS:
             tried[op.account].append(op)
-            if op.outcome == OK:
-                by_account[op.account].append(op)
+        if op.kind in AVAILABILITY_KINDS and op.outcome == OK:
+            by_account[op.account].append(op)
     values: list[float] = []
     free: list[float] = []  # pairs whose client was not held by a faulted process
     by_kind: dict[str, list[float]] = defaultdict(list)
@@ -476,15 +477,20 @@ def unavailability(ops: list[Op], faults: list[Fault]) -> dict[str, Any]:
 
 
 HELD_AFTER = 1.0  # a client still waiting this long after the fault on a faulted member was held by it
+HELD_KINDS = (*AVAILABILITY_KINDS, "login")  # what an account's mail clients do (not the admin client)
 
 
 def _held_by_faulted(tried: list[Op], f: Fault, first: Op, t0: float) -> bool:
-    """Was the account's client, before its first acknowledged operation after
+    """Was the account's client, up to its first acknowledged operation after
     the fault (which reached the account at ``t0``), waiting on one of the
     faulted processes themselves (a stopped or cut-off member cannot answer,
-    whatever the rest of the cluster does)?"""
-    return any(o.member in f.members and o.start < first.start and o.end > t0 + HELD_AFTER
-               for o in tried if o is not first)
+    whatever the rest of the cluster does)?  Any operation of the account's
+    clients counts, a login too, and the first acknowledged one itself when a
+    faulted member answered it: sent there before the fault healed and still
+    unanswered ``HELD_AFTER`` after the fault."""
+    healed = f.healed or math.inf
+    return any(o.member in f.members and o.start < healed and o.start <= first.start
+               and o.end > t0 + HELD_AFTER for o in tried)
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
