@@ -181,6 +181,25 @@ async def preload(host: str, port: int, users: list[str], messages: int) -> None
     await asyncio.gather(*(one(u) for u in users))
 
 
+async def wait_serving(host: str, port: int, user: str, timeout: float = 60.0) -> None:
+    """Until ``user`` can log in: the workers of ``serve --workers`` answer
+    logins with ``NO [UNAVAILABLE]`` until they have elected their Controller."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            c = await Imap.connect(host, port)
+            tagged, _ = await c.cmd(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
+            await c.cmd(b"LOGOUT")
+            c.close()
+            if b"OK" in tagged:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no login for {user} within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
 # -- servers ------------------------------------------------------------------
 
 
@@ -483,11 +502,13 @@ def main() -> None:
         if args.idle_conns:
             with dynamail_server(tmp, users, offset, workers=args.server_workers) as (proc, port):
                 if args.server_workers != 1:
-                    time.sleep(3.0)  # the workers elect their Controller
+                    asyncio.run(wait_serving(HOST, port, users[0]))
                 asyncio.run(idle_memory(proc.pid, port, users, args.idle_conns))
             return
         if args.only != "dovecot":
             with dynamail_server(tmp, users, offset, args.scheme, args.server_workers) as (proc, port):
+                if args.server_workers != 1:
+                    asyncio.run(wait_serving(HOST, port, users[0]))
                 spy = None
                 if args.profile and shutil.which("py-spy"):
                     spy = subprocess.Popen(
