@@ -168,8 +168,13 @@ async def load(host: str, port: int, users: list[str], clients: int, duration: f
 
 async def preload(host: str, port: int, users: list[str], messages: int) -> None:
     async def one(user: str) -> None:
-        c = await Imap.connect(host, port)
-        tagged, _ = await c.cmd(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
+        for _ in range(50):  # a temporary failure (workers still placing accounts) is tried again
+            c = await Imap.connect(host, port)
+            tagged, _ = await c.cmd(b"LOGIN " + user.encode() + b" " + PASSWORD.encode())
+            if b"[UNAVAILABLE]" not in tagged:
+                break
+            c.close()
+            await asyncio.sleep(0.2)
         assert b"OK" in tagged, tagged
         for i in range(messages):
             flags = b"(\\Seen)" if i % 3 else b"()"
