@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,7 @@ NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 
 class ControllerDuty:
     # state owned by ClusterMember
+    ownership_news: Callable[[], None]  # Handoffs (a bare annotation: the MRO finds the method there)
     ctx: Any
     s: ClusterSettings
     name: str
@@ -307,6 +309,7 @@ class ControllerDuty:
         self.backup_name = ""
         await self._renew()
         self._broadcast_roles()
+        self.ownership_news()
         for name in expected:
             asyncio.get_running_loop().create_task(self._expect_unless_gone(c, name))
 

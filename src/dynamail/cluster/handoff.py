@@ -58,6 +58,7 @@ class Handoffs:
     tickets: TicketBook
     _inbound: set[Peer]
     _where_cache: dict[str, tuple[float, str | None]]
+    _owner_news: asyncio.Event
 
     # provided by ClusterMember
     def is_controller(self) -> bool:
@@ -181,20 +182,41 @@ class Handoffs:
         longer holds ``ref`` (it was declared dead and the account freed or
         moved).  Asked every T/2; answers for one account are shared between
         concurrent waiters for T/4; a Controller that cannot answer (an
-        election, a resynchronisation) proves nothing and is asked again."""
+        election, a resynchronisation) proves nothing and is asked again.
+        When a newer Controller becomes known (:meth:`ownership_news`) it is
+        asked at once and then every T/8 for a lease: a member cut off with
+        its accounts is replaced by a new Controller, whose answer ends the
+        sessions relayed to it without waiting for the next slow poll."""
         key = account_key(ref)
+        quick_until = 0.0
         while True:
-            await asyncio.sleep(self.s.lease / 2)
-            owner = await self._where(key)
+            news = self._owner_news
+            quick = time.monotonic() < quick_until
+            try:
+                await asyncio.wait_for(news.wait(), self.s.lease / 8 if quick else self.s.lease / 2)
+                quick_until = time.monotonic() + self.s.lease
+                quick = True
+            except TimeoutError:
+                pass
+            owner = await self._where(key, self.s.lease / 8 if quick else self.s.lease / 4)
             if owner is not None and owner != member:
                 return
 
-    async def _where(self, key: str) -> str | None:
+    def ownership_news(self) -> None:
+        """A newer Controller is known (or this member became it): owners
+        cached from the previous one are forgotten, and every
+        :meth:`owner_gone` asks again now."""
+        self._where_cache.clear()
+        news, self._owner_news = self._owner_news, asyncio.Event()
+        news.set()
+
+    async def _where(self, key: str, max_age: float) -> str | None:
         """The account's owner ("" when open nowhere) as the acting
-        Controller knows it, None when it cannot say now."""
+        Controller knows it, None when it cannot say now; an answer up to
+        ``max_age`` seconds old is shared."""
         now = time.monotonic()
         hit = self._where_cache.get(key)
-        if hit is not None and now - hit[0] < self.s.lease / 4:
+        if hit is not None and now - hit[0] < max_age:
             return hit[1]
         owner: str | None = None
         if self.is_controller():

@@ -187,6 +187,7 @@ class ClusterMember(ControllerDuty, Handoffs):
         self._asking: set[str] = set()
         self._wake_beat: asyncio.Event | None = None
         self._where_cache: dict[str, tuple[float, str | None]] = {}
+        self._owner_news = asyncio.Event()
         self.refused: dict[str, float] = {}  # member -> when its cluster port last refused us
         self.resynced_epoch = 0
         self.lag_ms = 0
@@ -594,6 +595,7 @@ class ClusterMember(ControllerDuty, Handoffs):
         self.last_controller_contact = time.monotonic()
         if self._wake_beat is not None:
             self._wake_beat.set()
+        self.ownership_news()
 
     async def _heartbeat_loop(self) -> None:
         self._wake_beat = wake = asyncio.Event()
