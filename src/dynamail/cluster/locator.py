@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dynamail.accounts import AccountRef
-from dynamail.storage.api import AccountStore, FencedError, MailStore
+from dynamail.storage.api import AccountStore, FencedError, MailStore, StorageIOError
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +127,10 @@ class StandaloneLocator:
                 path = self._account_path(ref)
                 loop = asyncio.get_running_loop()
                 epoch = await loop.run_in_executor(None, self._mailstore.recorded_epoch, path) + 1
-                store = await self._mailstore.open_account(path, epoch)
+                try:
+                    store = await self._mailstore.open_account(path, epoch)
+                except StorageIOError as exc:  # a full file system, say: try later
+                    raise AccountUnavailable(f"{ref}: {exc}") from None
                 entry = _Open(store=store, epoch=epoch)
                 self._open[ref] = entry
                 self._start_reaper()

@@ -38,7 +38,7 @@ from typing import Any
 from dynamail.accounts import AccountRef
 from dynamail.cluster.locator import AccountUnavailable, Local, Placement, Relay, fenced_cause
 from dynamail.net.listener import current_connection
-from dynamail.storage.api import FencedError
+from dynamail.storage.api import FencedError, StorageIOError
 
 log = logging.getLogger("dynamail.cluster")
 
@@ -241,7 +241,7 @@ class ClusterLocator:
                 raise AccountUnavailable("this member holds no valid lease")
             try:
                 raw = await self.standalone.mailstore.open_account(path, grant.epoch)
-            except FencedError as exc:
+            except (FencedError, StorageIOError) as exc:
                 raise AccountUnavailable(f"{ref}: {exc}") from None
             entry = _Open(store=GuardedStore(raw, self._may_write), raw=raw, epoch=grant.epoch)
             self._open[ref] = entry

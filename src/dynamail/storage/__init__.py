@@ -72,6 +72,11 @@ class FileMailStore:
         store = FileAccountStore(Path(path), epoch)
         try:
             await asyncio.get_running_loop().run_in_executor(store._io, store.open_sync)
+        except OSError as exc:
+            # the claim or the adoption could not be written (a full file
+            # system, an I/O error): a temporary failure, nothing was opened
+            store._io.shutdown(wait=False)
+            raise StorageIOError(f"storage write failed: {exc!r}") from exc
         except BaseException:
             store._io.shutdown(wait=False)
             raise
