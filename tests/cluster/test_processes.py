@@ -40,8 +40,23 @@ def login_select(c: Cluster, member: str, account: str = "ann@shared.test") -> i
     return count_when_available(lambda: c.imap(member, account, PASSWORD), account, member)
 
 
+def login_when_available(c: Cluster, member: str, account: str = "ann@shared.test",
+                         seconds: float = 15.0) -> imaplib.IMAP4:
+    """Log in through ``member``, retrying only while the answer is the
+    temporary ``NO [UNAVAILABLE]`` (a member that has just re-joined, an
+    account on the move); any other refusal fails at once."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return c.imap(member, account, PASSWORD)
+        except imaplib.IMAP4.error as exc:
+            if "[UNAVAILABLE]" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
 def subjects(c: Cluster, member: str, account: str = "ann@shared.test") -> set[str]:
-    conn = c.imap(member, account, PASSWORD)
+    conn = login_when_available(c, member, account)
     try:
         conn.select("INBOX", readonly=True)
         _typ, data = conn.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
