@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dynamail.accounts import AccountRef
 from dynamail.cluster import image, wire
@@ -35,6 +37,15 @@ if TYPE_CHECKING:
     from dynamail.cluster.peer import Peer
 
 log = logging.getLogger("dynamail.cluster")
+
+T = TypeVar("T")
+
+
+class _News(enum.Enum):
+    NEWS = "news"
+
+
+NEWS = _News.NEWS  # until_news(): a newer Controller became known first
 
 NO_ADDRESS: tuple[str, int, int] = ("", 0, 0)
 MAILBOX_OPS_SET = image.MAILBOX_OPS
@@ -186,21 +197,45 @@ class Handoffs:
         When a newer Controller becomes known (:meth:`ownership_news`) it is
         asked at once and then every T/8 for a lease: a member cut off with
         its accounts is replaced by a new Controller, whose answer ends the
-        sessions relayed to it without waiting for the next slow poll."""
+        sessions relayed to it without waiting for the next slow poll.  News
+        that arrives while a question is out (to a Controller that may be
+        the one cut off, and answers nothing for T/2) abandons it and asks
+        the new Controller at once."""
         key = account_key(ref)
         quick_until = 0.0
+        news = self._owner_news
         while True:
-            news = self._owner_news
             quick = time.monotonic() < quick_until
-            try:
-                await asyncio.wait_for(news.wait(), self.s.lease / 8 if quick else self.s.lease / 2)
+            if not news.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(news.wait(), self.s.lease / 8 if quick else self.s.lease / 2)
+            if news.is_set():
+                news = self._owner_news
                 quick_until = time.monotonic() + self.s.lease
                 quick = True
-            except TimeoutError:
-                pass
-            owner = await self._where(key, self.s.lease / 8 if quick else self.s.lease / 4)
-            if owner is not None and owner != member:
+            answer = await self.until_news(self._where(key, self.s.lease / 8 if quick else self.s.lease / 4))
+            if answer is NEWS:
+                continue  # a newer Controller came first: ask it
+            if answer is not None and answer != member:
                 return
+
+    async def until_news(self, aw: Awaitable[T]) -> T | _News:
+        """``aw``'s result, or :data:`NEWS` (``aw`` cancelled) when a newer
+        Controller becomes known first: a question out to a Controller that
+        may be cut off is then asked again of the new one at once."""
+        news = self._owner_news
+        task = asyncio.ensure_future(aw)
+        woken = asyncio.ensure_future(news.wait())
+        try:
+            await asyncio.wait({task, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (task, woken):
+                if not t.done():
+                    t.cancel()
+            await asyncio.gather(task, woken, return_exceptions=True)
+        if task.cancelled():
+            return NEWS
+        return task.result()
 
     def ownership_news(self) -> None:
         """A newer Controller is known (or this member became it): owners
@@ -219,6 +254,7 @@ class Handoffs:
         if hit is not None and now - hit[0] < max_age:
             return hit[1]
         owner: str | None = None
+        generation = self._owner_news
         if self.is_controller():
             assert self.controller is not None
             loc = self.controller.locate(key)
@@ -230,6 +266,8 @@ class Handoffs:
                     reply = await peer.request(wire.Locate(peer.next_id(), key), timeout=self.s.lease / 2)
                     if isinstance(reply, wire.Location):
                         owner = reply.owner
+        if generation is not self._owner_news:
+            return owner  # a newer Controller became known meanwhile: not cached
         if len(self._where_cache) > 10_000:
             self._where_cache.clear()
         self._where_cache[key] = (time.monotonic(), owner)

@@ -55,7 +55,7 @@ from dynamail.cluster.candidacy import ControllerDuty
 from dynamail.cluster.controller import Controller, Refusal, Role
 from dynamail.cluster.dirfence import MemberWriter
 from dynamail.cluster.election import ElectionStore, Observer, Tenure
-from dynamail.cluster.handoff import Handoffs
+from dynamail.cluster.handoff import NEWS, Handoffs
 from dynamail.cluster.locator import AccountUnavailable
 from dynamail.cluster.ownership import ClusterLocator, GrantInfo, account_key
 from dynamail.cluster.peer import Peer, PeerClosed, accept, client_tls, dial, server_tls
@@ -809,11 +809,15 @@ class ClusterMember(ControllerDuty, Handoffs):
                     try:
                         # a Controller that does not answer within T/2 is cut off,
                         # paused or overloaded: ask the holders, then it again
-                        # (a repeated OPEN of a granted account repeats the grant)
-                        reply = await peer.request(wire.Open(peer.next_id(), key, recorded, self.name,
-                                                             local_only), timeout=max(self.s.lease / 2, 0.5))
+                        # (a repeated OPEN of a granted account repeats the grant);
+                        # a newer Controller learnt meanwhile is asked at once
+                        reply = await self.until_news(peer.request(
+                            wire.Open(peer.next_id(), key, recorded, self.name, local_only),
+                            timeout=max(self.s.lease / 2, 0.5)))
                     except (PeerClosed, TimeoutError):
                         reply = None
+                    if reply is NEWS and time.monotonic() <= deadline:
+                        continue
                     if isinstance(reply, wire.Grant) and reply.controller_epoch >= self.controller_epoch:
                         self._learn(reply.owner, reply.owner_address)
                         return GrantInfo(reply.owner, reply.epoch, reply.controller_epoch,
