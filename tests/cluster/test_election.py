@@ -175,3 +175,69 @@ def test_a_gone_controller_is_replaced_at_once_by_the_backup() -> None:
     assert takeover_reason(now=0.2, is_backup=True, **kw) is None  # type: ignore[arg-type]
     assert takeover_reason(now=0.2, is_backup=True, controller_gone=True, **kw) == "gone"  # type: ignore[arg-type]
     assert takeover_reason(now=0.2, is_backup=False, controller_gone=True, **kw) is None  # type: ignore[arg-type]
+
+
+def test_resignation_record_and_its_pruning(tmp_path: Path) -> None:
+    store = ElectionStore(tmp_path)
+    store.claim(ControllerRecord(4, "b1", "h", 1))
+    assert not store.resigned(4)
+    store.resign(4)
+    store.resign(4)  # a second step-down of the same tenure is harmless
+    assert store.resigned(4) and not store.resigned(3)
+    store.claim(ControllerRecord(5, "b2", "h", 1))
+    store.prune(5)
+    assert not store.resigned(4)
+
+
+def _waiting_successor(tmp_path: Path, wait: float) -> tuple[object, Tenure, ElectionStore]:
+    """A new Controller (epoch 8) that must wait out epoch 7's last renewal."""
+    import time
+    from types import SimpleNamespace
+
+    from dynamail.cluster.candidacy import ControllerDuty
+
+    class Successor(ControllerDuty):
+        def __init__(self) -> None:
+            self.s = SimpleNamespace(lease=0.4)  # type: ignore[assignment]
+            self.election = ElectionStore(tmp_path)
+            self.election.ensure()
+            self.news = 0
+
+        def ownership_news(self) -> None:  # type: ignore[override]
+            self.news += 1
+
+    m = Successor()
+    tenure = Tenure(8, 0.4, 0.1, renewed_at=time.monotonic(), starts_at=time.monotonic() + wait)
+    m.tenure = tenure
+    return m, tenure, m.election  # type: ignore[return-value]
+
+
+def test_a_successor_acts_as_soon_as_its_predecessor_resigns(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    async def scenario() -> None:
+        m, tenure, store = _waiting_successor(tmp_path, wait=100.0)
+        watching = asyncio.ensure_future(m._start_on_resignation(tenure, 7))  # type: ignore[attr-defined]
+        await asyncio.sleep(0.1)
+        assert not tenure.valid(time.monotonic())  # still waiting: 7 has not said it stopped
+        store.resign(7)
+        await asyncio.wait_for(watching, 5.0)
+        assert tenure.valid(time.monotonic()) and m.news == 1  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())
+
+
+def test_a_resignation_of_another_epoch_does_not_start_the_successor(tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    async def scenario() -> None:
+        m, tenure, store = _waiting_successor(tmp_path, wait=0.5)
+        store.resign(6)
+        started = time.monotonic()
+        await asyncio.wait_for(m._start_on_resignation(tenure, 7), 5.0)  # type: ignore[attr-defined]
+        assert time.monotonic() - started >= 0.4  # waited the full T - m
+        assert m.news == 0  # type: ignore[attr-defined]
+
+    asyncio.run(scenario())

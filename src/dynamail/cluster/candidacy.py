@@ -298,6 +298,8 @@ class ControllerDuty:
             # loop: a short lock, never behind a directory operation's)
             files.forget()
         self.tenure = Tenure(epoch, self.s.lease, self.s.margin, renewed_at=t0, starts_at=starts)
+        if old is not None and starts > time.monotonic():
+            asyncio.get_running_loop().create_task(self._start_on_resignation(self.tenure, old.epoch))
         c = Controller(self.name, epoch, t0, member_lease=self.s.lease, member_margin=self.s.margin,
                        expected=expected)
         c.resync(self.name, t0, role=Role.BACKEND, ready=self.ready, sessions=self._sessions(),
@@ -312,6 +314,23 @@ class ControllerDuty:
         self.ownership_news()
         for name in expected:
             asyncio.get_running_loop().create_task(self._expect_unless_gone(c, name))
+
+    async def _start_on_resignation(self, tenure: Tenure, previous: int) -> None:
+        """While this new Controller waits out its predecessor's last
+        renewal (first_act), start the moment the predecessor says it has
+        stopped acting (``resigned-<N>``, written after it stepped down and
+        closed its accounts)."""
+        assert self.election is not None
+        while self.tenure is tenure and time.monotonic() < tenure.starts_at:
+            with contextlib.suppress(OSError):
+                if await self._eio(self.election.resigned, previous):
+                    if self.tenure is tenure and time.monotonic() < tenure.starts_at:
+                        log.info("controller epoch %d resigned: acting now, %.1f s early", previous,
+                                 tenure.starts_at - time.monotonic())
+                        tenure.starts_at = time.monotonic()
+                        self.ownership_news()
+                    return
+            await asyncio.sleep(self.s.lease / 16)
 
     async def _expect_unless_gone(self, c: Controller, name: str) -> None:
         """An expected member whose process is gone will never resynchronise:
@@ -349,6 +368,7 @@ class ControllerDuty:
         if self.controller is None:
             return
         log.warning("stepping down as controller: %s", why)
+        epoch = self.tenure.epoch if self.tenure is not None else 0
         self.controller = None
         self.tenure = None
         self.lease_until = 0.0
@@ -357,6 +377,11 @@ class ControllerDuty:
         self._observer = Observer()
         self.last_controller_contact = time.monotonic()
         await self.locator.drop_all()
+        if epoch and self.election is not None:
+            # no longer acting, accounts closed: a successor waiting out
+            # first_act() may start now (best effort; otherwise it waits)
+            with contextlib.suppress(OSError):
+                await self._eio(self.election.resign, epoch)
 
     def _tick(self) -> None:
         c = self.controller

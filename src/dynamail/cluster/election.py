@@ -15,6 +15,12 @@ The directory ``<SharedBase>/.cluster/controller/`` holds:
     Rewritten by Controller N every ~T/4 (write temporary, rename: readers
     see the old or the new record, never a torn one).  The record holds a
     sequence number and the members the Controller hears from.
+``resigned-<N>``
+    Created by Controller N once it has stopped acting (it stepped down and
+    closed its accounts): its successor, which waits ``T - m`` when N
+    renewed after the successor's last look (:func:`first_act`), acts as
+    soon as it sees this file.  Only an optimisation: a Controller that
+    cannot write it is waited out.
 
 Rules (T = controller lease, m = margin; every duration is measured on the
 monotonic clock of the process that measures it, never on wall clocks):
@@ -139,6 +145,18 @@ class ElectionStore:
         except FileNotFoundError:
             return None
 
+    def resign(self, epoch: int) -> None:
+        """Controller ``epoch`` has stopped acting (stepped down, its
+        accounts closed): ``resigned-<N>`` tells a successor waiting out
+        :func:`first_act` that it may act now."""
+        path = self.dir / f"resigned-{epoch}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+        fsync_dir(self.dir)
+
+    def resigned(self, epoch: int) -> bool:
+        return (self.dir / f"resigned-{epoch}").exists()
+
     @staticmethod
     def contacts_of(record: bytes | None) -> list[str]:
         if not record:
@@ -155,7 +173,7 @@ class ElectionStore:
                 m = _EPOCH_RE.match(name)
                 if m and int(m.group(1)) < current - KEEP_EPOCHS:
                     (self.dir / name).unlink(missing_ok=True)
-                hb = re.match(r"^heartbeat-(\d+)$", name)
+                hb = re.match(r"^(?:heartbeat|resigned)-(\d+)$", name)
                 if hb and int(hb.group(1)) < current:
                     (self.dir / name).unlink(missing_ok=True)
 
@@ -220,7 +238,7 @@ def first_act(claimed_at: float, seen: bytes | None, current: bytes | None,
     slow at the wrong moment); a renewal that started before the claim keeps
     it believing in its tenure for at most T - m past the claim, so wait that
     long.  (It will also see ``epoch-<N+1>`` at its next renewal and step
-    down.)
+    down, and then write ``resigned-<N>``, which ends the wait early.)
     """
     return claimed_at if current == seen else claimed_at + lease - margin
 
