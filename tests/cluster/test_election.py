@@ -241,3 +241,34 @@ def test_a_resignation_of_another_epoch_does_not_start_the_successor(tmp_path: P
         assert m.news == 0  # type: ignore[attr-defined]
 
     asyncio.run(scenario())
+
+
+def test_a_controller_resigns_only_after_closing_its_accounts(tmp_path: Path) -> None:
+    """Stepping down writes ``resigned-<N>`` last: a kill or pause before
+    the accounts are closed leaves no file, and the successor waits T - m."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from dynamail.cluster.candidacy import ControllerDuty
+
+    store = ElectionStore(tmp_path)
+    store.ensure()
+    seen_while_closing: list[bool] = []
+
+    class Locator:
+        async def drop_all(self) -> None:
+            seen_while_closing.append(store.resigned(5))
+
+    class Stepping(ControllerDuty):
+        def __init__(self) -> None:
+            self.s = SimpleNamespace(lease=0.4)  # type: ignore[assignment]
+            self.election = store
+            self.controller = object()  # type: ignore[assignment]
+            self.tenure = Tenure(5, 0.4, 0.1, renewed_at=time.monotonic())
+            self.locator = Locator()  # type: ignore[assignment]
+
+    m = Stepping()
+    asyncio.run(m._step_down("a newer controller epoch exists"))
+    assert seen_while_closing == [False]
+    assert store.resigned(5) and m.controller is None and m.tenure is None
