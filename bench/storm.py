@@ -20,6 +20,12 @@ Runs, one after the other on the same machine:
    in-memory cache empty); the keyed verifiers the first run left beside the
    accounts let it accept each login with one HMAC — the case of a
    failover, where the survivors read the verifiers the failed member wrote.
+2b. ``dynamail provisioned``: a fresh server on an empty base, the accounts
+   created through its CLI port with their passwords (``CREATEACCOUNT
+   u@domain {Password=...}``, as an operator provisions users; the set-up
+   time is printed, not measured), then restarted so that every memory cache
+   is empty: first logins ever, but the server wrote each account's
+   verifier when it set the password.
 3. ``dovecot``: Dovecot 2.3 (``/usr/sbin/dovecot``, as root) with the same
    accounts in a passwd-file with one ``{SHA512-CRYPT}`` hash (5,000
    rounds), processes reused (``service_count = 0``), no auth cache.
@@ -44,12 +50,13 @@ import contextlib
 import json
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from bench.imap import HOST, PASSWORD, Imap, cpu_seconds, dovecot_server, pct
+from bench.imap import HOST, PASSWORD, Imap, cpu_seconds, dovecot_server, pct, wait_serving
 from bench.server import create_accounts, serve
 
 DOMAIN = "bench.test"
@@ -140,6 +147,40 @@ def measure(name: str, pid: int, port: int, users: list[str], clients: int) -> d
           f"RSS {row['rss0']:.0f} -> peak {row['rss_peak']:.0f} MiB, retried {row['failures']:.0f}",
           flush=True)
     return row
+
+
+def provision(host: str, offset: int, users: list[str], connections: int = 4) -> float:
+    """Create ``users`` through the CLI port of a running server, each with
+    ``PASSWORD``, over ``connections`` connections; the seconds it took."""
+
+    def create(chunk: list[str]) -> None:
+        with socket.create_connection((host, 106 + offset), timeout=300) as s:
+            f = s.makefile("rb")
+            f.readline()
+            for line in ("USER postmaster", "PASS x", *(
+                    f'CREATEACCOUNT {u}@{DOMAIN} {{Password="{PASSWORD}";}}' for u in chunk)):
+                s.sendall(line.encode() + b"\r\n")
+                reply = f.readline().decode(errors="replace")
+                if not reply.startswith(("200", "300")):
+                    raise RuntimeError(f"{line.split()[0]}: {reply.strip()}")
+
+    t0 = time.monotonic()
+    deadline = t0 + 60
+    while True:  # the first, until the server (every worker) takes it
+        try:
+            create(users[:1])
+            break
+        except (RuntimeError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    rest = users[1:]
+    threads = [threading.Thread(target=create, args=(rest[i::connections],)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - t0
 
 
 async def _session(host: str, port: int, user: str, source: str) -> Imap:
@@ -256,6 +297,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--only", choices=("dynamail", "dovecot"))
     ap.add_argument("--failover", action="store_true", help="the failover storm on a local cluster instead")
+    ap.add_argument("--server-workers", type=int, default=1,
+                    help="dynamail's worker processes (serve --workers; 0 = one per core)")
     args = ap.parse_args()
     if args.failover:
         failover_main(args.accounts)
@@ -272,13 +315,36 @@ def main() -> None:
             from dynamail.directory import passwords
 
             argon = passwords.default_hasher().hash(PASSWORD)
-            create_accounts(tmp / "dynamail", DOMAIN, PASSWORD, users, stored_hash=argon)
-            with serve(tmp, host=HOST, domain=DOMAIN, offset=offset) as (proc, port):
-                results["dynamail cold (argon2id m=19MiB t=2)"] = measure(
+            workers = args.server_workers
+            settings = f"workers = {workers}\n"
+            # "probe" tells when every worker serves (``serve --workers``); it is not in the storm
+            create_accounts(tmp / "dynamail", DOMAIN, PASSWORD, [*users, "probe"], stored_hash=argon,
+                            settings=settings)
+            tag = "" if workers == 1 else f", {workers or 'per-core'} workers"
+
+            @contextlib.contextmanager
+            def running(where: Path):  # type: ignore[no-untyped-def]
+                with serve(where, host=HOST, domain=DOMAIN, offset=offset) as (proc, port):
+                    if workers != 1:
+                        asyncio.run(wait_serving(HOST, port, "probe"))
+                    yield proc, port
+
+            with running(tmp) as (proc, port):
+                results[f"dynamail cold (argon2id m=19MiB t=2{tag})"] = measure(
                     "dynamail cold", proc.pid, port, users, args.clients)
-            with serve(tmp, host=HOST, domain=DOMAIN, offset=offset) as (proc, port):
-                results["dynamail restart (verifiers)"] = measure(
+            with running(tmp) as (proc, port):
+                results[f"dynamail restart (verifiers{tag})"] = measure(
                     "dynamail restart", proc.pid, port, users, args.clients)
+            prov = tmp / "provisioned"
+            (prov / "dynamail" / "Settings").mkdir(parents=True)
+            (prov / "dynamail" / "Settings" / "server.toml").write_text(
+                f'main_domain = "{DOMAIN}"\n' + settings)
+            with serve(prov, host=HOST, domain=DOMAIN, offset=offset):
+                took = provision(HOST, offset, ["probe", *users])
+                print(f"  {len(users) + 1} accounts created through the CLI in {took:.1f} s", flush=True)
+            with running(prov) as (proc, port):
+                results[f"dynamail provisioned (verifiers written with the passwords{tag})"] = measure(
+                    "dynamail provisioned", proc.pid, port, users, args.clients)
         if args.only != "dynamail" and os.path.exists("/usr/sbin/dovecot") and os.geteuid() == 0:
             with dovecot_server(tmp, users, offset + 1000, "sha512-crypt") as (dproc, port):
                 results["Dovecot {SHA512-CRYPT}"] = measure("dovecot", dproc.pid, port, users, args.clients)

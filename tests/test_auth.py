@@ -427,6 +427,69 @@ def test_no_verifier_for_a_wrong_password_or_without_a_key(directory: Directory)
     assert directory.credential_verifier(ref) is None
 
 
+def wired(base: Path, wall: WallClock, key: bytes | None = KEY) -> tuple[Authenticator, Directory]:
+    """A member whose directory asks its authenticator for a verifier
+    whenever it sets a password, as the server wires them."""
+    d = Directory(base, main_domain="main.example", password_hasher=FAST)
+    a = Authenticator(d, verifier_key=key, verifier_ttl=3600.0, wall_clock=wall)
+    d.verifier_for = a.verifier_for
+    return a, d
+
+
+def test_a_password_set_comes_with_its_verifier(directory: Directory) -> None:
+    """A new account's first login, and the first after a password change,
+    skip the hash on every member: the verifier is written with the password."""
+    wall = WallClock()
+    _, da = wired(directory.base, wall)
+    b, _ = member(directory.base, wall)
+    ref = da.create_account("d.example", "carol", password="queen-of-hearts")
+    assert da.credential_verifier(ref) is not None
+    assert login(b, "carol@d.example", "queen-of-hearts").ok
+    assert (b.verifications, b.verifier_hits) == (0, 1)
+    assert not login(b, "carol@d.example", "queen-of-heartS").ok  # a wrong one is hashed
+    assert b.verifications == 1
+    for change in (
+        lambda: da.set_password(ref, "red-queen"),
+        lambda: da.update_account_settings(ref, {"Password": "white-queen"}),
+        lambda: da.set_account_settings(ref, {"Password": "tweedledum"}),
+    ):
+        old = da.credential_verifier(ref)
+        change()
+        assert da.credential_verifier(ref) not in (None, old)
+    c, _ = member(directory.base, wall)
+    assert not login(c, "carol@d.example", "white-queen").ok
+    assert login(c, "carol@d.example", "tweedledum").ok
+    assert (c.verifier_hits, c.verifications) == (1, 1)  # only the refused old password was hashed
+    # an imported hash comes without a password: no verifier, the first login hashes
+    da.set_password_hash(ref, "{SHA512-CRYPT}" + SHA512)
+    assert da.credential_verifier(ref) is None
+    # an account created without a password has none either
+    assert da.credential_verifier(da.create_account("d.example", "dormouse")) is None
+
+
+def test_no_verifier_with_a_password_when_verifiers_are_off(directory: Directory) -> None:
+    wall = WallClock()
+    _, d = wired(directory.base, wall, key=None)
+    ref = d.create_account("d.example", "carol", password="queen-of-hearts")
+    assert d.credential_verifier(ref) is None
+    # a verifier left from before (verifiers since turned off) goes with a change
+    d.set_credential_verifier(ref, passwords.make_verifier(KEY, ref.address, "x", "queen-of-hearts", 2 * 10**9))
+    d.set_password(ref, "red-queen")
+    assert d.credential_verifier(ref) is None
+
+
+def test_a_failing_verifier_does_not_fail_the_password_change(directory: Directory) -> None:
+    def broken(ref: Any, stored: str, password: str) -> str:
+        raise RuntimeError("no key")
+
+    directory.verifier_for = broken
+    ref = directory.create_account("d.example", "carol", password="queen-of-hearts")
+    assert directory.credential_verifier(ref) is None
+    directory.set_password(ref, "red-queen")
+    assert directory.credential_verifier(ref) is None
+    assert login(Authenticator(directory), "carol@d.example", "red-queen").ok
+
+
 def test_shared_account_rehash_goes_to_the_shared_writer(tmp_path: Path) -> None:
     """In a cluster, a rehash of a shared account is a compare-and-set run by
     the Controller: here the writer runs the directory operation the way the

@@ -365,16 +365,24 @@ class Authenticator:
             self.verifier_key, verifier, ref.address, stored, password, self.wall_clock()
         )
 
+    def verifier_for(self, ref: AccountRef, stored: str, password: str) -> str | None:
+        """A fresh keyed verifier of ``password`` under ``stored``, or None
+        when verifiers are off.  The directory asks for one whenever it sets
+        a password (``Directory.verifier_for``), so even the first login of
+        a new account, or the first after a password change, skips the hash."""
+        if self.verifier_key is None or self.verifier_ttl <= 0:
+            return None
+        expires = int(self.wall_clock() + self.verifier_ttl)
+        return passwords.make_verifier(self.verifier_key, ref.address, stored, password, expires)
+
     def _store_verifier(self, ref: AccountRef, stored: str, password: str) -> None:
         """Keep a fresh keyed verifier with the account (best effort: a
         failure only costs the next member one hash verification)."""
-        if self.verifier_key is None or self.verifier_ttl <= 0:
+        text = self.verifier_for(ref, stored, password)
+        if text is None:
             return
-        expires = int(self.wall_clock() + self.verifier_ttl)
         try:
-            self.directory.set_credential_verifier(
-                ref, passwords.make_verifier(self.verifier_key, ref.address, stored, password, expires)
-            )
+            self.directory.set_credential_verifier(ref, text)
         except Exception:
             log.warning("could not store the credentials verifier of %s", ref, exc_info=True)
 

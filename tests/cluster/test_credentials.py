@@ -1,5 +1,5 @@
 """Keyed credentials verifiers in a real two-backend cluster: a password
-verified on one member is accepted by the other without a hash
+set or verified on one member is accepted by the other without a hash
 verification, and a password change made through one member revokes the
 old password on both at once (``dynamail.auth``)."""
 
@@ -43,20 +43,24 @@ def test_verifier_is_shared_and_revoked_by_a_password_change(cluster_factory: An
     assert c.cli("b1", "CREATEDOMAIN shared.test SHARED")[0].startswith("200")
     assert c.cli("b1", f'CREATEACCOUNT kim@shared.test {{Password="{OLD}";}}')[0].startswith("200")
     (account_dir,) = Path(c.data["shared"]).glob("shared.test/Accounts/*/kim")
+    assert (account_dir / "Verifier").exists()  # written with the password
 
-    assert login(c, "b1", OLD)
-    assert c.wait(lambda: (account_dir / "Verifier").exists(), what="verifier written")
     before = checks(c, "b2")
-    assert login(c, "b2", OLD)  # b2 has never verified kim's password
+    assert login(c, "b2", OLD)  # kim's first login ever: no hash either
     after = checks(c, "b2")
     assert after.get("verifier", 0) == before.get("verifier", 0) + 1
     assert after.get("hash", 0) == before.get("hash", 0)
+    assert login(c, "b1", OLD)
 
     out = c.cli("b2", f'SETACCOUNTPASSWORD kim@shared.test PASSWORD "{NEW}"')
     assert out[0].startswith("200"), out
     for m in ("b1", "b2"):  # no wait: the change is in effect on both at once
         assert not login(c, m, OLD), m
+    before = checks(c, "b1")
     assert login(c, "b2", NEW) and login(c, "b1", NEW)
+    after = checks(c, "b1")  # the new password came with its verifier too
+    assert after.get("verifier", 0) == before.get("verifier", 0) + 1
+    assert after.get("hash", 0) == before.get("hash", 0)
 
 
 def test_imported_hash_of_a_shared_account_is_rehashed_through_the_controller(cluster_factory: Any) -> None:

@@ -41,11 +41,12 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import logging
 import os
 import secrets
 import shutil
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,25 @@ class _Listing:
     merged: list[str] = field(default_factory=list)
 
 
+log = logging.getLogger(__name__)
+
+
+def _write_verifier(path: Path, text: str) -> None:
+    """Replace the verifier file at ``path`` (atomic rename, no fsync: a
+    lost write only costs one hash verification)."""
+    tmp = path.with_name(f".{VERIFIER_FILE}.{secrets.token_hex(6)}.tmp")
+    fd = create_private(tmp)
+    try:
+        os.write(fd, text.encode("ascii") + b"\n")
+    finally:
+        os.close(fd)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
     """Domains and accounts of one server (and the shared ones of its cluster)."""
 
@@ -139,6 +159,10 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
         self._listings: dict[str, _Listing] = {}
         self._apop_local = passwords.ApopKeys(self.settings_dir / "apop.key")
         self._apop_cluster = passwords.ApopKeys(self.cluster_dir / "apop.key")
+        # (account, stored hash, password) -> the keyed verifier to keep with
+        # an account whose password is being set, or None (verifiers off):
+        # the authenticator's ``verifier_for``, wired by the server
+        self.verifier_for: Callable[[AccountRef, str, str], str | None] | None = None
         for d in (self.settings_dir, self.domains_dir, self.shared_base, self.cluster_dir):
             private_dirs(d)
         if not all_shared and not self.domain_exists(self.main_domain):
@@ -509,6 +533,10 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 if password is not None:
                     record.update(self._password_record(ref, password, own))
                 self.files.write(tmp / ACCOUNT_FILE, record, mode=0o600)
+                if password is not None:
+                    text = self._fresh_verifier(ref, record, password)
+                    if text is not None:
+                        _write_verifier(tmp / VERIFIER_FILE, text)
                 fsync_dir(tmp)
                 rename_new(tmp, final, f"account already exists: {ref.address}")
             except BaseException:
@@ -594,7 +622,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 rec.update(self._password_record(ref, password, rec["settings"]))
             self._write_record(ref, rec)
             if password is not None:
-                self.set_credential_verifier(ref, None)
+                self._replace_verifier(ref, rec, password)
 
     def set_account_settings(self, ref: AccountRef, settings: Mapping[str, Any]) -> None:
         rest, password = split_password(settings)
@@ -606,7 +634,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
                 rec.update(self._password_record(ref, password, cleaned))
             self._write_record(ref, rec)
             if password is not None:
-                self.set_credential_verifier(ref, None)
+                self._replace_verifier(ref, rec, password)
 
     def effective_account_settings(self, ref: AccountRef) -> dict[str, Any]:
         own = self.account_settings(ref)
@@ -663,7 +691,7 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             rec = self._record(ref)
             rec.update(new)
             self._write_record(ref, rec)
-            self.set_credential_verifier(ref, None)
+            self._replace_verifier(ref, rec, password)
 
     def upgrade_password_hash(self, ref: AccountRef, old_stored: str, password: str) -> bool:
         """Replace an imported hash with argon2id after ``password`` was
@@ -736,17 +764,32 @@ class Directory(AliasesMixin, AlertsMixin, DkimMixin, LoginsMixin):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             return
-        tmp = path.with_name(f".{VERIFIER_FILE}.{secrets.token_hex(6)}.tmp")
-        fd = create_private(tmp)
+        _write_verifier(path, text)
+
+    def _fresh_verifier(self, ref: AccountRef, record: Mapping[str, Any], password: str) -> str | None:
+        """The keyed verifier of a password just set (``verifier_for``), or
+        None.  Best effort: without one the first login costs a hash."""
+        stored = record.get("password")
+        if self.verifier_for is None or not isinstance(stored, str):
+            return None
         try:
-            os.write(fd, text.encode("ascii") + b"\n")
-        finally:
-            os.close(fd)
+            return self.verifier_for(ref, stored, password)
+        except Exception:
+            log.warning("could not make the credentials verifier of %s", ref, exc_info=True)
+            return None
+
+    def _replace_verifier(self, ref: AccountRef, record: Mapping[str, Any], password: str) -> None:
+        """After a password change: the old verifier goes in every case (it
+        no longer matches the stored hash anyway), a fresh one of the new
+        password takes its place when verifiers are on."""
+        text = self._fresh_verifier(ref, record, password)
         try:
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            self.set_credential_verifier(ref, text)
+        except OSError:
+            if text is None:
+                raise
+            log.warning("could not store the credentials verifier of %s", ref, exc_info=True)
+            self.set_credential_verifier(ref, None)
 
     def apop_secret(self, ref: AccountRef) -> str | None:
         """The clear password for APOP, when kept (see ``passwords``)."""

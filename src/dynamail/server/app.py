@@ -292,10 +292,15 @@ def _make_auth(cfg: ServerConfig, directory: Any, metrics: Metrics) -> Any:
     key = None
     if a.verifier_seconds > 0 and not cfg.clustered:
         key = passwords.ApopKeys(cfg.settings_dir / "verifier.key").key()
-    return Authenticator(
+    auth = Authenticator(
         directory, metrics=metrics, cache_ttl=a.cache_seconds, hash_concurrency=a.hash_concurrency,
         rehash=a.rehash_on_login, verifier_key=key, verifier_ttl=a.verifier_seconds,
     )
+    if hasattr(directory, "verifier_for"):
+        # a password set through this server comes with its verifier, so the
+        # first login of a new account skips the hash as a returning one does
+        directory.verifier_for = auth.verifier_for
+    return auth
 
 
 def _make_admin(directory: Any, auth: Any, locator: Any) -> Any:
